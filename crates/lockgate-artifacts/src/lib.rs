@@ -1,0 +1,1 @@
+//! Content-addressed storage for artifacts and logs (blake3 digests, files on disk).

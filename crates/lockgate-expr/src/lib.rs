@@ -1,0 +1,1 @@
+//! Azure Pipelines expression language: lexer, parser, evaluator, functions and casting rules. Pure: no IO.

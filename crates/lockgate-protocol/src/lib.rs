@@ -1,0 +1,1 @@
+//! The only types that cross the network: agent <-> server messages and public API shapes.

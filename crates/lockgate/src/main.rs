@@ -1,0 +1,95 @@
+//! The `lockgate` binary: parses the command line and hands each command to its module. This file is
+//! also the one place that maps errors to the documented exit codes (see ARCHITECTURE.md).
+
+mod compile;
+mod run;
+mod server;
+mod solution;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for success (a run that succeeded, or succeeded with issues).
+pub const EXIT_OK: u8 = 0;
+/// Exit code for a failed check: invalid pipeline reported by `validate`, a failed or canceled run.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code for usage errors and inputs that cannot be used at all.
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error that is the caller's fault (bad flag value, missing file): exits with [`EXIT_USAGE`].
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[derive(Parser)]
+#[command(name = "lockgate", version, about = "Azure Pipelines YAML, from a Git commit to production")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a pipeline file and report every problem with its location.
+    Validate(compile::CompileArgs),
+    /// Print the fully expanded pipeline (the final YAML) or its job graph as JSON.
+    Plan(compile::PlanArgs),
+    /// Run a pipeline on this machine.
+    Run(run::RunArgs),
+    /// Power Platform solution packages: unpack, pack, diff, check, settings, version.
+    #[command(subcommand)]
+    Solution(solution::SolutionCommand),
+    /// Start a server with an embedded database, a built-in agent and a demo project.
+    Up(server::UpArgs),
+    /// Start a server from a config file, without the demo project.
+    Server(server::ServerArgs),
+    /// Runs on a Lockgate server: list, show, logs, cancel, rerun.
+    #[command(subcommand)]
+    Runs(server::RunsCommand),
+    /// Pipelines on a Lockgate server: create, list.
+    #[command(subcommand)]
+    Pipelines(server::PipelinesCommand),
+    /// Queue a run of a pipeline on a Lockgate server.
+    Queue(server::QueueArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Validate(args) => compile::validate(args),
+        Command::Plan(args) => compile::plan(args),
+        Command::Run(args) => run::exec(args),
+        Command::Solution(cmd) => solution::exec(cmd),
+        Command::Up(args) => server::up(args),
+        Command::Server(args) => server::server(args),
+        Command::Runs(cmd) => server::runs(cmd),
+        Command::Pipelines(cmd) => server::pipelines(cmd),
+        Command::Queue(args) => server::queue(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the `lockgate` binary, one module per command family. Each test runs the real
+//! binary as a child process in a temporary directory.
+
+mod cli;
+mod compile;
+mod run;
+mod server;
+mod solution;

@@ -1,0 +1,1 @@
+//! End-to-end tests of `lockgate` commands in run.rs of the binary.
