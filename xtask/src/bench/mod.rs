@@ -1,6 +1,12 @@
 //! Benchmarks, one module per area. Each prints a table and the machine it ran on; the numbers go to
 //! docs/benchmarks.md. They are measurements, never timed tests.
 
+mod expr;
+mod pipeline;
+mod runner;
+mod server;
+mod solution;
+
 use std::process::Command;
 
 /// Re-runs xtask in release mode so that benchmarks measure optimised code.
@@ -17,7 +23,18 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     let which = args.first().map(String::as_str).unwrap_or("all");
     println!("machine: {}", machine());
     match which {
-        "all" => {}
+        "expr" => expr::run()?,
+        "pipeline" => pipeline::run()?,
+        "runner" => runner::run()?,
+        "solution" => solution::run()?,
+        "server" => server::run()?,
+        "all" => {
+            expr::run()?;
+            pipeline::run()?;
+            runner::run()?;
+            solution::run()?;
+            server::run()?;
+        }
         other => anyhow::bail!("unknown benchmark `{other}`"),
     }
     Ok(0)
