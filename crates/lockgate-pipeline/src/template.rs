@@ -1,0 +1,2 @@
+//! Template expansion: `${{ }}` expressions in keys and values, `if`/`elseif`/`else`, `each`,
+//! `insert`, and template includes with typed parameters.
