@@ -1,1 +1,10 @@
-//! Runs jobs on this machine with Azure Pipelines agent semantics: workspace, child processes, variables, logging commands, secret masking and built-in tasks.
+//! Runs jobs on this machine with Azure Pipelines agent semantics: workspace, child processes, variables,
+//! logging commands, secret masking and built-in tasks. [`job::run_job`] runs one job and reports
+//! [`events::Event`]s; [`orchestrator`] walks a whole plan for `lockgate run`.
+
+pub mod events;
+pub mod logging_command;
+pub mod masking;
+pub mod process;
+pub mod variables;
+pub mod workspace;

@@ -1,0 +1,315 @@
+//! Child processes for steps: each runs in its own process group; its stdout and stderr are read as lines
+//! (in batches, to keep per-line overhead low); cancellation and timeouts send SIGTERM to the whole group,
+//! wait a grace period, then SIGKILL. A background process that keeps the pipes open after the direct
+//! child exited cannot hang the step: reading stops after a short drain period.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+/// A cancellation flag shared by the orchestrator, the job and its steps. Cloning shares the flag.
+#[derive(Debug, Clone)]
+pub struct CancelSignal {
+    sender: std::sync::Arc<watch::Sender<bool>>,
+}
+
+impl Default for CancelSignal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CancelSignal {
+    pub fn new() -> Self {
+        Self {
+            sender: std::sync::Arc::new(watch::channel(false).0),
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.sender.send_replace(true);
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        *self.sender.borrow()
+    }
+
+    /// Resolves once the signal is canceled (immediately if it already is).
+    pub async fn canceled(&self) {
+        let mut receiver = self.sender.subscribe();
+        let _ = receiver.wait_for(|canceled| *canceled).await;
+    }
+}
+
+/// Which pipe a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    /// The complete environment of the child (nothing is inherited implicitly).
+    pub env: Vec<(String, String)>,
+}
+
+/// Limits applied while a process runs.
+#[derive(Debug, Clone)]
+pub struct ProcessLimits {
+    /// Stop the process after this long (SIGTERM, grace, SIGKILL).
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL (the job's `cancelTimeoutInMinutes`).
+    pub kill_grace: Duration,
+    /// How long to keep reading the pipes after the direct child exited.
+    pub drain_grace: Duration,
+}
+
+impl Default for ProcessLimits {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            kill_grace: Duration::from_secs(5 * 60),
+            drain_grace: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    /// Exited on its own with this code (a signal death is reported as 128 + signal).
+    Exited(i32),
+    /// Stopped because the timeout elapsed.
+    TimedOut,
+    /// Stopped because the cancel signal fired.
+    Canceled,
+}
+
+/// The longest line passed on in one piece; longer output is split.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Starts `spec`, passes every output line to `on_lines` (in order per stream, batched), and returns how
+/// it ended. `on_lines` runs on the caller's task, so it may hold `&mut` state.
+pub async fn run_process(
+    spec: &ProcessSpec,
+    limits: &ProcessLimits,
+    cancel: &CancelSignal,
+    mut on_lines: impl FnMut(Stream, Vec<String>),
+) -> std::io::Result<(ProcessEnd, Option<u32>)> {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command.spawn()?;
+    let pid = child.id();
+    let (sender, mut receiver) = mpsc::channel::<(Stream, Vec<String>)>(64);
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(
+            stdout,
+            Stream::Stdout,
+            sender.clone(),
+        )));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(
+            stderr,
+            Stream::Stderr,
+            sender.clone(),
+        )));
+    }
+    drop(sender);
+
+    let deadline = limits
+        .timeout
+        .map(|timeout| tokio::time::Instant::now() + timeout);
+    let sleep_until_deadline = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until_deadline);
+    let mut stop_reason: Option<ProcessEnd> = None;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut pipes_open = true;
+    let status = loop {
+        let kill_sleep = async {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = child.wait() => break status?,
+            batch = receiver.recv(), if pipes_open => match batch {
+                Some((stream, lines)) => on_lines(stream, lines),
+                None => pipes_open = false,
+            },
+            _ = cancel.canceled(), if stop_reason.is_none() => {
+                stop_reason = Some(ProcessEnd::Canceled);
+                signal_group(pid, Signal::Term);
+                kill_at = Some(tokio::time::Instant::now() + limits.kill_grace);
+            }
+            _ = &mut sleep_until_deadline, if stop_reason.is_none() => {
+                stop_reason = Some(ProcessEnd::TimedOut);
+                signal_group(pid, Signal::Term);
+                kill_at = Some(tokio::time::Instant::now() + limits.kill_grace);
+            }
+            _ = kill_sleep => {
+                signal_group(pid, Signal::Kill);
+                kill_at = None;
+            }
+        }
+    };
+
+    // The direct child is gone. Drain what is buffered; give writers that still hold the pipes (a
+    // background grandchild) a short grace period, then stop reading.
+    let drain_deadline = tokio::time::Instant::now() + limits.drain_grace;
+    while pipes_open {
+        tokio::select! {
+            batch = receiver.recv() => match batch {
+                Some((stream, lines)) => on_lines(stream, lines),
+                None => pipes_open = false,
+            },
+            _ = tokio::time::sleep_until(drain_deadline) => break,
+        }
+    }
+    for reader in readers {
+        reader.abort();
+    }
+    if let Some(reason) = stop_reason {
+        // Whatever is left of the group after a stop goes too (a stop is a stop of the whole group).
+        signal_group(pid, Signal::Kill);
+        return Ok((reason, pid));
+    }
+    Ok((ProcessEnd::Exited(exit_code(&status)), pid))
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Term,
+    Kill,
+}
+
+fn signal_group(pid: Option<u32>, signal: Signal) {
+    #[cfg(unix)]
+    if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
+        use nix::sys::signal::{Signal as NixSignal, killpg};
+        let signal = match signal {
+            Signal::Term => NixSignal::SIGTERM,
+            Signal::Kill => NixSignal::SIGKILL,
+        };
+        let _ = killpg(nix::unistd::Pid::from_raw(pid), signal);
+    }
+    #[cfg(not(unix))]
+    let _ = (pid, signal);
+}
+
+/// Stops what is left of a step's process group at the end of a job (SIGTERM, grace, SIGKILL), the way
+/// the agent cleans up processes a job left behind.
+pub async fn stop_process_group(pid: u32, grace: Duration) {
+    #[cfg(unix)]
+    {
+        let Ok(raw) = i32::try_from(pid) else { return };
+        let group = nix::unistd::Pid::from_raw(raw);
+        if nix::sys::signal::killpg(group, None).is_err() {
+            return;
+        }
+        signal_group(Some(pid), Signal::Term);
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if nix::sys::signal::killpg(group, None).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        signal_group(Some(pid), Signal::Kill);
+    }
+    #[cfg(not(unix))]
+    let _ = (pid, grace);
+}
+
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    if let Some(code) = status.code() {
+        return code;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return 128 + signal;
+        }
+    }
+    1
+}
+
+async fn read_lines(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    sender: mpsc::Sender<(Stream, Vec<String>)>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (index, byte) in buf[..n].iter().enumerate() {
+            if *byte == b'\n' {
+                partial.extend_from_slice(&buf[start..index]);
+                while partial.len() > MAX_LINE {
+                    let rest = partial.split_off(MAX_LINE);
+                    lines.push(take_line(&mut partial));
+                    partial = rest;
+                }
+                lines.push(take_line(&mut partial));
+                start = index + 1;
+            }
+        }
+        partial.extend_from_slice(&buf[start..n]);
+        while partial.len() >= MAX_LINE {
+            let rest = partial.split_off(MAX_LINE);
+            lines.push(take_line(&mut partial));
+            partial = rest;
+        }
+        if !lines.is_empty() && sender.send((stream, lines)).await.is_err() {
+            return;
+        }
+    }
+    if !partial.is_empty() {
+        let _ = sender.send((stream, vec![take_line(&mut partial)])).await;
+    }
+}
+
+fn take_line(bytes: &mut Vec<u8>) -> String {
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    let line = match String::from_utf8(std::mem::take(bytes)) {
+        Ok(text) => text,
+        Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+    };
+    line
+}

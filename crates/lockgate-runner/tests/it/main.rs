@@ -1,0 +1,4 @@
+//! Integration tests of lockgate-runner with real child processes, one module per area.
+
+mod helpers;
+mod process;
