@@ -1,0 +1,552 @@
+//! The evaluator: walks an [`Expr`] against a [`Context`], borrowing values from the tree and the context where it
+//! can, with the comparison and conversion rules of Azure Pipelines (right operand converted to the left's type).
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use crate::context::{Context, PathKey, StatusInput, TaskResult};
+use crate::error::{ErrorKind, ExprError, Span};
+use crate::functions;
+use crate::parser::{Accessor, Expr, Function, Node};
+use crate::value::{Value, ValueKind, cmp_ignore_case, eq_ignore_case};
+
+static NULL: Value = Value::Null;
+
+type Evaluated<'a> = Result<Cow<'a, Value>, ExprError>;
+
+impl Expr {
+    /// Evaluates the expression against `context`.
+    pub fn evaluate<C: Context + ?Sized>(&self, context: &C) -> Result<Value, ExprError> {
+        evaluate_node(&self.root, context).map(Cow::into_owned)
+    }
+
+    /// Evaluates the expression and casts the result to a boolean (how conditions and `${{ if }}` use it).
+    pub fn evaluate_bool<C: Context + ?Sized>(&self, context: &C) -> Result<bool, ExprError> {
+        evaluate_node(&self.root, context).map(|v| v.to_bool())
+    }
+}
+
+fn evaluation_error(span: Span, message: impl Into<String>) -> ExprError {
+    ExprError::new(ErrorKind::Evaluation, span, message)
+}
+
+pub(crate) fn evaluate_node<'a, C: Context + ?Sized>(
+    node: &'a Node,
+    context: &'a C,
+) -> Evaluated<'a> {
+    match node {
+        Node::Literal { value, .. } => Ok(Cow::Borrowed(value)),
+        Node::NamedValue { name, span } => context
+            .lookup(name, &[])
+            .map(|resolved| resolved.value)
+            .map_err(|message| evaluation_error(*span, message)),
+        Node::Access { base, path, .. } => evaluate_access(base, path, context),
+        Node::Call {
+            function,
+            name,
+            args,
+            span,
+        } => call(function, name, args, *span, context),
+    }
+}
+
+/// Applies one property or index step to a value, keeping the borrow when there is one.
+fn step<'a>(value: Cow<'a, Value>, key: &PathKey<'_>) -> Cow<'a, Value> {
+    let pick = |v: &Value| -> Option<Value> {
+        match key {
+            PathKey::Property(name) => v.property(name).cloned(),
+            PathKey::Index(index) => v.index(index).cloned(),
+            PathKey::Wildcard => None,
+        }
+    };
+    match value {
+        Cow::Borrowed(v) => {
+            let found = match key {
+                PathKey::Property(name) => v.property(name),
+                PathKey::Index(index) => v.index(index),
+                PathKey::Wildcard => None,
+            };
+            Cow::Borrowed(found.unwrap_or(&NULL))
+        }
+        Cow::Owned(v) => Cow::Owned(pick(&v).unwrap_or(Value::Null)),
+    }
+}
+
+/// The children a wildcard selects: array items or object values.
+fn wildcard_children<'a>(value: Cow<'a, Value>) -> Vec<Cow<'a, Value>> {
+    match value {
+        Cow::Borrowed(Value::Array(items)) => items.iter().map(Cow::Borrowed).collect(),
+        Cow::Borrowed(Value::Object(object)) => object.values().map(Cow::Borrowed).collect(),
+        Cow::Owned(Value::Array(items)) => items.into_iter().map(Cow::Owned).collect(),
+        Cow::Owned(Value::Object(object)) => {
+            object.into_iter().map(|(_, v)| Cow::Owned(v)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn evaluate_access<'a, C: Context + ?Sized>(
+    base: &'a Node,
+    path: &'a [Accessor],
+    context: &'a C,
+) -> Evaluated<'a> {
+    // Evaluate index expressions first (left to right), then resolve the path.
+    let mut indexes: Vec<Cow<'a, Value>> = Vec::new();
+    for accessor in path {
+        if let Accessor::Index { index, .. } = accessor {
+            indexes.push(evaluate_node(index, context)?);
+        }
+    }
+    let mut index_values = indexes.iter();
+    let keys: Vec<PathKey<'_>> = path
+        .iter()
+        .map(|accessor| match accessor {
+            Accessor::Property { name, .. } => PathKey::Property(name),
+            Accessor::Index { .. } => {
+                PathKey::Index(index_values.next().map_or(&NULL, |v| v.as_ref()))
+            }
+            Accessor::Wildcard { .. } => PathKey::Wildcard,
+        })
+        .collect();
+    let (start, consumed) = match base {
+        Node::NamedValue {
+            name,
+            span: name_span,
+        } => {
+            let resolved = context
+                .lookup(name, &keys)
+                .map_err(|message| evaluation_error(*name_span, message))?;
+            (resolved.value, resolved.consumed.min(keys.len()))
+        }
+        other => (evaluate_node(other, context)?, 0),
+    };
+    let rest = &keys[consumed..];
+    let Some(first_wildcard) = rest.iter().position(|k| *k == PathKey::Wildcard) else {
+        let mut value = start;
+        for key in rest {
+            value = step(value, key);
+        }
+        return Ok(value);
+    };
+    let mut value = start;
+    for key in &rest[..first_wildcard] {
+        value = step(value, key);
+    }
+    // A filtered array: later steps apply to every selected item; items where a step finds nothing are dropped.
+    let mut items = wildcard_children(value);
+    for key in &rest[first_wildcard + 1..] {
+        items = match key {
+            PathKey::Wildcard => items.into_iter().flat_map(wildcard_children).collect(),
+            _ => items
+                .into_iter()
+                .map(|item| step(item, key))
+                .filter(|v| !matches!(v.as_ref(), Value::Null))
+                .collect(),
+        };
+    }
+    Ok(Cow::Owned(Value::Array(
+        items.into_iter().map(Cow::into_owned).collect(),
+    )))
+}
+
+fn cast_error(span: Span, left: &Value, right: &Value, to: ValueKind) -> ExprError {
+    ExprError::new(
+        ErrorKind::Cast {
+            from: right.kind(),
+            to,
+            value: right.clone(),
+        },
+        span,
+        format!(
+            "cannot compare {} with {}: the {} does not convert to {}",
+            describe(left),
+            describe(right),
+            right.kind().name().to_ascii_lowercase(),
+            article(to)
+        ),
+    )
+}
+
+fn article(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Null => "null",
+        ValueKind::Boolean => "a boolean",
+        ValueKind::Number => "a number",
+        ValueKind::String => "a string",
+        ValueKind::Version => "a version",
+        ValueKind::Array => "an array",
+        ValueKind::Object => "an object",
+    }
+}
+
+/// A value named for a message: `number 3`, `version '1.2'`, `string 'abc'`.
+pub(crate) fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Boolean(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {}", crate::value::format_number(*n)),
+        Value::String(s) => {
+            let shown: String = s.chars().take(60).collect();
+            let ellipsis = if shown.len() < s.len() { "..." } else { "" };
+            format!("string '{shown}{ellipsis}'")
+        }
+        Value::Version(v) => format!("version '{v}'"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// `eq` semantics: the right value converted to the left's type; a failed conversion is "not equal".
+pub(crate) fn values_equal(left: &Value, right: &Value) -> bool {
+    match left {
+        Value::Null => right.converts_to_null(),
+        Value::Boolean(l) => *l == right.to_bool(),
+        Value::Number(l) => right.convert_to_number().is_some_and(|r| *l == r),
+        Value::String(l) => right
+            .convert_to_string()
+            .is_some_and(|r| eq_ignore_case(l, &r)),
+        Value::Version(l) => right.convert_to_version().is_some_and(|r| *l == r),
+        Value::Array(_) | Value::Object(_) => left == right,
+    }
+}
+
+/// Ordering for `gt`/`ge`/`lt`/`le`: the right value converted to the left's type; a failed conversion is an error.
+fn compare(left: &Value, right: &Value, span: Span) -> Result<Ordering, ExprError> {
+    match left {
+        Value::Null => {
+            if right.converts_to_null() {
+                Ok(Ordering::Equal)
+            } else {
+                Err(cast_error(span, left, right, ValueKind::Null))
+            }
+        }
+        Value::Boolean(l) => Ok(l.cmp(&right.to_bool())),
+        Value::Number(l) => {
+            let r = right
+                .convert_to_number()
+                .ok_or_else(|| cast_error(span, left, right, ValueKind::Number))?;
+            l.partial_cmp(&r).ok_or_else(|| {
+                evaluation_error(
+                    span,
+                    format!("cannot compare {} with {}", describe(left), describe(right)),
+                )
+            })
+        }
+        Value::String(l) => {
+            let r = right
+                .convert_to_string()
+                .ok_or_else(|| cast_error(span, left, right, ValueKind::String))?;
+            Ok(cmp_ignore_case(l, &r))
+        }
+        Value::Version(l) => {
+            let r = right
+                .convert_to_version()
+                .ok_or_else(|| cast_error(span, left, right, ValueKind::Version))?;
+            Ok(l.cmp(&r))
+        }
+        Value::Array(_) | Value::Object(_) => Err(evaluation_error(
+            span,
+            format!(
+                "cannot compare {} with {}: arrays and objects have no order",
+                describe(left),
+                describe(right)
+            ),
+        )),
+    }
+}
+
+fn to_string_arg<'v>(
+    value: &'v Value,
+    function: &str,
+    span: Span,
+) -> Result<Cow<'v, str>, ExprError> {
+    value.convert_to_string().ok_or_else(|| {
+        ExprError::new(
+            ErrorKind::Cast {
+                from: value.kind(),
+                to: ValueKind::String,
+                value: value.clone(),
+            },
+            span,
+            format!(
+                "{function}() cannot convert {} to a string",
+                describe(value)
+            ),
+        )
+    })
+}
+
+fn status_result<C: Context + ?Sized>(
+    function: &Function,
+    names: &[String],
+    span: Span,
+    context: &C,
+) -> Result<bool, ExprError> {
+    let status = context
+        .status()
+        .map_err(|message| evaluation_error(span, message))?;
+    let ok = |r: &TaskResult| matches!(r, TaskResult::Succeeded | TaskResult::SucceededWithIssues);
+    Ok(match status {
+        StatusInput::Step { job_status } => match function {
+            Function::Always => true,
+            Function::Canceled => job_status == Some(TaskResult::Canceled),
+            Function::Failed => job_status == Some(TaskResult::Failed),
+            Function::Succeeded => job_status.is_none_or(|r| ok(&r)),
+            Function::SucceededOrFailed => {
+                job_status.is_none_or(|r| ok(&r) || r == TaskResult::Failed)
+            }
+            _ => false,
+        },
+        StatusInput::Dependencies { results, canceled } => {
+            let selected: Vec<TaskResult> = if names.is_empty() {
+                results.iter().map(|(_, r)| *r).collect()
+            } else {
+                let mut selected = Vec::new();
+                for name in names {
+                    let Some((_, result)) = results.iter().find(|(n, _)| eq_ignore_case(n, name))
+                    else {
+                        return Err(evaluation_error(
+                            span,
+                            format!("'{name}' is not a dependency"),
+                        ));
+                    };
+                    selected.push(*result);
+                }
+                selected
+            };
+            match function {
+                Function::Always => true,
+                Function::Canceled => canceled,
+                Function::Failed => !canceled && selected.contains(&TaskResult::Failed),
+                Function::Succeeded => !canceled && selected.iter().all(ok),
+                Function::SucceededOrFailed => {
+                    !canceled && selected.iter().all(|r| ok(r) || *r == TaskResult::Failed)
+                }
+                _ => false,
+            }
+        }
+    })
+}
+
+fn call<'a, C: Context + ?Sized>(
+    function: &Function,
+    name: &str,
+    args: &'a [Node],
+    span: Span,
+    context: &'a C,
+) -> Evaluated<'a> {
+    let arg = |i: usize| -> Evaluated<'a> {
+        match args.get(i) {
+            Some(node) => evaluate_node(node, context),
+            None => Ok(Cow::Borrowed(&NULL)),
+        }
+    };
+    let boolean = |b: bool| -> Evaluated<'a> { Ok(Cow::Owned(Value::Boolean(b))) };
+    let owned = |v: Value| -> Evaluated<'a> { Ok(Cow::Owned(v)) };
+    let name_lower = function.canonical_name().unwrap_or(name);
+    match function {
+        Function::And => {
+            for node in args {
+                if !evaluate_node(node, context)?.to_bool() {
+                    return boolean(false);
+                }
+            }
+            boolean(true)
+        }
+        Function::Or => {
+            for node in args {
+                if evaluate_node(node, context)?.to_bool() {
+                    return boolean(true);
+                }
+            }
+            boolean(false)
+        }
+        Function::Not => boolean(!arg(0)?.to_bool()),
+        Function::Xor => {
+            let left = arg(0)?.to_bool();
+            boolean(left != arg(1)?.to_bool())
+        }
+        Function::Eq => {
+            let left = arg(0)?;
+            boolean(values_equal(&left, arg(1)?.as_ref()))
+        }
+        Function::Ne => {
+            let left = arg(0)?;
+            boolean(!values_equal(&left, arg(1)?.as_ref()))
+        }
+        Function::Gt | Function::Ge | Function::Lt | Function::Le => {
+            let left = arg(0)?;
+            let right = arg(1)?;
+            let ordering = compare(&left, &right, span)?;
+            boolean(match function {
+                Function::Gt => ordering == Ordering::Greater,
+                Function::Ge => ordering != Ordering::Less,
+                Function::Lt => ordering == Ordering::Less,
+                _ => ordering != Ordering::Greater,
+            })
+        }
+        Function::In | Function::NotIn => {
+            let left = arg(0)?;
+            let mut found = false;
+            for node in &args[1..] {
+                if values_equal(&left, evaluate_node(node, context)?.as_ref()) {
+                    found = true;
+                    break;
+                }
+            }
+            boolean(found == (*function == Function::In))
+        }
+        Function::Contains | Function::StartsWith | Function::EndsWith => {
+            let left = arg(0)?;
+            let right = arg(1)?;
+            let haystack = to_string_arg(&left, name_lower, span)?;
+            let needle = to_string_arg(&right, name_lower, span)?;
+            let haystack = crate::value::fold_case(&haystack);
+            let needle = crate::value::fold_case(&needle);
+            boolean(match function {
+                Function::Contains => haystack.contains(needle.as_ref()),
+                Function::StartsWith => haystack.starts_with(needle.as_ref()),
+                _ => haystack.ends_with(needle.as_ref()),
+            })
+        }
+        Function::ContainsValue => {
+            let collection = arg(0)?;
+            let wanted = arg(1)?;
+            let found = match collection.as_ref() {
+                Value::Array(items) => items.iter().any(|item| values_equal(&wanted, item)),
+                Value::Object(object) => object.values().any(|item| values_equal(&wanted, item)),
+                _ => false,
+            };
+            boolean(found)
+        }
+        Function::Coalesce => {
+            for node in args {
+                let value = evaluate_node(node, context)?;
+                if !value.converts_to_null() {
+                    return Ok(value);
+                }
+            }
+            Ok(Cow::Borrowed(&NULL))
+        }
+        Function::Format => {
+            let values = args
+                .iter()
+                .map(|node| evaluate_node(node, context))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pattern = to_string_arg(&values[0], name_lower, span)?;
+            functions::format(&pattern, &values[1..])
+                .map(|s| Cow::Owned(Value::String(s)))
+                .map_err(|m| evaluation_error(span, m))
+        }
+        Function::Join => {
+            let separator = arg(0)?;
+            let separator = to_string_arg(&separator, name_lower, span)?;
+            let items = arg(1)?;
+            owned(Value::String(functions::join(&separator, &items)))
+        }
+        Function::Split => {
+            let text = arg(0)?;
+            let delimiters = arg(1)?;
+            let text = to_string_arg(&text, name_lower, span)?;
+            let delimiters = to_string_arg(&delimiters, name_lower, span)?;
+            owned(functions::split(&text, &delimiters))
+        }
+        Function::Replace => {
+            let text = arg(0)?;
+            let old = arg(1)?;
+            let new = arg(2)?;
+            let text = to_string_arg(&text, name_lower, span)?;
+            let old = to_string_arg(&old, name_lower, span)?;
+            let new = to_string_arg(&new, name_lower, span)?;
+            owned(Value::String(if old.is_empty() {
+                text.into_owned()
+            } else {
+                text.replace(old.as_ref(), &new)
+            }))
+        }
+        Function::Lower | Function::Upper | Function::Trim => {
+            let value = arg(0)?;
+            let text = to_string_arg(&value, name_lower, span)?;
+            owned(Value::String(match function {
+                Function::Lower => text.to_lowercase(),
+                Function::Upper => text.to_uppercase(),
+                _ => text.trim().to_string(),
+            }))
+        }
+        Function::Length => {
+            let value = arg(0)?;
+            let length = match value.as_ref() {
+                Value::Null => 0,
+                Value::String(s) => s.encode_utf16().count(),
+                Value::Array(items) => items.len(),
+                Value::Object(object) => object.len(),
+                other => {
+                    return Err(evaluation_error(
+                        span,
+                        format!(
+                            "length() expects a string, an array or an object, not {}",
+                            describe(other)
+                        ),
+                    ));
+                }
+            };
+            owned(Value::Number(length as f64))
+        }
+        Function::Iif => {
+            if arg(0)?.to_bool() {
+                arg(1)
+            } else {
+                arg(2)
+            }
+        }
+        Function::ConvertToJson => {
+            let value = arg(0)?;
+            owned(Value::String(functions::to_json(&value, true)))
+        }
+        Function::Counter => {
+            let prefix = arg(0)?;
+            let prefix = to_string_arg(&prefix, name_lower, span)?;
+            let seed = arg(1)?;
+            let seed = seed.convert_to_number().ok_or_else(|| {
+                evaluation_error(
+                    span,
+                    format!(
+                        "counter() needs a number as its seed, not {}",
+                        describe(&seed)
+                    ),
+                )
+            })?;
+            let next = context
+                .counter(&prefix, seed)
+                .map_err(|m| evaluation_error(span, m))?;
+            owned(Value::Number(next))
+        }
+        Function::Always
+        | Function::Canceled
+        | Function::Failed
+        | Function::Succeeded
+        | Function::SucceededOrFailed => {
+            let mut names = Vec::new();
+            for node in args {
+                let value = evaluate_node(node, context)?;
+                names.push(to_string_arg(&value, name_lower, span)?.into_owned());
+            }
+            boolean(status_result(function, &names, span, context)?)
+        }
+        Function::Extra => {
+            let values = args
+                .iter()
+                .map(|node| evaluate_node(node, context).map(Cow::into_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            context
+                .call_function(name, &values)
+                .map(Cow::Owned)
+                .map_err(|m| evaluation_error(span, m))
+        }
+        Function::Unknown => Err(ExprError::new(
+            ErrorKind::UnrecognizedFunction,
+            span,
+            format!("unrecognized function: '{name}'."),
+        )),
+    }
+}
