@@ -136,12 +136,12 @@ pub enum Event {
         result: TaskResult,
         seconds: f64,
     },
-    /// A line of step output (or a message of the runner about a step), masked.
+    /// Lines of step output (or messages of the runner about a step), masked, in order.
     Log {
         job: JobId,
         step: usize,
         stream: Stream,
-        line: String,
+        lines: Vec<String>,
     },
     /// A `##[group]`/`##[endgroup]` fold marker (the group title is in `title`).
     Group {
@@ -222,9 +222,10 @@ impl CollectingSink {
         self.snapshot()
             .into_iter()
             .filter_map(|event| match event {
-                Event::Log { line, .. } => Some(line),
+                Event::Log { lines, .. } => Some(lines),
                 _ => None,
             })
+            .flatten()
             .collect()
     }
 }

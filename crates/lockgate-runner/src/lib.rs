@@ -2,9 +2,14 @@
 //! logging commands, secret masking and built-in tasks. [`job::run_job`] runs one job and reports
 //! [`events::Event`]s; [`orchestrator`] walks a whole plan for `lockgate run`.
 
+pub mod conditions;
 pub mod events;
+pub mod glob;
+pub mod job;
 pub mod logging_command;
 pub mod masking;
 pub mod process;
+pub mod spec;
+pub mod tasks;
 pub mod variables;
 pub mod workspace;

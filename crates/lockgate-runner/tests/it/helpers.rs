@@ -55,3 +55,103 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> String {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+use std::collections::BTreeMap;
+
+use lockgate_runner::events::{CollectingSink, Event, TaskResult};
+use lockgate_runner::job::{JobOutcome, RunContext, run_job};
+use lockgate_runner::process::CancelSignal;
+use lockgate_runner::spec::{InitialVariable, JobSpec, PhaseSpec, StepAction, StepSpec};
+use lockgate_runner::tasks::TaskRegistry;
+
+/// A run context rooted in `dir` with short limits (a "minute" lasts one second).
+pub fn run_context(dir: &Path) -> RunContext {
+    RunContext {
+        run_id: "1".into(),
+        build_number: std::sync::Mutex::new("20261123.1".into()),
+        artifacts: lockgate_artifacts::ArtifactStore::open(dir.join("store")).unwrap(),
+        run_dir: dir.join("run"),
+        self_repository: None,
+        repositories: BTreeMap::new(),
+        base_env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        minute: Duration::from_secs(1),
+        drain_grace: Duration::from_millis(200),
+        cache_dir: dir.join("cache"),
+    }
+}
+
+/// A `script:` step (CmdLine@2).
+pub fn script(name: Option<&str>, text: &str) -> StepSpec {
+    StepSpec {
+        name: name.map(str::to_string),
+        display_name: name.unwrap_or("script").to_string(),
+        action: StepAction::Task {
+            name: "CmdLine".into(),
+            major: 2,
+            inputs: BTreeMap::from([("script".to_string(), text.to_string())]),
+        },
+        condition: None,
+        enabled: true,
+        continue_on_error: false,
+        timeout: None,
+        retry_count_on_task_failure: 0,
+        env: BTreeMap::new(),
+        location: "test.yml:1:1".into(),
+    }
+}
+
+/// A job of `steps` with `variables`.
+pub fn job(steps: Vec<StepSpec>, variables: Vec<InitialVariable>) -> JobSpec {
+    JobSpec {
+        stage: "Build".into(),
+        stage_display_name: "Build".into(),
+        name: "Job".into(),
+        display_name: "Job".into(),
+        phases: vec![PhaseSpec {
+            hook: None,
+            increment: None,
+            output_prefixes: Vec::new(),
+            steps,
+        }],
+        variables,
+        timeout: None,
+        cancel_timeout: Duration::from_millis(300),
+        workspace_clean: None,
+        position_in_phase: 1,
+        total_jobs_in_phase: 1,
+        environment: None,
+        strategy: None,
+    }
+}
+
+/// Runs a job in `dir` and returns its outcome and every event.
+pub fn run(dir: &Path, spec: &JobSpec) -> (JobOutcome, Vec<Event>, CollectingSink) {
+    let context = run_context(dir);
+    let sink = CollectingSink::default();
+    let registry = TaskRegistry::with_builtins();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(run_job(
+        &context,
+        &registry,
+        spec,
+        &dir.join("work"),
+        &sink,
+        &CancelSignal::new(),
+    ));
+    let events = sink.snapshot();
+    (outcome, events, sink)
+}
+
+/// The results of the steps, in order.
+pub fn step_results(events: &[Event]) -> Vec<TaskResult> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::StepFinished { result, .. } => Some(*result),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,4 +1,5 @@
 //! Integration tests of lockgate-runner with real child processes, one module per area.
 
 mod helpers;
+mod job;
 mod process;

@@ -1,0 +1,960 @@
+//! Runs one job: prepares its workspace and predefined variables, evaluates each step's condition, expands
+//! macros, runs the step through its task, processes logging commands from the output, masks secrets, and
+//! reports everything as events. The same entry point serves `lockgate run` and a server's agent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lockgate_artifacts::ArtifactStore;
+
+use crate::conditions;
+use crate::events::{Event, EventSink, IssueKind, JobId, TaskResult};
+use crate::logging_command::{FormatKind, OutputLine, VsoCommand, parse_line};
+use crate::masking::SecretMasker;
+use crate::process::{
+    CancelSignal, ProcessEnd, ProcessLimits, ProcessSpec, Stream, run_process, stop_process_group,
+};
+use crate::spec::{JobSpec, StepAction, StepSpec};
+use crate::tasks::{TaskError, TaskRegistry};
+use crate::variables::VariableStore;
+use crate::workspace::JobWorkspace;
+
+/// What all jobs of one run share.
+#[derive(Debug)]
+pub struct RunContext {
+    pub run_id: String,
+    /// `Build.BuildNumber`; `build.updatebuildnumber` changes it for later jobs.
+    pub build_number: Mutex<String>,
+    pub artifacts: ArtifactStore,
+    /// Where the run keeps uploaded files and logs.
+    pub run_dir: PathBuf,
+    /// The working tree `checkout: self` copies; None when the pipeline is not in a repository folder.
+    pub self_repository: Option<PathBuf>,
+    /// Other repositories by alias (`--repo ALIAS=DIR`).
+    pub repositories: BTreeMap<String, PathBuf>,
+    /// The environment every step starts from (the user's environment for local runs).
+    pub base_env: Vec<(String, String)>,
+    /// How long one "minute" of `timeoutInMinutes`/`cancelTimeoutInMinutes` lasts (60 s; tests shorten it).
+    pub minute: Duration,
+    /// How long to keep reading a step's output after its process exited.
+    pub drain_grace: Duration,
+    /// Folder of the local `Cache@2` store.
+    pub cache_dir: PathBuf,
+}
+
+impl RunContext {
+    pub fn build_number(&self) -> String {
+        self.build_number
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// How a job ended and what it publishes to later jobs.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub result: TaskResult,
+    /// Output variables by `step.var` (and deployment prefixes, `prefix.step.var`).
+    pub outputs: BTreeMap<String, String>,
+    pub seconds: f64,
+}
+
+/// The mutable state of a running job.
+pub struct JobState<'a> {
+    pub id: JobId,
+    pub variables: VariableStore,
+    pub masker: SecretMasker,
+    /// `Agent.JobStatus`.
+    pub status: TaskResult,
+    pub outputs: BTreeMap<String, String>,
+    pub prepend_path: Vec<String>,
+    pub workspace: JobWorkspace,
+    pub sink: &'a dyn EventSink,
+    pub run: &'a RunContext,
+    pub cancel: CancelSignal,
+    pub cancel_grace: Duration,
+    /// Process groups started by steps, stopped when the job ends.
+    process_groups: Vec<u32>,
+    script_counter: u32,
+}
+
+/// Runs one job to completion and reports it through `sink`.
+pub async fn run_job(
+    run: &RunContext,
+    registry: &TaskRegistry,
+    spec: &JobSpec,
+    workspace_root: &Path,
+    sink: &dyn EventSink,
+    cancel: &CancelSignal,
+) -> JobOutcome {
+    let started = Instant::now();
+    let id = JobId {
+        stage: spec.stage.clone(),
+        job: spec.name.clone(),
+    };
+    sink.event(Event::JobStarted {
+        job: id.clone(),
+        display_name: spec.display_name.clone(),
+    });
+    let workspace = match JobWorkspace::create(workspace_root, spec.workspace_clean.as_deref()) {
+        Ok(workspace) => workspace,
+        Err(err) => {
+            sink.event(Event::Issue {
+                job: id.clone(),
+                step: None,
+                kind: IssueKind::Error,
+                message: format!(
+                    "cannot create the job workspace {}: {err}",
+                    workspace_root.display()
+                ),
+            });
+            return finish(sink, id, TaskResult::Failed, BTreeMap::new(), started);
+        }
+    };
+    // The job has its own cancel signal: the run's cancel, or the job timeout.
+    let job_cancel = CancelSignal::new();
+    let mut state = JobState {
+        id: id.clone(),
+        variables: VariableStore::new(),
+        masker: SecretMasker::new(),
+        status: TaskResult::Succeeded,
+        outputs: BTreeMap::new(),
+        prepend_path: Vec::new(),
+        workspace,
+        sink,
+        run,
+        cancel: job_cancel.clone(),
+        cancel_grace: spec.cancel_timeout,
+        process_groups: Vec::new(),
+        script_counter: 0,
+    };
+    for variable in &spec.variables {
+        if variable.secret {
+            state.masker.add(&variable.value);
+        }
+        // Later definitions override earlier ones; a read-only one keeps its first value.
+        let _ = state.variables.set(
+            &variable.name,
+            &variable.value,
+            variable.secret,
+            variable.readonly,
+        );
+    }
+    set_predefined_variables(&mut state, spec);
+
+    let deadline = spec.timeout.map(|timeout| Instant::now() + timeout);
+    let watcher = {
+        let outer = cancel.clone();
+        let inner = job_cancel.clone();
+        tokio::spawn(async move {
+            match deadline {
+                Some(deadline) => {
+                    tokio::select! {
+                        _ = outer.canceled() => {}
+                        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
+                    }
+                }
+                None => outer.canceled().await,
+            }
+            inner.cancel();
+        })
+    };
+
+    let mut step_index = 0;
+    for phase in &spec.phases {
+        if let Some(hook) = phase.hook.as_deref() {
+            let run_hook = match hook {
+                "on.failure" => state.status == TaskResult::Failed,
+                "on.success" => state.status.is_success() && !state.cancel.is_canceled(),
+                _ => true,
+            };
+            if !run_hook {
+                continue;
+            }
+            let cycle = match hook {
+                "preDeploy" => "PreIteration",
+                "on.failure" | "on.success" => "PostIteration",
+                _ => "Iteration",
+            };
+            state.variables.set_system("Strategy.CycleName", cycle);
+            state.variables.set_system("Lockgate.Hook", hook);
+            if let Some(increment) = phase.increment {
+                state
+                    .variables
+                    .set_system("Strategy.Increment", increment.to_string());
+            }
+        }
+        for step in &phase.steps {
+            step_index += 1;
+            let outputs_before = state.outputs.len();
+            run_step(&mut state, registry, step, step_index, deadline).await;
+            if state.outputs.len() != outputs_before && !phase.output_prefixes.is_empty() {
+                let new: Vec<(String, String)> = state
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (key, value) in new {
+                    for prefix in &phase.output_prefixes {
+                        if !key.contains("..") && key.matches('.').count() == 1 {
+                            state
+                                .outputs
+                                .entry(format!("{prefix}.{key}"))
+                                .or_insert_with(|| value.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    watcher.abort();
+    for group in std::mem::take(&mut state.process_groups) {
+        stop_process_group(group, Duration::from_millis(500).min(state.cancel_grace)).await;
+    }
+    let timed_out =
+        deadline.is_some_and(|deadline| Instant::now() >= deadline) && !cancel.is_canceled();
+    if timed_out {
+        sink.event(Event::Issue {
+            job: id.clone(),
+            step: None,
+            kind: IssueKind::Error,
+            message: format!(
+                "the job ran longer than its maximum time of {}",
+                describe_duration(spec.timeout.unwrap_or_default())
+            ),
+        });
+    }
+    let mut result = state.status;
+    if cancel.is_canceled() {
+        result = TaskResult::Canceled;
+    } else if timed_out && result != TaskResult::Failed {
+        result = TaskResult::Canceled;
+    }
+    finish(
+        sink,
+        id,
+        result,
+        std::mem::take(&mut state.outputs),
+        started,
+    )
+}
+
+fn finish(
+    sink: &dyn EventSink,
+    id: JobId,
+    result: TaskResult,
+    outputs: BTreeMap<String, String>,
+    started: Instant,
+) -> JobOutcome {
+    let seconds = started.elapsed().as_secs_f64();
+    sink.event(Event::JobFinished {
+        job: id,
+        result,
+        seconds,
+    });
+    JobOutcome {
+        result,
+        outputs,
+        seconds,
+    }
+}
+
+fn describe_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds >= 60.0 {
+        format!("{} minutes", seconds / 60.0)
+    } else {
+        format!("{seconds} seconds")
+    }
+}
+
+fn set_predefined_variables(state: &mut JobState<'_>, spec: &JobSpec) {
+    let ws = state.workspace.clone();
+    let path = |p: &Path| p.display().to_string();
+    let vars = &mut state.variables;
+    vars.set_system("Agent.BuildDirectory", path(&ws.root));
+    vars.set_system("Agent.TempDirectory", path(&ws.temp));
+    vars.set_system("Agent.ToolsDirectory", path(&ws.tools));
+    vars.set_system(
+        "Agent.WorkFolder",
+        path(ws.root.parent().unwrap_or(&ws.root)),
+    );
+    vars.set_system("Agent.JobName", spec.display_name.clone());
+    vars.set_system("Agent.JobStatus", "Succeeded");
+    vars.set_system("Build.ArtifactStagingDirectory", path(&ws.artifact_staging));
+    vars.set_system("Build.StagingDirectory", path(&ws.artifact_staging));
+    vars.set_system("Build.BinariesDirectory", path(&ws.binaries));
+    vars.set_system("Build.SourcesDirectory", path(&ws.sources));
+    vars.set_system("Build.Repository.LocalPath", path(&ws.sources));
+    vars.set_system("Build.BuildNumber", state.run.build_number());
+    vars.set_system("Common.TestResultsDirectory", path(&ws.test_results));
+    vars.set_system("Pipeline.Workspace", path(&ws.root));
+    vars.set_system("System.DefaultWorkingDirectory", path(&ws.sources));
+    vars.set_system("System.ArtifactsDirectory", path(&ws.artifact_staging));
+    vars.set_system("System.JobName", spec.name.clone());
+    vars.set_system("System.JobDisplayName", spec.display_name.clone());
+    vars.set_system("System.JobId", format!("{}.{}", spec.stage, spec.name));
+    vars.set_system(
+        "System.JobIdentifier",
+        format!("{}.{}", spec.stage, spec.name),
+    );
+    vars.set_system("System.JobAttempt", "1");
+    vars.set_system("System.PhaseName", spec.name.clone());
+    vars.set_system("System.PhaseDisplayName", spec.display_name.clone());
+    vars.set_system("System.PhaseAttempt", "1");
+    vars.set_system("System.StageName", spec.stage.clone());
+    vars.set_system("System.StageDisplayName", spec.stage_display_name.clone());
+    vars.set_system("System.StageAttempt", "1");
+    vars.set_system(
+        "System.JobPositionInPhase",
+        spec.position_in_phase.to_string(),
+    );
+    vars.set_system(
+        "System.TotalJobsInPhase",
+        spec.total_jobs_in_phase.to_string(),
+    );
+    if let Some(environment) = &spec.environment {
+        vars.set_system("Environment.Name", environment.clone());
+        vars.set_system("System.HostType", "deployment");
+    }
+    if let Some(strategy) = &spec.strategy {
+        vars.set_system("Strategy.Name", strategy.clone());
+    }
+}
+
+/// Runs one step (with retries) and folds its result into the job status.
+async fn run_step(
+    state: &mut JobState<'_>,
+    registry: &TaskRegistry,
+    step: &StepSpec,
+    index: usize,
+    deadline: Option<Instant>,
+) {
+    let started = Instant::now();
+    let display_name = state
+        .masker
+        .mask(&state.variables.expand(&step.display_name))
+        .into_owned();
+    let job = state.id.clone();
+    state.sink.event(Event::StepStarted {
+        job: job.clone(),
+        step: index,
+        display_name: display_name.clone(),
+    });
+    let result = 'result: {
+        if !step.enabled {
+            break 'result TaskResult::Skipped;
+        }
+        let canceled = state.cancel.is_canceled();
+        match conditions::step_condition(
+            step.condition.as_deref(),
+            &state.variables,
+            state.status,
+            canceled,
+        ) {
+            Ok(true) => {}
+            Ok(false) => {
+                let text = step.condition.as_deref().unwrap_or("succeeded()");
+                log_runner(
+                    state,
+                    index,
+                    &format!("Skipping step: condition `{text}` evaluated to false"),
+                );
+                break 'result TaskResult::Skipped;
+            }
+            Err(message) => {
+                issue(
+                    state,
+                    Some(index),
+                    IssueKind::Error,
+                    &format!("{}: invalid condition: {message}", step.location),
+                );
+                break 'result TaskResult::Failed;
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let outcome = run_step_once(state, registry, step, index, deadline).await;
+            if outcome == TaskResult::Failed
+                && attempt < step.retry_count_on_task_failure
+                && !state.cancel.is_canceled()
+            {
+                attempt += 1;
+                issue(
+                    state,
+                    Some(index),
+                    IssueKind::Warning,
+                    &format!(
+                        "retrying the failed step (attempt {} of {})",
+                        attempt + 1,
+                        step.retry_count_on_task_failure + 1
+                    ),
+                );
+                continue;
+            }
+            break outcome;
+        }
+    };
+    let result = if result == TaskResult::Failed && step.continue_on_error {
+        TaskResult::SucceededWithIssues
+    } else {
+        result
+    };
+    if result != TaskResult::Skipped {
+        state.status = state.status.merge(result);
+        state
+            .variables
+            .set_system("Agent.JobStatus", state.status.as_str());
+    }
+    state.sink.event(Event::StepFinished {
+        job,
+        step: index,
+        display_name,
+        result,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+}
+
+async fn run_step_once(
+    state: &mut JobState<'_>,
+    registry: &TaskRegistry,
+    step: &StepSpec,
+    index: usize,
+    deadline: Option<Instant>,
+) -> TaskResult {
+    let mut env = BTreeMap::new();
+    for (name, value) in &step.env {
+        let value = state.variables.expand(value);
+        env.insert(name.clone(), value);
+    }
+    let now = Instant::now();
+    let remaining = deadline.map(|deadline| deadline.saturating_duration_since(now));
+    let timeout = match (step.timeout, remaining) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let step_cancel = state.cancel.clone();
+    let mut ctx = StepContext {
+        job: state,
+        index,
+        step_name: step.name.clone(),
+        inputs: BTreeMap::new(),
+        env,
+        timeout,
+        cancel: step_cancel,
+        complete: None,
+        stderr_seen: false,
+        timed_out: false,
+    };
+    let outcome = match &step.action {
+        StepAction::Task {
+            name,
+            major,
+            inputs,
+        } => {
+            ctx.inputs = inputs
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), ctx.job.variables.expand(v)))
+                .collect();
+            match registry.get(name, *major) {
+                Some(task) => task.run(&mut ctx).await,
+                None => Err(TaskError(format!(
+                    "task {name}@{major} is not built into Lockgate"
+                ))),
+            }
+        }
+        StepAction::Checkout { repository, inputs } => {
+            ctx.inputs = inputs
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), ctx.job.variables.expand(v)))
+                .collect();
+            crate::tasks::builtin_steps::checkout(&mut ctx, repository).await
+        }
+        StepAction::Publish { path, artifact } => {
+            let path = ctx.job.variables.expand(path);
+            let artifact = artifact.as_deref().map(|a| ctx.job.variables.expand(a));
+            crate::tasks::builtin_steps::publish(&mut ctx, &path, artifact.as_deref())
+        }
+        StepAction::Download { source, inputs } => {
+            ctx.inputs = inputs
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), ctx.job.variables.expand(v)))
+                .collect();
+            crate::tasks::builtin_steps::download(&mut ctx, source)
+        }
+    };
+    let result = match outcome {
+        Ok(result) => result,
+        Err(TaskError(message)) => {
+            ctx.error(&message);
+            TaskResult::Failed
+        }
+    };
+    if ctx.timed_out {
+        let message = "the step has timed out".to_string();
+        ctx.error(&message);
+        return TaskResult::Failed;
+    }
+    if ctx.job.cancel.is_canceled() && result != TaskResult::Succeeded {
+        return TaskResult::Canceled;
+    }
+    match ctx.complete {
+        Some(forced) => forced,
+        None => result,
+    }
+}
+
+/// What a task sees while it runs: its inputs (macro-expanded), the job's state, and helpers to log,
+/// raise issues and start processes whose output goes through logging-command processing and masking.
+pub struct StepContext<'s, 'a> {
+    pub job: &'s mut JobState<'a>,
+    pub index: usize,
+    pub step_name: Option<String>,
+    /// Inputs by lower-case name.
+    pub inputs: BTreeMap<String, String>,
+    /// The step's `env:` mapping, expanded.
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub cancel: CancelSignal,
+    /// Set by `task.complete`.
+    pub complete: Option<TaskResult>,
+    pub stderr_seen: bool,
+    pub timed_out: bool,
+}
+
+impl StepContext<'_, '_> {
+    /// An input by name (case-insensitive); empty strings count as absent.
+    pub fn input(&self, name: &str) -> Option<&str> {
+        self.inputs
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+            .filter(|value| !value.trim().is_empty())
+    }
+
+    /// The first input present among `names` (a task input and its aliases).
+    pub fn input_any(&self, names: &[&str]) -> Option<&str> {
+        names.iter().find_map(|name| self.input(name))
+    }
+
+    pub fn required_input(&self, names: &[&str]) -> Result<&str, TaskError> {
+        self.input_any(names)
+            .ok_or_else(|| TaskError(format!("input required: {}", names[0])))
+    }
+
+    /// A boolean input (`true`/`false`, case-insensitive), `default` when absent.
+    pub fn input_bool(&self, names: &[&str], default: bool) -> Result<bool, TaskError> {
+        match self.input_any(names) {
+            None => Ok(default),
+            Some(value) if value.trim().eq_ignore_ascii_case("true") => Ok(true),
+            Some(value) if value.trim().eq_ignore_ascii_case("false") => Ok(false),
+            Some(value) => Err(TaskError(format!(
+                "input {} must be true or false, not `{value}`",
+                names[0]
+            ))),
+        }
+    }
+
+    /// A path input resolved against `System.DefaultWorkingDirectory`.
+    pub fn resolve_path(&self, value: &str) -> PathBuf {
+        let path = Path::new(value.trim());
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.job.workspace.sources.join(path)
+        }
+    }
+
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.job.variables.value(name)
+    }
+
+    /// Writes a line to the step log (masked).
+    pub fn log(&self, line: &str) {
+        log_runner(self.job, self.index, line);
+    }
+
+    pub fn warning(&self, message: &str) {
+        issue(self.job, Some(self.index), IssueKind::Warning, message);
+    }
+
+    pub fn error(&self, message: &str) {
+        issue(self.job, Some(self.index), IssueKind::Error, message);
+    }
+
+    /// Sets a variable as `task.setvariable` does.
+    pub fn set_variable(
+        &mut self,
+        name: &str,
+        value: &str,
+        secret: bool,
+        output: bool,
+        readonly: bool,
+    ) {
+        set_variable(self, name, value, secret, output, readonly);
+    }
+
+    /// The environment for a child process: the base environment, every non-secret variable, the step's
+    /// `env:`, `TF_BUILD`, `AGENT_JOBSTATUS`, and `PATH` with `task.prependpath` entries first.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = self.job.run.base_env.iter().cloned().collect();
+        for (name, value) in self.job.variables.environment() {
+            env.insert(name, value);
+        }
+        env.insert("TF_BUILD".into(), "True".into());
+        env.insert("AGENT_JOBSTATUS".into(), self.job.status.as_str().into());
+        for (name, value) in &self.env {
+            env.insert(name.clone(), value.clone());
+        }
+        if !self.job.prepend_path.is_empty() {
+            let mut parts: Vec<String> = self.job.prepend_path.iter().rev().cloned().collect();
+            if let Some(path) = env.get("PATH") {
+                parts.push(path.clone());
+            }
+            env.insert("PATH".into(), parts.join(":"));
+        }
+        env.into_iter().collect()
+    }
+
+    /// Writes a script file into the job's temp folder and returns its path.
+    pub fn write_temp_script(
+        &mut self,
+        extension: &str,
+        content: &str,
+    ) -> Result<PathBuf, TaskError> {
+        self.job.script_counter += 1;
+        let path = self.job.workspace.temp.join(format!(
+            "step{}-{}.{extension}",
+            self.index, self.job.script_counter
+        ));
+        std::fs::write(&path, content)
+            .map_err(|err| TaskError(format!("cannot write {}: {err}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Runs a process as part of this step; returns its exit code, or the step result when it was stopped.
+    pub async fn run_process(
+        &mut self,
+        spec: &ProcessSpec,
+    ) -> Result<Result<i32, TaskResult>, TaskError> {
+        let limits = ProcessLimits {
+            timeout: self.timeout,
+            kill_grace: self.job.cancel_grace,
+            drain_grace: self.job.run.drain_grace,
+        };
+        let cancel = self.cancel.clone();
+        let result = run_process(spec, &limits, &cancel, |stream, lines| {
+            self.handle_lines(stream, lines)
+        })
+        .await;
+        let (end, pid) = result
+            .map_err(|err| TaskError(format!("cannot start {}: {err}", spec.program.display())))?;
+        if let Some(pid) = pid {
+            self.job.process_groups.push(pid);
+        }
+        Ok(match end {
+            ProcessEnd::Exited(code) => Ok(code),
+            ProcessEnd::TimedOut => {
+                self.timed_out = true;
+                Err(TaskResult::Failed)
+            }
+            ProcessEnd::Canceled => Err(TaskResult::Canceled),
+        })
+    }
+
+    fn handle_lines(&mut self, stream: Stream, lines: Vec<String>) {
+        if stream == Stream::Stderr {
+            self.stderr_seen = true;
+        }
+        let mut plain: Vec<String> = Vec::with_capacity(lines.len());
+        let no_secrets = self.job.masker.is_empty();
+        for line in lines {
+            match parse_line(&line) {
+                OutputLine::Plain(_) => {
+                    if no_secrets {
+                        plain.push(line);
+                    } else {
+                        plain.push(self.job.masker.mask(&line).into_owned());
+                    }
+                }
+                OutputLine::Vso(command) => {
+                    self.flush(stream, &mut plain);
+                    self.apply_command(command);
+                }
+                OutputLine::Format(kind, text) => {
+                    let text = self.job.masker.mask(text).into_owned();
+                    self.flush(stream, &mut plain);
+                    let job = self.job.id.clone();
+                    match kind {
+                        FormatKind::Group => self.job.sink.event(Event::Group {
+                            job,
+                            step: self.index,
+                            title: Some(text),
+                        }),
+                        FormatKind::EndGroup => self.job.sink.event(Event::Group {
+                            job,
+                            step: self.index,
+                            title: None,
+                        }),
+                        FormatKind::Debug if !self.debug() => {}
+                        _ => plain.push(self.job.masker.mask(&line).into_owned()),
+                    }
+                }
+                OutputLine::Malformed { line: text, reason } => {
+                    plain.push(self.job.masker.mask(text).into_owned());
+                    if self.debug() {
+                        plain.push(format!("##[debug]not a logging command: {reason}"));
+                    }
+                }
+            }
+        }
+        self.flush(stream, &mut plain);
+    }
+
+    fn flush(&self, stream: Stream, lines: &mut Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        self.job.sink.event(Event::Log {
+            job: self.job.id.clone(),
+            step: self.index,
+            stream,
+            lines: std::mem::take(lines),
+        });
+    }
+
+    fn debug(&self) -> bool {
+        self.job
+            .variables
+            .value("System.Debug")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    fn apply_command(&mut self, command: VsoCommand) {
+        let job = self.job.id.clone();
+        match (command.area.as_str(), command.action.as_str()) {
+            ("task", "setvariable") => {
+                let Some(name) = command
+                    .property("variable")
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                else {
+                    self.warning("task.setvariable needs a `variable` property");
+                    return;
+                };
+                let name = name.to_string();
+                set_variable(
+                    self,
+                    &name,
+                    &command.data,
+                    command.flag("issecret"),
+                    command.flag("isoutput"),
+                    command.flag("isreadonly"),
+                );
+            }
+            ("task", "setsecret") => self.job.masker.add(&command.data),
+            ("task", "logissue") | ("task", "issue") => {
+                let kind = match command
+                    .property("type")
+                    .map(str::to_ascii_lowercase)
+                    .as_deref()
+                {
+                    Some("error") => IssueKind::Error,
+                    _ => IssueKind::Warning,
+                };
+                let mut message = command.data.clone();
+                if let Some(source) = command.property("sourcepath") {
+                    let line = command
+                        .property("linenumber")
+                        .map(|l| format!(":{l}"))
+                        .unwrap_or_default();
+                    let column = command
+                        .property("columnnumber")
+                        .map(|c| format!(":{c}"))
+                        .unwrap_or_default();
+                    message = format!("{source}{line}{column}: {message}");
+                }
+                if let Some(code) = command.property("code") {
+                    message = format!("{message} [{code}]");
+                }
+                issue(self.job, Some(self.index), kind, &message);
+            }
+            ("task", "complete") => {
+                let result = command
+                    .property("result")
+                    .and_then(TaskResult::parse)
+                    .unwrap_or(TaskResult::Succeeded);
+                self.complete = Some(result);
+                if !command.data.trim().is_empty() {
+                    self.log(&command.data);
+                }
+            }
+            ("task", "prependpath") => {
+                let path = command.data.trim().to_string();
+                if !path.is_empty() {
+                    self.job.prepend_path.push(path);
+                }
+            }
+            ("task", "setprogress") => {
+                let percent = command
+                    .property("value")
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .unwrap_or(0)
+                    .min(100);
+                let message = self.job.masker.mask(&command.data).into_owned();
+                self.job.sink.event(Event::Progress {
+                    job,
+                    step: self.index,
+                    percent,
+                    message,
+                });
+            }
+            ("task", "debug") => {
+                if self.debug() {
+                    self.log(&format!("##[debug]{}", command.data));
+                }
+            }
+            ("task", "uploadfile")
+            | ("build", "uploadlog")
+            | ("task", "uploadsummary")
+            | ("build", "uploadsummary") => self.upload_file(command.data.trim()),
+            ("build", "updatebuildnumber") => {
+                let number = command.data.trim().to_string();
+                if number.is_empty() {
+                    self.warning("build.updatebuildnumber needs a build number");
+                    return;
+                }
+                if let Ok(mut current) = self.job.run.build_number.lock() {
+                    current.clone_from(&number);
+                }
+                self.job
+                    .variables
+                    .set_system("Build.BuildNumber", number.clone());
+                self.job.sink.event(Event::BuildNumber {
+                    job,
+                    build_number: number,
+                });
+            }
+            ("build", "addbuildtag") => {
+                let tag = command.data.trim().to_string();
+                if !tag.is_empty() {
+                    self.job.sink.event(Event::BuildTag { job, tag });
+                }
+            }
+            ("artifact", "upload") => {
+                let name = command
+                    .property("artifactname")
+                    .unwrap_or("drop")
+                    .to_string();
+                let path = self.resolve_path(command.data.trim());
+                if let Err(TaskError(message)) =
+                    crate::tasks::artifacts::publish_path(self, &path, &name)
+                {
+                    self.error(&message);
+                }
+            }
+            (area, action) => {
+                self.warning(&format!(
+                    "logging command {area}.{action} is not supported by Lockgate and was ignored"
+                ));
+            }
+        }
+    }
+
+    fn upload_file(&mut self, path: &str) {
+        let source = self.resolve_path(path);
+        let uploads = self
+            .job
+            .run
+            .run_dir
+            .join("uploads")
+            .join(self.job.id.to_string());
+        let Some(file_name) = source.file_name() else {
+            self.warning(&format!("cannot upload `{path}`: not a file"));
+            return;
+        };
+        let target = uploads.join(file_name);
+        let copied =
+            std::fs::create_dir_all(&uploads).and_then(|()| std::fs::copy(&source, &target));
+        match copied {
+            Ok(_) => self.job.sink.event(Event::FileUploaded {
+                job: self.job.id.clone(),
+                path: target.display().to_string(),
+            }),
+            Err(err) => self.warning(&format!("cannot upload {}: {err}", source.display())),
+        }
+    }
+}
+
+fn set_variable(
+    ctx: &mut StepContext<'_, '_>,
+    name: &str,
+    value: &str,
+    secret: bool,
+    output: bool,
+    readonly: bool,
+) {
+    if secret {
+        ctx.job.masker.add(value);
+    }
+    // With isOutput the variable is set as `step.var` only (the agent's ExecutionContext.SetVariable uses
+    // the step's reference name; docs: "use it in the same job as $(stepName.var)").
+    let mut names = Vec::new();
+    if output {
+        match &ctx.step_name {
+            Some(step) => {
+                ctx.job
+                    .outputs
+                    .insert(format!("{step}.{name}"), value.to_string());
+                names.push(format!("{step}.{name}"));
+            }
+            None => {
+                ctx.warning(&format!("output variable `{name}` is set by a step without a `name:`; later jobs cannot read it"));
+                names.push(name.to_string());
+            }
+        }
+    } else {
+        names.push(name.to_string());
+    }
+    for variable in names {
+        if let Err(err) = ctx.job.variables.set(&variable, value, secret, readonly) {
+            ctx.warning(&err.to_string());
+            return;
+        }
+    }
+    let shown = if secret {
+        crate::masking::MASK.to_string()
+    } else {
+        ctx.job.masker.mask(value).into_owned()
+    };
+    ctx.job.sink.event(Event::VariableSet {
+        job: ctx.job.id.clone(),
+        step: ctx.index,
+        name: name.to_string(),
+        value: shown,
+        is_output: output,
+        is_secret: secret,
+    });
+}
+
+fn log_runner(state: &JobState<'_>, index: usize, line: &str) {
+    let line = state.masker.mask(line).into_owned();
+    state.sink.event(Event::Log {
+        job: state.id.clone(),
+        step: index,
+        stream: Stream::Stdout,
+        lines: vec![line],
+    });
+}
+
+fn issue(state: &JobState<'_>, step: Option<usize>, kind: IssueKind, message: &str) {
+    let message = state.masker.mask(message).into_owned();
+    state.sink.event(Event::Issue {
+        job: state.id.clone(),
+        step,
+        kind,
+        message,
+    });
+}
