@@ -72,6 +72,20 @@ fn step<'a>(value: Cow<'a, Value>, key: &PathKey<'_>) -> Cow<'a, Value> {
     }
 }
 
+/// Like [`step`], but `None` when the key or index is not there (filtered arrays drop such items).
+fn step_present<'a>(value: Cow<'a, Value>, key: &PathKey<'_>) -> Option<Cow<'a, Value>> {
+    let found = |v: &Value| match key {
+        PathKey::Property(name) => v.property(name).is_some(),
+        PathKey::Index(index) => v.index(index).is_some(),
+        PathKey::Wildcard => false,
+    };
+    if found(value.as_ref()) {
+        Some(step(value, key))
+    } else {
+        None
+    }
+}
+
 /// The children a wildcard selects: array items or object values.
 fn wildcard_children<'a>(value: Cow<'a, Value>) -> Vec<Cow<'a, Value>> {
     match value {
@@ -139,8 +153,7 @@ fn evaluate_access<'a, C: Context + ?Sized>(
             PathKey::Wildcard => items.into_iter().flat_map(wildcard_children).collect(),
             _ => items
                 .into_iter()
-                .map(|item| step(item, key))
-                .filter(|v| !matches!(v.as_ref(), Value::Null))
+                .filter_map(|item| step_present(item, key))
                 .collect(),
         };
     }
@@ -211,14 +224,26 @@ pub(crate) fn values_equal(left: &Value, right: &Value) -> bool {
 }
 
 /// Ordering for `gt`/`ge`/`lt`/`le`: the right value converted to the left's type; a failed conversion is an error.
+/// A null, array or object on the left is itself converted to a number first (null is 0; the others fail).
 fn compare(left: &Value, right: &Value, span: Span) -> Result<Ordering, ExprError> {
     match left {
-        Value::Null => {
-            if right.converts_to_null() {
-                Ok(Ordering::Equal)
-            } else {
-                Err(cast_error(span, left, right, ValueKind::Null))
-            }
+        Value::Null | Value::Array(_) | Value::Object(_) => {
+            let Some(l) = left.convert_to_number() else {
+                return Err(ExprError::new(
+                    ErrorKind::Cast {
+                        from: left.kind(),
+                        to: ValueKind::Number,
+                        value: left.clone(),
+                    },
+                    span,
+                    format!(
+                        "cannot compare {} with {}: the left side does not convert to a number",
+                        describe(left),
+                        describe(right)
+                    ),
+                ));
+            };
+            compare(&Value::Number(l), right, span)
         }
         Value::Boolean(l) => Ok(l.cmp(&right.to_bool())),
         Value::Number(l) => {
@@ -244,14 +269,6 @@ fn compare(left: &Value, right: &Value, span: Span) -> Result<Ordering, ExprErro
                 .ok_or_else(|| cast_error(span, left, right, ValueKind::Version))?;
             Ok(l.cmp(&r))
         }
-        Value::Array(_) | Value::Object(_) => Err(evaluation_error(
-            span,
-            format!(
-                "cannot compare {} with {}: arrays and objects have no order",
-                describe(left),
-                describe(right)
-            ),
-        )),
     }
 }
 

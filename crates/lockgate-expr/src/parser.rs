@@ -7,7 +7,8 @@ use std::fmt;
 use crate::error::{ErrorKind, ExprError, Span};
 use crate::value::{Value, Version, eq_ignore_case};
 
-/// Nesting limit of the legacy engine: 50 levels, the innermost literal included.
+/// Nesting limit of the legacy engine: fewer than 50 function calls and indexes open at once (so 49 nested
+/// calls around a literal parse, 50 do not).
 pub const DEFAULT_MAX_DEPTH: usize = 50;
 /// Length limit of the legacy engine, in characters.
 pub const DEFAULT_MAX_LENGTH: usize = 2000;
@@ -203,7 +204,8 @@ pub struct ParseOptions {
     pub extra_functions: Vec<ExtraFunction>,
     /// Accept calls to unknown functions with any number of arguments (syntax-only validation).
     pub allow_unknown_functions: bool,
-    /// Nesting limit (levels, innermost literal included); capped at [`HARD_MAX_DEPTH`].
+    /// Nesting limit: parsing fails when this many function calls and indexes are open at once; capped at
+    /// [`HARD_MAX_DEPTH`].
     pub max_depth: usize,
     /// Length limit in characters.
     pub max_length: usize,
@@ -450,7 +452,8 @@ impl Expr {
 
 /// Parses `text` under `options`.
 pub fn parse(text: &str, options: &ParseOptions) -> Result<Expr, ExprError> {
-    if text.len() > options.max_length && text.chars().count() > options.max_length {
+    // The limit counts UTF-16 code units, as the .NET engine does.
+    if text.len() > options.max_length && text.encode_utf16().count() > options.max_length {
         return Err(ExprError::new(
             ErrorKind::ExceededMaxLength,
             Span::new(0, text.len()),
@@ -460,7 +463,7 @@ pub fn parse(text: &str, options: &ParseOptions) -> Result<Expr, ExprError> {
             ),
         ));
     }
-    let tokens = lex(text)?;
+    let tokens = lex(text);
     let mut parser = Parser {
         text,
         tokens,
@@ -468,18 +471,16 @@ pub fn parse(text: &str, options: &ParseOptions) -> Result<Expr, ExprError> {
         options,
         max_depth: options.max_depth.min(HARD_MAX_DEPTH),
     };
-    let root = match parser.peek() {
-        None => {
-            return Err(ExprError::new(
-                ErrorKind::UnexpectedSymbol,
-                Span::new(0, text.len()),
-                "the expression is empty",
-            ));
-        }
-        Some(_) => parser.parse_expression(1)?,
-    };
+    if parser.peek().is_none() {
+        return Err(ExprError::new(
+            ErrorKind::UnexpectedSymbol,
+            Span::new(0, text.len()),
+            "the expression is empty",
+        ));
+    }
+    let root = parser.parse_expression(0)?;
     if let Some(token) = parser.peek() {
-        return Err(unexpected(text, token));
+        return Err(parser.misplaced(token));
     }
     Ok(Expr {
         root,
@@ -497,10 +498,14 @@ enum TokenKind {
     Dereference,
     Wildcard,
     Literal(Value),
-    /// A keyword read where a value may start: function, named value, `true`/`false`.
+    /// A keyword where a value may start: a function or named-value name.
     Keyword,
-    /// A keyword read right after `.`.
+    /// A keyword right after `.`.
     PropertyName,
+    /// A malformed number, version or string (`3.4a`, `4.5.6.7a`, an unterminated string).
+    Unrecognized,
+    /// A run of characters that is not a valid keyword (`+`, `param-minus`, `é`).
+    BadKeyword,
 }
 
 #[derive(Debug, Clone)]
@@ -509,15 +514,23 @@ struct Token {
     span: Span,
 }
 
-fn is_keyword_start(c: char) -> bool {
-    c == '_' || c.is_alphabetic()
+/// Characters that end a number or keyword token.
+fn is_punctuation_or_space(c: char) -> bool {
+    matches!(c, '(' | ')' | ',' | '.' | '[' | ']') || c.is_whitespace()
 }
 
-fn is_keyword_char(c: char) -> bool {
-    c == '_' || c.is_alphanumeric()
+/// A keyword is an ASCII letter or `_` followed by ASCII letters, digits or `_`.
+fn is_valid_keyword(word: &str) -> bool {
+    let mut bytes = word.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
+/// Splits the text into tokens. Never fails: malformed pieces become `Unrecognized` / `BadKeyword` tokens that the
+/// parser reports in order.
+fn lex(text: &str) -> Vec<Token> {
     let mut tokens: Vec<Token> = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -542,17 +555,13 @@ fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
             });
             continue;
         }
-        let after_dereferenceable = tokens.last().is_some_and(|t| {
+        let value_may_start = tokens.last().is_none_or(|t| {
             matches!(
                 t.kind,
-                TokenKind::EndIndex
-                    | TokenKind::EndParameter
-                    | TokenKind::Keyword
-                    | TokenKind::PropertyName
-                    | TokenKind::Wildcard
+                TokenKind::Separator | TokenKind::StartIndex | TokenKind::StartParameter
             )
         });
-        if c == '.' && after_dereferenceable {
+        if c == '.' && !value_may_start {
             chars.next();
             tokens.push(Token {
                 kind: TokenKind::Dereference,
@@ -577,111 +586,84 @@ fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
                     value.push(c);
                 }
             }
-            let Some(end) = closed else {
-                let span = Span::new(start, text.len());
-                return Err(ExprError::new(
-                    ErrorKind::UnrecognizedValue,
-                    span,
-                    format!(
-                        "unrecognized value: '{}' (the string is not closed)",
-                        span.text(text)
-                    ),
-                ));
-            };
-            tokens.push(Token {
-                kind: TokenKind::Literal(Value::String(value)),
-                span: Span::new(start, end),
-            });
-            continue;
-        }
-        if c == '-' || c == '.' || c.is_ascii_digit() {
-            let mut end = start;
-            while let Some(&(i, c)) = chars.peek() {
-                if c.is_whitespace() || matches!(c, '[' | ']' | '(' | ')' | ',') {
-                    break;
-                }
-                end = i + c.len_utf8();
-                chars.next();
-            }
-            let span = Span::new(start, end);
-            let token = span.text(text);
-            let Some(value) = parse_number_literal(token)
-                .map(Value::Number)
-                .or_else(|| parse_version_literal(token).map(Value::Version))
-            else {
-                return Err(ExprError::new(
-                    ErrorKind::UnrecognizedValue,
-                    span,
-                    format!("unrecognized value: '{token}'"),
-                ));
-            };
-            tokens.push(Token {
-                kind: TokenKind::Literal(value),
-                span,
-            });
-            continue;
-        }
-        if is_keyword_start(c) {
-            let mut end = start;
-            while let Some(&(i, c)) = chars.peek() {
-                if !is_keyword_char(c) {
-                    break;
-                }
-                end = i + c.len_utf8();
-                chars.next();
-            }
-            let span = Span::new(start, end);
-            let after_dot = tokens
-                .last()
-                .is_some_and(|t| t.kind == TokenKind::Dereference);
-            let word = span.text(text);
-            let kind = if after_dot {
-                TokenKind::PropertyName
-            } else if word.eq_ignore_ascii_case("true") {
-                TokenKind::Literal(Value::Boolean(true))
-            } else if word.eq_ignore_ascii_case("false") {
-                TokenKind::Literal(Value::Boolean(false))
+            let kind = if closed.is_some() {
+                TokenKind::Literal(Value::String(value))
             } else {
-                TokenKind::Keyword
+                TokenKind::Unrecognized
             };
-            tokens.push(Token { kind, span });
+            tokens.push(Token {
+                kind,
+                span: Span::new(start, closed.unwrap_or(text.len())),
+            });
             continue;
         }
-        let span = Span::new(start, start + c.len_utf8());
-        return Err(ExprError::new(
-            ErrorKind::UnexpectedSymbol,
-            span,
-            format!("unexpected symbol: '{}'", span.text(text)),
-        ));
+        let is_number = c == '-' || c == '.' || c.is_ascii_digit();
+        chars.next();
+        let mut end = start + c.len_utf8();
+        while let Some(&(i, c)) = chars.peek() {
+            if is_punctuation_or_space(c) && !(is_number && c == '.') {
+                break;
+            }
+            end = i + c.len_utf8();
+            chars.next();
+        }
+        let span = Span::new(start, end);
+        let word = span.text(text);
+        let kind = if is_number {
+            let literal = if word.bytes().filter(|&b| b == b'.').count() >= 2 {
+                parse_version_literal(word).map(Value::Version)
+            } else {
+                parse_number_literal(word).map(Value::Number)
+            };
+            literal.map_or(TokenKind::Unrecognized, TokenKind::Literal)
+        } else if !is_valid_keyword(word) {
+            TokenKind::BadKeyword
+        } else if tokens
+            .last()
+            .is_some_and(|t| t.kind == TokenKind::Dereference)
+        {
+            TokenKind::PropertyName
+        } else if word.eq_ignore_ascii_case("true") {
+            TokenKind::Literal(Value::Boolean(true))
+        } else if word.eq_ignore_ascii_case("false") {
+            TokenKind::Literal(Value::Boolean(false))
+        } else {
+            TokenKind::Keyword
+        };
+        tokens.push(Token { kind, span });
     }
-    Ok(tokens)
+    tokens
 }
 
-/// A number literal: optional `-`, digits with an optional decimal part, or a decimal part alone (`.5`, `-.5`).
+/// Largest magnitude of a .NET `decimal`, the number type of the Azure engine.
+const DECIMAL_MAX: f64 = 7.922_816_251_426_434e28;
+
+/// A number literal: optional `-`, digits with an optional decimal part (`1.`, `1.5`), or a decimal part alone
+/// (`.5`, `-.5`); no exponent, no thousands separators.
 fn parse_number_literal(token: &str) -> Option<f64> {
+    let negative = token.starts_with('-');
     let body = token.strip_prefix('-').unwrap_or(token);
     let (integer, fraction) = match body.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (body, None),
+        Some((i, f)) => (i, f),
+        None => (body, ""),
     };
-    if !integer.bytes().all(|b| b.is_ascii_digit()) {
+    if !integer.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    if let Some(f) = fraction {
-        if !f.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-    }
-    if integer.is_empty() && fraction.is_none_or(str::is_empty) {
+    if integer.is_empty() && fraction.is_empty() {
         return None;
     }
     let normalised = format!(
         "{}{}.{}",
-        if token.starts_with('-') { "-" } else { "" },
+        if negative { "-" } else { "" },
         if integer.is_empty() { "0" } else { integer },
-        fraction.filter(|f| !f.is_empty()).unwrap_or("0")
+        if fraction.is_empty() { "0" } else { fraction }
     );
-    normalised.parse::<f64>().ok().filter(|n| n.is_finite())
+    normalised
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.abs() <= DECIMAL_MAX)
 }
 
 /// A version literal: three or four dot-separated segments of digits (two segments are a number).
@@ -702,6 +684,20 @@ fn unexpected(text: &str, token: &Token) -> ExprError {
         ErrorKind::UnexpectedSymbol,
         token.span,
         format!("unexpected symbol: '{}'", token.span.text(text)),
+    )
+}
+
+fn unrecognized(text: &str, token: &Token) -> ExprError {
+    let raw = token.span.text(text);
+    let why = if raw.starts_with('\'') {
+        " (the string is not closed)"
+    } else {
+        ""
+    };
+    ExprError::new(
+        ErrorKind::UnrecognizedValue,
+        token.span,
+        format!("unrecognized value: '{raw}'{why}"),
     )
 }
 
@@ -726,8 +722,10 @@ impl Parser<'_> {
         token
     }
 
-    fn check_depth(&self, depth: usize, span: Span) -> Result<(), ExprError> {
-        if depth > self.max_depth {
+    /// Called when a function call or an index opens; `open` counts the calls and indexes now open. Like the legacy
+    /// engine, 50 open containers is too deep.
+    fn check_depth(&self, open: usize, span: Span) -> Result<(), ExprError> {
+        if open >= self.max_depth {
             return Err(ExprError::new(
                 ErrorKind::ExceededMaxDepth,
                 span,
@@ -749,118 +747,130 @@ impl Parser<'_> {
         )
     }
 
-    /// An expression at nesting level `depth` (1 for the whole expression).
-    fn parse_expression(&mut self, depth: usize) -> Result<Node, ExprError> {
+    /// Reports a token that cannot stand where it is.
+    fn misplaced(&self, token: &Token) -> ExprError {
+        match token.kind {
+            TokenKind::Unrecognized => unrecognized(self.text, token),
+            _ => unexpected(self.text, token),
+        }
+    }
+
+    /// An expression (a value and its accesses) with `open` calls and indexes around it.
+    fn parse_expression(&mut self, open: usize) -> Result<Node, ExprError> {
         let Some(token) = self.next() else {
             return Err(self.end_of_input());
         };
-        self.check_depth(depth, token.span)?;
-        let base = match token.kind {
-            TokenKind::Literal(value) => Node::Literal {
+        match token.kind {
+            TokenKind::Literal(value) => Ok(Node::Literal {
                 value,
                 span: token.span,
-            },
-            TokenKind::Keyword => self.parse_keyword(token, depth)?,
-            _ => return Err(unexpected(self.text, &token)),
-        };
-        self.parse_accessors(base, depth)
+            }),
+            TokenKind::Keyword => {
+                let base = self.parse_keyword(token, open)?;
+                self.parse_accessors(base, open)
+            }
+            TokenKind::Unrecognized | TokenKind::BadKeyword => Err(unrecognized(self.text, &token)),
+            _ => Err(unexpected(self.text, &token)),
+        }
     }
 
-    fn parse_keyword(&mut self, token: Token, depth: usize) -> Result<Node, ExprError> {
+    fn parse_keyword(&mut self, token: Token, open: usize) -> Result<Node, ExprError> {
         let name = token.span.text(self.text);
         let followed_by_paren = self
             .peek()
             .is_some_and(|t| t.kind == TokenKind::StartParameter);
-        let extra = self
-            .options
-            .extra_functions
-            .iter()
-            .find(|f| eq_ignore_case(&f.name, name));
         let builtin = Function::builtin(name).filter(|f| match f {
             _ if f.is_status() => self.options.status_functions,
             Function::Counter => self.options.counter,
             _ => true,
         });
-        if !followed_by_paren {
-            if builtin.is_some() || extra.is_some() {
-                return Err(ExprError::new(
-                    ErrorKind::ExpectedStartParameter,
-                    token.span,
-                    format!("expected '(' after the function name '{name}'"),
-                ));
-            }
-            if !self.options.allows_named_value(name) {
-                return Err(ExprError::new(
-                    ErrorKind::UnrecognizedNamedValue,
-                    token.span,
-                    format!("unrecognized named-value: '{name}'."),
-                ));
-            }
-            return Ok(Node::NamedValue {
-                name: name.to_string(),
-                span: token.span,
-            });
-        }
-        let (function, min, max) = if let Some(extra) = extra {
-            (Function::Extra, extra.min_args, extra.max_args)
-        } else if let Some(builtin) = builtin {
+        let signature = if let Some(builtin) = builtin {
             let (min, max) = builtin.arity();
-            (builtin, min, max)
-        } else if self.options.allow_unknown_functions {
-            (Function::Unknown, 0, usize::MAX)
-        } else {
+            Some((builtin, min, max))
+        } else if self.options.allow_unknown_functions
+            && followed_by_paren
+            && self.options.named_values == NamedValues::Any
+        {
+            Some((Function::Unknown, 0, usize::MAX))
+        } else if self.options.allows_named_value(name) {
+            None
+        } else if let Some(extra) = self
+            .options
+            .extra_functions
+            .iter()
+            .find(|f| eq_ignore_case(&f.name, name))
+        {
+            Some((Function::Extra, extra.min_args, extra.max_args))
+        } else if self.options.allow_unknown_functions && followed_by_paren {
+            Some((Function::Unknown, 0, usize::MAX))
+        } else if followed_by_paren {
             return Err(ExprError::new(
                 ErrorKind::UnrecognizedFunction,
                 token.span,
                 format!("unrecognized function: '{name}'."),
             ));
+        } else {
+            return Err(ExprError::new(
+                ErrorKind::UnrecognizedNamedValue,
+                token.span,
+                format!("unrecognized named-value: '{name}'."),
+            ));
         };
-        self.next(); // the `(`
+        let Some((function, min, max)) = signature else {
+            return Ok(Node::NamedValue {
+                name: name.to_string(),
+                span: token.span,
+            });
+        };
+        if !followed_by_paren {
+            return Err(ExprError::new(
+                ErrorKind::ExpectedStartParameter,
+                token.span,
+                format!("expected '(' after the function name '{name}'"),
+            ));
+        }
+        let open_paren = self.next().ok_or_else(|| self.end_of_input())?;
+        let inner = open + 1;
+        self.check_depth(inner, open_paren.span)?;
+        let unclosed = || {
+            ExprError::new(
+                ErrorKind::UnclosedFunction,
+                token.span,
+                format!("unclosed function: '{name}'"),
+            )
+        };
         let mut args = Vec::new();
         loop {
-            match self.peek().map(|t| t.kind.clone()) {
-                None => {
-                    return Err(ExprError::new(
-                        ErrorKind::UnclosedFunction,
-                        token.span,
-                        format!("unclosed function: '{name}'"),
-                    ));
-                }
-                Some(TokenKind::EndParameter) => {
-                    let close = self.next().ok_or_else(|| self.end_of_input())?;
-                    if args.len() < min {
-                        return Err(unexpected(self.text, &close));
+            let Some(next) = self.peek().cloned() else {
+                return Err(unclosed());
+            };
+            match next.kind {
+                TokenKind::EndParameter => {
+                    self.next();
+                    if args.len() < min || args.len() > max {
+                        return Err(unexpected(self.text, &next));
                     }
                     break;
                 }
-                Some(_) if args.is_empty() => {}
-                Some(TokenKind::Separator) => {
-                    let separator = self.next().ok_or_else(|| self.end_of_input())?;
+                TokenKind::Separator if !args.is_empty() => {
+                    self.next();
                     if args.len() >= max {
-                        return Err(unexpected(self.text, &separator));
+                        return Err(unexpected(self.text, &next));
                     }
-                    if self.peek().is_none() {
-                        return Err(ExprError::new(
-                            ErrorKind::UnclosedFunction,
-                            token.span,
-                            format!("unclosed function: '{name}'"),
-                        ));
+                    match self.peek() {
+                        None => return Err(unclosed()),
+                        Some(t)
+                            if matches!(t.kind, TokenKind::EndParameter | TokenKind::Separator) =>
+                        {
+                            return Err(unexpected(self.text, t));
+                        }
+                        Some(_) => {}
                     }
                 }
-                Some(_) => {
-                    let Some(symbol) = self.peek() else {
-                        return Err(self.end_of_input());
-                    };
-                    return Err(unexpected(self.text, symbol));
-                }
+                _ if !args.is_empty() => return Err(self.misplaced(&next)),
+                _ => {}
             }
-            if args.is_empty() && max == 0 {
-                let Some(symbol) = self.peek() else {
-                    return Err(self.end_of_input());
-                };
-                return Err(unexpected(self.text, symbol));
-            }
-            args.push(self.parse_expression(depth + 1)?);
+            args.push(self.parse_expression(inner)?);
         }
         Ok(Node::Call {
             function,
@@ -870,19 +880,16 @@ impl Parser<'_> {
         })
     }
 
-    /// Property, index and wildcard accesses after `base`; each one counts as a level of nesting.
-    fn parse_accessors(&mut self, base: Node, depth: usize) -> Result<Node, ExprError> {
+    /// Property, index and wildcard accesses after a named value or a call. Indexes count as open containers
+    /// while their expression is parsed; `.name` does not nest.
+    fn parse_accessors(&mut self, base: Node, open: usize) -> Result<Node, ExprError> {
         let start = base.span().start;
         let mut path = Vec::new();
         let mut end = base.span().end;
-        loop {
-            let Some(token) = self.peek().cloned() else {
-                break;
-            };
+        while let Some(token) = self.peek().cloned() {
             match token.kind {
                 TokenKind::Dereference => {
                     self.next();
-                    self.check_depth(depth + path.len() + 1, token.span)?;
                     match self.next() {
                         Some(Token {
                             kind: TokenKind::PropertyName,
@@ -903,16 +910,7 @@ impl Parser<'_> {
                             });
                             end = span.end;
                         }
-                        Some(other) => {
-                            return Err(ExprError::new(
-                                ErrorKind::ExpectedPropertyName,
-                                other.span,
-                                format!(
-                                    "expected a property name after '.', found '{}'",
-                                    other.span.text(self.text)
-                                ),
-                            ));
-                        }
+                        Some(other) => return Err(self.misplaced(&other)),
                         None => {
                             return Err(ExprError::new(
                                 ErrorKind::ExpectedPropertyName,
@@ -924,11 +922,18 @@ impl Parser<'_> {
                 }
                 TokenKind::StartIndex => {
                     self.next();
-                    self.check_depth(depth + path.len() + 1, token.span)?;
+                    let inner = open + 1;
+                    self.check_depth(inner, token.span)?;
+                    let unclosed = || {
+                        ExprError::new(
+                            ErrorKind::UnclosedIndexer,
+                            token.span,
+                            "unclosed indexer: missing ']'",
+                        )
+                    };
                     if self.peek().is_some_and(|t| t.kind == TokenKind::Wildcard) {
                         self.next();
-                        let close = self.next();
-                        match close {
+                        match self.next() {
                             Some(Token {
                                 kind: TokenKind::EndIndex,
                                 span,
@@ -939,14 +944,14 @@ impl Parser<'_> {
                                 end = span.end;
                                 continue;
                             }
-                            Some(other) => return Err(unexpected(self.text, &other)),
-                            None => return Err(unclosed_indexer(token.span)),
+                            Some(other) => return Err(self.misplaced(&other)),
+                            None => return Err(unclosed()),
                         }
                     }
                     if self.peek().is_none() {
-                        return Err(unclosed_indexer(token.span));
+                        return Err(unclosed());
                     }
-                    let index = self.parse_expression(depth + path.len() + 1)?;
+                    let index = self.parse_expression(inner)?;
                     match self.next() {
                         Some(Token {
                             kind: TokenKind::EndIndex,
@@ -958,8 +963,8 @@ impl Parser<'_> {
                             });
                             end = span.end;
                         }
-                        Some(other) => return Err(unexpected(self.text, &other)),
-                        None => return Err(unclosed_indexer(token.span)),
+                        Some(other) => return Err(self.misplaced(&other)),
+                        None => return Err(unclosed()),
                     }
                 }
                 _ => break,
@@ -974,14 +979,6 @@ impl Parser<'_> {
             span: Span::new(start, end),
         })
     }
-}
-
-fn unclosed_indexer(span: Span) -> ExprError {
-    ExprError::new(
-        ErrorKind::UnclosedIndexer,
-        span,
-        "unclosed indexer: missing ']'",
-    )
 }
 
 /// Writes a literal in a form the lexer reads back to the same value.

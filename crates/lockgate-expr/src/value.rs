@@ -223,13 +223,18 @@ impl Value {
         }
     }
 
-    /// Index access as in `a[index]`: an object is indexed by the index cast to string, an array by the index
-    /// cast to a whole non-negative number (`'1'` works); anything else yields `None` (null).
+    /// Index access as in `a[index]`: an object is indexed by the index cast to string, an array by a whole
+    /// non-negative number or a string that reads as one (`'1'` works); anything else yields `None` (null).
     pub fn index(&self, index: &Value) -> Option<&Value> {
         match self {
             Value::Object(o) => o.get(&index.convert_to_string()?),
             Value::Array(items) => {
-                let n = index.convert_to_number()?;
+                // Only a number or a non-empty string that reads as a number can index an array.
+                let n = match index {
+                    Value::Number(n) => *n,
+                    Value::String(s) if !s.is_empty() => parse_number_string(s)?,
+                    _ => return None,
+                };
                 if n >= 0.0 && n.fract() == 0.0 && n < items.len() as f64 {
                     items.get(n as usize)
                 } else {
@@ -550,8 +555,8 @@ pub fn parse_number_string(text: &str) -> Option<f64> {
     normalised.parse::<f64>().ok()
 }
 
-/// Formats a number as the .NET invariant "G15" format does: up to 15 significant digits, no trailing zeros,
-/// no thousands separators, exponent form (`1E+15`, `1E-05`) only for very large or very small magnitudes.
+/// Formats a number as the Azure engine does (.NET custom format `0.#######`, invariant culture): at most seven
+/// decimals, rounded; no trailing zeros, no thousands separators, no exponent; `-0` is `0`.
 pub fn format_number(n: f64) -> String {
     if n.is_nan() {
         return "NaN".into();
@@ -563,39 +568,13 @@ pub fn format_number(n: f64) -> String {
             "-Infinity".into()
         };
     }
-    if n == 0.0 {
-        return "0".into();
+    let mut text = format!("{n:.7}");
+    if text.contains('.') {
+        let trimmed = text.trim_end_matches('0').trim_end_matches('.').len();
+        text.truncate(trimmed);
     }
-    let scientific = format!("{:.14e}", n.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    let sign = if n < 0.0 { "-" } else { "" };
-    if !(-5..15).contains(&exponent) {
-        let (first, rest) = digits.split_at(1);
-        let mantissa = if rest.is_empty() {
-            first.to_string()
-        } else {
-            format!("{first}.{rest}")
-        };
-        let exponent_sign = if exponent < 0 { '-' } else { '+' };
-        return format!("{sign}{mantissa}E{exponent_sign}{:02}", exponent.abs());
+    if text == "-0" {
+        text = "0".into();
     }
-    if exponent < 0 {
-        let zeros = "0".repeat((-exponent - 1) as usize);
-        format!("{sign}0.{zeros}{digits}")
-    } else {
-        let integer_len = exponent as usize + 1;
-        if digits.len() <= integer_len {
-            format!("{sign}{digits}{}", "0".repeat(integer_len - digits.len()))
-        } else {
-            format!(
-                "{sign}{}.{}",
-                &digits[..integer_len],
-                &digits[integer_len..]
-            )
-        }
-    }
+    text
 }
