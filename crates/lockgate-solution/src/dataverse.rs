@@ -1,0 +1,1 @@
+//! dataverse (in progress).

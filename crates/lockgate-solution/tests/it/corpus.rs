@@ -1,0 +1,140 @@
+//! Round trips over the real Microsoft exports and SolutionPackager trees in the shared corpus.
+
+use std::path::{Path, PathBuf};
+
+use lockgate_solution::package::{SolutionPackage, normalized_differences};
+use lockgate_solution::{Solution, SourceTree, pack, unpack};
+
+fn corpus_root() -> Option<PathBuf> {
+    let root = std::env::var_os("LOCKGATE_POWERPLATFORM_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus/powerplatform"));
+    if root.is_dir() {
+        Some(root)
+    } else {
+        println!(
+            "SKIPPED: Power Platform corpus not found at {} (set LOCKGATE_POWERPLATFORM_CORPUS)",
+            root.display()
+        );
+        None
+    }
+}
+
+fn find(root: &Path, predicate: &dyn Fn(&Path) -> bool, found: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if predicate(&path) {
+            found.push(path.clone());
+        }
+        if path.is_dir() {
+            find(&path, predicate, found);
+        }
+    }
+}
+
+#[test]
+fn every_corpus_zip_survives_unpack_then_pack() {
+    let Some(root) = corpus_root() else { return };
+    let mut zips = Vec::new();
+    find(
+        &root,
+        &|path| path.extension().is_some_and(|ext| ext == "zip"),
+        &mut zips,
+    );
+    assert!(zips.len() >= 6, "expected the corpus zips, found {zips:?}");
+    for zip in zips {
+        let original = SolutionPackage::read_zip(&zip).unwrap();
+        let tree = unpack(&original, None).unwrap_or_else(|err| panic!("{}: {err}", zip.display()));
+        let packed = pack(&tree, None).unwrap();
+        let differences = normalized_differences(&original, &packed);
+        assert!(
+            differences.is_empty(),
+            "{}: {differences:#?}",
+            zip.display()
+        );
+        let again = unpack(&packed, None).unwrap();
+        assert_eq!(
+            tree.files,
+            again.files,
+            "{}: second unpack is identical",
+            zip.display()
+        );
+        let model = Solution::from_package(&original).unwrap();
+        assert!(!model.unique_name.is_empty());
+        println!(
+            "round-tripped {} ({} entries)",
+            zip.display(),
+            original.entries.len()
+        );
+    }
+}
+
+#[test]
+fn every_corpus_tree_packs_and_survives_unpack_then_pack() {
+    let Some(root) = corpus_root() else { return };
+    let mut trees = Vec::new();
+    find(
+        &root,
+        &|path| path.join("Other/Solution.xml").is_file(),
+        &mut trees,
+    );
+    assert!(
+        trees.len() >= 4,
+        "expected the corpus trees, found {trees:?}"
+    );
+    for dir in trees {
+        let tree = SourceTree::read_dir(&dir).unwrap();
+        let packed = pack(&tree, None).unwrap_or_else(|err| panic!("{}: {err}", dir.display()));
+        let unpacked = unpack(&packed, None).unwrap();
+        let repacked = pack(&unpacked, None).unwrap();
+        let differences = normalized_differences(&packed, &repacked);
+        assert!(
+            differences.is_empty(),
+            "{}: {differences:#?}",
+            dir.display()
+        );
+        println!(
+            "round-tripped tree {} ({} files)",
+            dir.display(),
+            tree.files.len()
+        );
+    }
+}
+
+#[test]
+fn the_business_approvals_kit_tree_keeps_all_its_components_when_packed() {
+    let Some(root) = corpus_root() else { return };
+    let dir = root
+        .join("microsoft__powercat-business-approvals-kit/BusinessApprovalKit/SolutionPackage/src");
+    let packed = pack(&SourceTree::read_dir(&dir).unwrap(), None).unwrap();
+    let model = Solution::from_package(&packed).unwrap();
+    assert_eq!(model.unique_name, "BusinessApprovalKit");
+    assert_eq!(
+        model.workflows.iter().filter(|w| w.category == "5").count(),
+        25
+    );
+    assert_eq!(
+        model.workflows.iter().filter(|w| w.category == "2").count(),
+        1
+    );
+    assert_eq!(model.connection_references.len(), 6);
+    assert_eq!(model.environment_variables.len(), 4);
+    assert_eq!(model.entities.len(), 2);
+    let customizations =
+        String::from_utf8_lossy(packed.get("customizations.xml").unwrap()).into_owned();
+    assert!(
+        customizations.contains("<systemform>"),
+        "split forms are merged back into the entity"
+    );
+    assert!(
+        customizations.contains("<savedquery>"),
+        "split views are merged back"
+    );
+    assert!(
+        customizations.contains("<EntityRelationship Name=\"team_cat_businessapprovalcondition\">")
+    );
+}
