@@ -8,8 +8,12 @@ pub mod glob;
 pub mod job;
 pub mod logging_command;
 pub mod masking;
+pub mod orchestrator;
 pub mod process;
 pub mod spec;
 pub mod tasks;
 pub mod variables;
 pub mod workspace;
+
+/// The artifact store, re-exported so that callers need no direct dependency.
+pub use lockgate_artifacts as artifacts;

@@ -1,0 +1,1470 @@
+//! The local orchestrator behind `lockgate run`: checks that a compiled plan can run here, turns its jobs
+//! into [`JobSpec`]s, and walks the stage and job graph — independent jobs concurrently up to a limit,
+//! conditions and runtime `$[ ]` variables evaluated with `dependencies`/`stageDependencies` just before a
+//! job starts, output variables handed on, results rolled up into stages and the run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lockgate_pipeline::plan::{self, JobKind, Plan, Step, StepKind, Variable, VariableScope};
+use tokio::task::JoinSet;
+
+use crate::conditions::{DependencyScope, DependencyState, dependency_condition, runtime_value};
+use crate::events::{Event, EventSink, IssueKind, JobId, TaskResult};
+use crate::job::{JobOutcome, RunContext, run_job};
+use crate::process::CancelSignal;
+use crate::spec::{InitialVariable, JobSpec, PhaseSpec, StepAction, StepSpec};
+use crate::tasks::TaskRegistry;
+
+/// Options of a local run.
+#[derive(Debug, Clone)]
+pub struct LocalRunOptions {
+    /// Most jobs running at once.
+    pub parallel: usize,
+    /// `--var NAME=VALUE`: override every definition of the variable.
+    pub variables: Vec<(String, String)>,
+    /// Variable groups by name (`--var-group NAME=FILE`).
+    pub variable_groups: BTreeMap<String, Vec<InitialVariable>>,
+    /// Predefined variables that hold for the whole run (Build.*, System.*, Agent.* facts).
+    pub run_variables: Vec<(String, String)>,
+    /// Where job workspaces go (`<work>/<n>/`).
+    pub work_dir: PathBuf,
+}
+
+/// One finished job, for the summary.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub id: JobId,
+    pub display_name: String,
+    pub result: TaskResult,
+    pub seconds: f64,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub result: TaskResult,
+    pub stages: Vec<(String, TaskResult)>,
+    pub jobs: Vec<JobSummary>,
+    pub seconds: f64,
+}
+
+/// A problem that keeps the plan from running locally, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanProblem {
+    pub location: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PlanProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Checks everything that would fail only once the run reached it: unknown tasks (naming what is built
+/// in), step kinds and job kinds a local run cannot do, variable groups that were not given.
+pub fn validate_plan(
+    plan: &Plan,
+    registry: &TaskRegistry,
+    groups: &BTreeMap<String, Vec<InitialVariable>>,
+) -> Vec<PlanProblem> {
+    let mut problems = Vec::new();
+    let check_groups = |variables: &[Variable], location: &str, problems: &mut Vec<PlanProblem>| {
+        for variable in variables {
+            if let Variable::Group { name, .. } = variable
+                && !groups.contains_key(name)
+            {
+                problems.push(PlanProblem {
+                    location: location.to_string(),
+                    message: format!("variable group `{name}` is not available locally; pass --var-group {name}=FILE"),
+                });
+            }
+        }
+    };
+    check_groups(&plan.variables, "pipeline", &mut problems);
+    for stage in &plan.stages {
+        check_groups(&stage.variables, &stage.source.to_string(), &mut problems);
+        for job in &stage.jobs {
+            check_groups(&job.variables, &job.source.to_string(), &mut problems);
+            if job.kind == JobKind::Server {
+                problems.push(PlanProblem {
+                    location: job.source.to_string(),
+                    message: format!("job `{}` is an agentless job (pool: server); local runs only run agent jobs", job.name),
+                });
+                continue;
+            }
+            for step in job_steps(job) {
+                let location = step.source.to_string();
+                match step.kind {
+                    StepKind::Task => {
+                        if let Some(task) = &step.task
+                            && !registry.contains(&task.name, task.major)
+                        {
+                            problems.push(PlanProblem {
+                                location,
+                                message: format!(
+                                    "task {}@{} is not built into Lockgate; built-in tasks: {}",
+                                    task.name,
+                                    task.major,
+                                    display_task_names(registry)
+                                ),
+                            });
+                        }
+                    }
+                    StepKind::GetPackage | StepKind::ReviewApp => problems.push(PlanProblem {
+                        location,
+                        message: format!(
+                            "`{}` steps are not supported in local runs",
+                            step.kind.key()
+                        ),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn display_task_names(registry: &TaskRegistry) -> String {
+    registry.names().join(", ")
+}
+
+fn job_steps(job: &plan::Job) -> impl Iterator<Item = &Step> {
+    job.steps.iter().chain(
+        job.deployment
+            .iter()
+            .flat_map(|d| d.phases.iter().flat_map(|p| p.steps.iter())),
+    )
+}
+
+fn default_display_name(step: &Step) -> String {
+    if let Some(name) = &step.display_name {
+        return name.clone();
+    }
+    match step.kind {
+        StepKind::Script | StepKind::Bash | StepKind::Pwsh | StepKind::Powershell => {
+            let first = step
+                .value
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
+            let short: String = first.chars().take(60).collect();
+            if short.is_empty() {
+                step.kind.key().to_string()
+            } else {
+                short
+            }
+        }
+        StepKind::Task => step
+            .task
+            .as_ref()
+            .map_or_else(|| "task".into(), |t| format!("{}@{}", t.name, t.major)),
+        StepKind::Checkout => format!("Checkout {}", step.value.as_deref().unwrap_or("self")),
+        StepKind::Publish | StepKind::Upload => {
+            format!(
+                "Publish artifact {}",
+                step.inputs.get("artifact").map_or("drop", String::as_str)
+            )
+        }
+        StepKind::Download | StepKind::DownloadBuild => "Download artifacts".into(),
+        other => other.key().to_string(),
+    }
+}
+
+/// Turns a plan step into the runner's step (script shortcuts become their tasks).
+pub fn step_spec(step: &Step, minute: Duration) -> StepSpec {
+    let mut inputs = step.inputs.clone();
+    let value = step.value.clone().unwrap_or_default();
+    if let Some(dir) = &step.working_directory {
+        inputs.insert("workingDirectory".into(), dir.clone());
+    }
+    if step.fail_on_stderr {
+        inputs.insert("failOnStderr".into(), "true".into());
+    }
+    let task =
+        |name: &str, major: u32, mut inputs: BTreeMap<String, String>, extra: &[(&str, &str)]| {
+            for (k, v) in extra {
+                inputs.insert((*k).to_string(), (*v).to_string());
+            }
+            StepAction::Task {
+                name: name.into(),
+                major,
+                inputs,
+            }
+        };
+    let action = match step.kind {
+        StepKind::Script => task("CmdLine", 2, inputs, &[("script", &value)]),
+        StepKind::Bash => task(
+            "Bash",
+            3,
+            inputs,
+            &[("targetType", "inline"), ("script", &value)],
+        ),
+        StepKind::Pwsh | StepKind::Powershell => task(
+            "PowerShell",
+            2,
+            inputs,
+            &[
+                ("targetType", "inline"),
+                ("script", &value),
+                ("pwsh", "true"),
+            ],
+        ),
+        StepKind::Checkout => StepAction::Checkout {
+            repository: if value.is_empty() {
+                "self".into()
+            } else {
+                value
+            },
+            inputs,
+        },
+        StepKind::Publish | StepKind::Upload => StepAction::Publish {
+            path: value,
+            artifact: inputs.get("artifact").cloned(),
+        },
+        StepKind::Download => StepAction::Download {
+            source: if value.is_empty() {
+                "current".into()
+            } else {
+                value
+            },
+            inputs,
+        },
+        StepKind::DownloadBuild => task(
+            "DownloadBuildArtifacts",
+            1,
+            inputs,
+            &[(
+                "buildType",
+                if value.is_empty() { "current" } else { &value },
+            )],
+        ),
+        StepKind::Task => {
+            let (name, major) = step
+                .task
+                .as_ref()
+                .map_or_else(|| (String::new(), 0), |t| (t.name.clone(), t.major));
+            StepAction::Task {
+                name,
+                major,
+                inputs,
+            }
+        }
+        StepKind::GetPackage | StepKind::ReviewApp => StepAction::Task {
+            name: format!("<{} step>", step.kind.key()),
+            major: 0,
+            inputs,
+        },
+    };
+    StepSpec {
+        name: step.name.clone(),
+        display_name: default_display_name(step),
+        action,
+        condition: step.condition.clone(),
+        enabled: step.enabled,
+        continue_on_error: step.continue_on_error,
+        timeout: step
+            .timeout_in_minutes
+            .filter(|m| *m > 0)
+            .map(|m| minute * m),
+        retry_count_on_task_failure: step.retry_count_on_task_failure.unwrap_or(0),
+        env: step.env.clone(),
+        location: step.source.to_string(),
+    }
+}
+
+fn checkout_self() -> StepSpec {
+    StepSpec {
+        name: None,
+        display_name: "Checkout self".into(),
+        action: StepAction::Checkout {
+            repository: "self".into(),
+            inputs: BTreeMap::new(),
+        },
+        condition: None,
+        enabled: true,
+        continue_on_error: false,
+        timeout: None,
+        retry_count_on_task_failure: 0,
+        env: BTreeMap::new(),
+        location: "(implicit checkout)".into(),
+    }
+}
+
+fn download_current() -> StepSpec {
+    StepSpec {
+        name: None,
+        display_name: "Download artifacts".into(),
+        action: StepAction::Download {
+            source: "current".into(),
+            inputs: BTreeMap::new(),
+        },
+        condition: None,
+        enabled: true,
+        continue_on_error: false,
+        timeout: None,
+        retry_count_on_task_failure: 0,
+        env: BTreeMap::new(),
+        location: "(implicit download in the deploy hook)".into(),
+    }
+}
+
+/// The phases of a job: one for an agent job (with the implicit `checkout: self` first unless the job has
+/// a checkout step), one per hook for a deployment job (the deploy hook downloads the run's artifacts first
+/// unless it has a `download` step).
+pub fn job_phases(job: &plan::Job, minute: Duration, machine: &str) -> Vec<PhaseSpec> {
+    let Some(deployment) = &job.deployment else {
+        let mut steps: Vec<StepSpec> = job.steps.iter().map(|s| step_spec(s, minute)).collect();
+        if !job.steps.iter().any(|s| s.kind == StepKind::Checkout) {
+            steps.insert(0, checkout_self());
+        }
+        return vec![PhaseSpec {
+            hook: None,
+            increment: None,
+            output_prefixes: Vec::new(),
+            steps,
+        }];
+    };
+    let resource = job
+        .environment
+        .as_ref()
+        .and_then(|e| e.resource_name.clone())
+        .unwrap_or_else(|| machine.to_string());
+    deployment
+        .phases
+        .iter()
+        .map(|phase| {
+            let mut steps: Vec<StepSpec> =
+                phase.steps.iter().map(|s| step_spec(s, minute)).collect();
+            if phase.hook == "deploy"
+                && !phase
+                    .steps
+                    .iter()
+                    .any(|s| matches!(s.kind, StepKind::Download | StepKind::DownloadBuild))
+            {
+                steps.insert(0, download_current());
+            }
+            // Output-variable key forms of deployment jobs (docs: deployment-jobs, "Support for output
+            // variables"): runOnce `<job>.<step>.<var>` (older docs: `<hook>.<step>.<var>`), canary
+            // `<hook>_<increment>.<step>.<var>`, rolling `<hook>_<resource>.<step>.<var>`.
+            let prefixes = match deployment.name.as_str() {
+                "canary" => match phase.increment {
+                    Some(increment) => vec![format!("{}_{increment}", phase.hook)],
+                    None => vec![phase.hook.clone()],
+                },
+                "rolling" => vec![format!("{}_{resource}", phase.hook)],
+                _ => vec![
+                    job.base_name.clone(),
+                    phase.hook.clone(),
+                    format!("Deploy_{resource}"),
+                ],
+            };
+            PhaseSpec {
+                hook: Some(phase.hook.clone()),
+                increment: phase.increment,
+                output_prefixes: prefixes,
+                steps,
+            }
+        })
+        .collect()
+}
+
+struct JobRecord {
+    stage: usize,
+    job: plan::Job,
+    outcome: Option<JobOutcome>,
+    started: bool,
+}
+
+/// Runs every stage and job of `plan`, reporting through `sink`.
+pub async fn run_plan(
+    plan: &Plan,
+    run: Arc<RunContext>,
+    registry: Arc<TaskRegistry>,
+    options: &LocalRunOptions,
+    sink: Arc<dyn EventSink>,
+    cancel: CancelSignal,
+) -> RunOutcome {
+    let started = Instant::now();
+    let machine = options
+        .run_variables
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Agent.MachineName"))
+        .map_or_else(|| "localhost".to_string(), |(_, v)| v.clone());
+    let mut jobs: Vec<JobRecord> = Vec::new();
+    for (stage_index, stage) in plan.stages.iter().enumerate() {
+        for job in &stage.jobs {
+            jobs.push(JobRecord {
+                stage: stage_index,
+                job: job.clone(),
+                outcome: None,
+                started: false,
+            });
+        }
+    }
+    let stage_count = plan.stages.len();
+    let mut stage_results: Vec<Option<TaskResult>> = vec![None; stage_count];
+    let mut stage_started: Vec<bool> = vec![false; stage_count];
+    let mut stage_clock: Vec<Option<Instant>> = vec![None; stage_count];
+    let mut running: JoinSet<(usize, JobOutcome)> = JoinSet::new();
+    let parallel = options.parallel.max(1);
+    let mut workspace_counter = 0usize;
+    let mut summaries = Vec::new();
+
+    loop {
+        // Settle stages: start the ones whose dependencies finished (or skip them), finish the ones whose
+        // jobs all finished. Repeat until nothing changes.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for index in 0..stage_count {
+                let stage = &plan.stages[index];
+                if stage_results[index].is_some() {
+                    continue;
+                }
+                if !stage_started[index] {
+                    let deps: Option<Vec<(String, TaskResult)>> = stage
+                        .depends_on
+                        .iter()
+                        .map(|name| {
+                            let position = plan.stages.iter().position(|s| &s.name == name)?;
+                            stage_results[position].map(|r| (name.clone(), r))
+                        })
+                        .collect();
+                    let Some(deps) = deps else { continue };
+                    let scope =
+                        stage_scope(plan, &jobs, &stage_results, &deps, cancel.is_canceled());
+                    let variables = pipeline_variables(plan, Some(stage), options);
+                    let run_it = dependency_condition(
+                        stage.condition.as_deref(),
+                        variables
+                            .iter()
+                            .map(|v| (v.name.as_str(), v.value.as_str())),
+                        &scope,
+                    );
+                    let display = stage
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| stage.name.clone());
+                    sink.event(Event::StageStarted {
+                        stage: stage.name.clone(),
+                        display_name: display,
+                    });
+                    stage_clock[index] = Some(Instant::now());
+                    match run_it {
+                        Ok(true) => stage_started[index] = true,
+                        Ok(false) => {
+                            skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
+                            stage_results[index] = Some(TaskResult::Skipped);
+                            sink.event(Event::StageFinished {
+                                stage: stage.name.clone(),
+                                result: TaskResult::Skipped,
+                                seconds: 0.0,
+                            });
+                        }
+                        Err(message) => {
+                            sink.event(Event::Issue {
+                                job: JobId {
+                                    stage: stage.name.clone(),
+                                    job: String::new(),
+                                },
+                                step: None,
+                                kind: IssueKind::Error,
+                                message: format!(
+                                    "{}: invalid stage condition: {message}",
+                                    stage.source
+                                ),
+                            });
+                            skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
+                            stage_results[index] = Some(TaskResult::Failed);
+                            sink.event(Event::StageFinished {
+                                stage: stage.name.clone(),
+                                result: TaskResult::Failed,
+                                seconds: 0.0,
+                            });
+                        }
+                    }
+                    changed = true;
+                    continue;
+                }
+                let stage_jobs: Vec<&JobRecord> =
+                    jobs.iter().filter(|j| j.stage == index).collect();
+                if stage_jobs.iter().all(|j| j.outcome.is_some()) {
+                    let mut result = TaskResult::Skipped;
+                    for record in &stage_jobs {
+                        if let Some(outcome) = &record.outcome {
+                            result = result.merge(effective_result(&record.job, outcome.result));
+                        }
+                    }
+                    if stage_jobs.is_empty() {
+                        result = TaskResult::Succeeded;
+                    }
+                    stage_results[index] = Some(result);
+                    let seconds = stage_clock[index].map_or(0.0, |c| c.elapsed().as_secs_f64());
+                    sink.event(Event::StageFinished {
+                        stage: stage.name.clone(),
+                        result,
+                        seconds,
+                    });
+                    changed = true;
+                }
+            }
+            // Jobs whose dependencies are done: evaluate the condition, skip or start.
+            for index in 0..jobs.len() {
+                if jobs[index].started
+                    || !stage_started[jobs[index].stage]
+                    || stage_results[jobs[index].stage].is_some()
+                {
+                    continue;
+                }
+                if running.len() >= parallel {
+                    break;
+                }
+                let stage_index = jobs[index].stage;
+                let depends_on = jobs[index].job.depends_on.clone();
+                let mut dependency_results = Vec::new();
+                let mut ready = true;
+                for name in &depends_on {
+                    let instances: Vec<&JobRecord> = jobs
+                        .iter()
+                        .filter(|j| j.stage == stage_index && &j.job.base_name == name)
+                        .collect();
+                    if instances.iter().any(|j| j.outcome.is_none()) {
+                        ready = false;
+                        break;
+                    }
+                    let mut result = TaskResult::Skipped;
+                    for instance in &instances {
+                        if let Some(outcome) = &instance.outcome {
+                            result = result.merge(effective_result(&instance.job, outcome.result));
+                        }
+                    }
+                    dependency_results.push((name.clone(), result));
+                }
+                if !ready {
+                    continue;
+                }
+                jobs[index].started = true;
+                changed = true;
+                let stage = &plan.stages[stage_index];
+                let scope = job_scope(
+                    plan,
+                    &jobs,
+                    stage_index,
+                    &dependency_results,
+                    cancel.is_canceled(),
+                );
+                let job = jobs[index].job.clone();
+                let id = JobId {
+                    stage: stage.name.clone(),
+                    job: job.name.clone(),
+                };
+                let display_name = job.display_name.clone().unwrap_or_else(|| job.name.clone());
+                let mut variables = pipeline_variables(plan, Some(stage), options);
+                append_job_variables(&mut variables, &job, options);
+                let condition = dependency_condition(
+                    job.condition.as_deref(),
+                    variables
+                        .iter()
+                        .map(|v| (v.name.as_str(), v.value.as_str())),
+                    &scope,
+                );
+                let skip_result = match condition {
+                    Ok(true) => None,
+                    Ok(false) => Some(TaskResult::Skipped),
+                    Err(message) => {
+                        sink.event(Event::Issue {
+                            job: id.clone(),
+                            step: None,
+                            kind: IssueKind::Error,
+                            message: format!("{}: invalid job condition: {message}", job.source),
+                        });
+                        Some(TaskResult::Failed)
+                    }
+                };
+                if let Some(result) = skip_result {
+                    sink.event(Event::JobStarted {
+                        job: id.clone(),
+                        display_name: display_name.clone(),
+                    });
+                    sink.event(Event::JobFinished {
+                        job: id.clone(),
+                        result,
+                        seconds: 0.0,
+                    });
+                    summaries.push(JobSummary {
+                        id,
+                        display_name,
+                        result,
+                        seconds: 0.0,
+                    });
+                    jobs[index].outcome = Some(JobOutcome {
+                        result,
+                        outputs: BTreeMap::new(),
+                        seconds: 0.0,
+                    });
+                    continue;
+                }
+                // Runtime expressions in variable values, evaluated now that dependencies are known.
+                let mut resolved = Vec::with_capacity(variables.len());
+                let snapshot: Vec<(String, String)> = variables
+                    .iter()
+                    .map(|v| (v.name.clone(), v.value.clone()))
+                    .collect();
+                let mut failed = false;
+                for mut variable in variables {
+                    if let Some(value) = runtime_value(
+                        &variable.value,
+                        snapshot.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        &scope,
+                    ) {
+                        match value {
+                            Ok(value) => variable.value = value,
+                            Err(message) => {
+                                sink.event(Event::Issue {
+                                    job: id.clone(),
+                                    step: None,
+                                    kind: IssueKind::Error,
+                                    message: format!("variable `{}`: {message}", variable.name),
+                                });
+                                failed = true;
+                            }
+                        }
+                    }
+                    resolved.push(variable);
+                }
+                if failed {
+                    sink.event(Event::JobStarted {
+                        job: id.clone(),
+                        display_name: display_name.clone(),
+                    });
+                    sink.event(Event::JobFinished {
+                        job: id.clone(),
+                        result: TaskResult::Failed,
+                        seconds: 0.0,
+                    });
+                    summaries.push(JobSummary {
+                        id,
+                        display_name,
+                        result: TaskResult::Failed,
+                        seconds: 0.0,
+                    });
+                    jobs[index].outcome = Some(JobOutcome {
+                        result: TaskResult::Failed,
+                        outputs: BTreeMap::new(),
+                        seconds: 0.0,
+                    });
+                    continue;
+                }
+                let resolved = expand_variable_macros(resolved);
+                workspace_counter += 1;
+                let spec = JobSpec {
+                    stage: stage.name.clone(),
+                    stage_display_name: stage
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| stage.name.clone()),
+                    name: job.name.clone(),
+                    display_name,
+                    phases: job_phases(&job, run.minute, &machine),
+                    variables: resolved,
+                    timeout: if job.timeout_in_minutes == 0 {
+                        None
+                    } else {
+                        Some(run.minute * job.timeout_in_minutes)
+                    },
+                    cancel_timeout: run.minute * job.cancel_timeout_in_minutes,
+                    workspace_clean: job.workspace_clean.clone(),
+                    position_in_phase: job.strategy.position_in_phase.max(1),
+                    total_jobs_in_phase: job.strategy.total_jobs_in_phase.max(1),
+                    environment: job.environment.as_ref().map(|e| e.name.clone()),
+                    strategy: job.deployment.as_ref().map(|d| d.name.clone()),
+                };
+                if job.container.is_some() {
+                    sink.event(Event::Issue {
+                        job: id.clone(),
+                        step: None,
+                        kind: IssueKind::Warning,
+                        message: format!("{}: container jobs run on this machine's host in local runs; the container is ignored", job.source),
+                    });
+                }
+                let workspace = options.work_dir.join(workspace_counter.to_string());
+                let run = Arc::clone(&run);
+                let registry = Arc::clone(&registry);
+                let sink = Arc::clone(&sink);
+                let cancel = cancel.clone();
+                running.spawn(async move {
+                    let outcome =
+                        run_job(&run, &registry, &spec, &workspace, sink.as_ref(), &cancel).await;
+                    (index, outcome)
+                });
+            }
+        }
+        if stage_results.iter().all(Option::is_some) {
+            break;
+        }
+        match running.join_next().await {
+            Some(Ok((index, outcome))) => {
+                let record = &mut jobs[index];
+                let stage = &plan.stages[record.stage];
+                summaries.push(JobSummary {
+                    id: JobId {
+                        stage: stage.name.clone(),
+                        job: record.job.name.clone(),
+                    },
+                    display_name: record
+                        .job
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| record.job.name.clone()),
+                    result: outcome.result,
+                    seconds: outcome.seconds,
+                });
+                record.outcome = Some(outcome);
+            }
+            Some(Err(err)) => {
+                // A job task panicked: nothing a pipeline can cause should get here; fail loudly but
+                // keep the run's bookkeeping consistent.
+                sink.event(Event::Issue {
+                    job: JobId {
+                        stage: String::new(),
+                        job: String::new(),
+                    },
+                    step: None,
+                    kind: IssueKind::Error,
+                    message: format!("internal error: a job stopped unexpectedly: {err}"),
+                });
+                for record in jobs.iter_mut().filter(|j| j.started && j.outcome.is_none()) {
+                    record.outcome = Some(JobOutcome {
+                        result: TaskResult::Failed,
+                        outputs: BTreeMap::new(),
+                        seconds: 0.0,
+                    });
+                }
+            }
+            None => {
+                // Nothing running and nothing startable: the remaining stages wait on something that
+                // cannot finish (a dependency cycle the compiler missed). Fail them rather than hang.
+                for index in 0..stage_count {
+                    if stage_results[index].is_none() {
+                        skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
+                        stage_results[index] = Some(TaskResult::Failed);
+                        sink.event(Event::StageFinished {
+                            stage: plan.stages[index].name.clone(),
+                            result: TaskResult::Failed,
+                            seconds: 0.0,
+                        });
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let mut result = TaskResult::Skipped;
+    for stage_result in stage_results.iter().flatten() {
+        result = result.merge(*stage_result);
+    }
+    if result == TaskResult::Skipped {
+        result = TaskResult::Succeeded;
+    }
+    if cancel.is_canceled() {
+        result = TaskResult::Canceled;
+    }
+    RunOutcome {
+        result,
+        stages: plan
+            .stages
+            .iter()
+            .zip(&stage_results)
+            .map(|(s, r)| (s.name.clone(), r.unwrap_or(TaskResult::Skipped)))
+            .collect(),
+        jobs: summaries,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// A job with `continueOnError: true` counts as succeeded-with-issues for what depends on it.
+fn effective_result(job: &plan::Job, result: TaskResult) -> TaskResult {
+    if job.continue_on_error && result == TaskResult::Failed {
+        TaskResult::SucceededWithIssues
+    } else {
+        result
+    }
+}
+
+fn skip_stage_jobs(
+    jobs: &mut [JobRecord],
+    plan: &Plan,
+    stage: usize,
+    sink: &Arc<dyn EventSink>,
+    summaries: &mut Vec<JobSummary>,
+) {
+    let stage_name = plan.stages[stage].name.clone();
+    for record in jobs
+        .iter_mut()
+        .filter(|j| j.stage == stage && j.outcome.is_none() && !j.started)
+    {
+        record.started = true;
+        record.outcome = Some(JobOutcome {
+            result: TaskResult::Skipped,
+            outputs: BTreeMap::new(),
+            seconds: 0.0,
+        });
+        let id = JobId {
+            stage: stage_name.clone(),
+            job: record.job.name.clone(),
+        };
+        let display_name = record
+            .job
+            .display_name
+            .clone()
+            .unwrap_or_else(|| record.job.name.clone());
+        sink.event(Event::JobStarted {
+            job: id.clone(),
+            display_name: display_name.clone(),
+        });
+        sink.event(Event::JobFinished {
+            job: id.clone(),
+            result: TaskResult::Skipped,
+            seconds: 0.0,
+        });
+        summaries.push(JobSummary {
+            id,
+            display_name,
+            result: TaskResult::Skipped,
+            seconds: 0.0,
+        });
+    }
+}
+
+/// Outputs of all instances of a base job name: matrix legs publish `leg.step.var`, a plain job `step.var`.
+fn base_job_state(records: &[&JobRecord]) -> DependencyState {
+    let mut result = TaskResult::Skipped;
+    let mut outputs = BTreeMap::new();
+    for record in records {
+        let Some(outcome) = &record.outcome else {
+            continue;
+        };
+        result = result.merge(effective_result(&record.job, outcome.result));
+        for (key, value) in &outcome.outputs {
+            match &record.job.strategy.leg {
+                Some(leg) => {
+                    outputs.insert(format!("{leg}.{key}"), value.clone());
+                }
+                None => {
+                    outputs.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    DependencyState { result, outputs }
+}
+
+fn stage_jobs_state(jobs: &[JobRecord], stage: usize) -> BTreeMap<String, DependencyState> {
+    let mut by_base: BTreeMap<String, Vec<&JobRecord>> = BTreeMap::new();
+    for record in jobs.iter().filter(|j| j.stage == stage) {
+        by_base
+            .entry(record.job.base_name.clone())
+            .or_default()
+            .push(record);
+    }
+    by_base
+        .into_iter()
+        .map(|(name, records)| (name, base_job_state(&records)))
+        .collect()
+}
+
+fn finished_stage_dependencies(
+    plan: &Plan,
+    jobs: &[JobRecord],
+    stage_results: &[Option<TaskResult>],
+) -> BTreeMap<String, BTreeMap<String, DependencyState>> {
+    plan.stages
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| stage_results[*index].is_some())
+        .map(|(index, stage)| (stage.name.clone(), stage_jobs_state(jobs, index)))
+        .collect()
+}
+
+/// The scope of a stage condition: `dependencies.<stage>.result` and `.outputs['job.step.var']`.
+fn stage_scope(
+    plan: &Plan,
+    jobs: &[JobRecord],
+    stage_results: &[Option<TaskResult>],
+    deps: &[(String, TaskResult)],
+    canceled: bool,
+) -> DependencyScope {
+    let mut scope = DependencyScope {
+        status_of: deps.to_vec(),
+        canceled,
+        ..DependencyScope::default()
+    };
+    for (name, result) in deps {
+        let Some(index) = plan.stages.iter().position(|s| &s.name == name) else {
+            continue;
+        };
+        let mut outputs = BTreeMap::new();
+        for (job, state) in stage_jobs_state(jobs, index) {
+            for (key, value) in state.outputs {
+                outputs.insert(format!("{job}.{key}"), value);
+            }
+        }
+        scope.dependencies.insert(
+            name.clone(),
+            DependencyState {
+                result: *result,
+                outputs,
+            },
+        );
+    }
+    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, stage_results);
+    scope
+}
+
+/// The scope of a job condition or runtime variable: `dependencies.<job>` within the stage and
+/// `stageDependencies.<stage>.<job>` for finished stages.
+fn job_scope(
+    plan: &Plan,
+    jobs: &[JobRecord],
+    stage: usize,
+    deps: &[(String, TaskResult)],
+    canceled: bool,
+) -> DependencyScope {
+    let mut scope = DependencyScope {
+        status_of: deps.to_vec(),
+        canceled,
+        ..DependencyScope::default()
+    };
+    let states = stage_jobs_state(jobs, stage);
+    for (name, _) in deps {
+        if let Some(state) = states.get(name) {
+            scope.dependencies.insert(name.clone(), state.clone());
+        }
+    }
+    let stage_results: Vec<Option<TaskResult>> = (0..plan.stages.len())
+        .map(|index| {
+            let stage_jobs: Vec<&JobRecord> = jobs.iter().filter(|j| j.stage == index).collect();
+            (index != stage
+                && !stage_jobs.is_empty()
+                && stage_jobs.iter().all(|j| j.outcome.is_some()))
+            .then_some(TaskResult::Succeeded)
+        })
+        .collect();
+    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, &stage_results);
+    scope
+}
+
+fn push_variables(
+    out: &mut Vec<InitialVariable>,
+    variables: &[Variable],
+    options: &LocalRunOptions,
+) {
+    for variable in variables {
+        match variable {
+            Variable::Value {
+                name,
+                value,
+                readonly,
+                ..
+            } => {
+                out.push(InitialVariable {
+                    name: name.clone(),
+                    value: value.clone(),
+                    secret: false,
+                    readonly: *readonly,
+                });
+            }
+            Variable::Group { name, .. } => {
+                if let Some(group) = options.variable_groups.get(name) {
+                    out.extend(group.iter().cloned());
+                }
+            }
+        }
+    }
+}
+
+/// Run, pipeline and stage variables in precedence order (later wins), with `--var` last.
+fn pipeline_variables(
+    plan: &Plan,
+    stage: Option<&plan::Stage>,
+    options: &LocalRunOptions,
+) -> Vec<InitialVariable> {
+    let mut out: Vec<InitialVariable> = options
+        .run_variables
+        .iter()
+        .map(|(k, v)| InitialVariable::new(k, v))
+        .collect();
+    push_variables(&mut out, &plan.variables, options);
+    if let Some(stage) = stage {
+        push_variables(&mut out, &stage.variables, options);
+    }
+    out.extend(
+        options
+            .variables
+            .iter()
+            .map(|(k, v)| InitialVariable::new(k, v)),
+    );
+    out
+}
+
+fn append_job_variables(
+    out: &mut Vec<InitialVariable>,
+    job: &plan::Job,
+    options: &LocalRunOptions,
+) {
+    let job_level: Vec<Variable> = job
+        .variables
+        .iter()
+        .filter(|v| {
+            !matches!(
+                v,
+                Variable::Value {
+                    scope: VariableScope::Matrix,
+                    ..
+                }
+            )
+        })
+        .cloned()
+        .collect();
+    let matrix: Vec<Variable> = job
+        .variables
+        .iter()
+        .filter(|v| {
+            matches!(
+                v,
+                Variable::Value {
+                    scope: VariableScope::Matrix,
+                    ..
+                }
+            )
+        })
+        .cloned()
+        .collect();
+    push_variables(out, &job_level, options);
+    push_variables(out, &matrix, options);
+    out.extend(
+        options
+            .variables
+            .iter()
+            .map(|(k, v)| InitialVariable::new(k, v)),
+    );
+}
+
+/// Keeps the last definition of each name (case-insensitive) and expands macros between variable values
+/// the way the agent does when a job starts.
+fn expand_variable_macros(variables: Vec<InitialVariable>) -> Vec<InitialVariable> {
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (index, variable) in variables.iter().enumerate() {
+        last.insert(variable.name.to_ascii_lowercase(), index);
+    }
+    let kept: Vec<InitialVariable> = variables
+        .into_iter()
+        .enumerate()
+        .filter(|(index, v)| last.get(&v.name.to_ascii_lowercase()) == Some(index))
+        .map(|(_, v)| v)
+        .collect();
+    let pairs: Vec<(String, String)> = kept
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    let expanded = lockgate_expr::expand_variables(&pairs);
+    kept.into_iter()
+        .zip(expanded)
+        .map(|(mut variable, expanded)| {
+            variable.value = expanded.value;
+            variable
+        })
+        .collect()
+}
+
+/// Reads a variable-group file: a JSON object (`{"name": "value"}` or `{"name": {"value": "...",
+/// "isSecret": true}}`), or `NAME=VALUE` lines (`#` comments).
+pub fn read_variable_group(path: &Path) -> Result<Vec<InitialVariable>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| format!("{}: invalid JSON: {err}", path.display()))?;
+        let Some(object) = value.as_object() else {
+            return Err(format!("{}: expected a JSON object", path.display()));
+        };
+        let mut out = Vec::new();
+        for (name, value) in object {
+            let variable = match value {
+                serde_json::Value::String(text) => InitialVariable::new(name, text),
+                serde_json::Value::Object(fields) => {
+                    let text = match fields.get("value") {
+                        Some(serde_json::Value::String(text)) => text.clone(),
+                        Some(other) => other.to_string(),
+                        None => {
+                            return Err(format!(
+                                "{}: variable `{name}` has no `value`",
+                                path.display()
+                            ));
+                        }
+                    };
+                    let secret = fields
+                        .get("isSecret")
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false);
+                    InitialVariable {
+                        name: name.clone(),
+                        value: text,
+                        secret,
+                        readonly: false,
+                    }
+                }
+                serde_json::Value::Null => InitialVariable::new(name, ""),
+                other => InitialVariable::new(name, other.to_string()),
+            };
+            out.push(variable);
+        }
+        return Ok(out);
+    }
+    let mut out = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(format!(
+                "{}:{}: expected NAME=VALUE",
+                path.display(),
+                number + 1
+            ));
+        };
+        out.push(InitialVariable::new(name.trim(), value.trim()));
+    }
+    Ok(out)
+}
+
+/// Facts about the repository and this machine for the predefined variables, with local values where a
+/// server would have its own (Build.Reason `Manual`, System.TeamProject `local`).
+pub fn run_facts(
+    repository: Option<&Path>,
+    pipeline_name: &str,
+    run_id: &str,
+    build_number: &str,
+) -> Vec<(String, String)> {
+    let git = |args: &[&str]| -> Option<String> {
+        let dir = repository?;
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let branch =
+        git(&["symbolic-ref", "--quiet", "HEAD"]).unwrap_or_else(|| "refs/heads/main".to_string());
+    let branch_name = branch.rsplit('/').next().unwrap_or("main").to_string();
+    let version = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    let message = git(&["log", "-1", "--format=%s"]).unwrap_or_default();
+    let author = git(&["log", "-1", "--format=%an"]).unwrap_or_default();
+    let user = std::env::var("USER").unwrap_or_else(|_| "local".into());
+    let machine = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let repo_name = repository
+        .and_then(|d| d.file_name())
+        .map_or_else(|| "local".to_string(), |n| n.to_string_lossy().into_owned());
+    let os = match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "windows" => "Windows_NT",
+        other => other,
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "X64",
+        "aarch64" => "ARM64",
+        "x86" => "X86",
+        other => other,
+    };
+    let home = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.display().to_string()))
+        .unwrap_or_default();
+    vec![
+        ("Agent.Id".into(), "1".into()),
+        ("Agent.Name".into(), "lockgate-local".into()),
+        ("Agent.MachineName".into(), machine),
+        ("Agent.OS".into(), os.into()),
+        ("Agent.OSArchitecture".into(), arch.into()),
+        ("Agent.HomeDirectory".into(), home),
+        ("Agent.Version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("Build.BuildId".into(), run_id.into()),
+        ("Build.BuildNumber".into(), build_number.into()),
+        ("Build.DefinitionName".into(), pipeline_name.into()),
+        ("Build.DefinitionVersion".into(), "1".into()),
+        ("Build.Reason".into(), "Manual".into()),
+        ("Build.QueuedBy".into(), user.clone()),
+        ("Build.RequestedFor".into(), user),
+        ("Build.Repository.Name".into(), repo_name),
+        ("Build.Repository.Provider".into(), "Git".into()),
+        (
+            "Build.Repository.Uri".into(),
+            repository
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("Build.SourceBranch".into(), branch),
+        ("Build.SourceBranchName".into(), branch_name),
+        ("Build.SourceVersion".into(), version),
+        ("Build.SourceVersionMessage".into(), message),
+        ("Build.SourceVersionAuthor".into(), author),
+        ("System.CollectionUri".into(), String::new()),
+        ("System.TeamFoundationCollectionUri".into(), String::new()),
+        ("System.TeamProject".into(), "local".into()),
+        ("System.DefinitionId".into(), "1".into()),
+        ("System.HostType".into(), "build".into()),
+        ("System.PlanId".into(), run_id.into()),
+        ("System.TimelineId".into(), run_id.into()),
+        ("System.IsTriggeringRepository".into(), "True".into()),
+        ("System.Debug".into(), "false".into()),
+    ]
+}
+
+/// Runs a plan on a fresh multi-threaded runtime; Ctrl-C cancels the run (SIGTERM to the running steps,
+/// then `always()` work still runs). For callers without their own async runtime, such as the CLI.
+pub fn run_local(
+    plan: &Plan,
+    run: Arc<RunContext>,
+    registry: Arc<TaskRegistry>,
+    options: &LocalRunOptions,
+    sink: Arc<dyn EventSink>,
+) -> std::io::Result<RunOutcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cancel = CancelSignal::new();
+    Ok(runtime.block_on(async {
+        let on_interrupt = cancel.clone();
+        let interrupt_sink = Arc::clone(&sink);
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupt_sink.event(Event::Issue {
+                    job: JobId {
+                        stage: String::new(),
+                        job: String::new(),
+                    },
+                    step: None,
+                    kind: IssueKind::Warning,
+                    message: "interrupted: canceling the run".into(),
+                });
+                on_interrupt.cancel();
+            }
+        });
+        let outcome = run_plan(plan, run, registry, options, sink, cancel).await;
+        watcher.abort();
+        outcome
+    }))
+}
+
+/// The run number from the pipeline's `name:` format (default `$(Date:yyyyMMdd).$(Rev:r)`). Supports the
+/// documented tokens `$(Date:fmt)`, `$(Rev:r..)`, `$(DayOfMonth)`, `$(DayOfYear)`, `$(Hours)`, `$(Minutes)`,
+/// `$(Seconds)`, `$(Month)`, `$(Year:yy)`, `$(Year:yyyy)`, `$(BuildDefinitionName)`, `$(BuildID)`,
+/// `$(TeamProject)`, `$(SourceBranchName)`, and any variable in `variables`. Times are UTC.
+pub fn format_build_number(
+    format: Option<&str>,
+    revision: u64,
+    unix_seconds: u64,
+    variables: &[(String, String)],
+) -> String {
+    let format = format
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .unwrap_or("$(Date:yyyyMMdd).$(Rev:r)");
+    let (year, month, day) = civil_from_days((unix_seconds / 86_400) as i64);
+    let seconds_of_day = unix_seconds % 86_400;
+    let (hours, minutes, seconds) = (
+        seconds_of_day / 3600,
+        seconds_of_day / 60 % 60,
+        seconds_of_day % 60,
+    );
+    let day_of_year = {
+        let (y, _, _) = (year, month, day);
+        let jan1 = days_from_civil(y, 1, 1);
+        (unix_seconds / 86_400) as i64 - jan1 + 1
+    };
+    let date = |fmt: &str| -> String {
+        let mut out = String::new();
+        let mut rest = fmt;
+        while !rest.is_empty() {
+            let token = ["yyyy", "yy", "MM", "dd", "HH", "mm", "ss", "M", "d"]
+                .iter()
+                .find(|t| rest.starts_with(**t));
+            match token {
+                Some(&"yyyy") => out.push_str(&format!("{year:04}")),
+                Some(&"yy") => out.push_str(&format!("{:02}", year % 100)),
+                Some(&"MM") => out.push_str(&format!("{month:02}")),
+                Some(&"dd") => out.push_str(&format!("{day:02}")),
+                Some(&"HH") => out.push_str(&format!("{hours:02}")),
+                Some(&"mm") => out.push_str(&format!("{minutes:02}")),
+                Some(&"ss") => out.push_str(&format!("{seconds:02}")),
+                Some(&"M") => out.push_str(&month.to_string()),
+                Some(&"d") => out.push_str(&day.to_string()),
+                _ => {}
+            }
+            match token {
+                Some(token) => rest = &rest[token.len()..],
+                None => {
+                    let c = rest.chars().next().unwrap_or(' ');
+                    out.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        out
+    };
+    let lookup = |name: &str| -> Option<String> {
+        let (key, argument) = match name.split_once(':') {
+            Some((k, a)) => (k.trim(), Some(a.trim())),
+            None => (name.trim(), None),
+        };
+        let var = |n: &str| {
+            variables
+                .iter()
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "date" => Some(date(argument.unwrap_or("yyyyMMdd"))),
+            "rev" => {
+                // `$(Rev:.rr)`: the run of `r`s is the zero-padded revision, other characters stay.
+                let argument = argument.unwrap_or("r");
+                let width = argument.chars().filter(|c| *c == 'r').count().max(1);
+                let number = format!("{revision:0width$}");
+                Some(match argument.find('r') {
+                    Some(start) => format!(
+                        "{}{number}{}",
+                        &argument[..start],
+                        argument[start..].trim_start_matches('r')
+                    ),
+                    None => format!("{argument}{number}"),
+                })
+            }
+            "dayofmonth" => Some(day.to_string()),
+            "dayofyear" => Some(day_of_year.to_string()),
+            "hours" => Some(format!("{hours:02}")),
+            "minutes" => Some(format!("{minutes:02}")),
+            "seconds" => Some(format!("{seconds:02}")),
+            "month" => Some(format!("{month:02}")),
+            "year" => Some(date(argument.unwrap_or("yyyy"))),
+            "builddefinitionname" => var("Build.DefinitionName"),
+            "buildid" => var("Build.BuildId"),
+            "teamproject" => var("System.TeamProject"),
+            "sourcebranchname" => var("Build.SourceBranchName"),
+            _ => var(key),
+        }
+    };
+    lockgate_expr::expand_macros(format, lookup).into_owned()
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_numbers_follow_the_name_format() {
+        // 2026-11-23 12:34:56 UTC
+        let t = 1_795_437_296;
+        let vars = vec![("Build.SourceBranchName".to_string(), "main".to_string())];
+        assert_eq!(format_build_number(None, 7, t, &vars), "20261123.7");
+        assert_eq!(
+            format_build_number(
+                Some(
+                    "$(SourceBranchName)_$(Year:yy).$(Month).$(DayOfMonth)$(Rev:.rr)-$(Hours)$(unknown)"
+                ),
+                3,
+                t,
+                &vars
+            ),
+            "main_26.11.23.03-12$(unknown)"
+        );
+        assert_eq!(
+            format_build_number(Some("$(DayOfYear)"), 1, t, &vars),
+            "327"
+        );
+    }
+
+    #[test]
+    fn calendar_round_trips() {
+        for days in [-1000i64, 0, 59, 60, 365, 10_957, 20_415] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+    }
+
+    #[test]
+    fn variable_group_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("g.json");
+        std::fs::write(
+            &json,
+            r#"{"a": "1", "token": {"value": "s3", "isSecret": true}}"#,
+        )
+        .unwrap();
+        let group = read_variable_group(&json).unwrap();
+        assert_eq!(
+            group[1],
+            InitialVariable {
+                name: "token".into(),
+                value: "s3".into(),
+                secret: true,
+                readonly: false
+            }
+        );
+        let env = dir.path().join("g.env");
+        std::fs::write(&env, "# comment\nA = 1\nB=x=y\n").unwrap();
+        let group = read_variable_group(&env).unwrap();
+        assert_eq!(
+            group,
+            vec![
+                InitialVariable::new("A", "1"),
+                InitialVariable::new("B", "x=y")
+            ]
+        );
+        std::fs::write(&env, "novalue\n").unwrap();
+        assert!(read_variable_group(&env).unwrap_err().contains(":1:"));
+    }
+}
