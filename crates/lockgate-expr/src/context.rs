@@ -216,13 +216,13 @@ impl MapContext {
     /// object loads its entries as variables.
     pub fn set(&mut self, name: impl Into<String>, value: Value) -> &mut Self {
         let name = name.into();
-        if eq_ignore_case(&name, "variables") {
-            if let Value::Object(object) = value {
-                for (k, v) in object {
-                    self.set_variable_value(k, v);
-                }
-                return self;
+        if eq_ignore_case(&name, "variables")
+            && let Value::Object(object) = value
+        {
+            for (k, v) in object {
+                self.set_variable_value(k, v);
             }
+            return self;
         }
         self.named_values.insert(name, value);
         self
@@ -299,14 +299,13 @@ impl Context for MapContext {
         let Some(value) = self.named_values.get(name) else {
             return Ok(Resolved::missing(path.len()));
         };
-        if self.strict_parameters && eq_ignore_case(name, "parameters") {
-            if let (Value::Object(parameters), Some(key)) =
+        if self.strict_parameters
+            && eq_ignore_case(name, "parameters")
+            && let (Value::Object(parameters), Some(key)) =
                 (value, path.first().and_then(|k| k.as_key()))
-            {
-                if parameters.get(&key).is_none() {
-                    return Err(format!("unrecognized parameter: '{key}' is not declared"));
-                }
-            }
+            && parameters.get(&key).is_none()
+        {
+            return Err(format!("unrecognized parameter: '{key}' is not declared"));
         }
         Ok(Resolved::whole(Cow::Borrowed(value)))
     }

@@ -345,6 +345,9 @@ fn status_result<C: Context + ?Sized>(
     })
 }
 
+/// Dispatches a call. Functions that short-circuit evaluate their own arguments; all others get their arguments
+/// evaluated here and are computed by [`call_with_values`]. Keeping the big per-function code out of the recursive
+/// path keeps each nesting level's stack frame small.
 fn call<'a, C: Context + ?Sized>(
     function: &Function,
     name: &str,
@@ -352,15 +355,41 @@ fn call<'a, C: Context + ?Sized>(
     span: Span,
     context: &'a C,
 ) -> Evaluated<'a> {
-    let arg = |i: usize| -> Evaluated<'a> {
-        match args.get(i) {
-            Some(node) => evaluate_node(node, context),
-            None => Ok(Cow::Borrowed(&NULL)),
+    match function {
+        Function::And
+        | Function::Or
+        | Function::In
+        | Function::NotIn
+        | Function::Iif
+        | Function::Coalesce => call_lazy(function, args, context),
+        Function::Eq | Function::Ne | Function::Gt | Function::Ge | Function::Lt | Function::Le => {
+            let (Some(left), Some(right)) = (args.first(), args.get(1)) else {
+                return Err(evaluation_error(
+                    span,
+                    format!("{name}() needs two arguments"),
+                ));
+            };
+            let left = evaluate_node(left, context)?;
+            let right = evaluate_node(right, context)?;
+            compare_call(function, &left, &right, span).map(|b| Cow::Owned(Value::Boolean(b)))
         }
-    };
+        _ => {
+            let mut values: Vec<Cow<'a, Value>> = Vec::with_capacity(args.len());
+            for node in args {
+                values.push(evaluate_node(node, context)?);
+            }
+            call_with_values(function, name, &values, span, context).map(Cow::Owned)
+        }
+    }
+}
+
+/// `and`, `or`, `in`, `notIn`, `iif`, `coalesce`: arguments are evaluated only as far as needed.
+fn call_lazy<'a, C: Context + ?Sized>(
+    function: &Function,
+    args: &'a [Node],
+    context: &'a C,
+) -> Evaluated<'a> {
     let boolean = |b: bool| -> Evaluated<'a> { Ok(Cow::Owned(Value::Boolean(b))) };
-    let owned = |v: Value| -> Evaluated<'a> { Ok(Cow::Owned(v)) };
-    let name_lower = function.canonical_name().unwrap_or(name);
     match function {
         Function::And => {
             for node in args {
@@ -378,65 +407,30 @@ fn call<'a, C: Context + ?Sized>(
             }
             boolean(false)
         }
-        Function::Not => boolean(!arg(0)?.to_bool()),
-        Function::Xor => {
-            let left = arg(0)?.to_bool();
-            boolean(left != arg(1)?.to_bool())
-        }
-        Function::Eq => {
-            let left = arg(0)?;
-            boolean(values_equal(&left, arg(1)?.as_ref()))
-        }
-        Function::Ne => {
-            let left = arg(0)?;
-            boolean(!values_equal(&left, arg(1)?.as_ref()))
-        }
-        Function::Gt | Function::Ge | Function::Lt | Function::Le => {
-            let left = arg(0)?;
-            let right = arg(1)?;
-            let ordering = compare(&left, &right, span)?;
-            boolean(match function {
-                Function::Gt => ordering == Ordering::Greater,
-                Function::Ge => ordering != Ordering::Less,
-                Function::Lt => ordering == Ordering::Less,
-                _ => ordering != Ordering::Greater,
-            })
-        }
         Function::In | Function::NotIn => {
-            let left = arg(0)?;
-            let mut found = false;
-            for node in &args[1..] {
+            let Some((first, rest)) = args.split_first() else {
+                return boolean(false);
+            };
+            let left = evaluate_node(first, context)?;
+            for node in rest {
                 if values_equal(&left, evaluate_node(node, context)?.as_ref()) {
-                    found = true;
-                    break;
+                    return boolean(*function == Function::In);
                 }
             }
-            boolean(found == (*function == Function::In))
+            boolean(*function == Function::NotIn)
         }
-        Function::Contains | Function::StartsWith | Function::EndsWith => {
-            let left = arg(0)?;
-            let right = arg(1)?;
-            let haystack = to_string_arg(&left, name_lower, span)?;
-            let needle = to_string_arg(&right, name_lower, span)?;
-            let haystack = crate::value::fold_case(&haystack);
-            let needle = crate::value::fold_case(&needle);
-            boolean(match function {
-                Function::Contains => haystack.contains(needle.as_ref()),
-                Function::StartsWith => haystack.starts_with(needle.as_ref()),
-                _ => haystack.ends_with(needle.as_ref()),
-            })
-        }
-        Function::ContainsValue => {
-            let collection = arg(0)?;
-            let wanted = arg(1)?;
-            let found = match collection.as_ref() {
-                Value::Array(items) => items.iter().any(|item| values_equal(&wanted, item)),
-                Value::Object(object) => object.values().any(|item| values_equal(&wanted, item)),
-                _ => false,
+        Function::Iif => {
+            let condition = match args.first() {
+                Some(node) => evaluate_node(node, context)?.to_bool(),
+                None => false,
             };
-            boolean(found)
+            match args.get(if condition { 1 } else { 2 }) {
+                Some(node) => evaluate_node(node, context),
+                None => Ok(Cow::Borrowed(&NULL)),
+            }
         }
-        Function::Coalesce => {
+        _ => {
+            // coalesce
             for node in args {
                 let value = evaluate_node(node, context)?;
                 if !value.converts_to_null() {
@@ -445,54 +439,87 @@ fn call<'a, C: Context + ?Sized>(
             }
             Ok(Cow::Borrowed(&NULL))
         }
+    }
+}
+
+#[inline(never)]
+fn compare_call(
+    function: &Function,
+    left: &Value,
+    right: &Value,
+    span: Span,
+) -> Result<bool, ExprError> {
+    Ok(match function {
+        Function::Eq => values_equal(left, right),
+        Function::Ne => !values_equal(left, right),
+        _ => {
+            let ordering = compare(left, right, span)?;
+            match function {
+                Function::Gt => ordering == Ordering::Greater,
+                Function::Ge => ordering != Ordering::Less,
+                Function::Lt => ordering == Ordering::Less,
+                _ => ordering != Ordering::Greater,
+            }
+        }
+    })
+}
+
+/// Every function whose arguments are all evaluated up front.
+#[inline(never)]
+fn call_with_values<C: Context + ?Sized>(
+    function: &Function,
+    name: &str,
+    values: &[Cow<'_, Value>],
+    span: Span,
+    context: &C,
+) -> Result<Value, ExprError> {
+    let arg = |i: usize| -> &Value { values.get(i).map_or(&NULL, |v| v.as_ref()) };
+    let name_lower = function.canonical_name().unwrap_or(name);
+    let text = |i: usize| to_string_arg(arg(i), name_lower, span);
+    Ok(match function {
+        Function::Not => Value::Boolean(!arg(0).to_bool()),
+        Function::Xor => Value::Boolean(arg(0).to_bool() != arg(1).to_bool()),
+        Function::Contains | Function::StartsWith | Function::EndsWith => {
+            let haystack = text(0)?;
+            let needle = text(1)?;
+            let haystack = crate::value::fold_case(&haystack);
+            let needle = crate::value::fold_case(&needle);
+            Value::Boolean(match function {
+                Function::Contains => haystack.contains(needle.as_ref()),
+                Function::StartsWith => haystack.starts_with(needle.as_ref()),
+                _ => haystack.ends_with(needle.as_ref()),
+            })
+        }
+        Function::ContainsValue => {
+            let wanted = arg(1);
+            Value::Boolean(match arg(0) {
+                Value::Array(items) => items.iter().any(|item| values_equal(wanted, item)),
+                Value::Object(object) => object.values().any(|item| values_equal(wanted, item)),
+                _ => false,
+            })
+        }
         Function::Format => {
-            let values = args
-                .iter()
-                .map(|node| evaluate_node(node, context))
-                .collect::<Result<Vec<_>, _>>()?;
-            let pattern = to_string_arg(&values[0], name_lower, span)?;
-            functions::format(&pattern, &values[1..])
-                .map(|s| Cow::Owned(Value::String(s)))
-                .map_err(|m| evaluation_error(span, m))
+            let pattern = text(0)?;
+            Value::String(
+                functions::format(&pattern, &values[1.min(values.len())..])
+                    .map_err(|m| evaluation_error(span, m))?,
+            )
         }
-        Function::Join => {
-            let separator = arg(0)?;
-            let separator = to_string_arg(&separator, name_lower, span)?;
-            let items = arg(1)?;
-            owned(Value::String(functions::join(&separator, &items)))
-        }
-        Function::Split => {
-            let text = arg(0)?;
-            let delimiters = arg(1)?;
-            let text = to_string_arg(&text, name_lower, span)?;
-            let delimiters = to_string_arg(&delimiters, name_lower, span)?;
-            owned(functions::split(&text, &delimiters))
-        }
+        Function::Join => Value::String(functions::join(&text(0)?, arg(1))),
+        Function::Split => functions::split(&text(0)?, &text(1)?),
         Function::Replace => {
-            let text = arg(0)?;
-            let old = arg(1)?;
-            let new = arg(2)?;
-            let text = to_string_arg(&text, name_lower, span)?;
-            let old = to_string_arg(&old, name_lower, span)?;
-            let new = to_string_arg(&new, name_lower, span)?;
-            owned(Value::String(if old.is_empty() {
-                text.into_owned()
+            let (subject, old, new) = (text(0)?, text(1)?, text(2)?);
+            Value::String(if old.is_empty() {
+                subject.into_owned()
             } else {
-                text.replace(old.as_ref(), &new)
-            }))
+                subject.replace(old.as_ref(), &new)
+            })
         }
-        Function::Lower | Function::Upper | Function::Trim => {
-            let value = arg(0)?;
-            let text = to_string_arg(&value, name_lower, span)?;
-            owned(Value::String(match function {
-                Function::Lower => text.to_lowercase(),
-                Function::Upper => text.to_uppercase(),
-                _ => text.trim().to_string(),
-            }))
-        }
+        Function::Lower => Value::String(text(0)?.to_lowercase()),
+        Function::Upper => Value::String(text(0)?.to_uppercase()),
+        Function::Trim => Value::String(text(0)?.trim().to_string()),
         Function::Length => {
-            let value = arg(0)?;
-            let length = match value.as_ref() {
+            let length = match arg(0) {
                 Value::Null => 0,
                 Value::String(s) => s.encode_utf16().count(),
                 Value::Array(items) => items.len(),
@@ -507,36 +534,25 @@ fn call<'a, C: Context + ?Sized>(
                     ));
                 }
             };
-            owned(Value::Number(length as f64))
+            Value::Number(length as f64)
         }
-        Function::Iif => {
-            if arg(0)?.to_bool() {
-                arg(1)
-            } else {
-                arg(2)
-            }
-        }
-        Function::ConvertToJson => {
-            let value = arg(0)?;
-            owned(Value::String(functions::to_json(&value, true)))
-        }
+        Function::ConvertToJson => Value::String(functions::to_json(arg(0), true)),
         Function::Counter => {
-            let prefix = arg(0)?;
-            let prefix = to_string_arg(&prefix, name_lower, span)?;
-            let seed = arg(1)?;
-            let seed = seed.convert_to_number().ok_or_else(|| {
+            let prefix = text(0)?;
+            let seed = arg(1).convert_to_number().ok_or_else(|| {
                 evaluation_error(
                     span,
                     format!(
                         "counter() needs a number as its seed, not {}",
-                        describe(&seed)
+                        describe(arg(1))
                     ),
                 )
             })?;
-            let next = context
-                .counter(&prefix, seed)
-                .map_err(|m| evaluation_error(span, m))?;
-            owned(Value::Number(next))
+            Value::Number(
+                context
+                    .counter(&prefix, seed)
+                    .map_err(|m| evaluation_error(span, m))?,
+            )
         }
         Function::Always
         | Function::Canceled
@@ -544,26 +560,41 @@ fn call<'a, C: Context + ?Sized>(
         | Function::Succeeded
         | Function::SucceededOrFailed => {
             let mut names = Vec::new();
-            for node in args {
-                let value = evaluate_node(node, context)?;
-                names.push(to_string_arg(&value, name_lower, span)?.into_owned());
+            for i in 0..values.len() {
+                names.push(text(i)?.into_owned());
             }
-            boolean(status_result(function, &names, span, context)?)
+            Value::Boolean(status_result(function, &names, span, context)?)
         }
         Function::Extra => {
-            let values = args
-                .iter()
-                .map(|node| evaluate_node(node, context).map(Cow::into_owned))
-                .collect::<Result<Vec<_>, _>>()?;
+            let owned: Vec<Value> = values.iter().map(|v| v.as_ref().clone()).collect();
             context
-                .call_function(name, &values)
-                .map(Cow::Owned)
-                .map_err(|m| evaluation_error(span, m))
+                .call_function(name, &owned)
+                .map_err(|m| evaluation_error(span, m))?
         }
-        Function::Unknown => Err(ExprError::new(
-            ErrorKind::UnrecognizedFunction,
-            span,
-            format!("unrecognized function: '{name}'."),
-        )),
-    }
+        Function::Unknown => {
+            return Err(ExprError::new(
+                ErrorKind::UnrecognizedFunction,
+                span,
+                format!("unrecognized function: '{name}'."),
+            ));
+        }
+        // Handled by `call` / `call_lazy`.
+        Function::And
+        | Function::Or
+        | Function::In
+        | Function::NotIn
+        | Function::Iif
+        | Function::Coalesce
+        | Function::Eq
+        | Function::Ne
+        | Function::Gt
+        | Function::Ge
+        | Function::Lt
+        | Function::Le => {
+            return Err(evaluation_error(
+                span,
+                format!("{name}() was dispatched incorrectly"),
+            ));
+        }
+    })
 }

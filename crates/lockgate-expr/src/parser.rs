@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_DEPTH: usize = 50;
 /// Length limit of the legacy engine, in characters.
 pub const DEFAULT_MAX_LENGTH: usize = 2000;
 /// Whatever the options say, nesting never goes beyond this (keeps recursion bounded).
-pub const HARD_MAX_DEPTH: usize = 1000;
+pub const HARD_MAX_DEPTH: usize = 100;
 
 /// The built-in functions, plus caller-declared and (in syntax-only mode) unknown ones.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,158 @@
+//! Limits and hostile input: nesting depth, expression length, binary junk and huge literals give error values,
+//! never a panic or a stack overflow.
+
+use lockgate_expr::{ErrorKind, HARD_MAX_DEPTH, MapContext, ParseOptions, Value, parse};
+
+fn nested_nots(count: usize) -> String {
+    format!("{}true{}", "not(".repeat(count), ")".repeat(count))
+}
+
+#[test]
+fn forty_nine_nested_calls_parse_and_fifty_do_not() {
+    assert!(parse(&nested_nots(49), &ParseOptions::condition()).is_ok());
+    let e = parse(&nested_nots(50), &ParseOptions::condition()).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::ExceededMaxDepth);
+    assert_eq!(
+        e.message,
+        "expression exceeds the maximum depth of 50 levels"
+    );
+}
+
+#[test]
+fn open_indexes_count_toward_the_depth_but_property_chains_do_not() {
+    let deep_index = format!("{}variables['a']{}", "not(".repeat(49), ")".repeat(49));
+    assert_eq!(
+        parse(&deep_index, &ParseOptions::condition())
+            .unwrap_err()
+            .kind,
+        ErrorKind::ExceededMaxDepth
+    );
+    let long_chain = format!("variables{}", ".a".repeat(500));
+    let options = ParseOptions {
+        max_length: 10_000,
+        ..ParseOptions::condition()
+    };
+    let expression = parse(&long_chain, &options).unwrap();
+    assert_eq!(
+        expression.evaluate(&MapContext::new()).unwrap(),
+        Value::Null
+    );
+}
+
+#[test]
+fn two_thousand_characters_parse_and_more_do_not() {
+    let filler = |n: usize| format!("eq('{}', 'a')", "a".repeat(n));
+    let ok = filler(2000 - "eq('', 'a')".len());
+    assert_eq!(ok.len(), 2000);
+    assert!(parse(&ok, &ParseOptions::condition()).is_ok());
+    let too_long = filler(2001 - "eq('', 'a')".len());
+    assert_eq!(
+        parse(&too_long, &ParseOptions::condition())
+            .unwrap_err()
+            .kind,
+        ErrorKind::ExceededMaxLength
+    );
+    // The limit counts characters (UTF-16 units), not bytes.
+    let accented = format!("'{}'", "é".repeat(1998));
+    assert!(parse(&accented, &ParseOptions::condition()).is_ok());
+}
+
+#[test]
+fn a_one_megabyte_literal_is_rejected_or_parsed_when_allowed() {
+    let literal = format!("'{}'", "x".repeat(1 << 20));
+    assert_eq!(
+        parse(&literal, &ParseOptions::condition())
+            .unwrap_err()
+            .kind,
+        ErrorKind::ExceededMaxLength
+    );
+    let options = ParseOptions {
+        max_length: usize::MAX,
+        ..ParseOptions::condition()
+    };
+    let value = parse(&literal, &options)
+        .unwrap()
+        .evaluate(&MapContext::new())
+        .unwrap();
+    assert_eq!(value.as_str().map(str::len), Some(1 << 20));
+    let number = "9".repeat(1 << 20);
+    assert_eq!(
+        parse(&number, &options).unwrap_err().kind,
+        ErrorKind::UnrecognizedValue
+    );
+}
+
+#[test]
+fn deep_nesting_beyond_any_limit_is_an_error_not_a_stack_overflow() {
+    let options = ParseOptions {
+        max_depth: usize::MAX,
+        max_length: usize::MAX,
+        ..ParseOptions::condition()
+    };
+    for text in [
+        nested_nots(200_000),
+        "(".repeat(200_000),
+        format!("{}1", "variables[".repeat(200_000)),
+    ] {
+        let e = parse(&text, &options).unwrap_err();
+        assert!(
+            matches!(
+                e.kind,
+                ErrorKind::ExceededMaxDepth | ErrorKind::UnexpectedSymbol
+            ),
+            "{e:?}"
+        );
+    }
+    assert_eq!(
+        parse(&nested_nots(HARD_MAX_DEPTH), &options)
+            .unwrap_err()
+            .kind,
+        ErrorKind::ExceededMaxDepth
+    );
+    let deep_but_allowed = nested_nots(HARD_MAX_DEPTH - 1);
+    let value = parse(&deep_but_allowed, &options)
+        .unwrap()
+        .evaluate(&MapContext::new())
+        .unwrap();
+    assert_eq!(
+        value,
+        Value::Boolean((HARD_MAX_DEPTH - 1).is_multiple_of(2))
+    );
+}
+
+#[test]
+fn binary_junk_gives_errors() {
+    let mut state: u32 = 12345;
+    let options = ParseOptions {
+        max_length: usize::MAX,
+        ..ParseOptions::syntax_only()
+    };
+    for length in 0..400 {
+        let bytes: Vec<u8> = (0..length)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (state >> 16) as u8
+            })
+            .collect();
+        let text = String::from_utf8_lossy(&bytes);
+        if let Ok(expression) = parse(&text, &options) {
+            // Whatever parses must print and evaluate without panicking.
+            let _ = expression.to_string();
+            let _ = expression.evaluate(&MapContext::new());
+        }
+    }
+    for junk in [
+        "\0",
+        "\u{feff}eq(1,1)",
+        "eq(1,1)\u{0}",
+        "''''''''",
+        "[[[]]]",
+        "...",
+        "-",
+        "*",
+        "\u{10ffff}",
+    ] {
+        let _ = parse(junk, &options);
+    }
+    assert!(parse("\0", &ParseOptions::condition()).is_err());
+}
