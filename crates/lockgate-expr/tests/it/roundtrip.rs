@@ -1,6 +1,6 @@
 //! Property test: printing a parsed expression (its canonical form) and parsing that again gives the same tree.
 
-use lockgate_expr::{ParseOptions, parse};
+use lockgate_expr::{Function, ParseOptions, parse};
 use proptest::prelude::*;
 
 fn options() -> ParseOptions {
@@ -38,8 +38,14 @@ fn expression() -> impl Strategy<Value = String> {
             }),
         "[a-zA-Z0-9 '{}$().,\\[\\]é]{0,12}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
     ];
+    // A named value cannot be spelled like a function or a boolean.
+    let name = "[a-zA-Z_][a-zA-Z0-9_]{0,8}".prop_filter("a function or boolean name", |name| {
+        Function::builtin(name).is_none()
+            && !name.eq_ignore_ascii_case("true")
+            && !name.eq_ignore_ascii_case("false")
+    });
     let named = (
-        "[a-zA-Z_][a-zA-Z0-9_]{0,8}",
+        name,
         prop::collection::vec(("[a-zA-Z_][a-zA-Z0-9_]{0,6}", 0u8..3), 0..3),
     )
         .prop_map(|(name, path)| {
