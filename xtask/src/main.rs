@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   cargo xtask conformance expressions <FILE.jsonl> [--min-pass PERCENT]
-  cargo xtask corpus <DIR> [--out FILE]
+  cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
   cargo xtask bench <expr|pipeline|runner|solution|server|all>";
 
 fn main() -> ExitCode {

@@ -1,9 +1,493 @@
-//! Prints a plan as the final YAML (what Azure Pipelines calls the fully expanded pipeline).
+//! Prints a plan as the final YAML (what Azure Pipelines calls the fully expanded pipeline): every
+//! template expanded, matrix legs listed as the job instances they become.
 
-use crate::plan::Plan;
+use std::fmt::Write;
+
+use crate::plan::*;
 
 /// Renders the plan as Azure Pipelines YAML with every template expanded.
 pub fn to_final_yaml(plan: &Plan) -> String {
-    let _ = plan;
-    String::new()
+    let mut out = String::new();
+    if let Some(name) = &plan.name {
+        line(&mut out, 0, "name", name);
+    }
+    if !plan.append_commit_message_to_run_name {
+        line(&mut out, 0, "appendCommitMessageToRunName", "false");
+    }
+    for (key, value) in [("trigger", &plan.trigger), ("pr", &plan.pr)] {
+        if let Some(value) = value {
+            json_entry(&mut out, 0, key, value);
+        }
+    }
+    if !plan.schedules.is_empty() {
+        json_entry(
+            &mut out,
+            0,
+            "schedules",
+            &serde_json::Value::Array(plan.schedules.clone()),
+        );
+    }
+    let resources = &plan.resources;
+    let kinds: [(&str, &str, &Vec<Resource>); 6] = [
+        ("repositories", "repository", &resources.repositories),
+        ("pipelines", "pipeline", &resources.pipelines),
+        ("containers", "container", &resources.containers),
+        ("builds", "build", &resources.builds),
+        ("packages", "package", &resources.packages),
+        ("webhooks", "webhook", &resources.webhooks),
+    ];
+    if kinds.iter().any(|(_, _, list)| !list.is_empty()) {
+        out.push_str("resources:\n");
+        for (kind, alias_key, list) in kinds {
+            if list.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "  {kind}:");
+            for resource in list {
+                let _ = writeln!(out, "  - {alias_key}: {}", scalar(&resource.alias));
+                for (k, v) in &resource.properties {
+                    json_entry(&mut out, 4, k, v);
+                }
+            }
+        }
+    }
+    if !plan.parameters.is_empty() {
+        out.push_str("parameters:\n");
+        for parameter in &plan.parameters {
+            let _ = writeln!(out, "- name: {}", scalar(&parameter.name));
+            line(&mut out, 2, "type", &parameter.r#type);
+            json_entry(&mut out, 2, "default", &parameter.value);
+        }
+    }
+    variables(&mut out, 0, &plan.variables);
+    if let Some(lock) = &plan.lock_behavior {
+        line(&mut out, 0, "lockBehavior", lock);
+    }
+    out.push_str("stages:\n");
+    for stage in &plan.stages {
+        let _ = writeln!(out, "- stage: {}", scalar(&stage.name));
+        let i = 2;
+        if let Some(d) = &stage.display_name {
+            line(&mut out, i, "displayName", d);
+        }
+        list(&mut out, i, "dependsOn", &stage.depends_on);
+        if let Some(c) = &stage.condition {
+            line(&mut out, i, "condition", c);
+        }
+        if let Some(pool) = &stage.pool {
+            write_pool(&mut out, i, pool);
+        }
+        if let Some(lock) = &stage.lock_behavior {
+            line(&mut out, i, "lockBehavior", lock);
+        }
+        if !stage.is_skippable {
+            line(&mut out, i, "isSkippable", "false");
+        }
+        if stage.manual_trigger {
+            line(&mut out, i, "trigger", "manual");
+        }
+        if let Some(context) = &stage.template_context {
+            json_entry(&mut out, i, "templateContext", context);
+        }
+        variables(&mut out, i, &stage.variables);
+        indent(&mut out, i);
+        out.push_str("jobs:\n");
+        for job in &stage.jobs {
+            write_job(&mut out, i, job);
+        }
+    }
+    out
+}
+
+fn write_job(out: &mut String, i: usize, job: &Job) {
+    indent(out, i);
+    let key = if job.kind == JobKind::Deployment {
+        "deployment"
+    } else {
+        "job"
+    };
+    let _ = writeln!(out, "- {key}: {}", scalar(&job.name));
+    let i = i + 2;
+    if let Some(d) = &job.display_name {
+        line(out, i, "displayName", d);
+    }
+    list(out, i, "dependsOn", &job.depends_on);
+    if let Some(c) = &job.condition {
+        line(out, i, "condition", c);
+    }
+    if let Some(leg) = &job.strategy.leg {
+        indent(out, i);
+        out.push_str("strategy:\n");
+        line(out, i + 2, "leg", leg);
+        line(
+            out,
+            i + 2,
+            "positionInPhase",
+            &job.strategy.position_in_phase.to_string(),
+        );
+        line(
+            out,
+            i + 2,
+            "totalJobsInPhase",
+            &job.strategy.total_jobs_in_phase.to_string(),
+        );
+        if job.strategy.max_parallel > 0 {
+            line(
+                out,
+                i + 2,
+                "maxParallel",
+                &job.strategy.max_parallel.to_string(),
+            );
+        }
+    }
+    if let Some(pool) = &job.pool {
+        write_pool(out, i, pool);
+    }
+    if job.timeout_in_minutes != 60 {
+        line(
+            out,
+            i,
+            "timeoutInMinutes",
+            &job.timeout_in_minutes.to_string(),
+        );
+    }
+    if job.cancel_timeout_in_minutes != 5 {
+        line(
+            out,
+            i,
+            "cancelTimeoutInMinutes",
+            &job.cancel_timeout_in_minutes.to_string(),
+        );
+    }
+    if job.continue_on_error {
+        line(out, i, "continueOnError", "true");
+    }
+    if let Some(container) = &job.container {
+        json_entry(out, i, "container", container);
+    }
+    if !job.services.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> =
+            job.services.clone().into_iter().collect();
+        json_entry(out, i, "services", &serde_json::Value::Object(map));
+    }
+    if let Some(clean) = &job.workspace_clean {
+        indent(out, i);
+        out.push_str("workspace:\n");
+        line(out, i + 2, "clean", clean);
+    }
+    if let Some(uses) = &job.uses {
+        json_entry(out, i, "uses", uses);
+    }
+    if let Some(context) = &job.template_context {
+        json_entry(out, i, "templateContext", context);
+    }
+    variables(out, i, &job.variables);
+    if let Some(environment) = &job.environment {
+        indent(out, i);
+        out.push_str("environment:\n");
+        line(out, i + 2, "name", &environment.name);
+        for (k, v) in [
+            ("resourceName", &environment.resource_name),
+            ("resourceType", &environment.resource_type),
+            ("resourceId", &environment.resource_id),
+        ] {
+            if let Some(v) = v {
+                line(out, i + 2, k, v);
+            }
+        }
+        list(out, i + 2, "tags", &environment.tags);
+    }
+    if let Some(strategy) = &job.deployment {
+        indent(out, i);
+        out.push_str("strategy:\n");
+        indent(out, i + 2);
+        let _ = writeln!(out, "{}:", strategy.name);
+        if let Some(max) = &strategy.max_parallel {
+            line(out, i + 4, "maxParallel", max);
+        }
+        if !strategy.increments.is_empty() {
+            let increments: Vec<String> = strategy.increments.iter().map(u32::to_string).collect();
+            list(out, i + 4, "increments", &increments);
+        }
+        indent(out, i + 4);
+        out.push_str("phases:\n");
+        for phase in &strategy.phases {
+            indent(out, i + 4);
+            let _ = writeln!(out, "- hook: {}", scalar(&phase.hook));
+            if let Some(increment) = phase.increment {
+                line(out, i + 6, "increment", &increment.to_string());
+            }
+            if let Some(pool) = &phase.pool {
+                write_pool(out, i + 6, pool);
+            }
+            write_steps(out, i + 6, &phase.steps);
+        }
+    }
+    if job.kind != JobKind::Deployment {
+        write_steps(out, i, &job.steps);
+    }
+}
+
+fn write_steps(out: &mut String, i: usize, steps: &[Step]) {
+    indent(out, i);
+    if steps.is_empty() {
+        out.push_str("steps: []\n");
+        return;
+    }
+    out.push_str("steps:\n");
+    for step in steps {
+        indent(out, i);
+        match (&step.task, &step.value) {
+            (Some(task), _) => {
+                let _ = writeln!(out, "- task: {}@{}", task.name, task.major);
+            }
+            (None, Some(value)) => {
+                out.push_str("- ");
+                out.push_str(step.kind.key());
+                out.push(':');
+                block_or_scalar(out, i + 2, value);
+            }
+            (None, None) => {
+                let _ = writeln!(out, "- {}: ''", step.kind.key());
+            }
+        }
+        let j = i + 2;
+        for (key, value) in [
+            ("name", &step.name),
+            ("displayName", &step.display_name),
+            ("condition", &step.condition),
+            ("workingDirectory", &step.working_directory),
+        ] {
+            if let Some(value) = value {
+                line(out, j, key, value);
+            }
+        }
+        if !step.enabled {
+            line(out, j, "enabled", "false");
+        }
+        if step.continue_on_error {
+            line(out, j, "continueOnError", "true");
+        }
+        if step.fail_on_stderr {
+            line(out, j, "failOnStderr", "true");
+        }
+        if let Some(t) = step.timeout_in_minutes {
+            line(out, j, "timeoutInMinutes", &t.to_string());
+        }
+        if let Some(r) = step.retry_count_on_task_failure {
+            line(out, j, "retryCountOnTaskFailure", &r.to_string());
+        }
+        if let Some(target) = &step.target {
+            indent(out, j);
+            out.push_str("target:\n");
+            if let Some(c) = &target.container {
+                line(out, j + 2, "container", c);
+            }
+            if let Some(c) = &target.commands {
+                line(out, j + 2, "commands", c);
+            }
+            if let Some(s) = &target.settable_variables {
+                list(out, j + 2, "settableVariables", s);
+            }
+        }
+        if !step.inputs.is_empty() {
+            let nested = step.kind == StepKind::Task || step.kind == StepKind::DownloadBuild;
+            if nested {
+                indent(out, j);
+                out.push_str("inputs:\n");
+            }
+            let k = if nested { j + 2 } else { j };
+            for (key, value) in &step.inputs {
+                indent(out, k);
+                out.push_str(&scalar(key));
+                out.push(':');
+                block_or_scalar(out, k + 2, value);
+            }
+        }
+        if !step.env.is_empty() {
+            indent(out, j);
+            out.push_str("env:\n");
+            for (key, value) in &step.env {
+                line(out, j + 2, key, value);
+            }
+        }
+    }
+}
+
+fn variables(out: &mut String, i: usize, variables: &[Variable]) {
+    if variables.is_empty() {
+        return;
+    }
+    indent(out, i);
+    out.push_str("variables:\n");
+    for variable in variables {
+        indent(out, i);
+        match variable {
+            Variable::Value {
+                name,
+                value,
+                readonly,
+                ..
+            } => {
+                let _ = writeln!(out, "- name: {}", scalar(name));
+                line(out, i + 2, "value", value);
+                if *readonly {
+                    line(out, i + 2, "readonly", "true");
+                }
+            }
+            Variable::Group { name, .. } => {
+                let _ = writeln!(out, "- group: {}", scalar(name));
+            }
+        }
+    }
+}
+
+fn write_pool(out: &mut String, i: usize, pool: &Pool) {
+    if pool.server {
+        line(out, i, "pool", "server");
+        return;
+    }
+    indent(out, i);
+    out.push_str("pool:\n");
+    if let Some(name) = &pool.name {
+        line(out, i + 2, "name", name);
+    }
+    if let Some(image) = &pool.vm_image {
+        line(out, i + 2, "vmImage", image);
+    }
+    list(out, i + 2, "demands", &pool.demands);
+}
+
+fn indent(out: &mut String, i: usize) {
+    out.extend(std::iter::repeat_n(' ', i));
+}
+
+fn line(out: &mut String, i: usize, key: &str, value: &str) {
+    indent(out, i);
+    out.push_str(&scalar(key));
+    out.push(':');
+    block_or_scalar(out, i + 2, value);
+}
+
+fn list(out: &mut String, i: usize, key: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    indent(out, i);
+    let rendered: Vec<String> = items.iter().map(|s| scalar(s)).collect();
+    let _ = writeln!(out, "{}: [{}]", scalar(key), rendered.join(", "));
+}
+
+/// Writes ` value\n`, or a literal block for multi-line text.
+fn block_or_scalar(out: &mut String, i: usize, value: &str) {
+    if value.contains('\n') && !value.contains('\r') && !value.starts_with([' ', '\t']) {
+        out.push_str(if value.ends_with('\n') {
+            " |\n"
+        } else {
+            " |-\n"
+        });
+        for text_line in value.trim_end_matches('\n').split('\n') {
+            if !text_line.is_empty() {
+                indent(out, i);
+                out.push_str(text_line);
+            }
+            out.push('\n');
+        }
+    } else {
+        out.push(' ');
+        out.push_str(&scalar(value));
+        out.push('\n');
+    }
+}
+
+/// A scalar written plain when that reads back as the same string, else double-quoted.
+fn scalar(text: &str) -> String {
+    let plain_ok = !text.is_empty()
+        && !text.starts_with(|c: char| c.is_whitespace() || "-?:,[]{}#&*!|>'\"%@`".contains(c))
+        && !text.ends_with(char::is_whitespace)
+        && !text.contains(": ")
+        && !text.contains(" #")
+        && !text.contains(['\n', '\r', '\t'])
+        && !text.ends_with(':')
+        && matches!(
+            crate::template::plain_scalar_value(text),
+            lockgate_expr::Value::String(_)
+        );
+    if plain_ok {
+        text.to_string()
+    } else {
+        serde_json::to_string(text).unwrap_or_default()
+    }
+}
+
+fn json_entry(out: &mut String, i: usize, key: &str, value: &serde_json::Value) {
+    indent(out, i);
+    out.push_str(&scalar(key));
+    out.push(':');
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            out.push('\n');
+            for (k, v) in map {
+                json_entry(out, i + 2, k, v);
+            }
+        }
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            out.push('\n');
+            for item in items {
+                indent(out, i);
+                out.push_str("- ");
+                json_item(out, i + 2, item);
+            }
+        }
+        other => {
+            out.push(' ');
+            out.push_str(&json_scalar(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn json_item(out: &mut String, i: usize, value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            let mut first = true;
+            for (k, v) in map {
+                if !first {
+                    indent(out, i);
+                }
+                first = false;
+                json_entry_inline(out, i, k, v);
+            }
+        }
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            let mut first = true;
+            for item in items {
+                if !first {
+                    indent(out, i);
+                }
+                first = false;
+                out.push_str("- ");
+                json_item(out, i + 2, item);
+            }
+        }
+        other => {
+            out.push_str(&json_scalar(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn json_entry_inline(out: &mut String, i: usize, key: &str, value: &serde_json::Value) {
+    let mut tmp = String::new();
+    json_entry(&mut tmp, i, key, value);
+    out.push_str(tmp.trim_start_matches(' '));
+}
+
+fn json_scalar(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => scalar(s),
+        serde_json::Value::Object(_) => "{}".into(),
+        serde_json::Value::Array(_) => "[]".into(),
+        other => other.to_string(),
+    }
 }

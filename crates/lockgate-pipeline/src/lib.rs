@@ -6,8 +6,10 @@ pub mod plan;
 pub mod yaml;
 
 mod compiler;
+mod expression;
 mod final_yaml;
 mod lower;
+mod parameters;
 mod template;
 
 pub use diagnostic::{Diagnostic, Severity, SourceFile, SourceSpan, render};

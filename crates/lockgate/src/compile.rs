@@ -1,25 +1,219 @@
 //! `lockgate validate` and `lockgate plan`: compile a pipeline file and report diagnostics or the plan.
+//! This module supplies the compiler's file reader (the repository root and `--repo` checkouts).
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use crate::UsageError;
+use lockgate_pipeline::{CompileInput, CompileOutput, ReadError, SourceReader};
+
+use crate::{EXIT_FAILED, EXIT_OK, UsageError};
 
 #[derive(clap::Args)]
 pub struct CompileArgs {
     /// The pipeline file (default: azure-pipelines.yml in the current directory).
     pub file: Option<PathBuf>,
+    /// The repository root that `/`-rooted template paths resolve against (default: the Git top
+    /// level of FILE, else FILE's folder).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// A runtime parameter value; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// A local checkout for a repository resource alias used by `template: x@ALIAS`; repeat for several.
+    #[arg(long = "repo", value_name = "ALIAS=DIR")]
+    pub repos: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// The fully expanded pipeline as Azure Pipelines YAML.
+    #[default]
+    Yaml,
+    /// The stage/job graph with every job's steps, as JSON.
+    Json,
 }
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub compile: CompileArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Yaml)]
+    pub format: PlanFormat,
 }
 
-pub fn validate(_args: CompileArgs) -> anyhow::Result<u8> {
-    Err(UsageError("`lockgate validate` is not built yet".into()).into())
+/// Reads pipeline files from the repository root and the `--repo` checkouts.
+pub struct FileSystemReader {
+    pub root: PathBuf,
+    pub repositories: BTreeMap<String, PathBuf>,
 }
 
-pub fn plan(_args: PlanArgs) -> anyhow::Result<u8> {
-    Err(UsageError("`lockgate plan` is not built yet".into()).into())
+impl SourceReader for FileSystemReader {
+    fn read(&self, repository: Option<&str>, path: &str) -> Result<String, ReadError> {
+        let base = match repository {
+            None => &self.root,
+            Some(alias) => self
+                .repositories
+                .get(alias)
+                .ok_or(ReadError::RepositoryNotMapped)?,
+        };
+        match std::fs::read(base.join(path)) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map_err(|_| ReadError::Other("the file is not UTF-8 text".into())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ReadError::NotFound),
+            Err(err) if err.kind() == std::io::ErrorKind::IsADirectory => {
+                Err(ReadError::Other("it is a directory".into()))
+            }
+            Err(err) => Err(ReadError::Other(err.to_string())),
+        }
+    }
+}
+
+/// The Git top level of `dir`, if it is inside a work tree.
+fn git_top_level(dir: &Path) -> Option<PathBuf> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8(output.stdout).ok()?;
+    let top = PathBuf::from(text.trim());
+    top.canonicalize().ok()
+}
+
+fn split_pair<'a>(
+    text: &'a str,
+    flag: &str,
+    shape: &str,
+) -> Result<(&'a str, &'a str), UsageError> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim(), value)),
+        _ => Err(UsageError(format!("{flag} expects {shape}, got `{text}`"))),
+    }
+}
+
+/// Compiles the file named by the arguments. Usage problems (missing file, bad flags) are errors.
+fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("azure-pipelines.yml"));
+    if !file.is_file() {
+        return Err(
+            UsageError(format!("pipeline file `{}` does not exist", file.display())).into(),
+        );
+    }
+    let file = file
+        .canonicalize()
+        .map_err(|e| UsageError(format!("cannot open `{}`: {e}", file.display())))?;
+    let folder = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let root = match &args.root {
+        Some(root) => root
+            .canonicalize()
+            .map_err(|e| UsageError(format!("--root `{}`: {e}", root.display())))?,
+        None => git_top_level(&folder).unwrap_or(folder),
+    };
+    let Ok(relative) = file.strip_prefix(&root) else {
+        return Err(UsageError(format!(
+            "`{}` is not inside the root `{}`",
+            file.display(),
+            root.display()
+        ))
+        .into());
+    };
+    let entry = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    let mut parameters = Vec::new();
+    for param in &args.params {
+        let (name, value) = split_pair(param, "--param", "NAME=VALUE")?;
+        parameters.push((name.to_string(), value.to_string()));
+    }
+    let mut repositories = BTreeMap::new();
+    for repo in &args.repos {
+        let (alias, dir) = split_pair(repo, "--repo", "ALIAS=DIR")?;
+        let dir = Path::new(dir)
+            .canonicalize()
+            .map_err(|e| UsageError(format!("--repo {alias}: `{dir}`: {e}")))?;
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "--repo {alias}: `{}` is not a directory",
+                dir.display()
+            ))
+            .into());
+        }
+        repositories.insert(alias.to_string(), dir);
+    }
+    let reader = FileSystemReader { root, repositories };
+    let input = CompileInput {
+        entry,
+        reader: &reader,
+        parameters,
+        variables: Vec::new(),
+    };
+    Ok(lockgate_pipeline::compile(&input))
+}
+
+/// Prints diagnostics to stderr; returns whether any is an error.
+fn report(output: &CompileOutput) -> bool {
+    if !output.diagnostics.is_empty() {
+        eprint!(
+            "{}",
+            lockgate_pipeline::render(&output.diagnostics, &output.sources)
+        );
+    }
+    output.has_errors()
+}
+
+pub fn validate(args: CompileArgs) -> anyhow::Result<u8> {
+    let output = compile_from_args(&args)?;
+    if report(&output) {
+        let errors = output.diagnostics.iter().filter(|d| d.is_error()).count();
+        eprintln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
+        return Ok(EXIT_FAILED);
+    }
+    if let Some(plan) = &output.plan {
+        let jobs: usize = plan.stages.iter().map(|s| s.jobs.len()).sum();
+        let steps: usize = plan
+            .stages
+            .iter()
+            .flat_map(|s| &s.jobs)
+            .map(|j| {
+                j.steps.len()
+                    + j.deployment
+                        .as_ref()
+                        .map_or(0, |d| d.phases.iter().map(|p| p.steps.len()).sum())
+            })
+            .sum();
+        println!(
+            "valid: {} stage(s), {jobs} job(s), {steps} step(s)",
+            plan.stages.len()
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn plan(args: PlanArgs) -> anyhow::Result<u8> {
+    let output = compile_from_args(&args.compile)?;
+    if report(&output) {
+        return Ok(EXIT_FAILED);
+    }
+    let Some(plan) = &output.plan else {
+        return Ok(EXIT_FAILED);
+    };
+    match args.format {
+        PlanFormat::Yaml => print!("{}", lockgate_pipeline::to_final_yaml(plan)),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(plan)?),
+    }
+    Ok(EXIT_OK)
 }
