@@ -327,6 +327,7 @@ impl<'a> Compiler<'a> {
             parameters: Rc::new(bound),
             variables: scope.variables.clone(),
             locals: Vec::new(),
+            strict_parameters: declared.is_some(),
         };
         let expanded = self.expand(
             &Node {

@@ -79,9 +79,10 @@ impl Context for ExpressionScope<'_> {
                         value: Cow::Owned(node_to_value(node)),
                         consumed: 1,
                     }),
-                    None => Err(format!(
+                    None if self.scope.strict_parameters => Err(format!(
                         "unrecognized parameter `{key}`: it is not declared"
                     )),
+                    None => Ok(Resolved::missing(path.len())),
                 };
             }
             let mut object = lockgate_expr::Object::new();

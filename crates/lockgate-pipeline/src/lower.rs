@@ -404,6 +404,7 @@ impl Lowerer<'_, '_> {
             parameters: Rc::new(parameters.clone()),
             variables: Rc::new(variables),
             locals: Vec::new(),
+            strict_parameters: true,
         };
         let body: Vec<(Node, Node)> = entries
             .iter()
@@ -417,6 +418,7 @@ impl Lowerer<'_, '_> {
             },
             &scope,
         );
+        let extended = document.get("extends").is_some();
         self.declare_repositories(&document);
 
         // `extends`: the template supplies the body; the entry file keeps its own keys.
@@ -588,9 +590,10 @@ impl Lowerer<'_, '_> {
             self.job(&job, &inherited, &mut jobs);
             plan.stages
                 .push(implied_stage(jobs, self.c.location(steps.span)));
-        } else if !entries
-            .iter()
-            .any(|(k, _)| matches!(k.as_str(), Some("phases" | "queue" | "server")))
+        } else if !extended
+            && !entries
+                .iter()
+                .any(|(k, _)| matches!(k.as_str(), Some("phases" | "queue" | "server")))
         {
             self.error(
                 "pipeline::empty",
@@ -1181,7 +1184,7 @@ impl Lowerer<'_, '_> {
         let Some(base_name) = self.identifier(name_node, "job") else {
             return;
         };
-        if kind_key == "deployment" && base_name.eq_ignore_ascii_case("deploy") {
+        if kind_key == "deployment" && base_name == "deploy" {
             self.error(
                 "pipeline::invalid-name",
                 "`deploy` is a keyword and cannot name a deployment job",
@@ -1346,7 +1349,11 @@ impl Lowerer<'_, '_> {
             let total = legs.len() as u32;
             for (position, (leg_key, leg_value)) in legs.iter().enumerate() {
                 let leg = leg_key.as_str().unwrap_or_default().to_string();
-                if leg.is_empty() || !leg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if leg.is_empty()
+                    || !leg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                {
                     self.error(
                         "pipeline::invalid-name",
                         format!("`{leg}` is not a valid matrix leg name"),

@@ -199,15 +199,11 @@ pub fn bind(
     }
     let mut bound = Vec::new();
     if declared.is_none() && !runtime {
-        for (name, _, span) in &given {
-            c.error(
-                "pipeline::unknown-parameter",
-                format!("the template declares no parameter `{name}`"),
-                *span,
-                "unexpected parameter",
-            );
-        }
-        return bound;
+        // A template without declarations takes whatever it is given, untyped (the older form).
+        return given
+            .into_iter()
+            .map(|(name, node, _)| (name, node))
+            .collect();
     }
     for (name, _, span) in &given {
         if !runtime

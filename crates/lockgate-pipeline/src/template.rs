@@ -23,6 +23,9 @@ pub struct Scope {
     pub variables: Rc<Vec<(String, String)>>,
     /// Loop variables of enclosing `${{ each }}` directives, innermost last.
     pub locals: Vec<(String, Rc<Node>)>,
+    /// Whether referencing an undeclared parameter is an error (the file declares parameters) or
+    /// gives null (the file declares none, the older untyped form).
+    pub strict_parameters: bool,
 }
 
 impl Scope {
