@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
 use lockgate_expr::{
-    Counters, ErrorKind, ExprError, MapContext, Object, ParseOptions, StatusInput, Syntax, TaskResult, Value, Version,
-    eq_ignore_case, expand_macros, expand_variables, parse, render,
+    Counters, ErrorKind, ExprError, MapContext, Object, ParseOptions, StatusInput, Syntax,
+    TaskResult, Value, Version, eq_ignore_case, expand_macros, expand_variables, parse, render,
 };
 use serde_json::Value as Json;
 
@@ -25,8 +25,13 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--min-pass" => {
-                let value = rest.next().with_context(|| format!("--min-pass needs a percentage\n{USAGE}"))?;
-                let percent: f64 = value.trim_end_matches('%').parse().with_context(|| format!("--min-pass: '{value}' is not a number"))?;
+                let value = rest
+                    .next()
+                    .with_context(|| format!("--min-pass needs a percentage\n{USAGE}"))?;
+                let percent: f64 = value
+                    .trim_end_matches('%')
+                    .parse()
+                    .with_context(|| format!("--min-pass: '{value}' is not a number"))?;
                 if !(0.0..=100.0).contains(&percent) {
                     bail!("--min-pass: {percent} is not between 0 and 100");
                 }
@@ -79,7 +84,11 @@ impl Report {
 
     /// Percentage of azure-pipelines vectors that passed (100 when there are none).
     pub fn pass_rate(&self) -> f64 {
-        if self.outcomes.is_empty() { 100.0 } else { self.passed() as f64 * 100.0 / self.outcomes.len() as f64 }
+        if self.outcomes.is_empty() {
+            100.0
+        } else {
+            self.passed() as f64 * 100.0 / self.outcomes.len() as f64
+        }
     }
 
     pub fn render(&self) -> String {
@@ -98,13 +107,22 @@ impl Report {
             let _ = writeln!(out, "{category:<24} {passed:>7} {failed:>7}");
         }
         for (dialect, count) in &self.other_dialects {
-            let _ = writeln!(out, "({count} {dialect} vectors not run: only the azure-pipelines dialect is implemented)");
+            let _ = writeln!(
+                out,
+                "({count} {dialect} vectors not run: only the azure-pipelines dialect is implemented)"
+            );
         }
         let failures: Vec<_> = self.outcomes.iter().filter(|o| !o.passed).collect();
         if !failures.is_empty() {
             let _ = writeln!(out, "\nfailures:");
             for failure in failures {
-                let _ = writeln!(out, "- {} [{}] {}", failure.id, failure.category, shorten(&failure.expr, 160));
+                let _ = writeln!(
+                    out,
+                    "- {} [{}] {}",
+                    failure.id,
+                    failure.category,
+                    shorten(&failure.expr, 160)
+                );
                 let _ = writeln!(out, "    expected: {}", shorten(&failure.expected, 300));
                 let _ = writeln!(out, "    actual:   {}", shorten(&failure.actual, 300));
             }
@@ -131,17 +149,25 @@ pub fn run_vectors(text: &str) -> anyhow::Result<Report> {
         if line.trim().is_empty() {
             continue;
         }
-        let vector: Json = serde_json::from_str(line).with_context(|| format!("line {}: not valid JSON", number + 1))?;
+        let vector: Json = serde_json::from_str(line)
+            .with_context(|| format!("line {}: not valid JSON", number + 1))?;
         let field = |name: &str| vector.get(name).and_then(Json::as_str);
         let dialect = field("dialect").unwrap_or("azure-pipelines");
         if dialect != "azure-pipelines" {
-            *report.other_dialects.entry(dialect.to_string()).or_default() += 1;
+            *report
+                .other_dialects
+                .entry(dialect.to_string())
+                .or_default() += 1;
             continue;
         }
         let id = field("id").map_or_else(|| format!("line {}", number + 1), str::to_string);
-        let expr = field("expr").with_context(|| format!("line {}: missing string field `expr`", number + 1))?;
-        let mode = field("mode").with_context(|| format!("line {}: missing string field `mode`", number + 1))?;
-        let expect = vector.get("expect").with_context(|| format!("line {}: missing field `expect`", number + 1))?;
+        let expr = field("expr")
+            .with_context(|| format!("line {}: missing string field `expr`", number + 1))?;
+        let mode = field("mode")
+            .with_context(|| format!("line {}: missing string field `mode`", number + 1))?;
+        let expect = vector
+            .get("expect")
+            .with_context(|| format!("line {}: missing field `expect`", number + 1))?;
         let empty = Json::Object(Default::default());
         let context = vector.get("context").unwrap_or(&empty);
         let scope = field("scope").unwrap_or("step");
@@ -174,7 +200,12 @@ fn describe(actual: &Actual, expr: &str) -> String {
         Actual::Value(v) => value_to_json(v).to_string(),
         Actual::Values(vs) => Json::Array(vs.iter().map(value_to_json).collect()).to_string(),
         Actual::Valid => "{\"valid\":true}".into(),
-        Actual::Error(e) => format!("error {} at '{}': {}", e.kind.legacy_name(), e.span.text(expr), e.message),
+        Actual::Error(e) => format!(
+            "error {} at '{}': {}",
+            e.kind.legacy_name(),
+            e.span.text(expr),
+            e.message
+        ),
         Actual::Unsupported(why) => format!("not run: {why}"),
     }
 }
@@ -184,12 +215,19 @@ fn json_to_value(json: &Json) -> Result<Value, String> {
     Ok(match json {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Boolean(*b),
-        Json::Number(n) => Value::Number(n.as_f64().ok_or_else(|| format!("number {n} is out of range"))?),
+        Json::Number(n) => Value::Number(
+            n.as_f64()
+                .ok_or_else(|| format!("number {n} is out of range"))?,
+        ),
         Json::String(s) => Value::String(s.clone()),
-        Json::Array(items) => Value::Array(items.iter().map(json_to_value).collect::<Result<_, _>>()?),
+        Json::Array(items) => {
+            Value::Array(items.iter().map(json_to_value).collect::<Result<_, _>>()?)
+        }
         Json::Object(map) => {
             if let (1, Some(Json::String(v))) = (map.len(), map.get("$version")) {
-                return Version::parse(v).map(Value::Version).ok_or_else(|| format!("'{v}' is not a version"));
+                return Version::parse(v)
+                    .map(Value::Version)
+                    .ok_or_else(|| format!("'{v}' is not a version"));
             }
             let mut object = Object::new();
             for (k, v) in map {
@@ -208,7 +246,12 @@ fn value_to_json(value: &Value) -> Json {
         Value::String(s) => Json::String(s.clone()),
         Value::Version(v) => serde_json::json!({ "$version": v.to_string() }),
         Value::Array(items) => Json::Array(items.iter().map(value_to_json).collect()),
-        Value::Object(object) => Json::Object(object.iter().map(|(k, v)| (k.to_string(), value_to_json(v))).collect()),
+        Value::Object(object) => Json::Object(
+            object
+                .iter()
+                .map(|(k, v)| (k.to_string(), value_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -226,10 +269,15 @@ fn setup(mode: &str, scope: &str, context: &Json) -> Result<(ParseOptions, MapCo
     };
     for (name, value) in entries {
         if name == "$functions" {
-            let Some(functions) = value.as_object() else { return Err("`$functions` is not an object".into()) };
+            let Some(functions) = value.as_object() else {
+                return Err("`$functions` is not an object".into());
+            };
             for (function, spec) in functions {
                 let bound = |key: &str| spec.get(key).and_then(Json::as_u64).map(|n| n as usize);
-                let (min, max) = (bound("min").unwrap_or(0), bound("max").unwrap_or(usize::MAX));
+                let (min, max) = (
+                    bound("min").unwrap_or(0),
+                    bound("max").unwrap_or(usize::MAX),
+                );
                 options = options.with_function(function.clone(), min, max);
                 if let Some(returns) = spec.get("returns") {
                     let returns = json_to_value(returns)?;
@@ -237,7 +285,10 @@ fn setup(mode: &str, scope: &str, context: &Json) -> Result<(ParseOptions, MapCo
                 } else if let Some(lookup) = spec.get("lookup") {
                     let lookup = json_to_value(lookup)?;
                     map.set_function(function.clone(), move |args| {
-                        let key = args.first().and_then(|a| a.convert_to_string()).unwrap_or_default();
+                        let key = args
+                            .first()
+                            .and_then(|a| a.convert_to_string())
+                            .unwrap_or_default();
                         Ok(lookup.property(&key).cloned().unwrap_or(Value::Null))
                     });
                 }
@@ -255,7 +306,8 @@ fn setup(mode: &str, scope: &str, context: &Json) -> Result<(ParseOptions, MapCo
         if let Some(dependencies) = context.get("dependencies").and_then(Json::as_object) {
             for (name, dependency) in dependencies {
                 if let Some(result) = dependency.get("result").and_then(Json::as_str) {
-                    let result = TaskResult::parse(result).ok_or_else(|| format!("unknown result '{result}'"))?;
+                    let result = TaskResult::parse(result)
+                        .ok_or_else(|| format!("unknown result '{result}'"))?;
                     results.push((name.clone(), result));
                 }
             }
@@ -286,19 +338,30 @@ fn variables_of(context: &Json) -> Vec<(String, String)> {
 }
 
 fn lookup_in(variables: &[(String, String)]) -> impl Fn(&str) -> Option<String> + '_ {
-    move |name| variables.iter().find(|(k, _)| eq_ignore_case(k, name)).map(|(_, v)| v.clone())
+    move |name| {
+        variables
+            .iter()
+            .find(|(k, _)| eq_ignore_case(k, name))
+            .map(|(_, v)| v.clone())
+    }
 }
 
 fn run_one(mode: &str, scope: &str, expr: &str, context: &Json) -> Actual {
     match mode {
         "macro" => {
             let variables = variables_of(context);
-            return Actual::Value(Value::String(expand_macros(expr, lookup_in(&variables)).into_owned()));
+            return Actual::Value(Value::String(
+                expand_macros(expr, lookup_in(&variables)).into_owned(),
+            ));
         }
         "macro-recursive" => {
-            let expanded: Vec<(String, String)> =
-                expand_variables(&variables_of(context)).into_iter().map(|v| (v.name, v.value)).collect();
-            return Actual::Value(Value::String(expand_macros(expr, lookup_in(&expanded)).into_owned()));
+            let expanded: Vec<(String, String)> = expand_variables(&variables_of(context))
+                .into_iter()
+                .map(|v| (v.name, v.value))
+                .collect();
+            return Actual::Value(Value::String(
+                expand_macros(expr, lookup_in(&expanded)).into_owned(),
+            ));
         }
         _ => {}
     }
@@ -315,12 +378,18 @@ fn run_one(mode: &str, scope: &str, expr: &str, context: &Json) -> Actual {
             Ok(v) => Actual::Value(v),
             Err(e) => Actual::Error(e),
         },
-        "condition" | "template-condition" => match parse(expr, &options).and_then(|e| e.evaluate_bool(&map)) {
-            Ok(b) => Actual::Value(Value::Boolean(b)),
-            Err(e) => Actual::Error(e),
-        },
+        "condition" | "template-condition" => {
+            match parse(expr, &options).and_then(|e| e.evaluate_bool(&map)) {
+                Ok(b) => Actual::Value(Value::Boolean(b)),
+                Err(e) => Actual::Error(e),
+            }
+        }
         "template-render" | "runtime-render" => {
-            let syntax = if mode == "template-render" { Syntax::Template } else { Syntax::Runtime };
+            let syntax = if mode == "template-render" {
+                Syntax::Template
+            } else {
+                Syntax::Runtime
+            };
             match render(expr, syntax, &options, &map) {
                 Ok(v) => Actual::Value(Value::String(v.to_display_string())),
                 Err(e) => Actual::Error(e),
@@ -359,10 +428,16 @@ fn run_one(mode: &str, scope: &str, expr: &str, context: &Json) -> Actual {
 /// ignoring case).
 fn matches(expect: &Json, actual: &Actual, expr: &str) -> bool {
     if let Some(category) = expect.get("error").and_then(Json::as_str) {
-        let Actual::Error(error) = actual else { return false };
+        let Actual::Error(error) = actual else {
+            return false;
+        };
         let given = |key: &str| expect.get(key).and_then(Json::as_str);
         if let Some(message) = given("message") {
-            if !error.message.to_lowercase().contains(&message.to_lowercase()) {
+            if !error
+                .message
+                .to_lowercase()
+                .contains(&message.to_lowercase())
+            {
                 return false;
             }
         }
@@ -376,7 +451,9 @@ fn matches(expect: &Json, actual: &Actual, expr: &str) -> bool {
                 ErrorKind::Cast { from, to, value } => {
                     given("from").is_none_or(|f| f == from.name())
                         && given("to").is_none_or(|t| t == to.name())
-                        && expect.get("value").is_none_or(|v| json_to_value(v).is_ok_and(|v| same_value(&v, value)))
+                        && expect
+                            .get("value")
+                            .is_none_or(|v| json_to_value(v).is_ok_and(|v| same_value(&v, value)))
                 }
                 _ => false,
             },
@@ -389,19 +466,32 @@ fn matches(expect: &Json, actual: &Actual, expr: &str) -> bool {
         (Json::Object(map), Actual::Valid) => map.get("valid") == Some(&Json::Bool(true)),
         (Json::Array(items), Actual::Values(values)) => {
             items.len() == values.len()
-                && items.iter().zip(values).all(|(e, v)| json_to_value(e).is_ok_and(|e| same_value(&e, v)))
+                && items
+                    .iter()
+                    .zip(values)
+                    .all(|(e, v)| json_to_value(e).is_ok_and(|e| same_value(&e, v)))
         }
-        (expected, Actual::Value(value)) => json_to_value(expected).is_ok_and(|e| same_value(&e, value)),
+        (expected, Actual::Value(value)) => {
+            json_to_value(expected).is_ok_and(|e| same_value(&e, value))
+        }
         _ => false,
     }
 }
 
 fn same_value(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
-        (Value::Number(a), Value::Number(b)) => a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()),
-        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y)),
+        (Value::Number(a), Value::Number(b)) => {
+            a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_value(x, y))
+        }
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len() && a.iter().all(|(k, v)| b.get_entry(k).is_some_and(|(bk, bv)| bk == k && same_value(v, bv)))
+            a.len() == b.len()
+                && a.iter().all(|(k, v)| {
+                    b.get_entry(k)
+                        .is_some_and(|(bk, bv)| bk == k && same_value(v, bv))
+                })
         }
         _ => expected == actual,
     }
@@ -422,7 +512,10 @@ mod tests {
         let rendered = report.render();
         assert!(rendered.ends_with("2 passed, 1 failed\n"), "{rendered}");
         assert!(rendered.contains("- b [eq] eq(1, 2)"), "{rendered}");
-        assert!(rendered.contains("1 github-actions vectors not run"), "{rendered}");
+        assert!(
+            rendered.contains("1 github-actions vectors not run"),
+            "{rendered}"
+        );
         assert!((report.pass_rate() - 200.0 / 3.0).abs() < 1e-9);
     }
 

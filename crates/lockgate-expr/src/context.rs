@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::value::{Object, Value, eq_ignore_case, fold_case};
+use crate::value::{Object, Value, eq_ignore_case, fold_case, with_folded};
 
 /// One step of the path that follows a named value, handed to [`Context::lookup`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -264,7 +264,7 @@ impl MapContext {
 
     /// The variable `name` (case-insensitive), if set.
     pub fn variable(&self, name: &str) -> Option<&Value> {
-        self.variables.get(fold_case(name).as_ref()).map(|(_, v)| v)
+        with_folded(name, |folded| self.variables.get(folded)).map(|(_, v)| v)
     }
 
     fn variables_object(&self) -> Object {
@@ -285,7 +285,7 @@ impl Context for MapContext {
                     Resolved::whole(Cow::Owned(Value::Object(self.variables_object())))
                 }
                 Some(key) => match key.as_key() {
-                    Some(key) => match self.variables.get(fold_case(&key).as_ref()) {
+                    Some(key) => match with_folded(&key, |folded| self.variables.get(folded)) {
                         Some((_, value)) => Resolved {
                             value: Cow::Borrowed(value),
                             consumed: 1,

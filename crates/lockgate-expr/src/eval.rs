@@ -104,6 +104,19 @@ fn evaluate_access<'a, C: Context + ?Sized>(
     path: &'a [Accessor],
     context: &'a C,
 ) -> Evaluated<'a> {
+    // The common case, one property or index after a named value (`variables['X']`), needs no allocation.
+    if let [accessor] = path {
+        let index_value;
+        let key = match accessor {
+            Accessor::Property { name, .. } => PathKey::Property(name),
+            Accessor::Index { index, .. } => {
+                index_value = evaluate_node(index, context)?;
+                PathKey::Index(index_value.as_ref())
+            }
+            Accessor::Wildcard { .. } => PathKey::Wildcard,
+        };
+        return resolve_path(base, &[key], context);
+    }
     // Evaluate index expressions first (left to right), then resolve the path.
     let mut indexes: Vec<Cow<'a, Value>> = Vec::new();
     for accessor in path {
@@ -122,13 +135,23 @@ fn evaluate_access<'a, C: Context + ?Sized>(
             Accessor::Wildcard { .. } => PathKey::Wildcard,
         })
         .collect();
+    resolve_path(base, &keys, context)
+}
+
+/// Resolves `keys` after `base`: a named value asks the context (which may apply leading keys itself), anything
+/// else is evaluated; the remaining keys are applied here, a wildcard turning the rest into a filtered array.
+fn resolve_path<'a, C: Context + ?Sized>(
+    base: &'a Node,
+    keys: &[PathKey<'_>],
+    context: &'a C,
+) -> Evaluated<'a> {
     let (start, consumed) = match base {
         Node::NamedValue {
             name,
             span: name_span,
         } => {
             let resolved = context
-                .lookup(name, &keys)
+                .lookup(name, keys)
                 .map_err(|message| evaluation_error(*name_span, message))?;
             (resolved.value, resolved.consumed.min(keys.len()))
         }
@@ -424,7 +447,17 @@ fn call_lazy<'a, C: Context + ?Sized>(
                 Some(node) => evaluate_node(node, context)?.to_bool(),
                 None => false,
             };
-            match args.get(if condition { 1 } else { 2 }) {
+            let (taken, other) = if condition {
+                (args.get(1), args.get(2))
+            } else {
+                (args.get(2), args.get(1))
+            };
+            // Both branches are checked, as a peer Azure Pipelines emulator reports (an undeclared parameter in
+            // the branch not taken is still an error); only the taken branch's value is returned.
+            if let Some(node) = other {
+                evaluate_node(node, context)?;
+            }
+            match taken {
                 Some(node) => evaluate_node(node, context),
                 None => Ok(Cow::Borrowed(&NULL)),
             }

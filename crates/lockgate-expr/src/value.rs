@@ -426,7 +426,7 @@ impl Object {
 
     fn position(&self, key: &str) -> Option<usize> {
         match &self.index {
-            Some(index) => index.get(fold_case(key).as_ref()).copied(),
+            Some(index) => with_folded(key, |folded| index.get(folded).copied()),
             None => self
                 .entries
                 .iter()
@@ -489,6 +489,23 @@ pub(crate) fn fold_case(text: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(text.chars().map(simple_upper).collect())
     }
+}
+
+/// Calls `f` with the case-folded form of `key` (as [`fold_case`]) without allocating for short ASCII keys, the
+/// usual shape of variable names; used on the lookup path of every evaluation.
+pub(crate) fn with_folded<R>(key: &str, f: impl FnOnce(&str) -> R) -> R {
+    const SHORT: usize = 96;
+    if key.is_ascii() && key.len() <= SHORT {
+        let mut buffer = [0u8; SHORT];
+        let folded = &mut buffer[..key.len()];
+        folded.copy_from_slice(key.as_bytes());
+        folded.make_ascii_uppercase();
+        // Upper-casing ASCII bytes keeps them ASCII, so this is always valid UTF-8.
+        if let Ok(text) = std::str::from_utf8(folded) {
+            return f(text);
+        }
+    }
+    f(&fold_case(key))
 }
 
 /// One-to-one upper-case mapping of a character (characters whose upper case is several characters stay as they are).

@@ -189,10 +189,16 @@ fn lower_upper_trim_length() {
 }
 
 #[test]
-fn iif_returns_one_branch_and_evaluates_only_that_one() {
+fn iif_returns_one_branch_but_checks_both() {
     assert_eq!(eval("iif(eq(1, 1), 'yes', 'no')"), s("yes"));
     assert_eq!(eval("iif('', 'yes', 'no')"), s("no"));
-    assert_eq!(eval("iif(true, 1, gt(1, 'x'))"), Value::Number(1.0));
+    let context = with_parameters(object(&[("declared", s("d"))]));
+    assert_eq!(
+        eval_in("iif(true, parameters.declared, 'x')", &context).unwrap(),
+        s("d")
+    );
+    let e = eval_in("iif(true, 'x', parameters.undeclared)", &context).unwrap_err();
+    assert!(e.message.contains("'undeclared'"), "{}", e.message);
 }
 
 #[test]
