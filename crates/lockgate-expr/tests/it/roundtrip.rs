@@ -68,7 +68,7 @@ fn expression() -> impl Strategy<Value = String> {
             ("not", 1, 1),
             ("eq", 2, 2),
             ("startsWith", 2, 2),
-            ("in", 1, 3),
+            ("in", 2, 3),
             ("format", 1, 3),
             ("myFunction", 0, 3),
             ("coalesce", 2, 3),
