@@ -1,1 +1,363 @@
-//! The agent loop: lease a job from the server, run it with lockgate-runner, stream logs and results back.
+//! The agent loop: lease a job from the server, check out its commit, run it with an executor (the
+//! runner), stream events back in batches while a heartbeat keeps the lease, upload artifacts and
+//! finish. It speaks only `lockgate-protocol` over HTTP: the built-in agent of `lockgate up` and a
+//! remote agent are the same code.
+
+pub mod client;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use lockgate_protocol::agent::{JobEvent, JobLease};
+
+pub use client::{ClientError, ServerClient};
+
+/// How the agent is set up.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub server_url: String,
+    pub token: String,
+    /// Where job workspaces are created.
+    pub work_dir: PathBuf,
+    /// How long one lease request waits on the server for a job.
+    pub lease_wait_seconds: u32,
+}
+
+/// A leased job as an executor sees it.
+pub struct LeasedJob<'a> {
+    pub lease: &'a JobLease,
+    /// The checked-out commit.
+    pub source_dir: &'a Path,
+    /// A fresh folder for this job (the executor's workspace root).
+    pub job_dir: &'a Path,
+    /// Set when the server asked to cancel the job.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What an executor hands back when the job ends.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutionOutcome {
+    /// `succeeded`, `succeededWithIssues`, `failed`, `canceled` or `skipped`.
+    pub result: String,
+    /// Published artifacts: name and the folder (or file) holding its content.
+    pub artifacts: Vec<(String, PathBuf)>,
+}
+
+/// Runs a leased job and reports what happens through the reporter.
+pub trait JobExecutor: Send + Sync {
+    fn execute(&self, job: &LeasedJob<'_>, reporter: &EventReporter) -> ExecutionOutcome;
+}
+
+/// Buffers events and sends them to the server in batches (every 200 ms or 500 events).
+pub struct EventReporter {
+    buffer: Mutex<Vec<JobEvent>>,
+    wake: Condvar,
+    closed: AtomicBool,
+}
+
+const BATCH_EVENTS: usize = 500;
+
+impl EventReporter {
+    fn new() -> Arc<EventReporter> {
+        Arc::new(EventReporter {
+            buffer: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues an event for the server.
+    pub fn report(&self, event: JobEvent) {
+        if let Ok(mut buffer) = self.buffer.lock() {
+            // Consecutive log lines of the same step travel as one event.
+            if let (
+                Some(JobEvent::Log {
+                    step: last_step,
+                    lines,
+                }),
+                JobEvent::Log { step, lines: more },
+            ) = (buffer.last_mut(), &event)
+                && last_step == step
+            {
+                lines.extend(more.iter().cloned());
+            } else {
+                buffer.push(event);
+            }
+            if buffer.len() >= BATCH_EVENTS {
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    /// Logs a line of the agent itself (not of a step).
+    pub fn agent_line(&self, line: &str) {
+        self.report(JobEvent::Log {
+            step: None,
+            lines: vec![line.to_string()],
+        });
+    }
+
+    fn take(&self, wait: Duration) -> Vec<JobEvent> {
+        let Ok(buffer) = self.buffer.lock() else {
+            return Vec::new();
+        };
+        let mut buffer = if buffer.is_empty() && !self.closed.load(Ordering::SeqCst) {
+            match self.wake.wait_timeout(buffer, wait) {
+                Ok((guard, _)) => guard,
+                Err(_) => return Vec::new(),
+            }
+        } else {
+            buffer
+        };
+        std::mem::take(&mut *buffer)
+    }
+}
+
+/// The agent: leases jobs until `stop` is set.
+pub struct Agent {
+    config: AgentConfig,
+    client: ServerClient,
+    executor: Arc<dyn JobExecutor>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, executor: Arc<dyn JobExecutor>) -> Agent {
+        let client = ServerClient::new(&config.server_url, &config.token);
+        Agent {
+            config,
+            client,
+            executor,
+        }
+    }
+
+    /// Leases and runs jobs until `stop` is set. Connection errors back off (1 s doubling to 10 s).
+    pub fn run(&self, stop: &AtomicBool) {
+        let mut backoff = Duration::from_secs(1);
+        while !stop.load(Ordering::SeqCst) {
+            match self.client.lease(self.config.lease_wait_seconds) {
+                Ok(Some(lease)) => {
+                    backoff = Duration::from_secs(1);
+                    self.run_job(&lease);
+                }
+                Ok(None) => backoff = Duration::from_secs(1),
+                Err(error) => {
+                    eprintln!("agent: cannot lease a job: {error}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Runs one leased job to its end and reports its result; returns the result sent.
+    pub fn run_job(&self, lease: &JobLease) -> String {
+        let reporter = EventReporter::new();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let heartbeat = self.spawn_heartbeat(lease, cancel.clone(), done.clone());
+        let flusher = self.spawn_flusher(lease, reporter.clone());
+
+        let job_dir = self
+            .config
+            .work_dir
+            .join(format!("job-{}-{}", lease.job_id, lease.attempt));
+        let source_dir = job_dir.join("s");
+        let outcome = match prepare_source(&job_dir, &source_dir, lease, &self.config.token) {
+            Ok(()) => {
+                reporter.agent_line(&format!(
+                    "Checked out {} at {}",
+                    lease.source.branch, lease.source.commit
+                ));
+                let job = LeasedJob {
+                    lease,
+                    source_dir: &source_dir,
+                    job_dir: &job_dir,
+                    cancel: cancel.clone(),
+                };
+                self.executor.execute(&job, &reporter)
+            }
+            Err(message) => {
+                reporter.agent_line(&format!("##[error]{message}"));
+                ExecutionOutcome {
+                    result: "failed".into(),
+                    artifacts: Vec::new(),
+                }
+            }
+        };
+        let mut result = outcome.result.clone();
+        for (name, path) in &outcome.artifacts {
+            if let Err(error) = self.upload_artifact(lease, name, path) {
+                reporter.agent_line(&format!("##[error]Cannot upload artifact {name}: {error}"));
+                result = "failed".into();
+            }
+        }
+        if cancel.load(Ordering::SeqCst) && result != "failed" {
+            result = "canceled".into();
+        }
+        reporter.closed.store(true, Ordering::SeqCst);
+        reporter.wake.notify_all();
+        let _ = flusher.join();
+        done.store(true, Ordering::SeqCst);
+        let _ = heartbeat.join();
+        if let Err(error) = self.client.finish(lease, &result) {
+            eprintln!("agent: cannot finish job {}: {error}", lease.job_id);
+        }
+        let _ = std::fs::remove_dir_all(&job_dir);
+        result
+    }
+
+    fn spawn_heartbeat(
+        &self,
+        lease: &JobLease,
+        cancel: Arc<AtomicBool>,
+        done: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let client = self.client.clone();
+        let lease = lease.clone();
+        std::thread::spawn(move || {
+            let interval = Duration::from_secs(u64::from(lease.heartbeat_seconds.max(1)));
+            let tick = Duration::from_millis(100);
+            let mut waited = Duration::ZERO;
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(tick);
+                waited += tick;
+                if waited < interval {
+                    continue;
+                }
+                waited = Duration::ZERO;
+                match client.heartbeat(&lease) {
+                    Ok(reply) if reply.cancel_requested => cancel.store(true, Ordering::SeqCst),
+                    Ok(_) => {}
+                    // The lease is gone (expired or the job was finished elsewhere): stop the job.
+                    Err(error) if error.status() == Some(409) || error.status() == Some(404) => {
+                        cancel.store(true, Ordering::SeqCst)
+                    }
+                    Err(error) => eprintln!("agent: heartbeat failed: {error}"),
+                }
+            }
+        })
+    }
+
+    fn spawn_flusher(
+        &self,
+        lease: &JobLease,
+        reporter: Arc<EventReporter>,
+    ) -> std::thread::JoinHandle<()> {
+        let client = self.client.clone();
+        let lease = lease.clone();
+        std::thread::spawn(move || {
+            loop {
+                let closed = reporter.closed.load(Ordering::SeqCst);
+                let events = reporter.take(Duration::from_millis(200));
+                if !events.is_empty() {
+                    // Retry a batch a few times; a server that stays down loses the lease anyway.
+                    for attempt in 0..5 {
+                        match client.send_events(&lease, events.clone()) {
+                            Ok(()) => break,
+                            Err(error) => {
+                                eprintln!(
+                                    "agent: cannot send events (attempt {}): {error}",
+                                    attempt + 1
+                                );
+                                std::thread::sleep(Duration::from_millis(200 << attempt));
+                            }
+                        }
+                    }
+                }
+                if closed && reporter.buffer.lock().map(|b| b.is_empty()).unwrap_or(true) {
+                    break;
+                }
+            }
+        })
+    }
+
+    fn upload_artifact(&self, lease: &JobLease, name: &str, root: &Path) -> Result<(), String> {
+        let mut files = Vec::new();
+        if root.is_file() {
+            let file_name = root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            files.push((file_name, root.to_path_buf()));
+        } else {
+            collect_files(root, root, &mut files)
+                .map_err(|e| format!("{}: {e}", root.display()))?;
+        }
+        for (relative, path) in files {
+            let content = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            self.client
+                .upload_artifact_file(lease, name, &relative, &content)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if kind.is_file() {
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((relative, path));
+        }
+    }
+    Ok(())
+}
+
+/// Fetches exactly the leased commit into `source_dir` with the agent's token.
+fn prepare_source(
+    job_dir: &Path,
+    source_dir: &Path,
+    lease: &JobLease,
+    token: &str,
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(job_dir);
+    std::fs::create_dir_all(source_dir)
+        .map_err(|e| format!("cannot create {}: {e}", source_dir.display()))?;
+    let header = format!("http.extraHeader=Authorization: Bearer {token}");
+    let git = |args: &[&str]| -> Result<(), String> {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(source_dir)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(|e| format!("cannot start git: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "git {} failed: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    git(&["init", "-q"])?;
+    git(&[
+        "-c",
+        &header,
+        "fetch",
+        "-q",
+        "--depth",
+        "1",
+        &lease.source.clone_url,
+        &lease.source.commit,
+    ])?;
+    git(&["checkout", "-q", "--detach", &lease.source.commit])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,215 @@
-//! The Lockgate server: HTTP API, web UI, Git hosting, scheduler, checks and approvals.
+//! The Lockgate server: REST API and agent protocol under `/api/v1`, the server-rendered web UI, Git
+//! hosting over smart HTTP, and the scheduler that turns pushes into runs and runs into leased jobs.
+//! [`start`] binds, serves and starts the built-in agent; [`router`] is the whole HTTP surface.
+
+pub mod agent_api;
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod git;
+pub mod live;
+pub mod run_name;
+pub mod runs;
+pub mod trigger;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use lockgate_agent::{Agent, AgentConfig, JobExecutor};
+use lockgate_store::Store;
+
+/// Largest JSON or form body accepted by the API and the UI.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest artifact file or git push accepted.
+pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+
+/// How a server is set up.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Holds `lockgate.db`, `repos/`, `artifacts/` and the built-in agent's `work/`.
+    pub data_dir: PathBuf,
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Start the built-in agent.
+    pub builtin_agent: bool,
+    /// How long a job lease lasts without a heartbeat.
+    pub lease_seconds: u32,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            listen,
+            builtin_agent: true,
+            lease_seconds: 60,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
+    pub store: Store,
+    pub data_dir: PathBuf,
+    /// The URL clients use to reach this server (clone URLs, links); set once bound.
+    pub base_url: RwLock<String>,
+    pub live: live::LiveLogs,
+    /// Woken whenever a job becomes queued, so waiting lease requests answer at once.
+    pub job_queued: tokio::sync::Notify,
+    pub lease_seconds: u32,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, data_dir: PathBuf, base_url: String, lease_seconds: u32) -> AppState {
+        AppState(Arc::new(Shared {
+            store,
+            data_dir,
+            base_url: RwLock::new(base_url),
+            live: live::LiveLogs::default(),
+            job_queued: tokio::sync::Notify::new(),
+            lease_seconds,
+        }))
+    }
+
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .read()
+            .map(|url| url.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("repos")
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .merge(git::routes())
+        .merge(agent_api::upload_routes())
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api::routes())
+        .merge(agent_api::routes())
+        .merge(ui::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(uploads)
+        .fallback(|| async { error::ApiError::not_found("page") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::csrf_guard,
+        ))
+        .with_state(state)
+}
+
+/// A server started by [`start`].
+pub struct RunningServer {
+    pub state: AppState,
+    pub addr: SocketAddr,
+    pub url: String,
+    stop_agent: Arc<AtomicBool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Serves until the task ends (ctrl-c handling is the caller's).
+    pub async fn wait(self) {
+        let _ = self.server.await;
+    }
+
+    pub fn stop(&self) {
+        self.stop_agent.store(true, Ordering::SeqCst);
+        self.server.abort();
+    }
+}
+
+/// Opens the store, binds, serves, and starts the lease reaper and (when configured) the built-in
+/// agent running jobs with `executor`.
+pub async fn start(
+    config: ServerConfig,
+    executor: Arc<dyn JobExecutor>,
+) -> anyhow::Result<RunningServer> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {}",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::open_sqlite(&config.data_dir).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let state = AppState::new(
+        store,
+        config.data_dir.clone(),
+        url.clone(),
+        config.lease_seconds,
+    );
+    std::fs::create_dir_all(state.repos_dir())?;
+    std::fs::create_dir_all(state.artifacts_dir())?;
+
+    let app = router(state.clone());
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("lockgate-server: {error}");
+        }
+    });
+    tokio::spawn(runs::reap_expired_leases(state.clone()));
+
+    let stop_agent = Arc::new(AtomicBool::new(false));
+    if config.builtin_agent {
+        let token = auth::random_token("lga_");
+        state
+            .store
+            .register_agent("built-in", &auth::token_hash(&token))
+            .await?;
+        let agent_config = AgentConfig {
+            server_url: url.clone(),
+            token,
+            work_dir: config.data_dir.join("work"),
+            lease_wait_seconds: 20,
+        };
+        let stop = stop_agent.clone();
+        std::thread::Builder::new()
+            .name("built-in-agent".into())
+            .spawn(move || {
+                // Give the listener a moment; the agent retries anyway.
+                std::thread::sleep(Duration::from_millis(10));
+                Agent::new(agent_config, executor).run(&stop);
+            })?;
+    }
+    Ok(RunningServer {
+        state,
+        addr,
+        url,
+        stop_agent,
+        server,
+    })
+}

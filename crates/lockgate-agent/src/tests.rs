@@ -1,0 +1,52 @@
+//! Tests of the agent's event batching (the loop itself is exercised end to end by the server's tests).
+
+use super::*;
+
+#[test]
+fn consecutive_log_lines_of_a_step_are_merged_into_one_event() {
+    let reporter = EventReporter::new();
+    reporter.report(JobEvent::StepStarted {
+        step: 1,
+        display_name: "build".into(),
+    });
+    reporter.report(JobEvent::Log {
+        step: Some(1),
+        lines: vec!["a".into()],
+    });
+    reporter.report(JobEvent::Log {
+        step: Some(1),
+        lines: vec!["b".into()],
+    });
+    reporter.report(JobEvent::Log {
+        step: Some(2),
+        lines: vec!["c".into()],
+    });
+    let events = reporter.take(Duration::from_millis(1));
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[1],
+        JobEvent::Log {
+            step: Some(1),
+            lines: vec!["a".into(), "b".into()]
+        }
+    );
+    assert!(reporter.take(Duration::from_millis(1)).is_empty());
+}
+
+#[test]
+fn artifact_files_are_listed_relative_to_their_root_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+    std::fs::write(dir.path().join("bin/app"), "x").unwrap();
+    std::fs::write(dir.path().join("README"), "y").unwrap();
+    let mut files = Vec::new();
+    collect_files(dir.path(), dir.path(), &mut files).unwrap();
+    let names: Vec<_> = files.into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, vec!["README", "bin/app"]);
+}
+
+#[test]
+fn percent_encoding_keeps_unreserved_characters() {
+    assert_eq!(client::percent_encode("drop 1/a"), "drop%201%2Fa");
+    assert_eq!(client::percent_encode("a-b_c.d~"), "a-b_c.d~");
+}

@@ -1,0 +1,123 @@
+//! Messages between an agent and the server (see docs/dev/agent-protocol.md). An agent authenticates
+//! with `Authorization: Bearer <agent token>`; every job-scoped request also carries the lease token
+//! in the [`LEASE_HEADER`] header, so a job can only be reported on by the agent that leased it.
+
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of the agent endpoints on the server.
+pub const AGENT_API: &str = "/api/v1/agent";
+/// Header carrying the lease token on job-scoped requests.
+pub const LEASE_HEADER: &str = "lockgate-lease";
+/// Longest long-poll a lease request may ask for.
+pub const MAX_LEASE_WAIT_SECONDS: u32 = 30;
+
+/// `POST /api/v1/agent/lease`: asks for a job, waiting up to `wait_seconds` for one to be queued.
+/// The reply is `200` with a [`JobLease`] or `204 No Content` when nothing was queued in time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRequest {
+    pub wait_seconds: u32,
+}
+
+/// A job handed to an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobLease {
+    pub job_id: i64,
+    pub run_id: i64,
+    /// Secret proof of the lease; send it back in [`LEASE_HEADER`].
+    pub lease_token: String,
+    /// Send a heartbeat at least this often or the job fails when the lease runs out.
+    pub heartbeat_seconds: u32,
+    /// How long a lease lasts without a heartbeat.
+    pub lease_seconds: u32,
+    pub attempt: i64,
+    /// The stage the job belongs to (its name in the plan).
+    pub stage_name: String,
+    /// The compiled job: a `lockgate_pipeline::plan::Job` as JSON.
+    pub job: serde_json::Value,
+    /// The compiled pipeline-level and stage-level variables (`lockgate_pipeline::plan::Variable` list).
+    pub variables: serde_json::Value,
+    /// Predefined variables the server knows (`Build.BuildId`, `Build.SourceBranch`, …), in order.
+    pub predefined: Vec<(String, String)>,
+    /// Where the source code comes from.
+    pub source: SourceCheckout,
+}
+
+/// The commit a job checks out, fetched over smart HTTP with the agent's own token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceCheckout {
+    /// Clone URL of the repository on the server (`http://host/git/project/repo.git`).
+    pub clone_url: String,
+    pub commit: String,
+    /// Full ref name (`refs/heads/main`).
+    pub branch: String,
+}
+
+/// `POST /api/v1/agent/jobs/{job}/heartbeat`: keeps the lease alive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatReply {
+    /// The run was canceled: stop the job and finish it as `canceled`.
+    pub cancel_requested: bool,
+}
+
+/// `POST /api/v1/agent/jobs/{job}/events`: what happened since the last batch, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventBatch {
+    pub events: Vec<JobEvent>,
+}
+
+/// One thing that happened in a leased job. Texts are already masked by the runner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum JobEvent {
+    #[serde(rename_all = "camelCase")]
+    StepStarted { step: u32, display_name: String },
+    #[serde(rename_all = "camelCase")]
+    StepFinished {
+        step: u32,
+        display_name: String,
+        result: String,
+    },
+    /// Log lines of a step (or of the job itself when `step` is absent), with any `##[group]`,
+    /// `##[endgroup]`, `##[warning]`, `##[error]` markers kept in the text.
+    #[serde(rename_all = "camelCase")]
+    Log {
+        step: Option<u32>,
+        lines: Vec<String>,
+    },
+    /// Test cases published by a step.
+    #[serde(rename_all = "camelCase")]
+    TestResults { cases: Vec<TestCase> },
+}
+
+/// One published test case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestCase {
+    pub suite: String,
+    pub name: String,
+    /// `passed`, `failed` or `skipped`.
+    pub outcome: String,
+    pub duration_ms: i64,
+    pub message: String,
+}
+
+/// `PUT /api/v1/agent/jobs/{job}/artifacts/{name}?path=relative/file`: the body is the file's bytes.
+/// One request per file; the server stores it by digest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactFileQuery {
+    pub path: String,
+}
+
+/// `POST /api/v1/agent/jobs/{job}/finish`: the job's result; the lease ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishJob {
+    /// `succeeded`, `succeededWithIssues`, `failed`, `canceled` or `skipped`.
+    pub result: String,
+}

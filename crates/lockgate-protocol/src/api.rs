@@ -1,0 +1,181 @@
+//! Shapes of the public REST API under `/api/v1` (requests and responses), shared by the server and
+//! the `lockgate` CLI. Every error is an [`ErrorBody`].
+
+use serde::{Deserialize, Serialize};
+
+/// The one JSON shape of every error response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: `unauthorized`, `forbidden`, `not-found`, `bad-request`,
+    /// `conflict`, `payload-too-large`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateProject {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repository {
+    pub id: i64,
+    pub project: String,
+    pub name: String,
+    pub clone_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRepository {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pipeline {
+    pub id: i64,
+    pub project: String,
+    pub name: String,
+    pub repository: String,
+    pub yaml_path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePipeline {
+    pub name: String,
+    pub repository: String,
+    #[serde(default = "default_yaml_path")]
+    pub yaml_path: String,
+}
+
+fn default_yaml_path() -> String {
+    "azure-pipelines.yml".into()
+}
+
+/// `POST /api/v1/pipelines/{id}/runs`: queue a run by hand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRun {
+    /// Branch name or full ref; default: the repository's default branch (`main`).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// Runtime parameter values by name.
+    #[serde(default)]
+    pub parameters: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub pipeline: String,
+    pub number: i64,
+    /// The run name built from the pipeline's `name:` (the build number).
+    pub name: String,
+    /// `queued`, `running` or `completed`.
+    pub status: String,
+    /// When completed: `succeeded`, `partiallySucceeded`, `failed` or `canceled`.
+    pub result: Option<String>,
+    /// `push`, `manual` or `rerun`.
+    pub reason: String,
+    pub source_branch: String,
+    pub source_commit: String,
+    pub requested_by: String,
+    pub queued_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub jobs: Vec<Job>,
+    /// Compiler diagnostics (as the compiler serialises them); a run with errors has no jobs.
+    pub diagnostics: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: i64,
+    pub stage: String,
+    pub name: String,
+    pub display_name: String,
+    /// `pending`, `queued`, `running` or `completed`.
+    pub status: String,
+    pub result: Option<String>,
+    pub attempt: i64,
+    pub agent: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub position: i64,
+    pub name: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactFile {
+    pub id: i64,
+    pub artifact: String,
+    pub path: String,
+    pub size: i64,
+    pub download_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    pub suite: String,
+    pub name: String,
+    pub outcome: String,
+    pub duration_ms: i64,
+    pub message: String,
+}
+
+/// `POST /api/v1/tokens`: create a personal access token; the secret is shown once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateToken {
+    pub name: String,
+    /// Any of `read`, `write`, `admin`; default `read` and `write`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedToken {
+    pub id: i64,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub token: String,
+}

@@ -1,0 +1,446 @@
+//! The server side of the agent protocol (docs/dev/agent-protocol.md): lease with long-poll,
+//! heartbeat, event batches (steps, log lines, test results), artifact files, finish.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use lockgate_protocol::agent::{
+    ArtifactFileQuery, EventBatch, FinishJob, HeartbeatReply, JobEvent, JobLease, LEASE_HEADER,
+    LeaseRequest, MAX_LEASE_WAIT_SECONDS, SourceCheckout,
+};
+use lockgate_store::{Agent, Job, NewArtifactFile, Step, TestResult, now_millis};
+
+use crate::AppState;
+use crate::auth::{self, token_hash};
+use crate::error::{ApiError, ApiResult, Json, Query};
+use crate::live::{LiveMessage, LogLine, compress_lines};
+use crate::runs;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/agent/lease", post(lease))
+        .route("/api/v1/agent/jobs/{job}/heartbeat", post(heartbeat))
+        .route("/api/v1/agent/jobs/{job}/events", post(events))
+        .route("/api/v1/agent/jobs/{job}/finish", post(finish))
+}
+
+pub fn upload_routes() -> Router<AppState> {
+    Router::new().route(
+        "/api/v1/agent/jobs/{job}/artifacts/{name}",
+        put(upload_artifact_file),
+    )
+}
+
+/// An authenticated agent.
+pub struct AgentCaller(pub Agent);
+
+impl FromRequestParts<AppState> for AgentCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = auth::presented_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
+        let agent = state
+            .store
+            .agent_by_token_hash(&token_hash(&token))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(AgentCaller(agent))
+    }
+}
+
+/// The job whose lease token came with the request.
+async fn leased_job(
+    state: &AppState,
+    job_id: i64,
+    headers: &HeaderMap,
+) -> ApiResult<(Job, String)> {
+    let token = headers
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("missing the {LEASE_HEADER} header")))?;
+    let hash = token_hash(token);
+    let job = state
+        .store
+        .leased_job(job_id, &hash)
+        .await?
+        .ok_or_else(|| ApiError::conflict("the lease on this job is no longer held"))?;
+    Ok((job, hash))
+}
+
+async fn lease(
+    State(state): State<AppState>,
+    AgentCaller(agent): AgentCaller,
+    Json(request): Json<LeaseRequest>,
+) -> ApiResult<Response> {
+    let wait =
+        std::time::Duration::from_secs(u64::from(request.wait_seconds.min(MAX_LEASE_WAIT_SECONDS)));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = state.job_queued.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let lease_token = auth::random_token("lgl_");
+        let expires = now_millis() + i64::from(state.lease_seconds) * 1000;
+        if let Some(job) = state
+            .store
+            .lease_next_job(&agent.name, &token_hash(&lease_token), expires)
+            .await?
+        {
+            let lease = job_lease(&state, &job, lease_token).await?;
+            runs::advance_run(&state, job.run_id).await?;
+            return Ok(Json(lease).into_response());
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResult<JobLease> {
+    let run = state
+        .store
+        .run_by_id(job.run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    let pipeline = state
+        .store
+        .pipeline_by_id(run.pipeline_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pipeline"))?;
+    let repository = state
+        .store
+        .repository_by_id(pipeline.repository_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository"))?;
+    let project = state
+        .store
+        .project_by_id(pipeline.project_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let spec: serde_json::Value = serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
+    let base = state.base_url();
+    let predefined = vec![
+        ("Build.BuildId".to_string(), run.id.to_string()),
+        ("Build.BuildNumber".to_string(), run.name.clone()),
+        ("Build.DefinitionName".to_string(), pipeline.name.clone()),
+        ("Build.DefinitionId".to_string(), pipeline.id.to_string()),
+        (
+            "Build.Reason".to_string(),
+            match run.reason.as_str() {
+                "push" => "IndividualCI",
+                "batch" => "BatchedCI",
+                _ => "Manual",
+            }
+            .to_string(),
+        ),
+        ("Build.RequestedFor".to_string(), run.requested_by.clone()),
+        ("Build.SourceBranch".to_string(), run.source_branch.clone()),
+        (
+            "Build.SourceBranchName".to_string(),
+            run.source_branch
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        ("Build.SourceVersion".to_string(), run.source_commit.clone()),
+        ("Build.Repository.Name".to_string(), repository.name.clone()),
+        (
+            "Build.Repository.Uri".to_string(),
+            format!("{base}/git/{}/{}.git", project.name, repository.name),
+        ),
+        ("System.TeamProject".to_string(), project.name.clone()),
+        ("System.CollectionUri".to_string(), format!("{base}/")),
+        ("System.JobAttempt".to_string(), job.attempt.to_string()),
+        ("System.JobId".to_string(), job.id.to_string()),
+        ("System.StageName".to_string(), job.stage_name.clone()),
+    ];
+    Ok(JobLease {
+        job_id: job.id,
+        run_id: job.run_id,
+        lease_token,
+        heartbeat_seconds: (state.lease_seconds / 4).max(1),
+        lease_seconds: state.lease_seconds,
+        attempt: job.attempt,
+        stage_name: job.stage_name.clone(),
+        job: spec["job"].clone(),
+        variables: spec["variables"].clone(),
+        predefined,
+        source: SourceCheckout {
+            clone_url: format!("{base}/git/{}/{}.git", project.name, repository.name),
+            commit: run.source_commit.clone(),
+            branch: run.source_branch.clone(),
+        },
+    })
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    headers: HeaderMap,
+) -> ApiResult<Json<HeartbeatReply>> {
+    let (_, hash) = leased_job(&state, job_id, &headers).await?;
+    let expires = now_millis() + i64::from(state.lease_seconds) * 1000;
+    let cancel = state
+        .store
+        .renew_lease(job_id, &hash, expires)
+        .await?
+        .ok_or_else(|| ApiError::conflict("the lease on this job is no longer held"))?;
+    Ok(Json(HeartbeatReply {
+        cancel_requested: cancel,
+    }))
+}
+
+/// Largest number of log lines one batch may carry, and of characters in one line.
+const MAX_LINES_PER_BATCH: usize = 50_000;
+const MAX_LINE_CHARS: usize = 64 * 1024;
+
+async fn events(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    headers: HeaderMap,
+    Json(batch): Json<EventBatch>,
+) -> ApiResult<StatusCode> {
+    let (job, _) = leased_job(&state, job_id, &headers).await?;
+    let total_lines: usize = batch
+        .events
+        .iter()
+        .map(|e| {
+            if let JobEvent::Log { lines, .. } = e {
+                lines.len()
+            } else {
+                0
+            }
+        })
+        .sum();
+    if total_lines > MAX_LINES_PER_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "too many log lines in one batch",
+        ));
+    }
+    let mut pending_lines: Vec<LogLine> = Vec::new();
+    let mut steps_changed = false;
+    for event in batch.events {
+        match event {
+            JobEvent::Log { step, lines } => {
+                pending_lines.extend(lines.into_iter().map(|text| LogLine {
+                    step,
+                    text: if text.chars().count() > MAX_LINE_CHARS {
+                        text.chars().take(MAX_LINE_CHARS).collect()
+                    } else {
+                        text
+                    },
+                }));
+            }
+            other => {
+                flush_lines(&state, job.id, &mut pending_lines).await?;
+                match other {
+                    JobEvent::StepStarted { step, display_name } => {
+                        let now = now_millis();
+                        state
+                            .store
+                            .upsert_step(&Step {
+                                job_id: job.id,
+                                position: i64::from(step),
+                                name: display_name,
+                                status: "running".into(),
+                                result: None,
+                                started_at: Some(now),
+                                finished_at: None,
+                            })
+                            .await?;
+                        steps_changed = true;
+                    }
+                    JobEvent::StepFinished {
+                        step,
+                        display_name,
+                        result,
+                    } => {
+                        let now = now_millis();
+                        state
+                            .store
+                            .upsert_step(&Step {
+                                job_id: job.id,
+                                position: i64::from(step),
+                                name: display_name,
+                                status: "completed".into(),
+                                result: Some(normalize_result(&result).to_string()),
+                                started_at: Some(now),
+                                finished_at: Some(now),
+                            })
+                            .await?;
+                        steps_changed = true;
+                    }
+                    JobEvent::TestResults { cases } => {
+                        let rows: Vec<TestResult> = cases
+                            .into_iter()
+                            .map(|case| TestResult {
+                                run_id: job.run_id,
+                                job_id: job.id,
+                                suite: case.suite,
+                                name: case.name,
+                                outcome: case.outcome,
+                                duration_ms: case.duration_ms,
+                                message: case.message,
+                            })
+                            .collect();
+                        state.store.add_test_results(&rows).await?;
+                    }
+                    JobEvent::Log { .. } => {}
+                }
+            }
+        }
+    }
+    flush_lines(&state, job.id, &mut pending_lines).await?;
+    if steps_changed {
+        state.live.publish(job.id, LiveMessage::Steps);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn flush_lines(state: &AppState, job_id: i64, lines: &mut Vec<LogLine>) -> ApiResult<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let lines = std::mem::take(lines);
+    let first_line = state
+        .store
+        .append_log_chunk(job_id, lines.len() as i64, &compress_lines(&lines))
+        .await?;
+    state
+        .live
+        .publish(job_id, LiveMessage::Lines { first_line, lines });
+    Ok(())
+}
+
+/// Results in the API's camelCase spelling whatever case the agent used.
+pub fn normalize_result(result: &str) -> &'static str {
+    match result.to_ascii_lowercase().as_str() {
+        "succeeded" => "succeeded",
+        "succeededwithissues" => "succeededWithIssues",
+        "canceled" | "cancelled" => "canceled",
+        "skipped" => "skipped",
+        _ => "failed",
+    }
+}
+
+async fn finish(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    headers: HeaderMap,
+    Json(body): Json<FinishJob>,
+) -> ApiResult<StatusCode> {
+    let (job, hash) = leased_job(&state, job_id, &headers).await?;
+    let result = normalize_result(&body.result);
+    if !state.store.finish_leased_job(job.id, &hash, result).await? {
+        return Err(ApiError::conflict(
+            "the lease on this job is no longer held",
+        ));
+    }
+    state.live.publish(
+        job.id,
+        LiveMessage::End {
+            result: result.to_string(),
+        },
+    );
+    runs::advance_run(&state, job.run_id).await?;
+    let followup_state = state.clone();
+    let run_id = job.run_id;
+    tokio::spawn(async move {
+        let _ = runs::queue_batched_followup(&followup_state, run_id).await;
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A safe relative path inside an artifact: `/`-separated, no empty, `.` or `..` parts.
+pub fn valid_artifact_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+async fn upload_artifact_file(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path((job_id, name)): Path<(i64, String)>,
+    Query(query): Query<ArtifactFileQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let (job, _) = leased_job(&state, job_id, &headers).await?;
+    if name.is_empty() || name.len() > 200 || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(ApiError::bad_request(format!(
+            "invalid artifact name `{name}`"
+        )));
+    }
+    if !valid_artifact_path(&query.path) {
+        return Err(ApiError::bad_request(format!(
+            "invalid artifact file path `{}`",
+            query.path
+        )));
+    }
+    let digest = blake3::hash(&body).to_hex().to_string();
+    let target = state.artifacts_dir().join(&digest);
+    if !target.exists() {
+        let temp = state
+            .artifacts_dir()
+            .join(format!("{digest}.{}.partial", auth::random_token("")));
+        tokio::fs::write(&temp, &body)
+            .await
+            .map_err(ApiError::internal)?;
+        tokio::fs::rename(&temp, &target)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    state
+        .store
+        .add_artifact_file(&NewArtifactFile {
+            run_id: job.run_id,
+            job_id: job.id,
+            name,
+            file_path: query.path,
+            size: body.len() as i64,
+            digest,
+        })
+        .await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_paths_stay_inside_the_artifact() {
+        assert!(valid_artifact_path("bin/app.dll"));
+        for bad in ["", "/etc/passwd", "a/../b", "./a", "a//b", "a\\b"] {
+            assert!(!valid_artifact_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn results_are_normalized() {
+        assert_eq!(normalize_result("Succeeded"), "succeeded");
+        assert_eq!(
+            normalize_result("SucceededWithIssues"),
+            "succeededWithIssues"
+        );
+        assert_eq!(normalize_result("nonsense"), "failed");
+    }
+}

@@ -1,0 +1,682 @@
+//! The scheduler: a push or a request queues a run (compiled at queue time; an invalid pipeline gives
+//! a failed run carrying the diagnostics), jobs become `queued` when their dependencies are done and
+//! their condition holds, agents lease them, and a run completes when every job has. Also cancel,
+//! re-run, re-run failed jobs, and failing jobs whose agent stopped sending heartbeats.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lockgate_pipeline::plan::Plan;
+use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
+use lockgate_store::{Job, NewJob, NewRun, Pipeline, Run, now_millis};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::git::{self, RefUpdate};
+use crate::live::{LiveMessage, LogLine};
+use crate::run_name::{self, NameContext};
+use crate::trigger::{self, PushedRef};
+
+/// Reads pipeline files from a bare repository at one commit (`git show COMMIT:PATH`).
+struct CommitReader {
+    repo_dir: PathBuf,
+    commit: String,
+}
+
+/// Largest pipeline or template file read.
+const MAX_PIPELINE_FILE: usize = 1024 * 1024;
+
+impl SourceReader for CommitReader {
+    fn read(&self, repository: Option<&str>, path: &str) -> Result<String, ReadError> {
+        if repository.is_some_and(|alias| alias != "self") {
+            return Err(ReadError::RepositoryNotMapped);
+        }
+        read_at_commit(&self.repo_dir, &self.commit, path)
+    }
+}
+
+fn read_at_commit(
+    repo_dir: &std::path::Path,
+    commit: &str,
+    path: &str,
+) -> Result<String, ReadError> {
+    let output = std::process::Command::new("git")
+        .args(["cat-file", "blob", &format!("{commit}:{path}")])
+        .current_dir(repo_dir)
+        .output()
+        .map_err(|e| ReadError::Other(format!("cannot start git: {e}")))?;
+    if !output.status.success() {
+        return Err(ReadError::NotFound);
+    }
+    if output.stdout.len() > MAX_PIPELINE_FILE {
+        return Err(ReadError::Other(format!(
+            "{path} is larger than {MAX_PIPELINE_FILE} bytes"
+        )));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| ReadError::Other(format!("{path} is not UTF-8 text")))
+}
+
+/// What starts a run.
+#[derive(Clone, Debug)]
+pub struct QueueRequest {
+    pub pipeline: Pipeline,
+    /// Full ref name.
+    pub branch: String,
+    pub commit: String,
+    /// `push`, `manual` or `rerun`.
+    pub reason: String,
+    pub requested_by: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+/// Compiles the pipeline at the commit and inserts the run with its jobs.
+pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run> {
+    let pipeline = &request.pipeline;
+    let project = state
+        .store
+        .project_by_id(pipeline.project_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let repository = state
+        .store
+        .repository_by_id(pipeline.repository_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository"))?;
+    let repo_dir = git::repository_dir(state, &project.name, &repository.name);
+    let reader = CommitReader {
+        repo_dir: repo_dir.clone(),
+        commit: request.commit.clone(),
+    };
+    let yaml_path = pipeline.yaml_path.clone();
+    let parameters = request.parameters.clone();
+    let predefined = vec![
+        ("Build.SourceBranch".to_string(), request.branch.clone()),
+        (
+            "Build.SourceBranchName".to_string(),
+            short_branch(&request.branch),
+        ),
+        ("Build.SourceVersion".to_string(), request.commit.clone()),
+        (
+            "Build.Reason".to_string(),
+            build_reason(&request.reason).to_string(),
+        ),
+        ("Build.DefinitionName".to_string(), pipeline.name.clone()),
+        ("System.TeamProject".to_string(), project.name.clone()),
+    ];
+    let compile_variables = predefined.clone();
+    let (yaml, output) = tokio::task::spawn_blocking(move || {
+        let yaml = read_at_commit(&reader.repo_dir, &reader.commit, &yaml_path).unwrap_or_default();
+        let input = CompileInput {
+            entry: yaml_path,
+            reader: &reader,
+            parameters,
+            variables: compile_variables,
+        };
+        (yaml, lockgate_pipeline::compile(&input))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+
+    let diagnostics = serde_json::to_string(&output.diagnostics).unwrap_or_else(|_| "[]".into());
+    let parameters_json =
+        serde_json::to_string(&request.parameters).unwrap_or_else(|_| "[]".into());
+    let mut new_run = NewRun {
+        pipeline_id: pipeline.id,
+        name: String::new(),
+        status: "queued".into(),
+        result: None,
+        reason: request.reason.clone(),
+        source_branch: request.branch.clone(),
+        source_commit: request.commit.clone(),
+        requested_by: request.requested_by.clone(),
+        yaml,
+        diagnostics,
+        parameters: parameters_json,
+    };
+    let name_context = NameContext {
+        now_millis: now_millis(),
+        definition_name: pipeline.name.clone(),
+        project: project.name.clone(),
+        run_id: 0,
+        source_branch: request.branch.clone(),
+        variables: plan_variables(output.plan.as_ref()),
+    };
+    let format = output
+        .plan
+        .as_ref()
+        .and_then(|p| p.name.clone())
+        .unwrap_or_else(|| run_name::DEFAULT_FORMAT.into());
+    let mut prefix = None;
+    run_name::expand(&format, &name_context, |p| {
+        prefix = Some(p.to_string());
+        0
+    });
+    let revision = match &prefix {
+        Some(prefix) => state.store.next_name_revision(pipeline.id, prefix).await?,
+        None => 0,
+    };
+    new_run.name = run_name::expand(&format, &name_context, |_| revision);
+
+    let plan = match output.plan {
+        Some(plan) if !output.has_errors() => plan,
+        _ => {
+            new_run.status = "completed".into();
+            new_run.result = Some("failed".into());
+            if new_run.name.is_empty() {
+                new_run.name = "invalid pipeline".into();
+            }
+            return Ok(state.store.create_run(&new_run, &[]).await?);
+        }
+    };
+    let jobs = plan_jobs(&plan);
+    if jobs.is_empty() {
+        new_run.status = "completed".into();
+        new_run.result = Some("succeeded".into());
+    }
+    let run = state.store.create_run(&new_run, &jobs).await?;
+    advance_run(state, run.id).await?;
+    Ok(state.store.run_by_id(run.id).await?.unwrap_or(run))
+}
+
+fn short_branch(branch: &str) -> String {
+    branch.rsplit('/').next().unwrap_or(branch).to_string()
+}
+
+/// `Build.Reason` values (Microsoft's predefined variables page).
+fn build_reason(reason: &str) -> &'static str {
+    match reason {
+        "push" => "IndividualCI",
+        "batch" => "BatchedCI",
+        _ => "Manual",
+    }
+}
+
+fn plan_variables(plan: Option<&Plan>) -> Vec<(String, String)> {
+    let Some(plan) = plan else { return Vec::new() };
+    plan.variables
+        .iter()
+        .filter_map(|variable| match variable {
+            lockgate_pipeline::plan::Variable::Value { name, value, .. } => {
+                Some((name.clone(), value.clone()))
+            }
+            lockgate_pipeline::plan::Variable::Group { .. } => None,
+        })
+        .collect()
+}
+
+/// The key of a job within a run: `stage/job`.
+fn job_key(stage: &str, job: &str) -> String {
+    format!("{stage}/{job}")
+}
+
+/// One row per job instance. `depends_on` lists the keys of the jobs it waits for: the jobs of its
+/// stage it names in `dependsOn` (every matrix/parallel instance of them) and, for jobs that wait for
+/// nothing in their stage, every job of the stages the stage depends on.
+fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
+    let mut rows = Vec::new();
+    for stage in &plan.stages {
+        let upstream: Vec<String> = plan
+            .stages
+            .iter()
+            .filter(|other| stage.depends_on.contains(&other.name))
+            .flat_map(|other| other.jobs.iter().map(|job| job_key(&other.name, &job.name)))
+            .collect();
+        for job in &stage.jobs {
+            let in_stage: Vec<String> = stage
+                .jobs
+                .iter()
+                .filter(|other| job.depends_on.contains(&other.base_name))
+                .map(|other| job_key(&stage.name, &other.name))
+                .collect();
+            let first_in_stage = job.depends_on.is_empty();
+            let depends_on = if first_in_stage {
+                upstream.clone()
+            } else {
+                in_stage
+            };
+            let condition = if first_in_stage {
+                // The stage's condition decides whether its first jobs start; the job's own applies too.
+                json!({"first": true, "stage": stage.condition, "job": job.condition})
+            } else {
+                json!({"first": false, "stage": null, "job": job.condition})
+            };
+            let mut variables = plan.variables.clone();
+            variables.extend(stage.variables.iter().cloned());
+            let spec = json!({
+                "job": job,
+                "variables": variables,
+                "conditions": condition,
+            });
+            rows.push(NewJob {
+                stage_name: stage.name.clone(),
+                name: job.name.clone(),
+                display_name: job.display_name.clone().unwrap_or_else(|| job.name.clone()),
+                depends_on: serde_json::to_string(&depends_on).unwrap_or_else(|_| "[]".into()),
+                spec: spec.to_string(),
+                status: "pending".into(),
+            });
+        }
+    }
+    rows
+}
+
+/// Whether a condition holds given the results of the dependencies. Supports the status functions
+/// (`succeeded()`, `failed()`, `succeededOrFailed()`, `always()`, `canceled()`); any other expression
+/// is treated as `succeeded()` (documented in docs/compat.md).
+fn condition_holds(
+    condition: Option<&str>,
+    dependency_results: &[Option<String>],
+    run_canceled: bool,
+) -> bool {
+    let all_succeeded = dependency_results.iter().all(|r| {
+        matches!(
+            r.as_deref(),
+            Some("succeeded") | Some("succeededWithIssues")
+        )
+    });
+    let any_failed = dependency_results
+        .iter()
+        .any(|r| r.as_deref() == Some("failed"));
+    let normalized: String = condition
+        .unwrap_or("succeeded()")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    match normalized.to_ascii_lowercase().as_str() {
+        "always()" => true,
+        "failed()" => any_failed && !run_canceled,
+        "succeededorfailed()" => !run_canceled,
+        "canceled()" => run_canceled,
+        _ => all_succeeded && !run_canceled,
+    }
+}
+
+/// Moves waiting jobs forward (queued or skipped) and completes the run when every job is done.
+pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
+    let Some(run) = state.store.run_by_id(run_id).await? else {
+        return Ok(());
+    };
+    if run.status == "completed" {
+        return Ok(());
+    }
+    let mut jobs = state.store.jobs_of_run(run_id).await?;
+    let run_canceled = jobs
+        .iter()
+        .any(|j| j.cancel_requested || j.result.as_deref() == Some("canceled"));
+    let mut queued_any = false;
+    loop {
+        let results: HashMap<String, (String, Option<String>)> = jobs
+            .iter()
+            .map(|j| {
+                (
+                    job_key(&j.stage_name, &j.name),
+                    (j.status.clone(), j.result.clone()),
+                )
+            })
+            .collect();
+        let mut changed = false;
+        for job in jobs.iter_mut().filter(|j| j.status == "pending") {
+            let deps: Vec<String> = serde_json::from_str(&job.depends_on).unwrap_or_default();
+            let dep_states: Vec<&(String, Option<String>)> =
+                deps.iter().filter_map(|d| results.get(d)).collect();
+            if dep_states.iter().any(|(status, _)| status != "completed") {
+                continue;
+            }
+            let dep_results: Vec<Option<String>> =
+                dep_states.iter().map(|(_, r)| r.clone()).collect();
+            let spec: serde_json::Value = serde_json::from_str(&job.spec).unwrap_or_default();
+            let conditions = &spec["conditions"];
+            let stage_condition = conditions["stage"].as_str();
+            let job_condition = conditions["job"].as_str();
+            let holds = if conditions["first"].as_bool() == Some(true) {
+                condition_holds(stage_condition, &dep_results, run_canceled)
+                    && condition_holds(job_condition, &[], run_canceled)
+            } else {
+                condition_holds(job_condition, &dep_results, run_canceled)
+            };
+            if holds {
+                state.store.set_job_status(job.id, "queued", None).await?;
+                job.status = "queued".into();
+                queued_any = true;
+            } else {
+                let result = if run_canceled { "canceled" } else { "skipped" };
+                state
+                    .store
+                    .set_job_status(job.id, "completed", Some(result))
+                    .await?;
+                job.status = "completed".into();
+                job.result = Some(result.into());
+            }
+            changed = true;
+        }
+        if !changed {
+            break;
+        }
+    }
+    if queued_any {
+        state.job_queued.notify_waiters();
+    }
+    if jobs.iter().all(|j| j.status == "completed") {
+        let result = run_result(&jobs);
+        state
+            .store
+            .set_run_status(run_id, "completed", Some(result))
+            .await?;
+    } else if jobs.iter().any(|j| j.status == "running") && run.status == "queued" {
+        state.store.set_run_status(run_id, "running", None).await?;
+    }
+    Ok(())
+}
+
+fn run_result(jobs: &[Job]) -> &'static str {
+    let has = |result: &str| jobs.iter().any(|j| j.result.as_deref() == Some(result));
+    if has("canceled") && !has("failed") {
+        "canceled"
+    } else if has("failed") {
+        "failed"
+    } else if has("succeededWithIssues") {
+        "partiallySucceeded"
+    } else {
+        "succeeded"
+    }
+}
+
+/// Cancels a run: waiting jobs end at once, running ones are told through their heartbeat.
+pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
+    state.store.request_cancel(run_id).await?;
+    for job in state.store.jobs_of_run(run_id).await? {
+        if job.status == "completed" && job.result.as_deref() == Some("canceled") {
+            state.live.publish(
+                job.id,
+                LiveMessage::End {
+                    result: "canceled".into(),
+                },
+            );
+        }
+    }
+    advance_run(state, run_id).await
+}
+
+/// Runs every job that did not succeed again (a new attempt), keeping the successful ones.
+pub async fn rerun_failed_jobs(state: &AppState, run: &Run) -> ApiResult<()> {
+    if run.status != "completed" {
+        return Err(ApiError::conflict("the run is still in progress"));
+    }
+    let jobs = state.store.jobs_of_run(run.id).await?;
+    let again: Vec<i64> = jobs
+        .iter()
+        .filter(|j| {
+            !matches!(
+                j.result.as_deref(),
+                Some("succeeded") | Some("succeededWithIssues")
+            )
+        })
+        .map(|j| j.id)
+        .collect();
+    if again.is_empty() {
+        return Err(ApiError::conflict("every job of this run succeeded"));
+    }
+    state.store.reset_jobs(&again).await?;
+    state.store.set_run_status(run.id, "running", None).await?;
+    advance_run(state, run.id).await
+}
+
+/// Queues a new run of the same pipeline, branch and commit.
+pub async fn rerun(state: &AppState, run: &Run, requested_by: &str) -> ApiResult<Run> {
+    let pipeline = state
+        .store
+        .pipeline_by_id(run.pipeline_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pipeline"))?;
+    let parameters: Vec<(String, String)> =
+        serde_json::from_str(&run.parameters).unwrap_or_default();
+    queue_run(
+        state,
+        QueueRequest {
+            pipeline,
+            branch: run.source_branch.clone(),
+            commit: run.source_commit.clone(),
+            reason: "rerun".into(),
+            requested_by: requested_by.to_string(),
+            parameters,
+        },
+    )
+    .await
+}
+
+/// Queues the runs a push triggers: for each updated ref and each pipeline of the repository whose
+/// YAML exists at the new commit and whose CI trigger fires. With `batch: true`, a push to a branch
+/// that already has a run in progress is not queued; the run queued when that one ends builds the
+/// newest commit (see [`queue_batched_followup`]).
+pub async fn on_push(
+    state: &AppState,
+    repository_id: i64,
+    pusher: &str,
+    updates: &[RefUpdate],
+) -> ApiResult<Vec<Run>> {
+    let repository = state
+        .store
+        .repository_by_id(repository_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository"))?;
+    let project = state
+        .store
+        .project_by_id(repository.project_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let dir = git::repository_dir(state, &project.name, &repository.name);
+    let mut queued = Vec::new();
+    for update in updates {
+        let pushed = PushedRef {
+            name: update.name.clone(),
+            changed_paths: git::changed_paths(&dir, update).await,
+        };
+        for pipeline in state.store.pipelines_of_repository(repository_id).await? {
+            let Some(trigger_value) = trigger_at(state, &dir, &update.new, &pipeline).await else {
+                continue;
+            };
+            if !trigger::ci_trigger_fires(trigger_value.as_ref(), &pushed) {
+                continue;
+            }
+            if trigger::batches(trigger_value.as_ref())
+                && has_run_in_progress(state, pipeline.id, &update.name).await?
+            {
+                continue;
+            }
+            let run = queue_run(
+                state,
+                QueueRequest {
+                    pipeline,
+                    branch: update.name.clone(),
+                    commit: update.new.clone(),
+                    reason: "push".into(),
+                    requested_by: pusher.to_string(),
+                    parameters: Vec::new(),
+                },
+            )
+            .await?;
+            queued.push(run);
+        }
+    }
+    Ok(queued)
+}
+
+/// The trigger of a pipeline at a commit: `None` when the YAML file is not there (no run), `Some(None)`
+/// when the pipeline has no trigger. An invalid pipeline counts as having no trigger, so the push
+/// queues a failed run that shows the diagnostics.
+async fn trigger_at(
+    state: &AppState,
+    dir: &std::path::Path,
+    commit: &str,
+    pipeline: &Pipeline,
+) -> Option<Option<serde_json::Value>> {
+    let _ = state;
+    let reader = CommitReader {
+        repo_dir: dir.to_path_buf(),
+        commit: commit.to_string(),
+    };
+    let entry = pipeline.yaml_path.clone();
+    tokio::task::spawn_blocking(move || {
+        reader.read(None, &entry).ok()?;
+        let input = CompileInput {
+            entry,
+            reader: &reader,
+            parameters: Vec::new(),
+            variables: Vec::new(),
+        };
+        let output = lockgate_pipeline::compile(&input);
+        Some(output.plan.and_then(|plan| plan.trigger))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn has_run_in_progress(state: &AppState, pipeline_id: i64, branch: &str) -> ApiResult<bool> {
+    for status in ["queued", "running"] {
+        let filter = lockgate_store::RunFilter {
+            pipeline_id: Some(pipeline_id),
+            branch: Some(branch.to_string()),
+            status: Some(status.to_string()),
+            limit: 1,
+            ..Default::default()
+        };
+        if !state.store.list_runs(&filter).await?.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// After a pushed run completes: if its pipeline batches and the branch moved meanwhile, queue one run
+/// for the newest commit.
+pub async fn queue_batched_followup(state: &AppState, run_id: i64) -> ApiResult<()> {
+    let Some(run) = state.store.run_by_id(run_id).await? else {
+        return Ok(());
+    };
+    if run.status != "completed" || !matches!(run.reason.as_str(), "push" | "batch") {
+        return Ok(());
+    }
+    let Some(pipeline) = state.store.pipeline_by_id(run.pipeline_id).await? else {
+        return Ok(());
+    };
+    let Some(repository) = state.store.repository_by_id(pipeline.repository_id).await? else {
+        return Ok(());
+    };
+    let Some(project) = state.store.project_by_id(pipeline.project_id).await? else {
+        return Ok(());
+    };
+    let dir = git::repository_dir(state, &project.name, &repository.name);
+    let Ok(head) = git::git(&dir, &["rev-parse", "--verify", "-q", &run.source_branch]).await
+    else {
+        return Ok(());
+    };
+    let head = String::from_utf8_lossy(&head).trim().to_string();
+    if head == run.source_commit
+        || has_run_in_progress(state, pipeline.id, &run.source_branch).await?
+    {
+        return Ok(());
+    }
+    let Some(trigger_value) = trigger_at(state, &dir, &head, &pipeline).await else {
+        return Ok(());
+    };
+    if !trigger::batches(trigger_value.as_ref()) {
+        return Ok(());
+    }
+    queue_run(
+        state,
+        QueueRequest {
+            pipeline,
+            branch: run.source_branch.clone(),
+            commit: head,
+            reason: "batch".into(),
+            requested_by: run.requested_by.clone(),
+            parameters: Vec::new(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every few seconds, fails jobs whose agent stopped sending heartbeats and moves their runs on.
+pub async fn reap_expired_leases(state: AppState) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Ok(expired) = state.store.expire_leases(now_millis()).await else {
+            continue;
+        };
+        for job in expired {
+            let line = LogLine {
+                step: None,
+                text: "##[error]The agent stopped responding; the job failed.".into(),
+            };
+            let _ = state
+                .store
+                .append_log_chunk(
+                    job.id,
+                    1,
+                    &crate::live::compress_lines(std::slice::from_ref(&line)),
+                )
+                .await;
+            state.live.publish(
+                job.id,
+                LiveMessage::End {
+                    result: "failed".into(),
+                },
+            );
+            let _ = advance_run(&state, job.run_id).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_follow_dependency_results() {
+        let ok = [Some("succeeded".to_string())];
+        let failed = [Some("failed".to_string()), Some("succeeded".to_string())];
+        assert!(condition_holds(None, &ok, false));
+        assert!(condition_holds(None, &[], false));
+        assert!(!condition_holds(None, &failed, false));
+        assert!(condition_holds(Some("failed()"), &failed, false));
+        assert!(!condition_holds(Some("failed()"), &ok, false));
+        assert!(condition_holds(Some(" always() "), &failed, true));
+        assert!(condition_holds(Some("succeededOrFailed()"), &failed, false));
+        assert!(!condition_holds(Some("succeededOrFailed()"), &failed, true));
+        assert!(!condition_holds(None, &[Some("skipped".into())], false));
+    }
+
+    #[test]
+    fn run_result_prefers_failure_then_cancel_then_issues() {
+        let job = |result: &str| Job {
+            id: 1,
+            run_id: 1,
+            stage_name: "s".into(),
+            name: "j".into(),
+            display_name: "j".into(),
+            depends_on: "[]".into(),
+            spec: "{}".into(),
+            status: "completed".into(),
+            result: Some(result.into()),
+            attempt: 1,
+            agent_name: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            queued_at: 0,
+            started_at: None,
+            finished_at: None,
+        };
+        assert_eq!(run_result(&[job("succeeded"), job("skipped")]), "succeeded");
+        assert_eq!(
+            run_result(&[job("succeeded"), job("succeededWithIssues")]),
+            "partiallySucceeded"
+        );
+        assert_eq!(run_result(&[job("failed"), job("canceled")]), "failed");
+        assert_eq!(run_result(&[job("canceled")]), "canceled");
+    }
+}

@@ -1,0 +1,794 @@
+//! The web UI: server-rendered pages (maud) that read well without JavaScript, plus one small
+//! hand-written script for live logs (SSE), ANSI colours, folding groups, search and line links.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use lockgate_protocol::api;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::api::{RunsQuery, find_runs, job_log_lines, project_for, run_detail, run_for};
+use crate::auth::{self, CSRF_FIELD, Caller, PageCaller, Role};
+use crate::error::{ApiError, Form, Query};
+use crate::live::LogLine;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route(
+            "/static/app.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], APP_CSS) }),
+        )
+        .route(
+            "/static/run.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], RUN_JS) }),
+        )
+        .route("/projects", post(create_project))
+        .route("/tokens", get(tokens_page).post(create_token))
+        .route("/p/{project}", get(project_page))
+        .route("/p/{project}/repositories", post(create_repository))
+        .route("/p/{project}/pipelines", post(create_pipeline))
+        .route("/pipelines/{id}/queue", post(queue_run))
+        .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/cancel", post(cancel_run))
+        .route("/runs/{id}/rerun", post(rerun))
+        .route("/runs/{id}/rerun-failed", post(rerun_failed))
+}
+
+const APP_CSS: &str = include_str!("ui/app.css");
+const RUN_JS: &str = include_str!("ui/run.js");
+
+/// An error shown as a page (forms and pages answer HTML, not JSON).
+struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(error: ApiError) -> Self {
+        PageError(error)
+    }
+}
+
+impl From<lockgate_store::StoreError> for PageError {
+    fn from(error: lockgate_store::StoreError) -> Self {
+        PageError(error.into())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = layout(
+            "Error",
+            None,
+            html! {
+                h1 { "Something went wrong" }
+                p.error { (self.0.message) }
+                p { a href="javascript:history.back()" { "Go back" } }
+            },
+        );
+        (self.0.status, body).into_response()
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+fn layout(title: &str, caller: Option<&Caller>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · Lockgate" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "Lockgate" }
+                    @if let Some(caller) = caller {
+                        nav {
+                            a href="/" { "Projects" }
+                            a href="/tokens" { "Tokens" }
+                            form.inline method="post" action="/logout" {
+                                input type="hidden" name=(CSRF_FIELD) value=(caller.csrf_token());
+                                button.link type="submit" { "Sign out " (caller.user.name) }
+                            }
+                        }
+                    }
+                }
+                main { (content) }
+            }
+        }
+    }
+}
+
+fn csrf(caller: &Caller) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(caller.csrf_token()); }
+}
+
+fn status_badge(status: &str, result: Option<&str>) -> Markup {
+    let label = result.unwrap_or(status);
+    html! { span class={"badge " (label)} { (label) } }
+}
+
+fn when(millis: Option<i64>) -> String {
+    match millis {
+        Some(ms) => {
+            let c = crate::run_name::Civil::from_millis(ms);
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                c.year, c.month, c.day, c.hour, c.minute, c.second
+            )
+        }
+        None => "—".into(),
+    }
+}
+
+fn duration(start: Option<i64>, end: Option<i64>) -> String {
+    match (start, end) {
+        (Some(s), Some(e)) if e >= s => format!("{:.1}s", (e - s) as f64 / 1000.0),
+        (Some(_), None) => "running".into(),
+        _ => String::new(),
+    }
+}
+
+// ---- sign in ----
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only local paths are followed after signing in.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path.to_string()
+        }
+        _ => "/".into(),
+    }
+}
+
+async fn login_page(Query(query): Query<NextQuery>) -> Markup {
+    login_form(query.next.as_deref(), None)
+}
+
+fn login_form(next: Option<&str>, error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            h1 { "Sign in" }
+            @if let Some(error) = error { p.error { (error) } }
+            form.card method="post" action="/login" {
+                input type="hidden" name="next" value=(safe_next(next));
+                label { "User name" input name="name" autocomplete="username" required; }
+                label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> PageResult {
+    let user = state.store.user_by_name(&form.name).await?;
+    let verified = match &user {
+        Some(user) => {
+            let (password, hash) = (form.password.clone(), user.password_hash.clone());
+            tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            login_form(form.next.as_deref(), Some("Wrong user name or password.")),
+        )
+            .into_response());
+    };
+    let cookie = auth::start_session(&state, user.id).await?;
+    let mut response = Redirect::to(&safe_next(form.next.as_deref())).into_response();
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> PageResult {
+    auth::end_session(&state, &headers).await?;
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(value) = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        auth::SESSION_COOKIE
+    )
+    .parse()
+    {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+// ---- projects ----
+
+async fn home(State(state): State<AppState>, PageCaller(caller): PageCaller) -> PageResult {
+    let mut projects = Vec::new();
+    for project in state.store.list_projects().await? {
+        if auth::require_role(&state, &caller, project.id, Role::Reader)
+            .await
+            .is_ok()
+        {
+            projects.push(project);
+        }
+    }
+    Ok(layout("Projects", Some(&caller), html! {
+        h1 { "Projects" }
+        @if projects.is_empty() { p { "No projects yet." } }
+        ul.list { @for project in &projects { li { a href={"/p/" (project.name)} { (project.name) } } } }
+        form.card method="post" action="/projects" {
+            (csrf(&caller))
+            label { "New project" input name="name" required pattern="[A-Za-z0-9_.\\-]+" placeholder="name"; }
+            button type="submit" { "Create project" }
+        }
+    }).into_response())
+}
+
+#[derive(Deserialize)]
+struct NameForm {
+    name: String,
+}
+
+async fn create_project(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Form(form): Form<NameForm>,
+) -> PageResult {
+    let project = crate::api::new_project(&state, &caller, form.name.trim()).await?;
+    Ok(Redirect::to(&format!("/p/{}", project.name)).into_response())
+}
+
+async fn project_page(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(project): Path<String>,
+    Query(query): Query<RunsQuery>,
+) -> PageResult {
+    let project = project_for(&state, &caller, &project, Role::Reader).await?;
+    let repositories = state.store.list_repositories(project.id).await?;
+    let pipelines = state.store.list_pipelines(project.id).await?;
+    let runs = find_runs(
+        &state,
+        &caller,
+        &RunsQuery {
+            project: Some(project.name.clone()),
+            ..query_clone(&query)
+        },
+    )
+    .await?;
+    Ok(layout(&project.name, Some(&caller), html! {
+        h1 { (project.name) }
+        section {
+            h2 { "Repositories" }
+            @if repositories.is_empty() { p { "No repositories yet." } }
+            ul.list {
+                @for repo in &repositories {
+                    li { strong { (repo.name) } " " code.clone { (crate::api::clone_url(&state, &project.name, &repo.name)) } }
+                }
+            }
+            p.hint { "Clone and push with your access token as the password (create one under Tokens)." }
+            form.card.row method="post" action={"/p/" (project.name) "/repositories"} {
+                (csrf(&caller))
+                input name="name" required placeholder="repository name";
+                button type="submit" { "Create repository" }
+            }
+        }
+        section {
+            h2 { "Pipelines" }
+            @if pipelines.is_empty() { p { "No pipelines yet." } }
+            ul.list {
+                @for pipeline in &pipelines {
+                    li {
+                        strong { (pipeline.name) } " "
+                        span.muted { (repositories.iter().find(|r| r.id == pipeline.repository_id).map(|r| r.name.as_str()).unwrap_or("?")) ":" (pipeline.yaml_path) }
+                        form.inline method="post" action={"/pipelines/" (pipeline.id) "/queue"} {
+                            (csrf(&caller))
+                            input name="branch" value="main" size="10" aria-label="branch";
+                            input name="parameters" placeholder="name=value, …" size="16" aria-label="parameters";
+                            button type="submit" { "Run" }
+                        }
+                    }
+                }
+            }
+            @if !repositories.is_empty() {
+                form.card.row method="post" action={"/p/" (project.name) "/pipelines"} {
+                    (csrf(&caller))
+                    input name="name" required placeholder="pipeline name";
+                    select name="repository" aria-label="repository" { @for repo in &repositories { option value=(repo.name) { (repo.name) } } }
+                    input name="yaml_path" value="azure-pipelines.yml" aria-label="YAML path";
+                    button type="submit" { "Create pipeline" }
+                }
+            }
+        }
+        section {
+            h2 { "Runs" }
+            form.row method="get" {
+                input name="branch" placeholder="branch" value=(query.branch.clone().unwrap_or_default());
+                select name="status" aria-label="status" {
+                    @for s in ["", "queued", "running", "completed", "succeeded", "failed", "canceled", "partiallySucceeded"] {
+                        option value=(s) selected[query.status.as_deref() == Some(s)] { @if s.is_empty() { "any status" } @else { (s) } }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            (runs_table(&runs))
+        }
+    }).into_response())
+}
+
+fn query_clone(query: &RunsQuery) -> RunsQuery {
+    RunsQuery {
+        project: query.project.clone(),
+        pipeline: query.pipeline,
+        branch: query.branch.clone(),
+        status: query.status.clone(),
+        before: query.before,
+        limit: query.limit,
+    }
+}
+
+fn runs_table(runs: &[lockgate_store::Run]) -> Markup {
+    html! {
+        @if runs.is_empty() { p { "No runs." } } @else {
+            table.runs {
+                thead { tr { th { "Run" } th { "Pipeline" } th { "Branch" } th { "Status" } th { "Queued" } } }
+                tbody {
+                    @for run in runs {
+                        tr {
+                            td { a href={"/runs/" (run.id)} { "#" (run.number) " " (run.name) } }
+                            td { (run.pipeline_name) }
+                            td { (run.source_branch.trim_start_matches("refs/heads/")) }
+                            td { (status_badge(&run.status, run.result.as_deref())) }
+                            td.muted { (when(Some(run.queued_at))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn create_repository(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(project): Path<String>,
+    Form(form): Form<NameForm>,
+) -> PageResult {
+    crate::api::new_repository(&state, &caller, &project, form.name.trim()).await?;
+    Ok(Redirect::to(&format!("/p/{project}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct PipelineForm {
+    name: String,
+    repository: String,
+    yaml_path: String,
+}
+
+async fn create_pipeline(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(project): Path<String>,
+    Form(form): Form<PipelineForm>,
+) -> PageResult {
+    let body = api::CreatePipeline {
+        name: form.name,
+        repository: form.repository,
+        yaml_path: form.yaml_path,
+    };
+    crate::api::new_pipeline(&state, &caller, &project, &body).await?;
+    Ok(Redirect::to(&format!("/p/{project}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct QueueForm {
+    branch: Option<String>,
+    parameters: Option<String>,
+}
+
+async fn queue_run(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+    Form(form): Form<QueueForm>,
+) -> PageResult {
+    let parameters = form
+        .parameters
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect();
+    let branch = form
+        .branch
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| b.trim().to_string());
+    let run =
+        crate::api::queue_manual(&state, &caller, id, api::QueueRun { branch, parameters }).await?;
+    Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
+}
+
+// ---- runs ----
+
+async fn run_page(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let run = run_for(&state, &caller, id, Role::Reader).await?;
+    let detail = run_detail(&state, &run).await?;
+    let project = state
+        .store
+        .project_by_id(run.project_id)
+        .await?
+        .map(|p| p.name)
+        .unwrap_or_default();
+    let artifacts = state.store.artifact_files(run.id).await?;
+    let tests = state.store.test_results(run.id).await?;
+    let mut logs = Vec::new();
+    for job in &detail.jobs {
+        logs.push(job_log_lines(&state, job.id).await?);
+    }
+    let diagnostics: Vec<lockgate_pipeline::Diagnostic> =
+        serde_json::from_str(&run.diagnostics).unwrap_or_default();
+    let mut stages: Vec<(&str, Vec<&api::Job>)> = Vec::new();
+    for job in &detail.jobs {
+        match stages.iter_mut().find(|(name, _)| *name == job.stage) {
+            Some((_, jobs)) => jobs.push(job),
+            None => stages.push((&job.stage, vec![job])),
+        }
+    }
+    let title = format!("{} #{}", run.pipeline_name, run.number);
+    Ok(layout(&title, Some(&caller), html! {
+        p.crumbs { a href={"/p/" (project)} { (project) } " / " (run.pipeline_name) }
+        h1 { (run.name) " " (status_badge(&run.status, run.result.as_deref())) }
+        p.muted {
+            "Run #" (run.number) " · " (run.reason) " by " (run.requested_by) " · "
+            (run.source_branch.trim_start_matches("refs/heads/")) " @ " code { (run.source_commit.get(..12).unwrap_or(&run.source_commit)) }
+            " · queued " (when(Some(run.queued_at)))
+        }
+        div.actions {
+            @if run.status != "completed" {
+                form.inline method="post" action={"/runs/" (run.id) "/cancel"} { (csrf(&caller)) button type="submit" { "Cancel" } }
+            } @else {
+                form.inline method="post" action={"/runs/" (run.id) "/rerun"} { (csrf(&caller)) button type="submit" { "Run again" } }
+                @if run.result.as_deref() != Some("succeeded") && !detail.jobs.is_empty() {
+                    form.inline method="post" action={"/runs/" (run.id) "/rerun-failed"} { (csrf(&caller)) button type="submit" { "Re-run failed jobs" } }
+                }
+            }
+        }
+        @if !diagnostics.is_empty() {
+            section.diagnostics {
+                h2 { "Pipeline problems" }
+                ul { @for d in &diagnostics {
+                    li { span class={"badge " @if d.is_error() { "failed" } @else { "warning" }} { (d.code) } " "
+                        @if let Some(span) = &d.span { a href={"#Y" (span.line)} { (span.file) ":" (span.line) ":" (span.column) } " " }
+                        (d.message) @if let Some(help) = &d.help { span.muted { " — " (help) } } }
+                } }
+            }
+        }
+        @if !stages.is_empty() {
+            section {
+                h2 { "Stages" }
+                div.graph {
+                    @for (stage, jobs) in &stages {
+                        div.stage {
+                            h3 { (stage) }
+                            @for job in jobs {
+                                a.job href={"#job-" (job.id)} { (status_badge(&job.status, job.result.as_deref())) " " (job.display_name) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @for (job, lines) in detail.jobs.iter().zip(&logs) {
+            section.jobpanel id={"job-" (job.id)} data-run=(run.id) data-job=(job.id) data-lines=(lines.len()) data-status=(job.status) {
+                h2 { (job.stage) " / " (job.display_name) " " span.jobstatus { (status_badge(&job.status, job.result.as_deref())) }
+                    span.muted { " " (duration(job.started_at, job.finished_at)) @if job.attempt > 1 { " · attempt " (job.attempt) } } }
+                ol.steps { @for step in &job.steps { li { (status_badge(&step.status, step.result.as_deref())) " " (step.name) span.muted { " " (duration(step.started_at, step.finished_at)) } } } }
+                div.logtools { input.logsearch type="search" placeholder="Search log" aria-label="Search log"; a href={"/api/v1/runs/" (run.id) "/jobs/" (job.id) "/logs"} { "Raw log" } }
+                pre.log { (render_log(job.id, lines)) }
+            }
+        }
+        @if !artifacts.is_empty() {
+            section {
+                h2 { "Artifacts" }
+                table { tbody { @for file in &artifacts {
+                    tr { td { (file.name) } td { a.artifact href={"/api/v1/runs/" (run.id) "/artifacts/" (file.id)} download { (file.file_path) } } td.muted { (file.size) " bytes" } }
+                } } }
+            }
+        }
+        @if !tests.is_empty() {
+            section {
+                h2 { "Tests" }
+                p { (tests.iter().filter(|t| t.outcome == "passed").count()) " passed, " (tests.iter().filter(|t| t.outcome == "failed").count()) " failed, "
+                    (tests.iter().filter(|t| t.outcome != "passed" && t.outcome != "failed").count()) " other" }
+                table { thead { tr { th { "Suite" } th { "Test" } th { "Outcome" } th { "ms" } } } tbody { @for t in &tests {
+                    tr { td { (t.suite) } td { (t.name) @if !t.message.is_empty() { div.muted { (t.message) } } } td { span class={"badge " (t.outcome)} { (t.outcome) } } td { (t.duration_ms) } }
+                } } }
+            }
+        }
+        section {
+            details open[!diagnostics.is_empty()] {
+                summary { "YAML" }
+                pre.yaml { @for (n, line) in run.yaml.lines().enumerate() {
+                    @let marked = diagnostics.iter().any(|d| d.span.as_ref().is_some_and(|s| s.line as usize == n + 1));
+                    span id={"Y" (n + 1)} class=@if marked { "line marked" } @else { "line" } { span.ln { (n + 1) } (line) "\n" }
+                } }
+            }
+        }
+        script src="/static/run.js" {}
+    }).into_response())
+}
+
+/// Renders stored log lines with line anchors, ANSI colours and `##[group]` folds (same rules as run.js).
+fn render_log(job_id: i64, lines: &[LogLine]) -> Markup {
+    let mut out = String::new();
+    let mut open_group = false;
+    for (index, line) in lines.iter().enumerate() {
+        let number = index + 1;
+        let text = line.text.as_str();
+        if let Some(title) = text.strip_prefix("##[group]") {
+            if open_group {
+                out.push_str("</details>");
+            }
+            out.push_str(&format!(
+                "<details class=\"group\" open><summary>{}</summary>",
+                escape_html(title)
+            ));
+            open_group = true;
+            continue;
+        }
+        if text.starts_with("##[endgroup]") {
+            if open_group {
+                out.push_str("</details>");
+                open_group = false;
+            }
+            continue;
+        }
+        let class = if text.starts_with("##[error]") {
+            "l err"
+        } else if text.starts_with("##[warning]") {
+            "l warn"
+        } else if text.starts_with("##[section]") || text.starts_with("##[command]") {
+            "l cmd"
+        } else {
+            "l"
+        };
+        out.push_str(&format!(
+            "<span class=\"{class}\" id=\"L{job_id}-{number}\"><a class=\"n\" href=\"#L{job_id}-{number}\">{number}</a>{}</span>",
+            ansi_to_html(text)
+        ));
+    }
+    if open_group {
+        out.push_str("</details>");
+    }
+    PreEscaped(out)
+}
+
+/// Escapes a line and turns ANSI SGR colour codes (30–37, 90–97, bold, reset) into spans.
+pub fn ansi_to_html(text: &str) -> String {
+    let mut out = String::new();
+    let mut open = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find("\u{1b}[") {
+        out.push_str(&escape_html(&rest[..at]));
+        let after = &rest[at + 2..];
+        let Some(end) = after.find(|c: char| !(c.is_ascii_digit() || c == ';')) else {
+            rest = "";
+            break;
+        };
+        let (codes, tail) = after.split_at(end);
+        rest = &tail[1..];
+        if !tail.starts_with('m') {
+            continue;
+        }
+        for code in codes.split(';') {
+            match code.parse::<u32>().unwrap_or(0) {
+                0 => {
+                    out.push_str(&"</span>".repeat(open));
+                    open = 0;
+                }
+                1 => {
+                    out.push_str("<span class=\"b\">");
+                    open += 1;
+                }
+                c @ (30..=37 | 90..=97) => {
+                    out.push_str(&format!("<span class=\"c{c}\">"));
+                    open += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    out.push_str(&escape_html(rest));
+    out.push_str(&"</span>".repeat(open));
+    out
+}
+
+async fn cancel_run(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let run = run_for(&state, &caller, id, Role::Contributor).await?;
+    if run.status != "completed" {
+        crate::runs::cancel_run(&state, run.id).await?;
+    }
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+async fn rerun(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let run = run_for(&state, &caller, id, Role::Contributor).await?;
+    let new_run = crate::runs::rerun(&state, &run, &caller.user.name).await?;
+    Ok(Redirect::to(&format!("/runs/{}", new_run.id)).into_response())
+}
+
+async fn rerun_failed(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let run = run_for(&state, &caller, id, Role::Contributor).await?;
+    crate::runs::rerun_failed_jobs(&state, &run).await?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+// ---- tokens ----
+
+async fn tokens_page(State(state): State<AppState>, PageCaller(caller): PageCaller) -> PageResult {
+    Ok(tokens_view(&state, &caller, None).await?.into_response())
+}
+
+async fn tokens_view(
+    state: &AppState,
+    caller: &Caller,
+    created: Option<&api::CreatedToken>,
+) -> Result<Markup, PageError> {
+    let tokens = state.store.list_access_tokens(caller.user.id).await?;
+    Ok(layout(
+        "Tokens",
+        Some(caller),
+        html! {
+            h1 { "Personal access tokens" }
+            @if let Some(created) = created {
+                p.notice { "New token " strong { (created.name) } " — copy it now, it is not shown again: " code id="new-token" { (created.token) } }
+            }
+            ul.list { @for token in &tokens { li { (token.name) " " span.muted { (token.scopes) " · created " (when(Some(token.created_at))) } } } }
+            form.card.row method="post" action="/tokens" {
+                (csrf(caller))
+                input name="name" required placeholder="token name";
+                label { input type="checkbox" name="read" value="1" checked; " read" }
+                label { input type="checkbox" name="write" value="1" checked; " write" }
+                label { input type="checkbox" name="admin" value="1"; " admin" }
+                button type="submit" { "Create token" }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    name: String,
+    read: Option<String>,
+    write: Option<String>,
+    admin: Option<String>,
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Form(form): Form<TokenForm>,
+) -> PageResult {
+    let scopes = [
+        ("read", &form.read),
+        ("write", &form.write),
+        ("admin", &form.admin),
+    ]
+    .into_iter()
+    .filter(|(_, on)| on.is_some())
+    .map(|(scope, _)| scope.to_string())
+    .collect();
+    let created = crate::api::issue_token(&state, &caller, &form.name, scopes).await?;
+    Ok(tokens_view(&state, &caller, Some(&created))
+        .await?
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ansi_colours_become_spans_and_text_is_escaped() {
+        assert_eq!(
+            ansi_to_html("\u{1b}[31mred\u{1b}[0m <b>"),
+            "<span class=\"c31\">red</span> &lt;b&gt;"
+        );
+        assert_eq!(
+            ansi_to_html("\u{1b}[1;32mok"),
+            "<span class=\"b\"><span class=\"c32\">ok</span></span>"
+        );
+        assert_eq!(ansi_to_html("broken \u{1b}["), "broken ");
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/runs/1")), "/runs/1");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn groups_fold_and_lines_get_anchors() {
+        let lines = vec![
+            LogLine {
+                step: Some(1),
+                text: "##[group]Install".into(),
+            },
+            LogLine {
+                step: Some(1),
+                text: "npm ci".into(),
+            },
+            LogLine {
+                step: Some(1),
+                text: "##[endgroup]".into(),
+            },
+            LogLine {
+                step: Some(1),
+                text: "##[error]boom".into(),
+            },
+        ];
+        let html = render_log(9, &lines).into_string();
+        assert!(html.contains("<details class=\"group\" open><summary>Install</summary>"));
+        assert!(html.contains("id=\"L9-2\""));
+        assert!(html.contains("class=\"l err\" id=\"L9-4\""));
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
