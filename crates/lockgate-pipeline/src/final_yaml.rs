@@ -70,7 +70,12 @@ pub fn to_final_yaml(plan: &Plan) -> String {
         if let Some(d) = &stage.display_name {
             line(&mut out, i, "displayName", d);
         }
-        list(&mut out, i, "dependsOn", &stage.depends_on);
+        if stage.depends_on.is_empty() && !std::ptr::eq(stage, &plan.stages[0]) {
+            indent(&mut out, i);
+            out.push_str("dependsOn: []\n");
+        } else {
+            list(&mut out, i, "dependsOn", &stage.depends_on);
+        }
         if let Some(c) = &stage.condition {
             line(&mut out, i, "condition", c);
         }
@@ -92,45 +97,102 @@ pub fn to_final_yaml(plan: &Plan) -> String {
         variables(&mut out, i, &stage.variables);
         indent(&mut out, i);
         out.push_str("jobs:\n");
-        for job in &stage.jobs {
-            write_job(&mut out, i, job);
+        // Instances of one matrix/parallel job are consecutive; print the job once with its strategy.
+        let mut start = 0;
+        while start < stage.jobs.len() {
+            let base = &stage.jobs[start].base_name;
+            let end = start
+                + stage.jobs[start..]
+                    .iter()
+                    .take_while(|j| &j.base_name == base)
+                    .count();
+            write_job(&mut out, i, &stage.jobs[start..end]);
+            start = end;
         }
     }
     out
 }
 
-fn write_job(out: &mut String, i: usize, job: &Job) {
+fn write_job(out: &mut String, i: usize, instances: &[Job]) {
+    let Some(job) = instances.first() else { return };
     indent(out, i);
     let key = if job.kind == JobKind::Deployment {
         "deployment"
     } else {
         "job"
     };
-    let _ = writeln!(out, "- {key}: {}", scalar(&job.name));
+    let _ = writeln!(out, "- {key}: {}", scalar(&job.base_name));
     let i = i + 2;
-    if let Some(d) = &job.display_name {
-        line(out, i, "displayName", d);
+    let display_name = if job.strategy.leg.is_some() {
+        // Instance display names carry the leg; print the job's own.
+        job.display_name
+            .as_deref()
+            .and_then(|d| d.rsplit_once(' ').map(|(base, _)| base.to_string()))
+    } else {
+        job.display_name.clone()
+    };
+    if let Some(d) = display_name.filter(|d| d != &job.base_name) {
+        line(out, i, "displayName", &d);
     }
     list(out, i, "dependsOn", &job.depends_on);
     if let Some(c) = &job.condition {
         line(out, i, "condition", c);
     }
-    if let Some(leg) = &job.strategy.leg {
+    if job.strategy.leg.is_some() {
         indent(out, i);
         out.push_str("strategy:\n");
-        line(out, i + 2, "leg", leg);
-        line(
-            out,
-            i + 2,
-            "positionInPhase",
-            &job.strategy.position_in_phase.to_string(),
-        );
-        line(
-            out,
-            i + 2,
-            "totalJobsInPhase",
-            &job.strategy.total_jobs_in_phase.to_string(),
-        );
+        let is_matrix = instances.iter().any(|j| {
+            j.variables.iter().any(|v| {
+                matches!(
+                    v,
+                    Variable::Value {
+                        scope: VariableScope::Matrix,
+                        ..
+                    }
+                )
+            })
+        }) || instances.iter().any(|j| {
+            j.strategy
+                .leg
+                .as_deref()
+                .is_some_and(|l| l.parse::<u32>().is_err())
+        });
+        if is_matrix {
+            indent(out, i + 2);
+            out.push_str("matrix:\n");
+            for instance in instances {
+                indent(out, i + 4);
+                let leg = instance.strategy.leg.clone().unwrap_or_default();
+                let matrix_variables: Vec<(&String, &String)> = instance
+                    .variables
+                    .iter()
+                    .filter_map(|v| match v {
+                        Variable::Value {
+                            name,
+                            value,
+                            scope: VariableScope::Matrix,
+                            ..
+                        } => Some((name, value)),
+                        _ => None,
+                    })
+                    .collect();
+                if matrix_variables.is_empty() {
+                    let _ = writeln!(out, "{}: {{}}", scalar(&leg));
+                    continue;
+                }
+                let _ = writeln!(out, "{}:", scalar(&leg));
+                for (name, value) in matrix_variables {
+                    line(out, i + 6, name, value);
+                }
+            }
+        } else {
+            line(
+                out,
+                i + 2,
+                "parallel",
+                &job.strategy.total_jobs_in_phase.to_string(),
+            );
+        }
         if job.strategy.max_parallel > 0 {
             line(
                 out,
@@ -181,7 +243,21 @@ fn write_job(out: &mut String, i: usize, job: &Job) {
     if let Some(context) = &job.template_context {
         json_entry(out, i, "templateContext", context);
     }
-    variables(out, i, &job.variables);
+    let own_variables: Vec<Variable> = job
+        .variables
+        .iter()
+        .filter(|v| {
+            !matches!(
+                v,
+                Variable::Value {
+                    scope: VariableScope::Matrix,
+                    ..
+                }
+            )
+        })
+        .cloned()
+        .collect();
+    variables(out, i, &own_variables);
     if let Some(environment) = &job.environment {
         indent(out, i);
         out.push_str("environment:\n");
@@ -209,18 +285,35 @@ fn write_job(out: &mut String, i: usize, job: &Job) {
             let increments: Vec<String> = strategy.increments.iter().map(u32::to_string).collect();
             list(out, i + 4, "increments", &increments);
         }
-        indent(out, i + 4);
-        out.push_str("phases:\n");
+        // Canary repeats the hooks per increment; each hook is printed once, as written.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut wrote_on = false;
         for phase in &strategy.phases {
-            indent(out, i + 4);
-            let _ = writeln!(out, "- hook: {}", scalar(&phase.hook));
-            if let Some(increment) = phase.increment {
-                line(out, i + 6, "increment", &increment.to_string());
+            if seen.contains(&phase.hook.as_str()) {
+                continue;
             }
-            if let Some(pool) = &phase.pool {
-                write_pool(out, i + 6, pool);
+            seen.push(&phase.hook);
+            let (hook_indent, hook_name) = match phase.hook.strip_prefix("on.") {
+                Some(outcome) => {
+                    if !wrote_on {
+                        indent(out, i + 4);
+                        out.push_str("on:\n");
+                        wrote_on = true;
+                    }
+                    (i + 6, outcome)
+                }
+                None => (i + 4, phase.hook.as_str()),
+            };
+            indent(out, hook_indent);
+            let _ = writeln!(out, "{hook_name}:");
+            if let Some(pool) = phase
+                .pool
+                .as_ref()
+                .filter(|p| Some(*p) != job.pool.as_ref())
+            {
+                write_pool(out, hook_indent + 2, pool);
             }
-            write_steps(out, i + 6, &phase.steps);
+            write_steps(out, hook_indent + 2, &phase.steps);
         }
     }
     if job.kind != JobKind::Deployment {
@@ -245,7 +338,7 @@ fn write_steps(out: &mut String, i: usize, steps: &[Step]) {
                 out.push_str("- ");
                 out.push_str(step.kind.key());
                 out.push(':');
-                block_or_scalar(out, i + 2, value);
+                block_or_scalar(out, i + 4, value);
             }
             (None, None) => {
                 let _ = writeln!(out, "- {}: ''", step.kind.key());
@@ -409,9 +502,9 @@ fn scalar(text: &str) -> String {
         && !text.contains(" #")
         && !text.contains(['\n', '\r', '\t'])
         && !text.ends_with(':')
-        && matches!(
+        && !matches!(
             crate::template::plain_scalar_value(text),
-            lockgate_expr::Value::String(_)
+            lockgate_expr::Value::Null
         );
     if plain_ok {
         text.to_string()

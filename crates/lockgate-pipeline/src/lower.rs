@@ -227,11 +227,17 @@ struct Inherited {
 
 struct Lowerer<'c, 'a> {
     c: &'c mut Compiler<'a>,
+    /// Where each stage (`stage:NAME`) and job (`job:NAME`) states its dependencies (its
+    /// `dependsOn`, else its name), for dependency diagnostics. Later entries win.
+    dependency_spans: Vec<(String, Span)>,
 }
 
 /// Lowers the entry file into a plan (None when it could not be built at all).
 pub fn lower_pipeline(c: &mut Compiler<'_>, root: &Node) -> Option<Plan> {
-    let mut lowerer = Lowerer { c };
+    let mut lowerer = Lowerer {
+        c,
+        dependency_spans: Vec::new(),
+    };
     lowerer.pipeline(root)
 }
 
@@ -641,16 +647,17 @@ impl Lowerer<'_, '_> {
 
     fn lock_behavior(&mut self, node: Option<&Node>) -> Option<String> {
         let text = self.string(node, "lockBehavior")?;
-        if text != "sequential" && text != "runLatest" {
-            if let Some(node) = node {
-                let d = self.error(
-                    "pipeline::invalid-value",
-                    format!("`lockBehavior` must be `sequential` or `runLatest`, not `{text}`"),
-                    node.span,
-                    "this value",
-                );
-                d.help = suggest(&text, &["sequential", "runLatest"]);
-            }
+        if text != "sequential"
+            && text != "runLatest"
+            && let Some(node) = node
+        {
+            let d = self.error(
+                "pipeline::invalid-value",
+                format!("`lockBehavior` must be `sequential` or `runLatest`, not `{text}`"),
+                node.span,
+                "this value",
+            );
+            d.help = suggest(&text, &["sequential", "runLatest"]);
         }
         Some(text)
     }
@@ -1031,6 +1038,8 @@ impl Lowerer<'_, '_> {
         if pool.is_some() {
             inner.pool = pool.clone();
         }
+        let at = node.get("dependsOn").map_or(name_node.span, |d| d.span);
+        self.dependency_spans.push((format!("stage:{name}"), at));
         let depends_on = match node.get("dependsOn") {
             Some(d) => self.string_list(Some(d), "dependsOn"),
             None => previous.into_iter().collect(),
@@ -1230,6 +1239,8 @@ impl Lowerer<'_, '_> {
                 .collect(),
             None => BTreeMap::new(),
         };
+        let at = node.get("dependsOn").map_or(name_node.span, |d| d.span);
+        self.dependency_spans.push((format!("job:{base_name}"), at));
         let mut job = Job {
             name: base_name.clone(),
             base_name: base_name.clone(),
@@ -1609,9 +1620,16 @@ impl Lowerer<'_, '_> {
                 if let Some((_, first)) = seen.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
                     let message =
                         format!("step name `{name}` is used twice in this job (first at {first})");
+                    let span = crate::SourceSpan {
+                        file: step.source.file.clone(),
+                        line: step.source.line,
+                        column: step.source.column,
+                        start: 0,
+                        end: 0,
+                    };
                     self.c.diagnostics.push(
-                        crate::Diagnostic::error("pipeline::duplicate-name", message, None)
-                            .with_label(format!("second use at {}", step.source)),
+                        crate::Diagnostic::error("pipeline::duplicate-name", message, Some(span))
+                            .with_label("second use"),
                     );
                 } else {
                     seen.push((name.clone(), step.source.clone()));
@@ -1733,7 +1751,7 @@ impl Lowerer<'_, '_> {
             step.task = self.task_reference(&text, value_node.map_or(node.span, |n| n.span));
         } else {
             step.value = self.string(value_node, kind.key());
-            if step.value.is_none() && !matches!(kind, StepKind::ReviewApp) {
+            if value_node.is_none_or(Node::is_null) && !matches!(kind, StepKind::ReviewApp) {
                 self.error(
                     "pipeline::missing-value",
                     format!("`{}` needs a value", kind.key()),
@@ -1892,43 +1910,52 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    fn dependency_span(&self, kind: &str, name: &str, fallback: Span) -> Span {
+        let key = format!("{kind}:{name}");
+        self.dependency_spans
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map_or(fallback, |(_, s)| *s)
+    }
+
     /// Checks stage `dependsOn` names and cycles.
     fn check_stage_graph(&mut self, stages: &[Stage], span: Span) {
-        let edges: Vec<(String, Vec<String>, Location)> = stages
-            .iter()
-            .map(|s| (s.name.clone(), s.depends_on.clone(), s.source.clone()))
-            .collect();
-        self.check_graph(&edges, "stage", span);
+        let mut edges: Vec<(String, Vec<String>, Span)> = Vec::new();
+        for stage in stages {
+            if !edges.iter().any(|(n, _, _)| n == &stage.name) {
+                let at = self.dependency_span("stage", &stage.name, span);
+                edges.push((stage.name.clone(), stage.depends_on.clone(), at));
+            }
+        }
+        self.check_graph(&edges, "stage");
     }
 
     fn check_job_graph(&mut self, jobs: &[Job], span: Span) {
-        let mut edges: Vec<(String, Vec<String>, Location)> = Vec::new();
+        let mut edges: Vec<(String, Vec<String>, Span)> = Vec::new();
         for job in jobs {
             if !edges.iter().any(|(n, _, _)| n == &job.base_name) {
-                edges.push((
-                    job.base_name.clone(),
-                    job.depends_on.clone(),
-                    job.source.clone(),
-                ));
+                let at = self.dependency_span("job", &job.base_name, span);
+                edges.push((job.base_name.clone(), job.depends_on.clone(), at));
             }
         }
-        self.check_graph(&edges, "job", span);
+        self.check_graph(&edges, "job");
     }
 
-    fn check_graph(&mut self, nodes: &[(String, Vec<String>, Location)], what: &str, span: Span) {
+    fn check_graph(&mut self, nodes: &[(String, Vec<String>, Span)], what: &str) {
         let names: Vec<&str> = nodes.iter().map(|(n, _, _)| n.as_str()).collect();
         let index_of = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
         let mut ok = true;
-        for (name, depends, source) in nodes {
+        for (name, depends, at) in nodes {
             for dependency in depends {
                 if index_of(dependency).is_none() {
                     ok = false;
                     let mut d = crate::Diagnostic::error(
                         "pipeline::unknown-dependency",
                         format!("{what} `{name}` depends on `{dependency}`, which does not exist"),
-                        Some(self.c.source_span(span)),
+                        Some(self.c.source_span(*at)),
                     )
-                    .with_label(format!("`{name}` is at {source}"));
+                    .with_label(format!("no {what} `{dependency}`"));
                     d.help = suggest(dependency, &names)
                         .or_else(|| Some(format!("{what}s here: {}", names.join(", "))));
                     self.c.diagnostics.push(d);
@@ -1938,9 +1965,9 @@ impl Lowerer<'_, '_> {
                         crate::Diagnostic::error(
                             "pipeline::dependency-cycle",
                             format!("{what} `{name}` depends on itself"),
-                            Some(self.c.source_span(span)),
+                            Some(self.c.source_span(*at)),
                         )
-                        .with_label(format!("`{name}` is at {source}")),
+                        .with_label("its own name is listed here"),
                     );
                 }
             }
@@ -1951,10 +1978,7 @@ impl Lowerer<'_, '_> {
         // Kahn's algorithm: whatever cannot be ordered is on a cycle.
         let mut remaining: Vec<usize> = nodes.iter().map(|(_, d, _)| d.len()).collect();
         let mut done = vec![false; nodes.len()];
-        loop {
-            let Some(next) = (0..nodes.len()).find(|&i| !done[i] && remaining[i] == 0) else {
-                break;
-            };
+        while let Some(next) = (0..nodes.len()).find(|&i| !done[i] && remaining[i] == 0) {
             done[next] = true;
             for (i, (_, depends, _)) in nodes.iter().enumerate() {
                 remaining[i] -= depends.iter().filter(|d| index_of(d) == Some(next)).count();
@@ -1964,7 +1988,8 @@ impl Lowerer<'_, '_> {
             .filter(|&i| !done[i])
             .map(|i| names[i])
             .collect();
-        if !cycle.is_empty() {
+        if let Some(first) = (0..nodes.len()).find(|&i| !done[i]) {
+            let at = nodes[first].2;
             self.c.diagnostics.push(
                 crate::Diagnostic::error(
                     "pipeline::dependency-cycle",
@@ -1972,9 +1997,9 @@ impl Lowerer<'_, '_> {
                         "{what}s `{}` depend on each other in a cycle",
                         cycle.join("`, `")
                     ),
-                    Some(self.c.source_span(span)),
+                    Some(self.c.source_span(at)),
                 )
-                .with_label("in these dependsOn lists"),
+                .with_label("this dependency closes the cycle"),
             );
         }
     }

@@ -176,7 +176,7 @@ pub fn bind(
                 continue;
             };
             let node = runtime_value(c, &declaration.r#type, &name, &text, at);
-            given.push((name, node, at));
+            given.push((name, node, declaration.span));
         }
     } else if let Some(provided) = provided {
         match &provided.value {
@@ -248,6 +248,8 @@ pub fn bind(
                 if runtime {
                     d.help = Some(format!("pass `--param {}=VALUE`", declaration.name));
                 }
+                // Bind null so that uses of the parameter do not report again.
+                bound.push((declaration.name.clone(), Node::scalar("", true, at)));
                 continue;
             }
         };
@@ -270,6 +272,7 @@ pub fn bind(
                         declaration.name, declaration.r#type
                     ),
                 );
+                bound.push((declaration.name.clone(), node));
             }
         }
     }

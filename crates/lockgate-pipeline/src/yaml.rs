@@ -199,9 +199,14 @@ pub fn load(text: &str, file: FileId, file_name: &str) -> Result<Node, Vec<Diagn
                     line: marker.line() as u32,
                     column: marker.col() as u32 + 1,
                 };
+                let code = if err.info().contains("recursion limit") {
+                    "pipeline::too-deep"
+                } else {
+                    "pipeline::yaml-syntax"
+                };
                 diagnostics.push(
                     Diagnostic::error(
-                        "pipeline::yaml-syntax",
+                        code,
                         format!("invalid yaml: {}", err.info()),
                         Some(source_span(at, file_name)),
                     )
