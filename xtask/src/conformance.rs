@@ -47,11 +47,11 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     let report = run_vectors(&text).with_context(|| format!("in {file}"))?;
     print!("{}", report.render());
     let rate = report.pass_rate();
-    if let Some(min) = min_pass {
-        if rate < min {
-            println!("pass rate {rate:.1}% is below the required {min}%");
-            return Ok(1);
-        }
+    if let Some(min) = min_pass
+        && rate < min
+    {
+        println!("pass rate {rate:.1}% is below the required {min}%");
+        return Ok(1);
     }
     Ok(0)
 }
@@ -432,14 +432,13 @@ fn matches(expect: &Json, actual: &Actual, expr: &str) -> bool {
             return false;
         };
         let given = |key: &str| expect.get(key).and_then(Json::as_str);
-        if let Some(message) = given("message") {
-            if !error
+        if let Some(message) = given("message")
+            && !error
                 .message
                 .to_lowercase()
                 .contains(&message.to_lowercase())
-            {
-                return false;
-            }
+        {
+            return false;
         }
         return match category {
             "parse" => {
@@ -521,7 +520,9 @@ mod tests {
 
     #[test]
     fn a_bad_line_is_reported_with_its_number() {
-        let error = run_vectors("{\"expr\": 1}\nnot json").unwrap_err();
+        let Err(error) = run_vectors("{\"expr\": 1}\nnot json") else {
+            panic!("a file with a malformed line was accepted");
+        };
         assert!(format!("{error:#}").contains("line 1"), "{error:#}");
     }
 }
