@@ -2,4 +2,6 @@
 //! /work/shared/corpus/powerplatform (or $LOCKGATE_POWERPLATFORM_CORPUS) and say so when it is absent.
 
 mod corpus;
+mod dataverse;
+mod dataverse_server;
 mod roundtrip;
