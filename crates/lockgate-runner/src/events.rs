@@ -237,3 +237,10 @@ impl EventSink for CollectingSink {
         }
     }
 }
+
+/// One event as a JSON line (with the trailing newline), for `--json` output and log shipping.
+pub fn to_json_line(event: &Event) -> Result<String, String> {
+    let mut line = serde_json::to_string(event).map_err(|err| err.to_string())?;
+    line.push('\n');
+    Ok(line)
+}

@@ -1,13 +1,827 @@
-//! `lockgate run`: compile a pipeline and run every stage, job and step on this machine.
+//! `lockgate run`: compile a pipeline and run every stage, job and step on this machine, with a live view
+//! on a terminal, plain prefixed lines otherwise, or one JSON event per line with `--json`. Logs of every
+//! job go to the run folder; the summary says where.
 
-use crate::UsageError;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
+use lockgate_runner::artifacts::ArtifactStore;
+use lockgate_runner::events::{Event, EventSink, IssueKind, JobId, TaskResult};
+use lockgate_runner::job::RunContext;
+use lockgate_runner::orchestrator::{
+    LocalRunOptions, RunOutcome, format_build_number, read_variable_group, run_facts, run_local,
+    validate_plan,
+};
+use lockgate_runner::tasks::TaskRegistry;
+
+use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The pipeline file (default: azure-pipelines.yml in the current directory).
-    pub file: Option<std::path::PathBuf>,
+    pub file: Option<PathBuf>,
+    /// The repository root that `checkout: self` copies and `/`-rooted template paths resolve against
+    /// (default: the Git top level of FILE, else FILE's folder).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// A runtime parameter value; repeat for several.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// A variable that overrides every definition in the pipeline; repeat for several.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// A variable group read from a file: JSON (`{"name": "value"}` or `{"name": {"value": "...",
+    /// "isSecret": true}}`) or `NAME=VALUE` lines; repeat for several.
+    #[arg(long = "var-group", value_name = "NAME=FILE")]
+    pub var_groups: Vec<String>,
+    /// A local checkout for a repository resource alias (templates and `checkout: ALIAS`); repeat for several.
+    #[arg(long = "repo", value_name = "ALIAS=DIR")]
+    pub repos: Vec<String>,
+    /// Most jobs running at once (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Write one JSON event per line instead of the human view.
+    #[arg(long)]
+    pub json: bool,
+    /// Where runs keep their workspaces, logs and artifacts (default: $XDG_CACHE_HOME/lockgate, else
+    /// ~/.cache/lockgate).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
-pub fn exec(_args: RunArgs) -> anyhow::Result<u8> {
-    Err(UsageError("`lockgate run` is not built yet".into()).into())
+/// Reads pipeline files from the repository root and the `--repo` checkouts.
+struct DiskReader {
+    root: PathBuf,
+    repositories: BTreeMap<String, PathBuf>,
+}
+
+impl SourceReader for DiskReader {
+    fn read(&self, repository: Option<&str>, path: &str) -> Result<String, ReadError> {
+        let base = match repository {
+            None => &self.root,
+            Some(alias) => self
+                .repositories
+                .get(alias)
+                .ok_or(ReadError::RepositoryNotMapped)?,
+        };
+        match std::fs::read(base.join(path)) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map_err(|_| ReadError::Other("the file is not UTF-8 text".into())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ReadError::NotFound),
+            Err(err) => Err(ReadError::Other(err.to_string())),
+        }
+    }
+}
+
+fn pair<'a>(text: &'a str, flag: &str, shape: &str) -> Result<(&'a str, &'a str), UsageError> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim(), value)),
+        _ => Err(UsageError(format!("{flag} expects {shape}, got `{text}`"))),
+    }
+}
+
+fn git_top_level(dir: &Path) -> Option<PathBuf> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))?
+        .canonicalize()
+        .ok()
+}
+
+/// A test-only knob: `LOCKGATE_MINUTE_MS` makes one "minute" of `timeoutInMinutes` and
+/// `cancelTimeoutInMinutes` last that many milliseconds, so that tests of timeouts run in seconds.
+fn minute_length() -> Duration {
+    std::env::var("LOCKGATE_MINUTE_MS")
+        .ok()
+        .and_then(|ms| ms.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map_or(Duration::from_secs(60), Duration::from_millis)
+}
+
+fn default_work_dir() -> PathBuf {
+    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(cache).join("lockgate");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("lockgate"),
+        None => std::env::temp_dir().join("lockgate"),
+    }
+}
+
+/// Creates `<base>/runs/<n>` with the next free number.
+fn new_run_dir(base: &Path) -> anyhow::Result<(u64, PathBuf)> {
+    let runs = base.join("runs");
+    std::fs::create_dir_all(&runs)
+        .map_err(|e| UsageError(format!("cannot create {}: {e}", runs.display())))?;
+    let mut next = std::fs::read_dir(&runs)?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    loop {
+        let dir = runs.join(next.to_string());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((next, dir)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
+            Err(err) => {
+                return Err(UsageError(format!("cannot create {}: {err}", dir.display())).into());
+            }
+        }
+    }
+}
+
+/// Registers tasks that live outside lockgate-runner (none yet: the Power Platform tasks join here once
+/// lockgate-solution exposes them).
+fn registry() -> TaskRegistry {
+    TaskRegistry::with_builtins()
+}
+
+pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
+    let file = args
+        .file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("azure-pipelines.yml"));
+    if !file.is_file() {
+        return Err(
+            UsageError(format!("pipeline file `{}` does not exist", file.display())).into(),
+        );
+    }
+    let file = file
+        .canonicalize()
+        .map_err(|e| UsageError(format!("cannot open `{}`: {e}", file.display())))?;
+    let folder = file
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let root = match &args.root {
+        Some(root) => root
+            .canonicalize()
+            .map_err(|e| UsageError(format!("--root `{}`: {e}", root.display())))?,
+        None => git_top_level(&folder).unwrap_or(folder),
+    };
+    let Ok(relative) = file.strip_prefix(&root) else {
+        return Err(UsageError(format!(
+            "`{}` is not inside the root `{}`",
+            file.display(),
+            root.display()
+        ))
+        .into());
+    };
+    let entry = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+
+    let mut parameters = Vec::new();
+    for param in &args.params {
+        let (name, value) = pair(param, "--param", "NAME=VALUE")?;
+        parameters.push((name.to_string(), value.to_string()));
+    }
+    let mut variables = Vec::new();
+    for var in &args.vars {
+        let (name, value) = pair(var, "--var", "NAME=VALUE")?;
+        variables.push((name.to_string(), value.to_string()));
+    }
+    let mut repositories = BTreeMap::new();
+    for repo in &args.repos {
+        let (alias, dir) = pair(repo, "--repo", "ALIAS=DIR")?;
+        let dir = Path::new(dir)
+            .canonicalize()
+            .map_err(|e| UsageError(format!("--repo {alias}: `{dir}`: {e}")))?;
+        repositories.insert(alias.to_string(), dir);
+    }
+    let mut variable_groups = BTreeMap::new();
+    for group in &args.var_groups {
+        let (name, path) = pair(group, "--var-group", "NAME=FILE")?;
+        let values = read_variable_group(Path::new(path))
+            .map_err(|e| UsageError(format!("--var-group {name}: {e}")))?;
+        variable_groups.insert(name.to_string(), values);
+    }
+    let parallel = match args.parallel {
+        Some(0) => return Err(UsageError("--parallel must be at least 1".into()).into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+
+    let base = args.work_dir.clone().unwrap_or_else(default_work_dir);
+    let pipeline_name = root.file_name().map_or_else(
+        || "pipeline".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    // Facts first without a run number (templates may read Build.SourceBranch and friends).
+    let template_facts = run_facts(Some(&root), &pipeline_name, "0", "");
+    let reader = DiskReader {
+        root: root.clone(),
+        repositories: repositories.clone(),
+    };
+    let template_variables: Vec<(String, String)> = template_facts
+        .iter()
+        .filter(|(name, _)| name.starts_with("Build.") || name.starts_with("System."))
+        .filter(|(name, _)| name != "Build.BuildId" && name != "Build.BuildNumber")
+        .cloned()
+        .collect();
+    let input = CompileInput {
+        entry,
+        reader: &reader,
+        parameters,
+        variables: template_variables,
+    };
+    let output = lockgate_pipeline::compile(&input);
+    if !output.diagnostics.is_empty() {
+        eprint!(
+            "{}",
+            lockgate_pipeline::render(&output.diagnostics, &output.sources)
+        );
+    }
+    let has_errors = output.has_errors();
+    let Some(plan) = output.plan.filter(|_| !has_errors) else {
+        eprintln!("the pipeline is not valid; nothing was run");
+        return Ok(EXIT_USAGE);
+    };
+    let registry = registry();
+    let problems = validate_plan(&plan, &registry, &variable_groups);
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        eprintln!("the pipeline cannot run locally; nothing was run");
+        return Ok(EXIT_USAGE);
+    }
+
+    let (run_number, run_dir) = new_run_dir(&base)?;
+    let run_id = run_number.to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut facts = run_facts(Some(&root), &pipeline_name, &run_id, "");
+    let build_number = format_build_number(plan.name.as_deref(), run_number, now, &facts);
+    for fact in &mut facts {
+        if fact.0 == "Build.BuildNumber" {
+            fact.1.clone_from(&build_number);
+        }
+    }
+    let artifacts =
+        ArtifactStore::open(base.join("store")).map_err(|e| UsageError(e.to_string()))?;
+    let mut base_env: Vec<(String, String)> = std::env::vars().collect();
+    base_env.retain(|(name, _)| name != "LOCKGATE_MINUTE_MS");
+    let context = Arc::new(RunContext {
+        run_id: run_id.clone(),
+        build_number: Mutex::new(build_number.clone()),
+        artifacts,
+        run_dir: run_dir.clone(),
+        self_repository: Some(root.clone()),
+        repositories,
+        base_env,
+        minute: minute_length(),
+        drain_grace: Duration::from_millis(500),
+        cache_dir: base.join("cache"),
+    });
+    let options = LocalRunOptions {
+        parallel,
+        variables,
+        variable_groups,
+        run_variables: facts,
+        work_dir: run_dir.join("work"),
+    };
+    let mode = if args.json {
+        ViewMode::Json
+    } else if std::io::stdout().is_terminal() {
+        ViewMode::Live
+    } else {
+        ViewMode::Plain
+    };
+    let view = Arc::new(CliView::new(mode, run_dir.join("logs")));
+    view.event(Event::RunStarted {
+        run_id: run_id.clone(),
+        build_number,
+        pipeline: pipeline_name,
+    });
+    let sink: Arc<dyn EventSink> = view.clone();
+    let outcome = run_local(&plan, context, Arc::new(registry), &options, sink)?;
+    view.event(Event::RunFinished {
+        run_id,
+        result: outcome.result,
+        seconds: outcome.seconds,
+    });
+    view.finish(
+        &outcome,
+        &run_dir,
+        &base
+            .join("store")
+            .join("runs")
+            .join(&run_number.to_string()),
+    );
+    Ok(if outcome.result.is_success() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ViewMode {
+    Live,
+    Plain,
+    Json,
+}
+
+/// What the live view shows for a running job.
+struct RunningJob {
+    display: String,
+    step: String,
+    started: Instant,
+    last_line: String,
+    group: Option<String>,
+}
+
+struct ViewState {
+    out: BufWriter<std::io::Stdout>,
+    logs: HashMap<JobId, BufWriter<File>>,
+    running: BTreeMap<String, RunningJob>,
+    /// Lines the live status area currently occupies.
+    drawn: usize,
+    last_draw: Instant,
+    /// Recent output of each job's current step, shown when the step fails (live view).
+    recent: HashMap<JobId, Vec<String>>,
+    issues: Vec<String>,
+    logs_dir: PathBuf,
+}
+
+/// The `EventSink` of the CLI: writes job logs to files and renders events for the chosen mode.
+struct CliView {
+    mode: ViewMode,
+    state: Mutex<ViewState>,
+}
+
+const RECENT_LINES: usize = 30;
+
+fn symbol(result: TaskResult) -> &'static str {
+    match result {
+        TaskResult::Succeeded => "✔",
+        TaskResult::SucceededWithIssues => "!",
+        TaskResult::Failed => "✘",
+        TaskResult::Canceled => "⊘",
+        TaskResult::Skipped => "-",
+    }
+}
+
+fn colour(result: TaskResult) -> &'static str {
+    match result {
+        TaskResult::Succeeded => "\x1b[32m",
+        TaskResult::SucceededWithIssues => "\x1b[33m",
+        TaskResult::Failed | TaskResult::Canceled => "\x1b[31m",
+        TaskResult::Skipped => "\x1b[90m",
+    }
+}
+
+impl CliView {
+    fn new(mode: ViewMode, logs_dir: PathBuf) -> Self {
+        let _ = std::fs::create_dir_all(&logs_dir);
+        Self {
+            mode,
+            state: Mutex::new(ViewState {
+                out: BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+                logs: HashMap::new(),
+                running: BTreeMap::new(),
+                drawn: 0,
+                last_draw: Instant::now(),
+                recent: HashMap::new(),
+                issues: Vec::new(),
+                logs_dir,
+            }),
+        }
+    }
+
+    fn finish(&self, outcome: &RunOutcome, run_dir: &Path, artifacts_dir: &Path) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        clear_status(&mut state);
+        for log in state.logs.values_mut() {
+            let _ = log.flush();
+        }
+        if self.mode == ViewMode::Json {
+            let _ = state.out.flush();
+            return;
+        }
+        let live = self.mode == ViewMode::Live;
+        let mut text = String::from("\nSummary\n");
+        for job in &outcome.jobs {
+            let name = if job.id.stage.is_empty() || job.id.stage == "__default" {
+                job.id.job.clone()
+            } else {
+                format!("{}.{}", job.id.stage, job.id.job)
+            };
+            let mark = if live {
+                format!("{}{}\x1b[0m", colour(job.result), symbol(job.result))
+            } else {
+                symbol(job.result).to_string()
+            };
+            text.push_str(&format!(
+                "  {mark} {name:<40} {:<20} {:>8.1}s\n",
+                job.result.as_str(),
+                job.seconds
+            ));
+        }
+        if !state.issues.is_empty() {
+            text.push_str(&format!("\n{} issue(s):\n", state.issues.len()));
+            for issue in state.issues.iter().take(50) {
+                text.push_str(&format!("  {issue}\n"));
+            }
+        }
+        text.push_str(&format!(
+            "\nResult: {} in {:.1}s\n",
+            outcome.result.as_str(),
+            outcome.seconds
+        ));
+        text.push_str(&format!("Logs:      {}\n", state.logs_dir.display()));
+        text.push_str(&format!("Workspace: {}\n", run_dir.join("work").display()));
+        text.push_str(&format!("Artifacts: {}\n", artifacts_dir.display()));
+        let _ = state.out.write_all(text.as_bytes());
+        let _ = state.out.flush();
+    }
+}
+
+fn clear_status(state: &mut ViewState) {
+    if state.drawn > 0 {
+        let _ = write!(state.out, "\x1b[{}F\x1b[J", state.drawn);
+        state.drawn = 0;
+    }
+}
+
+fn draw_status(state: &mut ViewState) {
+    let lines: Vec<String> = state
+        .running
+        .values()
+        .map(|job| {
+            let elapsed = job.started.elapsed().as_secs_f64();
+            let mut last = job
+                .group
+                .as_ref()
+                .map_or_else(|| job.last_line.clone(), |g| format!("▸ {g}"));
+            last = last.chars().take(80).collect();
+            format!(
+                "\x1b[36m⟳\x1b[0m {} › {} ({elapsed:.0}s) \x1b[90m{last}\x1b[0m",
+                job.display, job.step
+            )
+        })
+        .collect();
+    for line in &lines {
+        let _ = writeln!(state.out, "{line}\x1b[K");
+    }
+    state.drawn = lines.len();
+    state.last_draw = Instant::now();
+    let _ = state.out.flush();
+}
+
+fn job_label(job: &JobId) -> String {
+    if job.stage.is_empty() || job.stage == "__default" {
+        job.job.clone()
+    } else {
+        format!("{}.{}", job.stage, job.job)
+    }
+}
+
+impl EventSink for CliView {
+    fn event(&self, event: Event) {
+        let Ok(mut guard) = self.state.lock() else {
+            return;
+        };
+        let state = &mut *guard;
+        // Job log files, whatever the mode.
+        match &event {
+            Event::JobStarted { job, .. } => {
+                let path = state
+                    .logs_dir
+                    .join(format!("{}.log", job_label(job).replace(['/', '\\'], "_")));
+                if let Ok(file) = File::create(path) {
+                    state.logs.insert(job.clone(), BufWriter::new(file));
+                }
+            }
+            Event::Log { job, lines, .. } => {
+                if let Some(log) = state.logs.get_mut(job) {
+                    for line in lines {
+                        let _ = writeln!(log, "{line}");
+                    }
+                }
+            }
+            Event::StepStarted {
+                job, display_name, ..
+            } => {
+                if let Some(log) = state.logs.get_mut(job) {
+                    let _ = writeln!(log, "##[section]Starting: {display_name}");
+                }
+            }
+            Event::StepFinished {
+                job,
+                display_name,
+                result,
+                ..
+            } => {
+                if let Some(log) = state.logs.get_mut(job) {
+                    let _ = writeln!(log, "##[section]Finishing: {display_name} ({result})");
+                }
+            }
+            Event::Issue {
+                job, kind, message, ..
+            } => {
+                if let Some(log) = state.logs.get_mut(job) {
+                    let prefix = if *kind == IssueKind::Error {
+                        "##[error]"
+                    } else {
+                        "##[warning]"
+                    };
+                    let _ = writeln!(log, "{prefix}{message}");
+                }
+                let where_ = if job.job.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}: ", job_label(job))
+                };
+                state.issues.push(format!(
+                    "{}{where_}{message}",
+                    if *kind == IssueKind::Error {
+                        "error: "
+                    } else {
+                        "warning: "
+                    }
+                ));
+            }
+            Event::JobFinished { job, .. } => {
+                if let Some(mut log) = state.logs.remove(job) {
+                    let _ = log.flush();
+                }
+            }
+            _ => {}
+        }
+        match self.mode {
+            ViewMode::Json => {
+                if let Ok(line) = serde_json_line(&event) {
+                    let _ = state.out.write_all(line.as_bytes());
+                }
+                if matches!(event, Event::RunFinished { .. } | Event::JobFinished { .. }) {
+                    let _ = state.out.flush();
+                }
+            }
+            ViewMode::Plain => plain_event(state, &event),
+            ViewMode::Live => live_event(state, &event),
+        }
+    }
+}
+
+fn serde_json_line(event: &Event) -> Result<String, String> {
+    lockgate_runner::events::to_json_line(event)
+}
+
+fn plain_event(state: &mut ViewState, event: &Event) {
+    let out = &mut state.out;
+    let _ = match event {
+        Event::RunStarted {
+            run_id,
+            build_number,
+            pipeline,
+        } => writeln!(out, "Run {run_id} of {pipeline} ({build_number})"),
+        Event::StageStarted {
+            stage,
+            display_name,
+        } if stage != "__default" => writeln!(out, "== Stage {display_name}"),
+        Event::StageFinished {
+            stage,
+            result,
+            seconds,
+        } if stage != "__default" => {
+            writeln!(out, "== Stage {stage}: {result} ({seconds:.1}s)")
+        }
+        Event::JobStarted { job, display_name } => {
+            writeln!(out, "[{}] Job {display_name}", job_label(job))
+        }
+        Event::JobFinished {
+            job,
+            result,
+            seconds,
+        } => writeln!(out, "[{}] Job {result} ({seconds:.1}s)", job_label(job)),
+        Event::StepStarted {
+            job, display_name, ..
+        } => writeln!(out, "[{}] ▶ {display_name}", job_label(job)),
+        Event::StepFinished {
+            job,
+            display_name,
+            result,
+            seconds,
+            ..
+        } => {
+            writeln!(
+                out,
+                "[{}] {} {display_name}: {result} ({seconds:.1}s)",
+                job_label(job),
+                symbol(*result)
+            )
+        }
+        Event::Log { job, lines, .. } => {
+            let label = job_label(job);
+            for line in lines {
+                let _ = writeln!(out, "[{label}] {line}");
+            }
+            Ok(())
+        }
+        Event::Group {
+            job,
+            title: Some(title),
+            ..
+        } => writeln!(out, "[{}] ▸ {title}", job_label(job)),
+        Event::Issue {
+            job, kind, message, ..
+        } => {
+            let kind = if *kind == IssueKind::Error {
+                "error"
+            } else {
+                "warning"
+            };
+            if job.job.is_empty() {
+                writeln!(out, "{kind}: {message}")
+            } else {
+                writeln!(out, "[{}] {kind}: {message}", job_label(job))
+            }
+        }
+        Event::Artifact {
+            job,
+            name,
+            files,
+            bytes,
+        } => {
+            writeln!(
+                out,
+                "[{}] artifact {name}: {files} files, {bytes} bytes",
+                job_label(job)
+            )
+        }
+        Event::TestResults {
+            job,
+            passed,
+            failed,
+            skipped,
+            ..
+        } => {
+            writeln!(
+                out,
+                "[{}] tests: {passed} passed, {failed} failed, {skipped} skipped",
+                job_label(job)
+            )
+        }
+        _ => Ok(()),
+    };
+}
+
+fn live_event(state: &mut ViewState, event: &Event) {
+    let permanent: Option<String> = match event {
+        Event::RunStarted {
+            run_id,
+            build_number,
+            pipeline,
+        } => Some(format!(
+            "\x1b[1mRun {run_id}\x1b[0m of {pipeline} ({build_number})"
+        )),
+        Event::StageStarted {
+            stage,
+            display_name,
+        } if stage != "__default" => Some(format!("\x1b[1mStage {display_name}\x1b[0m")),
+        Event::JobStarted { job, display_name } => {
+            state.running.insert(
+                job_label(job),
+                RunningJob {
+                    display: display_name.clone(),
+                    step: "starting".into(),
+                    started: Instant::now(),
+                    last_line: String::new(),
+                    group: None,
+                },
+            );
+            None
+        }
+        Event::StepStarted {
+            job, display_name, ..
+        } => {
+            if let Some(running) = state.running.get_mut(&job_label(job)) {
+                running.step.clone_from(display_name);
+                running.last_line.clear();
+                running.group = None;
+            }
+            state.recent.remove(job);
+            None
+        }
+        Event::Log { job, lines, .. } => {
+            if let Some(running) = state.running.get_mut(&job_label(job))
+                && let Some(last) = lines.last()
+            {
+                running.last_line.clone_from(last);
+            }
+            let recent = state.recent.entry(job.clone()).or_default();
+            recent.extend(lines.iter().rev().take(RECENT_LINES).rev().cloned());
+            if recent.len() > RECENT_LINES {
+                let excess = recent.len() - RECENT_LINES;
+                recent.drain(..excess);
+            }
+            None
+        }
+        Event::Group { job, title, .. } => {
+            if let Some(running) = state.running.get_mut(&job_label(job)) {
+                running.group.clone_from(title);
+            }
+            None
+        }
+        Event::StepFinished {
+            job,
+            display_name,
+            result,
+            seconds,
+            ..
+        } => {
+            let mut text = format!(
+                "  {}{}\x1b[0m {} › {display_name} \x1b[90m({seconds:.1}s)\x1b[0m",
+                colour(*result),
+                symbol(*result),
+                job_label(job)
+            );
+            if *result == TaskResult::Failed
+                && let Some(recent) = state.recent.get(job)
+            {
+                for line in recent {
+                    text.push_str(&format!("\n    \x1b[90m│\x1b[0m {line}"));
+                }
+            }
+            Some(text)
+        }
+        Event::JobFinished {
+            job,
+            result,
+            seconds,
+        } => {
+            state.running.remove(&job_label(job));
+            Some(format!(
+                "{}{}\x1b[0m Job {} {result} ({seconds:.1}s)",
+                colour(*result),
+                symbol(*result),
+                job_label(job)
+            ))
+        }
+        Event::Issue {
+            job, kind, message, ..
+        } => {
+            let (c, k) = if *kind == IssueKind::Error {
+                ("\x1b[31m", "error")
+            } else {
+                ("\x1b[33m", "warning")
+            };
+            let where_ = if job.job.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", job_label(job))
+            };
+            Some(format!("    {c}{k}\x1b[0m {where_}{message}"))
+        }
+        Event::Artifact {
+            job,
+            name,
+            files,
+            bytes,
+        } => Some(format!(
+            "    artifact {name} from {}: {files} files, {bytes} bytes",
+            job_label(job)
+        )),
+        Event::TestResults {
+            job,
+            passed,
+            failed,
+            skipped,
+            ..
+        } => Some(format!(
+            "    tests in {}: {passed} passed, {failed} failed, {skipped} skipped",
+            job_label(job)
+        )),
+        _ => None,
+    };
+    let structural = permanent.is_some()
+        || matches!(event, Event::JobStarted { .. } | Event::StepStarted { .. });
+    if !structural && state.last_draw.elapsed() < Duration::from_millis(100) {
+        return;
+    }
+    clear_status(state);
+    if let Some(line) = permanent {
+        let _ = writeln!(state.out, "{line}");
+    }
+    draw_status(state);
 }

@@ -1,9 +1,12 @@
 //! Tasks: the [`Task`] trait every step implementation follows, the [`TaskRegistry`] that maps `Name@Major`
 //! to implementations (the binary may register more), and the built-in tasks, implemented natively.
 
+pub mod archives;
 pub mod artifacts;
 pub mod builtin_steps;
+pub mod files;
 pub mod script;
+pub mod test_results;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -60,6 +63,9 @@ impl TaskRegistry {
         let mut registry = Self::new();
         script::register(&mut registry);
         artifacts::register(&mut registry);
+        files::register(&mut registry);
+        archives::register(&mut registry);
+        test_results::register(&mut registry);
         registry
     }
 
