@@ -4,6 +4,7 @@
 //! remote agent are the same code.
 
 pub mod client;
+pub mod runner_executor;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod git;
+pub mod launch;
 pub mod live;
 pub mod run_name;
 pub mod runs;

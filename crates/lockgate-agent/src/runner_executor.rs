@@ -1,0 +1,298 @@
+//! The executor of real agents: turns a leased job (the compiled plan job as JSON) into the runner's
+//! `JobSpec`, runs it with `lockgate_runner::job::run_job` on this machine, forwards the runner's events
+//! as protocol events, and hands back the artifacts the job published.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lockgate_artifacts::ArtifactStore;
+use lockgate_pipeline::plan;
+use lockgate_protocol::agent::{JobEvent, TestCase};
+use lockgate_runner::events::{Event, EventSink, IssueKind, TaskResult};
+use lockgate_runner::job::{RunContext, run_job};
+use lockgate_runner::orchestrator::job_phases;
+use lockgate_runner::process::CancelSignal;
+use lockgate_runner::spec::{InitialVariable, JobSpec};
+use lockgate_runner::tasks::TaskRegistry;
+
+use crate::{EventReporter, ExecutionOutcome, JobExecutor, LeasedJob};
+
+/// Runs jobs with the built-in tasks of `lockgate-runner`.
+pub struct RunnerExecutor {
+    registry: Arc<TaskRegistry>,
+    /// How long one minute of `timeoutInMinutes` lasts (60 s; tests may shorten it).
+    pub minute: Duration,
+}
+
+impl Default for RunnerExecutor {
+    fn default() -> Self {
+        RunnerExecutor {
+            registry: Arc::new(TaskRegistry::with_builtins()),
+            minute: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Forwards runner events to the server as protocol events; remembers published artifacts.
+struct ForwardingSink<'a> {
+    reporter: &'a EventReporter,
+    artifacts: Mutex<Vec<String>>,
+}
+
+fn result_name(result: TaskResult) -> String {
+    match result {
+        TaskResult::Succeeded => "succeeded",
+        TaskResult::SucceededWithIssues => "succeededWithIssues",
+        TaskResult::Failed => "failed",
+        TaskResult::Canceled => "canceled",
+        TaskResult::Skipped => "skipped",
+    }
+    .to_string()
+}
+
+impl EventSink for ForwardingSink<'_> {
+    fn event(&self, event: Event) {
+        let step_number = |step: usize| u32::try_from(step).unwrap_or(u32::MAX);
+        let forwarded = match event {
+            Event::StepStarted {
+                step, display_name, ..
+            } => Some(JobEvent::StepStarted {
+                step: step_number(step),
+                display_name,
+            }),
+            Event::StepFinished {
+                step,
+                display_name,
+                result,
+                ..
+            } => Some(JobEvent::StepFinished {
+                step: step_number(step),
+                display_name,
+                result: result_name(result),
+            }),
+            Event::Log { step, lines, .. } => Some(JobEvent::Log {
+                step: Some(step_number(step)),
+                lines,
+            }),
+            Event::Group { step, title, .. } => Some(JobEvent::Log {
+                step: Some(step_number(step)),
+                lines: vec![match title {
+                    Some(title) => format!("##[group]{title}"),
+                    None => "##[endgroup]".to_string(),
+                }],
+            }),
+            Event::Issue {
+                step,
+                kind,
+                message,
+                ..
+            } => Some(JobEvent::Log {
+                step: step.map(step_number),
+                lines: vec![match kind {
+                    IssueKind::Error => format!("##[error]{message}"),
+                    IssueKind::Warning => format!("##[warning]{message}"),
+                }],
+            }),
+            Event::Artifact {
+                name, files, bytes, ..
+            } => {
+                if let Ok(mut artifacts) = self.artifacts.lock() {
+                    artifacts.push(name.clone());
+                }
+                Some(JobEvent::Log {
+                    step: None,
+                    lines: vec![format!(
+                        "Published artifact {name} ({files} files, {bytes} bytes)"
+                    )],
+                })
+            }
+            // The runner reports counts and the names of failed tests; passed and skipped tests are
+            // reported as one summary case each (see docs/compat.md, Server section).
+            Event::TestResults {
+                passed,
+                failed,
+                skipped,
+                failures,
+                ..
+            } => {
+                let mut cases: Vec<TestCase> = failures
+                    .into_iter()
+                    .map(|name| TestCase {
+                        suite: "tests".into(),
+                        name,
+                        outcome: "failed".into(),
+                        duration_ms: 0,
+                        message: String::new(),
+                    })
+                    .collect();
+                let unnamed_failures = failed.saturating_sub(cases.len() as u64);
+                for (count, outcome) in [
+                    (passed, "passed"),
+                    (skipped, "skipped"),
+                    (unnamed_failures, "failed"),
+                ] {
+                    if count > 0 {
+                        cases.push(TestCase {
+                            suite: "tests".into(),
+                            name: format!("{count} {outcome} tests"),
+                            outcome: outcome.into(),
+                            duration_ms: 0,
+                            message: String::new(),
+                        });
+                    }
+                }
+                Some(JobEvent::TestResults { cases })
+            }
+            Event::BuildNumber { build_number, .. } => Some(JobEvent::Log {
+                step: None,
+                lines: vec![format!("Build number set to {build_number}")],
+            }),
+            _ => None,
+        };
+        if let Some(event) = forwarded {
+            self.reporter.report(event);
+        }
+    }
+}
+
+impl JobExecutor for RunnerExecutor {
+    fn execute(&self, job: &LeasedJob<'_>, reporter: &EventReporter) -> ExecutionOutcome {
+        let failed = |message: String| {
+            reporter.agent_line(&format!("##[error]{message}"));
+            ExecutionOutcome {
+                result: "failed".into(),
+                artifacts: Vec::new(),
+            }
+        };
+        let plan_job: plan::Job = match serde_json::from_value(job.lease.job.clone()) {
+            Ok(plan_job) => plan_job,
+            Err(error) => {
+                return failed(format!(
+                    "the server sent a job this agent cannot read: {error}"
+                ));
+            }
+        };
+        let outer_variables: Vec<plan::Variable> =
+            serde_json::from_value(job.lease.variables.clone()).unwrap_or_default();
+        let mut variables: Vec<InitialVariable> = job
+            .lease
+            .predefined
+            .iter()
+            .map(|(name, value)| InitialVariable::new(name, value))
+            .collect();
+        for variable in outer_variables.iter().chain(plan_job.variables.iter()) {
+            match variable {
+                plan::Variable::Value {
+                    name,
+                    value,
+                    readonly,
+                    ..
+                } => variables.push(InitialVariable {
+                    name: name.clone(),
+                    value: value.clone(),
+                    secret: false,
+                    readonly: *readonly,
+                }),
+                plan::Variable::Group { name, .. } => reporter.agent_line(&format!(
+                    "##[warning]variable group `{name}` is not available on this server"
+                )),
+            }
+        }
+        let build_number = job
+            .lease
+            .predefined
+            .iter()
+            .find(|(name, _)| name == "Build.BuildNumber")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let artifact_root = job.job_dir.join("artifact-store");
+        let artifacts = match ArtifactStore::open(&artifact_root) {
+            Ok(store) => store,
+            Err(error) => return failed(format!("cannot prepare the artifact store: {error}")),
+        };
+        let run_id = job.lease.run_id.to_string();
+        let context = RunContext {
+            run_id: run_id.clone(),
+            build_number: Mutex::new(build_number),
+            artifacts: artifacts.clone(),
+            run_dir: job.job_dir.join("run"),
+            self_repository: Some(job.source_dir.to_path_buf()),
+            repositories: BTreeMap::new(),
+            base_env: std::env::vars().collect(),
+            minute: self.minute,
+            drain_grace: Duration::from_millis(500),
+            cache_dir: job.job_dir.join("cache"),
+        };
+        let spec = JobSpec {
+            stage: job.lease.stage_name.clone(),
+            stage_display_name: job.lease.stage_name.clone(),
+            name: plan_job.name.clone(),
+            display_name: plan_job
+                .display_name
+                .clone()
+                .unwrap_or_else(|| plan_job.name.clone()),
+            phases: job_phases(&plan_job, self.minute, "built-in"),
+            variables,
+            timeout: (plan_job.timeout_in_minutes > 0)
+                .then(|| self.minute * plan_job.timeout_in_minutes),
+            cancel_timeout: self.minute * plan_job.cancel_timeout_in_minutes,
+            workspace_clean: plan_job.workspace_clean.clone(),
+            position_in_phase: plan_job.strategy.position_in_phase.max(1),
+            total_jobs_in_phase: plan_job.strategy.total_jobs_in_phase.max(1),
+            environment: plan_job.environment.as_ref().map(|e| e.name.clone()),
+            strategy: plan_job.deployment.as_ref().map(|d| d.name.clone()),
+        };
+        let sink = ForwardingSink {
+            reporter,
+            artifacts: Mutex::new(Vec::new()),
+        };
+        let cancel = CancelSignal::new();
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => return failed(format!("cannot start the job runtime: {error}")),
+        };
+        let workspace = job.job_dir.join("w");
+        let outcome = runtime.block_on(async {
+            let watcher_cancel = cancel.clone();
+            let flag = job.cancel.clone();
+            let watcher = tokio::spawn(async move {
+                loop {
+                    if flag.load(Ordering::SeqCst) {
+                        watcher_cancel.cancel();
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            let outcome =
+                run_job(&context, &self.registry, &spec, &workspace, &sink, &cancel).await;
+            watcher.abort();
+            outcome
+        });
+        let published = sink
+            .artifacts
+            .lock()
+            .map(|names| names.clone())
+            .unwrap_or_default();
+        let mut uploads = Vec::new();
+        for name in published {
+            let dest: PathBuf = job.job_dir.join("artifacts-out").join(&name);
+            match artifacts.download(&run_id, &name, &dest, &|_| true) {
+                Ok(_) => uploads.push((name, dest)),
+                Err(error) => {
+                    reporter.agent_line(&format!("##[error]cannot read artifact {name}: {error}"))
+                }
+            }
+        }
+        ExecutionOutcome {
+            result: result_name(outcome.result),
+            artifacts: uploads,
+        }
+    }
+}

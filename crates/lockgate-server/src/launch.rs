@@ -1,0 +1,227 @@
+//! Starting a server from the command line: `lockgate up` (data folder, port, first admin, demo project)
+//! and `lockgate server --config FILE`. Owns the tokio runtime so the `lockgate` binary stays synchronous.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use lockgate_agent::runner_executor::RunnerExecutor;
+
+use crate::{AppState, ServerConfig, auth, git, runs};
+
+/// What `lockgate up` / `lockgate server` asked for.
+#[derive(Clone, Debug)]
+pub struct LaunchOptions {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    pub seed_demo: bool,
+    pub builtin_agent: bool,
+}
+
+/// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
+/// booleans; `#` comments). Keys: `data_dir`, `port`, `builtin_agent`.
+pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut options = LaunchOptions {
+        data_dir: PathBuf::from("lockgate-data"),
+        port: 8080,
+        seed_demo: false,
+        builtin_agent: true,
+    };
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), index + 1);
+        let (key, value) = line
+            .split_once('=')
+            .with_context(|| format!("{}: expected `key = value`", at()))?;
+        let value = value.trim().trim_matches('"');
+        match key.trim() {
+            "data_dir" => {
+                let dir = PathBuf::from(value);
+                options.data_dir = if dir.is_relative() {
+                    path.parent().unwrap_or(Path::new(".")).join(dir)
+                } else {
+                    dir
+                };
+            }
+            "port" => {
+                options.port = value
+                    .parse()
+                    .with_context(|| format!("{}: `port` must be a number 0-65535", at()))?
+            }
+            "builtin_agent" => {
+                options.builtin_agent = value
+                    .parse()
+                    .with_context(|| format!("{}: `builtin_agent` must be true or false", at()))?
+            }
+            other => anyhow::bail!(
+                "{}: unknown key `{other}` (known: data_dir, port, builtin_agent)",
+                at()
+            ),
+        }
+    }
+    Ok(options)
+}
+
+/// Starts the server and serves until ctrl-c.
+pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
+        let mut config = ServerConfig::new(options.data_dir.clone(), listen);
+        config.builtin_agent = options.builtin_agent;
+        let server = crate::start(config, Arc::new(RunnerExecutor::default())).await?;
+        let state = server.state.clone();
+        let admin = ensure_admin(&state).await?;
+        if options.seed_demo {
+            seed_demo(&state)
+                .await
+                .context("cannot seed the demo project")?;
+        }
+        println!("Lockgate is running at {}/", server.url);
+        println!("Data folder: {}", options.data_dir.display());
+        if let Some((password, token)) = admin {
+            println!("Sign in as `admin` with password: {password}");
+            println!("Access token for git and the CLI (shown once): {token}");
+            println!(
+                "  git clone http://admin:{token}@{}/git/demo/app.git",
+                server.addr
+            );
+        }
+        println!("Press Ctrl-C to stop.");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = server.wait() => {}
+        }
+        Ok(())
+    })
+}
+
+/// Creates the first administrator when there is no user yet; returns its password and a token.
+pub async fn ensure_admin(state: &AppState) -> anyhow::Result<Option<(String, String)>> {
+    if state.store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let password = auth::random_token("")[..20].to_string();
+    let hash = tokio::task::spawn_blocking({
+        let password = password.clone();
+        move || auth::hash_password(&password)
+    })
+    .await??;
+    let user = state.store.create_user("admin", &hash, true).await?;
+    let token = auth::random_token("lgp_");
+    state
+        .store
+        .create_access_token(
+            user.id,
+            "first token",
+            &auth::token_hash(&token),
+            "read,write,admin",
+        )
+        .await?;
+    Ok(Some((password, token)))
+}
+
+/// The demo pipeline: build with an artifact, tests, and deployments to dev and test.
+pub const DEMO_PIPELINE: &str = include_str!("demo/azure-pipelines.yml");
+
+/// Creates project `demo`, repository `app` with the demo pipeline committed on `main`, and pipeline
+/// `app-ci`; the initial commit queues the first run. Does nothing when `demo` exists.
+pub async fn seed_demo(state: &AppState) -> anyhow::Result<()> {
+    if state.store.project_by_name("demo").await?.is_some() {
+        return Ok(());
+    }
+    let admin = state
+        .store
+        .user_by_name("admin")
+        .await?
+        .context("no admin user")?;
+    let project = state.store.create_project("demo", admin.id).await?;
+    let repository = state.store.create_repository(project.id, "app").await?;
+    let dir = git::repository_dir(state, "demo", "app");
+    git::init_bare(&dir).await?;
+    state
+        .store
+        .create_pipeline(project.id, repository.id, "app-ci", "azure-pipelines.yml")
+        .await?;
+
+    let work = tempdir_in(&state.data_dir)?;
+    let w = work.as_path();
+    git::git(w, &["init", "-q", "-b", "main"]).await?;
+    tokio::fs::write(w.join("azure-pipelines.yml"), DEMO_PIPELINE).await?;
+    tokio::fs::write(
+        w.join("README.md"),
+        "# Demo app\n\nPushed by `lockgate up`.\n",
+    )
+    .await?;
+    git::git(w, &["add", "."]).await?;
+    git::git(
+        w,
+        &[
+            "-c",
+            "user.name=Lockgate",
+            "-c",
+            "user.email=lockgate@localhost",
+            "commit",
+            "-q",
+            "-m",
+            "Demo pipeline",
+        ],
+    )
+    .await?;
+    let target = dir.to_string_lossy().into_owned();
+    let before = git::refs(&dir).await?;
+    git::git(w, &["push", "-q", &target, "main"]).await?;
+    let after = git::refs(&dir).await?;
+    let _ = std::fs::remove_dir_all(w);
+    runs::on_push(
+        state,
+        repository.id,
+        "admin",
+        &git::ref_updates(&before, &after),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    Ok(())
+}
+
+fn tempdir_in(base: &Path) -> anyhow::Result<PathBuf> {
+    let dir = base.join(format!("tmp-{}", &auth::random_token("")[..12]));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_are_read_with_line_numbers_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockgate.toml");
+        std::fs::write(
+            &path,
+            "# server\ndata_dir = \"data\"\nport = 9000\nbuiltin_agent = false\n",
+        )
+        .unwrap();
+        let options = read_config(&path).unwrap();
+        assert_eq!(options.data_dir, dir.path().join("data"));
+        assert_eq!(options.port, 9000);
+        assert!(!options.builtin_agent);
+        std::fs::write(&path, "port = 9000\ncolour = blue\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("lockgate.toml:2") && error.contains("colour"),
+            "{error}"
+        );
+        std::fs::write(&path, "port = lots\n").unwrap();
+        assert!(read_config(&path).unwrap_err().to_string().contains(":1"));
+    }
+}

@@ -1,0 +1,374 @@
+//! End to end: the server listens on 127.0.0.1, the built-in agent runs jobs with the runner, and the
+//! real git client pushes. A push becomes a run; the API shows its jobs, logs and artifacts.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lockgate_agent::ServerClient;
+use lockgate_agent::runner_executor::RunnerExecutor;
+use lockgate_protocol::api;
+use lockgate_server::{ServerConfig, auth};
+
+struct Running {
+    _dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+    url: String,
+    token: String,
+    client: ServerClient,
+}
+
+fn start_server() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = ServerConfig::new(
+        dir.path().join("data"),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    );
+    config.lease_seconds = 20;
+    let (url, token) = runtime.block_on(async {
+        let server = lockgate_server::start(config, Arc::new(RunnerExecutor::default()))
+            .await
+            .unwrap();
+        let user = server
+            .state
+            .store
+            .create_user("ada", &auth::hash_password("pw-123456").unwrap(), false)
+            .await
+            .unwrap();
+        let token = auth::random_token("lgp_");
+        server
+            .state
+            .store
+            .create_access_token(user.id, "t", &auth::token_hash(&token), "read,write")
+            .await
+            .unwrap();
+        let url = server.url.clone();
+        // Keep serving after this block: the task lives on the runtime.
+        std::mem::forget(server);
+        (url, token)
+    });
+    let client = ServerClient::new(&url, &token);
+    Running {
+        _dir: dir,
+        _runtime: runtime,
+        url,
+        token,
+        client,
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Ada",
+            "-c",
+            "user.email=ada@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Creates project `p`, repository `app` and pipeline `ci`; returns the authenticated push URL.
+fn project_with_pipeline(server: &Running) -> (String, i64) {
+    let _: api::Project = server
+        .client
+        .post_json("/api/v1/projects", &api::CreateProject { name: "p".into() })
+        .unwrap();
+    let repo: api::Repository = server
+        .client
+        .post_json(
+            "/api/v1/projects/p/repositories",
+            &api::CreateRepository { name: "app".into() },
+        )
+        .unwrap();
+    assert_eq!(repo.clone_url, format!("{}/git/p/app.git", server.url));
+    let pipeline: api::Pipeline = server
+        .client
+        .post_json(
+            "/api/v1/projects/p/pipelines",
+            &api::CreatePipeline {
+                name: "ci".into(),
+                repository: "app".into(),
+                yaml_path: "azure-pipelines.yml".into(),
+            },
+        )
+        .unwrap();
+    let push_url = repo
+        .clone_url
+        .replace("http://", &format!("http://ada:{}@", server.token));
+    (push_url, pipeline.id)
+}
+
+fn commit_and_push(work: &Path, push_url: &str, files: &[(&str, &str)], branch: &str) -> String {
+    for (name, text) in files {
+        let path = work.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    git(work, &["add", "."]);
+    git(work, &["commit", "-q", "-m", "change"]);
+    git(
+        work,
+        &["push", "-q", push_url, &format!("HEAD:refs/heads/{branch}")],
+    );
+    git(work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+fn runs_of(server: &Running, pipeline: i64) -> Vec<api::Run> {
+    server
+        .client
+        .get_json(&format!("/api/v1/runs?pipeline={pipeline}"))
+        .unwrap()
+}
+
+fn wait_for_run(server: &Running, pipeline: i64, count: usize) -> api::Run {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let runs = runs_of(server, pipeline);
+        if runs.len() >= count && runs[0].status == "completed" {
+            return runs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "run did not complete: {runs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const PIPELINE: &str = "\
+name: app-$(Rev:r)
+trigger:
+  branches:
+    include: [main]
+  paths:
+    exclude: [docs]
+stages:
+- stage: Build
+  jobs:
+  - job: compile
+    steps:
+    - script: |
+        echo building $(Build.SourceBranchName)
+        mkdir -p out && echo binary > out/app.bin
+      displayName: Compile
+    - publish: out
+      artifact: drop
+- stage: Test
+  jobs:
+  - job: unit
+    steps:
+    - script: echo tests pass
+";
+
+#[test]
+fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let commit = commit_and_push(
+        work.path(),
+        &push_url,
+        &[
+            ("azure-pipelines.yml", PIPELINE),
+            ("src/main.rs", "fn main() {}"),
+        ],
+        "main",
+    );
+
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{run:?}");
+    assert_eq!(run.name, "app-1");
+    assert_eq!(run.source_commit, commit);
+    assert_eq!(run.reason, "push");
+    let detail: api::RunDetail = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}", run.id))
+        .unwrap();
+    let names: Vec<_> = detail
+        .jobs
+        .iter()
+        .map(|j| (j.stage.as_str(), j.status.as_str(), j.result.as_deref()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("Build", "completed", Some("succeeded")),
+            ("Test", "completed", Some("succeeded"))
+        ]
+    );
+    assert!(
+        detail.jobs[0]
+            .steps
+            .iter()
+            .any(|s| s.name == "Compile" && s.result.as_deref() == Some("succeeded"))
+    );
+    assert!(
+        detail.jobs[1].started_at >= detail.jobs[0].finished_at,
+        "Test waits for Build"
+    );
+
+    let logs = server
+        .client
+        .get_text(&format!("/api/v1/runs/{}/logs", run.id))
+        .unwrap();
+    assert!(logs.contains("building main"), "{logs}");
+    assert!(logs.contains("tests pass"), "{logs}");
+
+    let files: Vec<api::ArtifactFile> = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}/artifacts", run.id))
+        .unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(
+        (files[0].artifact.as_str(), files[0].path.as_str()),
+        ("drop", "app.bin")
+    );
+    let content = server.client.get_text(&files[0].download_url).unwrap();
+    assert_eq!(content, "binary\n");
+
+    // A push touching only excluded paths, and one to an excluded branch, start nothing.
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("docs/readme.md", "words")],
+        "main",
+    );
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("src/feature.rs", "// wip")],
+        "feature",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(runs_of(&server, pipeline).len(), 1);
+
+    // A manual run of the same pipeline counts the revision on.
+    let queued: api::Run = server
+        .client
+        .post_json(
+            &format!("/api/v1/pipelines/{pipeline}/runs"),
+            &api::QueueRun::default(),
+        )
+        .unwrap();
+    assert_eq!(queued.reason, "manual");
+    let second = wait_for_run(&server, pipeline, 2);
+    assert_eq!(second.name, "app-2");
+
+    // Cloning with the token works too.
+    let clone = tempfile::tempdir().unwrap();
+    git(clone.path(), &["clone", "-q", &push_url, "copy"]);
+    assert!(clone.path().join("copy/src/main.rs").exists());
+}
+
+#[test]
+fn an_invalid_pipeline_gives_a_failed_run_with_diagnostics() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[(
+            "azure-pipelines.yml",
+            "steps:\n- script: echo hi\n  bogusKey: 1\n",
+        )],
+        "main",
+    );
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.result.as_deref(), Some("failed"));
+    let detail: api::RunDetail = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}", run.id))
+        .unwrap();
+    assert!(detail.jobs.is_empty());
+    let diagnostics = detail
+        .diagnostics
+        .as_array()
+        .expect("a list of diagnostics");
+    assert!(!diagnostics.is_empty(), "{diagnostics:?}");
+    assert_eq!(diagnostics[0]["span"]["line"], 3, "{diagnostics:?}");
+}
+
+#[test]
+fn a_failed_job_skips_later_stages_and_can_be_canceled_or_rerun() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml = "stages:\n- stage: A\n  jobs:\n  - job: fail\n    steps:\n    - script: exit 3\n- stage: B\n  jobs:\n  - job: after\n    steps:\n    - script: echo never\n";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.result.as_deref(), Some("failed"));
+    let detail: api::RunDetail = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}", run.id))
+        .unwrap();
+    assert_eq!(detail.jobs[1].result.as_deref(), Some("skipped"));
+
+    let again: api::Run = server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{}/rerun-failed", run.id),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert_eq!(again.id, run.id);
+    let rerun = wait_for_run(&server, pipeline, 1);
+    let detail: api::RunDetail = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}", rerun.id))
+        .unwrap();
+    assert_eq!(detail.jobs[0].attempt, 2);
+    assert_eq!(rerun.result.as_deref(), Some("failed"));
+
+    // A long job is canceled through its heartbeat.
+    let slow = "steps:\n- script: sleep 60\n";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", slow)],
+        "main",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        let runs = runs_of(&server, pipeline);
+        if runs.len() == 2 && runs[0].status == "running" {
+            break runs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{runs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _: api::Run = server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{}/cancel", running.id),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let canceled = wait_for_run(&server, pipeline, 2);
+    assert_eq!(canceled.result.as_deref(), Some("canceled"), "{canceled:?}");
+}

@@ -1,0 +1,452 @@
+//! The HTTP surface driven in-process (`tower::ServiceExt::oneshot`) over a fresh store: authentication,
+//! CSRF, token scopes, roles, the JSON error shape and input limits.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use lockgate_server::{AppState, auth, router};
+use lockgate_store::Store;
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    app: Router,
+    admin_token: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let state = AppState::new(
+        store,
+        dir.path().to_path_buf(),
+        "http://127.0.0.1:1".into(),
+        60,
+    );
+    std::fs::create_dir_all(state.repos_dir()).unwrap();
+    let hash = auth::hash_password("s3cret-pass").unwrap();
+    let admin = state.store.create_user("admin", &hash, true).await.unwrap();
+    let admin_token = auth::random_token("lgp_");
+    state
+        .store
+        .create_access_token(
+            admin.id,
+            "t",
+            &auth::token_hash(&admin_token),
+            "read,write,admin",
+        )
+        .await
+        .unwrap();
+    let app = router(state.clone());
+    Fixture {
+        _dir: dir,
+        state,
+        app,
+        admin_token,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn get(uri: &str, token: Option<&str>) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn post_json(uri: &str, token: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_the_health_endpoint_is_open() {
+    let f = fixture().await;
+    assert_eq!(
+        send(&f.app, get("/healthz", None)).await.status,
+        StatusCode::OK
+    );
+    for uri in [
+        "/api/v1/projects",
+        "/api/v1/runs",
+        "/api/v1/openapi.json",
+        "/api/v1/runs/1/logs",
+    ] {
+        let reply = send(&f.app, get(uri, None)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(reply.json()["error"]["code"], "unauthorized");
+    }
+    let page = send(&f.app, get("/runs/1", None)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.headers[header::LOCATION], "/login?next=%2Fruns%2F1");
+    let wrong = send(&f.app, get("/api/v1/projects", Some("lgp_nope"))).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_api() {
+    let f = fixture().await;
+    let reply = send(&f.app, get("/api/v1/openapi.json", Some(&f.admin_token))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    assert!(doc["paths"]["/api/v1/runs"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/agent/lease"]["post"].is_object());
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_get_json_4xx_and_change_nothing() {
+    let f = fixture().await;
+    let bad = send(
+        &f.app,
+        post_json("/api/v1/projects", &f.admin_token, "{not json"),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["error"]["code"], "bad-request");
+    let missing = send(&f.app, post_json("/api/v1/projects", &f.admin_token, "{}")).await;
+    assert_eq!(missing.status.as_u16() / 100, 4);
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let too_big = send(&f.app, post_json("/api/v1/projects", &f.admin_token, &huge)).await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_big.json()["error"]["code"], "payload-too-large");
+    let bad_name = send(
+        &f.app,
+        post_json("/api/v1/projects", &f.admin_token, r#"{"name": "../etc"}"#),
+    )
+    .await;
+    assert_eq!(bad_name.status, StatusCode::BAD_REQUEST);
+    assert!(f.state.store.list_projects().await.unwrap().is_empty());
+    let bad_query = send(&f.app, get("/api/v1/runs?limit=lots", Some(&f.admin_token))).await;
+    assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
+    assert!(bad_query.json()["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn sessions_need_the_csrf_token_for_changes() {
+    let f = fixture().await;
+    let wrong = send(
+        &f.app,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("name=admin&password=wrong"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers.get(header::SET_COOKIE).is_none());
+
+    let login = send(
+        &f.app,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("name=admin&password=s3cret-pass&next=%2Fp%2Fx"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::SEE_OTHER);
+    assert_eq!(login.headers[header::LOCATION], "/p/x");
+    let cookie = login.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        login.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("HttpOnly")
+    );
+
+    let home = send(
+        &f.app,
+        Request::get("/")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(home.status, StatusCode::OK);
+    let csrf = home
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let form = |body: String| {
+        Request::post("/projects")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let forged = send(&f.app, form("name=evil".into())).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let forged_wrong = send(&f.app, form("name=evil&csrf=abc".into())).await;
+    assert_eq!(forged_wrong.status, StatusCode::FORBIDDEN);
+    assert!(
+        f.state
+            .store
+            .project_by_name("evil")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ok = send(&f.app, form(format!("name=web&csrf={csrf}"))).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert!(
+        f.state
+            .store
+            .project_by_name("web")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // JSON calls from the page's scripts send the token in a header.
+    let api = send(
+        &f.app,
+        Request::post("/api/v1/tokens")
+            .header(header::COOKIE, &cookie)
+            .header("x-csrf-token", &csrf)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"name": "ci", "scopes": ["read"]}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::CREATED);
+    let token = api.json()["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("lgp_"));
+    let listed = f.state.store.list_access_tokens(1).await.unwrap();
+    assert!(
+        listed.iter().all(|t| !t.scopes.contains(&token)),
+        "the secret is not stored"
+    );
+}
+
+#[tokio::test]
+async fn token_scopes_and_project_roles_limit_what_a_user_can_do() {
+    let f = fixture().await;
+    let created = send(
+        &f.app,
+        post_json("/api/v1/projects", &f.admin_token, r#"{"name": "shop"}"#),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let read_only = send(
+        &f.app,
+        post_json(
+            "/api/v1/tokens",
+            &f.admin_token,
+            r#"{"name": "ro", "scopes": ["read"]}"#,
+        ),
+    )
+    .await;
+    let read_only = read_only.json()["token"].as_str().unwrap().to_string();
+    let denied = send(
+        &f.app,
+        post_json("/api/v1/projects", &read_only, r#"{"name": "other"}"#),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.json()["error"]["code"], "forbidden");
+    let unknown_scope = send(
+        &f.app,
+        post_json(
+            "/api/v1/tokens",
+            &read_only,
+            r#"{"name": "x", "scopes": ["root"]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(unknown_scope.status, StatusCode::BAD_REQUEST);
+    let escalate = send(
+        &f.app,
+        post_json(
+            "/api/v1/tokens",
+            &read_only,
+            r#"{"name": "x", "scopes": ["write"]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(escalate.status, StatusCode::FORBIDDEN);
+
+    // A second user sees nothing of the project until given a role, and readers cannot create.
+    let bob = f.state.store.create_user("bob", "x", false).await.unwrap();
+    let bob_token = auth::random_token("lgp_");
+    f.state
+        .store
+        .create_access_token(bob.id, "t", &auth::token_hash(&bob_token), "read,write")
+        .await
+        .unwrap();
+    let hidden = send(
+        &f.app,
+        get("/api/v1/projects/shop/repositories", Some(&bob_token)),
+    )
+    .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&f.app, get("/api/v1/projects", Some(&bob_token)))
+            .await
+            .json(),
+        serde_json::json!([])
+    );
+    let project = f
+        .state
+        .store
+        .project_by_name("shop")
+        .await
+        .unwrap()
+        .unwrap();
+    f.state
+        .store
+        .set_project_role(project.id, bob.id, "reader")
+        .await
+        .unwrap();
+    assert_eq!(
+        send(
+            &f.app,
+            get("/api/v1/projects/shop/repositories", Some(&bob_token))
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let create = send(
+        &f.app,
+        post_json(
+            "/api/v1/projects/shop/repositories",
+            &bob_token,
+            r#"{"name": "app"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(create.status, StatusCode::FORBIDDEN);
+
+    let repo = send(
+        &f.app,
+        post_json(
+            "/api/v1/projects/shop/repositories",
+            &f.admin_token,
+            r#"{"name": "app"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(repo.status, StatusCode::CREATED);
+    assert_eq!(
+        repo.json()["cloneUrl"],
+        "http://127.0.0.1:1/git/shop/app.git"
+    );
+    assert!(f.state.repos_dir().join("shop/app.git/HEAD").exists());
+    let again = send(
+        &f.app,
+        post_json(
+            "/api/v1/projects/shop/repositories",
+            &f.admin_token,
+            r#"{"name": "app"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn agents_need_their_token_and_a_held_lease() {
+    let f = fixture().await;
+    let lease = post_json(
+        "/api/v1/agent/lease",
+        &f.admin_token,
+        r#"{"waitSeconds": 0}"#,
+    );
+    assert_eq!(
+        send(&f.app, lease).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a user token is not an agent token"
+    );
+    let agent_token = auth::random_token("lga_");
+    f.state
+        .store
+        .register_agent("a1", &auth::token_hash(&agent_token))
+        .await
+        .unwrap();
+    let idle = send(
+        &f.app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(idle.status, StatusCode::NO_CONTENT);
+    let stranger = Request::post("/api/v1/agent/jobs/1/finish")
+        .header(header::AUTHORIZATION, format!("Bearer {agent_token}"))
+        .header("lockgate-lease", "lgl_forged")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"result": "succeeded"}"#))
+        .unwrap();
+    assert_eq!(send(&f.app, stranger).await.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn git_asks_for_credentials_and_hides_unknown_repositories() {
+    let f = fixture().await;
+    let anonymous = send(
+        &f.app,
+        get("/git/shop/app.git/info/refs?service=git-upload-pack", None),
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        anonymous.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let missing = send(
+        &f.app,
+        get(
+            "/git/shop/app.git/info/refs?service=git-upload-pack",
+            Some(&f.admin_token),
+        ),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let traversal = send(
+        &f.app,
+        get("/git/..%2F/x.git/info/refs", Some(&f.admin_token)),
+    )
+    .await;
+    assert_eq!(traversal.status, StatusCode::NOT_FOUND);
+}
