@@ -538,15 +538,15 @@ fn call_with_values<C: Context + ?Sized>(
                     .map_err(|m| evaluation_error(span, m))?,
             )
         }
-        Function::Join => Value::String(functions::join(&text(0)?, arg(1))),
+        Function::Join => Value::String(
+            functions::join(&text(0)?, arg(1)).map_err(|m| evaluation_error(span, m))?,
+        ),
         Function::Split => functions::split(&text(0)?, &text(1)?),
         Function::Replace => {
             let (subject, old, new) = (text(0)?, text(1)?, text(2)?);
-            Value::String(if old.is_empty() {
-                subject.into_owned()
-            } else {
-                subject.replace(old.as_ref(), &new)
-            })
+            Value::String(
+                functions::replace(&subject, &old, &new).map_err(|m| evaluation_error(span, m))?,
+            )
         }
         Function::Lower => Value::String(text(0)?.to_lowercase()),
         Function::Upper => Value::String(text(0)?.to_uppercase()),

@@ -3,6 +3,14 @@
 
 use crate::value::{Value, format_number};
 
+/// The largest string `format`, `join` and `replace` may build (the legacy engine also bounds result memory), so
+/// that a few placeholders over a large variable cannot exhaust memory.
+pub const MAX_RESULT_BYTES: usize = 10 * 1024 * 1024;
+
+fn too_large(function: &str) -> String {
+    format!("{function}() would produce more than {MAX_RESULT_BYTES} bytes")
+}
+
 /// .NET-style composite formatting: `{0}`, `{0,alignment}`, `{0:format}`; `{{` and `}}` are literal braces.
 /// A format specifier is applied to a value that reads as a date/time (`pipeline.startTime`); strings and other
 /// values ignore it, as .NET strings do.
@@ -67,6 +75,9 @@ pub fn format(pattern: &str, args: &[std::borrow::Cow<'_, Value>]) -> Result<Str
                     },
                     None => format_plain(value),
                 };
+                if out.len() + text.len() > MAX_RESULT_BYTES {
+                    return Err(too_large("format"));
+                }
                 match alignment {
                     Some(alignment) => {
                         let width: i64 = alignment.trim().parse().map_err(|_| {
@@ -102,15 +113,38 @@ fn format_plain(value: &Value) -> String {
 
 /// `join(separator, value)`: array items cast to strings (arrays and objects inside become ''); any other value is
 /// cast to a string on its own.
-pub fn join(separator: &str, value: &Value) -> String {
+pub fn join(separator: &str, value: &Value) -> Result<String, String> {
     match value {
-        Value::Array(items) => items
-            .iter()
-            .map(format_plain)
-            .collect::<Vec<_>>()
-            .join(separator),
-        other => format_plain(other),
+        Value::Array(items) => {
+            let mut out = String::new();
+            for (i, item) in items.iter().enumerate() {
+                let text = format_plain(item);
+                if out.len() + separator.len() + text.len() > MAX_RESULT_BYTES {
+                    return Err(too_large("join"));
+                }
+                if i > 0 {
+                    out.push_str(separator);
+                }
+                out.push_str(&text);
+            }
+            Ok(out)
+        }
+        other => Ok(format_plain(other)),
     }
+}
+
+/// `replace(text, old, new)`: every occurrence of `old` (ordinal, case-sensitive) replaced by `new`; an empty
+/// `old` leaves the text as it is.
+pub fn replace(text: &str, old: &str, new: &str) -> Result<String, String> {
+    if old.is_empty() {
+        return Ok(text.to_string());
+    }
+    let count = text.matches(old).count();
+    let size = (text.len() - count * old.len()).saturating_add(count.saturating_mul(new.len()));
+    if size > MAX_RESULT_BYTES {
+        return Err(too_large("replace"));
+    }
+    Ok(text.replace(old, new))
 }
 
 /// `split(text, delimiters)`: every character of `delimiters` separates; empty pieces (consecutive or trailing

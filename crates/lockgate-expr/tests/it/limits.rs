@@ -156,3 +156,33 @@ fn binary_junk_gives_errors() {
     }
     assert!(parse("\0", &ParseOptions::condition()).is_err());
 }
+
+#[test]
+fn string_functions_refuse_results_over_ten_megabytes() {
+    let mut context = MapContext::new();
+    context.set_variable("big", "x".repeat(1 << 20));
+    let run = |text: &str| {
+        parse(text, &ParseOptions::condition())
+            .unwrap()
+            .evaluate(&context)
+    };
+    let ten = "{0}".repeat(10);
+    assert_eq!(
+        run(&format!("length(format('{ten}', variables.big))")).unwrap(),
+        Value::Number(10.0 * (1 << 20) as f64)
+    );
+    let eleven = "{0}".repeat(11);
+    let e = run(&format!("format('{eleven}', variables.big)")).unwrap_err();
+    assert_eq!(e.message, "format() would produce more than 10485760 bytes");
+    let e = run("replace(variables.big, 'x', 'xxxxxxxxxxxx')").unwrap_err();
+    assert_eq!(
+        e.message,
+        "replace() would produce more than 10485760 bytes"
+    );
+    let e = run("join(variables.big, split('a,b,c,d,e,f,g,h,i,j,k,l', ','))").unwrap_err();
+    assert_eq!(e.message, "join() would produce more than 10485760 bytes");
+    assert_eq!(
+        run("length(replace(variables.big, 'x', 'yy'))").unwrap(),
+        Value::Number(2.0 * (1 << 20) as f64)
+    );
+}
