@@ -50,7 +50,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     if let Some(min) = min_pass
         && rate < min
     {
-        println!("pass rate {rate:.1}% is below the required {min}%");
+        eprintln!("pass rate {rate:.1}% is below the required {min}%");
         return Ok(1);
     }
     Ok(0)

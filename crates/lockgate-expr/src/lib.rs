@@ -15,6 +15,8 @@
 //! assert!(condition.evaluate_bool(&context).unwrap());
 //! ```
 
+#![warn(missing_docs)]
+
 mod context;
 mod error;
 mod eval;
