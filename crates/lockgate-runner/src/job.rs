@@ -76,6 +76,8 @@ pub struct JobState<'a> {
     pub run: &'a RunContext,
     pub cancel: CancelSignal,
     pub cancel_grace: Duration,
+    /// Work that runs after the last step (cache saves).
+    pub post_job: Vec<PostJobAction>,
     /// Process groups started by steps, stopped when the job ends.
     process_groups: Vec<u32>,
     script_counter: u32,
@@ -128,6 +130,7 @@ pub async fn run_job(
         run,
         cancel: job_cancel.clone(),
         cancel_grace: spec.cancel_timeout,
+        post_job: Vec::new(),
         process_groups: Vec::new(),
         script_counter: 0,
     };
@@ -210,6 +213,7 @@ pub async fn run_job(
             }
         }
     }
+    run_post_job(&mut state, step_index + 1);
     watcher.abort();
     for group in std::mem::take(&mut state.process_groups) {
         stop_process_group(group, Duration::from_millis(500).min(state.cancel_grace)).await;
@@ -240,6 +244,69 @@ pub async fn run_job(
         std::mem::take(&mut state.outputs),
         started,
     )
+}
+
+/// Work a task asked to do after the job's steps.
+#[derive(Debug, Clone)]
+pub enum PostJobAction {
+    /// Cache@2: save `path` as the cache entry folder `entry` for `key` (only when the job succeeded).
+    SaveCache {
+        entry: PathBuf,
+        path: PathBuf,
+        key: String,
+    },
+}
+
+fn run_post_job(state: &mut JobState<'_>, index: usize) {
+    let actions = std::mem::take(&mut state.post_job);
+    if actions.is_empty() || !state.status.is_success() || state.cancel.is_canceled() {
+        return;
+    }
+    for (offset, action) in actions.into_iter().enumerate() {
+        let index = index + offset;
+        let started = Instant::now();
+        let PostJobAction::SaveCache { entry, path, key } = action;
+        let display_name = format!("Post-job: Cache {key}");
+        state.sink.event(Event::StepStarted {
+            job: state.id.clone(),
+            step: index,
+            display_name: display_name.clone(),
+        });
+        let result = match crate::tasks::cache::save(&entry, &path, &key) {
+            Ok(0) => {
+                log_runner(
+                    state,
+                    index,
+                    "The cache entry already exists; nothing saved",
+                );
+                TaskResult::Succeeded
+            }
+            Ok(count) => {
+                log_runner(
+                    state,
+                    index,
+                    &format!("Saved {count} files to the cache for key {key}"),
+                );
+                TaskResult::Succeeded
+            }
+            Err(message) => {
+                issue(
+                    state,
+                    Some(index),
+                    IssueKind::Warning,
+                    &format!("cache not saved: {message}"),
+                );
+                TaskResult::SucceededWithIssues
+            }
+        };
+        state.sink.event(Event::StepFinished {
+            job: state.id.clone(),
+            step: index,
+            display_name,
+            result,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
 }
 
 fn finish(

@@ -144,10 +144,11 @@ fn new_run_dir(base: &Path) -> anyhow::Result<(u64, PathBuf)> {
     }
 }
 
-/// Registers tasks that live outside lockgate-runner (none yet: the Power Platform tasks join here once
-/// lockgate-solution exposes them).
+/// Registers tasks that live outside lockgate-runner: the Power Platform Build Tools tasks of lockgate-solution.
 fn registry() -> TaskRegistry {
-    TaskRegistry::with_builtins()
+    let mut registry = TaskRegistry::with_builtins();
+    crate::solution::register_tasks(&mut registry);
+    registry
 }
 
 pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
@@ -421,11 +422,7 @@ impl CliView {
         let live = self.mode == ViewMode::Live;
         let mut text = String::from("\nSummary\n");
         for job in &outcome.jobs {
-            let name = if job.id.stage.is_empty() || job.id.stage == "__default" {
-                job.id.job.clone()
-            } else {
-                format!("{}.{}", job.id.stage, job.id.job)
-            };
+            let name = job_label(&job.id);
             let mark = if live {
                 format!("{}{}\x1b[0m", colour(job.result), symbol(job.result))
             } else {
@@ -488,11 +485,18 @@ fn draw_status(state: &mut ViewState) {
     let _ = state.out.flush();
 }
 
+/// How a job is named in the view and its log file: `Stage.Job`, without the implied `__default` names
+/// (the implied job is `Job`, as Azure Pipelines shows it).
 fn job_label(job: &JobId) -> String {
-    if job.stage.is_empty() || job.stage == "__default" {
-        job.job.clone()
+    let name = if job.job == "__default" {
+        "Job"
     } else {
-        format!("{}.{}", job.stage, job.job)
+        job.job.as_str()
+    };
+    if job.stage.is_empty() || job.stage == "__default" {
+        name.to_string()
+    } else {
+        format!("{}.{name}", job.stage)
     }
 }
 

@@ -4,9 +4,11 @@
 pub mod archives;
 pub mod artifacts;
 pub mod builtin_steps;
+pub mod cache;
 pub mod files;
 pub mod script;
 pub mod test_results;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -66,6 +68,8 @@ impl TaskRegistry {
         files::register(&mut registry);
         archives::register(&mut registry);
         test_results::register(&mut registry);
+        tools::register(&mut registry);
+        cache::register(&mut registry);
         registry
     }
 

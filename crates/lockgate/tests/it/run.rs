@@ -1,1 +1,525 @@
-//! End-to-end tests of `lockgate` commands in run.rs of the binary.
+//! End-to-end tests of `lockgate run`: each writes a pipeline into a temporary Git repository, runs the real
+//! binary, and checks its exit code, output, log files and the files it produced.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A temporary repository with a pipeline, and a separate work folder for runs.
+struct Project {
+    dir: tempfile::TempDir,
+    work: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(pipeline: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("azure-pipelines.yml"), pipeline).unwrap();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "add",
+            ".",
+        ]);
+        git(&[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "first",
+        ]);
+        Self { dir, work }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lockgate"));
+        command
+            .arg("run")
+            .arg("--work-dir")
+            .arg(self.work.path())
+            .args(args)
+            .current_dir(self.dir.path());
+        command.env("LOCKGATE_MINUTE_MS", "1000");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// The log file of a job of run 1.
+    fn log(&self, job: &str) -> String {
+        let path = self
+            .work
+            .path()
+            .join("runs/1/logs")
+            .join(format!("{job}.log"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.work.path().join("runs/1")
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn output_variables_flow_between_steps_jobs_and_stages() {
+    let project = Project::new(
+        r###"
+stages:
+- stage: Build
+  jobs:
+  - job: Version
+    steps:
+    - bash: echo "##vso[task.setvariable variable=number;isOutput=true]4.5.6"
+      name: setver
+    - script: echo "same job sees $(setver.number)"
+  - job: UseIt
+    dependsOn: Version
+    condition: eq(dependencies.Version.outputs['setver.number'], '4.5.6')
+    variables:
+      fromJob: $[ dependencies.Version.outputs['setver.number'] ]
+    steps:
+    - checkout: none
+    - script: echo "job got $(fromJob)"
+- stage: Deploy
+  condition: and(succeeded(), eq(dependencies.Build.outputs['Version.setver.number'], '4.5.6'))
+  jobs:
+  - job: Ship
+    variables:
+      fromStage: $[ stageDependencies.Build.Version.outputs['setver.number'] ]
+    steps:
+    - checkout: none
+    - script: echo "stage got $(fromStage)"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("same job sees 4.5.6"), "{all}");
+    assert!(all.contains("job got 4.5.6"), "{all}");
+    assert!(all.contains("stage got 4.5.6"), "{all}");
+    assert!(project.log("Deploy.Ship").contains("stage got 4.5.6"));
+}
+
+#[test]
+fn secrets_from_a_variable_group_are_masked_everywhere() {
+    let project = Project::new(
+        r#"
+variables:
+- group: credentials
+steps:
+- script: |
+    echo "token is $TOKEN"
+    echo "unmapped: [$API_TOKEN]"
+    echo "plain: $(user)"
+  env:
+    TOKEN: $(api.token)
+"#,
+    );
+    let group = project.path().join("credentials.json");
+    std::fs::write(
+        &group,
+        r#"{"api.token": {"value": "sup3r-s3cret-value", "isSecret": true}, "user": "alice"}"#,
+    )
+    .unwrap();
+    let group_arg = format!("credentials={}", group.display());
+    let output = project.run(&["--var-group", &group_arg, "--json"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(!all.contains("sup3r-s3cret-value"), "secret leaked: {all}");
+    assert!(all.contains("token is ***"), "{all}");
+    assert!(
+        all.contains("unmapped: []"),
+        "secrets are not exported without env: {all}"
+    );
+    assert!(all.contains("plain: alice"), "{all}");
+    let log = project.log("Job");
+    assert!(
+        log.contains("token is ***") && !log.contains("sup3r"),
+        "{log}"
+    );
+    // Every stdout line is one JSON event.
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        assert!(line.starts_with("{\"event\":"), "{line}");
+    }
+}
+
+#[test]
+fn a_missing_variable_group_is_a_usage_error() {
+    let project = Project::new("variables:\n- group: nowhere\nsteps:\n- script: echo hi\n");
+    let output = project.run(&[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("--var-group nowhere=FILE"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn conditions_after_a_failure_and_the_exit_code() {
+    let project = Project::new(
+        r#"
+jobs:
+- job: Broken
+  steps:
+  - checkout: none
+  - script: exit 4
+  - script: echo "after-failure-should-not-run"
+  - script: echo "cleanup-ran"
+    condition: always()
+- job: Next
+  dependsOn: Broken
+  steps:
+  - script: echo "next-should-not-run"
+- job: OnFailure
+  dependsOn: Broken
+  condition: failed()
+  steps:
+  - checkout: none
+  - script: echo "on-failure-ran"
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("cleanup-ran") && all.contains("on-failure-ran"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("after-failure-should-not-run\n") && !all.contains("next-should-not-run\n"),
+        "{all}"
+    );
+    assert!(all.contains("Next") && all.contains("Skipped"), "{all}");
+}
+
+#[test]
+fn matrix_legs_run_as_separate_jobs_with_their_variables() {
+    let project = Project::new(
+        r###"
+jobs:
+- job: Test
+  strategy:
+    matrix:
+      linux:
+        flavour: penguin
+      mac:
+        flavour: apple
+  steps:
+  - checkout: none
+  - bash: |
+      echo "leg $(flavour) at $(System.JobPositionInPhase)/$(System.TotalJobsInPhase)"
+      echo "##vso[task.setvariable variable=seen;isOutput=true]$(flavour)"
+    name: report
+- job: After
+  dependsOn: Test
+  variables:
+    linuxSaw: $[ dependencies.Test.outputs['linux.report.seen'] ]
+  steps:
+  - checkout: none
+  - script: echo "linux leg said $(linuxSaw)"
+"###,
+    );
+    let output = project.run(&["--parallel", "2"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("leg penguin at"), "{all}");
+    assert!(all.contains("leg apple at"), "{all}");
+    assert!(all.contains("linux leg said penguin"), "{all}");
+}
+
+#[test]
+fn templates_with_each_expand_into_steps() {
+    let project = Project::new(
+        r#"
+steps:
+- checkout: none
+- template: templates/greet.yml
+  parameters:
+    names: [ada, grace, linus]
+"#,
+    );
+    project.write(
+        "templates/greet.yml",
+        r#"
+parameters:
+- name: names
+  type: object
+  default: []
+steps:
+- ${{ each name in parameters.names }}:
+  - script: echo "hello ${{ name }}"
+    displayName: greet ${{ name }}
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for name in ["ada", "grace", "linus"] {
+        assert!(all.contains(&format!("hello {name}")), "{all}");
+        assert!(all.contains(&format!("greet {name}")), "{all}");
+    }
+}
+
+#[test]
+fn checkout_copies_uncommitted_changes_and_leaves_the_tree_alone() {
+    let project = Project::new(
+        "steps:\n- script: cat notes.txt; git status --short; echo touched > made-by-step.txt\n",
+    );
+    project.write("notes.txt", "uncommitted note");
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("uncommitted note"), "{all}");
+    assert!(
+        !project.path().join("made-by-step.txt").exists(),
+        "the step wrote into the user's tree"
+    );
+}
+
+#[test]
+fn a_step_timeout_stops_a_process_that_ignores_sigterm() {
+    // With LOCKGATE_MINUTE_MS=1000 a "minute" lasts one second.
+    let project = Project::new(
+        r#"
+jobs:
+- job: Stubborn
+  cancelTimeoutInMinutes: 1
+  steps:
+  - checkout: none
+  - bash: |
+      trap 'echo got-term' TERM
+      echo started
+      while true; do sleep 0.1; done
+    timeoutInMinutes: 1
+  - script: echo "cleanup after timeout"
+    condition: always()
+"#,
+    );
+    let started = Instant::now();
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("got-term"), "SIGTERM was sent first: {all}");
+    assert!(all.contains("timed out"), "{all}");
+    assert!(all.contains("cleanup after timeout"), "{all}");
+}
+
+#[test]
+fn a_background_process_holding_stdout_does_not_hang_the_run() {
+    let project = Project::new(
+        r#"
+steps:
+- checkout: none
+- bash: |
+    sleep 60 &
+    echo $! > "$(Agent.TempDirectory)/../../../bg.pid"
+    echo "left a background process"
+- script: echo "next step ran"
+"#,
+    );
+    let started = Instant::now();
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("next step ran"), "{all}");
+    // The job cleaned up the process it left behind.
+    let pid = std::fs::read_to_string(project.run_dir().join("bg.pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists() || is_zombie(pid.trim()),
+        "background process {pid} survived"
+    );
+}
+
+fn is_zombie(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn interrupting_the_run_cancels_the_step_group_and_runs_always_steps() {
+    let project = Project::new(
+        r#"
+steps:
+- checkout: none
+- bash: |
+    sleep 60 &
+    echo $! > "$(Pipeline.Workspace)/../../child.pid"
+    echo ready > "$(Pipeline.Workspace)/../../ready"
+    wait
+- script: echo "finally-ran"
+  condition: always()
+- script: echo "normal-step-ran"
+"#,
+    );
+    let child = project
+        .command(&[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = project.run_dir().join("ready");
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the step never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("finally-ran"), "{all}");
+    assert!(!all.contains("normal-step-ran\n"), "{all}");
+    assert!(all.contains("Canceled"), "{all}");
+    let pid = std::fs::read_to_string(project.run_dir().join("child.pid")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists() || is_zombie(pid.trim()),
+        "the step's child {pid} survived"
+    );
+}
+
+#[test]
+fn artifacts_pass_from_a_build_job_to_a_deployment() {
+    let project = Project::new(
+        r#"
+stages:
+- stage: Build
+  jobs:
+  - job: Package
+    steps:
+    - script: mkdir -p out && echo "v1 payload" > out/app.txt
+    - publish: out
+      artifact: app
+- stage: Release
+  jobs:
+  - deployment: ToDev
+    environment: dev
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: cat "$(Pipeline.Workspace)/app/app.txt"; echo "env=$(Environment.Name) strategy=$(Strategy.Name)"
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("v1 payload"), "{all}");
+    assert!(all.contains("env=dev strategy=runOnce"), "{all}");
+}
+
+#[test]
+fn unknown_tasks_and_invalid_pipelines_exit_with_2() {
+    let project = Project::new("steps:\n- task: NoSuchTask@3\n");
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("NoSuchTask@3") && all.contains("cmdline@2"),
+        "{all}"
+    );
+
+    let project = Project::new("stages:\n- stage: A\n  jobs: 7\n");
+    let output = project.run(&[]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        !project.run_dir().exists(),
+        "nothing is run for an invalid pipeline"
+    );
+}
+
+#[test]
+fn test_results_and_file_tasks() {
+    let project = Project::new(
+        r#"
+steps:
+- script: |
+    mkdir -p reports
+    cat > reports/TEST-unit.xml <<'XML'
+    <testsuite><testcase classname="calc" name="adds"/><testcase classname="calc" name="divides"><failure/></testcase></testsuite>
+    XML
+- task: PublishTestResults@2
+  inputs:
+    testResultsFormat: JUnit
+    testResultsFiles: '**/TEST-*.xml'
+- task: CopyFiles@2
+  inputs:
+    Contents: |
+      **/*.xml
+      !**/nothing/**
+    TargetFolder: $(Build.ArtifactStagingDirectory)/copied
+- task: ArchiveFiles@2
+  inputs:
+    rootFolderOrFile: $(Build.ArtifactStagingDirectory)/copied
+    archiveFile: $(Build.ArtifactStagingDirectory)/reports.zip
+- script: unzip -l $(Build.ArtifactStagingDirectory)/reports.zip
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("1 passed, 1 failed, 0 skipped"), "{all}");
+    assert!(all.contains("failed: calc.divides"), "{all}");
+    assert!(all.contains("copied/reports/TEST-unit.xml"), "{all}");
+}
