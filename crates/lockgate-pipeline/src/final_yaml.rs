@@ -578,7 +578,17 @@ fn json_entry_inline(out: &mut String, i: usize, key: &str, value: &serde_json::
 
 fn json_scalar(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::String(s) => scalar(s),
+        serde_json::Value::String(s) => {
+            // A JSON string must read back as a string, not as a number or boolean.
+            if matches!(
+                crate::template::plain_scalar_value(s),
+                lockgate_expr::Value::String(_)
+            ) {
+                scalar(s)
+            } else {
+                serde_json::to_string(s).unwrap_or_default()
+            }
+        }
         serde_json::Value::Object(_) => "{}".into(),
         serde_json::Value::Array(_) => "[]".into(),
         other => other.to_string(),
