@@ -385,6 +385,9 @@ fn call<'a, C: Context + ?Sized>(
         | Function::NotIn
         | Function::Iif
         | Function::Coalesce => call_lazy(function, args, context),
+        Function::Format => {
+            call_format(args, span, context).map(|text| Cow::Owned(Value::String(text)))
+        }
         Function::Eq | Function::Ne | Function::Gt | Function::Ge | Function::Lt | Function::Le => {
             let (Some(left), Some(right)) = (args.first(), args.get(1)) else {
                 return Err(evaluation_error(
@@ -404,6 +407,34 @@ fn call<'a, C: Context + ?Sized>(
             call_with_values(function, name, &values, span, context).map(Cow::Owned)
         }
     }
+}
+
+/// `format(pattern, args...)`: the pattern is checked first, then only the arguments it uses are evaluated, as
+/// the Azure engine does (an unused argument cannot fail).
+#[inline(never)]
+fn call_format<C: Context + ?Sized>(
+    args: &[Node],
+    span: Span,
+    context: &C,
+) -> Result<String, ExprError> {
+    let Some((pattern, rest)) = args.split_first() else {
+        return Err(evaluation_error(span, "format() needs a format string"));
+    };
+    let pattern = evaluate_node(pattern, context)?;
+    let pattern = to_string_arg(&pattern, "format", span)?;
+    let segments =
+        functions::parse_format(&pattern, rest.len()).map_err(|m| evaluation_error(span, m))?;
+    let mut values: Vec<Option<Cow<'_, Value>>> = vec![None; rest.len()];
+    for segment in &segments {
+        if let functions::FormatSegment::Argument { index, .. } = segment
+            && let (Some(slot), Some(node)) = (values.get_mut(*index), rest.get(*index))
+            && slot.is_none()
+        {
+            *slot = Some(evaluate_node(node, context)?);
+        }
+    }
+    let arguments: Vec<Option<&Value>> = values.iter().map(|v| v.as_deref()).collect();
+    functions::render_format(&segments, &arguments).map_err(|m| evaluation_error(span, m))
 }
 
 /// `and`, `or`, `in`, `notIn`, `iif`, `coalesce`: arguments are evaluated only as far as needed.
@@ -531,13 +562,6 @@ fn call_with_values<C: Context + ?Sized>(
                 _ => false,
             })
         }
-        Function::Format => {
-            let pattern = text(0)?;
-            Value::String(
-                functions::format(&pattern, &values[1.min(values.len())..])
-                    .map_err(|m| evaluation_error(span, m))?,
-            )
-        }
         Function::Join => Value::String(
             functions::join(&text(0)?, arg(1)).map_err(|m| evaluation_error(span, m))?,
         ),
@@ -618,6 +642,7 @@ fn call_with_values<C: Context + ?Sized>(
         | Function::NotIn
         | Function::Iif
         | Function::Coalesce
+        | Function::Format
         | Function::Eq
         | Function::Ne
         | Function::Gt

@@ -11,94 +11,127 @@ fn too_large(function: &str) -> String {
     format!("{function}() would produce more than {MAX_RESULT_BYTES} bytes")
 }
 
-/// .NET-style composite formatting: `{0}`, `{0,alignment}`, `{0:format}`; `{{` and `}}` are literal braces.
-/// A format specifier is applied to a value that reads as a date/time (`pipeline.startTime`); strings and other
-/// values ignore it, as .NET strings do.
-pub fn format(pattern: &str, args: &[std::borrow::Cow<'_, Value>]) -> Result<String, String> {
-    let mut out = String::with_capacity(pattern.len());
-    let mut chars = pattern.char_indices().peekable();
-    while let Some((position, c)) = chars.next() {
+/// A piece of a parsed `format` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FormatSegment {
+    /// Literal text (with `{{` / `}}` already unescaped).
+    Text(String),
+    /// `{index}` or `{index:specifiers}`.
+    Argument {
+        /// Which argument after the pattern (0-based).
+        index: usize,
+        /// The specifiers after `:` (empty when there are none).
+        specifiers: String,
+    },
+}
+
+/// Parses a `format` pattern as the Azure engine reads it: `{N}` or `{N:specifiers}` with N a number below 256,
+/// `{{` and `}}` for literal braces; anything else with a brace (alignment `{0,5}` included) is an invalid format
+/// string. `argument_count` is how many arguments follow the pattern.
+pub(crate) fn parse_format(
+    pattern: &str,
+    argument_count: usize,
+) -> Result<Vec<FormatSegment>, String> {
+    let invalid = || format!("format(): the format string '{pattern}' is invalid");
+    let mut segments = Vec::new();
+    let mut text = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
-            '{' if chars.peek().is_some_and(|&(_, n)| n == '{') => {
+            '{' if chars.peek() == Some(&'{') => {
                 chars.next();
-                out.push('{');
+                text.push('{');
             }
-            '}' if chars.peek().is_some_and(|&(_, n)| n == '}') => {
+            '}' if chars.peek() == Some(&'}') => {
                 chars.next();
-                out.push('}');
+                text.push('}');
             }
-            '}' => {
-                return Err(format!(
-                    "format(): unmatched '}}' at position {position} of the format string"
-                ));
-            }
+            '}' => return Err(invalid()),
             '{' => {
-                let mut item = String::new();
-                let mut closed = false;
-                for (_, c) in chars.by_ref() {
-                    if c == '}' {
-                        closed = true;
-                        break;
-                    }
-                    item.push(c);
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    digits.push(d);
+                    chars.next();
                 }
-                if !closed {
+                let index: u8 = digits.parse().map_err(|_| invalid())?;
+                let mut specifiers = String::new();
+                match chars.next() {
+                    Some('}') => {}
+                    Some(':') => loop {
+                        match chars.next() {
+                            None => return Err(invalid()),
+                            Some('}') if chars.peek() == Some(&'}') => {
+                                chars.next();
+                                specifiers.push('}');
+                            }
+                            Some('}') => break,
+                            Some(other) => specifiers.push(other),
+                        }
+                    },
+                    _ => return Err(invalid()),
+                }
+                if usize::from(index) >= argument_count {
                     return Err(format!(
-                        "format(): unclosed '{{' at position {position} of the format string"
+                        "format(): the format string '{pattern}' refers to argument {{{index}}} but only {argument_count} \
+                         followed it"
                     ));
                 }
-                let (head, specifier) = match item.split_once(':') {
-                    Some((head, specifier)) => (head, Some(specifier)),
-                    None => (item.as_str(), None),
-                };
-                let (index, alignment) = match head.split_once(',') {
-                    Some((index, alignment)) => (index, Some(alignment)),
-                    None => (head, None),
-                };
-                let index: usize = index
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("format(): '{{{item}}}' is not a valid placeholder"))?;
-                let value = args.get(index).ok_or_else(|| {
-                    format!(
-                        "format(): placeholder {{{index}}} refers to a missing argument ({} given)",
-                        args.len()
-                    )
-                })?;
-                let text = match specifier {
-                    Some(specifier) => match value.as_ref() {
-                        Value::String(s) => match parse_date_time(s) {
-                            Some(date) => format_date_time(&date, specifier)?,
-                            None => s.clone(),
-                        },
-                        other => format_plain(other),
-                    },
-                    None => format_plain(value),
-                };
-                if out.len() + text.len() > MAX_RESULT_BYTES {
-                    return Err(too_large("format"));
+                if !text.is_empty() {
+                    segments.push(FormatSegment::Text(std::mem::take(&mut text)));
                 }
-                match alignment {
-                    Some(alignment) => {
-                        let width: i64 = alignment.trim().parse().map_err(|_| {
-                            format!("format(): '{alignment}' is not a valid alignment")
-                        })?;
-                        let pad = (width.unsigned_abs() as usize)
-                            .saturating_sub(text.chars().count())
-                            .min(10_000);
-                        if width < 0 {
-                            out.push_str(&text);
-                            out.extend(std::iter::repeat_n(' ', pad));
-                        } else {
-                            out.extend(std::iter::repeat_n(' ', pad));
-                            out.push_str(&text);
-                        }
-                    }
-                    None => out.push_str(&text),
+                segments.push(FormatSegment::Argument {
+                    index: usize::from(index),
+                    specifiers,
+                });
+            }
+            other => text.push(other),
+        }
+    }
+    if !text.is_empty() {
+        segments.push(FormatSegment::Text(text));
+    }
+    Ok(segments)
+}
+
+/// Renders parsed `format` segments. `arguments[i]` is the value of argument `i` when the pattern uses it. An
+/// argument is cast to a string (an array or object cannot be); specifiers are allowed only on a date-time (a
+/// string in date-time form, as `pipeline.startTime` is).
+pub(crate) fn render_format(
+    segments: &[FormatSegment],
+    arguments: &[Option<&Value>],
+) -> Result<String, String> {
+    let mut out = String::new();
+    for segment in segments {
+        let piece = match segment {
+            FormatSegment::Text(text) => std::borrow::Cow::Borrowed(text.as_str()),
+            FormatSegment::Argument { index, specifiers } => {
+                let value = arguments
+                    .get(*index)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(&Value::Null);
+                if specifiers.is_empty() {
+                    value.convert_to_string().ok_or_else(|| {
+                        format!(
+                            "format(): cannot convert {} to a string",
+                            crate::eval::describe(value)
+                        )
+                    })?
+                } else {
+                    let date = value.as_str().and_then(parse_date_time).ok_or_else(|| {
+                        format!(
+                            "format(): the specifiers '{specifiers}' apply only to a date-time, not to {}",
+                            crate::eval::describe(value)
+                        )
+                    })?;
+                    std::borrow::Cow::Owned(format_date_time(&date, specifiers)?)
                 }
             }
-            c => out.push(c),
+        };
+        if out.len() + piece.len() > MAX_RESULT_BYTES {
+            return Err(too_large("format"));
         }
+        out.push_str(&piece);
     }
     Ok(out)
 }
@@ -326,145 +359,46 @@ pub(crate) fn parse_date_time(text: &str) -> Option<DateTime> {
     Some(date)
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// Day of the week, 0 = Sunday (Sakamoto's method).
-fn weekday(year: u32, month: u32, day: u32) -> usize {
-    const T: [u32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
-    let y = if month < 3 { year - 1 } else { year };
-    ((y + y / 4 - y / 100 + y / 400 + T[(month - 1) as usize] + day) % 7) as usize
-}
-
-const DAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
-
-/// Applies .NET custom date/time specifiers (`yyyy`, `MM`, `dd`, `HH`, `mm`, `ss`, `fff`, `tt`, `zzz`, quoted
-/// literals, `\` escapes) to a date.
-pub(crate) fn format_date_time(date: &DateTime, specifier: &str) -> Result<String, String> {
-    let chars: Vec<char> = specifier.chars().collect();
+/// Applies date/time specifiers as the Azure engine does: `yyyy`, `yy`, `MM`, `M`, `dd`, `d`, `HH`, `H`, `mm`, `m`,
+/// `ss`, `s`, `f` to `fffffff`, `zzz`, `K`, `\x` (a literal character) and spaces; anything else is an error.
+pub(crate) fn format_date_time(date: &DateTime, specifiers: &str) -> Result<String, String> {
+    let invalid = || format!("format(): '{specifiers}' is not a valid date-time format");
+    let chars: Vec<char> = specifiers.chars().collect();
+    let offset = date.offset_minutes.unwrap_or(0);
+    let sign = if offset < 0 { '-' } else { '+' };
+    let (offset_hours, offset_minutes) = (offset.abs() / 60, offset.abs() % 60);
     let mut out = String::new();
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        let run = chars[i..].iter().take_while(|&&x| x == c).count();
-        match c {
-            'y' => {
-                match run {
-                    1 => out.push_str(&(date.year % 100).to_string()),
-                    2 => out.push_str(&format!("{:02}", date.year % 100)),
-                    n => out.push_str(&format!("{:0width$}", date.year, width = n)),
-                }
-                i += run;
-            }
-            'M' => {
-                match run {
-                    1 => out.push_str(&date.month.to_string()),
-                    2 => out.push_str(&format!("{:02}", date.month)),
-                    3 => out.push_str(&MONTHS[(date.month - 1) as usize][..3]),
-                    _ => out.push_str(MONTHS[(date.month - 1) as usize]),
-                }
-                i += run;
-            }
-            'd' => {
-                match run {
-                    1 => out.push_str(&date.day.to_string()),
-                    2 => out.push_str(&format!("{:02}", date.day)),
-                    3 => out.push_str(&DAYS[weekday(date.year, date.month, date.day)][..3]),
-                    _ => out.push_str(DAYS[weekday(date.year, date.month, date.day)]),
-                }
-                i += run;
-            }
-            'H' | 'h' | 'm' | 's' => {
-                let value = match c {
-                    'H' => date.hour,
-                    'h' => match date.hour % 12 {
-                        0 => 12,
-                        h => h,
-                    },
-                    'm' => date.minute,
-                    _ => date.second,
-                };
-                if run == 1 {
-                    out.push_str(&value.to_string());
-                } else {
-                    out.push_str(&format!("{value:02}"));
-                }
-                i += run.min(2);
-            }
-            'f' | 'F' => {
-                if run > 7 {
-                    return Err(format!(
-                        "format(): '{specifier}' has more than seven fraction digits"
-                    ));
-                }
-                let fraction = format!("{:07}", date.ticks);
-                let mut part = fraction[..run].to_string();
-                if c == 'F' {
-                    part = part.trim_end_matches('0').to_string();
-                }
-                out.push_str(&part);
-                i += run;
-            }
-            't' => {
-                let designator = if date.hour < 12 { "AM" } else { "PM" };
-                out.push_str(if run == 1 {
-                    &designator[..1]
-                } else {
-                    designator
-                });
-                i += run.min(2);
-            }
-            'z' => {
-                let offset = date.offset_minutes.unwrap_or(0);
-                let sign = if offset < 0 { '-' } else { '+' };
-                let (hours, minutes) = (offset.abs() / 60, offset.abs() % 60);
-                match run {
-                    1 => out.push_str(&format!("{sign}{hours}")),
-                    2 => out.push_str(&format!("{sign}{hours:02}")),
-                    _ => out.push_str(&format!("{sign}{hours:02}:{minutes:02}")),
-                }
-                i += run.min(3);
-            }
-            '\'' | '"' => {
-                let Some(end) = chars[i + 1..].iter().position(|&x| x == c) else {
-                    return Err(format!(
-                        "format(): unclosed quote in the date format '{specifier}'"
-                    ));
-                };
-                out.extend(&chars[i + 1..i + 1 + end]);
-                i += end + 2;
-            }
-            '\\' => {
-                if let Some(next) = chars.get(i + 1) {
-                    out.push(*next);
-                }
-                i += 2;
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
+        if c == '\\' {
+            let escaped = chars.get(i + 1).ok_or_else(invalid)?;
+            out.push(*escaped);
+            i += 2;
+            continue;
         }
+        let run = chars[i..].iter().take_while(|&&x| x == c).count();
+        let piece = match (c, run) {
+            ('y', 4) => format!("{:04}", date.year),
+            ('y', 2) => format!("{:02}", date.year % 100),
+            ('M', 2) => format!("{:02}", date.month),
+            ('M', 1) => date.month.to_string(),
+            ('d', 2) => format!("{:02}", date.day),
+            ('d', 1) => date.day.to_string(),
+            ('H', 2) => format!("{:02}", date.hour),
+            ('H', 1) => date.hour.to_string(),
+            ('m', 2) => format!("{:02}", date.minute),
+            ('m', 1) => date.minute.to_string(),
+            ('s', 2) => format!("{:02}", date.second),
+            ('s', 1) => date.second.to_string(),
+            ('f', 1..=7) => format!("{:07}", date.ticks)[..run].to_string(),
+            ('z', 3) => format!("{sign}{offset_hours:02}:{offset_minutes:02}"),
+            ('K', 1) => format!("{sign}{offset_hours:02}:{offset_minutes:02}"),
+            (' ', _) => " ".repeat(run),
+            _ => return Err(invalid()),
+        };
+        out.push_str(&piece);
+        i += run;
     }
     Ok(out)
 }

@@ -92,48 +92,79 @@ fn format_fills_placeholders_and_escapes_braces() {
     assert_eq!(eval("format('{0} Build', 'Windows')"), s("Windows Build"));
     assert_eq!(eval("format('{1}-{0}-{1}', 'a', 'b')"), s("b-a-b"));
     assert_eq!(eval("format('{{{0}}}', 1.50)"), s("{1.5}"));
-    assert_eq!(eval("format('{0}|{1}', true, 1.2.3)"), s("True|1.2.3"));
-    assert_eq!(eval("format('[{0,5}][{0,-5}]', 'ab')"), s("[   ab][ab   ]"));
+    assert_eq!(
+        eval("format('{0}|{1}|{2}', true, 1.2.3, variables.nosuch)"),
+        s("True|1.2.3|")
+    );
+    assert_eq!(eval("format('no placeholders')"), s("no placeholders"));
     assert!(
         error("format('{1}', 'a')")
             .message
-            .contains("missing argument")
+            .contains("refers to argument {1} but only 1 followed it")
     );
-    assert!(error("format('{0', 'a')").message.contains("unclosed"));
-    assert!(error("format('}', 'a')").message.contains("unmatched"));
+    for bad in [
+        "format('{0', 'a')",
+        "format('}', 'a')",
+        "format('{x}', 'a')",
+        "format('{0,5}', 'a')",
+        "format('{}', 'a')",
+    ] {
+        assert!(
+            error(bad).message.contains("is invalid"),
+            "{bad}: {}",
+            error(bad).message
+        );
+    }
+    let e = error("format('{0}', split('a', ','))");
+    assert_eq!(e.message, "format(): cannot convert an array to a string");
 }
 
 #[test]
-fn format_applies_date_specifiers_to_date_times() {
+fn format_evaluates_only_the_arguments_it_uses() {
+    assert_eq!(eval("format('{0}', 'used', gt(1, 'x'))"), s("used"));
+    assert!(matches!(
+        error("format('{1}', 'used', gt(1, 'x'))").kind,
+        ErrorKind::Cast { .. }
+    ));
+}
+
+#[test]
+fn format_applies_date_specifiers_to_date_times_only() {
     let mut context = MapContext::new();
     context.set(
         "pipeline",
-        object(&[("startTime", s("2024-03-05 07:08:09+02:00"))]),
+        object(&[("startTime", s("2024-03-05 07:08:09.1234+02:00"))]),
     );
     let run = |text: &str| {
         parse(text, &ParseOptions::runtime())
             .unwrap()
             .evaluate(&context)
-            .unwrap()
     };
     assert_eq!(
-        run("format('{0:yyyyMMdd}', pipeline.startTime)"),
+        run("format('{0:yyyyMMdd}', pipeline.startTime)").unwrap(),
         s("20240305")
     );
     assert_eq!(
-        run("format('{0:yyyy-MM-dd HH:mm:ss zzz}', pipeline.startTime)"),
-        s("2024-03-05 07:08:09 +02:00")
+        run("format('{0:yy M d H m s fff zzz}', pipeline.startTime)").unwrap(),
+        s("24 3 5 7 8 9 123 +02:00")
     );
     assert_eq!(
-        run("format('{0:dddd d MMM, h tt}', pipeline.startTime)"),
-        s("Tuesday 5 Mar, 7 AM")
+        run("format('{0:yyyy\\-MM\\-dd HH\\:mm}', pipeline.startTime)").unwrap(),
+        s("2024-03-05 07:08")
     );
+    // The Azure engine accepts only its specifier set: separators must be escaped, names of days are not supported.
+    assert!(
+        run("format('{0:yyyy-MM-dd}', pipeline.startTime)")
+            .unwrap_err()
+            .message
+            .contains("not a valid date-time format")
+    );
+    assert!(run("format('{0:dddd}', pipeline.startTime)").is_err());
+    let e = run("format('{0:yyyy}', 'plain')").unwrap_err();
     assert_eq!(
-        run("format('{0:''day'' dd}', pipeline.startTime)"),
-        s("day 05")
+        e.message,
+        "format(): the specifiers 'yyyy' apply only to a date-time, not to string 'plain'"
     );
-    // A string that is not a date ignores the specifier.
-    assert_eq!(eval("format('{0:yyyy}', 'plain')"), s("plain"));
 }
 
 #[test]
