@@ -218,6 +218,55 @@ impl ServerClient {
         .map(drop)
     }
 
+    /// The artifact files other jobs of the run published so far.
+    pub fn run_artifacts(
+        &self,
+        lease: &JobLease,
+    ) -> Result<Vec<lockgate_protocol::api::ArtifactFile>, ClientError> {
+        let url = self.url(&format!("{AGENT_API}/jobs/{}/artifact-files", lease.job_id));
+        let response = self
+            .http
+            .get(&url)
+            .header("Authorization", self.auth())
+            .header(LEASE_HEADER, &lease.lease_token)
+            .call();
+        let (_, text) = Self::read(&url, response)?;
+        Self::decode(&url, &text)
+    }
+
+    /// Downloads one artifact file (by its `download_url`) as bytes.
+    pub fn download(&self, lease: &JobLease, path: &str) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(path);
+        let mut response = self
+            .http
+            .get(&url)
+            .header("Authorization", self.auth())
+            .header(LEASE_HEADER, &lease.lease_token)
+            .call()
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let message = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(ClientError::Server {
+                status,
+                code: "http".into(),
+                message,
+            });
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| ClientError::Transport {
+                url,
+                message: e.to_string(),
+            })
+    }
+
     /// Uploads one file of an artifact.
     pub fn upload_artifact_file(
         &self,

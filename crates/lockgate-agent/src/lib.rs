@@ -36,6 +36,8 @@ pub struct LeasedJob<'a> {
     pub job_dir: &'a Path,
     /// Set when the server asked to cancel the job.
     pub cancel: Arc<AtomicBool>,
+    /// Artifacts other jobs of the run published before this one started: name and local folder.
+    pub inputs: Vec<(String, PathBuf)>,
 }
 
 /// What an executor hands back when the job ends.
@@ -172,13 +174,25 @@ impl Agent {
                     "Checked out {} at {}",
                     lease.source.branch, lease.source.commit
                 ));
-                let job = LeasedJob {
-                    lease,
-                    source_dir: &source_dir,
-                    job_dir: &job_dir,
-                    cancel: cancel.clone(),
-                };
-                self.executor.execute(&job, &reporter)
+                match self.download_inputs(lease, &job_dir.join("artifacts-in")) {
+                    Ok(inputs) => {
+                        let job = LeasedJob {
+                            lease,
+                            source_dir: &source_dir,
+                            job_dir: &job_dir,
+                            cancel: cancel.clone(),
+                            inputs,
+                        };
+                        self.executor.execute(&job, &reporter)
+                    }
+                    Err(message) => {
+                        reporter.agent_line(&format!("##[error]{message}"));
+                        ExecutionOutcome {
+                            result: "failed".into(),
+                            artifacts: Vec::new(),
+                        }
+                    }
+                }
             }
             Err(message) => {
                 reporter.agent_line(&format!("##[error]{message}"));
@@ -273,6 +287,47 @@ impl Agent {
                 }
             }
         })
+    }
+
+    /// Fetches the run's artifacts into `root/<name>/<path>`.
+    fn download_inputs(
+        &self,
+        lease: &JobLease,
+        root: &Path,
+    ) -> Result<Vec<(String, PathBuf)>, String> {
+        let files = self
+            .client
+            .run_artifacts(lease)
+            .map_err(|e| format!("cannot list the run's artifacts: {e}"))?;
+        let mut inputs: Vec<(String, PathBuf)> = Vec::new();
+        for file in files {
+            let relative = Path::new(&file.path);
+            if file.artifact.contains(['/', '\\'])
+                || relative
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!(
+                    "the server sent an unsafe artifact path {}/{}",
+                    file.artifact, file.path
+                ));
+            }
+            let folder = root.join(&file.artifact);
+            let target = folder.join(relative);
+            let content = self
+                .client
+                .download(lease, &file.download_url)
+                .map_err(|e| e.to_string())?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            std::fs::write(&target, content).map_err(|e| format!("{}: {e}", target.display()))?;
+            if !inputs.iter().any(|(name, _)| *name == file.artifact) {
+                inputs.push((file.artifact.clone(), folder));
+            }
+        }
+        Ok(inputs)
     }
 
     fn upload_artifact(&self, lease: &JobLease, name: &str, root: &Path) -> Result<(), String> {

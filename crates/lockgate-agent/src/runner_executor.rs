@@ -214,6 +214,13 @@ impl JobExecutor for RunnerExecutor {
             Err(error) => return failed(format!("cannot prepare the artifact store: {error}")),
         };
         let run_id = job.lease.run_id.to_string();
+        for (name, folder) in &job.inputs {
+            if let Err(error) = artifacts.publish(&run_id, name, folder) {
+                return failed(format!(
+                    "cannot stage artifact {name} for this job: {error}"
+                ));
+            }
+        }
         let context = RunContext {
             run_id: run_id.clone(),
             build_number: Mutex::new(build_number),

@@ -114,6 +114,11 @@ pub struct ArtifactFileQuery {
     pub path: String,
 }
 
+/// `GET /api/v1/agent/jobs/{job}/artifact-files`: the artifact files published so far by other jobs of
+/// the run (a list of `api::ArtifactFile`); `GET /api/v1/agent/jobs/{job}/artifact-files/{file}`
+/// downloads one. The agent fetches them before the job starts so `download` steps find them.
+pub const RUN_ARTIFACT_FILES: &str = "artifact-files";
+
 /// `POST /api/v1/agent/jobs/{job}/finish`: the job's result; the lease ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -7,7 +7,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use lockgate_protocol::agent::{
     ArtifactFileQuery, EventBatch, FinishJob, HeartbeatReply, JobEvent, JobLease, LEASE_HEADER,
     LeaseRequest, MAX_LEASE_WAIT_SECONDS, SourceCheckout,
@@ -26,6 +26,14 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agent/jobs/{job}/heartbeat", post(heartbeat))
         .route("/api/v1/agent/jobs/{job}/events", post(events))
         .route("/api/v1/agent/jobs/{job}/finish", post(finish))
+        .route(
+            "/api/v1/agent/jobs/{job}/artifact-files",
+            get(list_run_artifacts),
+        )
+        .route(
+            "/api/v1/agent/jobs/{job}/artifact-files/{file}",
+            get(download_run_artifact),
+        )
 }
 
 pub fn upload_routes() -> Router<AppState> {
@@ -420,6 +428,52 @@ async fn upload_artifact_file(
         })
         .await?;
     Ok(StatusCode::CREATED)
+}
+
+async fn list_run_artifacts(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path(job_id): Path<i64>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Vec<lockgate_protocol::api::ArtifactFile>>> {
+    let (job, _) = leased_job(&state, job_id, &headers).await?;
+    let files = state.store.artifact_files(job.run_id).await?;
+    Ok(Json(
+        files
+            .into_iter()
+            .map(|f| lockgate_protocol::api::ArtifactFile {
+                id: f.id,
+                download_url: format!("/api/v1/agent/jobs/{job_id}/artifact-files/{}", f.id),
+                artifact: f.name,
+                path: f.file_path,
+                size: f.size,
+            })
+            .collect(),
+    ))
+}
+
+async fn download_run_artifact(
+    State(state): State<AppState>,
+    _agent: AgentCaller,
+    Path((job_id, file_id)): Path<(i64, i64)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let (job, _) = leased_job(&state, job_id, &headers).await?;
+    let file = state
+        .store
+        .artifact_files(job.run_id)
+        .await?
+        .into_iter()
+        .find(|f| f.id == file_id)
+        .ok_or_else(|| ApiError::not_found("artifact file"))?;
+    let content = tokio::fs::read(state.artifacts_dir().join(&file.digest))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        content,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
                 .context("cannot seed the demo project")?;
         }
         println!("Lockgate is running at {}/", server.url);
-        println!("Data folder: {}", options.data_dir.display());
+        println!("Data folder: {}", state.data_dir.display());
         if let Some((password, token)) = admin {
             println!("Sign in as `admin` with password: {password}");
             println!("Access token for git and the CLI (shown once): {token}");

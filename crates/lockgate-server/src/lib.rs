@@ -151,7 +151,7 @@ impl RunningServer {
 /// Opens the store, binds, serves, and starts the lease reaper and (when configured) the built-in
 /// agent running jobs with `executor`.
 pub async fn start(
-    config: ServerConfig,
+    mut config: ServerConfig,
     executor: Arc<dyn JobExecutor>,
 ) -> anyhow::Result<RunningServer> {
     use anyhow::Context;
@@ -161,6 +161,8 @@ pub async fn start(
             config.data_dir.display()
         )
     })?;
+    // Git and the agent run in other folders: every path must be absolute.
+    config.data_dir = std::path::absolute(&config.data_dir)?;
     let store = Store::open_sqlite(&config.data_dir).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,44 +1,382 @@
-//! `lockgate up`, `lockgate server` and the client commands that talk to a server's REST API.
+//! `lockgate up`, `lockgate server` and the client commands that talk to a server's REST API
+//! (`runs`, `pipelines`, `queue`), which find the server and token in flags or `LOCKGATE_SERVER` /
+//! `LOCKGATE_TOKEN`.
 
-use crate::UsageError;
+use std::path::PathBuf;
+
+use lockgate_agent::{ClientError, ServerClient};
+use lockgate_protocol::api;
+use lockgate_server::launch::{self, LaunchOptions};
+
+use crate::{EXIT_FAILED, EXIT_OK, UsageError};
 
 #[derive(clap::Args)]
-pub struct UpArgs {}
+pub struct UpArgs {
+    /// Data folder (database, repositories, artifacts); default `$LOCKGATE_DATA` or `./lockgate-data`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Do not create the demo project.
+    #[arg(long)]
+    no_demo: bool,
+}
 
 #[derive(clap::Args)]
-pub struct ServerArgs {}
+pub struct ServerArgs {
+    /// Config file with `data_dir`, `port` and `builtin_agent` (`key = value` lines).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Where the server is and who we are.
+#[derive(clap::Args, Clone)]
+pub struct Connection {
+    /// Server URL; default `$LOCKGATE_SERVER` or http://127.0.0.1:8080.
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Personal access token; default `$LOCKGATE_TOKEN`.
+    #[arg(long, global = true)]
+    token: Option<String>,
+}
+
+impl Connection {
+    fn client(&self) -> anyhow::Result<ServerClient> {
+        let server = self
+            .server
+            .clone()
+            .or_else(|| std::env::var("LOCKGATE_SERVER").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var("LOCKGATE_TOKEN").ok())
+            .ok_or_else(|| UsageError("give a token with --token or LOCKGATE_TOKEN".into()))?;
+        Ok(ServerClient::new(&server, &token))
+    }
+}
 
 #[derive(clap::Subcommand)]
 pub enum RunsCommand {
-    /// List runs.
-    List,
+    /// List runs, newest first.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        pipeline: Option<i64>,
+        #[arg(long)]
+        branch: Option<String>,
+        /// queued, running, completed, succeeded, failed, canceled…
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run with its jobs and steps.
+    Show {
+        #[command(flatten)]
+        connection: Connection,
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's logs.
+    Logs {
+        #[command(flatten)]
+        connection: Connection,
+        id: i64,
+    },
+    /// Cancel a run.
+    Cancel {
+        #[command(flatten)]
+        connection: Connection,
+        id: i64,
+    },
+    /// Run again: a new run of the same commit, or with --failed the jobs that did not succeed.
+    Rerun {
+        #[command(flatten)]
+        connection: Connection,
+        id: i64,
+        #[arg(long)]
+        failed: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
 pub enum PipelinesCommand {
-    /// List pipelines.
-    List,
+    /// Create a pipeline from a repository's YAML file.
+    Create {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        repository: String,
+        #[arg(long, default_value = "azure-pipelines.yml")]
+        yaml: String,
+    },
+    /// List the pipelines of a project.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+    },
 }
 
 #[derive(clap::Args)]
-pub struct QueueArgs {}
-
-fn not_yet(what: &str) -> anyhow::Result<u8> {
-    Err(UsageError(format!("`lockgate {what}` is not built yet")).into())
+pub struct QueueArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Pipeline id (see `lockgate pipelines list`).
+    pipeline: i64,
+    #[arg(long)]
+    branch: Option<String>,
+    /// Runtime parameter NAME=VALUE (repeatable).
+    #[arg(long = "param")]
+    params: Vec<String>,
 }
 
-pub fn up(_args: UpArgs) -> anyhow::Result<u8> {
-    not_yet("up")
+pub fn up(args: UpArgs) -> anyhow::Result<u8> {
+    let data_dir = args
+        .data_dir
+        .or_else(|| std::env::var_os("LOCKGATE_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("lockgate-data"));
+    launch::run(LaunchOptions {
+        data_dir,
+        port: args.port,
+        seed_demo: !args.no_demo,
+        builtin_agent: true,
+    })?;
+    Ok(EXIT_OK)
 }
-pub fn server(_args: ServerArgs) -> anyhow::Result<u8> {
-    not_yet("server")
+
+pub fn server(args: ServerArgs) -> anyhow::Result<u8> {
+    let options = launch::read_config(&args.config).map_err(|e| UsageError(format!("{e:#}")))?;
+    launch::run(options)?;
+    Ok(EXIT_OK)
 }
-pub fn runs(_cmd: RunsCommand) -> anyhow::Result<u8> {
-    not_yet("runs")
+
+/// Client errors: 4xx answers are the caller's problem (exit 2), the rest exit 1.
+fn client_error(error: ClientError) -> anyhow::Error {
+    match error.status() {
+        Some(status) if (400..500).contains(&status) && status != 401 && status != 403 => {
+            UsageError(error.to_string()).into()
+        }
+        _ => error.into(),
+    }
 }
-pub fn pipelines(_cmd: PipelinesCommand) -> anyhow::Result<u8> {
-    not_yet("pipelines")
+
+fn print_run_line(run: &api::Run) {
+    println!(
+        "{:>6}  {:<20} #{:<4} {:<24} {:<10} {:<18} {}",
+        run.id,
+        run.pipeline,
+        run.number,
+        run.name,
+        run.status,
+        run.result.as_deref().unwrap_or("-"),
+        run.source_branch.trim_start_matches("refs/heads/")
+    );
 }
-pub fn queue(_args: QueueArgs) -> anyhow::Result<u8> {
-    not_yet("queue")
+
+fn run_exit(run: &api::Run) -> u8 {
+    match run.result.as_deref() {
+        Some("failed") | Some("canceled") => EXIT_FAILED,
+        _ => EXIT_OK,
+    }
+}
+
+fn encode(text: &str) -> String {
+    lockgate_agent::client::percent_encode(text)
+}
+
+pub fn runs(cmd: RunsCommand) -> anyhow::Result<u8> {
+    match cmd {
+        RunsCommand::List {
+            connection,
+            project,
+            pipeline,
+            branch,
+            status,
+            limit,
+            json,
+        } => {
+            let mut query = vec![format!("limit={limit}")];
+            if let Some(project) = project {
+                query.push(format!("project={}", encode(&project)));
+            }
+            if let Some(pipeline) = pipeline {
+                query.push(format!("pipeline={pipeline}"));
+            }
+            if let Some(branch) = branch {
+                query.push(format!("branch={}", encode(&branch)));
+            }
+            if let Some(status) = status {
+                query.push(format!("status={}", encode(&status)));
+            }
+            let runs: Vec<api::Run> = connection
+                .client()?
+                .get_json(&format!("/api/v1/runs?{}", query.join("&")))
+                .map_err(client_error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                runs.iter().for_each(print_run_line);
+            }
+            Ok(EXIT_OK)
+        }
+        RunsCommand::Show {
+            connection,
+            id,
+            json,
+        } => {
+            let detail: api::RunDetail = connection
+                .client()?
+                .get_json(&format!("/api/v1/runs/{id}"))
+                .map_err(client_error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print_run_line(&detail.run);
+                for job in &detail.jobs {
+                    println!(
+                        "  {} / {}: {} {}",
+                        job.stage,
+                        job.display_name,
+                        job.status,
+                        job.result.as_deref().unwrap_or("")
+                    );
+                    for step in &job.steps {
+                        println!(
+                            "    {}: {} {}",
+                            step.name,
+                            step.status,
+                            step.result.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+                if let Some(diagnostics) = detail.diagnostics.as_array() {
+                    for d in diagnostics {
+                        println!(
+                            "  {}: {}",
+                            d["code"].as_str().unwrap_or(""),
+                            d["message"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            Ok(run_exit(&detail.run))
+        }
+        RunsCommand::Logs { connection, id } => {
+            print!(
+                "{}",
+                connection
+                    .client()?
+                    .get_text(&format!("/api/v1/runs/{id}/logs"))
+                    .map_err(client_error)?
+            );
+            Ok(EXIT_OK)
+        }
+        RunsCommand::Cancel { connection, id } => {
+            let run: api::Run = connection
+                .client()?
+                .post_json(&format!("/api/v1/runs/{id}/cancel"), &serde_json::json!({}))
+                .map_err(client_error)?;
+            print_run_line(&run);
+            Ok(EXIT_OK)
+        }
+        RunsCommand::Rerun {
+            connection,
+            id,
+            failed,
+        } => {
+            let path = if failed {
+                format!("/api/v1/runs/{id}/rerun-failed")
+            } else {
+                format!("/api/v1/runs/{id}/rerun")
+            };
+            let run: api::Run = connection
+                .client()?
+                .post_json(&path, &serde_json::json!({}))
+                .map_err(client_error)?;
+            print_run_line(&run);
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+pub fn pipelines(cmd: PipelinesCommand) -> anyhow::Result<u8> {
+    match cmd {
+        PipelinesCommand::Create {
+            connection,
+            project,
+            name,
+            repository,
+            yaml,
+        } => {
+            let body = api::CreatePipeline {
+                name,
+                repository,
+                yaml_path: yaml,
+            };
+            let pipeline: api::Pipeline = connection
+                .client()?
+                .post_json(
+                    &format!("/api/v1/projects/{}/pipelines", encode(&project)),
+                    &body,
+                )
+                .map_err(client_error)?;
+            println!(
+                "{}  {}  {}:{}",
+                pipeline.id, pipeline.name, pipeline.repository, pipeline.yaml_path
+            );
+            Ok(EXIT_OK)
+        }
+        PipelinesCommand::List {
+            connection,
+            project,
+        } => {
+            let pipelines: Vec<api::Pipeline> = connection
+                .client()?
+                .get_json(&format!("/api/v1/projects/{}/pipelines", encode(&project)))
+                .map_err(client_error)?;
+            for pipeline in pipelines {
+                println!(
+                    "{}  {}  {}:{}",
+                    pipeline.id, pipeline.name, pipeline.repository, pipeline.yaml_path
+                );
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+pub fn queue(args: QueueArgs) -> anyhow::Result<u8> {
+    let mut parameters = Vec::new();
+    for param in &args.params {
+        let (name, value) = param
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--param `{param}` is not NAME=VALUE")))?;
+        parameters.push((name.to_string(), value.to_string()));
+    }
+    let body = api::QueueRun {
+        branch: args.branch,
+        parameters,
+    };
+    let run: api::Run = args
+        .connection
+        .client()?
+        .post_json(&format!("/api/v1/pipelines/{}/runs", args.pipeline), &body)
+        .map_err(client_error)?;
+    print_run_line(&run);
+    Ok(run_exit(&run))
 }

@@ -174,7 +174,9 @@ stages:
   jobs:
   - job: unit
     steps:
-    - script: echo tests pass
+    - download: current
+      artifact: drop
+    - script: echo tests pass && cat $(Pipeline.Workspace)/drop/app.bin
 ";
 
 #[test]
@@ -231,6 +233,10 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
         .unwrap();
     assert!(logs.contains("building main"), "{logs}");
     assert!(logs.contains("tests pass"), "{logs}");
+    assert!(
+        logs.contains("\nbinary\n"),
+        "the Test job downloaded the Build job's artifact: {logs}"
+    );
 
     let files: Vec<api::ArtifactFile> = server
         .client
