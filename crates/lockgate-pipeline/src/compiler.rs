@@ -55,7 +55,8 @@ pub struct Compiler<'a> {
     /// Aliases declared under `resources.repositories`.
     pub repositories: Vec<String>,
     pub template_depth: usize,
-    expander: Expander,
+    /// Nodes produced by template expansion so far (capped by `MAX_EXPANDED_NODES`).
+    produced: usize,
 }
 
 impl<'a> Compiler<'a> {
@@ -67,7 +68,7 @@ impl<'a> Compiler<'a> {
             diagnostics: Vec::new(),
             repositories: Vec::new(),
             template_depth: 0,
-            expander: Expander::new(),
+            produced: 0,
         }
     }
 
@@ -269,12 +270,45 @@ impl<'a> Compiler<'a> {
 
     /// Expands a tree with the shared expander and reports its errors.
     pub fn expand(&mut self, node: &Node, scope: &Scope) -> Node {
-        let result = self.expander.expand(node, scope);
-        let errors = std::mem::take(&mut self.expander.errors);
+        let produced = self.produced;
+        let mut resolve = |item: &Node, scope: &Scope| self.variable_template_statics(item, scope);
+        let mut expander = Expander::new();
+        expander.produced = produced;
+        expander.variable_templates = Some(&mut resolve);
+        let result = expander.expand(node, scope);
+        let errors = std::mem::take(&mut expander.errors);
+        let produced = expander.produced;
+        drop(expander);
+        self.produced = produced;
         for err in errors {
             self.error(err.code, err.message, err.span, err.label);
         }
         result
+    }
+
+    /// The static variables of a variable template entry (`- template: vars.yml`), looked up ahead
+    /// of lowering so that `${{ variables.X }}` after it can see them. Its diagnostics are dropped:
+    /// lowering instantiates the same template again and reports them there.
+    fn variable_template_statics(&mut self, item: &Node, scope: &Scope) -> Vec<(String, String)> {
+        let Some(reference) = item.get("template") else {
+            return Vec::new();
+        };
+        if self.template_depth >= MAX_TEMPLATE_DEPTH {
+            return Vec::new();
+        }
+        let diagnostics_before = self.diagnostics.len();
+        self.template_depth += 1;
+        let template = self.instantiate(
+            reference,
+            item.get("parameters"),
+            TemplateKind::Variables,
+            scope,
+        );
+        self.template_depth -= 1;
+        self.diagnostics.truncate(diagnostics_before);
+        template
+            .and_then(|t| t.get("variables").map(crate::template::static_variables))
+            .unwrap_or_default()
     }
 
     /// Instantiates a template reference: loads the file, binds `parameters` to its declarations,

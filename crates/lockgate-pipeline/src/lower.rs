@@ -404,7 +404,7 @@ impl Lowerer<'_, '_> {
             .bind_parameters(root.get("parameters"), None, root.span, true);
         let mut variables: Vec<(String, String)> = self.c.input.variables.clone();
         if let Some(v) = root.get("variables") {
-            variables.extend(self.pipeline_variables_for_templates(v, &parameters));
+            variables.extend(crate::template::static_variables(v));
         }
         let scope = Scope {
             parameters: Rc::new(parameters.clone()),
@@ -610,50 +610,6 @@ impl Lowerer<'_, '_> {
         }
         self.check_stage_graph(&plan.stages, stages_node.map_or(document.span, |n| n.span));
         Some(plan)
-    }
-
-    /// The pipeline-level variables that `${{ variables.X }}` can see, including those of
-    /// variable templates with a literal path. Diagnostics of this look-ahead are dropped: the
-    /// same templates are lowered (and reported) later.
-    fn pipeline_variables_for_templates(
-        &mut self,
-        variables: &Node,
-        parameters: &[(String, Node)],
-    ) -> Vec<(String, String)> {
-        let mut out = crate::template::static_variables(variables);
-        let Some(items) = variables.as_sequence() else {
-            return out;
-        };
-        let diagnostics_before = self.c.diagnostics.len();
-        let scope = Scope {
-            parameters: Rc::new(parameters.to_vec()),
-            variables: Rc::new(self.c.input.variables.clone()),
-            locals: Vec::new(),
-            strict_parameters: true,
-        };
-        for item in items {
-            let Some(reference) = item.get("template") else {
-                continue;
-            };
-            if reference.as_str().is_none_or(|r| r.contains("${{"))
-                || item
-                    .get("parameters")
-                    .is_some_and(|p| format!("{p:?}").contains("${{"))
-            {
-                continue;
-            }
-            if let Some(template) = self.c.instantiate(
-                reference,
-                item.get("parameters"),
-                TemplateKind::Variables,
-                &scope,
-            ) && let Some(inner) = template.get("variables")
-            {
-                out.extend(crate::template::static_variables(inner));
-            }
-        }
-        self.c.diagnostics.truncate(diagnostics_before);
-        out
     }
 
     fn declare_repositories(&mut self, document: &Node) {
@@ -1780,12 +1736,15 @@ impl Lowerer<'_, '_> {
         if let Some(name_node) = node.get("name")
             && let Some(name) = self.string(Some(name_node), "name")
         {
-            if !is_identifier(&name) {
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 self.error(
                     "pipeline::invalid-name",
                     format!("`{name}` is not a valid step name"),
                     name_node.span,
-                    "use letters, digits and `_`, not starting with a digit",
+                    "use letters, digits, `-` and `_`",
                 );
             }
             step.name = Some(name);

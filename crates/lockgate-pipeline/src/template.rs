@@ -76,10 +76,17 @@ pub struct ExpansionError {
 }
 
 /// Expands one tree. Errors are collected; the result is still produced where possible.
-pub struct Expander {
+pub struct Expander<'r> {
     pub errors: Vec<ExpansionError>,
-    produced: usize,
+    /// Nodes produced so far in this compile (carried from one expansion to the next).
+    pub produced: usize,
+    /// Gives the compile-time variables of a `- template:` entry of a `variables` list, so that
+    /// later `${{ variables.X }}` see them.
+    pub variable_templates: Option<VariableTemplateResolver<'r>>,
 }
+
+/// See [`Expander::variable_templates`].
+pub type VariableTemplateResolver<'r> = &'r mut dyn FnMut(&Node, &Scope) -> Vec<(String, String)>;
 
 /// A template directive found in a mapping key.
 enum Directive<'a> {
@@ -93,17 +100,18 @@ enum Directive<'a> {
     Insert,
 }
 
-impl Default for Expander {
+impl Default for Expander<'_> {
     fn default() -> Self {
         Expander::new()
     }
 }
 
-impl Expander {
-    pub fn new() -> Expander {
+impl Expander<'_> {
+    pub fn new() -> Self {
         Expander {
             errors: Vec::new(),
             produced: 0,
+            variable_templates: None,
         }
     }
 
@@ -449,7 +457,16 @@ impl Expander {
             chain = None;
             let expanded = self.expand_at(value, &scope, depth + 1);
             if key_text == "variables" {
-                scope = scope.with_variables(static_variables(&expanded));
+                let mut statics = static_variables(&expanded);
+                if let (Some(resolve), Some(items)) =
+                    (self.variable_templates.as_mut(), expanded.as_sequence())
+                {
+                    for item in items.iter().filter(|i| i.get("template").is_some()) {
+                        let inner = scope.with_variables(statics.clone());
+                        statics.extend(resolve(item, &inner));
+                    }
+                }
+                scope = scope.with_variables(statics);
             }
             set_entry(&mut out, key.clone(), expanded);
         }
@@ -562,11 +579,7 @@ pub fn resolve_path(expr: &str, scope: &Scope) -> Option<Node> {
     let text = expr.trim();
     let root_end = text.find(['.', '[']).unwrap_or(text.len());
     let root = &text[..root_end];
-    if root.is_empty()
-        || !root
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
+    if root.is_empty() || !root.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return None;
     }
     let mut steps = Vec::new();
@@ -575,11 +588,7 @@ pub fn resolve_path(expr: &str, scope: &Scope) -> Option<Node> {
         if let Some(after) = rest.strip_prefix('.') {
             let end = after.find(['.', '[']).unwrap_or(after.len());
             let name = &after[..end];
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return None;
             }
             steps.push(PathStep::Name(name));
