@@ -12,7 +12,7 @@ use crate::yaml::{Node, NodeValue, Span};
 /// Deepest tree that expansion builds (parameters inserted into templates can nest trees).
 pub const MAX_EXPANDED_DEPTH: usize = 200;
 /// Most nodes that expansion may produce in one compile (protects memory against `each` blow-ups).
-pub const MAX_EXPANDED_NODES: usize = 2_000_000;
+pub const MAX_EXPANDED_NODES: usize = 500_000;
 
 /// The names visible to `${{ }}` expressions.
 #[derive(Clone, Default)]
