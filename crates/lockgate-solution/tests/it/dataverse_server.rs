@@ -17,6 +17,9 @@ pub const CLIENT_ID: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 pub const CLIENT_SECRET: &str = "s3cr3t-value";
 const TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.lockgate-test-token";
 
+/// Reads (unique name, version, managed) from a solution zip.
+pub type ManifestReader = fn(&[u8]) -> Option<(String, String, bool)>;
+
 /// A solution installed in the fake environment.
 #[derive(Debug, Clone)]
 pub struct InstalledSolution {
@@ -48,7 +51,7 @@ pub struct State {
     pub requests: Vec<String>,
     pub published: u32,
     /// Reads (unique name, version, managed) from an imported zip; set by tests with the crate's reader.
-    pub manifest_reader: Option<fn(&[u8]) -> Option<(String, String, bool)>>,
+    pub manifest_reader: Option<ManifestReader>,
     operations: BTreeMap<String, (u32, Option<String>)>,
     next_id: u32,
 }
