@@ -195,21 +195,57 @@ async fn installations(
     let mut found = Vec::new();
     match kind {
         ToolKind::Python => {
-            for exe in candidates(
-                &env,
-                &["python3", "python"],
-                &tool_cache_dirs(step, "Python"),
-            ) {
-                if let Some(text) = output_of(&exe, &["--version"]).await
-                    && let Some(version) = text.split_whitespace().nth(1).and_then(parse_version)
-                {
-                    let bin = exe.parent().map_or_else(PathBuf::new, Path::to_path_buf);
-                    found.push(Installation {
-                        shown: format!("{} ({})", text.trim(), exe.display()),
-                        version,
-                        bin,
-                    });
+            // Probe every candidate at once (version managers' shims are slow to start), and ask each for
+            // its real executable so that a shim is never what goes on PATH.
+            let mut extra = tool_cache_dirs(step, "Python");
+            if let Some(root) = std::env::var_os("PYENV_ROOT")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
+                && let Ok(versions) = std::fs::read_dir(root.join("versions"))
+            {
+                extra.extend(versions.flatten().map(|v| v.path().join("bin")));
+            }
+            let mut probes = tokio::task::JoinSet::new();
+            for exe in candidates(&env, &["python3", "python"], &extra) {
+                // A version manager's `shims` folder only runs its selected version; the real interpreters
+                // are found in its versions folder above.
+                let in_shims = exe
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|name| name == "shims");
+                let plain = exe
+                    .file_name()
+                    .is_some_and(|name| name == "python3" || name == "python");
+                if in_shims && !plain {
+                    continue;
                 }
+                probes.spawn(async move {
+                    let script = "import sys, platform; print(platform.python_version()); print(sys.executable)";
+                    (output_of(&exe, &["-c", script]).await, exe)
+                });
+            }
+            while let Some(Ok((text, exe))) = probes.join_next().await {
+                let Some(text) = text else { continue };
+                let mut lines = text.lines();
+                let (Some(version_text), Some(real)) = (lines.next(), lines.next()) else {
+                    continue;
+                };
+                let Some(version) = parse_version(version_text) else {
+                    continue;
+                };
+                let real = PathBuf::from(real.trim());
+                let bin = real.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+                if found
+                    .iter()
+                    .any(|i: &Installation| i.bin == bin && i.version == version)
+                {
+                    continue;
+                }
+                found.push(Installation {
+                    shown: format!("Python {version_text} ({})", exe.display()),
+                    version,
+                    bin,
+                });
             }
         }
         ToolKind::Node => {

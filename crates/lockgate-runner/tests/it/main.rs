@@ -3,3 +3,4 @@
 mod helpers;
 mod job;
 mod process;
+mod tasks;

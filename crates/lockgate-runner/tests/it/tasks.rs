@@ -1,0 +1,382 @@
+//! Built-in tasks through a whole job: tool selection (never downloading), Cache@2 across two jobs, file and
+//! archive tasks, artifacts with patterns, PowerShell without pwsh, and deployment hook phases.
+
+use std::collections::BTreeMap;
+
+use lockgate_runner::events::{Event, TaskResult};
+use lockgate_runner::job::run_job;
+use lockgate_runner::process::CancelSignal;
+use lockgate_runner::spec::{PhaseSpec, StepAction, StepSpec};
+use lockgate_runner::tasks::TaskRegistry;
+
+use crate::helpers::{job, run, run_context, script, step_results};
+
+fn task(name: &str, major: u32, inputs: &[(&str, &str)]) -> StepSpec {
+    let mut step = script(None, "");
+    step.display_name = format!("{name}@{major}");
+    step.action = StepAction::Task {
+        name: name.into(),
+        major,
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    step
+}
+
+fn python_version() -> Option<String> {
+    let output = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split_whitespace().nth(1).map(str::to_string)
+}
+
+#[test]
+fn use_python_version_selects_an_installed_python_or_fails_clearly() {
+    let Some(version) = python_version() else {
+        panic!("these tests need python3 on PATH (Debian package python3)");
+    };
+    let major_minor: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![
+            task(
+                "UsePythonVersion",
+                0,
+                &[("versionSpec", &format!("{major_minor}.x"))],
+            ),
+            script(
+                None,
+                "echo \"location=$(pythonLocation)\"; python3 --version",
+            ),
+            task("UsePythonVersion", 0, &[("versionSpec", "2.1.x")]),
+        ],
+        vec![],
+    );
+    let (outcome, events, sink) = run(dir.path(), &spec);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ]
+    );
+    assert_eq!(outcome.result, TaskResult::Failed);
+    let lines = sink.log_lines();
+    assert!(
+        lines.iter().any(|l| l.starts_with("location=/")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains(&version)), "{lines:?}");
+    let errors: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Issue { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("2.1.x") && m.contains("never downloads") && m.contains(&version)),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn powershell_without_pwsh_is_a_clear_step_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut context_path = std::env::var("PATH").unwrap_or_default();
+    // Keep only folders without pwsh, so the test means the same on every machine.
+    context_path = std::env::split_paths(&context_path)
+        .filter(|dir| !dir.join("pwsh").exists())
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let spec = job(
+        vec![task(
+            "PowerShell",
+            2,
+            &[("targetType", "inline"), ("script", "Write-Host hi")],
+        )],
+        vec![],
+    );
+    let mut context = run_context(dir.path());
+    context.base_env = vec![("PATH".into(), context_path)];
+    let sink = lockgate_runner::events::CollectingSink::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = runtime.block_on(run_job(
+        &context,
+        &TaskRegistry::with_builtins(),
+        &spec,
+        &dir.path().join("work"),
+        &sink,
+        &CancelSignal::new(),
+    ));
+    assert_eq!(outcome.result, TaskResult::Failed);
+    assert!(format!("{:?}", sink.snapshot()).contains("need `pwsh`"));
+}
+
+#[test]
+fn cache_misses_then_hits_in_a_later_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = run_context(dir.path());
+    let registry = TaskRegistry::with_builtins();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache_step = task(
+        "Cache",
+        2,
+        &[
+            ("key", "deps | v1"),
+            ("path", "deps"),
+            ("cacheHitVar", "HIT"),
+        ],
+    );
+    let first = job(
+        vec![
+            cache_step.clone(),
+            script(
+                None,
+                "echo \"hit=$HIT\"; mkdir -p deps; echo cached-data > deps/file.txt",
+            ),
+        ],
+        vec![],
+    );
+    let second = job(
+        vec![
+            cache_step,
+            script(None, "echo \"hit=$HIT\"; cat deps/file.txt"),
+        ],
+        vec![],
+    );
+    let sink = lockgate_runner::events::CollectingSink::default();
+    let cancel = CancelSignal::new();
+    let one = runtime.block_on(run_job(
+        &context,
+        &registry,
+        &first,
+        &dir.path().join("w1"),
+        &sink,
+        &cancel,
+    ));
+    let two = runtime.block_on(run_job(
+        &context,
+        &registry,
+        &second,
+        &dir.path().join("w2"),
+        &sink,
+        &cancel,
+    ));
+    assert_eq!(
+        (one.result, two.result),
+        (TaskResult::Succeeded, TaskResult::Succeeded)
+    );
+    let lines = sink.log_lines();
+    let hits: Vec<&String> = lines.iter().filter(|l| l.starts_with("hit=")).collect();
+    assert_eq!(hits, ["hit=false", "hit=true"], "{lines:?}");
+    assert!(lines.contains(&"cached-data".to_string()), "{lines:?}");
+}
+
+#[test]
+fn copy_delete_archive_and_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![
+            script(
+                None,
+                "mkdir -p src/sub && echo a > src/a.txt && echo b > src/sub/b.log && echo c > src/.hidden",
+            ),
+            task(
+                "CopyFiles",
+                2,
+                &[
+                    ("SourceFolder", "src"),
+                    ("Contents", "**\n!**/*.log"),
+                    ("TargetFolder", "copy"),
+                ],
+            ),
+            task(
+                "ArchiveFiles",
+                2,
+                &[
+                    ("rootFolderOrFile", "src"),
+                    ("includeRootFolder", "false"),
+                    ("archiveFile", "out/src.zip"),
+                ],
+            ),
+            task(
+                "ArchiveFiles",
+                2,
+                &[
+                    ("rootFolderOrFile", "src"),
+                    ("archiveType", "tar"),
+                    ("archiveFile", "out/src.tar.gz"),
+                ],
+            ),
+            task(
+                "ExtractFiles",
+                1,
+                &[
+                    ("archiveFilePatterns", "out/*.zip"),
+                    ("destinationFolder", "unzipped"),
+                ],
+            ),
+            task(
+                "ExtractFiles",
+                1,
+                &[
+                    ("archiveFilePatterns", "out/*.tar.gz"),
+                    ("destinationFolder", "untarred"),
+                ],
+            ),
+            task(
+                "DeleteFiles",
+                1,
+                &[("SourceFolder", "src"), ("Contents", "**/*.log")],
+            ),
+            script(None, "find copy unzipped untarred src -type f | sort"),
+        ],
+        vec![],
+    );
+    let (outcome, events, sink) = run(dir.path(), &spec);
+    assert_eq!(outcome.result, TaskResult::Succeeded, "{events:?}");
+    let lines = sink.log_lines();
+    let listed: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !l.contains(' ') && l.contains('/'))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "copy/.hidden",
+            "copy/a.txt",
+            "src/.hidden",
+            "src/a.txt",
+            "untarred/src/.hidden",
+            "untarred/src/a.txt",
+            "untarred/src/sub/b.log",
+            "unzipped/.hidden",
+            "unzipped/a.txt",
+            "unzipped/sub/b.log",
+        ],
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn artifacts_publish_and_download_with_patterns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut publish = script(None, "");
+    publish.action = StepAction::Publish {
+        path: "out".into(),
+        artifact: Some("bundle".into()),
+    };
+    let mut download = script(None, "");
+    download.action = StepAction::Download {
+        source: "current".into(),
+        inputs: BTreeMap::from([
+            ("artifact".to_string(), "bundle".to_string()),
+            ("patterns".to_string(), "**/*.txt".to_string()),
+        ]),
+    };
+    let spec = job(
+        vec![
+            script(
+                None,
+                "mkdir -p out/docs && echo one > out/one.txt && echo two > out/docs/two.txt && echo bin > out/app.bin",
+            ),
+            publish.clone(),
+            download,
+            script(
+                None,
+                "cd $(Pipeline.Workspace)/bundle && find . -type f | sort",
+            ),
+            publish,
+        ],
+        vec![],
+    );
+    let (outcome, events, sink) = run(dir.path(), &spec);
+    assert_eq!(
+        step_results(&events).last(),
+        Some(&TaskResult::Failed),
+        "publishing the same name twice fails"
+    );
+    assert_eq!(outcome.result, TaskResult::Failed);
+    let lines = sink.log_lines();
+    assert!(
+        lines.contains(&"./docs/two.txt".to_string()) && lines.contains(&"./one.txt".to_string()),
+        "{lines:?}"
+    );
+    assert!(!lines.contains(&"./app.bin".to_string()), "{lines:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Artifact { name, files: 3, .. } if name == "bundle"))
+    );
+}
+
+#[test]
+fn deployment_hooks_run_in_order_and_publish_output_key_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = job(vec![], vec![]);
+    spec.environment = Some("staging".into());
+    spec.strategy = Some("canary".into());
+    let phase = |hook: &str, increment: Option<u32>, prefixes: Vec<String>, text: &str| PhaseSpec {
+        hook: Some(hook.into()),
+        increment,
+        output_prefixes: prefixes,
+        steps: vec![script(Some("s"), text)],
+    };
+    spec.phases = vec![
+        phase(
+            "preDeploy",
+            None,
+            vec!["preDeploy".into()],
+            "echo \"pre cycle=$(Strategy.CycleName)\"",
+        ),
+        phase(
+            "deploy",
+            Some(10),
+            vec!["deploy_10".into()],
+            "echo \"deploy $(Strategy.Increment) env=$(Environment.Name)\"; echo '##vso[task.setvariable variable=v;isOutput=true]ten'",
+        ),
+        phase("on.failure", None, vec![], "echo failure-hook"),
+        phase(
+            "on.success",
+            None,
+            vec![],
+            "echo \"success-hook cycle=$(Strategy.CycleName)\"",
+        ),
+    ];
+    let (outcome, _, sink) = run(dir.path(), &spec);
+    assert_eq!(outcome.result, TaskResult::Succeeded);
+    let lines: Vec<String> = sink
+        .log_lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("##["))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "pre cycle=PreIteration",
+            "deploy 10 env=staging",
+            "success-hook cycle=PostIteration"
+        ]
+    );
+    assert_eq!(
+        outcome.outputs.get("deploy_10.s.v").map(String::as_str),
+        Some("ten")
+    );
+    assert_eq!(outcome.outputs.get("s.v").map(String::as_str), Some("ten"));
+}
