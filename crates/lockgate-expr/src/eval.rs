@@ -538,8 +538,8 @@ fn call_with_values<C: Context + ?Sized>(
     context: &C,
 ) -> Result<Value, ExprError> {
     let arg = |i: usize| -> &Value { values.get(i).map_or(&NULL, |v| v.as_ref()) };
-    let name_lower = function.canonical_name().unwrap_or(name);
-    let text = |i: usize| to_string_arg(arg(i), name_lower, span);
+    let function_name = function.canonical_name().unwrap_or(name);
+    let text = |i: usize| to_string_arg(arg(i), function_name, span);
     Ok(match function {
         Function::Not => Value::Boolean(!arg(0).to_bool()),
         Function::Xor => Value::Boolean(arg(0).to_bool() != arg(1).to_bool()),
