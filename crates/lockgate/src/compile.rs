@@ -70,19 +70,47 @@ impl SourceReader for FileSystemReader {
     }
 }
 
-/// The Git top level of `dir`, if it is inside a work tree.
-fn git_top_level(dir: &Path) -> Option<PathBuf> {
+/// Runs `git -C dir ARGS` and returns its trimmed output when it succeeds.
+fn git_output(dir: &Path, args: &[&str]) -> Option<String> {
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["rev-parse", "--show-toplevel"])
+        .args(args)
         .output()
         .ok()?;
     if !output.status.success() {
         return None;
     }
-    let text = String::from_utf8(output.stdout).ok()?;
-    let top = PathBuf::from(text.trim());
+    Some(String::from_utf8(output.stdout).ok()?.trim().to_string())
+}
+
+/// Predefined variables that template expressions may read ("available in templates" in the
+/// predefined-variables table), taken from the Git checkout: the branch and commit, and
+/// `Build.Reason` `Manual` as for a run queued by hand.
+fn predefined_variables(root: &Path) -> Vec<(String, String)> {
+    let mut variables = vec![("Build.Reason".to_string(), "Manual".to_string())];
+    if let Some(name) = root.file_name() {
+        variables.push((
+            "Build.Repository.Name".into(),
+            name.to_string_lossy().into_owned(),
+        ));
+    }
+    if let Some(branch) =
+        git_output(root, &["symbolic-ref", "--short", "HEAD"]).filter(|b| b != "HEAD")
+    {
+        variables.push(("Build.SourceBranch".into(), format!("refs/heads/{branch}")));
+        let short = branch.rsplit('/').next().unwrap_or(&branch).to_string();
+        variables.push(("Build.SourceBranchName".into(), short));
+    }
+    if let Some(commit) = git_output(root, &["rev-parse", "HEAD"]) {
+        variables.push(("Build.SourceVersion".into(), commit));
+    }
+    variables
+}
+
+/// The Git top level of `dir`, if it is inside a work tree.
+fn git_top_level(dir: &Path) -> Option<PathBuf> {
+    let top = PathBuf::from(git_output(dir, &["rev-parse", "--show-toplevel"])?);
     top.canonicalize().ok()
 }
 
@@ -154,12 +182,13 @@ fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
         }
         repositories.insert(alias.to_string(), dir);
     }
+    let variables = predefined_variables(&root);
     let reader = FileSystemReader { root, repositories };
     let input = CompileInput {
         entry,
         reader: &reader,
         parameters,
-        variables: Vec::new(),
+        variables,
     };
     Ok(lockgate_pipeline::compile(&input))
 }

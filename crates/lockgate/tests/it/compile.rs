@@ -211,3 +211,30 @@ fn repository_templates_need_a_mapped_checkout() {
         stdout(&mapped)
     );
 }
+
+#[test]
+fn templates_see_the_current_git_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "release/v2"]);
+    write(
+        dir.path(),
+        "azure-pipelines.yml",
+        "steps:\n- ${{ if eq(variables['Build.SourceBranch'], 'refs/heads/release/v2') }}:\n  - script: echo on ${{ variables['Build.SourceBranchName'] }}\n- ${{ else }}:\n  - script: echo elsewhere\n",
+    );
+    let out = lockgate(dir.path(), &["plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("- script: echo on v2"),
+        "{}",
+        stdout(&out)
+    );
+}
