@@ -89,7 +89,9 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "missing-dependency",
-        level: Level::Error,
+        // A warning: most real solutions depend on platform components every environment has, and
+        // whether the target has them cannot be known offline.
+        level: Level::Warning,
         description: "The solution needs a component that is not part of it; import fails unless the target environment has it.",
         category: "Supportability",
     },

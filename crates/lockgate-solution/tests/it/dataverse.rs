@@ -310,3 +310,46 @@ fn the_import_task_uses_the_service_connection_and_settings_file() {
         "nothing imported with a bad settings file"
     );
 }
+
+#[test]
+fn stage_solution_returns_the_upload_id() {
+    let server = server();
+    let zip = sample(&SampleOptions::default()).to_zip_bytes().unwrap();
+    let mut client = DataverseClient::connect(config(&server, CLIENT_SECRET)).unwrap();
+    let results = client.stage_solution(&zip).unwrap();
+    assert_eq!(results["StageSolutionStatus"], 1);
+    assert_eq!(results["Size"], zip.len());
+    assert!(
+        results["StageSolutionUploadId"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36)
+    );
+}
+
+#[test]
+fn a_refused_token_on_the_web_api_is_reported_as_401() {
+    let server = server();
+    let mut client = DataverseClient::connect(config(&server, CLIENT_SECRET)).unwrap();
+    server.with_state(|state| state.reject_tokens = true);
+    let err = client.who_am_i().unwrap_err().to_string();
+    assert!(
+        err.contains("failed with 401")
+            && err.contains("not a member of the organization")
+            && err.contains("application user"),
+        "{err}"
+    );
+}
+
+#[test]
+fn setting_the_version_of_a_solution_the_environment_lacks_fails_clearly() {
+    let server = server();
+    let mut client = DataverseClient::connect(config(&server, CLIENT_SECRET)).unwrap();
+    let err = client
+        .set_online_version("NotInstalled", "1.0.0.0")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("solution NotInstalled does not exist"),
+        "{err}"
+    );
+}

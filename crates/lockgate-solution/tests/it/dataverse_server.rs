@@ -44,6 +44,8 @@ pub struct State {
     pub imports: Vec<ImportRecord>,
     /// Answer the next N Web API requests with 429 and `Retry-After: 1`.
     pub throttle_next: u32,
+    /// Refuse every bearer token (as when the application user was removed from the environment).
+    pub reject_tokens: bool,
     /// Make imports fail with this message.
     pub fail_imports_with: Option<String>,
     /// Polls that report "in progress" before an async operation completes.
@@ -270,7 +272,9 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> Option<()> {
         );
         return Some(());
     };
-    if request.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {TOKEN}"))
+    if state.reject_tokens
+        || request.headers.get("authorization").map(String::as_str)
+            != Some(&format!("Bearer {TOKEN}"))
     {
         respond(
             &stream,

@@ -268,3 +268,17 @@ fn malformed_xml_in_a_tree_names_the_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn unpack_refuses_to_replace_a_git_repository_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+    std::fs::write(dir.path().join("README.md"), "mine").unwrap();
+    let tree = unpack(&sample(&SampleOptions::default()), None).unwrap();
+    let err = tree.write_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains(".git") && err.contains("subfolder"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("README.md")).unwrap(),
+        "mine"
+    );
+}
