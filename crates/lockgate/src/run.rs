@@ -460,21 +460,38 @@ fn clear_status(state: &mut ViewState) {
     }
 }
 
+/// The terminal width from `COLUMNS` (shells export it), else 100; status lines are cut to fit so that
+/// redrawing can move the cursor up by the number of lines drawn.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|w| *w >= 20)
+        .unwrap_or(100)
+}
+
 fn draw_status(state: &mut ViewState) {
+    let width = terminal_width();
     let lines: Vec<String> = state
         .running
         .values()
         .map(|job| {
             let elapsed = job.started.elapsed().as_secs_f64();
-            let mut last = job
+            let head: String = format!("{} › {} ({elapsed:.0}s) ", job.display, job.step)
+                .chars()
+                .take(width.saturating_sub(3))
+                .collect();
+            let room = width.saturating_sub(3 + head.chars().count());
+            let last = job
                 .group
                 .as_ref()
                 .map_or_else(|| job.last_line.clone(), |g| format!("▸ {g}"));
-            last = last.chars().take(80).collect();
-            format!(
-                "\x1b[36m⟳\x1b[0m {} › {} ({elapsed:.0}s) \x1b[90m{last}\x1b[0m",
-                job.display, job.step
-            )
+            let last: String = last
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(room)
+                .collect();
+            format!("\x1b[36m⟳\x1b[0m {head}\x1b[90m{last}\x1b[0m")
         })
         .collect();
     for line in &lines {
@@ -485,8 +502,6 @@ fn draw_status(state: &mut ViewState) {
     let _ = state.out.flush();
 }
 
-/// How a job is named in the view and its log file: `Stage.Job`, without the implied `__default` names
-/// (the implied job is `Job`, as Azure Pipelines shows it).
 fn job_label(job: &JobId) -> String {
     let name = if job.job == "__default" {
         "Job"
@@ -729,7 +744,10 @@ fn live_event(state: &mut ViewState, event: &Event) {
         }
         Event::Log { job, lines, .. } => {
             if let Some(running) = state.running.get_mut(&job_label(job))
-                && let Some(last) = lines.last()
+                && let Some(last) = lines
+                    .iter()
+                    .rev()
+                    .find(|line| !line.starts_with("##[command]"))
             {
                 running.last_line.clone_from(last);
             }
