@@ -215,3 +215,37 @@ fn oversized_file_is_rejected() {
     assert!(output.plan.is_none());
     assert_eq!(output.diagnostics[0].code, "pipeline::file-too-large");
 }
+
+#[test]
+fn more_than_100_template_files_is_a_diagnostic() {
+    // The entry includes t0 .. t119 one after another: file 101 (t99) is refused, naming the limit.
+    let mut entry = String::from("steps:\n");
+    let mut files = Vec::new();
+    for i in 0..120 {
+        entry.push_str(&format!("- template: t{i}.yml\n"));
+        files.push((format!("t{i}.yml"), format!("steps:\n- script: echo {i}\n")));
+    }
+    files.push(("azure-pipelines.yml".to_string(), entry));
+    let reader = crate::support::MemoryReader(files);
+    let input = lockgate_pipeline::CompileInput {
+        entry: "azure-pipelines.yml".into(),
+        reader: &reader,
+        parameters: Vec::new(),
+        variables: Vec::new(),
+    };
+    let output = lockgate_pipeline::compile(&input);
+    assert!(output.plan.is_none());
+    let too_many: Vec<_> = output
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "pipeline::too-many-files")
+        .collect();
+    assert_eq!(too_many.len(), 21, "{:?}", output.diagnostics);
+    assert!(too_many[0].message.contains("at most 100 files"));
+    assert_eq!(too_many[0].span.as_ref().map(|s| s.line), Some(101));
+    assert!(
+        too_many[0].label.contains("t99.yml"),
+        "{}",
+        too_many[0].label
+    );
+}
