@@ -138,17 +138,6 @@ fn label_free(element: &Element, inside_form: bool) -> Element {
 }
 
 fn row_identity(section: &str, row: &Element) -> (String, String, String) {
-    let name_of = |row: &Element| {
-        row.attribute("Name")
-            .map(str::to_string)
-            .or_else(|| {
-                ["Name", "name", "UniqueName", "SiteMapUniqueName"]
-                    .iter()
-                    .find_map(|n| row.child_text(n))
-            })
-            .or_else(|| row.attributes.first().map(|(_, value)| value.clone()))
-            .unwrap_or_else(|| row.text().trim().to_string())
-    };
     match (section, row.name.as_str()) {
         ("Entities", "Entity") => (
             "table".into(),
@@ -181,7 +170,7 @@ fn row_identity(section: &str, row: &Element) -> (String, String, String) {
             row.child_text("connectionreferencedisplayname")
                 .unwrap_or_default(),
         ),
-        (_, kind) => (kind.to_string(), name_of(row), String::new()),
+        (_, kind) => (kind.to_string(), row.row_name(), String::new()),
     }
 }
 

@@ -284,16 +284,7 @@ impl Solution {
                         .canvas_apps
                         .push(row.child_text("Name").unwrap_or_default()),
                     (section_name, _) => {
-                        let name = row
-                            .attribute("Name")
-                            .map(str::to_string)
-                            .or_else(|| {
-                                ["Name", "name", "UniqueName", "SiteMapUniqueName"]
-                                    .iter()
-                                    .find_map(|n| row.child_text(n))
-                            })
-                            .or_else(|| row.attributes.first().map(|(_, value)| value.clone()))
-                            .unwrap_or_else(|| row.text().trim().to_string());
+                        let name = row.row_name();
                         if section_name != "Languages" {
                             self.other_components.push(OtherComponent {
                                 kind: row.name.clone(),

@@ -122,6 +122,20 @@ impl Element {
             .map(|child| child.text().trim().to_string())
     }
 
+    /// A readable name for a component row: its `Name` attribute, else a `Name`/`name`/`UniqueName`/
+    /// `SiteMapUniqueName` child, else its first attribute value, else its text.
+    pub fn row_name(&self) -> String {
+        self.attribute("Name")
+            .map(str::to_string)
+            .or_else(|| {
+                ["Name", "name", "UniqueName", "SiteMapUniqueName"]
+                    .iter()
+                    .find_map(|n| self.child_text(n))
+            })
+            .or_else(|| self.attributes.first().map(|(_, value)| value.clone()))
+            .unwrap_or_else(|| self.text().trim().to_string())
+    }
+
     /// Replaces the content with a single text node.
     pub fn set_text(&mut self, text: &str) {
         self.children = vec![Node::Text(text.to_string())];
@@ -323,7 +337,8 @@ fn is_blank_text(node: &Node) -> bool {
     matches!(node, Node::Text(text) if text.trim().is_empty())
 }
 
-fn write_element(out: &mut String, element: &Element, depth: usize, newline: &str, indent: bool) {
+/// Writes `<name attr="value" ...` (without the closing `>`).
+fn write_start_tag(out: &mut String, element: &Element) {
     out.push('<');
     out.push_str(&element.name);
     for (key, value) in &element.attributes {
@@ -333,6 +348,10 @@ fn write_element(out: &mut String, element: &Element, depth: usize, newline: &st
         escape_attribute(out, value);
         out.push('"');
     }
+}
+
+fn write_element(out: &mut String, element: &Element, depth: usize, newline: &str, indent: bool) {
+    write_start_tag(out, element);
     if element.children.is_empty() {
         out.push_str(if element.self_closing { " />" } else { "></" });
         if !element.self_closing {
@@ -429,15 +448,7 @@ pub fn canonical(element: &Element, sort_depth: Option<usize>) -> String {
 }
 
 fn canonical_into(out: &mut String, element: &Element, depth: usize, sort_depth: Option<usize>) {
-    out.push('<');
-    out.push_str(&element.name);
-    for (key, value) in &element.attributes {
-        out.push(' ');
-        out.push_str(key);
-        out.push_str("=\"");
-        escape_attribute(out, value);
-        out.push('"');
-    }
+    write_start_tag(out, element);
     out.push('>');
     let has_elements = element
         .children
