@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
 
 /// Reads files of one corpus repository; other repositories are not available.
-struct CorpusReader {
-    root: PathBuf,
+pub struct CorpusReader {
+    pub root: PathBuf,
 }
 
 impl SourceReader for CorpusReader {

@@ -97,6 +97,25 @@ impl<'a> Compiler<'a> {
         &mut self.diagnostics[last]
     }
 
+    /// Reports keys of a mapping that are not in `allowed`, with a "did you mean" suggestion.
+    pub fn check_keys(&mut self, entries: &[(Node, Node)], allowed: &[&[&str]], what: &str) {
+        for (key, _) in entries {
+            let Some(name) = key.as_str() else { continue };
+            if allowed.iter().any(|set| set.contains(&name)) {
+                continue;
+            }
+            let all: Vec<&str> = allowed.iter().flat_map(|s| s.iter().copied()).collect();
+            let help = crate::lower::suggest(name, &all);
+            let d = self.error(
+                "pipeline::unknown-key",
+                format!("unknown key `{name}` in {what}"),
+                key.span,
+                "not allowed here",
+            );
+            d.help = help;
+        }
+    }
+
     pub fn location(&self, span: Span) -> crate::plan::Location {
         crate::plan::Location {
             file: self.file_name(span.file).to_string(),

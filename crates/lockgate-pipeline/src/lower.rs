@@ -263,21 +263,37 @@ impl Lowerer<'_, '_> {
 
     /// Reports keys that are not in `allowed`.
     fn check_keys(&mut self, entries: &[(Node, Node)], allowed: &[&[&str]], what: &str) {
-        for (key, _) in entries {
-            let Some(name) = key.as_str() else { continue };
-            if allowed.iter().any(|set| set.contains(&name)) {
-                continue;
-            }
-            let all: Vec<&str> = allowed.iter().flat_map(|s| s.iter().copied()).collect();
-            let help = suggest(name, &all);
-            let d = self.error(
-                "pipeline::unknown-key",
-                format!("unknown key `{name}` in {what}"),
-                key.span,
-                "not allowed here",
-            );
-            d.help = help;
-        }
+        self.c.check_keys(entries, allowed, what);
+    }
+
+    /// Resolves a `- template:` item of a stages/jobs/steps list: checks its keys, instantiates
+    /// the template and returns the list it provides (None when it failed, already reported).
+    /// The caller lowers the list with `template_depth` raised, and must call
+    /// [`Lowerer::leave_template`] afterwards.
+    fn enter_template(
+        &mut self,
+        item: &Node,
+        reference: &Node,
+        kind: TemplateKind,
+        scope: &Scope,
+    ) -> Option<Node> {
+        let key = kind.key();
+        let singular = key.trim_end_matches('s');
+        self.check_keys(
+            item.as_mapping().unwrap_or(&[]),
+            &[&["template", "parameters"]],
+            &format!("a {singular} template reference"),
+        );
+        self.c.template_depth += 1;
+        let template = self
+            .c
+            .instantiate(reference, item.get("parameters"), kind, scope)?;
+        self.check_template_keys(&template, key);
+        template.get(key).cloned()
+    }
+
+    fn leave_template(&mut self) {
+        self.c.template_depth -= 1;
     }
 
     fn string(&mut self, node: Option<&Node>, key: &str) -> Option<String> {
@@ -948,25 +964,12 @@ impl Lowerer<'_, '_> {
         };
         for item in items {
             if let Some(reference) = item.get("template") {
-                let entries = item.as_mapping().unwrap_or(&[]);
-                self.check_keys(
-                    entries,
-                    &[&["template", "parameters"]],
-                    "a stage template reference",
-                );
-                self.c.template_depth += 1;
-                if let Some(template) = self.c.instantiate(
-                    reference,
-                    item.get("parameters"),
-                    TemplateKind::Stages,
-                    &inherited.scope,
-                ) {
-                    self.check_template_keys(&template, "stages");
-                    if let Some(stages) = template.get("stages") {
-                        self.stage_list(stages, inherited, out);
-                    }
+                if let Some(stages) =
+                    self.enter_template(item, reference, TemplateKind::Stages, &inherited.scope)
+                {
+                    self.stage_list(&stages, inherited, out);
                 }
-                self.c.template_depth -= 1;
+                self.leave_template();
                 continue;
             }
             if let Some(stage) = self.stage(item, inherited, out.last().map(|s| s.name.clone())) {
@@ -1113,25 +1116,12 @@ impl Lowerer<'_, '_> {
         };
         for item in items {
             if let Some(reference) = item.get("template") {
-                let entries = item.as_mapping().unwrap_or(&[]);
-                self.check_keys(
-                    entries,
-                    &[&["template", "parameters"]],
-                    "a job template reference",
-                );
-                self.c.template_depth += 1;
-                if let Some(template) = self.c.instantiate(
-                    reference,
-                    item.get("parameters"),
-                    TemplateKind::Jobs,
-                    &inherited.scope,
-                ) {
-                    self.check_template_keys(&template, "jobs");
-                    if let Some(jobs) = template.get("jobs") {
-                        self.job_list(jobs, inherited, out);
-                    }
+                if let Some(jobs) =
+                    self.enter_template(item, reference, TemplateKind::Jobs, &inherited.scope)
+                {
+                    self.job_list(&jobs, inherited, out);
                 }
-                self.c.template_depth -= 1;
+                self.leave_template();
                 continue;
             }
             let before = out.len();
@@ -1645,25 +1635,12 @@ impl Lowerer<'_, '_> {
         };
         for item in items {
             if let Some(reference) = item.get("template") {
-                let entries = item.as_mapping().unwrap_or(&[]);
-                self.check_keys(
-                    entries,
-                    &[&["template", "parameters"]],
-                    "a step template reference",
-                );
-                self.c.template_depth += 1;
-                if let Some(template) = self.c.instantiate(
-                    reference,
-                    item.get("parameters"),
-                    TemplateKind::Steps,
-                    &inherited.scope,
-                ) {
-                    self.check_template_keys(&template, "steps");
-                    if let Some(steps) = template.get("steps") {
-                        self.step_list(steps, inherited, out);
-                    }
+                if let Some(steps) =
+                    self.enter_template(item, reference, TemplateKind::Steps, &inherited.scope)
+                {
+                    self.step_list(&steps, inherited, out);
                 }
-                self.c.template_depth -= 1;
+                self.leave_template();
                 continue;
             }
             if let Some(step) = self.step(item) {

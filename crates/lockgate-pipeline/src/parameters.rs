@@ -52,22 +52,11 @@ fn declarations<'n>(c: &mut Compiler<'_>, declared: &'n Node) -> Vec<Declaration
                     );
                     continue;
                 };
-                for (key, _) in entries {
-                    let k = key.as_str().unwrap_or("");
-                    if !matches!(k, "name" | "displayName" | "type" | "default" | "values") {
-                        let suggestion = crate::lower::suggest(
-                            k,
-                            &["name", "displayName", "type", "default", "values"],
-                        );
-                        let d = c.error(
-                            "pipeline::unknown-key",
-                            format!("unknown key `{k}` in a parameter declaration"),
-                            key.span,
-                            "not a parameter property",
-                        );
-                        d.help = suggestion;
-                    }
-                }
+                c.check_keys(
+                    entries,
+                    &[&["name", "displayName", "type", "default", "values"]],
+                    "a parameter declaration",
+                );
                 let Some(name) = item.get("name").and_then(Node::as_str) else {
                     c.error(
                         "pipeline::missing-key",

@@ -87,7 +87,7 @@ fn git_output(dir: &Path, args: &[&str]) -> Option<String> {
 /// Predefined variables that template expressions may read ("available in templates" in the
 /// predefined-variables table), taken from the Git checkout: the branch and commit, and
 /// `Build.Reason` `Manual` as for a run queued by hand.
-fn predefined_variables(root: &Path) -> Vec<(String, String)> {
+pub fn predefined_variables(root: &Path) -> Vec<(String, String)> {
     let mut variables = vec![("Build.Reason".to_string(), "Manual".to_string())];
     if let Some(name) = root.file_name() {
         variables.push((
@@ -114,7 +114,7 @@ fn git_top_level(dir: &Path) -> Option<PathBuf> {
     top.canonicalize().ok()
 }
 
-fn split_pair<'a>(
+pub fn split_pair<'a>(
     text: &'a str,
     flag: &str,
     shape: &str,
@@ -126,11 +126,14 @@ fn split_pair<'a>(
 }
 
 /// Compiles the file named by the arguments. Usage problems (missing file, bad flags) are errors.
-fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
-    let file = args
-        .file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("azure-pipelines.yml"));
+/// Finds the pipeline file (default `azure-pipelines.yml`) and its repository root (`--root`, else
+/// the Git top level of the file, else its folder). Returns the root and the file's path relative
+/// to it, `/`-separated. Shared by every command that compiles a pipeline.
+pub fn locate_pipeline(
+    file: Option<&Path>,
+    root: Option<&Path>,
+) -> anyhow::Result<(PathBuf, String)> {
+    let file = file.map_or_else(|| PathBuf::from("azure-pipelines.yml"), Path::to_path_buf);
     if !file.is_file() {
         return Err(
             UsageError(format!("pipeline file `{}` does not exist", file.display())).into(),
@@ -141,9 +144,8 @@ fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
         .map_err(|e| UsageError(format!("cannot open `{}`: {e}", file.display())))?;
     let folder = file
         .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let root = match &args.root {
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let root = match root {
         Some(root) => root
             .canonicalize()
             .map_err(|e| UsageError(format!("--root `{}`: {e}", root.display())))?,
@@ -162,13 +164,24 @@ fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/");
-    let mut parameters = Vec::new();
-    for param in &args.params {
-        let (name, value) = split_pair(param, "--param", "NAME=VALUE")?;
-        parameters.push((name.to_string(), value.to_string()));
-    }
+    Ok((root, entry))
+}
+
+/// Parses `--param NAME=VALUE` flags.
+pub fn parameter_values(params: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    params
+        .iter()
+        .map(|param| {
+            let (name, value) = split_pair(param, "--param", "NAME=VALUE")?;
+            Ok((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Parses `--repo ALIAS=DIR` flags into existing directories.
+pub fn repository_checkouts(repos: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut repositories = BTreeMap::new();
-    for repo in &args.repos {
+    for repo in repos {
         let (alias, dir) = split_pair(repo, "--repo", "ALIAS=DIR")?;
         let dir = Path::new(dir)
             .canonicalize()
@@ -182,6 +195,14 @@ fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
         }
         repositories.insert(alias.to_string(), dir);
     }
+    Ok(repositories)
+}
+
+/// Compiles the file named by the arguments. Usage problems (missing file, bad flags) are errors.
+fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
+    let (root, entry) = locate_pipeline(args.file.as_deref(), args.root.as_deref())?;
+    let parameters = parameter_values(&args.params)?;
+    let repositories = repository_checkouts(&args.repos)?;
     let variables = predefined_variables(&root);
     let reader = FileSystemReader { root, repositories };
     let input = CompileInput {

@@ -8,24 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
+use lockgate_pipeline::CompileInput;
 
-/// Reads files of one folder; other repositories are not available.
-struct FolderReader {
-    root: PathBuf,
-}
-
-impl SourceReader for FolderReader {
-    fn read(&self, repository: Option<&str>, path: &str) -> Result<String, ReadError> {
-        if repository.is_some() {
-            return Err(ReadError::RepositoryNotMapped);
-        }
-        std::fs::read_to_string(self.root.join(path)).map_err(|_| ReadError::NotFound)
-    }
-}
+use crate::corpus::CorpusReader;
 
 fn compile(root: &Path, entry: &str) -> lockgate_pipeline::CompileOutput {
-    let reader = FolderReader {
+    let reader = CorpusReader {
         root: root.to_path_buf(),
     };
     let input = CompileInput {
