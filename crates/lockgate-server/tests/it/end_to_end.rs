@@ -12,15 +12,15 @@ use lockgate_agent::runner_executor::RunnerExecutor;
 use lockgate_protocol::api;
 use lockgate_server::{ServerConfig, auth};
 
-struct Running {
+pub struct Running {
     _dir: tempfile::TempDir,
     _runtime: tokio::runtime::Runtime,
-    url: String,
-    token: String,
-    client: ServerClient,
+    pub url: String,
+    pub token: String,
+    pub client: ServerClient,
 }
 
-fn start_server() -> Running {
+pub fn start_server() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -64,7 +64,7 @@ fn start_server() -> Running {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args([
             "-c",
@@ -88,7 +88,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Creates project `p`, repository `app` and pipeline `ci`; returns the authenticated push URL.
-fn project_with_pipeline(server: &Running) -> (String, i64) {
+pub fn project_with_pipeline(server: &Running) -> (String, i64) {
     let _: api::Project = server
         .client
         .post_json("/api/v1/projects", &api::CreateProject { name: "p".into() })
@@ -118,7 +118,12 @@ fn project_with_pipeline(server: &Running) -> (String, i64) {
     (push_url, pipeline.id)
 }
 
-fn commit_and_push(work: &Path, push_url: &str, files: &[(&str, &str)], branch: &str) -> String {
+pub fn commit_and_push(
+    work: &Path,
+    push_url: &str,
+    files: &[(&str, &str)],
+    branch: &str,
+) -> String {
     for (name, text) in files {
         let path = work.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -133,14 +138,14 @@ fn commit_and_push(work: &Path, push_url: &str, files: &[(&str, &str)], branch: 
     git(work, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
-fn runs_of(server: &Running, pipeline: i64) -> Vec<api::Run> {
+pub fn runs_of(server: &Running, pipeline: i64) -> Vec<api::Run> {
     server
         .client
         .get_json(&format!("/api/v1/runs?pipeline={pipeline}"))
         .unwrap()
 }
 
-fn wait_for_run(server: &Running, pipeline: i64, count: usize) -> api::Run {
+pub fn wait_for_run(server: &Running, pipeline: i64, count: usize) -> api::Run {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let runs = runs_of(server, pipeline);

@@ -1,0 +1,269 @@
+//! The web UI in a real browser: Debian's chromium driven through chromedriver (started here on
+//! 127.0.0.1) signs in, opens a running run, watches its log arrive over the live stream without a
+//! reload, and downloads an artifact. Screenshots go to `$CARGO_TARGET_TMPDIR/screenshots/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use lockgate_protocol::api;
+
+use crate::end_to_end::{commit_and_push, git, project_with_pipeline, runs_of, start_server};
+
+/// Stops chromedriver (and its browser) when the test ends, however it ends.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_chromedriver() -> (Driver, String) {
+    let port = free_port();
+    let child = Command::new("chromedriver")
+        .args([
+            format!("--port={port}"),
+            "--allowed-ips=127.0.0.1".to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver is installed (Debian package chromium-driver; .ci/run installs it)");
+    let driver = Driver(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (driver, format!("http://127.0.0.1:{port}"))
+}
+
+fn screenshots_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(screenshots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn connect(webdriver: &str, profile: &Path, downloads: &Path) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()), "--window-size=1280,900"
+            ],
+            "prefs": {"download.default_directory": downloads.display().to_string(), "download.prompt_for_download": false}
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(webdriver)
+        .await
+        .expect("a chromium session starts")
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const SLOW_PIPELINE: &str = "\
+steps:
+- script: |
+    for i in $(seq 1 12); do echo \"tick $i\"; sleep 0.5; done
+    mkdir -p out && echo 'artifact content' > out/report.txt
+  displayName: Slow build
+- publish: out
+  artifact: report
+";
+
+#[test]
+fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", SLOW_PIPELINE)],
+        "main",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs = runs_of(&server, pipeline);
+        if let Some(run) = runs.first().filter(|r| r.status == "running") {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "{runs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let (_driver, webdriver) = start_chromedriver();
+    let browser_dirs = tempfile::tempdir().unwrap();
+    let profile = browser_dirs.path().join("profile");
+    let downloads = browser_dirs.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = connect(&webdriver, &profile, &downloads).await;
+        client
+            .goto(&format!("{}/runs/{}", server.url, run.id))
+            .await
+            .unwrap();
+        assert!(
+            client
+                .current_url()
+                .await
+                .unwrap()
+                .path()
+                .starts_with("/login")
+        );
+        client
+            .find(Locator::Css("input[name=name]"))
+            .await
+            .unwrap()
+            .send_keys("ada")
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("input[name=password]"))
+            .await
+            .unwrap()
+            .send_keys("pw-123456")
+            .await
+            .unwrap();
+        screenshot(&client, "01-login").await;
+        client
+            .find(Locator::Css("form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for("the run page", || async {
+            client.current_url().await.unwrap().path() == format!("/runs/{}", run.id)
+        })
+        .await;
+        screenshot(&client, "02-run-running").await;
+
+        // Mark this page load; lines that arrive while the marker survives came over the live stream.
+        client
+            .execute("window.lockgateMarker = 1; return null;", vec![])
+            .await
+            .unwrap();
+        let panel = client.find(Locator::Css("section.jobpanel")).await.unwrap();
+        let loaded_lines: usize = panel
+            .attr("data-lines")
+            .await
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let job: i64 = panel
+            .attr("data-job")
+            .await
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let next_line = format!("#L{job}-{}", loaded_lines + 2);
+        wait_for("a streamed log line", || async {
+            client.find(Locator::Css(&next_line)).await.is_ok()
+        })
+        .await;
+        let marker = client
+            .execute("return window.lockgateMarker === 1;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            marker,
+            serde_json::json!(true),
+            "the line arrived without reloading the page"
+        );
+        let detail: api::RunDetail = server
+            .client
+            .get_json(&format!("/api/v1/runs/{}", run.id))
+            .unwrap();
+        assert_eq!(
+            detail.run.status, "running",
+            "the line was live, before the job ended"
+        );
+        screenshot(&client, "03-live-log").await;
+
+        // When the job ends the page reloads with the final state and the artifact link.
+        wait_for("the finished run", || async {
+            client.find(Locator::Css("a.artifact")).await.is_ok()
+        })
+        .await;
+        let log_text = client
+            .find(Locator::Css("pre.log"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(log_text.contains("tick 12"), "{log_text}");
+        screenshot(&client, "04-run-finished").await;
+        client
+            .find(Locator::Css("a.artifact"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let downloaded = downloads.join("report.txt");
+        wait_for("the downloaded artifact", || async { downloaded.exists() }).await;
+        assert_eq!(
+            std::fs::read_to_string(&downloaded).unwrap(),
+            "artifact content\n"
+        );
+
+        // The project page lists the repository's clone URL and the run.
+        client.goto(&format!("{}/p/p", server.url)).await.unwrap();
+        let page = client
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains(&format!("{}/git/p/app.git", server.url)),
+            "{page}"
+        );
+        assert!(page.contains("succeeded"), "{page}");
+        client.set_window_size(390, 844).await.unwrap();
+        screenshot(&client, "05-project-phone").await;
+        client.close().await.unwrap();
+    });
+}
