@@ -269,9 +269,18 @@ impl Expander<'_> {
                     .iter()
                     .all(|(k, _)| k.as_str().and_then(parse_directive).is_some())
             {
-                let splice = entries
-                    .iter()
-                    .all(|(_, v)| matches!(v.value, NodeValue::Sequence(_)) || v.is_null());
+                // Sequence bodies are spliced into this sequence. A lone `if`/`elseif`/`else`/
+                // `insert` holding a mapping gives one item (and chains with the items around it);
+                // `each` or several directives holding mappings build one mapping item together.
+                let single_non_each = entries.len() == 1
+                    && !matches!(
+                        entries[0].0.as_str().and_then(parse_directive),
+                        Some(Directive::Each { .. })
+                    );
+                let splice = single_non_each
+                    || entries
+                        .iter()
+                        .all(|(_, v)| matches!(v.value, NodeValue::Sequence(_)) || v.is_null());
                 if splice {
                     for (key, value) in entries {
                         let Some(directive) = key.as_str().and_then(parse_directive) else {
@@ -280,8 +289,11 @@ impl Expander<'_> {
                         let bodies =
                             self.apply_directive(&directive, key, value, scope, depth, &mut chain);
                         for body in bodies {
-                            if let NodeValue::Sequence(inner) = body.value {
-                                out.extend(inner);
+                            match body.value {
+                                NodeValue::Sequence(inner) => out.extend(inner),
+                                NodeValue::Mapping(ref inner) if inner.is_empty() => {}
+                                _ if body.is_null() => {}
+                                _ => out.push(body),
                             }
                         }
                     }
