@@ -314,6 +314,7 @@ impl Lowerer<'_, '_> {
             Some(t) if t.eq_ignore_ascii_case("true") => true,
             Some(t) if t.eq_ignore_ascii_case("false") => false,
             _ if node.is_null() => default,
+            _ if self.runtime_value(node, key) => default,
             _ => {
                 self.error(
                     "pipeline::wrong-type",
@@ -324,6 +325,25 @@ impl Lowerer<'_, '_> {
                 default
             }
         }
+    }
+
+    /// Reports a value computed at run time (`$[ … ]` or a `$( )` macro) where the plan needs a
+    /// literal, and returns whether it was one.
+    fn runtime_value(&mut self, node: &Node, key: &str) -> bool {
+        let Some(text) = node.as_str() else {
+            return false;
+        };
+        if !(text.contains("$[") || text.contains("$(")) {
+            return false;
+        }
+        let d = self.error(
+            "pipeline::unsupported",
+            format!("a value computed at run time is not supported for `{key}`"),
+            node.span,
+            "runtime value",
+        );
+        d.help = Some("write a literal, or compute it at compile time with `${{ }}`".into());
+        true
     }
 
     fn number(&mut self, node: Option<&Node>, key: &str) -> Option<u32> {
@@ -337,6 +357,7 @@ impl Lowerer<'_, '_> {
             .and_then(|t| t.parse::<u32>().ok())
         {
             Some(n) => Some(n),
+            None if self.runtime_value(node, key) => None,
             None => {
                 self.error(
                     "pipeline::wrong-type",
