@@ -1,1 +1,186 @@
-//! End-to-end tests of `lockgate` commands in server.rs of the binary.
+//! End-to-end tests of `lockgate up`, `lockgate server` and the client commands (`runs`, `pipelines`,
+//! `queue`): the real binary serves on 127.0.0.1 with its demo project, and the CLI talks to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::lockgate;
+
+/// A `lockgate up` child process, stopped when dropped.
+struct Up {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_up(dir: &Path) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
+        .args(["up", "--port", "0"])
+        .env("LOCKGATE_DATA", dir.join("data"))
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut up = Up {
+        child,
+        url: String::new(),
+        token: String::new(),
+    };
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("Lockgate is running at ") {
+            up.url = rest.trim_end_matches('/').to_string();
+        }
+        if let Some(rest) = line.strip_prefix("Access token for git and the CLI (shown once): ") {
+            up.token = rest.to_string();
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(
+        up.url.starts_with("http://127.0.0.1:"),
+        "url printed: {}",
+        up.url
+    );
+    assert!(up.token.starts_with("lgp_"));
+    up
+}
+
+fn client(dir: &Path, up: &Up, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--server", up.url.as_str(), "--token", up.token.as_str()];
+    all.splice(0..0, args.iter().copied());
+    lockgate(dir, &all)
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn up_seeds_a_demo_project_whose_run_the_cli_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = client(dir.path(), &up, &["runs", "list", "--project", "demo"]);
+        assert_eq!(
+            list.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&list.stderr)
+        );
+        let text = stdout(&list);
+        if text.contains("completed") {
+            assert!(text.contains("succeeded"), "the demo run succeeds: {text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo run did not finish: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let show = client(dir.path(), &up, &["runs", "show", "1"]);
+    assert_eq!(show.status.code(), Some(0));
+    let text = stdout(&show);
+    for stage in ["Build", "Test", "DeployDev", "DeployTest"] {
+        assert!(text.contains(stage), "{stage} in {text}");
+    }
+    let logs = stdout(&client(dir.path(), &up, &["runs", "logs", "1"]));
+    assert!(
+        logs.contains("deploying") && logs.contains("to test"),
+        "{logs}"
+    );
+
+    let pipelines = stdout(&client(
+        dir.path(),
+        &up,
+        &["pipelines", "list", "--project", "demo"],
+    ));
+    assert!(
+        pipelines.starts_with("1  app-ci  app:azure-pipelines.yml"),
+        "{pipelines}"
+    );
+    let queued = client(dir.path(), &up, &["queue", "1", "--branch", "main"]);
+    assert_eq!(
+        queued.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    assert!(stdout(&queued).contains("#2"), "{}", stdout(&queued));
+
+    // Mistakes are usage errors with the server's message.
+    let missing = client(
+        dir.path(),
+        &up,
+        &["queue", "1", "--branch", "no-such-branch"],
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no branch"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let created = client(
+        dir.path(),
+        &up,
+        &[
+            "pipelines",
+            "create",
+            "--project",
+            "demo",
+            "--name",
+            "x",
+            "--repository",
+            "nope",
+        ],
+    );
+    assert_eq!(created.status.code(), Some(2));
+    let bad_token = lockgate(
+        dir.path(),
+        &["runs", "list", "--server", &up.url, "--token", "lgp_wrong"],
+    );
+    assert_eq!(bad_token.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_token.stderr).contains("401"));
+}
+
+#[test]
+fn client_commands_need_a_token_and_server_needs_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_token = Command::new(env!("CARGO_BIN_EXE_lockgate"))
+        .args(["runs", "list"])
+        .env_remove("LOCKGATE_TOKEN")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("LOCKGATE_TOKEN"));
+
+    std::fs::write(
+        dir.path().join("server.toml"),
+        "port = 0\nlisten_everywhere = true\n",
+    )
+    .unwrap();
+    let bad = lockgate(dir.path(), &["server", "--config", "server.toml"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("server.toml:2") && stderr.contains("listen_everywhere"),
+        "{stderr}"
+    );
+    let missing = lockgate(dir.path(), &["server", "--config", "nope.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
