@@ -299,21 +299,51 @@ impl DataverseClient {
         })
     }
 
-    /// ExportSolution: returns the zip bytes. `settings` are extra boolean parameters such as
-    /// `ExportAutoNumberingSettings`.
+    /// ExportSolution, or with `max_wait` set ExportSolutionAsync + waiting for the async operation +
+    /// DownloadSolutionExportData: returns the zip bytes. `settings` are extra boolean parameters
+    /// such as `ExportAutoNumberingSettings`.
     pub fn export_solution(
         &mut self,
         unique_name: &str,
         managed: bool,
         settings: &[(&str, bool)],
+        max_wait: Option<Duration>,
     ) -> Result<Vec<u8>, SolutionError> {
         let mut body = json!({"SolutionName": unique_name, "Managed": managed});
         for (name, value) in settings {
             body[*name] = json!(value);
         }
-        let response = self.call("POST", "ExportSolution", Some(&body))?;
+        let (action, response) = match max_wait {
+            None => (
+                "ExportSolution",
+                self.call("POST", "ExportSolution", Some(&body))?,
+            ),
+            Some(max_wait) => {
+                let started = self.call("POST", "ExportSolutionAsync", Some(&body))?;
+                let operation = started["AsyncOperationId"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        dataverse_error(
+                            "ExportSolutionAsync response has no AsyncOperationId".into(),
+                        )
+                    })?
+                    .to_string();
+                let job = started["ExportJobId"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        dataverse_error("ExportSolutionAsync response has no ExportJobId".into())
+                    })?
+                    .to_string();
+                self.wait_for_async_operation(&operation, max_wait)?;
+                let download = json!({"ExportJobId": job});
+                (
+                    "DownloadSolutionExportData",
+                    self.call("POST", "DownloadSolutionExportData", Some(&download))?,
+                )
+            }
+        };
         let encoded = response["ExportSolutionFile"].as_str().ok_or_else(|| {
-            dataverse_error("ExportSolution response has no ExportSolutionFile".into())
+            dataverse_error(format!("{action} response has no ExportSolutionFile"))
         })?;
         base64::engine::general_purpose::STANDARD
             .decode(encoded)

@@ -285,7 +285,12 @@ fn export(invocation: &Invocation<'_>, log: &mut dyn FnMut(&str)) -> Result<(), 
         settings.push(("ExportExternalApplications", true));
     }
     let mut client = invocation.connect(log)?;
-    let result = client.export_solution(&solution, managed, &settings);
+    let max_wait = if invocation.flag("AsyncOperation", true)? {
+        Some(invocation.max_wait()?)
+    } else {
+        None
+    };
+    let result = client.export_solution(&solution, managed, &settings, max_wait);
     flush_client_log(&mut client, log);
     let zip = result?;
     SolutionPackage::from_zip_bytes(&zip, &output)

@@ -1,5 +1,6 @@
 //! `lockgate solution ...`: Power Platform solution packages offline (unpack, pack, diff, check,
-//! create-settings, version). Bad input exits 2, failed checks exit 1.
+//! create-settings, version) and online (whoami, export, import, publish, online-version) through the same
+//! task code as pipelines. Bad input exits 2, failed checks and failed remote operations exit 1.
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,138 @@ pub enum SolutionCommand {
         #[arg(long, value_name = "build|revision")]
         bump: Option<VersionPart>,
     },
+    /// Show who the service principal is in a Dataverse environment.
+    Whoami {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Export a solution from a Dataverse environment into a zip.
+    Export {
+        name: String,
+        zip: PathBuf,
+        #[arg(long)]
+        managed: bool,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Import a solution zip into a Dataverse environment, optionally with a deployment settings file.
+    Import {
+        zip: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
+        /// Import as a holding solution and apply the upgrade (StageAndUpgradeAsync).
+        #[arg(long)]
+        stage_and_upgrade: bool,
+        /// Publish all customizations afterwards.
+        #[arg(long)]
+        publish: bool,
+        /// Give up waiting for the import after this many minutes.
+        #[arg(long, default_value_t = 60)]
+        max_wait_minutes: u64,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Publish all customizations in a Dataverse environment.
+    Publish {
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Set the version of a solution in a Dataverse environment.
+    OnlineVersion {
+        name: String,
+        version: SolutionVersion,
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+/// Where and as whom to connect. The client secret is read only from the environment variable
+/// POWERPLATFORM_CLIENT_SECRET, never from the command line.
+#[derive(clap::Args)]
+pub struct Connection {
+    /// Environment URL, e.g. https://contoso.crm.dynamics.com (default: $POWERPLATFORM_ENVIRONMENT_URL).
+    #[arg(long, value_name = "URL")]
+    environment: Option<String>,
+    /// Entra ID tenant (default: $POWERPLATFORM_TENANT_ID).
+    #[arg(long)]
+    tenant_id: Option<String>,
+    /// Application (client) id of the service principal (default: $POWERPLATFORM_CLIENT_ID).
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Token authority (default: $POWERPLATFORM_AUTHORITY_URL, else https://login.microsoftonline.com).
+    #[arg(long, value_name = "URL")]
+    authority: Option<String>,
+}
+
+impl Connection {
+    /// The connection as the variables the Power Platform tasks read (`PowerPlatform.*`).
+    fn variables(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let pick = |flag: &Option<String>, env: &str| {
+            flag.clone()
+                .or_else(|| std::env::var(env).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let mut variables = std::collections::BTreeMap::new();
+        for (name, value, env) in [
+            (
+                "EnvironmentUrl",
+                &self.environment,
+                "POWERPLATFORM_ENVIRONMENT_URL",
+            ),
+            ("TenantId", &self.tenant_id, "POWERPLATFORM_TENANT_ID"),
+            ("ApplicationId", &self.client_id, "POWERPLATFORM_CLIENT_ID"),
+            ("ClientSecret", &None, "POWERPLATFORM_CLIENT_SECRET"),
+        ] {
+            let value = pick(value, env).ok_or_else(|| {
+                UsageError(format!(
+                    "missing {name}: pass --{} or set {env}",
+                    name_to_flag(name)
+                ))
+            })?;
+            variables.insert(format!("PowerPlatform.{name}"), value);
+        }
+        if let Some(authority) = pick(&self.authority, "POWERPLATFORM_AUTHORITY_URL") {
+            variables.insert("PowerPlatform.AuthorityUrl".into(), authority);
+        }
+        if let Ok(seconds) = std::env::var("POWERPLATFORM_POLL_INTERVAL_SECONDS") {
+            variables.insert("PowerPlatform.PollIntervalSeconds".into(), seconds);
+        }
+        Ok(variables)
+    }
+}
+
+fn name_to_flag(name: &str) -> &'static str {
+    match name {
+        "EnvironmentUrl" => "environment",
+        "TenantId" => "tenant-id",
+        "ApplicationId" => "client-id",
+        _ => "(environment only)",
+    }
+}
+
+/// Runs one Power Platform task for an online command, logging to stderr.
+fn online(task: &str, inputs: &[(&str, String)], connection: &Connection) -> anyhow::Result<u8> {
+    let variables = connection.variables()?;
+    let inputs: std::collections::BTreeMap<String, String> = inputs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect();
+    let lookup = |name: &str| {
+        variables
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
+    };
+    let working_dir = std::env::current_dir().context("reading the current folder")?;
+    let outcome =
+        lockgate_solution::tasks::execute(task, &inputs, &lookup, &working_dir, &mut |line| {
+            eprintln!("{line}")
+        })
+        .map_err(|err| anyhow::anyhow!(err.0))?;
+    for warning in &outcome.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(EXIT_OK)
 }
 
 /// Bad input becomes a usage error (exit 2); a remote failure stays a plain error (exit 1).
@@ -164,6 +297,63 @@ pub fn exec(cmd: SolutionCommand) -> anyhow::Result<u8> {
             println!("{current} -> {next}");
             Ok(EXIT_OK)
         }
+        SolutionCommand::Whoami { connection } => online("PowerPlatformWhoAmi@2", &[], &connection),
+        SolutionCommand::Export {
+            name,
+            zip,
+            managed,
+            connection,
+        } => online(
+            "PowerPlatformExportSolution@2",
+            &[
+                ("SolutionName", name),
+                ("SolutionOutputFile", zip.display().to_string()),
+                ("Managed", managed.to_string()),
+            ],
+            &connection,
+        ),
+        SolutionCommand::Import {
+            zip,
+            settings,
+            stage_and_upgrade,
+            publish,
+            max_wait_minutes,
+            connection,
+        } => {
+            let mut inputs = vec![
+                ("SolutionInputFile", zip.display().to_string()),
+                ("StageAndUpgrade", stage_and_upgrade.to_string()),
+                ("PublishCustomizationChanges", publish.to_string()),
+                ("MaxAsyncWaitTime", max_wait_minutes.to_string()),
+            ];
+            if let Some(settings) = settings {
+                let parsed =
+                    lockgate_solution::settings::read_settings(&settings).map_err(classify)?;
+                let package = SolutionPackage::read_zip(&zip).map_err(classify)?;
+                let model =
+                    lockgate_solution::Solution::from_package(&package).map_err(classify)?;
+                lockgate_solution::settings::validate_against(&parsed, &model, &settings)
+                    .map_err(classify)?;
+                inputs.push(("UseDeploymentSettingsFile", "true".into()));
+                inputs.push(("DeploymentSettingsFile", settings.display().to_string()));
+            }
+            online("PowerPlatformImportSolution@2", &inputs, &connection)
+        }
+        SolutionCommand::Publish { connection } => {
+            online("PowerPlatformPublishCustomizations@2", &[], &connection)
+        }
+        SolutionCommand::OnlineVersion {
+            name,
+            version,
+            connection,
+        } => online(
+            "PowerPlatformSetSolutionVersion@2",
+            &[
+                ("SolutionName", name),
+                ("SolutionVersionNumber", version.to_string()),
+            ],
+            &connection,
+        ),
     }
 }
 

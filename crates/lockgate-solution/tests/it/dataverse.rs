@@ -104,12 +104,37 @@ fn export_returns_the_zip_the_environment_holds() {
     let mut client = DataverseClient::connect(config(&server, CLIENT_SECRET)).unwrap();
     assert_eq!(
         client
-            .export_solution("ContosoTravel", false, &[("ExportCalendarSettings", true)])
+            .export_solution(
+                "ContosoTravel",
+                false,
+                &[("ExportCalendarSettings", true)],
+                None
+            )
             .unwrap(),
         zip
     );
+    server.with_state(|state| state.polls_before_done = 1);
+    assert_eq!(
+        client
+            .export_solution("ContosoTravel", false, &[], Some(Duration::from_secs(30)))
+            .unwrap(),
+        zip
+    );
+    let requests = server.with_state(|state| state.requests.clone());
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == "POST /api/data/v9.2/ExportSolutionAsync"),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == "POST /api/data/v9.2/DownloadSolutionExportData"),
+        "{requests:?}"
+    );
     let err = client
-        .export_solution("Nope", true, &[])
+        .export_solution("Nope", true, &[], None)
         .unwrap_err()
         .to_string();
     assert!(

@@ -55,6 +55,7 @@ pub struct State {
     /// Reads (unique name, version, managed) from an imported zip; set by tests with the crate's reader.
     pub manifest_reader: Option<ManifestReader>,
     operations: BTreeMap<String, (u32, Option<String>)>,
+    export_jobs: BTreeMap<String, (String, bool)>,
     next_id: u32,
 }
 
@@ -329,6 +330,46 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> Option<()> {
                     &json!({"@odata.context": format!("{context}#Microsoft.Dynamics.CRM.ExportSolutionResponse"), "ExportSolutionFile": base64_encode(zip)}).to_string(),
                 ),
                 None => respond(&stream, 404, &[], &odata_error("0x8004F00B", &format!("The solution {name} was not found."))),
+            }
+        }
+        ("POST", "ExportSolutionAsync") => {
+            let name = body["SolutionName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let managed = body["Managed"].as_bool().unwrap_or(false);
+            if !state.exports.contains_key(&(name.clone(), managed)) {
+                respond(
+                    &stream,
+                    404,
+                    &[],
+                    &odata_error("0x8004F00B", &format!("The solution {name} was not found.")),
+                );
+                return Some(());
+            }
+            state.next_id += 1;
+            let operation = format!("{:08x}-3333-4000-8000-000000000000", state.next_id);
+            let job = format!("{:08x}-4444-4000-8000-000000000000", state.next_id);
+            let polls = state.polls_before_done;
+            state.operations.insert(operation.clone(), (polls, None));
+            state.export_jobs.insert(job.clone(), (name, managed));
+            respond(
+                &stream,
+                200,
+                &[],
+                &json!({"@odata.context": format!("{context}#Microsoft.Dynamics.CRM.ExportSolutionAsyncResponse"), "AsyncOperationId": operation, "ExportJobId": job}).to_string(),
+            );
+        }
+        ("POST", "DownloadSolutionExportData") => {
+            let job = body["ExportJobId"].as_str().unwrap_or_default();
+            match state.export_jobs.get(job).and_then(|key| state.exports.get(key)) {
+                Some(zip) => respond(
+                    &stream,
+                    200,
+                    &[],
+                    &json!({"@odata.context": format!("{context}#Microsoft.Dynamics.CRM.DownloadSolutionExportDataResponse"), "ExportSolutionFile": base64_encode(zip)}).to_string(),
+                ),
+                None => respond(&stream, 404, &[], &odata_error("0x80040217", &format!("exportsolutionupload With Id = {job} Does Not Exist"))),
             }
         }
         ("POST", "StageSolution") => {

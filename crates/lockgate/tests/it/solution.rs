@@ -483,3 +483,160 @@ steps:
         );
     });
 }
+
+fn online(
+    dir: &Path,
+    server: &dataverse_server::FakeDataverse,
+    secret: &str,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lockgate"))
+        .args(["solution"])
+        .args(args)
+        .args([
+            "--environment",
+            &server.url,
+            "--tenant-id",
+            dataverse_server::TENANT,
+            "--authority",
+            &server.url,
+        ])
+        .env("POWERPLATFORM_CLIENT_ID", dataverse_server::CLIENT_ID)
+        .env("POWERPLATFORM_CLIENT_SECRET", secret)
+        .env("POWERPLATFORM_POLL_INTERVAL_SECONDS", "0")
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn online_commands_export_import_publish_and_set_the_version() {
+    let server = dataverse_server::FakeDataverse::start();
+    let exported = sample(&SampleOptions {
+        managed: true,
+        ..SampleOptions::default()
+    })
+    .to_zip_bytes()
+    .unwrap();
+    server.with_state(|state| {
+        state.manifest_reader = Some(read_manifest);
+        state
+            .exports
+            .insert(("ContosoTravel".into(), true), exported.clone());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = online(
+        dir.path(),
+        &server,
+        dataverse_server::CLIENT_SECRET,
+        &["whoami"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Connected as user 88057198-a9b1-ec11-9840-00224829c4f9"));
+
+    let out = online(dir.path(), &server, "wrong", &["whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("AADSTS7000215"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = online(
+        dir.path(),
+        &server,
+        dataverse_server::CLIENT_SECRET,
+        &["export", "ContosoTravel", "ct.zip", "--managed"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(dir.path().join("ct.zip")).unwrap(), exported);
+
+    std::fs::write(
+        dir.path().join("typo.json"),
+        r#"{"EnvironmentVariables":[{"SchemaName":"cts_Nope","Value":"x"}]}"#,
+    )
+    .unwrap();
+    let out = online(
+        dir.path(),
+        &server,
+        dataverse_server::CLIENT_SECRET,
+        &["import", "ct.zip", "--settings", "typo.json"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cts_Nope"));
+
+    std::fs::write(
+        dir.path().join("prod.json"),
+        r#"{"EnvironmentVariables":[{"SchemaName":"cts_ApiUrl","Value":"https://prod.example"}]}"#,
+    )
+    .unwrap();
+    let out = online(
+        dir.path(),
+        &server,
+        dataverse_server::CLIENT_SECRET,
+        &[
+            "import",
+            "ct.zip",
+            "--settings",
+            "prod.json",
+            "--stage-and-upgrade",
+            "--publish",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = online(
+        dir.path(),
+        &server,
+        dataverse_server::CLIENT_SECRET,
+        &["online-version", "ContosoTravel", "1.0.0.5"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    server.with_state(|state| {
+        assert_eq!(state.imports.len(), 1);
+        assert_eq!(state.imports[0].action, "StageAndUpgradeAsync");
+        assert_eq!(
+            state.imports[0].body["ComponentParameters"][0]["value"],
+            "https://prod.example"
+        );
+        assert_eq!(state.published, 1);
+        assert_eq!(state.solutions["ContosoTravel"].version, "1.0.0.5");
+    });
+
+    server
+        .with_state(|state| state.fail_imports_with = Some("Dependency calculation failed".into()));
+    let out = online(
+        dir.path(),
+        &server,
+        dataverse_server::CLIENT_SECRET,
+        &["import", "ct.zip"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Dependency calculation failed")
+            && text(&out.stderr).contains("import log"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockgate"))
+        .args([
+            "solution",
+            "publish",
+            "--environment",
+            &server.url,
+            "--tenant-id",
+            "t",
+            "--client-id",
+            "c",
+        ])
+        .env_remove("POWERPLATFORM_CLIENT_SECRET")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("POWERPLATFORM_CLIENT_SECRET"),
+        "{}",
+        text(&out.stderr)
+    );
+}
