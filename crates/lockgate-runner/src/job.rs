@@ -193,7 +193,7 @@ pub async fn run_job(
         for step in &phase.steps {
             step_index += 1;
             let outputs_before = state.outputs.len();
-            run_step(&mut state, registry, step, step_index, deadline).await;
+            run_step(&mut state, registry, step, step_index).await;
             if state.outputs.len() != outputs_before && !phase.output_prefixes.is_empty() {
                 let new: Vec<(String, String)> = state
                     .outputs
@@ -398,7 +398,6 @@ async fn run_step(
     registry: &TaskRegistry,
     step: &StepSpec,
     index: usize,
-    deadline: Option<Instant>,
 ) {
     let started = Instant::now();
     let display_name = state
@@ -444,7 +443,7 @@ async fn run_step(
         }
         let mut attempt = 0;
         loop {
-            let outcome = run_step_once(state, registry, step, index, deadline).await;
+            let outcome = run_step_once(state, registry, step, index).await;
             if outcome == TaskResult::Failed
                 && attempt < step.retry_count_on_task_failure
                 && !state.cancel.is_canceled()
@@ -490,19 +489,15 @@ async fn run_step_once(
     registry: &TaskRegistry,
     step: &StepSpec,
     index: usize,
-    deadline: Option<Instant>,
 ) -> TaskResult {
     let mut env = BTreeMap::new();
     for (name, value) in &step.env {
         let value = state.variables.expand(value);
         env.insert(name.clone(), value);
     }
-    let now = Instant::now();
-    let remaining = deadline.map(|deadline| deadline.saturating_duration_since(now));
-    let timeout = match (step.timeout, remaining) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    // The job timeout is enforced by the job's cancel signal (so the running step ends Canceled); the
+    // process timeout is the step's own.
+    let timeout = step.timeout;
     let step_cancel = state.cancel.clone();
     let mut ctx = StepContext {
         job: state,

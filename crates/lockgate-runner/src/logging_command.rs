@@ -58,6 +58,10 @@ const VSO_PREFIX: &str = "##vso[";
 
 /// Classifies one line of step output.
 pub fn parse_line(line: &str) -> OutputLine<'_> {
+    // Nearly every line has no `#` at all; a single byte scan settles those.
+    if !line.contains('#') {
+        return OutputLine::Plain(line);
+    }
     if let Some(start) = line.find(VSO_PREFIX) {
         return match parse_vso(&line[start + VSO_PREFIX.len()..]) {
             Ok(command) => OutputLine::Vso(command),

@@ -267,17 +267,28 @@ async fn read_lines(
     stream: Stream,
     sender: mpsc::Sender<(Stream, Vec<String>)>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 256 * 1024];
     let mut partial: Vec<u8> = Vec::new();
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let mut lines = Vec::new();
+        let mut lines = Vec::with_capacity(n / 32 + 1);
         let mut start = 0;
         for (index, byte) in buf[..n].iter().enumerate() {
             if *byte == b'\n' {
+                if partial.is_empty() && index - start <= MAX_LINE {
+                    // The common case: a whole line inside this read, copied once.
+                    let line = &buf[start..index];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    lines.push(match std::str::from_utf8(line) {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(line).into_owned(),
+                    });
+                    start = index + 1;
+                    continue;
+                }
                 partial.extend_from_slice(&buf[start..index]);
                 while partial.len() > MAX_LINE {
                     let rest = partial.split_off(MAX_LINE);

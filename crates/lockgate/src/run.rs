@@ -534,7 +534,8 @@ impl EventSink for CliView {
             Event::Log { job, lines, .. } => {
                 if let Some(log) = state.logs.get_mut(job) {
                     for line in lines {
-                        let _ = writeln!(log, "{line}");
+                        let _ = log.write_all(line.as_bytes());
+                        let _ = log.write_all(b"\n");
                     }
                 }
             }
