@@ -18,6 +18,10 @@ pub struct SampleOptions {
     pub undefined_variable: bool,
     /// Add a missing dependency on the `account` table.
     pub missing_dependency: bool,
+    /// The solution's display name (any text; it is escaped).
+    pub display_name: String,
+    /// Flows are named `<flow_name> <index>` (any text; it is escaped).
+    pub flow_name: String,
 }
 
 impl Default for SampleOptions {
@@ -31,6 +35,8 @@ impl Default for SampleOptions {
             embedded_connection: false,
             undefined_variable: false,
             missing_dependency: false,
+            display_name: "Contoso Travel".into(),
+            flow_name: "Trip approval".into(),
         }
     }
 }
@@ -46,6 +52,13 @@ pub fn flow_file(index: usize) -> String {
         "Workflows/TripApproval{index}-{}.json",
         flow_id(index).to_ascii_uppercase()
     )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn crlf(text: &str) -> Vec<u8> {
@@ -72,7 +85,7 @@ pub fn sample(options: &SampleOptions) -> SolutionPackage {
   <SolutionManifest>
     <UniqueName>{name}</UniqueName>
     <LocalizedNames>
-      <LocalizedName description="Contoso Travel" languagecode="1033" />
+      <LocalizedName description="{display}" languagecode="1033" />
     </LocalizedNames>
     <Descriptions />
     <Version>{version}</Version>
@@ -93,13 +106,14 @@ pub fn sample(options: &SampleOptions) -> SolutionPackage {
 {missing}  </SolutionManifest>
 </ImportExportXml>"#,
         name = options.unique_name,
+        display = escape(&options.display_name),
         version = options.version,
         managed = u8::from(options.managed),
     );
     let mut workflows = String::new();
     for index in 0..options.flows {
         workflows.push_str(&format!(
-            r#"    <Workflow WorkflowId="{{{id}}}" Name="Trip approval {index}">
+            r#"    <Workflow WorkflowId="{{{id}}}" Name="{flow_name} {index}">
       <JsonFileName>/{file}</JsonFileName>
       <Type>1</Type>
       <Subprocess>0</Subprocess>
@@ -112,12 +126,13 @@ pub fn sample(options: &SampleOptions) -> SolutionPackage {
       <IsCustomizable>1</IsCustomizable>
       <PrimaryEntity>none</PrimaryEntity>
       <LocalizedNames>
-        <LocalizedName languagecode="1033" description="Trip approval {index}" />
+        <LocalizedName languagecode="1033" description="{flow_name} {index}" />
       </LocalizedNames>
     </Workflow>
 "#,
             id = flow_id(index),
             file = flow_file(index),
+            flow_name = escape(&options.flow_name),
         ));
     }
     let customizations = format!(

@@ -4,4 +4,5 @@
 mod corpus;
 mod dataverse;
 mod dataverse_server;
+mod properties;
 mod roundtrip;
