@@ -281,39 +281,23 @@ pub fn step_spec(step: &Step, minute: Duration) -> StepSpec {
 }
 
 fn checkout_self() -> StepSpec {
-    StepSpec {
-        name: None,
-        display_name: "Checkout self".into(),
-        action: StepAction::Checkout {
-            repository: "self".into(),
-            inputs: BTreeMap::new(),
-        },
-        condition: None,
-        enabled: true,
-        continue_on_error: false,
-        timeout: None,
-        retry_count_on_task_failure: 0,
-        env: BTreeMap::new(),
-        location: "(implicit checkout)".into(),
-    }
+    let action = StepAction::Checkout {
+        repository: "self".into(),
+        inputs: BTreeMap::new(),
+    };
+    StepSpec::new("Checkout self", action, "(implicit checkout)")
 }
 
 fn download_current() -> StepSpec {
-    StepSpec {
-        name: None,
-        display_name: "Download artifacts".into(),
-        action: StepAction::Download {
-            source: "current".into(),
-            inputs: BTreeMap::new(),
-        },
-        condition: None,
-        enabled: true,
-        continue_on_error: false,
-        timeout: None,
-        retry_count_on_task_failure: 0,
-        env: BTreeMap::new(),
-        location: "(implicit download in the deploy hook)".into(),
-    }
+    let action = StepAction::Download {
+        source: "current".into(),
+        inputs: BTreeMap::new(),
+    };
+    StepSpec::new(
+        "Download artifacts",
+        action,
+        "(implicit download in the deploy hook)",
+    )
 }
 
 /// The phases of a job: one for an agent job (with the implicit `checkout: self` first unless the job has

@@ -84,6 +84,28 @@ pub struct StepSpec {
     pub location: String,
 }
 
+impl StepSpec {
+    /// An enabled step with the default condition and no limits, retries or `env`.
+    pub fn new(
+        display_name: impl Into<String>,
+        action: StepAction,
+        location: impl Into<String>,
+    ) -> Self {
+        Self {
+            name: None,
+            display_name: display_name.into(),
+            action,
+            condition: None,
+            enabled: true,
+            continue_on_error: false,
+            timeout: None,
+            retry_count_on_task_failure: 0,
+            env: BTreeMap::new(),
+            location: location.into(),
+        }
+    }
+}
+
 /// What a step does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum StepAction {

@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
+use lockgate_pipeline::CompileInput;
 use lockgate_runner::artifacts::ArtifactStore;
 use lockgate_runner::events::{Event, EventSink, IssueKind, JobId, TaskResult};
 use lockgate_runner::job::RunContext;
@@ -20,6 +19,10 @@ use lockgate_runner::orchestrator::{
 };
 use lockgate_runner::tasks::TaskRegistry;
 
+use crate::compile::{
+    FileSystemReader, locate_pipeline, parameter_values, predefined_variables,
+    repository_checkouts, split_pair,
+};
 use crate::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError};
 
 #[derive(clap::Args)]
@@ -53,52 +56,6 @@ pub struct RunArgs {
     /// ~/.cache/lockgate).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-}
-
-/// Reads pipeline files from the repository root and the `--repo` checkouts.
-struct DiskReader {
-    root: PathBuf,
-    repositories: BTreeMap<String, PathBuf>,
-}
-
-impl SourceReader for DiskReader {
-    fn read(&self, repository: Option<&str>, path: &str) -> Result<String, ReadError> {
-        let base = match repository {
-            None => &self.root,
-            Some(alias) => self
-                .repositories
-                .get(alias)
-                .ok_or(ReadError::RepositoryNotMapped)?,
-        };
-        match std::fs::read(base.join(path)) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .map_err(|_| ReadError::Other("the file is not UTF-8 text".into())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ReadError::NotFound),
-            Err(err) => Err(ReadError::Other(err.to_string())),
-        }
-    }
-}
-
-fn pair<'a>(text: &'a str, flag: &str, shape: &str) -> Result<(&'a str, &'a str), UsageError> {
-    match text.split_once('=') {
-        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim(), value)),
-        _ => Err(UsageError(format!("{flag} expects {shape}, got `{text}`"))),
-    }
-}
-
-fn git_top_level(dir: &Path) -> Option<PathBuf> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["rev-parse", "--show-toplevel"])
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))?
-        .canonicalize()
-        .ok()
 }
 
 /// A test-only knob: `LOCKGATE_MINUTE_MS` makes one "minute" of `timeoutInMinutes` and
@@ -152,62 +109,17 @@ fn registry() -> TaskRegistry {
 }
 
 pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
-    let file = args
-        .file
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("azure-pipelines.yml"));
-    if !file.is_file() {
-        return Err(
-            UsageError(format!("pipeline file `{}` does not exist", file.display())).into(),
-        );
-    }
-    let file = file
-        .canonicalize()
-        .map_err(|e| UsageError(format!("cannot open `{}`: {e}", file.display())))?;
-    let folder = file
-        .parent()
-        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    let root = match &args.root {
-        Some(root) => root
-            .canonicalize()
-            .map_err(|e| UsageError(format!("--root `{}`: {e}", root.display())))?,
-        None => git_top_level(&folder).unwrap_or(folder),
-    };
-    let Ok(relative) = file.strip_prefix(&root) else {
-        return Err(UsageError(format!(
-            "`{}` is not inside the root `{}`",
-            file.display(),
-            root.display()
-        ))
-        .into());
-    };
-    let entry = relative
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/");
-
-    let mut parameters = Vec::new();
-    for param in &args.params {
-        let (name, value) = pair(param, "--param", "NAME=VALUE")?;
-        parameters.push((name.to_string(), value.to_string()));
-    }
+    let (root, entry) = locate_pipeline(args.file.as_deref(), args.root.as_deref())?;
+    let parameters = parameter_values(&args.params)?;
     let mut variables = Vec::new();
     for var in &args.vars {
-        let (name, value) = pair(var, "--var", "NAME=VALUE")?;
+        let (name, value) = split_pair(var, "--var", "NAME=VALUE")?;
         variables.push((name.to_string(), value.to_string()));
     }
-    let mut repositories = BTreeMap::new();
-    for repo in &args.repos {
-        let (alias, dir) = pair(repo, "--repo", "ALIAS=DIR")?;
-        let dir = Path::new(dir)
-            .canonicalize()
-            .map_err(|e| UsageError(format!("--repo {alias}: `{dir}`: {e}")))?;
-        repositories.insert(alias.to_string(), dir);
-    }
+    let repositories = repository_checkouts(&args.repos)?;
     let mut variable_groups = BTreeMap::new();
     for group in &args.var_groups {
-        let (name, path) = pair(group, "--var-group", "NAME=FILE")?;
+        let (name, path) = split_pair(group, "--var-group", "NAME=FILE")?;
         let values = read_variable_group(Path::new(path))
             .map_err(|e| UsageError(format!("--var-group {name}: {e}")))?;
         variable_groups.insert(name.to_string(), values);
@@ -223,18 +135,12 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         || "pipeline".to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    // Facts first without a run number (templates may read Build.SourceBranch and friends).
-    let template_facts = run_facts(Some(&root), &pipeline_name, "0", "");
-    let reader = DiskReader {
+    // Template expressions see the same predefined variables as in `lockgate plan`.
+    let reader = FileSystemReader {
         root: root.clone(),
         repositories: repositories.clone(),
     };
-    let template_variables: Vec<(String, String)> = template_facts
-        .iter()
-        .filter(|(name, _)| name.starts_with("Build.") || name.starts_with("System."))
-        .filter(|(name, _)| name != "Build.BuildId" && name != "Build.BuildNumber")
-        .cloned()
-        .collect();
+    let template_variables = predefined_variables(&root);
     let input = CompileInput {
         entry,
         reader: &reader,

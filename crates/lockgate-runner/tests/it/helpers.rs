@@ -82,22 +82,15 @@ pub fn run_context(dir: &Path) -> RunContext {
 
 /// A `script:` step (CmdLine@2).
 pub fn script(name: Option<&str>, text: &str) -> StepSpec {
-    StepSpec {
-        name: name.map(str::to_string),
-        display_name: name.unwrap_or("script").to_string(),
-        action: StepAction::Task {
-            name: "CmdLine".into(),
-            major: 2,
-            inputs: BTreeMap::from([("script".to_string(), text.to_string())]),
-        },
-        condition: None,
-        enabled: true,
-        continue_on_error: false,
-        timeout: None,
-        retry_count_on_task_failure: 0,
-        env: BTreeMap::new(),
-        location: "test.yml:1:1".into(),
-    }
+    let inputs = BTreeMap::from([("script".to_string(), text.to_string())]);
+    let action = StepAction::Task {
+        name: "CmdLine".into(),
+        major: 2,
+        inputs,
+    };
+    let mut step = StepSpec::new(name.unwrap_or("script"), action, "test.yml:1:1");
+    step.name = name.map(str::to_string);
+    step
 }
 
 /// A job of `steps` with `variables`.
