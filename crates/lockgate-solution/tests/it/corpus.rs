@@ -138,3 +138,59 @@ fn the_business_approvals_kit_tree_keeps_all_its_components_when_packed() {
         customizations.contains("<EntityRelationship Name=\"team_cat_businessapprovalcondition\">")
     );
 }
+
+#[test]
+fn real_deployment_settings_files_read_and_match_their_solutions() {
+    let Some(root) = corpus_root() else { return };
+    let kit = root.join("microsoft__powercat-business-approvals-kit");
+    let mut files = Vec::new();
+    find(
+        &kit,
+        &|path| {
+            path.file_name().is_some_and(|name| {
+                name == "deploymentSettings.json"
+                    || name == "settings.json"
+                    || name == "BusinessApprovalsKit.json"
+            })
+        },
+        &mut files,
+    );
+    assert!(files.len() >= 8, "{files:?}");
+    for file in &files {
+        lockgate_solution::settings::read_settings(file).unwrap_or_else(|err| panic!("{err}"));
+    }
+    let workshop =
+        SolutionPackage::read_zip(&kit.join("Workshop/assets/ApprovalsConnectorSetup.zip"))
+            .unwrap();
+    let workshop_model = Solution::from_package(&workshop).unwrap();
+    let settings_path = kit.join("Workshop/assets/settings.json");
+    let settings = lockgate_solution::settings::read_settings(&settings_path).unwrap();
+    lockgate_solution::settings::validate_against(&settings, &workshop_model, &settings_path)
+        .unwrap();
+    assert_eq!(
+        lockgate_solution::settings::component_parameters(&settings, &workshop_model).len(),
+        2
+    );
+
+    let kit_model = Solution::from_package(
+        &pack(
+            &SourceTree::read_dir(&kit.join("BusinessApprovalKit/SolutionPackage/src")).unwrap(),
+            None,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for stage in ["Prod", "Test", "Validation"] {
+        let path = kit.join(format!(
+            "BusinessApprovalKit/config/{stage}/deploymentSettings.json"
+        ));
+        let settings = lockgate_solution::settings::read_settings(&path).unwrap();
+        assert_eq!(
+            settings.connection_references.len(),
+            6,
+            "{}",
+            path.display()
+        );
+        lockgate_solution::settings::validate_against(&settings, &kit_model, &path).unwrap();
+    }
+}
