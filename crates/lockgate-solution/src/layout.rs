@@ -764,6 +764,20 @@ impl SourceTree {
     /// Replaces `dir` with exactly this tree: writes a sibling temporary folder, then swaps it in.
     /// Refuses to replace a folder that holds a `.git` entry.
     pub fn write_dir(&self, dir: &Path) -> Result<(), SolutionError> {
+        // `.`, `..` and `src/` have no usable file name or parent until made absolute and normal.
+        let absolute = if dir.exists() {
+            dir.canonicalize()
+        } else {
+            std::path::absolute(dir)
+        };
+        let absolute = absolute.map_err(|err| SolutionError::io(dir, err))?;
+        let dir = absolute.as_path();
+        if dir.parent().is_none() {
+            return Err(SolutionError::Invalid(format!(
+                "{}: refusing to replace the root folder",
+                dir.display()
+            )));
+        }
         if dir.join(".git").exists() {
             return Err(SolutionError::Invalid(format!(
                 "{}: refusing to replace a folder that holds .git; unpack into a subfolder such as {}/src",

@@ -282,3 +282,15 @@ fn unpack_refuses_to_replace_a_git_repository_folder() {
         "mine"
     );
 }
+
+#[test]
+fn unpacking_into_dot_replaces_the_current_folder_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("src");
+    std::fs::create_dir_all(&target).unwrap();
+    let tree = unpack(&sample(&SampleOptions::default()), None).unwrap();
+    tree.write_dir(&target.join(".")).unwrap();
+    assert!(target.join("Other/Solution.xml").is_file());
+    tree.write_dir(&target.join("Other/..")).unwrap();
+    assert_eq!(SourceTree::read_dir(&target).unwrap().files, tree.files);
+}
