@@ -123,13 +123,15 @@ fn write_job(out: &mut String, i: usize, instances: &[Job]) {
     };
     let _ = writeln!(out, "- {key}: {}", scalar(&job.base_name));
     let i = i + 2;
-    let display_name = if job.strategy.leg.is_some() {
+    let display_name = match &job.strategy.leg {
         // Instance display names carry the leg; print the job's own.
-        job.display_name
+        Some(leg) => job
+            .display_name
             .as_deref()
-            .and_then(|d| d.rsplit_once(' ').map(|(base, _)| base.to_string()))
-    } else {
-        job.display_name.clone()
+            .and_then(|d| d.strip_suffix(leg.as_str()))
+            .and_then(|d| d.strip_suffix(' '))
+            .map(str::to_string),
+        None => job.display_name.clone(),
     };
     if let Some(d) = display_name.filter(|d| d != &job.base_name) {
         line(out, i, "displayName", &d);

@@ -993,7 +993,8 @@ impl Lowerer<'_, '_> {
                 self.leave_template();
                 continue;
             }
-            if let Some(stage) = self.stage(item, inherited, out.last().map(|s| s.name.clone())) {
+            let existing: Vec<String> = out.iter().map(|s| s.name.clone()).collect();
+            if let Some(stage) = self.stage(item, inherited, &existing) {
                 if out.iter().any(|s| s.name.eq_ignore_ascii_case(&stage.name)) {
                     let span = item.get("stage").map_or(item.span, |n| n.span);
                     self.error(
@@ -1030,12 +1031,8 @@ impl Lowerer<'_, '_> {
         );
     }
 
-    fn stage(
-        &mut self,
-        node: &Node,
-        inherited: &Inherited,
-        previous: Option<String>,
-    ) -> Option<Stage> {
+    fn stage(&mut self, node: &Node, inherited: &Inherited, existing: &[String]) -> Option<Stage> {
+        let previous = existing.last().cloned();
         let entries = self.mapping(node, "stages")?;
         let Some(name_node) = node.get("stage") else {
             let help = entries
@@ -1052,7 +1049,18 @@ impl Lowerer<'_, '_> {
             return None;
         };
         self.check_keys(entries, &[STAGE_KEYS], "a stage");
-        let name = self.identifier(name_node, "stage")?;
+        // An unnamed stage (`- stage:`) gets a generated name: `Stage`, then `Stage1`, …
+        let name = if name_node.is_null() {
+            let mut n = 0;
+            let mut candidate = "Stage".to_string();
+            while existing.iter().any(|s| s.eq_ignore_ascii_case(&candidate)) {
+                n += 1;
+                candidate = format!("Stage{n}");
+            }
+            candidate
+        } else {
+            self.identifier(name_node, "stage")?
+        };
         let mut inner = inherited.clone();
         let variables = match node.get("variables") {
             Some(v) => self.variables(v, VariableScope::Stage, &mut inner.scope),
@@ -1092,8 +1100,24 @@ impl Lowerer<'_, '_> {
             .help = Some("configure checks on the environment or resource instead".into());
         }
         let mut jobs = Vec::new();
+        let diagnostics_before = self.c.diagnostics.len();
         if let Some(jobs_node) = node.get("jobs") {
             jobs = self.jobs(jobs_node, &inner);
+        }
+        // Only when nothing else went wrong inside (a missing job template already explains it).
+        if jobs.is_empty() && self.c.diagnostics.len() == diagnostics_before {
+            // Azure Pipelines: "Stage X must contain at least one job with no dependencies."
+            let at = node.get("jobs").map_or(name_node.span, |j| j.span);
+            self.error(
+                "pipeline::empty-stage",
+                format!("stage `{name}` has no jobs"),
+                at,
+                "no job here",
+            )
+            .help = Some(
+                "a stage needs at least one job (check `${{ if }}` conditions around its jobs)"
+                    .into(),
+            );
         }
         Some(Stage {
             name,
@@ -1201,8 +1225,23 @@ impl Lowerer<'_, '_> {
         let Some(name_node) = node.get(kind_key) else {
             return;
         };
-        let Some(base_name) = self.identifier(name_node, "job") else {
-            return;
+        // An unnamed job (`- job:`) gets a generated name: `Job`, then `Job1`, `Job2`, …
+        let base_name = if name_node.is_null() {
+            let mut n = 0;
+            let mut candidate = "Job".to_string();
+            while out
+                .iter()
+                .any(|j| j.base_name.eq_ignore_ascii_case(&candidate))
+            {
+                n += 1;
+                candidate = format!("Job{n}");
+            }
+            candidate
+        } else {
+            let Some(base_name) = self.identifier(name_node, "job") else {
+                return;
+            };
+            base_name
         };
         if kind_key == "deployment" && base_name == "deploy" {
             self.error(
@@ -1371,20 +1410,34 @@ impl Lowerer<'_, '_> {
             let total = legs.len() as u32;
             for (position, (leg_key, leg_value)) in legs.iter().enumerate() {
                 let leg = leg_key.as_str().unwrap_or_default().to_string();
+                // The docs ask for letters, digits and `_` (at most 100); real pipelines also
+                // use `-`, `.` and spaces, which Azure accepts. Other characters are refused;
+                // the instance name replaces anything but letters, digits and `_` with `_`.
                 if leg.is_empty()
+                    || leg.chars().count() > 100
                     || !leg
                         .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
                 {
                     self.error(
                         "pipeline::invalid-name",
                         format!("`{leg}` is not a valid matrix leg name"),
                         leg_key.span,
-                        "use letters, digits and `_`",
+                        "use letters, digits and `_` (at most 100)",
                     );
                 }
                 let mut instance = job.clone();
-                instance.name = format!("{}_{leg}", job.base_name);
+                let identifier: String = leg
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                instance.name = format!("{}_{identifier}", job.base_name);
                 instance.display_name = Some(format!("{display} {leg}"));
                 if let Some(vars) = self.mapping(leg_value, "matrix leg") {
                     for (k, v) in vars {
