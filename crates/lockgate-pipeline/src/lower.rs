@@ -645,6 +645,26 @@ impl Lowerer<'_, '_> {
                 "nothing to run",
             );
         }
+        let shape_node = stages_node.or(jobs_node).or(steps_node);
+        if let Some(shape_node) = shape_node
+            && !self.c.diagnostics.iter().any(crate::Diagnostic::is_error)
+        {
+            if plan.stages.is_empty() {
+                self.error(
+                    "pipeline::empty",
+                    "the pipeline has no stages",
+                    shape_node.span,
+                    "empty",
+                );
+            } else if stages_node.is_none() && plan.stages.iter().all(|s| s.jobs.is_empty()) {
+                self.error(
+                    "pipeline::empty",
+                    "the pipeline has no jobs",
+                    shape_node.span,
+                    "empty",
+                );
+            }
+        }
         self.check_stage_graph(&plan.stages, stages_node.map_or(document.span, |n| n.span));
         Some(plan)
     }
