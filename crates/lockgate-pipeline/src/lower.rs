@@ -466,6 +466,21 @@ impl Lowerer<'_, '_> {
 
         // `extends`: the template supplies the body; the entry file keeps its own keys.
         while let Some(extends) = document.get("extends").cloned() {
+            if let Some((key, _)) =
+                document.as_mapping().unwrap_or(&[]).iter().find(|(k, _)| {
+                    matches!(k.as_str(), Some("stages" | "jobs" | "steps" | "phases"))
+                })
+            {
+                let name = key.as_str().unwrap_or_default().to_string();
+                self.error(
+                    "pipeline::conflicting-keys",
+                    format!("a pipeline that uses `extends` cannot also have `{name}`"),
+                    key.span,
+                    "the extended template supplies these",
+                )
+                .help = Some(format!("pass the {name} to the template as a parameter"));
+                break;
+            }
             let Some(extends_entries) = self.mapping(&extends, "extends") else {
                 break;
             };
