@@ -622,41 +622,26 @@ pub fn resolve_path(expr: &str, scope: &Scope) -> Option<Node> {
             return None;
         }
     }
-    let start: Node = if root.eq_ignore_ascii_case("parameters") {
-        let (first, remaining) = match steps.split_first() {
-            Some((PathStep::Name(name), remaining)) => (*name, remaining),
+    let (start, steps): (&Node, &[PathStep<'_>]) = if root.eq_ignore_ascii_case("parameters") {
+        match steps.split_first() {
+            Some((PathStep::Name(first), remaining)) => (scope.parameter(first)?, remaining),
             _ => return None,
-        };
-        steps = remaining
-            .iter()
-            .map(|s| match s {
-                PathStep::Name(n) => PathStep::Name(n),
-                PathStep::Index(i) => PathStep::Index(*i),
-            })
-            .collect();
-        scope.parameter(first)?.clone()
-    } else if let Some(local) = scope.local(root) {
-        local.clone()
-    } else {
-        return None;
-    };
-    let mut current = &start;
-    let mut owned;
-    for step in &steps {
-        match step {
-            PathStep::Name(name) => {
-                let entries = current.as_mapping()?;
-                let found = entries
-                    .iter()
-                    .find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))?;
-                owned = found.1.clone();
-                current = &owned;
-            }
-            PathStep::Index(index) => {
-                owned = current.as_sequence()?.get(*index)?.clone();
-                current = &owned;
-            }
         }
+    } else {
+        (scope.local(root)?, &steps)
+    };
+    let mut current = start;
+    for step in steps {
+        current = match step {
+            PathStep::Name(name) => {
+                &current
+                    .as_mapping()?
+                    .iter()
+                    .find(|(k, _)| k.as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))?
+                    .1
+            }
+            PathStep::Index(index) => current.as_sequence()?.get(*index)?,
+        };
     }
     Some(current.clone())
 }
