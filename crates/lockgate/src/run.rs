@@ -499,11 +499,13 @@ impl EventSink for CliView {
                 if let Ok(line) = serde_json_line(&event) {
                     let _ = state.out.write_all(line.as_bytes());
                 }
-                if matches!(event, Event::RunFinished { .. } | Event::JobFinished { .. }) {
-                    let _ = state.out.flush();
-                }
+                let _ = state.out.flush();
             }
-            ViewMode::Plain => plain_event(state, &event),
+            ViewMode::Plain => {
+                // Piped output is read as it comes (CI logs, `tee`): flush every event.
+                plain_event(state, &event);
+                let _ = state.out.flush();
+            }
             ViewMode::Live => live_event(state, &event),
         }
     }
