@@ -306,7 +306,7 @@ fn respan(node: Node, span: Span) -> Node {
 }
 
 /// Checks a value against a declared type and normalises scalars (strings become quoted scalars,
-/// booleans `true`/`false`). Returns what was expected on mismatch.
+/// booleans `True`/`False` as Azure prints them). Returns what was expected on mismatch.
 fn check_type(r#type: &str, node: &Node) -> Result<Node, &'static str> {
     let is_scalar = matches!(node.value, NodeValue::Scalar { .. });
     let all_mappings = |n: &Node| {
@@ -326,10 +326,10 @@ fn check_type(r#type: &str, node: &Node) -> Result<Node, &'static str> {
         },
         "boolean" => match node.as_str().map(str::trim) {
             Some(text) if text.eq_ignore_ascii_case("true") => {
-                Ok(Node::scalar("true", true, node.span))
+                Ok(Node::scalar("True", true, node.span))
             }
             Some(text) if text.eq_ignore_ascii_case("false") => {
-                Ok(Node::scalar("false", true, node.span))
+                Ok(Node::scalar("False", true, node.span))
             }
             _ => Err("a boolean (true or false)"),
         },
