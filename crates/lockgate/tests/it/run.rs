@@ -523,3 +523,15 @@ steps:
     assert!(all.contains("failed: calc.divides"), "{all}");
     assert!(all.contains("copied/reports/TEST-unit.xml"), "{all}");
 }
+
+#[test]
+fn power_platform_tasks_are_registered() {
+    let project = Project::new("steps:\n- checkout: none\n- task: PowerPlatformToolInstaller@2\n");
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("PowerPlatformToolInstaller@2: Succeeded"),
+        "{all}"
+    );
+}
