@@ -535,6 +535,23 @@ pub async fn run_plan(
                 if !ready {
                     continue;
                 }
+                // `strategy.maxParallel`: at most that many legs of one matrix run at once.
+                let max_parallel = jobs[index].job.strategy.max_parallel as usize;
+                if max_parallel > 0 {
+                    let base = &jobs[index].job.base_name;
+                    let running_legs = jobs
+                        .iter()
+                        .filter(|j| {
+                            j.stage == stage_index
+                                && &j.job.base_name == base
+                                && j.started
+                                && j.outcome.is_none()
+                        })
+                        .count();
+                    if running_legs >= max_parallel {
+                        continue;
+                    }
+                }
                 jobs[index].started = true;
                 changed = true;
                 let stage = &plan.stages[stage_index];

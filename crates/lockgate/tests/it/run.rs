@@ -535,3 +535,84 @@ fn power_platform_tasks_are_registered() {
         "{all}"
     );
 }
+
+#[test]
+fn max_parallel_limits_matrix_legs_running_at_once() {
+    let project = Project::new(
+        r#"
+jobs:
+- job: Leg
+  strategy:
+    maxParallel: 1
+    matrix:
+      one: { n: 1 }
+      two: { n: 2 }
+      three: { n: 3 }
+  steps:
+  - checkout: none
+  - bash: |
+      lock="$(Pipeline.Workspace)/../../running"
+      if [ -e "$lock" ]; then echo "overlap"; exit 1; fi
+      touch "$lock"; sleep 0.3; rm "$lock"
+      echo "leg $(n) done"
+"#,
+    );
+    let output = project.run(&["--parallel", "3"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for n in 1..=3 {
+        assert!(all.contains(&format!("leg {n} done")), "{all}");
+    }
+    assert!(!all.contains("overlap\n"), "{all}");
+}
+
+#[test]
+fn canary_deployment_runs_each_increment_then_on_success() {
+    let project = Project::new(
+        r#"
+jobs:
+- deployment: Roll
+  environment: production
+  strategy:
+    canary:
+      increments: [10, 50]
+      preDeploy:
+        steps:
+        - script: echo "pre"
+      deploy:
+        steps:
+        - script: echo "deploy $(Strategy.Increment)"
+      on:
+        failure:
+          steps:
+          - script: echo "rollback"
+        success:
+          steps:
+          - script: echo "all good"
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let order: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.split("] ").nth(1))
+        .filter(|l| {
+            [
+                "pre",
+                "deploy 10",
+                "deploy 50",
+                "deploy 100",
+                "all good",
+                "rollback",
+            ]
+            .contains(l)
+        })
+        .collect();
+    assert!(
+        order.starts_with(&["pre", "deploy 10", "deploy 50"]),
+        "{order:?}\n{all}"
+    );
+    assert_eq!(order.last(), Some(&"all good"), "{all}");
+    assert!(!order.contains(&"rollback"), "{all}");
+}
