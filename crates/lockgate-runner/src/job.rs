@@ -232,9 +232,7 @@ pub async fn run_job(
         });
     }
     let mut result = state.status;
-    if cancel.is_canceled() {
-        result = TaskResult::Canceled;
-    } else if timed_out && result != TaskResult::Failed {
+    if cancel.is_canceled() || (timed_out && result != TaskResult::Failed) {
         result = TaskResult::Canceled;
     }
     finish(
@@ -603,7 +601,7 @@ impl StepContext<'_, '_> {
 
     pub fn required_input(&self, names: &[&str]) -> Result<&str, TaskError> {
         self.input_any(names)
-            .ok_or_else(|| TaskError(format!("input required: {}", names[0])))
+            .ok_or_else(|| TaskError(format!("input required: {}", names.first().unwrap_or(&"?"))))
     }
 
     /// A boolean input (`true`/`false`, case-insensitive), `default` when absent.
@@ -614,7 +612,7 @@ impl StepContext<'_, '_> {
             Some(value) if value.trim().eq_ignore_ascii_case("false") => Ok(false),
             Some(value) => Err(TaskError(format!(
                 "input {} must be true or false, not `{value}`",
-                names[0]
+                names.first().unwrap_or(&"?")
             ))),
         }
     }

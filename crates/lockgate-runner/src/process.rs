@@ -318,9 +318,8 @@ fn take_line(bytes: &mut Vec<u8>) -> String {
     if bytes.last() == Some(&b'\r') {
         bytes.pop();
     }
-    let line = match String::from_utf8(std::mem::take(bytes)) {
+    match String::from_utf8(std::mem::take(bytes)) {
         Ok(text) => text,
         Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
-    };
-    line
+    }
 }

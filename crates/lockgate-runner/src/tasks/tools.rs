@@ -396,11 +396,7 @@ impl Task for UseTool {
             }
             step.log(&format!(
                 "Using {shown}{}",
-                if add_to_path {
-                    &" (first on PATH)"[..]
-                } else {
-                    ""
-                }
+                if add_to_path { " (first on PATH)" } else { "" }
             ));
             Ok(TaskResult::Succeeded)
         })
