@@ -219,7 +219,22 @@ impl<'a> Compiler<'a> {
             Some((path, alias)) if !alias.contains('/') => (path, Some(alias)),
             _ => (reference, None),
         };
-        let from_file = &self.files[at.file as usize];
+        if path.trim().is_empty() || path.ends_with('/') {
+            self.error(
+                "pipeline::invalid-template-path",
+                if path.trim().is_empty() {
+                    "the template path is empty".to_string()
+                } else {
+                    format!("`{reference}` does not name a file")
+                },
+                at,
+                "this path",
+            );
+            return None;
+        }
+        let Some(from_file) = self.files.get(at.file as usize) else {
+            return None;
+        };
         let (repository, base_dir) = match alias {
             Some(alias) if alias.eq_ignore_ascii_case("self") => (None, None),
             Some(alias) => {
