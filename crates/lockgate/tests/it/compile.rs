@@ -238,3 +238,28 @@ fn templates_see_the_current_git_branch() {
         stdout(&out)
     );
 }
+
+#[test]
+fn unreadable_templates_are_reported_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("folder.yml")).unwrap();
+    std::fs::write(dir.path().join("binary.yml"), [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    write(
+        dir.path(),
+        "azure-pipelines.yml",
+        "steps:\n- template: folder.yml\n- template: binary.yml\n",
+    );
+    let out = lockgate(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains(
+            "error[pipeline::file-unreadable]: cannot read `folder.yml`: it is a directory"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cannot read `binary.yml`: the file is not UTF-8 text"),
+        "{text}"
+    );
+}
