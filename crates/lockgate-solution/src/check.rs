@@ -115,6 +115,42 @@ pub struct CheckOptions {
     /// The stage the package is headed for (`test`, `production`, ...); an unmanaged package headed
     /// anywhere but development is then an error rather than a warning.
     pub target_stage: Option<String>,
+    /// Levels that replace the rules' own (the checker task's `RulesToOverride`), by rule id.
+    pub level_overrides: std::collections::BTreeMap<String, Level>,
+}
+
+/// Reads `RulesToOverride` JSON, `[{"Id": "rule-id", "OverrideLevel": "Medium"}]`; levels are the
+/// checker's severities (Critical and High become errors, Medium warnings, Low and Informational notes).
+pub fn parse_level_overrides(
+    json: &str,
+) -> Result<std::collections::BTreeMap<String, Level>, String> {
+    let value: Value =
+        serde_json::from_str(json).map_err(|err| format!("RulesToOverride is not JSON: {err}"))?;
+    let items = value
+        .as_array()
+        .ok_or("RulesToOverride must be a JSON list")?;
+    let mut overrides = std::collections::BTreeMap::new();
+    for (index, item) in items.iter().enumerate() {
+        let id = item["Id"]
+            .as_str()
+            .ok_or_else(|| format!("RulesToOverride[{index}] has no Id"))?;
+        let given = item["OverrideLevel"].as_str().unwrap_or_default();
+        let level = match given.to_ascii_lowercase().as_str() {
+            "critical" | "high" => Level::Error,
+            "medium" => Level::Warning,
+            "low" | "informational" => Level::Note,
+            _ => {
+                return Err(format!(
+                    "RulesToOverride[{index}]: unknown OverrideLevel `{given}` (Critical, High, Medium, Low, Informational)"
+                ));
+            }
+        };
+        if !RULES.iter().any(|rule| rule.id == id) {
+            return Err(format!("RulesToOverride[{index}]: unknown rule `{id}`"));
+        }
+        overrides.insert(id.to_string(), level);
+    }
+    Ok(overrides)
 }
 
 fn rule_level(id: &str) -> Level {
@@ -134,7 +170,12 @@ pub fn check(solution: &Solution, options: &CheckOptions) -> Vec<Finding> {
                     component: String| {
         findings.push(Finding {
             rule,
-            level: level.unwrap_or_else(|| rule_level(rule)),
+            level: options
+                .level_overrides
+                .get(rule)
+                .copied()
+                .or(level)
+                .unwrap_or_else(|| rule_level(rule)),
             message,
             file,
             component,
@@ -380,6 +421,7 @@ mod tests {
             },
             &CheckOptions {
                 target_stage: Some("production".into()),
+                ..CheckOptions::default()
             },
         );
         let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
@@ -414,10 +456,37 @@ mod tests {
             run(
                 SampleOptions::default(),
                 &CheckOptions {
-                    target_stage: Some("dev".into())
+                    target_stage: Some("dev".into()),
+                    ..CheckOptions::default()
                 }
             )
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn rule_levels_can_be_overridden() {
+        let overrides = parse_level_overrides(
+            r#"[{"Id": "unmanaged-for-deployment", "OverrideLevel": "Critical"}]"#,
+        )
+        .unwrap();
+        let findings = run(
+            SampleOptions::default(),
+            &CheckOptions {
+                level_overrides: overrides,
+                ..CheckOptions::default()
+            },
+        );
+        assert_eq!(findings[0].level, Level::Error);
+        assert!(
+            parse_level_overrides(r#"[{"Id": "no-such-rule", "OverrideLevel": "Low"}]"#)
+                .unwrap_err()
+                .contains("no-such-rule")
+        );
+        assert!(
+            parse_level_overrides(r#"[{"Id": "missing-dependency", "OverrideLevel": "Severe"}]"#)
+                .unwrap_err()
+                .contains("Severe")
         );
     }
 

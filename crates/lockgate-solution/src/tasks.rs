@@ -481,6 +481,11 @@ fn checker(
             ))
         })?,
     };
+    let mut options = CheckOptions::default();
+    if let Some(overrides) = invocation.input("RulesToOverride") {
+        options.level_overrides =
+            crate::check::parse_level_overrides(overrides).map_err(TaskError)?;
+    }
     let files = files_to_analyze(invocation)?;
     if files.is_empty() {
         return Err(TaskError("no solution zips matched FilesToAnalyze".into()));
@@ -492,7 +497,7 @@ fn checker(
     for file in files {
         let package = SolutionPackage::read_zip(&file)?;
         let model = Solution::from_package(&package)?;
-        let findings = crate::check::check(&model, &CheckOptions::default());
+        let findings = crate::check::check(&model, &options);
         for line in crate::check::to_text(&findings).lines() {
             log(line);
         }

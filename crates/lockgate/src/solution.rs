@@ -263,7 +263,13 @@ pub fn exec(cmd: SolutionCommand) -> anyhow::Result<u8> {
         } => {
             let package = lockgate_solution::load_solution_input(&path).map_err(classify)?;
             let model = lockgate_solution::Solution::from_package(&package).map_err(classify)?;
-            let findings = lockgate_solution::check::check(&model, &CheckOptions { target_stage });
+            let findings = lockgate_solution::check::check(
+                &model,
+                &CheckOptions {
+                    target_stage,
+                    ..CheckOptions::default()
+                },
+            );
             let log = lockgate_solution::check::to_sarif(&findings, &path.display().to_string());
             if let Some(sarif) = sarif {
                 let text = serde_json::to_string_pretty(&log)?;
