@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::value::{Object, Value, eq_ignore_case, fold_case, with_folded};
+use crate::value::{NameMap, Object, Value, eq_ignore_case, fold_case, with_folded};
 
 /// One step of the path that follows a named value, handed to [`Context::lookup`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,7 +168,7 @@ type ExtraFunctionImpl = Box<dyn Fn(&[Value]) -> Result<Value, String>>;
 pub struct MapContext {
     named_values: Object,
     /// Folded name -> (name as given, value).
-    variables: HashMap<String, (String, Value)>,
+    variables: NameMap<(String, Value)>,
     status: Option<StatusInput>,
     counters: Counters,
     functions: Vec<(String, ExtraFunctionImpl)>,

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A value produced or consumed by an expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,6 +366,32 @@ impl fmt::Display for Version {
     }
 }
 
+/// FNV-1a: a small, fast hash for the short case-folded names used as keys (variable and property names, which
+/// come from the pipeline's own author, so hash flooding is not a concern here).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// A map keyed by case-folded names.
+pub(crate) type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
+
 /// Objects with more keys than this get a hash index for lookups.
 const INDEX_THRESHOLD: usize = 12;
 
@@ -373,7 +400,7 @@ const INDEX_THRESHOLD: usize = 12;
 pub struct Object {
     entries: Vec<(String, Value)>,
     /// Lower-cased key -> position, built once the object grows past [`INDEX_THRESHOLD`].
-    index: Option<HashMap<String, usize>>,
+    index: Option<NameMap<usize>>,
 }
 
 impl PartialEq for Object {
