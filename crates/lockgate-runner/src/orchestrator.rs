@@ -280,6 +280,28 @@ pub fn step_spec(step: &Step, minute: Duration) -> StepSpec {
     }
 }
 
+/// With more than one repository checked out, each goes to `s/<name>` unless it has a `path` (docs:
+/// "Check out multiple repositories": the folder is named after the repository).
+fn place_multiple_checkouts(steps: &mut [StepSpec], self_name: &str) {
+    let is_checkout = |step: &StepSpec| matches!(&step.action, StepAction::Checkout { repository, .. } if !repository.eq_ignore_ascii_case("none"));
+    if steps.iter().filter(|step| is_checkout(step)).count() < 2 {
+        return;
+    }
+    for step in steps.iter_mut() {
+        if let StepAction::Checkout { repository, inputs } = &mut step.action
+            && !repository.eq_ignore_ascii_case("none")
+            && !inputs.keys().any(|key| key.eq_ignore_ascii_case("path"))
+        {
+            let name = if repository.eq_ignore_ascii_case("self") {
+                self_name
+            } else {
+                repository.as_str()
+            };
+            inputs.insert("path".into(), format!("s/{name}"));
+        }
+    }
+}
+
 fn checkout_self() -> StepSpec {
     let action = StepAction::Checkout {
         repository: "self".into(),
@@ -304,11 +326,23 @@ fn download_current() -> StepSpec {
 /// a checkout step), one per hook for a deployment job (the deploy hook downloads the run's artifacts first
 /// unless it has a `download` step).
 pub fn job_phases(job: &plan::Job, minute: Duration, machine: &str) -> Vec<PhaseSpec> {
+    job_phases_with_self_folder(job, minute, machine, "self")
+}
+
+/// [`job_phases`], naming the folder `checkout: self` uses when a job checks out several repositories
+/// (the repository's name).
+pub fn job_phases_with_self_folder(
+    job: &plan::Job,
+    minute: Duration,
+    machine: &str,
+    self_name: &str,
+) -> Vec<PhaseSpec> {
     let Some(deployment) = &job.deployment else {
         let mut steps: Vec<StepSpec> = job.steps.iter().map(|s| step_spec(s, minute)).collect();
         if !job.steps.iter().any(|s| s.kind == StepKind::Checkout) {
             steps.insert(0, checkout_self());
         }
+        place_multiple_checkouts(&mut steps, self_name);
         return vec![PhaseSpec {
             hook: None,
             increment: None,
@@ -382,6 +416,14 @@ pub async fn run_plan(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("Agent.MachineName"))
         .map_or_else(|| "localhost".to_string(), |(_, v)| v.clone());
+    let self_name = run
+        .self_repository
+        .as_deref()
+        .and_then(Path::file_name)
+        .map_or_else(
+            || "self".to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
     let mut jobs: Vec<JobRecord> = Vec::new();
     for (stage_index, stage) in plan.stages.iter().enumerate() {
         for job in &stage.jobs {
@@ -567,7 +609,7 @@ pub async fn run_plan(
                     stage: stage.name.clone(),
                     job: job.name.clone(),
                 };
-                let display_name = job.display_name.clone().unwrap_or_else(|| job.name.clone());
+                let display_name = job_display_name(&job);
                 let mut variables = pipeline_variables(plan, Some(stage), options);
                 append_job_variables(&mut variables, &job, options);
                 let condition = dependency_condition(
@@ -674,7 +716,7 @@ pub async fn run_plan(
                         .unwrap_or_else(|| stage.name.clone()),
                     name: job.name.clone(),
                     display_name,
-                    phases: job_phases(&job, run.minute, &machine),
+                    phases: job_phases_with_self_folder(&job, run.minute, &machine, &self_name),
                     variables: resolved,
                     timeout: if job.timeout_in_minutes == 0 {
                         None
@@ -720,11 +762,7 @@ pub async fn run_plan(
                         stage: stage.name.clone(),
                         job: record.job.name.clone(),
                     },
-                    display_name: record
-                        .job
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| record.job.name.clone()),
+                    display_name: job_display_name(&record.job),
                     result: outcome.result,
                     seconds: outcome.seconds,
                 });
@@ -791,6 +829,15 @@ pub async fn run_plan(
     }
 }
 
+/// The name shown for a job: its `displayName`, else its name (`Job` for the implied job, as Azure shows it).
+fn job_display_name(job: &plan::Job) -> String {
+    match &job.display_name {
+        Some(name) => name.clone(),
+        None if job.name == "__default" => "Job".into(),
+        None => job.name.clone(),
+    }
+}
+
 /// A job with `continueOnError: true` counts as succeeded-with-issues for what depends on it.
 fn effective_result(job: &plan::Job, result: TaskResult) -> TaskResult {
     if job.continue_on_error && result == TaskResult::Failed {
@@ -822,11 +869,7 @@ fn skip_stage_jobs(
             stage: stage_name.clone(),
             job: record.job.name.clone(),
         };
-        let display_name = record
-            .job
-            .display_name
-            .clone()
-            .unwrap_or_else(|| record.job.name.clone());
+        let display_name = job_display_name(&record.job);
         sink.event(Event::JobStarted {
             job: id.clone(),
             display_name: display_name.clone(),

@@ -616,3 +616,45 @@ jobs:
     assert_eq!(order.last(), Some(&"all good"), "{all}");
     assert!(!order.contains(&"rollback"), "{all}");
 }
+
+#[test]
+fn checkout_of_a_mapped_repository() {
+    let project = Project::new(
+        r#"
+resources:
+  repositories:
+  - repository: tools
+    type: git
+    name: team/tools
+steps:
+- checkout: self
+- checkout: tools
+- script: cat "$(Build.SourcesDirectory)/tools/tool.txt"; ls -a "$(Build.SourcesDirectory)"
+"#,
+    );
+    let tools = tempfile::tempdir().unwrap();
+    std::fs::write(tools.path().join("tool.txt"), "tool content").unwrap();
+    let mapping = format!("tools={}", tools.path().display());
+    let output = project.run(&["--repo", &mapping]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("tool content"), "{all}");
+    let self_folder = project
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        all.contains(&format!("] {self_folder}\n")),
+        "self goes to s/<repository folder>: {all}"
+    );
+
+    let output = project.run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("--repo tools=DIR"),
+        "{}",
+        text(&output)
+    );
+}
