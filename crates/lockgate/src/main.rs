@@ -30,7 +30,11 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 #[derive(Parser)]
-#[command(name = "lockgate", version, about = "Azure Pipelines YAML, from a Git commit to production")]
+#[command(
+    name = "lockgate",
+    version,
+    about = "Azure Pipelines YAML, from a Git commit to production"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            let code = if err.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let code = if err.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            };
             let _ = err.print();
             return ExitCode::from(code);
         }

@@ -13,7 +13,15 @@ use std::process::Command;
 pub fn spawn_release(args: &[String]) -> anyhow::Result<u8> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "--release", "--package", "xtask", "--", "bench-release"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "xtask",
+            "--",
+            "bench-release",
+        ])
         .args(args)
         .status()?;
     Ok(status.code().unwrap_or(1).clamp(0, 255) as u8)
