@@ -355,6 +355,10 @@ impl CliView {
         text.push_str(&format!("Logs:      {}\n", state.logs_dir.display()));
         text.push_str(&format!("Workspace: {}\n", run_dir.join("work").display()));
         text.push_str(&format!("Artifacts: {}\n", artifacts_dir.display()));
+        let test_results = run_dir.join("test-results");
+        if test_results.is_dir() {
+            text.push_str(&format!("Tests:     {}\n", test_results.display()));
+        }
         let _ = state.out.write_all(text.as_bytes());
         let _ = state.out.flush();
     }

@@ -521,6 +521,14 @@ steps:
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("1 passed, 1 failed, 0 skipped"), "{all}");
     assert!(all.contains("failed: calc.divides"), "{all}");
+    assert!(
+        all.contains("Tests:     "),
+        "the summary says where test results are: {all}"
+    );
+    let results = std::fs::read_dir(project.run_dir().join("test-results"))
+        .unwrap()
+        .count();
+    assert_eq!(results, 1);
     assert!(all.contains("copied/reports/TEST-unit.xml"), "{all}");
 }
 
