@@ -706,7 +706,39 @@ pub async fn run_plan(
                     });
                     continue;
                 }
-                let resolved = expand_variable_macros(resolved);
+                let mut resolved = expand_variable_macros(resolved);
+                if let Some(environment) = &job.environment {
+                    // Deployment jobs target this machine as the environment's one resource.
+                    let resource = environment
+                        .resource_name
+                        .clone()
+                        .unwrap_or_else(|| machine.clone());
+                    for (name, value) in [
+                        ("Environment.Id", "1".to_string()),
+                        ("Environment.ResourceName", resource),
+                        (
+                            "Environment.ResourceId",
+                            environment
+                                .resource_id
+                                .clone()
+                                .unwrap_or_else(|| "1".into()),
+                        ),
+                        (
+                            "Environment.ResourceType",
+                            environment
+                                .resource_type
+                                .clone()
+                                .unwrap_or_else(|| "VirtualMachine".into()),
+                        ),
+                    ] {
+                        resolved.push(InitialVariable {
+                            name: name.into(),
+                            value,
+                            secret: false,
+                            readonly: true,
+                        });
+                    }
+                }
                 workspace_counter += 1;
                 let spec = JobSpec {
                     stage: stage.name.clone(),

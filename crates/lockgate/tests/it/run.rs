@@ -459,14 +459,17 @@ stages:
       runOnce:
         deploy:
           steps:
-          - script: cat "$(Pipeline.Workspace)/app/app.txt"; echo "env=$(Environment.Name) strategy=$(Strategy.Name)"
+          - script: cat "$(Pipeline.Workspace)/app/app.txt"; echo "env=$(Environment.Name) strategy=$(Strategy.Name) type=$(Environment.ResourceType)"
 "#,
     );
     let output = project.run(&[]);
     let all = text(&output);
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("v1 payload"), "{all}");
-    assert!(all.contains("env=dev strategy=runOnce"), "{all}");
+    assert!(
+        all.contains("env=dev strategy=runOnce type=VirtualMachine"),
+        "{all}"
+    );
 }
 
 #[test]
