@@ -45,6 +45,18 @@ fn is_executable_file(path: &Path) -> bool {
     }
 }
 
+/// The script file named by input `name`, which must exist.
+fn script_file(step: &StepContext<'_, '_>, name: &str) -> Result<PathBuf, TaskError> {
+    let file = step.resolve_path(step.required_input(&[name])?);
+    if !file.is_file() {
+        return Err(TaskError(format!(
+            "script file not found: {}",
+            file.display()
+        )));
+    }
+    Ok(file)
+}
+
 fn working_directory(step: &StepContext<'_, '_>, names: &[&str]) -> Result<PathBuf, TaskError> {
     let dir = match step.input_any(names) {
         Some(dir) => step.resolve_path(dir),
@@ -157,13 +169,7 @@ impl Task for Bash {
                 let file = step.write_temp_script("sh", &script)?;
                 args.push(file.display().to_string());
             } else {
-                let file = step.resolve_path(step.required_input(&["filePath"])?);
-                if !file.is_file() {
-                    return Err(TaskError(format!(
-                        "script file not found: {}",
-                        file.display()
-                    )));
-                }
+                let file = script_file(step, "filePath")?;
                 args.push(file.display().to_string());
                 args.extend(split_arguments(step.input("arguments").unwrap_or("")));
             }
@@ -178,13 +184,7 @@ struct ShellScript;
 impl Task for ShellScript {
     fn run<'a>(&'a self, step: &'a mut StepContext<'_, '_>) -> TaskFuture<'a> {
         Box::pin(async move {
-            let file = step.resolve_path(step.required_input(&["scriptPath"])?);
-            if !file.is_file() {
-                return Err(TaskError(format!(
-                    "script file not found: {}",
-                    file.display()
-                )));
-            }
+            let file = script_file(step, "scriptPath")?;
             let disable_auto_cwd = step.input_bool(&["disableAutoCwd"], false)?;
             let cwd = if disable_auto_cwd {
                 working_directory(step, &["cwd"])?
@@ -232,13 +232,7 @@ impl Task for PowerShell {
             let body = if inline {
                 step.input("script").unwrap_or("").to_string()
             } else {
-                let file = step.resolve_path(step.required_input(&["filePath"])?);
-                if !file.is_file() {
-                    return Err(TaskError(format!(
-                        "script file not found: {}",
-                        file.display()
-                    )));
-                }
+                let file = script_file(step, "filePath")?;
                 let arguments = step.input("arguments").unwrap_or("");
                 format!(
                     ". '{}' {arguments}",
