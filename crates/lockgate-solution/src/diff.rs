@@ -205,7 +205,13 @@ fn components(
                 }
                 referenced_files.push(file.to_ascii_lowercase());
             }
-            let mut canonical = xml::canonical(&row, None);
+            let mut canonical = xml::canonical(
+                &row,
+                xml::Unordered {
+                    depth: None,
+                    names: crate::layout::UNORDERED_TABLE_PARTS,
+                },
+            );
             if let Some(value) = &json {
                 canonical.push_str(&value.to_string());
             }
@@ -228,7 +234,7 @@ fn components(
             let content = variables.entry(schema.to_string()).or_default();
             let normalized = if entry.ends_with(".xml") {
                 xml::parse(data, entry)
-                    .map(|doc| xml::canonical(&doc.root, None))
+                    .map(|doc| xml::canonical(&doc.root, xml::Unordered::default()))
                     .unwrap_or_default()
             } else {
                 serde_json::from_slice::<Value>(crate::model::strip_bom(data))

@@ -12,6 +12,9 @@ use crate::package::{
 use crate::xml::{self, Document, Element, Node, WriteStyle};
 
 pub const TREE_SOLUTION_XML: &str = "Other/Solution.xml";
+/// Elements of a table whose children pack in file order rather than export order; comparisons
+/// ignore the order of their children.
+pub const UNORDERED_TABLE_PARTS: &[&str] = &["FormXml", "forms", "savedqueries"];
 pub const TREE_CUSTOMIZATIONS_XML: &str = "Other/Customizations.xml";
 
 /// Which kind of package to produce or expect (`/packagetype` of SolutionPackager).
@@ -278,6 +281,12 @@ pub fn unpack(
                 });
             match target {
                 Some(path) => {
+                    if row.name == "Entity" {
+                        let folder = path.trim_end_matches("Entity.xml").to_string();
+                        for (part, content) in split_entity(&mut row, &folder, xsi.as_deref()) {
+                            tree.files.insert(part, content);
+                        }
+                    }
                     if let Some(xsi) = &xsi
                         && row.attribute("xmlns:xsi").is_none()
                     {
@@ -358,10 +367,12 @@ fn normalize_payload_for_tree(name: &str, data: &[u8]) -> Vec<u8> {
     {
         return text.into_bytes();
     }
+    // Payload XML (control manifests, env-var definitions, ...) keeps its layout, as SolutionPackager
+    // does; only line endings become LF.
     if lower.ends_with(".xml")
-        && let Ok(doc) = xml::parse(data, name)
+        && let Ok(text) = std::str::from_utf8(data)
     {
-        return doc.to_string_with(WriteStyle::tree(&doc)).into_bytes();
+        return text.replace("\r\n", "\n").into_bytes();
     }
     data.to_vec()
 }
@@ -595,6 +606,124 @@ fn payload_renames(row: &Element, files: &BTreeMap<String, &[u8]>) -> Vec<(Strin
         _ => {}
     }
     renames
+}
+
+/// A part file: `root` holding `children`, with the `xmlns:xsi` declaration SolutionPackager adds.
+fn part_file(root: &str, children: Vec<Node>, xsi: Option<&str>) -> Vec<u8> {
+    let mut element = Element::new(root);
+    if let Some(xsi) = xsi {
+        element.set_attribute("xmlns:xsi", xsi);
+    }
+    element.self_closing = children.is_empty();
+    element.children = children;
+    Document {
+        declaration: true,
+        root: element,
+    }
+    .to_string_with(tree_style())
+    .into_bytes()
+}
+
+/// The GUID text of a child (`{...}`), when it is usable as a file name.
+fn guid_name(element: &Element, child: &str) -> Option<String> {
+    let text = element.child_text(child)?.to_ascii_lowercase();
+    let bare = text.trim_start_matches('{').trim_end_matches('}');
+    (!bare.is_empty() && bare.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        .then(|| format!("{{{bare}}}"))
+}
+
+/// Splits a table the way SolutionPackager does: each form to `FormXml/<type>/{formid}.xml`, each
+/// view to `SavedQueries/{savedqueryid}.xml`, the ribbon to `RibbonDiff.xml`, leaving empty
+/// placeholders in the row. A part whose shape is unexpected stays inside the row.
+fn split_entity(entity: &mut Element, folder: &str, xsi: Option<&str>) -> Vec<(String, Vec<u8>)> {
+    let mut parts = Vec::new();
+    let is_element_or_blank = |node: &Node| {
+        matches!(node, Node::Element(_)) || matches!(node, Node::Text(t) if t.trim().is_empty())
+    };
+    if let Some(form_xml) = entity.child_mut("FormXml") {
+        let mut planned = Vec::new();
+        let splittable = form_xml.children.iter().all(is_element_or_blank)
+            && form_xml.elements().all(|forms| {
+                let kind = forms.attribute("type").unwrap_or_default();
+                forms.name == "forms"
+                    && forms.attributes.len() == 1
+                    && !kind.is_empty()
+                    && kind.chars().all(|c| c.is_ascii_alphanumeric())
+                    && forms.children.iter().all(is_element_or_blank)
+                    && forms.elements().all(|form| {
+                        let name = guid_name(form, "formid");
+                        if let Some(name) = &name {
+                            planned.push(format!("{folder}FormXml/{kind}/{name}.xml"));
+                        }
+                        form.name == "systemform" && name.is_some()
+                    })
+            });
+        let unique = planned
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == planned.len();
+        if splittable && unique && !planned.is_empty() {
+            for forms in form_xml.elements() {
+                let kind = forms.attribute("type").unwrap_or_default();
+                for form in forms.elements() {
+                    let name = guid_name(form, "formid").unwrap_or_default();
+                    let path = format!("{folder}FormXml/{kind}/{name}.xml");
+                    parts.push((
+                        path,
+                        part_file("forms", vec![Node::Element(form.clone())], xsi),
+                    ));
+                }
+            }
+            form_xml.children.clear();
+            form_xml.self_closing = true;
+        }
+    }
+    if let Some(wrapper) = entity.child_mut("SavedQueries") {
+        let queries: Vec<&Element> = wrapper.elements().collect();
+        let splittable = wrapper.children.iter().all(is_element_or_blank)
+            && queries.len() == 1
+            && queries[0].name == "savedqueries"
+            && queries[0].attributes.is_empty()
+            && queries[0].children.iter().all(is_element_or_blank)
+            && queries[0].elements().all(|query| {
+                query.name == "savedquery" && guid_name(query, "savedqueryid").is_some()
+            });
+        let names: Vec<String> = if splittable {
+            queries[0]
+                .elements()
+                .filter_map(|q| guid_name(q, "savedqueryid"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let unique = names
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == names.len();
+        if splittable && unique && !names.is_empty() {
+            for query in queries[0].elements() {
+                let name = guid_name(query, "savedqueryid").unwrap_or_default();
+                parts.push((
+                    format!("{folder}SavedQueries/{name}.xml"),
+                    part_file("savedqueries", vec![Node::Element(query.clone())], xsi),
+                ));
+            }
+            wrapper.children.clear();
+            wrapper.self_closing = true;
+        }
+    }
+    if let Some(index) = entity.children.iter().position(|node| matches!(node, Node::Element(e) if e.name == "RibbonDiffXml" && e.elements().next().is_some()))
+        && let Node::Element(ribbon) = &mut entity.children[index]
+    {
+        let mut taken = std::mem::replace(ribbon, Element::new("RibbonDiffXml"));
+        if let Some(xsi) = xsi {
+            taken.set_attribute("xmlns:xsi", xsi);
+        }
+        parts.push((format!("{folder}RibbonDiff.xml"), Document { declaration: true, root: taken }.to_string_with(tree_style()).into_bytes()));
+    }
+    parts
 }
 
 /// Microsoft's layout splits an entity into `Entity.xml`, `FormXml/<type>/*.xml`, `SavedQueries/*.xml`

@@ -302,19 +302,26 @@ pub fn entries_equivalent(name: &str, left: &[u8], right: &[u8]) -> bool {
         return strip(left) == strip(right);
     }
     if lower.ends_with(".xml") {
-        let sort_depth = if lower.ends_with(CUSTOMIZATIONS_XML) {
-            Some(1)
+        // Rows of a customizations section, and forms and views of a table, are packed in file order.
+        let unordered = if lower.ends_with(CUSTOMIZATIONS_XML) {
+            crate::xml::Unordered {
+                depth: Some(1),
+                names: crate::layout::UNORDERED_TABLE_PARTS,
+            }
         } else if lower == CONTENT_TYPES_XML.to_ascii_lowercase() {
-            Some(0)
+            crate::xml::Unordered {
+                depth: Some(0),
+                names: &[],
+            }
         } else {
-            None
+            crate::xml::Unordered::default()
         };
         if let (Ok(a), Ok(b)) = (
             crate::xml::parse(left, name),
             crate::xml::parse(right, name),
         ) {
-            return crate::xml::canonical(&a.root, sort_depth)
-                == crate::xml::canonical(&b.root, sort_depth);
+            return crate::xml::canonical(&a.root, unordered)
+                == crate::xml::canonical(&b.root, unordered);
         }
     }
     false

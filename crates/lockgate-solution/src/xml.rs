@@ -437,17 +437,25 @@ fn escape_attribute(out: &mut String, text: &str) {
     }
 }
 
+/// Which elements' children [`canonical`] sorts, for collections whose order carries no meaning.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unordered<'a> {
+    /// Sort the children of every element at this depth (root = 0).
+    pub depth: Option<usize>,
+    /// Sort the children of elements with these names, at any depth.
+    pub names: &'a [&'a str],
+}
+
 /// A canonical one-line form for comparison: no declaration, no indentation, whitespace between
-/// elements dropped, `<x />` and `<x></x>` the same, comments dropped. When `sort_depth` is `Some(n)`,
-/// the children of elements at depth `n` (root = 0) are sorted, for collections whose order carries
-/// no meaning.
-pub fn canonical(element: &Element, sort_depth: Option<usize>) -> String {
+/// elements dropped, `<x />` and `<x></x>` the same, comments dropped, and the children of the
+/// collections named by `unordered` sorted.
+pub fn canonical(element: &Element, unordered: Unordered<'_>) -> String {
     let mut out = String::new();
-    canonical_into(&mut out, element, 0, sort_depth);
+    canonical_into(&mut out, element, 0, unordered);
     out
 }
 
-fn canonical_into(out: &mut String, element: &Element, depth: usize, sort_depth: Option<usize>) {
+fn canonical_into(out: &mut String, element: &Element, depth: usize, unordered: Unordered<'_>) {
     write_start_tag(out, element);
     out.push('>');
     let has_elements = element
@@ -458,7 +466,7 @@ fn canonical_into(out: &mut String, element: &Element, depth: usize, sort_depth:
     for node in &element.children {
         let mut part = String::new();
         match node {
-            Node::Element(child) => canonical_into(&mut part, child, depth + 1, sort_depth),
+            Node::Element(child) => canonical_into(&mut part, child, depth + 1, unordered),
             Node::Text(text) | Node::CData(text) => {
                 if has_elements && text.trim().is_empty() {
                     continue;
@@ -469,7 +477,7 @@ fn canonical_into(out: &mut String, element: &Element, depth: usize, sort_depth:
         }
         parts.push(part);
     }
-    if sort_depth == Some(depth) {
+    if unordered.depth == Some(depth) || unordered.names.contains(&element.name.as_str()) {
         parts.sort();
     }
     for part in parts {
@@ -495,7 +503,10 @@ mod tests {
         );
         let again = parse(written.as_bytes(), "t.xml").unwrap();
         assert_eq!(again.to_string_with(WriteStyle::tree(&again)), written);
-        assert_eq!(canonical(&doc.root, None), canonical(&again.root, None));
+        assert_eq!(
+            canonical(&doc.root, Unordered::default()),
+            canonical(&again.root, Unordered::default())
+        );
     }
 
     #[test]
@@ -530,7 +541,19 @@ mod tests {
     fn canonical_form_ignores_layout_and_can_sort_collections() {
         let a = parse(b"<r>\r\n  <s><x n=\"2\"/><x n=\"1\"/></s>\r\n</r>", "a").unwrap();
         let b = parse(b"<r><s><x n=\"1\"></x><x n=\"2\"></x></s></r>", "b").unwrap();
-        assert_ne!(canonical(&a.root, None), canonical(&b.root, None));
-        assert_eq!(canonical(&a.root, Some(1)), canonical(&b.root, Some(1)));
+        assert_ne!(
+            canonical(&a.root, Unordered::default()),
+            canonical(&b.root, Unordered::default())
+        );
+        let by_depth = Unordered {
+            depth: Some(1),
+            names: &[],
+        };
+        assert_eq!(canonical(&a.root, by_depth), canonical(&b.root, by_depth));
+        let by_name = Unordered {
+            depth: None,
+            names: &["s"],
+        };
+        assert_eq!(canonical(&a.root, by_name), canonical(&b.root, by_name));
     }
 }

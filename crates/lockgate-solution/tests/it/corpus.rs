@@ -194,3 +194,46 @@ fn real_deployment_settings_files_read_and_match_their_solutions() {
         lockgate_solution::settings::validate_against(&settings, &kit_model, &path).unwrap();
     }
 }
+
+/// The text of a file as Git would show it after normalisation: no BOM, LF line endings.
+fn normalized_text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data))
+        .replace("\r\n", "\n")
+}
+
+#[test]
+fn unpack_writes_the_same_files_as_solution_packager_for_the_kit() {
+    let Some(root) = corpus_root() else { return };
+    let dir = root
+        .join("microsoft__powercat-business-approvals-kit/BusinessApprovalKit/SolutionPackage/src");
+    let microsoft = SourceTree::read_dir(&dir).unwrap();
+    let ours = unpack(&pack(&microsoft, None).unwrap(), None).unwrap();
+    let mut compared = 0;
+    for (path, data) in &microsoft.files {
+        let folder = path.split('/').next().unwrap_or_default();
+        let same_layout = [
+            "Entities",
+            "Workflows",
+            "OptionSets",
+            "WebResources",
+            "PluginAssemblies",
+            "Controls",
+            "customapis",
+            "appactions",
+        ]
+        .contains(&folder)
+            || (folder == "CanvasApps" && path.ends_with(".meta.xml"));
+        if !same_layout || path.contains("_managed.") {
+            continue;
+        }
+        let Some(written) = ours.files.get(path) else {
+            panic!("unpack did not write {path}")
+        };
+        assert_eq!(normalized_text(written), normalized_text(data), "{path}");
+        compared += 1;
+    }
+    assert!(compared > 150, "compared {compared} files");
+    println!(
+        "{compared} files identical to SolutionPackager's output (after BOM and line-ending normalisation)"
+    );
+}

@@ -18,6 +18,7 @@ fn unpack_writes_the_solution_packager_layout() {
         "Other/Solution.xml",
         "Other/Customizations.xml",
         "Entities/cts_trip/Entity.xml",
+        "Entities/cts_trip/FormXml/main/{1b0c2d3e-0000-4000-8000-000000000001}.xml",
         "OptionSets/cts_triptype.xml",
         "Workflows/TripApproval0-00000000-595A-EE11-BE6F-6045BD033774.json",
         "Workflows/TripApproval0-00000000-595A-EE11-BE6F-6045BD033774.json.data.xml",
@@ -26,6 +27,21 @@ fn unpack_writes_the_solution_packager_layout() {
     ] {
         assert!(paths.contains(&expected), "{expected} in {paths:?}");
     }
+    let entity = String::from_utf8(tree.files["Entities/cts_trip/Entity.xml"].clone()).unwrap();
+    assert!(
+        entity.contains("<FormXml />") && !entity.contains("<systemform>"),
+        "forms are split out: {entity}"
+    );
+    let form = String::from_utf8(
+        tree.files["Entities/cts_trip/FormXml/main/{1b0c2d3e-0000-4000-8000-000000000001}.xml"]
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        form.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<forms xmlns:xsi="),
+        "{form}"
+    );
+    assert!(form.contains("<systemform>"), "{form}");
     let customizations = String::from_utf8(tree.files["Other/Customizations.xml"].clone()).unwrap();
     assert!(customizations.contains("<Workflows />"), "{customizations}");
     assert!(customizations.contains(
@@ -155,8 +171,9 @@ fn both_unpack_keeps_managed_differences_and_packs_either_type() {
         String::from_utf8_lossy(&tree.files["Other/Solution.xml"]).contains("<Managed>2</Managed>")
     );
     assert!(
-        tree.files
-            .contains_key("Entities/cts_trip/Entity_managed.xml"),
+        tree.files.contains_key(
+            "Entities/cts_trip/FormXml/main/{1b0c2d3e-0000-4000-8000-000000000001}_managed.xml"
+        ),
         "{:?}",
         tree.files.keys()
     );
