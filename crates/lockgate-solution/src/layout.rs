@@ -311,6 +311,11 @@ pub fn unpack(
         }
         section.children = kept;
     }
+    if let Some(section) = customizations.root.child_mut("EntityRelationships") {
+        for (path, content) in split_relationships(section, xsi.as_deref()) {
+            tree.files.insert(path, content);
+        }
+    }
     tree.files.insert(
         TREE_CUSTOMIZATIONS_XML.into(),
         customizations.to_string_with(tree_style()).into_bytes(),
@@ -723,6 +728,69 @@ fn split_entity(entity: &mut Element, folder: &str, xsi: Option<&str>) -> Vec<(S
         }
         parts.push((format!("{folder}RibbonDiff.xml"), Document { declaration: true, root: taken }.to_string_with(tree_style()).into_bytes()));
     }
+    parts
+}
+
+/// The table a relationship is filed under: the referenced table of a one-to-many relationship, the
+/// first table of a many-to-many one (as in SolutionPackager's `Other/Relationships/<Table>.xml`).
+fn relationship_table(relationship: &Element) -> Option<String> {
+    let table = relationship
+        .child_text("ReferencedEntityName")
+        .or_else(|| relationship.child_text("FirstEntityName"))?;
+    (!table.is_empty() && table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(table)
+}
+
+/// Splits `<EntityRelationships>` into `Other/Relationships.xml` (the names, sorted) and one
+/// `Other/Relationships/<Table>.xml` per table, as SolutionPackager does; left alone when any
+/// relationship lacks a name or table.
+fn split_relationships(section: &mut Element, xsi: Option<&str>) -> Vec<(String, Vec<u8>)> {
+    let relationships: Vec<&Element> = section.elements().collect();
+    let splittable = !relationships.is_empty()
+        && section.children.iter().all(|node| {
+            matches!(node, Node::Element(_)) || matches!(node, Node::Text(t) if t.trim().is_empty())
+        })
+        && relationships.iter().all(|r| {
+            r.name == "EntityRelationship"
+                && r.attribute("Name").is_some()
+                && relationship_table(r).is_some()
+        });
+    if !splittable {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = relationships
+        .iter()
+        .filter_map(|r| r.attribute("Name").map(str::to_string))
+        .collect();
+    names.sort_by_key(|name| name.to_ascii_lowercase());
+    let index: Vec<Node> = names
+        .iter()
+        .map(|name| {
+            let mut entry = Element::new("EntityRelationship");
+            entry.set_attribute("Name", name);
+            Node::Element(entry)
+        })
+        .collect();
+    let mut by_table: BTreeMap<String, Vec<Node>> = BTreeMap::new();
+    for relationship in relationships {
+        let table = relationship_table(relationship).unwrap_or_default();
+        by_table
+            .entry(table)
+            .or_default()
+            .push(Node::Element(relationship.clone()));
+    }
+    let mut parts = vec![(
+        "Other/Relationships.xml".to_string(),
+        part_file("EntityRelationships", index, xsi),
+    )];
+    for (table, children) in by_table {
+        parts.push((
+            format!("Other/Relationships/{table}.xml"),
+            part_file("EntityRelationships", children, xsi),
+        ));
+    }
+    section.children.clear();
+    section.self_closing = true;
     parts
 }
 

@@ -222,7 +222,8 @@ fn unpack_writes_the_same_files_as_solution_packager_for_the_kit() {
             "appactions",
         ]
         .contains(&folder)
-            || (folder == "CanvasApps" && path.ends_with(".meta.xml"));
+            || (folder == "CanvasApps" && path.ends_with(".meta.xml"))
+            || path.starts_with("Other/Relationships");
         if !same_layout || path.contains("_managed.") {
             continue;
         }
@@ -232,7 +233,7 @@ fn unpack_writes_the_same_files_as_solution_packager_for_the_kit() {
         assert_eq!(normalized_text(written), normalized_text(data), "{path}");
         compared += 1;
     }
-    assert!(compared > 150, "compared {compared} files");
+    assert!(compared > 170, "compared {compared} files");
     println!(
         "{compared} files identical to SolutionPackager's output (after BOM and line-ending normalisation)"
     );
