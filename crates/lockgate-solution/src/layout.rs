@@ -287,8 +287,10 @@ pub fn unpack(
                             tree.files.insert(part, content);
                         }
                     }
+                    // SolutionPackager declares xsi on every row file but app modules.
                     if let Some(xsi) = &xsi
                         && row.attribute("xmlns:xsi").is_none()
+                        && row.name != "AppModule"
                     {
                         row.attributes.push(("xmlns:xsi".into(), xsi.clone()));
                     }
@@ -321,7 +323,13 @@ pub fn unpack(
         customizations.to_string_with(tree_style()).into_bytes(),
     );
 
+    let renames = tree_payload_renames(&customizations_rows_for_renames(package)?, package);
     for (name, data) in &package.entries {
+        let renamed = renames
+            .iter()
+            .find(|(from, _)| from == name)
+            .map(|(_, to)| to.clone());
+        let name = renamed.as_ref().unwrap_or(name);
         if [SOLUTION_XML, CUSTOMIZATIONS_XML, CONTENT_TYPES_XML]
             .iter()
             .any(|root| name.eq_ignore_ascii_case(root))
@@ -338,6 +346,74 @@ pub fn unpack(
     }
     Ok(tree)
 }
+
+/// The web-resource and connector rows of a package's customizations.xml (for payload renames).
+fn customizations_rows_for_renames(
+    package: &SolutionPackage,
+) -> Result<Vec<Element>, SolutionError> {
+    let doc = xml::parse(
+        package.required(CUSTOMIZATIONS_XML)?,
+        &format!("{}!{CUSTOMIZATIONS_XML}", package.origin),
+    )?;
+    Ok(doc
+        .root
+        .elements()
+        .filter(|section| section.name == "WebResources" || section.name == "Connectors")
+        .flat_map(|section| section.elements().cloned())
+        .collect())
+}
+
+/// Where SolutionPackager stores payloads whose zip path differs: a web resource at
+/// `WebResources/<Name>` (the zip appends its id), custom-connector files under `Connectors/` (the zip
+/// uses `Connector/`). Returns (zip path, tree path) pairs; [`payload_renames`] is the reverse.
+fn tree_payload_renames(rows: &[Element], package: &SolutionPackage) -> Vec<(String, String)> {
+    let mut renames = Vec::new();
+    let mut consider = |reference: Option<String>, target: String| {
+        let Some(reference) = reference else { return };
+        let reference = reference.trim_start_matches('/').to_string();
+        let taken = package.get(&target).is_some()
+            || renames
+                .iter()
+                .any(|(_, to): &(String, String)| to == &target);
+        if reference != target
+            && package.get(&reference).is_some()
+            && !taken
+            && is_safe_relative_path(&target)
+            && !is_row_file(&target)
+        {
+            renames.push((reference, target));
+        }
+    };
+    for row in rows {
+        match row.name.as_str() {
+            "WebResource" => {
+                if let Some(name) = row.child_text("Name") {
+                    consider(row.child_text("FileName"), format!("WebResources/{name}"));
+                }
+            }
+            "Connector" => {
+                for field in CONNECTOR_FILE_FIELDS {
+                    if let Some(reference) = row.child_text(field) {
+                        let base = reference.rsplit('/').next().unwrap_or_default().to_string();
+                        consider(Some(reference), format!("Connectors/{base}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    renames
+}
+
+/// The children of a `<Connector>` row that name payload files.
+const CONNECTOR_FILE_FIELDS: &[&str] = &[
+    "openapidefinition",
+    "connectionparameters",
+    "policytemplateinstances",
+    "customcodeblobcontent",
+    "scriptoperations",
+    "iconblob",
+];
 
 /// Unpacks an unmanaged and a managed export of the same solution into one "Both" tree:
 /// `<Managed>2</Managed>`, and a `_managed` sibling for every file whose managed form differs.
@@ -595,13 +671,7 @@ fn payload_renames(row: &Element, files: &BTreeMap<String, &[u8]>) -> Vec<(Strin
             }
         }
         "Connector" => {
-            for field in [
-                "openapidefinition",
-                "connectionparameters",
-                "policytemplateinstances",
-                "iconblob",
-                "scriptoperations",
-            ] {
+            for field in CONNECTOR_FILE_FIELDS {
                 if let Some(reference) = row.child_text(field) {
                     let base = reference.rsplit('/').next().unwrap_or_default().to_string();
                     consider(Some(reference), format!("Connectors/{base}"));
