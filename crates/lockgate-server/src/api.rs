@@ -485,7 +485,7 @@ async fn queue(
     Ok((StatusCode::CREATED, Json(run_json(&run))))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct RunsQuery {
     pub project: Option<String>,
     pub pipeline: Option<i64>,

@@ -202,6 +202,38 @@ fn tempdir_in(base: &Path) -> anyhow::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    struct DemoOnly;
+
+    impl lockgate_pipeline::SourceReader for DemoOnly {
+        fn read(
+            &self,
+            _: Option<&str>,
+            path: &str,
+        ) -> Result<String, lockgate_pipeline::ReadError> {
+            if path == "azure-pipelines.yml" {
+                Ok(DEMO_PIPELINE.to_string())
+            } else {
+                Err(lockgate_pipeline::ReadError::NotFound)
+            }
+        }
+    }
+
+    #[test]
+    fn the_demo_pipeline_compiles_to_four_stages() {
+        let input = lockgate_pipeline::CompileInput {
+            entry: "azure-pipelines.yml".into(),
+            reader: &DemoOnly,
+            parameters: Vec::new(),
+            variables: Vec::new(),
+        };
+        let output = lockgate_pipeline::compile(&input);
+        assert!(!output.has_errors(), "{:?}", output.diagnostics);
+        let plan = output.plan.unwrap();
+        let stages: Vec<_> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(stages, ["Build", "Test", "DeployDev", "DeployTest"]);
+        assert!(plan.trigger.is_some());
+    }
+
     #[test]
     fn config_files_are_read_with_line_numbers_in_errors() {
         let dir = tempfile::tempdir().unwrap();

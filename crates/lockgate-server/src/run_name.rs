@@ -43,18 +43,19 @@ pub fn expand<F: FnMut(&str) -> i64>(
             .split_once(':')
             .map_or((token, None), |(k, a)| (k, Some(a)));
         if key.eq_ignore_ascii_case("Rev") && rev_at.is_none() {
-            let width = arg
-                .unwrap_or("r")
-                .chars()
-                .filter(|c| *c == 'r')
-                .count()
-                .max(1);
-            // Text around the r's in the argument (e.g. `.r`) is kept as is.
+            // `$(Rev:r)`, `$(Rev:rr)`, … with optional text around the r's (`$(Rev:.r)`), kept as is.
             let arg = arg.unwrap_or("r");
             let prefix: String = arg.chars().take_while(|c| *c != 'r').collect();
+            let after_prefix = &arg[prefix.len()..];
+            let width = after_prefix
+                .chars()
+                .take_while(|c| *c == 'r')
+                .count()
+                .max(1);
+            let suffix = after_prefix.trim_start_matches('r');
             out.push_str(&prefix);
             rev_at = Some((out.len(), width));
-            out.push_str(&arg[prefix.len() + width.min(arg.len() - prefix.len())..]);
+            out.push_str(suffix);
         } else {
             match token_value(key, arg, context) {
                 Some(value) => out.push_str(&value),
@@ -248,5 +249,11 @@ mod tests {
             "2026_11_23"
         );
         assert_eq!(expand("v$(major", &context(), |_| 1), "v$(major");
+        assert_eq!(
+            expand("$(Rev:ré r)", &context(), |_| 4),
+            "4é r",
+            "odd Rev arguments do not panic"
+        );
+        assert_eq!(expand("$(Rev:)", &context(), |_| 4), "4");
     }
 }

@@ -59,6 +59,57 @@ fn read_at_commit(
         .map_err(|_| ReadError::Other(format!("{path} is not UTF-8 text")))
 }
 
+/// Compiles a pipeline at the head of a branch (for the manual-run form): the plan with default
+/// parameter values, or the diagnostics. `None` when the branch or the YAML file is missing.
+pub async fn compile_at_branch(
+    state: &AppState,
+    pipeline: &Pipeline,
+    branch: &str,
+) -> ApiResult<Option<lockgate_pipeline::CompileOutput>> {
+    let project = state
+        .store
+        .project_by_id(pipeline.project_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let repository = state
+        .store
+        .repository_by_id(pipeline.repository_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("repository"))?;
+    let repo_dir = git::repository_dir(state, &project.name, &repository.name);
+    let Ok(commit) = git::git(
+        &repo_dir,
+        &[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("refs/heads/{branch}^{{commit}}"),
+        ],
+    )
+    .await
+    else {
+        return Ok(None);
+    };
+    let reader = CommitReader {
+        repo_dir,
+        commit: String::from_utf8_lossy(&commit).trim().to_string(),
+    };
+    let entry = pipeline.yaml_path.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        reader.read(None, &entry).ok()?;
+        let input = CompileInput {
+            entry,
+            reader: &reader,
+            parameters: Vec::new(),
+            variables: Vec::new(),
+        };
+        Some(lockgate_pipeline::compile(&input))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(output)
+}
+
 /// What starts a run.
 #[derive(Clone, Debug)]
 pub struct QueueRequest {
@@ -253,7 +304,14 @@ fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
             rows.push(NewJob {
                 stage_name: stage.name.clone(),
                 name: job.name.clone(),
-                display_name: job.display_name.clone().unwrap_or_else(|| job.name.clone()),
+                // The implied job of a `steps:`-only pipeline is called "Job" in Azure Pipelines' UI.
+                display_name: job.display_name.clone().unwrap_or_else(|| {
+                    if job.name == "__default" {
+                        "Job".to_string()
+                    } else {
+                        job.name.clone()
+                    }
+                }),
                 depends_on: serde_json::to_string(&depends_on).unwrap_or_else(|_| "[]".into()),
                 spec: spec.to_string(),
                 status: "pending".into(),

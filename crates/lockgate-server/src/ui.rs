@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/p/{project}", get(project_page))
         .route("/p/{project}/repositories", post(create_repository))
         .route("/p/{project}/pipelines", post(create_pipeline))
+        .route("/pipelines/{id}", get(pipeline_page))
         .route("/pipelines/{id}/queue", post(queue_run))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/cancel", post(cancel_run))
@@ -301,7 +302,7 @@ async fn project_page(
             ul.list {
                 @for pipeline in &pipelines {
                     li {
-                        strong { (pipeline.name) } " "
+                        a href={"/pipelines/" (pipeline.id)} { strong { (pipeline.name) } } " "
                         span.muted { (repositories.iter().find(|r| r.id == pipeline.repository_id).map(|r| r.name.as_str()).unwrap_or("?")) ":" (pipeline.yaml_path) }
                         form.inline method="post" action={"/pipelines/" (pipeline.id) "/queue"} {
                             (csrf(&caller))
@@ -402,32 +403,114 @@ async fn create_pipeline(
     Ok(Redirect::to(&format!("/p/{project}")).into_response())
 }
 
-#[derive(Deserialize)]
-struct QueueForm {
+#[derive(Deserialize, Default)]
+struct BranchQuery {
     branch: Option<String>,
-    parameters: Option<String>,
+}
+
+/// A pipeline: its recent runs and the manual-run form generated from its runtime `parameters:`.
+async fn pipeline_page(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+    Query(query): Query<BranchQuery>,
+) -> PageResult {
+    let pipeline = state
+        .store
+        .pipeline_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pipeline"))?;
+    auth::require_role(&state, &caller, pipeline.project_id, Role::Reader).await?;
+    let project = state
+        .store
+        .project_by_id(pipeline.project_id)
+        .await?
+        .map(|p| p.name)
+        .unwrap_or_default();
+    let branch = query
+        .branch
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "main".into());
+    let compiled = crate::runs::compile_at_branch(&state, &pipeline, &branch).await?;
+    let runs = find_runs(
+        &state,
+        &caller,
+        &RunsQuery {
+            pipeline: Some(pipeline.id),
+            limit: Some(20),
+            ..RunsQuery::default()
+        },
+    )
+    .await?;
+    let parameters = compiled
+        .as_ref()
+        .and_then(|c| c.plan.as_ref())
+        .map(|p| p.parameters.clone())
+        .unwrap_or_default();
+    let problems = compiled
+        .as_ref()
+        .map(|c| c.diagnostics.iter().filter(|d| d.is_error()).count())
+        .unwrap_or(0);
+    Ok(layout(&pipeline.name, Some(&caller), html! {
+        p.crumbs { a href={"/p/" (project)} { (project) } " / " (pipeline.name) }
+        h1 { (pipeline.name) }
+        p.muted { (pipeline.yaml_path) }
+        section {
+            h2 { "Run pipeline" }
+            form.row method="get" { input name="branch" value=(branch) aria-label="branch"; button type="submit" { "Load parameters" } }
+            @match &compiled {
+                None => p.error { "No " (pipeline.yaml_path) " on branch " (branch) "." },
+                Some(_) if problems > 0 => p.error { "The pipeline on " (branch) " has " (problems) " problem(s); a run would fail and show them." },
+                Some(_) => {}
+            }
+            form.card method="post" action={"/pipelines/" (pipeline.id) "/queue"} {
+                (csrf(&caller))
+                input type="hidden" name="branch" value=(branch);
+                @for parameter in &parameters {
+                    @let field = format!("param.{}", parameter.name);
+                    @if parameter.r#type == "boolean" {
+                        input type="hidden" name=(field) value="false";
+                        label.row { input type="checkbox" name=(field) value="true" checked[parameter.value == serde_json::Value::Bool(true)]; " " (parameter.name) }
+                    } @else {
+                        label { (parameter.name) " (" (parameter.r#type) ")"
+                            input name=(field) value=(match &parameter.value { serde_json::Value::String(s) => s.clone(), other => other.to_string() }); }
+                    }
+                }
+                button type="submit" { "Run on " (branch) }
+            }
+        }
+        section { h2 { "Runs" } (runs_table(&runs)) }
+    }).into_response())
 }
 
 async fn queue_run(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
     Path(id): Path<i64>,
-    Form(form): Form<QueueForm>,
+    Form(fields): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    let parameters = form
-        .parameters
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .filter(|(k, _)| !k.is_empty())
-        .collect();
-    let branch = form
-        .branch
-        .filter(|b| !b.trim().is_empty())
-        .map(|b| b.trim().to_string());
+    let mut branch = None;
+    let mut parameters: Vec<(String, String)> = Vec::new();
+    for (key, value) in fields {
+        if key == "branch" && !value.trim().is_empty() {
+            branch = Some(value.trim().to_string());
+        } else if key == "parameters" {
+            // The project page's quick form: `name=value, name=value`.
+            parameters.extend(
+                value
+                    .split(',')
+                    .filter_map(|pair| {
+                        pair.split_once('=')
+                            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    })
+                    .filter(|(k, _)| !k.is_empty()),
+            );
+        } else if let Some(name) = key.strip_prefix("param.") {
+            // A checked checkbox follows its hidden `false`: the last value wins.
+            parameters.retain(|(existing, _)| existing != name);
+            parameters.push((name.to_string(), value));
+        }
+    }
     let run =
         crate::api::queue_manual(&state, &caller, id, api::QueueRun { branch, parameters }).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())

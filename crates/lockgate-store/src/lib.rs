@@ -686,7 +686,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE jobs SET cancel_requested = 1 WHERE run_id = $1 AND status = 'running'",
+            "UPDATE jobs SET cancel_requested = TRUE WHERE run_id = $1 AND status = 'running'",
         )
         .bind(run_id)
         .execute(&mut *tx)
@@ -705,7 +705,7 @@ impl Store {
                 "DELETE FROM test_results WHERE job_id = $1",
                 "DELETE FROM artifacts WHERE job_id = $1",
                 "UPDATE jobs SET status = 'pending', result = NULL, attempt = attempt + 1, agent_name = NULL, \
-                 lease_token_hash = NULL, lease_expires_at = NULL, cancel_requested = 0, started_at = NULL, \
+                 lease_token_hash = NULL, lease_expires_at = NULL, cancel_requested = FALSE, started_at = NULL, \
                  finished_at = NULL WHERE id = $1 AND status = 'completed'",
             ] {
                 sqlx::query(sql).bind(id).execute(&mut *tx).await?;

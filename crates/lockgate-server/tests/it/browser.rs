@@ -94,8 +94,13 @@ where
 }
 
 const SLOW_PIPELINE: &str = "\
+parameters:
+- name: greeting
+  type: string
+  default: hello
 steps:
 - script: |
+    echo \"${{ parameters.greeting }} from the form\"
     for i in $(seq 1 12); do echo \"tick $i\"; sleep 0.5; done
     mkdir -p out && echo 'artifact content' > out/report.txt
   displayName: Slow build
@@ -264,6 +269,46 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
         assert!(page.contains("succeeded"), "{page}");
         client.set_window_size(390, 844).await.unwrap();
         screenshot(&client, "05-project-phone").await;
+        client.set_window_size(1280, 900).await.unwrap();
+
+        // The pipeline page offers a form generated from the pipeline's parameters.
+        client
+            .goto(&format!("{}/pipelines/{pipeline}", server.url))
+            .await
+            .unwrap();
+        let field = client
+            .find(Locator::Css("input[name='param.greeting']"))
+            .await
+            .unwrap();
+        assert_eq!(field.prop("value").await.unwrap().as_deref(), Some("hello"));
+        field.clear().await.unwrap();
+        field.send_keys("bonjour").await.unwrap();
+        screenshot(&client, "06-run-form").await;
+        client
+            .find(Locator::Css("form.card button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for("the queued run's page", || async {
+            let path = client.current_url().await.unwrap().path().to_string();
+            path.starts_with("/runs/") && path != format!("/runs/{}", run.id)
+        })
+        .await;
         client.close().await.unwrap();
     });
+    let runs = runs_of(&server, pipeline);
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].reason, "manual");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while runs_of(&server, pipeline)[0].status != "completed" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = server
+        .client
+        .get_text(&format!("/api/v1/runs/{}/logs", runs[0].id))
+        .unwrap();
+    assert!(logs.contains("bonjour from the form"), "{logs}");
 }

@@ -182,6 +182,11 @@ stages:
     - download: current
       artifact: drop
     - script: echo tests pass && cat $(Pipeline.Workspace)/drop/app.bin
+    - script: echo '<testsuite name=\"s\"><testcase name=\"a\"/><testcase name=\"b\"/></testsuite>' > junit.xml
+    - task: PublishTestResults@2
+      inputs:
+        testResultsFormat: JUnit
+        testResultsFiles: junit.xml
 ";
 
 #[test]
@@ -254,6 +259,16 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
     );
     let content = server.client.get_text(&files[0].download_url).unwrap();
     assert_eq!(content, "binary\n");
+
+    let tests: Vec<api::TestResult> = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}/tests", run.id))
+        .unwrap();
+    assert_eq!(tests.len(), 1, "{tests:?}");
+    assert_eq!(
+        (tests[0].name.as_str(), tests[0].outcome.as_str()),
+        ("2 passed tests", "passed")
+    );
 
     // A push touching only excluded paths, and one to an excluded branch, start nothing.
     commit_and_push(

@@ -5,7 +5,7 @@ CREATE TABLE users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
-    is_admin INTEGER NOT NULL DEFAULT 0,
+    is_admin BOOLEAN NOT NULL DEFAULT FALSE,
     created_at INTEGER NOT NULL
 );
 
@@ -99,7 +99,7 @@ CREATE TABLE jobs (
     agent_name TEXT,
     lease_token_hash TEXT,
     lease_expires_at INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
     queued_at INTEGER NOT NULL,
     started_at INTEGER,
     finished_at INTEGER
