@@ -7,6 +7,7 @@ pub mod dataverse;
 pub mod diff;
 mod error;
 pub mod layout;
+pub mod mapping;
 pub mod model;
 pub mod package;
 pub mod settings;

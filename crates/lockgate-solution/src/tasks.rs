@@ -317,7 +317,7 @@ fn warn_unsupported(
     outcome: &mut TaskOutcome,
     log: &mut dyn FnMut(&str),
 ) {
-    for name in ["MapFile", "LocaleTemplate", "SingleComponent"] {
+    for name in ["LocaleTemplate", "SingleComponent"] {
         if let Some(value) = invocation
             .input(name)
             .filter(|value| !value.eq_ignore_ascii_case("none"))
@@ -369,6 +369,17 @@ fn unpack(
     } else {
         crate::unpack(&SolutionPackage::read_zip(&input)?, kind)?
     };
+    let mut tree = tree;
+    if let Some(map) = invocation.input("MapFile") {
+        let mapping = crate::mapping::Mapping::read(&invocation.working_dir.join(map))?;
+        let before = tree.files.len();
+        tree.files
+            .retain(|path, _| mapping.source_for(path, &target).is_none());
+        log(&format!(
+            "{} mapped file(s) not written ({map})",
+            before - tree.files.len()
+        ));
+    }
     tree.write_dir(&target)?;
     log(&format!(
         "Unpacked {} into {} ({} files)",
@@ -382,7 +393,14 @@ fn unpack(
 fn pack(invocation: &Invocation<'_>, log: &mut dyn FnMut(&str)) -> Result<(), TaskError> {
     let source = invocation.path("SolutionSourceFolder")?;
     let output = invocation.path("SolutionOutputFile")?;
-    let tree = SourceTree::read_dir(&source)?;
+    let mut tree = SourceTree::read_dir(&source)?;
+    if let Some(map) = invocation.input("MapFile") {
+        let mapping = crate::mapping::Mapping::read(&invocation.working_dir.join(map))?;
+        let applied = crate::mapping::apply(&mut tree, &mapping, &source)?;
+        log(&format!(
+            "{applied} file(s) taken from the locations in {map}"
+        ));
+    }
     let kinds = match package_type(invocation)? {
         Some(PackageType::Both) => vec![Some(PackageType::Unmanaged), Some(PackageType::Managed)],
         other => vec![other],

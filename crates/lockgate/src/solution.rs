@@ -28,6 +28,9 @@ pub enum SolutionCommand {
         /// unmanaged or managed (default: what Other/Solution.xml says; unmanaged for a "both" folder).
         #[arg(long, value_name = "TYPE")]
         package_type: Option<PackageType>,
+        /// A SolutionPackager mapping file: take mapped files (e.g. plug-in DLLs) from build output.
+        #[arg(long, value_name = "FILE")]
+        map: Option<PathBuf>,
     },
     /// Compare two solutions (zips or folders) by component.
     Diff {
@@ -222,8 +225,18 @@ pub fn exec(cmd: SolutionCommand) -> anyhow::Result<u8> {
             dir,
             zip,
             package_type,
+            map,
         } => {
-            let tree = SourceTree::read_dir(&dir).map_err(classify)?;
+            let mut tree = SourceTree::read_dir(&dir).map_err(classify)?;
+            if let Some(map) = map {
+                let mapping = lockgate_solution::mapping::Mapping::read(&map).map_err(classify)?;
+                let applied = lockgate_solution::mapping::apply(&mut tree, &mapping, &dir)
+                    .map_err(classify)?;
+                eprintln!(
+                    "{applied} file(s) taken from the locations in {}",
+                    map.display()
+                );
+            }
             let package = lockgate_solution::pack(&tree, package_type).map_err(classify)?;
             package.write_zip(&zip).map_err(classify)?;
             println!(

@@ -311,3 +311,52 @@ fn unpacking_into_dot_replaces_the_current_folder_contents() {
     tree.write_dir(&target.join("Other/..")).unwrap();
     assert_eq!(SourceTree::read_dir(&target).unwrap().files, tree.files);
 }
+
+#[test]
+fn pack_with_a_mapping_file_takes_plug_in_assemblies_from_build_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    let mut tree = unpack(&sample(&SampleOptions::default()), None).unwrap();
+    tree.files.insert(
+        "PluginAssemblies/Contoso-1A2B/Contoso.Plugins.dll.data.xml".into(),
+        br#"<PluginAssembly FullName="Contoso.Plugins, Version=1.0.0.0" PluginAssemblyId="1a2b"><FileName>/PluginAssemblies/Contoso-1A2B/Contoso.Plugins.dll</FileName></PluginAssembly>"#.to_vec(),
+    );
+    tree.write_dir(&source).unwrap();
+    std::fs::create_dir_all(dir.path().join("build")).unwrap();
+    std::fs::write(
+        dir.path().join("build/Contoso.Plugins.dll"),
+        b"MZ built assembly",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("map.xml"),
+        r#"<Mapping><FileToPath map="*.dll" to="..\build" /></Mapping>"#,
+    )
+    .unwrap();
+
+    let mapping = lockgate_solution::mapping::Mapping::read(&dir.path().join("map.xml")).unwrap();
+    let mut read = SourceTree::read_dir(&source).unwrap();
+    assert_eq!(
+        lockgate_solution::mapping::apply(&mut read, &mapping, &source).unwrap(),
+        1
+    );
+    let packed = pack(&read, None).unwrap();
+    assert_eq!(
+        packed.get("PluginAssemblies/Contoso-1A2B/Contoso.Plugins.dll"),
+        Some(&b"MZ built assembly"[..])
+    );
+    assert!(
+        String::from_utf8_lossy(packed.get("customizations.xml").unwrap())
+            .contains("<PluginAssembly FullName=\"Contoso.Plugins")
+    );
+
+    std::fs::remove_file(dir.path().join("build/Contoso.Plugins.dll")).unwrap();
+    let mut read = SourceTree::read_dir(&source).unwrap();
+    let err = lockgate_solution::mapping::apply(&mut read, &mapping, &source)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("map.xml") && err.contains("Contoso.Plugins.dll"),
+        "{err}"
+    );
+}
