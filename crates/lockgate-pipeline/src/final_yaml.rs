@@ -133,7 +133,7 @@ fn write_job(out: &mut String, i: usize, instances: &[Job]) {
             .map(str::to_string),
         None => job.display_name.clone(),
     };
-    if let Some(d) = display_name.filter(|d| d != &job.base_name) {
+    if let Some(d) = display_name.filter(|d| job.strategy.leg.is_none() || d != &job.base_name) {
         line(out, i, "displayName", &d);
     }
     list(out, i, "dependsOn", &job.depends_on);
