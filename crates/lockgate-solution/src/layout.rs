@@ -363,43 +363,50 @@ fn customizations_rows_for_renames(
         .collect())
 }
 
-/// Where SolutionPackager stores payloads whose zip path differs: a web resource at
-/// `WebResources/<Name>` (the zip appends its id), custom-connector files under `Connectors/` (the zip
-/// uses `Connector/`). Returns (zip path, tree path) pairs; [`payload_renames`] is the reverse.
-fn tree_payload_renames(rows: &[Element], package: &SolutionPackage) -> Vec<(String, String)> {
-    let mut renames = Vec::new();
-    let mut consider = |reference: Option<String>, target: String| {
-        let Some(reference) = reference else { return };
-        let reference = reference.trim_start_matches('/').to_string();
-        let taken = package.get(&target).is_some()
-            || renames
-                .iter()
-                .any(|(_, to): &(String, String)| to == &target);
-        if reference != target
-            && package.get(&reference).is_some()
-            && !taken
-            && is_safe_relative_path(&target)
-            && !is_row_file(&target)
-        {
-            renames.push((reference, target));
+/// The payloads of a row that SolutionPackager stores under another name than the zip: a web
+/// resource at `WebResources/<Name>` (the zip appends its id), custom-connector files under
+/// `Connectors/` (the zip uses `Connector/`). Returns (zip path, tree path) pairs.
+fn relocated_payloads(row: &Element) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut add = |reference: Option<String>, tree_path: String| {
+        if let Some(reference) = reference {
+            let zip_path = reference.trim_start_matches('/').to_string();
+            if zip_path != tree_path
+                && is_safe_relative_path(&zip_path)
+                && is_safe_relative_path(&tree_path)
+                && !is_row_file(&tree_path)
+            {
+                pairs.push((zip_path, tree_path));
+            }
         }
     };
-    for row in rows {
-        match row.name.as_str() {
-            "WebResource" => {
-                if let Some(name) = row.child_text("Name") {
-                    consider(row.child_text("FileName"), format!("WebResources/{name}"));
+    match row.name.as_str() {
+        "WebResource" => {
+            if let Some(name) = row.child_text("Name") {
+                add(row.child_text("FileName"), format!("WebResources/{name}"));
+            }
+        }
+        "Connector" => {
+            for field in CONNECTOR_FILE_FIELDS {
+                if let Some(reference) = row.child_text(field) {
+                    let base = reference.rsplit('/').next().unwrap_or_default().to_string();
+                    add(Some(reference), format!("Connectors/{base}"));
                 }
             }
-            "Connector" => {
-                for field in CONNECTOR_FILE_FIELDS {
-                    if let Some(reference) = row.child_text(field) {
-                        let base = reference.rsplit('/').next().unwrap_or_default().to_string();
-                        consider(Some(reference), format!("Connectors/{base}"));
-                    }
-                }
-            }
-            _ => {}
+        }
+        _ => {}
+    }
+    pairs
+}
+
+/// Unpack's renames (zip path -> tree path) for payloads the zip has and the tree name leaves free.
+fn tree_payload_renames(rows: &[Element], package: &SolutionPackage) -> Vec<(String, String)> {
+    let mut renames: Vec<(String, String)> = Vec::new();
+    for (zip_path, tree_path) in rows.iter().flat_map(relocated_payloads) {
+        let taken =
+            package.get(&tree_path).is_some() || renames.iter().any(|(_, to)| to == &tree_path);
+        if package.get(&zip_path).is_some() && !taken {
+            renames.push((zip_path, tree_path));
         }
     }
     renames
@@ -649,38 +656,16 @@ fn section_of<'a>(root: &'a mut Element, name: &str) -> &'a mut Element {
     }
 }
 
-/// Payloads that SolutionPackager stores under another name than the row references: web resources
-/// live at `WebResources/<Name>`, custom-connector files under `Connectors/` while rows say `/Connector/`.
+/// Pack's renames (tree path -> zip path): the reverse of [`tree_payload_renames`], for payloads
+/// the tree holds under SolutionPackager's name while the zip path is free.
 fn payload_renames(row: &Element, files: &BTreeMap<String, &[u8]>) -> Vec<(String, String)> {
-    let mut renames = Vec::new();
-    let mut consider = |reference: Option<String>, candidate: String| {
-        if let Some(reference) = reference {
-            let reference = reference.trim_start_matches('/').to_string();
-            if !files.contains_key(&reference)
-                && files.contains_key(&candidate)
-                && is_safe_relative_path(&reference)
-            {
-                renames.push((candidate, reference));
-            }
-        }
-    };
-    match row.name.as_str() {
-        "WebResource" => {
-            if let Some(name) = row.child_text("Name") {
-                consider(row.child_text("FileName"), format!("WebResources/{name}"));
-            }
-        }
-        "Connector" => {
-            for field in CONNECTOR_FILE_FIELDS {
-                if let Some(reference) = row.child_text(field) {
-                    let base = reference.rsplit('/').next().unwrap_or_default().to_string();
-                    consider(Some(reference), format!("Connectors/{base}"));
-                }
-            }
-        }
-        _ => {}
-    }
-    renames
+    relocated_payloads(row)
+        .into_iter()
+        .filter(|(zip_path, tree_path)| {
+            !files.contains_key(zip_path) && files.contains_key(tree_path)
+        })
+        .map(|(zip_path, tree_path)| (tree_path, zip_path))
+        .collect()
 }
 
 /// A part file: `root` holding `children`, with the `xmlns:xsi` declaration SolutionPackager adds.
