@@ -1331,7 +1331,23 @@ pub fn run_local(
         let on_interrupt = cancel.clone();
         let interrupt_sink = Arc::clone(&sink);
         let watcher = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            // Ctrl-C, or SIGTERM from a supervisor (`timeout`, a CI system), cancels the run.
+            #[cfg(unix)]
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut stream) => {
+                        stream.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let terminate = std::future::pending::<()>();
+            let which = tokio::select! {
+                result = tokio::signal::ctrl_c() => result.ok().map(|()| "interrupted"),
+                () = terminate => Some("terminated"),
+            };
+            if let Some(which) = which {
                 interrupt_sink.event(Event::Issue {
                     job: JobId {
                         stage: String::new(),
@@ -1339,7 +1355,7 @@ pub fn run_local(
                     },
                     step: None,
                     kind: IssueKind::Warning,
-                    message: "interrupted: canceling the run".into(),
+                    message: format!("{which}: canceling the run"),
                 });
                 on_interrupt.cancel();
             }

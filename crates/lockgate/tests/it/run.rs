@@ -391,6 +391,17 @@ fn is_zombie(pid: &str) -> bool {
 
 #[test]
 fn interrupting_the_run_cancels_the_step_group_and_runs_always_steps() {
+    cancel_with_signal("-INT", "interrupted");
+}
+
+#[test]
+fn sigterm_to_lockgate_cancels_the_run_like_ctrl_c() {
+    cancel_with_signal("-TERM", "terminated");
+}
+
+/// Starts a run whose step waits on a background child, sends `signal` to `lockgate`, and checks that the
+/// run was canceled: the step's process group is gone, `always()` steps ran, others did not.
+fn cancel_with_signal(signal: &str, message: &str) {
     let project = Project::new(
         r#"
 steps:
@@ -421,7 +432,7 @@ steps:
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -431,6 +442,10 @@ steps:
     assert!(all.contains("finally-ran"), "{all}");
     assert!(!all.contains("normal-step-ran\n"), "{all}");
     assert!(all.contains("Canceled"), "{all}");
+    assert!(
+        all.contains(&format!("{message}: canceling the run")),
+        "{all}"
+    );
     let pid = std::fs::read_to_string(project.run_dir().join("child.pid")).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert!(
