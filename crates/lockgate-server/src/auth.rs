@@ -191,19 +191,18 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<Op
             credential: Credential::Token { scopes },
         }));
     }
-    if let Some(session) = cookie(headers, SESSION_COOKIE) {
-        if let Some(session) = state
+    if let Some(session) = cookie(headers, SESSION_COOKIE)
+        && let Some(session) = state
             .store
             .session(&token_hash(session), now_millis())
             .await?
-        {
-            return Ok(Some(Caller {
-                user: session.user,
-                credential: Credential::Session {
-                    csrf_token: session.csrf_token,
-                },
-            }));
-        }
+    {
+        return Ok(Some(Caller {
+            user: session.user,
+            credential: Credential::Session {
+                csrf_token: session.csrf_token,
+            },
+        }));
     }
     Ok(None)
 }

@@ -398,3 +398,52 @@ fn a_failed_job_skips_later_stages_and_can_be_canceled_or_rerun() {
     let canceled = wait_for_run(&server, pipeline, 2);
     assert_eq!(canceled.result.as_deref(), Some("canceled"), "{canceled:?}");
 }
+
+#[test]
+fn pushing_needs_a_token_with_the_write_scope_and_reading_needs_one_at_all() {
+    let server = start_server();
+    let (push_url, _) = project_with_pipeline(&server);
+    let read_only: api::CreatedToken = server
+        .client
+        .post_json(
+            "/api/v1/tokens",
+            &api::CreateToken {
+                name: "ro".into(),
+                scopes: vec!["read".into()],
+            },
+        )
+        .unwrap();
+    let read_url = push_url.replace(&server.token, &read_only.token);
+    let wrong_url = push_url.replace(&server.token, "lgp_wrong");
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    std::fs::write(work.path().join("a.txt"), "a").unwrap();
+    git(work.path(), &["add", "."]);
+    git(work.path(), &["commit", "-q", "-m", "a"]);
+    let try_git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(work.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap()
+    };
+    let denied = try_git(&["push", "-q", &read_url, "HEAD:refs/heads/main"]);
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let unknown = try_git(&["push", "-q", &wrong_url, "HEAD:refs/heads/main"]);
+    assert!(!unknown.status.success());
+    let anonymous = try_git(&["ls-remote", &format!("{}/git/p/app.git", server.url)]);
+    assert!(!anonymous.status.success(), "reading needs a token too");
+    git(
+        work.path(),
+        &["push", "-q", &push_url, "HEAD:refs/heads/main"],
+    );
+    let listed = try_git(&["ls-remote", &read_url]);
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("refs/heads/main"));
+}
