@@ -95,6 +95,12 @@ pub const RULES: &[Rule] = &[
         description: "The solution needs a component that is not part of it; import fails unless the target environment has it.",
         category: "Supportability",
     },
+    Rule {
+        id: "env-var-required-without-value",
+        level: Level::Warning,
+        description: "A required environment variable has neither a default nor a value; every target environment needs it in its deployment settings file.",
+        category: "Supportability",
+    },
 ];
 
 /// One finding.
@@ -252,6 +258,24 @@ pub fn check(solution: &Solution, options: &CheckOptions) -> Vec<Finding> {
         }
     }
     for variable in &solution.environment_variables {
+        if variable.required
+            && variable.value.is_none()
+            && variable.default_value.as_deref().is_none_or(str::is_empty)
+        {
+            push(
+                "env-var-required-without-value",
+                None,
+                format!(
+                    "environment variable `{}` is required but has no default or value; give it a value in each stage's deployment settings",
+                    variable.schema_name
+                ),
+                Some(format!(
+                    "environmentvariabledefinitions/{}/environmentvariabledefinition.xml",
+                    variable.schema_name
+                )),
+                format!("{}/{}", solution.unique_name, variable.schema_name),
+            );
+        }
         if variable.value.is_some() {
             push(
                 "env-var-value-in-solution",
@@ -462,6 +486,32 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn required_variables_without_any_value_are_reported() {
+        let mut package = sample(&SampleOptions {
+            managed: true,
+            ..SampleOptions::default()
+        });
+        for (name, data) in &mut package.entries {
+            if name.ends_with("environmentvariabledefinition.xml") {
+                let text = String::from_utf8(data.clone()).unwrap();
+                let text = text.replace("<isrequired>0</isrequired>", "<isrequired>1</isrequired>");
+                let text = text.replace(
+                    "  <defaultvalue>https://api.contoso.example</defaultvalue>\r\n",
+                    "",
+                );
+                *data = text.into_bytes();
+            }
+        }
+        let findings = check(
+            &Solution::from_package(&package).unwrap(),
+            &CheckOptions::default(),
+        );
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        assert_eq!(rules, vec!["env-var-required-without-value"]);
+        assert!(findings[0].message.contains("cts_ApiUrl"));
     }
 
     #[test]

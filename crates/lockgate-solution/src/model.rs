@@ -109,6 +109,8 @@ pub struct EnvironmentVariable {
     /// A current value shipped inside the solution (`environmentvariablevalues.json`).
     pub value: Option<String>,
     pub value_id: Option<String>,
+    /// `isrequired`: the variable must have a value in every environment.
+    pub required: bool,
 }
 
 /// Any other component, identified by its kind and name.
@@ -346,6 +348,7 @@ impl Solution {
                 default_value: definition.child_text("defaultvalue"),
                 value,
                 value_id,
+                required: definition.child_text("isrequired").as_deref() == Some("1"),
             });
         }
         self.environment_variables
