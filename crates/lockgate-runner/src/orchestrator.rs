@@ -848,6 +848,20 @@ pub async fn run_plan(
     if cancel.is_canceled() {
         result = TaskResult::Canceled;
     }
+    // The summary lists jobs in plan order, whatever order they finished in.
+    let position = |id: &JobId| {
+        plan.stages
+            .iter()
+            .flat_map(|stage| {
+                stage
+                    .jobs
+                    .iter()
+                    .map(move |job| (stage.name.as_str(), job.name.as_str()))
+            })
+            .position(|(stage, job)| stage == id.stage && job == id.job)
+            .unwrap_or(usize::MAX)
+    };
+    summaries.sort_by_key(|summary| position(&summary.id));
     RunOutcome {
         result,
         stages: plan
