@@ -508,6 +508,15 @@ pub fn pack(
     } else {
         tree.origin.clone()
     };
+    // The YAML source-control format (pac 2.4.1+ `clone`/`sync`, Dataverse Git integration).
+    if let Some(manifest) = tree.files.keys().find(|path| {
+        let segments: Vec<&str> = path.split('/').collect();
+        matches!(segments.as_slice(), ["solutions", _, "solution.yml"])
+    }) {
+        return Err(SolutionError::Invalid(format!(
+            "{origin}: {manifest} is the YAML source-control format (pac solution clone/sync 2.4.1+, Dataverse Git integration), which Lockgate does not read yet; unpack the solution with `lockgate solution unpack` (classic XML layout)"
+        )));
+    }
     let solution_bytes =
         tree.files
             .get(TREE_SOLUTION_XML)

@@ -360,3 +360,22 @@ fn pack_with_a_mapping_file_takes_plug_in_assemblies_from_build_output() {
         "{err}"
     );
 }
+
+#[test]
+fn the_yaml_source_control_format_is_named_as_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("solutions/ContosoTravel")).unwrap();
+    std::fs::write(
+        dir.path().join("solutions/ContosoTravel/solution.yml"),
+        "SolutionManifest:\n  UniqueName: ContosoTravel\n",
+    )
+    .unwrap();
+    let err = pack(&SourceTree::read_dir(dir.path()).unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("solutions/ContosoTravel/solution.yml")
+            && err.contains("YAML source-control format"),
+        "{err}"
+    );
+}
