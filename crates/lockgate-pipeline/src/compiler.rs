@@ -232,9 +232,7 @@ impl<'a> Compiler<'a> {
             );
             return None;
         }
-        let Some(from_file) = self.files.get(at.file as usize) else {
-            return None;
-        };
+        let from_file = self.files.get(at.file as usize)?;
         let (repository, base_dir) = match alias {
             Some(alias) if alias.eq_ignore_ascii_case("self") => (None, None),
             Some(alias) => {
