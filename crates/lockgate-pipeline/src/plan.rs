@@ -335,7 +335,9 @@ pub struct Step {
     pub task: Option<TaskReference>,
     /// Task inputs, or the kind-specific keys of shortcut steps (checkout `clean`, `fetchDepth`, …;
     /// download `artifact`, `patterns`, `path`; pwsh `errorActionPreference`, …) as strings.
-    /// Macros `$( )` and runtime expressions `$[ ]` are left for the runner.
+    /// A list of strings (such as `sparseCheckoutDirectories`) is joined with newlines. Macros `$( )`
+    /// and runtime expressions `$[ ]` are left for the runner. `workingDirectory` and `failOnStderr`
+    /// are not here but in their own fields.
     pub inputs: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
     /// The step's reference name (`name:`), used for output variables.
