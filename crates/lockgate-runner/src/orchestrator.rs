@@ -1509,6 +1509,113 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 mod tests {
     use super::*;
 
+    struct OneFile(&'static str);
+
+    impl lockgate_pipeline::SourceReader for OneFile {
+        fn read(
+            &self,
+            _repository: Option<&str>,
+            _path: &str,
+        ) -> Result<String, lockgate_pipeline::ReadError> {
+            Ok(self.0.to_string())
+        }
+    }
+
+    fn compile(yaml: &'static str) -> Plan {
+        let output = lockgate_pipeline::compile(&lockgate_pipeline::CompileInput {
+            entry: "azure-pipelines.yml".into(),
+            reader: &OneFile(yaml),
+            parameters: Vec::new(),
+            variables: Vec::new(),
+        });
+        output
+            .plan
+            .unwrap_or_else(|| panic!("{:?}", output.diagnostics))
+    }
+
+    #[test]
+    fn script_shortcuts_become_tasks_and_agent_jobs_check_out_first() {
+        let plan = compile(
+            "steps:\n- script: echo hi\n  workingDirectory: sub\n  failOnStderr: true\n- bash: ls\n- pwsh: dir\n",
+        );
+        let phases = job_phases(&plan.stages[0].jobs[0], Duration::from_secs(60), "box");
+        let steps = &phases[0].steps;
+        assert!(
+            matches!(&steps[0].action, StepAction::Checkout { repository, .. } if repository == "self")
+        );
+        let tasks: Vec<(String, u32)> = steps[1..]
+            .iter()
+            .filter_map(|s| match &s.action {
+                StepAction::Task { name, major, .. } => Some((name.clone(), *major)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tasks,
+            [
+                ("CmdLine".to_string(), 2),
+                ("Bash".to_string(), 3),
+                ("PowerShell".to_string(), 2)
+            ]
+        );
+        let StepAction::Task { inputs, .. } = &steps[1].action else {
+            panic!()
+        };
+        assert_eq!(
+            inputs.get("workingDirectory").map(String::as_str),
+            Some("sub")
+        );
+        assert_eq!(inputs.get("failOnStderr").map(String::as_str), Some("true"));
+        assert_eq!(steps[1].display_name, "echo hi");
+    }
+
+    #[test]
+    fn deployment_phases_carry_the_documented_output_key_forms() {
+        let plan = compile(
+            "jobs:\n- deployment: Web\n  environment: prod\n  strategy:\n    rolling:\n      maxParallel: 1\n      deploy:\n        steps:\n        - script: echo d\n",
+        );
+        let phases = job_phases(&plan.stages[0].jobs[0], Duration::from_secs(60), "box");
+        let deploy = phases
+            .iter()
+            .find(|p| p.hook.as_deref() == Some("deploy"))
+            .unwrap();
+        assert_eq!(deploy.output_prefixes, ["deploy_box"]);
+        assert!(
+            matches!(&deploy.steps[0].action, StepAction::Download { source, .. } if source == "current")
+        );
+        let plan = compile(
+            "jobs:\n- deployment: Web\n  environment: prod\n  strategy:\n    runOnce:\n      deploy:\n        steps:\n        - download: none\n",
+        );
+        let phases = job_phases(&plan.stages[0].jobs[0], Duration::from_secs(60), "box");
+        let deploy = phases
+            .iter()
+            .find(|p| p.hook.as_deref() == Some("deploy"))
+            .unwrap();
+        assert_eq!(deploy.output_prefixes, ["Web", "deploy", "Deploy_box"]);
+        assert_eq!(
+            deploy.steps.len(),
+            1,
+            "download: none replaces the automatic download"
+        );
+    }
+
+    #[test]
+    fn unknown_tasks_name_the_built_in_ones() {
+        let plan = compile("steps:\n- task: Nope@1\n- task: Bash@3\n  inputs:\n    script: ls\n");
+        let problems = validate_plan(&plan, &TaskRegistry::with_builtins(), &BTreeMap::new());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("Nope@1") && problems[0].message.contains("copyfiles@2"),
+            "{}",
+            problems[0]
+        );
+        assert!(
+            problems[0].location.contains(":2:"),
+            "{}",
+            problems[0].location
+        );
+    }
+
     #[test]
     fn build_numbers_follow_the_name_format() {
         // 2026-11-23 12:34:56 UTC
