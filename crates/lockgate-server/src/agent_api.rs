@@ -122,16 +122,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         .pipeline_by_id(run.pipeline_id)
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
-    let repository = state
-        .store
-        .repository_by_id(pipeline.repository_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("repository"))?;
-    let project = state
-        .store
-        .project_by_id(pipeline.project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))?;
+    let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
     let spec: serde_json::Value = serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
     let base = state.base_url();
     let predefined = vec![

@@ -245,16 +245,7 @@ pub async fn queue_manual(
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
     auth::require_role(state, caller, pipeline.project_id, Role::Contributor).await?;
-    let project = state
-        .store
-        .project_by_id(pipeline.project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))?;
-    let repository = state
-        .store
-        .repository_by_id(pipeline.repository_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("repository"))?;
+    let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
     let branch = body.branch.unwrap_or_else(|| "main".into());
     let branch = if branch.starts_with("refs/") {
         branch

@@ -59,13 +59,11 @@ fn read_at_commit(
         .map_err(|_| ReadError::Other(format!("{path} is not UTF-8 text")))
 }
 
-/// Compiles a pipeline at the head of a branch (for the manual-run form): the plan with default
-/// parameter values, or the diagnostics. `None` when the branch or the YAML file is missing.
-pub async fn compile_at_branch(
+/// The project and repository a pipeline belongs to.
+pub async fn pipeline_home(
     state: &AppState,
     pipeline: &Pipeline,
-    branch: &str,
-) -> ApiResult<Option<lockgate_pipeline::CompileOutput>> {
+) -> ApiResult<(lockgate_store::Project, lockgate_store::Repository)> {
     let project = state
         .store
         .project_by_id(pipeline.project_id)
@@ -76,6 +74,17 @@ pub async fn compile_at_branch(
         .repository_by_id(pipeline.repository_id)
         .await?
         .ok_or_else(|| ApiError::not_found("repository"))?;
+    Ok((project, repository))
+}
+
+/// Compiles a pipeline at the head of a branch (for the manual-run form): the plan with default
+/// parameter values, or the diagnostics. `None` when the branch or the YAML file is missing.
+pub async fn compile_at_branch(
+    state: &AppState,
+    pipeline: &Pipeline,
+    branch: &str,
+) -> ApiResult<Option<lockgate_pipeline::CompileOutput>> {
+    let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
     let Ok(commit) = git::git(
         &repo_dir,
@@ -126,16 +135,7 @@ pub struct QueueRequest {
 /// Compiles the pipeline at the commit and inserts the run with its jobs.
 pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run> {
     let pipeline = &request.pipeline;
-    let project = state
-        .store
-        .project_by_id(pipeline.project_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project"))?;
-    let repository = state
-        .store
-        .repository_by_id(pipeline.repository_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("repository"))?;
+    let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
     let reader = CommitReader {
         repo_dir: repo_dir.clone(),
