@@ -9,6 +9,7 @@ mod parsing;
 mod roundtrip;
 mod status;
 mod templates;
+mod values;
 
 use lockgate_expr::{ExprError, MapContext, ParseOptions, Value, parse};
 
