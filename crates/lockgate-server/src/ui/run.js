@@ -68,8 +68,11 @@
       });
     });
   });
-  // A pending job's panel has no stream yet: refresh the page while the run is not finished.
-  if (document.querySelector("section.jobpanel[data-status='pending'], section.jobpanel[data-status='queued']")) {
+  // Waiting jobs have no stream yet: while no job is streaming, refresh the page until one starts
+  // (a streaming job's end reloads the page anyway).
+  var waiting = document.querySelector("section.jobpanel[data-status='pending'], section.jobpanel[data-status='queued']");
+  var streaming = document.querySelector("section.jobpanel[data-status='running']");
+  if (waiting && !streaming) {
     setTimeout(function () { if (!document.querySelector("input.logsearch:focus")) location.reload(); }, 3000);
   }
 })();
