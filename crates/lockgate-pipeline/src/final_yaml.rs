@@ -144,20 +144,11 @@ fn write_job(out: &mut String, i: usize, instances: &[Job]) {
         indent(out, i);
         out.push_str("strategy:\n");
         let is_matrix = instances.iter().any(|j| {
-            j.variables.iter().any(|v| {
-                matches!(
-                    v,
-                    Variable::Value {
-                        scope: VariableScope::Matrix,
-                        ..
-                    }
-                )
-            })
-        }) || instances.iter().any(|j| {
-            j.strategy
-                .leg
-                .as_deref()
-                .is_some_and(|l| l.parse::<u32>().is_err())
+            j.matrix_variables().next().is_some()
+                || j.strategy
+                    .leg
+                    .as_deref()
+                    .is_some_and(|l| l.parse::<u32>().is_err())
         });
         if is_matrix {
             indent(out, i + 2);
@@ -165,19 +156,7 @@ fn write_job(out: &mut String, i: usize, instances: &[Job]) {
             for instance in instances {
                 indent(out, i + 4);
                 let leg = instance.strategy.leg.clone().unwrap_or_default();
-                let matrix_variables: Vec<(&String, &String)> = instance
-                    .variables
-                    .iter()
-                    .filter_map(|v| match v {
-                        Variable::Value {
-                            name,
-                            value,
-                            scope: VariableScope::Matrix,
-                            ..
-                        } => Some((name, value)),
-                        _ => None,
-                    })
-                    .collect();
+                let matrix_variables: Vec<(&str, &str)> = instance.matrix_variables().collect();
                 if matrix_variables.is_empty() {
                     let _ = writeln!(out, "{}: {{}}", scalar(&leg));
                     continue;
@@ -245,20 +224,7 @@ fn write_job(out: &mut String, i: usize, instances: &[Job]) {
     if let Some(context) = &job.template_context {
         json_entry(out, i, "templateContext", context);
     }
-    let own_variables: Vec<Variable> = job
-        .variables
-        .iter()
-        .filter(|v| {
-            !matches!(
-                v,
-                Variable::Value {
-                    scope: VariableScope::Matrix,
-                    ..
-                }
-            )
-        })
-        .cloned()
-        .collect();
+    let own_variables: Vec<Variable> = job.job_variables().cloned().collect();
     variables(out, i, &own_variables);
     if let Some(environment) = &job.environment {
         indent(out, i);

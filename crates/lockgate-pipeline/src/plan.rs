@@ -111,6 +111,15 @@ pub enum Variable {
     Group { name: String, scope: VariableScope },
 }
 
+impl Variable {
+    /// Where the variable was defined.
+    pub fn scope(&self) -> VariableScope {
+        match self {
+            Variable::Value { scope, .. } | Variable::Group { scope, .. } => *scope,
+        }
+    }
+}
+
 /// An agent pool (`pool: name` or `pool: {name, vmImage, demands}`); `pool: server` marks an agentless job.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -206,6 +215,28 @@ pub struct Job {
     /// `uses: {repositories, pools}` as written.
     pub uses: Option<serde_json::Value>,
     pub source: Location,
+}
+
+impl Job {
+    /// The job's own variables and groups, without the matrix leg's.
+    pub fn job_variables(&self) -> impl Iterator<Item = &Variable> {
+        self.variables
+            .iter()
+            .filter(|v| v.scope() != VariableScope::Matrix)
+    }
+
+    /// The matrix leg's variables as name/value pairs.
+    pub fn matrix_variables(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.variables.iter().filter_map(|v| match v {
+            Variable::Value {
+                name,
+                value,
+                scope: VariableScope::Matrix,
+                ..
+            } => Some((name.as_str(), value.as_str())),
+            _ => None,
+        })
+    }
 }
 
 /// Matrix/parallel facts for one job instance (`System.JobPositionInPhase` and friends).
