@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/user", get(current_user))
         .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/agents", post(register_agent))
         .route("/api/v1/projects", get(list_projects).post(create_project))
         .route(
             "/api/v1/projects/{project}/repositories",
@@ -360,6 +361,40 @@ pub async fn issue_token(
         scopes,
         token: secret,
     })
+}
+
+#[derive(Deserialize)]
+struct RegisterAgent {
+    name: String,
+}
+
+/// Registers a remote agent (server administrators only); the token is shown once. Registering an
+/// existing name replaces its token.
+async fn register_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<RegisterAgent>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller.require_scope("admin")?;
+    if !caller.user.is_admin {
+        return Err(ApiError::forbidden(
+            "only server administrators register agents",
+        ));
+    }
+    if !git::valid_name(&body.name) || body.name == "built-in" {
+        return Err(ApiError::bad_request(
+            "an agent name uses letters, digits, `-`, `_` and `.` and is not `built-in`",
+        ));
+    }
+    let token = auth::random_token("lga_");
+    let agent = state
+        .store
+        .register_agent(&body.name, &auth::token_hash(&token))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"id": agent.id, "name": agent.name, "token": token})),
+    ))
 }
 
 async fn list_projects(

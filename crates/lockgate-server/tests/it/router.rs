@@ -420,6 +420,54 @@ async fn agents_need_their_token_and_a_held_lease() {
 }
 
 #[tokio::test]
+async fn administrators_register_remote_agents_that_can_lease() {
+    let f = fixture().await;
+    let bob = f.state.store.create_user("bob", "x", false).await.unwrap();
+    let bob_token = auth::random_token("lgp_");
+    f.state
+        .store
+        .create_access_token(
+            bob.id,
+            "t",
+            &auth::token_hash(&bob_token),
+            "read,write,admin",
+        )
+        .await
+        .unwrap();
+    let denied = send(
+        &f.app,
+        post_json("/api/v1/agents", &bob_token, r#"{"name": "linux-1"}"#),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let bad = send(
+        &f.app,
+        post_json("/api/v1/agents", &f.admin_token, r#"{"name": "a b"}"#),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let created = send(
+        &f.app,
+        post_json("/api/v1/agents", &f.admin_token, r#"{"name": "linux-1"}"#),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let token = created.json()["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("lga_"));
+    let lease = send(
+        &f.app,
+        post_json("/api/v1/agent/lease", &token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(
+        lease.status,
+        StatusCode::NO_CONTENT,
+        "the new agent is accepted: {}",
+        lease.body
+    );
+}
+
+#[tokio::test]
 async fn git_asks_for_credentials_and_hides_unknown_repositories() {
     let f = fixture().await;
     let anonymous = send(
