@@ -536,7 +536,12 @@ pub(crate) fn with_folded<R>(key: &str, f: impl FnOnce(&str) -> R) -> R {
 }
 
 /// One-to-one upper-case mapping of a character (characters whose upper case is several characters stay as they are).
+/// The dotless `ı` (U+0131) keeps its case: .NET's ordinal ignore-case comparison does not map it to `I` (a GitHub
+/// Actions vector of the same engine lineage, `endsWith('asdf_ı', 'I')`, is false).
 fn simple_upper(c: char) -> char {
+    if c == '\u{131}' {
+        return c;
+    }
     let mut upper = c.to_uppercase();
     match (upper.next(), upper.next()) {
         (Some(u), None) => u,

@@ -61,3 +61,10 @@ fn parsed_expressions_can_be_shared_between_threads() {
         assert!(handle.join().unwrap());
     }
 }
+
+#[test]
+fn dotless_i_is_not_folded_to_i() {
+    assert!(!crate::truthy("endsWith('asdf_ı', 'I')"));
+    assert!(crate::truthy("eq('ı', 'ı')"));
+    assert!(crate::truthy("eq('é', 'É')"));
+}
