@@ -1044,24 +1044,14 @@ impl Lowerer<'_, '_> {
         }
     }
 
-    /// Template files may hold `parameters` (removed already), their content key, and the pipeline
-    /// keys Azure allows next to it.
+    /// Stage, job and step template files hold `parameters` and their list (steps-template,
+    /// jobs-template, stages-template in the YAML schema reference).
     fn check_template_keys(&mut self, template: &Node, content: &str) {
+        // `parameters` is already removed; other keys would be ignored, so they are reported.
         let entries = template.as_mapping().unwrap_or(&[]);
-        let allowed: &[&str] = &[
-            content,
-            "variables",
-            "resources",
-            "trigger",
-            "pr",
-            "schedules",
-            "name",
-            "lockBehavior",
-            "pool",
-        ];
         self.check_keys(
             entries,
-            &[allowed],
+            &[&[content]],
             &format!("a {} template", content.trim_end_matches('s')),
         );
     }
