@@ -447,3 +447,45 @@ fn pushing_needs_a_token_with_the_write_scope_and_reading_needs_one_at_all() {
     assert!(listed.status.success());
     assert!(String::from_utf8_lossy(&listed.stdout).contains("refs/heads/main"));
 }
+
+#[test]
+fn batched_pushes_wait_for_the_running_build_and_then_build_the_newest_commit() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml =
+        "trigger:\n  batch: true\n  branches:\n    include: [main]\nsteps:\n- script: sleep 3\n";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_of(&server, pipeline)
+        .first()
+        .is_none_or(|r| r.status != "running")
+    {
+        assert!(Instant::now() < deadline, "the first run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    commit_and_push(work.path(), &push_url, &[("b.txt", "b")], "main");
+    let newest = commit_and_push(work.path(), &push_url, &[("c.txt", "c")], "main");
+    assert_eq!(
+        runs_of(&server, pipeline).len(),
+        1,
+        "pushes during a batched run queue nothing"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let followup = loop {
+        let runs = runs_of(&server, pipeline);
+        if runs.len() == 2 {
+            break runs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{runs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(followup.reason, "batch");
+    assert_eq!(followup.source_commit, newest);
+}

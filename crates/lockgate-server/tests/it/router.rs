@@ -498,3 +498,96 @@ async fn git_asks_for_credentials_and_hides_unknown_repositories() {
     .await;
     assert_eq!(traversal.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    // Leases of one second, checked by the reaper every two seconds.
+    let state = AppState::new(
+        store,
+        dir.path().to_path_buf(),
+        "http://127.0.0.1:1".into(),
+        1,
+    );
+    let user = state.store.create_user("ada", "x", true).await.unwrap();
+    let project = state.store.create_project("p", user.id).await.unwrap();
+    let repo = state
+        .store
+        .create_repository(project.id, "r")
+        .await
+        .unwrap();
+    let pipeline = state
+        .store
+        .create_pipeline(project.id, repo.id, "ci", "azure-pipelines.yml")
+        .await
+        .unwrap();
+    let run = state
+        .store
+        .create_run(
+            &lockgate_store::NewRun {
+                pipeline_id: pipeline.id,
+                name: "1".into(),
+                status: "queued".into(),
+                reason: "manual".into(),
+                source_branch: "refs/heads/main".into(),
+                source_commit: "abc".into(),
+                requested_by: "ada".into(),
+                yaml: String::new(),
+                diagnostics: "[]".into(),
+                parameters: "[]".into(),
+                ..Default::default()
+            },
+            &[lockgate_store::NewJob {
+                stage_name: "s".into(),
+                name: "j".into(),
+                display_name: "j".into(),
+                depends_on: "[]".into(),
+                spec: r#"{"job": {}, "variables": [], "conditions": {"first": true}}"#.into(),
+                status: "queued".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    let agent_token = auth::random_token("lga_");
+    state
+        .store
+        .register_agent("a1", &auth::token_hash(&agent_token))
+        .await
+        .unwrap();
+    let app = router(state.clone());
+    let lease = send(
+        &app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
+    assert_eq!(
+        state.store.run_by_id(run.id).await.unwrap().unwrap().status,
+        "running"
+    );
+    tokio::spawn(lockgate_server::runs::reap_expired_leases(state.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let run = state.store.run_by_id(run.id).await.unwrap().unwrap();
+        if run.status == "completed" {
+            assert_eq!(run.result.as_deref(), Some("failed"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let log = lockgate_server::api::job_log_lines(
+        &state,
+        state.store.jobs_of_run(run.id).await.unwrap()[0].id,
+    )
+    .await
+    .unwrap();
+    assert!(
+        log.iter()
+            .any(|line| line.text.contains("stopped responding"))
+    );
+}
