@@ -224,20 +224,17 @@ impl Value {
         }
     }
 
-    /// Index access as in `a[index]`: an object is indexed by the index cast to string, an array by a whole
-    /// non-negative number or a string that reads as one (`'1'` works); anything else yields `None` (null).
+    /// Index access as in `a[index]`: an object is indexed by the index cast to string, an array by the index cast to
+    /// a number of at least 0, rounded down (`'1'`, `true` and `1.5` are 1); anything else yields `None` (null).
     pub fn index(&self, index: &Value) -> Option<&Value> {
         match self {
             Value::Object(o) => o.get(&index.convert_to_string()?),
             Value::Array(items) => {
-                // Only a number or a non-empty string that reads as a number can index an array.
-                let n = match index {
-                    Value::Number(n) => *n,
-                    Value::String(s) if !s.is_empty() => parse_number_string(s)?,
-                    _ => return None,
-                };
-                if n >= 0.0 && n.fract() == 0.0 && n < items.len() as f64 {
-                    items.get(n as usize)
+                // Any index that converts to a number of at least 0 works, rounded down (`false` and `''` are 0,
+                // `'1'` is 1, `1.5` is 1), as in the engine's collection indexer.
+                let n = index.convert_to_number()?;
+                if n >= 0.0 && n.floor() < items.len() as f64 {
+                    items.get(n.floor() as usize)
                 } else {
                     None
                 }

@@ -306,8 +306,11 @@ fn property_and_index_access_on_objects_and_arrays() {
     assert_eq!(run("thing.SUBOBJ['NESTEDPROP2']"), s("two"));
     assert_eq!(run("thing.array[1]"), s("one"));
     assert_eq!(run("thing.array['1']"), s("one"));
-    assert_eq!(run("thing.array[1.5]"), Value::Null);
-    assert_eq!(run("thing.array[true]"), Value::Null);
+    assert_eq!(run("thing.array[1.5]"), s("one"));
+    assert_eq!(run("thing.array[true]"), s("one"));
+    assert_eq!(run("thing.array[false]"), s("zero"));
+    assert_eq!(run("thing.array['']"), s("zero"));
+    assert_eq!(run("thing.array['x']"), Value::Null);
     assert_eq!(run("thing.array[-1]"), Value::Null);
     assert_eq!(run("thing.array[5]"), Value::Null);
     assert_eq!(run("thing.nosuch.deeper"), Value::Null);
