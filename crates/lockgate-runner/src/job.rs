@@ -163,6 +163,9 @@ pub async fn run_job(
                 None => outer.canceled().await,
             }
             inner.cancel();
+            // A forced cancel of the run skips the job's grace period too.
+            outer.forced().await;
+            inner.force();
         })
     };
 

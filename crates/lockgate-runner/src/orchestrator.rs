@@ -1345,23 +1345,35 @@ pub fn run_local(
         let on_interrupt = cancel.clone();
         let interrupt_sink = Arc::clone(&sink);
         let watcher = tokio::spawn(async move {
-            // Ctrl-C, or SIGTERM from a supervisor (`timeout`, a CI system), cancels the run.
+            // Ctrl-C, or SIGTERM from a supervisor (`timeout`, a CI system), cancels the run; a second one
+            // kills what is still running without waiting for the grace period.
             #[cfg(unix)]
-            let terminate = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(mut stream) => {
-                        stream.recv().await;
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            for round in 0..2 {
+                #[cfg(unix)]
+                let terminated = async {
+                    match terminate.as_mut() {
+                        Some(stream) => {
+                            stream.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
                     }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let terminate = std::future::pending::<()>();
-            let which = tokio::select! {
-                result = tokio::signal::ctrl_c() => result.ok().map(|()| "interrupted"),
-                () = terminate => Some("terminated"),
-            };
-            if let Some(which) = which {
+                };
+                #[cfg(not(unix))]
+                let terminated = std::future::pending::<()>();
+                let which = tokio::select! {
+                    result = tokio::signal::ctrl_c() => match result {
+                        Ok(()) => "interrupted",
+                        Err(_) => return,
+                    },
+                    () = terminated => "terminated",
+                };
+                let message = if round == 0 {
+                    format!("{which}: canceling the run (again to stop at once)")
+                } else {
+                    format!("{which} again: killing what is still running")
+                };
                 interrupt_sink.event(Event::Issue {
                     job: JobId {
                         stage: String::new(),
@@ -1369,9 +1381,13 @@ pub fn run_local(
                     },
                     step: None,
                     kind: IssueKind::Warning,
-                    message: format!("{which}: canceling the run"),
+                    message,
                 });
-                on_interrupt.cancel();
+                if round == 0 {
+                    on_interrupt.cancel();
+                } else {
+                    on_interrupt.force();
+                }
             }
         });
         let outcome = run_plan(plan, run, registry, options, sink, cancel).await;

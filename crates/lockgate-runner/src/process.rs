@@ -12,9 +12,12 @@ use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 /// A cancellation flag shared by the orchestrator, the job and its steps. Cloning shares the flag.
+/// Canceling asks running processes to stop (SIGTERM, then SIGKILL after the grace period); forcing (a
+/// second Ctrl-C) kills them at once.
 #[derive(Debug, Clone)]
 pub struct CancelSignal {
-    sender: std::sync::Arc<watch::Sender<bool>>,
+    /// 0 running, 1 canceled, 2 forced.
+    sender: std::sync::Arc<watch::Sender<u8>>,
 }
 
 impl Default for CancelSignal {
@@ -26,22 +29,41 @@ impl Default for CancelSignal {
 impl CancelSignal {
     pub fn new() -> Self {
         Self {
-            sender: std::sync::Arc::new(watch::channel(false).0),
+            sender: std::sync::Arc::new(watch::channel(0).0),
         }
     }
 
     pub fn cancel(&self) {
-        self.sender.send_replace(true);
+        self.sender.send_if_modified(|level| {
+            let changed = *level == 0;
+            *level = (*level).max(1);
+            changed
+        });
+    }
+
+    /// Cancels and skips the grace period: processes still running are killed now.
+    pub fn force(&self) {
+        self.sender.send_replace(2);
     }
 
     pub fn is_canceled(&self) -> bool {
-        *self.sender.borrow()
+        *self.sender.borrow() >= 1
+    }
+
+    pub fn is_forced(&self) -> bool {
+        *self.sender.borrow() >= 2
     }
 
     /// Resolves once the signal is canceled (immediately if it already is).
     pub async fn canceled(&self) {
         let mut receiver = self.sender.subscribe();
-        let _ = receiver.wait_for(|canceled| *canceled).await;
+        let _ = receiver.wait_for(|level| *level >= 1).await;
+    }
+
+    /// Resolves once the signal is forced.
+    pub async fn forced(&self) {
+        let mut receiver = self.sender.subscribe();
+        let _ = receiver.wait_for(|level| *level >= 2).await;
     }
 }
 
@@ -175,6 +197,10 @@ pub async fn run_process(
                 kill_at = Some(tokio::time::Instant::now() + limits.kill_grace);
             }
             _ = kill_sleep => {
+                signal_group(pid, Signal::Kill);
+                kill_at = None;
+            }
+            _ = cancel.forced(), if kill_at.is_some() => {
                 signal_group(pid, Signal::Kill);
                 kill_at = None;
             }

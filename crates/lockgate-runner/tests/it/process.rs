@@ -166,3 +166,35 @@ fn very_long_lines_are_split() {
     assert_eq!(lines.iter().map(String::len).sum::<usize>(), 200000);
     assert!(lines.iter().all(|line| line.len() <= 64 * 1024));
 }
+
+#[test]
+fn forcing_skips_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = bash(
+        dir.path(),
+        "trap '' TERM; echo ready > ready; while true; do sleep 0.05; done",
+    );
+    let cancel = CancelSignal::new();
+    let trigger = cancel.clone();
+    let ready = dir.path().join("ready");
+    std::thread::spawn(move || {
+        wait_for_file(&ready, Duration::from_secs(10));
+        trigger.cancel();
+        std::thread::sleep(Duration::from_millis(200));
+        trigger.force();
+    });
+    let mut limits = quick_limits(None);
+    limits.kill_grace = Duration::from_secs(60);
+    let start = Instant::now();
+    let (end, pid) = runtime()
+        .block_on(run_process(&spec, &limits, &cancel, |_, _| {}))
+        .unwrap();
+    assert_eq!(end, ProcessEnd::Canceled);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(cancel.is_forced() && cancel.is_canceled());
+    assert!(!alive(pid.unwrap()));
+}

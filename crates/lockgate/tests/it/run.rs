@@ -684,3 +684,59 @@ steps:
         text(&output)
     );
 }
+
+#[test]
+fn a_second_interrupt_kills_a_step_that_ignores_sigterm() {
+    let project = Project::new(
+        r#"
+jobs:
+- job: Stubborn
+  cancelTimeoutInMinutes: 60
+  steps:
+  - checkout: none
+  - bash: |
+      trap '' TERM
+      echo ready > "$(Pipeline.Workspace)/../../ready"
+      while true; do sleep 0.1; done
+"#,
+    );
+    let child = project
+        .command(&[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = project.run_dir().join("ready");
+    let start = Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the step never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    for _ in 0..2 {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = child.wait_with_output().unwrap();
+    let all = text(&output);
+    // Without the second interrupt it would wait the 60 "minutes" of grace (60 s here).
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("interrupted again: killing what is still running"),
+        "{all}"
+    );
+}
