@@ -70,6 +70,9 @@ pub fn to_final_yaml(plan: &Plan) -> String {
         if let Some(d) = &stage.display_name {
             line(&mut out, i, "displayName", d);
         }
+        if let Some(group) = &stage.group {
+            line(&mut out, i, "group", group);
+        }
         if stage.depends_on.is_empty() && !std::ptr::eq(stage, &plan.stages[0]) {
             indent(&mut out, i);
             out.push_str("dependsOn: []\n");

@@ -1157,6 +1157,7 @@ impl Lowerer<'_, '_> {
             template_context: node.get("templateContext").map(node_to_json),
             jobs,
             source: self.c.location(node.span),
+            group: self.string(node.get("group"), "group"),
         })
     }
 
@@ -2098,6 +2099,7 @@ fn implied_stage(jobs: Vec<Job>, source: Location) -> Stage {
         template_context: None,
         jobs,
         source,
+        group: None,
     }
 }
 

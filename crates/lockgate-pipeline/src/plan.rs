@@ -154,6 +154,9 @@ pub struct Stage {
     pub template_context: Option<serde_json::Value>,
     pub jobs: Vec<Job>,
     pub source: Location,
+    /// `group`: the path of the group the stage belongs to (for display).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// What kind of job this is.
