@@ -261,12 +261,14 @@ impl ParseOptions {
         }
     }
 
-    /// Syntax-only validation: any named value and any function name are accepted.
+    /// Syntax-only validation: any named value and any function name are accepted. As in the legacy engine's
+    /// syntax check, only the always-available functions keep their argument counts; the status functions and
+    /// `counter` are treated as unknown functions (any arguments). Such an expression cannot be evaluated.
     pub fn syntax_only() -> ParseOptions {
         ParseOptions {
             named_values: NamedValues::Any,
-            status_functions: true,
-            counter: true,
+            status_functions: false,
+            counter: false,
             allow_unknown_functions: true,
             ..ParseOptions::with_names(&[])
         }

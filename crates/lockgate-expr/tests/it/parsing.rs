@@ -154,6 +154,8 @@ fn unknown_functions_and_named_values_depend_on_the_options() {
         )
         .is_err()
     );
+    assert!(parse("and(always(1), succeeded('a', 'b'), counter())", &syntax).is_ok());
+    assert!(parse("eq(1)", &syntax).is_err());
 }
 
 #[test]
