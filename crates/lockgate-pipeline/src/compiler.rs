@@ -44,6 +44,9 @@ struct LoadedFile {
     path: String,
     text: String,
     root: Option<Rc<Node>>,
+    /// Why the file could not be loaded, kept so that a later reference reports it too (the first
+    /// one may have come from a look-ahead whose diagnostics were dropped).
+    load_errors: Vec<Diagnostic>,
 }
 
 /// State shared by the whole compile.
@@ -134,7 +137,17 @@ impl<'a> Compiler<'a> {
     ) -> Option<(FileId, Rc<Node>)> {
         let key = (repository.map(str::to_string), path.to_string());
         if let Some(&id) = self.index.get(&key) {
-            return self.files[id as usize].root.clone().map(|root| (id, root));
+            let file = &self.files[id as usize];
+            if file.root.is_none() {
+                let missing: Vec<Diagnostic> = file
+                    .load_errors
+                    .iter()
+                    .filter(|d| !self.diagnostics.contains(d))
+                    .cloned()
+                    .collect();
+                self.diagnostics.extend(missing);
+            }
+            return file.root.clone().map(|root| (id, root));
         }
         let display = match repository {
             Some(alias) => format!("{path}@{alias}"),
@@ -194,6 +207,7 @@ impl<'a> Compiler<'a> {
             path: path.to_string(),
             text,
             root: None,
+            load_errors: Vec::new(),
         });
         match parsed {
             Ok(root) => {
@@ -202,7 +216,8 @@ impl<'a> Compiler<'a> {
                 Some((id, root))
             }
             Err(diagnostics) => {
-                self.diagnostics.extend(diagnostics);
+                self.diagnostics.extend(diagnostics.iter().cloned());
+                self.files[id as usize].load_errors = diagnostics;
                 None
             }
         }
