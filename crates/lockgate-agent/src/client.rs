@@ -145,6 +145,42 @@ impl ServerClient {
         .1)
     }
 
+    /// `GET path` and return the reply's bytes (downloads).
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        self.fetch_bytes(path, None)
+    }
+
+    /// Downloads bytes, with the lease header for job-scoped paths.
+    fn fetch_bytes(&self, path: &str, lease: Option<&JobLease>) -> Result<Vec<u8>, ClientError> {
+        let url = self.url(path);
+        let mut request = self.http.get(&url).header("Authorization", self.auth());
+        if let Some(lease) = lease {
+            request = request.header(LEASE_HEADER, &lease.lease_token);
+        }
+        let mut response = request.call().map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let message = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(ClientError::Server {
+                status,
+                code: "http".into(),
+                message,
+            });
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| ClientError::Transport {
+                url,
+                message: e.to_string(),
+            })
+    }
+
     /// `POST path` with a JSON body and decode the JSON reply.
     pub fn post_json<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -236,35 +272,7 @@ impl ServerClient {
 
     /// Downloads one artifact file (by its `download_url`) as bytes.
     pub fn download(&self, lease: &JobLease, path: &str) -> Result<Vec<u8>, ClientError> {
-        let url = self.url(path);
-        let mut response = self
-            .http
-            .get(&url)
-            .header("Authorization", self.auth())
-            .header(LEASE_HEADER, &lease.lease_token)
-            .call()
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        let status = response.status().as_u16();
-        if status >= 400 {
-            let message = response.body_mut().read_to_string().unwrap_or_default();
-            return Err(ClientError::Server {
-                status,
-                code: "http".into(),
-                message,
-            });
-        }
-        response
-            .body_mut()
-            .with_config()
-            .limit(1024 * 1024 * 1024)
-            .read_to_vec()
-            .map_err(|e| ClientError::Transport {
-                url,
-                message: e.to_string(),
-            })
+        self.fetch_bytes(path, Some(lease))
     }
 
     /// Uploads one file of an artifact.

@@ -51,6 +51,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/runs/{id}/artifacts", get(list_artifacts))
         .route("/api/v1/runs/{id}/artifacts/{file}", get(download_artifact))
+        .route(
+            "/api/v1/runs/{id}/artifact-archives/{name}",
+            get(download_artifact_zip),
+        )
         .route("/api/v1/runs/{id}/tests", get(list_tests))
 }
 
@@ -829,6 +833,68 @@ async fn download_artifact(
             ),
         ],
         Body::from(content),
+    )
+        .into_response())
+}
+
+/// Largest artifact the server zips in memory for one download.
+const MAX_ZIP_BYTES: i64 = 256 * 1024 * 1024;
+
+/// A whole artifact as a zip file (deflate), built from the stored files.
+async fn download_artifact_zip(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(i64, String)>,
+) -> ApiResult<Response> {
+    let run = run_for(&state, &caller, id, Role::Reader).await?;
+    let files: Vec<_> = state
+        .store
+        .artifact_files(run.id)
+        .await?
+        .into_iter()
+        .filter(|f| f.name == name)
+        .collect();
+    if files.is_empty() {
+        return Err(ApiError::not_found("artifact"));
+    }
+    if files.iter().map(|f| f.size).sum::<i64>() > MAX_ZIP_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "the artifact is too large to zip; download its files one by one",
+        ));
+    }
+    let mut contents = Vec::new();
+    for file in &files {
+        let bytes = tokio::fs::read(state.artifacts_dir().join(&file.digest))
+            .await
+            .map_err(ApiError::internal)?;
+        contents.push((file.file_path.clone(), bytes));
+    }
+    let archive = tokio::task::spawn_blocking(move || -> zip::result::ZipResult<Vec<u8>> {
+        use std::io::Write;
+        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (path, bytes) in contents {
+            writer.start_file(path, options)?;
+            writer.write_all(&bytes)?;
+        }
+        Ok(writer.finish()?.into_inner())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let file_name = name.replace(['"', '\\'], "_");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}.zip\""),
+            ),
+        ],
+        Body::from(archive),
     )
         .into_response())
 }

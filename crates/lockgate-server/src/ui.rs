@@ -602,6 +602,9 @@ async fn run_page(
         @if !artifacts.is_empty() {
             section {
                 h2 { "Artifacts" }
+                p { @for name in artifact_names(&artifacts) {
+                    a.zip href={"/api/v1/runs/" (run.id) "/artifact-archives/" (lockgate_agent::client::percent_encode(&name))} download { (name) ".zip" } " "
+                } }
                 table { tbody { @for file in &artifacts {
                     tr { td { (file.name) } td { a.artifact href={"/api/v1/runs/" (run.id) "/artifacts/" (file.id)} download { (file.file_path) } } td.muted { (file.size) " bytes" } }
                 } } }
@@ -806,6 +809,17 @@ async fn create_token(
     Ok(tokens_view(&state, &caller, Some(&created))
         .await?
         .into_response())
+}
+
+/// The distinct artifact names, in order.
+fn artifact_names(files: &[lockgate_store::ArtifactFile]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for file in files {
+        if !names.contains(&file.name) {
+            names.push(file.name.clone());
+        }
+    }
+    names
 }
 
 /// Escapes text for HTML element content and attribute values.

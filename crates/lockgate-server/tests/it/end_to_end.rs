@@ -259,6 +259,18 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
     );
     let content = server.client.get_text(&files[0].download_url).unwrap();
     assert_eq!(content, "binary\n");
+    let zip = server
+        .client
+        .get_bytes(&format!("/api/v1/runs/{}/artifact-archives/drop", run.id))
+        .unwrap();
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a zip file");
+    let mut entry = archive
+        .by_name("app.bin")
+        .expect("the artifact file is in the zip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+    assert_eq!(text, "binary\n");
+    drop(entry);
 
     let tests: Vec<api::TestResult> = server
         .client
