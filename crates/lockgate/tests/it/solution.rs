@@ -640,3 +640,45 @@ fn online_commands_export_import_publish_and_set_the_version() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn pack_with_map_takes_files_from_build_output() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(dir.path(), "in.zip", SampleOptions::default());
+    lockgate(dir.path(), &["solution", "unpack", "in.zip", "src"]);
+    std::fs::create_dir_all(dir.path().join("dist")).unwrap();
+    std::fs::write(
+        dir.path().join("dist/cts_tripapp_BackgroundImageUri"),
+        b"rebuilt image",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("map.xml"),
+        r#"<Mapping><FileToFile map="CanvasApps\cts_tripapp_BackgroundImageUri" to="..\dist\cts_tripapp_BackgroundImageUri" /></Mapping>"#,
+    )
+    .unwrap();
+    let out = lockgate(
+        dir.path(),
+        &["solution", "pack", "src", "out.zip", "--map", "map.xml"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 file(s) taken from the locations in map.xml"));
+    let packed = SolutionPackage::read_zip(&dir.path().join("out.zip")).unwrap();
+    assert_eq!(
+        packed.get("CanvasApps/cts_tripapp_BackgroundImageUri"),
+        Some(&b"rebuilt image"[..])
+    );
+
+    std::fs::remove_file(dir.path().join("dist/cts_tripapp_BackgroundImageUri")).unwrap();
+    let out = lockgate(
+        dir.path(),
+        &["solution", "pack", "src", "out2.zip", "--map", "map.xml"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot be read"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("out2.zip").exists());
+}
