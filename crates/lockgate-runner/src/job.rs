@@ -511,6 +511,7 @@ async fn run_step_once(
         complete: None,
         stderr_seen: false,
         timed_out: false,
+        restrictions: step.restrictions.clone(),
     };
     let outcome = match &step.action {
         StepAction::Task {
@@ -586,6 +587,8 @@ pub struct StepContext<'s, 'a> {
     pub complete: Option<TaskResult>,
     pub stderr_seen: bool,
     pub timed_out: bool,
+    /// Which logging commands the step may use.
+    pub restrictions: crate::spec::CommandRestrictions,
 }
 
 impl StepContext<'_, '_> {
@@ -797,6 +800,32 @@ impl StepContext<'_, '_> {
 
     fn apply_command(&mut self, command: VsoCommand) {
         let job = self.job.id.clone();
+        // Restricted mode (agent `CommandRestriction(AllowedInRestrictedMode)`): task commands except
+        // endpoints, attachments and uploads; nothing from the artifact, build or release areas.
+        let allowed_in_restricted = command.area == "task"
+            && !matches!(
+                command.action.as_str(),
+                "setendpoint" | "addattachment" | "uploadsummary" | "uploadfile"
+            );
+        if self.restrictions.restricted && !allowed_in_restricted {
+            self.warning(&format!(
+                "##vso[{}.{}] is not allowed in a step with `commands: restricted`; ignored",
+                command.area, command.action
+            ));
+            return;
+        }
+        if command.area == "task"
+            && command.action == "setvariable"
+            && let Some(allowed) = &self.restrictions.settable_variables
+        {
+            let name = command.property("variable").unwrap_or("").trim();
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                self.warning(&format!(
+                    "variable `{name}` is not in this step's settableVariables; not set"
+                ));
+                return;
+            }
+        }
         match (command.area.as_str(), command.action.as_str()) {
             ("task", "setvariable") => {
                 let Some(name) = command

@@ -15,7 +15,7 @@ use crate::conditions::{DependencyScope, DependencyState, dependency_condition, 
 use crate::events::{Event, EventSink, IssueKind, JobId, TaskResult};
 use crate::job::{JobOutcome, RunContext, run_job};
 use crate::process::CancelSignal;
-use crate::spec::{InitialVariable, JobSpec, PhaseSpec, StepAction, StepSpec};
+use crate::spec::{CommandRestrictions, InitialVariable, JobSpec, PhaseSpec, StepAction, StepSpec};
 use crate::tasks::TaskRegistry;
 
 /// Options of a local run.
@@ -277,6 +277,16 @@ pub fn step_spec(step: &Step, minute: Duration) -> StepSpec {
         retry_count_on_task_failure: step.retry_count_on_task_failure.unwrap_or(0),
         env: step.env.clone(),
         location: step.source.to_string(),
+        restrictions: step
+            .target
+            .as_ref()
+            .map_or_else(Default::default, |target| CommandRestrictions {
+                restricted: target
+                    .commands
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case("restricted")),
+                settable_variables: target.settable_variables.clone(),
+            }),
     }
 }
 

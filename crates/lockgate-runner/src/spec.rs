@@ -82,6 +82,19 @@ pub struct StepSpec {
     pub env: BTreeMap<String, String>,
     /// Where the step was written (`file:line:col`), for messages.
     pub location: String,
+    /// `target.commands: restricted` and `target.settableVariables`.
+    #[serde(default)]
+    pub restrictions: CommandRestrictions,
+}
+
+/// What logging commands a step may use (`target:` of the step; docs: "Step targets" / restricted
+/// commands). The default allows everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRestrictions {
+    /// `commands: restricted`: only the commands the agent allows in restricted mode.
+    pub restricted: bool,
+    /// `settableVariables`: None = any; Some(list) = only these names (empty = none).
+    pub settable_variables: Option<Vec<String>>,
 }
 
 impl StepSpec {
@@ -102,6 +115,7 @@ impl StepSpec {
             retry_count_on_task_failure: 0,
             env: BTreeMap::new(),
             location: location.into(),
+            restrictions: CommandRestrictions::default(),
         }
     }
 }

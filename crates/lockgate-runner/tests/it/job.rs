@@ -273,3 +273,42 @@ fn group_markers_and_build_commands_become_events() {
     );
     assert!(events.iter().any(|e| matches!(e, Event::Issue { kind: IssueKind::Warning, message, .. } if message == "a.rs:3: careful")));
 }
+
+#[test]
+fn restricted_steps_may_only_use_allowed_commands_and_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut restricted = script(
+        None,
+        "echo '##vso[task.setvariable variable=allowed]yes'\necho '##vso[task.setvariable variable=other]no'\necho '##vso[build.addbuildtag]tag'",
+    );
+    restricted.restrictions.restricted = true;
+    restricted.restrictions.settable_variables = Some(vec!["allowed".into()]);
+    let spec = job(
+        vec![
+            restricted,
+            script(None, "echo \"allowed=$ALLOWED other=$OTHER\""),
+        ],
+        vec![],
+    );
+    let (outcome, events, sink) = run(dir.path(), &spec);
+    assert_eq!(outcome.result, TaskResult::Succeeded);
+    assert!(
+        sink.log_lines().contains(&"allowed=yes other=".to_string()),
+        "{:?}",
+        sink.log_lines()
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::BuildTag { .. })));
+    let warnings = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Issue {
+                    kind: IssueKind::Warning,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(warnings, 2);
+}

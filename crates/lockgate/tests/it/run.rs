@@ -740,3 +740,28 @@ jobs:
         "{all}"
     );
 }
+
+#[test]
+fn step_targets_restrict_settable_variables() {
+    let project = Project::new(
+        r###"
+steps:
+- checkout: none
+- bash: |
+    echo "##vso[task.setvariable variable=ok]1"
+    echo "##vso[task.setvariable variable=sneaky]1"
+  target:
+    commands: restricted
+    settableVariables: [ok]
+- script: echo "ok=$(ok) sneaky=$(sneaky)"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("ok=1 sneaky=$(sneaky)"), "{all}");
+    assert!(
+        all.contains("not in this step's settableVariables"),
+        "{all}"
+    );
+}
