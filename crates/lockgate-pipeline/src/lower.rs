@@ -648,10 +648,11 @@ impl Lowerer<'_, '_> {
             self.job(&job, &inherited, &mut jobs);
             plan.stages
                 .push(implied_stage(jobs, self.c.location(steps.span)));
-        } else if !extended
-            && !entries
-                .iter()
-                .any(|(k, _)| matches!(k.as_str(), Some("phases" | "queue" | "server")))
+        } else if !entries
+            .iter()
+            .any(|(k, _)| matches!(k.as_str(), Some("phases" | "queue" | "server")))
+            // After a failed `extends` the missing body is already explained.
+            && !(extended && self.c.diagnostics.iter().any(crate::Diagnostic::is_error))
         {
             self.error(
                 "pipeline::empty",
