@@ -422,8 +422,20 @@ const CONNECTOR_FILE_FIELDS: &[&str] = &[
     "iconblob",
 ];
 
+/// Forms, app modules and site maps get a `_managed` file in a "Both" tree even when it is identical
+/// (as SolutionPackager writes them, which keeps diffs against its output quiet).
+fn always_has_managed_variant(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').collect();
+    matches!(segments.as_slice(), ["Entities", _, "FormXml", _, _])
+        || matches!(
+            segments.as_slice(),
+            ["AppModules", _, "AppModule.xml"] | ["AppModuleSiteMaps", _, "AppModuleSiteMap.xml"]
+        )
+}
+
 /// Unpacks an unmanaged and a managed export of the same solution into one "Both" tree:
-/// `<Managed>2</Managed>`, and a `_managed` sibling for every file whose managed form differs.
+/// `<Managed>2</Managed>`, and a `_managed` sibling for every file whose managed form differs and
+/// for every form, app module and site map.
 pub fn unpack_both(
     unmanaged: &SolutionPackage,
     managed: &SolutionPackage,
@@ -440,7 +452,7 @@ pub fn unpack_both(
         if path == TREE_SOLUTION_XML {
             continue;
         }
-        if tree.files.get(&path) != Some(&data) {
+        if tree.files.get(&path) != Some(&data) || always_has_managed_variant(&path) {
             tree.files.insert(managed_name(&path), data);
         }
     }

@@ -243,3 +243,42 @@ fn unpack_writes_the_same_files_as_solution_packager_for_the_kit() {
         "{compared} files identical to SolutionPackager's output (after BOM and line-ending normalisation)"
     );
 }
+
+#[test]
+fn the_managed_unmanaged_pair_unpacks_to_one_both_tree_that_packs_either_way() {
+    let Some(root) = corpus_root() else { return };
+    let folder = root
+        .join("microsoft__PowerApps-Samples/dataverse/webapi/PS/ColumnLevelSecurity/ExportedFiles");
+    let unmanaged =
+        SolutionPackage::read_zip(&folder.join("ColumnLevelSecuritySampleSolution.zip")).unwrap();
+    let managed =
+        SolutionPackage::read_zip(&folder.join("ColumnLevelSecuritySampleSolution_managed.zip"))
+            .unwrap();
+    let tree = lockgate_solution::unpack_both(&unmanaged, &managed).unwrap();
+    assert!(
+        String::from_utf8_lossy(&tree.files["Other/Solution.xml"]).contains("<Managed>2</Managed>")
+    );
+    let managed_files = tree
+        .files
+        .keys()
+        .filter(|path| path.contains("_managed."))
+        .count();
+    assert!(managed_files > 0, "the pair differs in its forms");
+    let packed = pack(&tree, Some(lockgate_solution::PackageType::Unmanaged)).unwrap();
+    assert_eq!(
+        normalized_differences(&unmanaged, &packed),
+        Vec::<String>::new()
+    );
+    let packed = pack(&tree, Some(lockgate_solution::PackageType::Managed)).unwrap();
+    assert_eq!(
+        normalized_differences(&managed, &packed),
+        Vec::<String>::new()
+    );
+    let report = lockgate_solution::diff::diff(&unmanaged, &managed).unwrap();
+    assert!(
+        report.components.is_empty(),
+        "only blanked labels differ: {}",
+        report.to_text()
+    );
+    assert_eq!(report.managed, [false, true]);
+}

@@ -379,3 +379,24 @@ fn the_yaml_source_control_format_is_named_as_unsupported() {
         "{err}"
     );
 }
+
+#[test]
+fn both_unpack_writes_managed_forms_even_when_identical() {
+    let unmanaged = sample(&SampleOptions::default());
+    let managed = sample(&SampleOptions {
+        managed: true,
+        ..SampleOptions::default()
+    });
+    let tree = unpack_both(&unmanaged, &managed).unwrap();
+    let form = "Entities/cts_trip/FormXml/main/{1b0c2d3e-0000-4000-8000-000000000001}";
+    assert_eq!(
+        tree.files[&format!("{form}_managed.xml")],
+        tree.files[&format!("{form}.xml")]
+    );
+    assert!(
+        !tree
+            .files
+            .contains_key("Entities/cts_trip/Entity_managed.xml"),
+        "identical tables get no managed copy"
+    );
+}
