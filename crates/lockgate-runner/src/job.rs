@@ -70,6 +70,8 @@ pub struct JobState<'a> {
     /// `Agent.JobStatus`.
     pub status: TaskResult,
     pub outputs: BTreeMap<String, String>,
+    /// Extra prefixes the current phase publishes outputs under (deployment hooks).
+    pub output_prefixes: Vec<String>,
     pub prepend_path: Vec<String>,
     pub workspace: JobWorkspace,
     pub sink: &'a dyn EventSink,
@@ -124,6 +126,7 @@ pub async fn run_job(
         masker: SecretMasker::new(),
         status: TaskResult::Succeeded,
         outputs: BTreeMap::new(),
+        output_prefixes: Vec::new(),
         prepend_path: Vec::new(),
         workspace,
         sink,
@@ -193,27 +196,10 @@ pub async fn run_job(
                     .set_system("Strategy.Increment", increment.to_string());
             }
         }
+        state.output_prefixes.clone_from(&phase.output_prefixes);
         for step in &phase.steps {
             step_index += 1;
-            let outputs_before = state.outputs.len();
             run_step(&mut state, registry, step, step_index).await;
-            if state.outputs.len() != outputs_before && !phase.output_prefixes.is_empty() {
-                let new: Vec<(String, String)> = state
-                    .outputs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                for (key, value) in new {
-                    for prefix in &phase.output_prefixes {
-                        if !key.contains("..") && key.matches('.').count() == 1 {
-                            state
-                                .outputs
-                                .entry(format!("{prefix}.{key}"))
-                                .or_insert_with(|| value.clone());
-                        }
-                    }
-                }
-            }
         }
     }
     run_post_job(&mut state, step_index + 1);
@@ -997,10 +983,14 @@ fn set_variable(
     if output {
         match &ctx.step_name {
             Some(step) => {
-                ctx.job
-                    .outputs
-                    .insert(format!("{step}.{name}"), value.to_string());
-                names.push(format!("{step}.{name}"));
+                let key = format!("{step}.{name}");
+                for prefix in &ctx.job.output_prefixes {
+                    ctx.job
+                        .outputs
+                        .insert(format!("{prefix}.{key}"), value.to_string());
+                }
+                ctx.job.outputs.insert(key.clone(), value.to_string());
+                names.push(key);
             }
             None => {
                 ctx.warning(&format!("output variable `{name}` is set by a step without a `name:`; later jobs cannot read it"));

@@ -765,3 +765,35 @@ steps:
         "{all}"
     );
 }
+
+#[test]
+fn deployment_outputs_use_the_documented_key_forms() {
+    let project = Project::new(
+        r###"
+jobs:
+- deployment: Ship
+  environment: test
+  strategy:
+    runOnce:
+      deploy:
+        steps:
+        - bash: echo "##vso[task.setvariable variable=url;isOutput=true]http://test.local"
+          name: setUrl
+- job: Check
+  dependsOn: Ship
+  variables:
+    byJob: $[ dependencies.Ship.outputs['Ship.setUrl.url'] ]
+    byHook: $[ dependencies.Ship.outputs['deploy.setUrl.url'] ]
+  steps:
+  - checkout: none
+  - script: echo "job form=$(byJob) hook form=$(byHook)"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("job form=http://test.local hook form=http://test.local"),
+        "{all}"
+    );
+}
