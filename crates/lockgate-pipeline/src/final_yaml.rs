@@ -55,8 +55,19 @@ pub fn to_final_yaml(plan: &Plan) -> String {
         out.push_str("parameters:\n");
         for parameter in &plan.parameters {
             let _ = writeln!(out, "- name: {}", scalar(&parameter.name));
+            if let Some(display_name) = &parameter.display_name {
+                line(&mut out, 2, "displayName", display_name);
+            }
             line(&mut out, 2, "type", &parameter.r#type);
             json_entry(&mut out, 2, "default", &parameter.value);
+            if !parameter.values.is_empty() {
+                json_entry(
+                    &mut out,
+                    2,
+                    "values",
+                    &serde_json::Value::Array(parameter.values.clone()),
+                );
+            }
         }
     }
     variables(&mut out, 0, &plan.variables);

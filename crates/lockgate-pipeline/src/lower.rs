@@ -552,17 +552,23 @@ impl Lowerer<'_, '_> {
         plan.resources = self.resources(document.get("resources"));
         let declared = root
             .get("parameters")
-            .map(crate::parameters::declared_types)
+            .map(crate::parameters::declared)
             .unwrap_or_default();
         plan.parameters = parameters
             .iter()
-            .map(|(name, node)| ParameterValue {
-                name: name.clone(),
-                r#type: declared
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or("object".to_string(), |(_, t)| t.clone()),
-                value: node_to_json(node),
+            .map(|(name, node)| {
+                let declaration = declared.iter().find(|d| d.name == name);
+                ParameterValue {
+                    name: name.clone(),
+                    r#type: declaration.map_or("object", |d| d.r#type).to_string(),
+                    value: node_to_json(node),
+                    display_name: declaration.and_then(|d| d.display_name).map(str::to_string),
+                    values: declaration
+                        .and_then(|d| d.values)
+                        .and_then(Node::as_sequence)
+                        .map(|items| items.iter().map(node_to_json).collect())
+                        .unwrap_or_default(),
+                }
             })
             .collect();
         let mut inherited = Inherited {

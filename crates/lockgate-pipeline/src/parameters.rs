@@ -403,20 +403,39 @@ fn check_values(c: &mut Compiler<'_>, declaration: &Declaration<'_>, node: &Node
     }
 }
 
-/// The declared type of each parameter (`string` when not given; `object` for the older mapping form).
-pub fn declared_types(declared: &Node) -> Vec<(String, String)> {
+/// What a pipeline file declares about one parameter, for the plan.
+pub struct DeclaredParameter<'n> {
+    pub name: &'n str,
+    /// `string` when not given; `object` for the older mapping form.
+    pub r#type: &'n str,
+    pub display_name: Option<&'n str>,
+    pub values: Option<&'n Node>,
+}
+
+/// The declarations of a `parameters:` section, as written.
+pub fn declared(declared: &Node) -> Vec<DeclaredParameter<'_>> {
     match &declared.value {
         NodeValue::Sequence(items) => items
             .iter()
             .filter_map(|item| {
-                let name = item.get("name")?.as_str()?;
-                let r#type = item.get("type").and_then(Node::as_str).unwrap_or("string");
-                Some((name.to_string(), r#type.to_string()))
+                Some(DeclaredParameter {
+                    name: item.get("name")?.as_str()?,
+                    r#type: item.get("type").and_then(Node::as_str).unwrap_or("string"),
+                    display_name: item.get("displayName").and_then(Node::as_str),
+                    values: item.get("values"),
+                })
             })
             .collect(),
         NodeValue::Mapping(entries) => entries
             .iter()
-            .filter_map(|(k, _)| Some((k.as_str()?.to_string(), "object".to_string())))
+            .filter_map(|(k, _)| {
+                Some(DeclaredParameter {
+                    name: k.as_str()?,
+                    r#type: "object",
+                    display_name: None,
+                    values: None,
+                })
+            })
             .collect(),
         NodeValue::Scalar { .. } => Vec::new(),
     }

@@ -60,6 +60,12 @@ pub struct ParameterValue {
     /// Declared type (`string`, `number`, `boolean`, `object`, `stepList`, …).
     pub r#type: String,
     pub value: serde_json::Value,
+    /// `displayName` of the declaration, for forms that ask for values.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The `values` allow-list of the declaration (empty when any value is allowed).
+    #[serde(default)]
+    pub values: Vec<serde_json::Value>,
 }
 
 /// Resources declared under `resources:` (each entry kept as written, keyed by its alias).
