@@ -654,18 +654,21 @@ impl Lowerer<'_, '_> {
             self.job(&job, &inherited, &mut jobs);
             plan.stages
                 .push(implied_stage(jobs, self.c.location(steps.span)));
-        } else if !entries
-            .iter()
-            .any(|(k, _)| matches!(k.as_str(), Some("phases" | "queue" | "server")))
+        } else {
+            let deprecated = entries
+                .iter()
+                .any(|(k, _)| matches!(k.as_str(), Some("phases" | "queue" | "server")));
             // After a failed `extends` the missing body is already explained.
-            && !(extended && self.c.diagnostics.iter().any(crate::Diagnostic::is_error))
-        {
-            self.error(
-                "pipeline::empty",
-                "the pipeline has no `stages`, `jobs` or `steps`",
-                document.span,
-                "nothing to run",
-            );
+            let failed_extends =
+                extended && self.c.diagnostics.iter().any(crate::Diagnostic::is_error);
+            if !deprecated && !failed_extends {
+                self.error(
+                    "pipeline::empty",
+                    "the pipeline has no `stages`, `jobs` or `steps`",
+                    document.span,
+                    "nothing to run",
+                );
+            }
         }
         let shape_node = stages_node.or(jobs_node).or(steps_node);
         if let Some(shape_node) = shape_node
