@@ -27,8 +27,11 @@ pub struct ServicePrincipal {
     pub client_secret: String,
 }
 
+/// Asks a long wait to stop (a canceled pipeline run); checked between polls and retries.
+pub type CancelCheck = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DataverseConfig {
     /// `https://<org>.crm.dynamics.com` (any trailing slash is ignored).
     pub environment_url: String,
@@ -39,6 +42,18 @@ pub struct DataverseConfig {
     pub poll_interval: Duration,
     /// Timeout of one HTTP request.
     pub request_timeout: Duration,
+    /// When it returns true, waits (polling, throttling) end with a "canceled" error.
+    pub cancel: Option<CancelCheck>,
+}
+
+impl std::fmt::Debug for DataverseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataverseConfig")
+            .field("environment_url", &self.environment_url)
+            .field("authority_url", &self.authority_url)
+            .field("client_id", &self.principal.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DataverseConfig {
@@ -49,6 +64,7 @@ impl DataverseConfig {
             principal,
             poll_interval: Duration::from_secs(10),
             request_timeout: Duration::from_secs(600),
+            cancel: None,
         }
     }
 }
@@ -228,7 +244,7 @@ impl DataverseClient {
                     .map_or(Duration::from_secs(1 << attempt), Duration::from_secs)
                     .min(MAX_RETRY_AFTER);
                 self.log.push(format!("{method} {url}: {status}, retrying in {}s (attempt {attempt} of {MAX_ATTEMPTS})", wait.as_secs()));
-                std::thread::sleep(wait);
+                self.pause(wait)?;
                 continue;
             }
             return Ok((status, location, body));
@@ -463,11 +479,33 @@ impl DataverseClient {
                     max_wait.as_secs()
                 )));
             }
-            std::thread::sleep(
+            self.pause(
                 self.config
                     .poll_interval
                     .min(max_wait.saturating_sub(started.elapsed())),
-            );
+            )?;
+        }
+    }
+
+    /// Sleeps for `duration` in short slices, ending early with an error when the run is canceled.
+    fn pause(&self, duration: Duration) -> Result<(), SolutionError> {
+        let until = Instant::now() + duration;
+        loop {
+            if self
+                .config
+                .cancel
+                .as_ref()
+                .is_some_and(|canceled| canceled())
+            {
+                return Err(dataverse_error(
+                    "canceled while waiting for Dataverse".into(),
+                ));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(200)));
         }
     }
 

@@ -57,6 +57,7 @@ struct Invocation<'a> {
     inputs: BTreeMap<String, String>,
     variables: &'a dyn Fn(&str) -> Option<String>,
     working_dir: &'a Path,
+    cancel: Option<crate::dataverse::CancelCheck>,
 }
 
 impl Invocation<'_> {
@@ -154,6 +155,7 @@ impl Invocation<'_> {
             })?,
         };
         let mut config = DataverseConfig::new(&environment_url, principal);
+        config.cancel = self.cancel.clone();
         if let Some(authority) = lookup("AuthorityUrl") {
             config.authority_url = authority;
         }
@@ -190,6 +192,18 @@ pub fn execute(
     working_dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<TaskOutcome, TaskError> {
+    execute_with_cancel(task_name, inputs, variables, working_dir, None, log)
+}
+
+/// [`execute`] with a cancellation check that ends waits on Dataverse early (a canceled run).
+pub fn execute_with_cancel(
+    task_name: &str,
+    inputs: &BTreeMap<String, String>,
+    variables: &dyn Fn(&str) -> Option<String>,
+    working_dir: &Path,
+    cancel: Option<crate::dataverse::CancelCheck>,
+    log: &mut dyn FnMut(&str),
+) -> Result<TaskOutcome, TaskError> {
     let invocation = Invocation {
         inputs: inputs
             .iter()
@@ -197,6 +211,7 @@ pub fn execute(
             .collect(),
         variables,
         working_dir,
+        cancel,
     };
     let name = task_name
         .split('@')

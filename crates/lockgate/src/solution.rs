@@ -484,14 +484,16 @@ impl lockgate_runner::tasks::Task for PowerPlatformTask {
         Box::pin(async move {
             let inputs = step.inputs.clone();
             let working_dir = step.job.workspace.sources.clone();
+            let cancel = step.cancel.clone();
             let result = {
                 let context: &lockgate_runner::job::StepContext<'_, '_> = step;
                 let variables = |name: &str| context.variable(name).map(str::to_string);
-                lockgate_solution::tasks::execute(
+                lockgate_solution::tasks::execute_with_cancel(
                     self.name,
                     &inputs,
                     &variables,
                     &working_dir,
+                    Some(std::sync::Arc::new(move || cancel.is_canceled())),
                     &mut |line| context.log(line),
                 )
             };

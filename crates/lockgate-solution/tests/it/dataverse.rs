@@ -378,3 +378,42 @@ fn setting_the_version_of_a_solution_the_environment_lacks_fails_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_canceled_run_stops_waiting_for_an_import() {
+    let server = server();
+    server.with_state(|state| state.polls_before_done = 1_000_000);
+    let mut settings = config(&server, CLIENT_SECRET);
+    settings.poll_interval = Duration::from_secs(5);
+    let canceled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = canceled.clone();
+    settings.cancel = Some(std::sync::Arc::new(move || {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+    }));
+    let mut client = DataverseClient::connect(settings).unwrap();
+    let zip = sample(&SampleOptions::default()).to_zip_bytes().unwrap();
+    let canceler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        canceled.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let started = std::time::Instant::now();
+    let err = client
+        .import_solution(
+            &zip,
+            &ImportOptions {
+                max_wait: Duration::from_secs(600),
+                ..ImportOptions::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    canceler.join().unwrap();
+    assert!(
+        err.contains("canceled while waiting for Dataverse"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped within a poll slice, not after the 5 s interval"
+    );
+}
