@@ -385,9 +385,9 @@ async fn register_agent(
             "only server administrators register agents",
         ));
     }
-    if !git::valid_name(&body.name) || body.name == "built-in" {
+    if !git::valid_name(&body.name) || body.name.starts_with("built-in") {
         return Err(ApiError::bad_request(
-            "an agent name uses letters, digits, `-`, `_` and `.` and is not `built-in`",
+            "an agent name uses letters, digits, `-`, `_` and `.` and does not start with `built-in`",
         ));
     }
     let token = auth::random_token("lga_");

@@ -17,10 +17,12 @@ pub struct LaunchOptions {
     pub port: u16,
     pub seed_demo: bool,
     pub builtin_agent: bool,
+    /// How many built-in agents run jobs at the same time.
+    pub builtin_agents: usize,
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
-/// booleans; `#` comments). Keys: `data_dir`, `port`, `builtin_agent`.
+/// booleans; `#` comments). Keys: `data_dir`, `port`, `builtin_agent`, `builtin_agents`.
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -29,6 +31,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         port: 8080,
         seed_demo: false,
         builtin_agent: true,
+        builtin_agents: 2,
     };
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -54,13 +57,22 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     .parse()
                     .with_context(|| format!("{}: `port` must be a number 0-65535", at()))?
             }
+            "builtin_agents" => {
+                options.builtin_agents = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .with_context(|| {
+                        format!("{}: `builtin_agents` must be a number from 1 to 64", at())
+                    })?
+            }
             "builtin_agent" => {
                 options.builtin_agent = value
                     .parse()
                     .with_context(|| format!("{}: `builtin_agent` must be true or false", at()))?
             }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, port, builtin_agent)",
+                "{}: unknown key `{other}` (known: data_dir, port, builtin_agent, builtin_agents)",
                 at()
             ),
         }
@@ -77,6 +89,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
         let mut config = ServerConfig::new(options.data_dir.clone(), listen);
         config.builtin_agent = options.builtin_agent;
+        config.builtin_agents = options.builtin_agents;
         let server = crate::start(config, Arc::new(RunnerExecutor::default())).await?;
         let state = server.state.clone();
         let admin = ensure_admin(&state).await?;
@@ -240,13 +253,14 @@ mod tests {
         let path = dir.path().join("lockgate.toml");
         std::fs::write(
             &path,
-            "# server\ndata_dir = \"data\"\nport = 9000\nbuiltin_agent = false\n",
+            "# server\ndata_dir = \"data\"\nport = 9000\nbuiltin_agent = false\nbuiltin_agents = 3\n",
         )
         .unwrap();
         let options = read_config(&path).unwrap();
         assert_eq!(options.data_dir, dir.path().join("data"));
         assert_eq!(options.port, 9000);
         assert!(!options.builtin_agent);
+        assert_eq!(options.builtin_agents, 3);
         std::fs::write(&path, "port = 9000\ncolour = blue\n").unwrap();
         let error = read_config(&path).unwrap_err().to_string();
         assert!(

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Start the built-in agent.
     pub builtin_agent: bool,
+    /// How many built-in agents (jobs run at the same time on this machine).
+    pub builtin_agents: usize,
     /// How long a job lease lasts without a heartbeat.
     pub lease_seconds: u32,
 }
@@ -51,6 +53,7 @@ impl ServerConfig {
             data_dir,
             listen,
             builtin_agent: true,
+            builtin_agents: 2,
             lease_seconds: 60,
         }
     }
@@ -188,25 +191,27 @@ pub async fn start(
 
     let stop_agent = Arc::new(AtomicBool::new(false));
     if config.builtin_agent {
-        let token = auth::random_token("lga_");
-        state
-            .store
-            .register_agent("built-in", &auth::token_hash(&token))
-            .await?;
-        let agent_config = AgentConfig {
-            server_url: url.clone(),
-            token,
-            work_dir: config.data_dir.join("work"),
-            lease_wait_seconds: 20,
-        };
-        let stop = stop_agent.clone();
-        std::thread::Builder::new()
-            .name("built-in-agent".into())
-            .spawn(move || {
+        for number in 1..=config.builtin_agents.max(1) {
+            let token = auth::random_token("lga_");
+            let name = format!("built-in-{number}");
+            state
+                .store
+                .register_agent(&name, &auth::token_hash(&token))
+                .await?;
+            let agent_config = AgentConfig {
+                server_url: url.clone(),
+                token,
+                work_dir: config.data_dir.join("work"),
+                lease_wait_seconds: 20,
+            };
+            let stop = stop_agent.clone();
+            let executor = executor.clone();
+            std::thread::Builder::new().name(name).spawn(move || {
                 // Give the listener a moment; the agent retries anyway.
                 std::thread::sleep(Duration::from_millis(10));
                 Agent::new(agent_config, executor).run(&stop);
             })?;
+        }
     }
     Ok(RunningServer {
         state,

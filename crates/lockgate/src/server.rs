@@ -21,11 +21,14 @@ pub struct UpArgs {
     /// Do not create the demo project.
     #[arg(long)]
     no_demo: bool,
+    /// How many jobs the built-in agents run at the same time.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    agents: u16,
 }
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Config file with `data_dir`, `port` and `builtin_agent` (`key = value` lines).
+    /// Config file with `data_dir`, `port`, `builtin_agent` and `builtin_agents` (`key = value` lines).
     #[arg(long)]
     config: PathBuf,
 }
@@ -155,6 +158,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         port: args.port,
         seed_demo: !args.no_demo,
         builtin_agent: true,
+        builtin_agents: usize::from(args.agents),
     })?;
     Ok(EXIT_OK)
 }

@@ -501,3 +501,31 @@ fn batched_pushes_wait_for_the_running_build_and_then_build_the_newest_commit() 
     assert_eq!(followup.reason, "batch");
     assert_eq!(followup.source_commit, newest);
 }
+
+#[test]
+fn independent_jobs_run_at_the_same_time_on_the_built_in_agents() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml =
+        "jobs:\n- job: a\n  steps:\n  - script: sleep 2\n- job: b\n  steps:\n  - script: sleep 2\n";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.result.as_deref(), Some("succeeded"));
+    let detail: api::RunDetail = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}", run.id))
+        .unwrap();
+    let (a, b) = (&detail.jobs[0], &detail.jobs[1]);
+    assert!(
+        a.started_at < b.finished_at && b.started_at < a.finished_at,
+        "the jobs overlapped: {a:?} {b:?}"
+    );
+    assert_ne!(a.agent, b.agent);
+}
