@@ -90,21 +90,20 @@ fn bad_input_exits_2_naming_the_file() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+const UNPACK_BOTH: [&str; 6] = [
+    "solution",
+    "unpack",
+    "Contoso.zip",
+    "src",
+    "--package-type",
+    "both",
+];
+
 #[test]
 fn both_unpack_needs_the_managed_sibling() {
     let dir = tempfile::tempdir().unwrap();
     write_sample(dir.path(), "Contoso.zip", SampleOptions::default());
-    let out = lockgate(
-        dir.path(),
-        &[
-            "solution",
-            "unpack",
-            "Contoso.zip",
-            "src",
-            "--package-type",
-            "both",
-        ],
-    );
+    let out = lockgate(dir.path(), &UNPACK_BOTH);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("Contoso_managed.zip"),
@@ -119,17 +118,7 @@ fn both_unpack_needs_the_managed_sibling() {
             ..SampleOptions::default()
         },
     );
-    let out = lockgate(
-        dir.path(),
-        &[
-            "solution",
-            "unpack",
-            "Contoso.zip",
-            "src",
-            "--package-type",
-            "both",
-        ],
-    );
+    let out = lockgate(dir.path(), &UNPACK_BOTH);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
         std::fs::read_to_string(dir.path().join("src/Other/Solution.xml"))
