@@ -101,6 +101,18 @@ pub const RULES: &[Rule] = &[
         description: "A required environment variable has neither a default nor a value; every target environment needs it in its deployment settings file.",
         category: "Supportability",
     },
+    Rule {
+        id: "settings-unbound-connection-reference",
+        level: Level::Error,
+        description: "A connection reference has no ConnectionId in the deployment settings; flows that use it stay off after import.",
+        category: "Supportability",
+    },
+    Rule {
+        id: "settings-missing-required-value",
+        level: Level::Error,
+        description: "A required environment variable without a default gets no value from the deployment settings.",
+        category: "Supportability",
+    },
 ];
 
 /// One finding.
@@ -123,6 +135,9 @@ pub struct CheckOptions {
     pub target_stage: Option<String>,
     /// Levels that replace the rules' own (the checker task's `RulesToOverride`), by rule id.
     pub level_overrides: std::collections::BTreeMap<String, Level>,
+    /// The deployment settings the package will be imported with, and the file's name: every
+    /// connection reference must be bound and every required variable valued in it.
+    pub settings: Option<(crate::settings::DeploymentSettings, String)>,
 }
 
 /// Reads `RulesToOverride` JSON, `[{"Id": "rule-id", "OverrideLevel": "Medium"}]`; levels are the
@@ -331,6 +346,48 @@ pub fn check(solution: &Solution, options: &CheckOptions) -> Vec<Finding> {
             solution.unique_name.clone(),
         );
     }
+    if let Some((settings, file)) = &options.settings {
+        for reference in &solution.connection_references {
+            let bound = settings.connection_references.iter().any(|r| {
+                r.logical_name.eq_ignore_ascii_case(&reference.logical_name)
+                    && !r.connection_id.trim().is_empty()
+            });
+            if !bound {
+                push(
+                    "settings-unbound-connection-reference",
+                    None,
+                    format!(
+                        "connection reference `{}` has no ConnectionId in {file}",
+                        reference.logical_name
+                    ),
+                    Some(file.clone()),
+                    format!("{}/{}", solution.unique_name, reference.logical_name),
+                );
+            }
+        }
+        for variable in &solution.environment_variables {
+            let has_fallback = variable.value.is_some()
+                || variable
+                    .default_value
+                    .as_deref()
+                    .is_some_and(|v| !v.is_empty());
+            let set = settings.environment_variables.iter().any(|v| {
+                v.schema_name.eq_ignore_ascii_case(&variable.schema_name) && !v.value.is_empty()
+            });
+            if variable.required && !has_fallback && !set {
+                push(
+                    "settings-missing-required-value",
+                    None,
+                    format!(
+                        "required environment variable `{}` gets no value from {file}",
+                        variable.schema_name
+                    ),
+                    Some(file.clone()),
+                    format!("{}/{}", solution.unique_name, variable.schema_name),
+                );
+            }
+        }
+    }
     findings
 }
 
@@ -512,6 +569,34 @@ mod tests {
         let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
         assert_eq!(rules, vec!["env-var-required-without-value"]);
         assert!(findings[0].message.contains("cts_ApiUrl"));
+    }
+
+    #[test]
+    fn a_settings_file_must_bind_every_connection_reference() {
+        let solution = Solution::from_package(&sample(&SampleOptions {
+            managed: true,
+            ..SampleOptions::default()
+        }))
+        .unwrap();
+        let path = std::path::Path::new("config/prod.json");
+        let unbound = crate::settings::parse_settings(br#"{"ConnectionReferences":[{"LogicalName":"cts_sharedapprovals_1a2b3","ConnectionId":""}]}"#, path).unwrap();
+        let options = CheckOptions {
+            settings: Some((unbound, "config/prod.json".into())),
+            ..CheckOptions::default()
+        };
+        let findings = check(&solution, &options);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rule, "settings-unbound-connection-reference");
+        assert!(
+            findings[0].message.contains("cts_sharedapprovals_1a2b3")
+                && findings[0].message.contains("config/prod.json")
+        );
+        let bound = crate::settings::parse_settings(br#"{"ConnectionReferences":[{"LogicalName":"cts_sharedapprovals_1a2b3","ConnectionId":"abc"}]}"#, path).unwrap();
+        let options = CheckOptions {
+            settings: Some((bound, "config/prod.json".into())),
+            ..CheckOptions::default()
+        };
+        assert!(check(&solution, &options).is_empty());
     }
 
     #[test]

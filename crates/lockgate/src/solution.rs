@@ -54,6 +54,10 @@ pub enum SolutionCommand {
         /// Also write the findings as SARIF 2.1.0 to this file.
         #[arg(long)]
         sarif: Option<PathBuf>,
+        /// The deployment settings file the package will be imported with: every connection reference
+        /// must be bound and every required variable valued in it.
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
         #[arg(long, default_value = "text", value_parser = ["text", "sarif"])]
         format: String,
     },
@@ -272,14 +276,26 @@ pub fn exec(cmd: SolutionCommand) -> anyhow::Result<u8> {
             fail_on,
             target_stage,
             sarif,
+            settings,
             format,
         } => {
             let package = lockgate_solution::load_solution_input(&path).map_err(classify)?;
             let model = lockgate_solution::Solution::from_package(&package).map_err(classify)?;
+            let settings = match settings {
+                Some(file) => {
+                    let parsed =
+                        lockgate_solution::settings::read_settings(&file).map_err(classify)?;
+                    lockgate_solution::settings::validate_against(&parsed, &model, &file)
+                        .map_err(classify)?;
+                    Some((parsed, file.display().to_string()))
+                }
+                None => None,
+            };
             let findings = lockgate_solution::check::check(
                 &model,
                 &CheckOptions {
                     target_stage,
+                    settings,
                     ..CheckOptions::default()
                 },
             );

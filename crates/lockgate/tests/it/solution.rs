@@ -671,3 +671,44 @@ fn pack_with_map_takes_files_from_build_output() {
     );
     assert!(!dir.path().join("out2.zip").exists());
 }
+
+#[test]
+fn check_with_a_settings_file_requires_every_connection_to_be_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sample(
+        dir.path(),
+        "m.zip",
+        SampleOptions {
+            managed: true,
+            ..SampleOptions::default()
+        },
+    );
+    let out = lockgate(
+        dir.path(),
+        &["solution", "create-settings", "m.zip", "--out", "prod.json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = lockgate(
+        dir.path(),
+        &["solution", "check", "m.zip", "--settings", "prod.json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a fresh settings file binds nothing: {}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("settings-unbound-connection-reference"));
+    let filled = std::fs::read_to_string(dir.path().join("prod.json"))
+        .unwrap()
+        .replace(
+            "\"ConnectionId\": \"\"",
+            "\"ConnectionId\": \"4445162937b84457a3465d2f0c2cab7e\"",
+        );
+    std::fs::write(dir.path().join("prod.json"), filled).unwrap();
+    let out = lockgate(
+        dir.path(),
+        &["solution", "check", "m.zip", "--settings", "prod.json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
