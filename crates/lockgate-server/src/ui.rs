@@ -275,7 +275,7 @@ async fn project_page(
         &caller,
         &RunsQuery {
             project: Some(project.name.clone()),
-            ..query_clone(&query)
+            ..query.clone()
         },
     )
     .await?;
@@ -337,17 +337,6 @@ async fn project_page(
             (runs_table(&runs))
         }
     }).into_response())
-}
-
-fn query_clone(query: &RunsQuery) -> RunsQuery {
-    RunsQuery {
-        project: query.project.clone(),
-        pipeline: query.pipeline,
-        branch: query.branch.clone(),
-        status: query.status.clone(),
-        before: query.before,
-        limit: query.limit,
-    }
 }
 
 fn runs_table(runs: &[lockgate_store::Run]) -> Markup {
@@ -613,8 +602,6 @@ async fn run_page(
         @if !tests.is_empty() {
             section {
                 h2 { "Tests" }
-                p { (tests.iter().filter(|t| t.outcome == "passed").count()) " passed, " (tests.iter().filter(|t| t.outcome == "failed").count()) " failed, "
-                    (tests.iter().filter(|t| t.outcome != "passed" && t.outcome != "failed").count()) " other" }
                 table { thead { tr { th { "Suite" } th { "Test" } th { "Outcome" } th { "ms" } } } tbody { @for t in &tests {
                     tr { td { (t.suite) } td { (t.name) @if !t.message.is_empty() { div.muted { (t.message) } } } td { span class={"badge " (t.outcome)} { (t.outcome) } } td { (t.duration_ms) } }
                 } } }
