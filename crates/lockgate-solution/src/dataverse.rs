@@ -278,6 +278,13 @@ impl DataverseClient {
                     .header("OData-MaxVersion", "4.0")
                     .header("OData-Version", "4.0")
                     .call(),
+                "DELETE" => agent
+                    .delete(&url)
+                    .header("Authorization", &token)
+                    .header("Accept", "application/json")
+                    .header("OData-MaxVersion", "4.0")
+                    .header("OData-Version", "4.0")
+                    .call(),
                 "PATCH" => {
                     with_headers(agent.patch(&url)).send(payload.clone().unwrap_or_default())
                 }
@@ -552,6 +559,32 @@ impl DataverseClient {
                 version: row["version"].as_str().unwrap_or_default().to_string(),
                 managed: row["ismanaged"].as_bool().unwrap_or(false),
             }))
+    }
+
+    /// DeleteAndPromote: applies a staged upgrade (deletes the old managed solution and promotes the
+    /// holding copy); returns the promoted solution's id.
+    pub fn delete_and_promote(&mut self, unique_name: &str) -> Result<String, SolutionError> {
+        let response = self.call(
+            "POST",
+            "DeleteAndPromote",
+            Some(&json!({"UniqueName": unique_name})),
+        )?;
+        Ok(response["SolutionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// Deletes a solution from the environment (`DELETE solutions(<id>)`).
+    pub fn delete_solution(&mut self, unique_name: &str) -> Result<(), SolutionError> {
+        let solution = self.find_solution(unique_name)?.ok_or_else(|| {
+            dataverse_error(format!(
+                "solution {unique_name} does not exist in {}",
+                self.config.environment_url
+            ))
+        })?;
+        self.call("DELETE", &format!("solutions({})", solution.id), None)
+            .map(|_| ())
     }
 
     /// Sets the version of a solution in the environment (`PATCH solutions(<id>)`).

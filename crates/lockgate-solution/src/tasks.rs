@@ -23,6 +23,8 @@ pub const TASKS: &[(&str, u32)] = &[
     ("PowerPlatformImportSolution", 2),
     ("PowerPlatformSetSolutionVersion", 2),
     ("PowerPlatformPublishCustomizations", 2),
+    ("PowerPlatformApplySolutionUpgrade", 2),
+    ("PowerPlatformDeleteSolution", 2),
 ];
 
 /// How a task ended when it did not fail.
@@ -259,6 +261,24 @@ pub fn execute_with_cancel(
             flush_client_log(&mut client, log);
             result?;
             log("Published all customizations");
+        }
+        "powerplatformapplysolutionupgrade" => {
+            let solution = invocation.required("SolutionName")?.to_string();
+            let mut client = invocation.connect(log)?;
+            let result = client.delete_and_promote(&solution);
+            flush_client_log(&mut client, log);
+            let id = result?;
+            log(&format!(
+                "Applied the staged upgrade of {solution} (solution {id})"
+            ));
+        }
+        "powerplatformdeletesolution" => {
+            let solution = invocation.required("SolutionName")?.to_string();
+            let mut client = invocation.connect(log)?;
+            let result = client.delete_solution(&solution);
+            flush_client_log(&mut client, log);
+            result?;
+            log(&format!("Deleted solution {solution}"));
         }
         _ => {
             return Err(TaskError(format!(
@@ -719,7 +739,7 @@ mod tests {
             dir.path(),
         );
         assert_eq!(result.unwrap_err().0, "input required: SolutionOutputFile");
-        let (result, _) = run("PowerPlatformDeleteSolution@2", &[], dir.path());
+        let (result, _) = run("PowerPlatformDeployPackage@2", &[], dir.path());
         assert!(
             result
                 .unwrap_err()

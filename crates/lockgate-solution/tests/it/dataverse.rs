@@ -417,3 +417,41 @@ fn a_canceled_run_stops_waiting_for_an_import() {
         "stopped within a poll slice, not after the 5 s interval"
     );
 }
+
+#[test]
+fn staged_upgrades_are_applied_and_solutions_deleted() {
+    let server = server();
+    let mut client = DataverseClient::connect(config(&server, CLIENT_SECRET)).unwrap();
+    let zip = sample(&SampleOptions {
+        managed: true,
+        ..SampleOptions::default()
+    })
+    .to_zip_bytes()
+    .unwrap();
+    client
+        .import_solution(
+            &zip,
+            &ImportOptions {
+                holding_solution: true,
+                max_wait: Duration::from_secs(10),
+                ..ImportOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        server.with_state(|state| state.imports[0].body["HoldingSolution"].clone()),
+        serde_json::json!(true)
+    );
+    let id = client.delete_and_promote("ContosoTravel").unwrap();
+    assert_eq!(
+        id,
+        server.with_state(|state| state.solutions["ContosoTravel"].id.clone())
+    );
+    client.delete_solution("ContosoTravel").unwrap();
+    assert!(client.find_solution("ContosoTravel").unwrap().is_none());
+    let err = client
+        .delete_solution("ContosoTravel")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+}

@@ -476,6 +476,36 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> Option<()> {
                     .to_string(),
             );
         }
+        ("POST", "DeleteAndPromote") => {
+            let name = body["UniqueName"].as_str().unwrap_or_default().to_string();
+            match state.solutions.get(&name) {
+                Some(solution) => {
+                    let id = solution.id.clone();
+                    respond(&stream, 200, &[], &json!({"@odata.context": format!("{context}#Microsoft.Dynamics.CRM.DeleteAndPromoteResponse"), "SolutionId": id}).to_string());
+                }
+                None => respond(
+                    &stream,
+                    404,
+                    &[],
+                    &odata_error("0x8004F00B", &format!("The solution {name} was not found.")),
+                ),
+            }
+        }
+        ("DELETE", target) if target.starts_with("solutions(") => {
+            let id = text_between(target, "solutions(", ")");
+            let before = state.solutions.len();
+            state.solutions.retain(|_, solution| solution.id != id);
+            if state.solutions.len() < before {
+                respond(&stream, 204, &[], "");
+            } else {
+                respond(
+                    &stream,
+                    404,
+                    &[],
+                    &odata_error("0x80040217", "solution With Id Does Not Exist"),
+                );
+            }
+        }
         ("PATCH", target) if target.starts_with("solutions(") => {
             let id = text_between(target, "solutions(", ")");
             let version = body["version"].as_str().unwrap_or_default().to_string();
