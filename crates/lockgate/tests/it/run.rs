@@ -531,7 +531,11 @@ steps:
   inputs:
     rootFolderOrFile: $(Build.ArtifactStagingDirectory)/copied
     archiveFile: $(Build.ArtifactStagingDirectory)/reports.zip
-- script: unzip -l $(Build.ArtifactStagingDirectory)/reports.zip
+- task: ExtractFiles@1
+  inputs:
+    archiveFilePatterns: $(Build.ArtifactStagingDirectory)/reports.zip
+    destinationFolder: $(Build.ArtifactStagingDirectory)/unpacked
+- script: cd $(Build.ArtifactStagingDirectory)/unpacked && find . -type f
 "#,
     );
     let output = project.run(&[]);
@@ -547,7 +551,7 @@ steps:
         .unwrap()
         .count();
     assert_eq!(results, 1);
-    assert!(all.contains("copied/reports/TEST-unit.xml"), "{all}");
+    assert!(all.contains("./copied/reports/TEST-unit.xml"), "{all}");
 }
 
 #[test]
