@@ -296,19 +296,52 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
             path.starts_with("/runs/") && path != format!("/runs/{}", run.id)
         })
         .await;
+        // An invalid pipeline's run shows the compiler's diagnostics over the YAML.
+        let invalid_yaml = "steps:\n- script: echo hi\n  bogusKey: 1\n";
+        commit_and_push(
+            work.path(),
+            &push_url,
+            &[("azure-pipelines.yml", invalid_yaml)],
+            "main",
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let invalid = loop {
+            let runs = runs_of(&server, pipeline);
+            if runs.len() == 3 && runs[0].status == "completed" {
+                break runs[0].clone();
+            }
+            assert!(Instant::now() < deadline, "{runs:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(invalid.result.as_deref(), Some("failed"));
+        client
+            .goto(&format!("{}/runs/{}", server.url, invalid.id))
+            .await
+            .unwrap();
+        let problems = client
+            .find(Locator::Css("section.diagnostics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(problems.contains("azure-pipelines.yml:3"), "{problems}");
+        let marked = client.find(Locator::Css("pre.yaml .marked")).await.unwrap();
+        assert_eq!(marked.attr("id").await.unwrap().as_deref(), Some("Y3"));
+        screenshot(&client, "07-diagnostics").await;
         client.close().await.unwrap();
     });
-    let runs = runs_of(&server, pipeline);
-    assert_eq!(runs.len(), 2);
-    assert_eq!(runs[0].reason, "manual");
+    // The run queued from the form used the parameter value typed in.
+    let manual = runs_of(&server, pipeline)[1].clone();
+    assert_eq!(manual.reason, "manual");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while runs_of(&server, pipeline)[0].status != "completed" {
+    while runs_of(&server, pipeline)[1].status != "completed" {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(100));
     }
     let logs = server
         .client
-        .get_text(&format!("/api/v1/runs/{}/logs", runs[0].id))
+        .get_text(&format!("/api/v1/runs/{}/logs", manual.id))
         .unwrap();
     assert!(logs.contains("bonjour from the form"), "{logs}");
 }
