@@ -2178,3 +2178,30 @@ fn variables_as_list(node: &Node) -> Vec<Node> {
         NodeValue::Scalar { .. } => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_find_close_spellings_only() {
+        assert_eq!(
+            suggest("stpes", &["steps", "jobs"]).as_deref(),
+            Some("did you mean `steps`?")
+        );
+        assert_eq!(
+            suggest("DisplayName", &["displayName"]).as_deref(),
+            Some("did you mean `displayName`?")
+        );
+        assert_eq!(suggest("somethingelse", &["steps", "jobs"]), None);
+    }
+
+    #[test]
+    fn identifiers_follow_the_stage_and_job_rule() {
+        assert!(is_identifier("Build_1"));
+        assert!(is_identifier("_private"));
+        assert!(!is_identifier("1job"));
+        assert!(!is_identifier("my-job"));
+        assert!(!is_identifier(""));
+    }
+}

@@ -712,3 +712,105 @@ pub fn value_to_node(value: &Value, span: Span) -> Node {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::load;
+
+    fn node(text: &str) -> Node {
+        load(text, 0, "t.yml").expect("test yaml parses")
+    }
+
+    #[test]
+    fn directives_are_recognised_and_others_are_not() {
+        assert!(matches!(
+            parse_directive("${{ if eq(1, 1) }}"),
+            Some(Directive::If("eq(1, 1)"))
+        ));
+        assert!(matches!(
+            parse_directive("${{elseif true}}"),
+            Some(Directive::ElseIf("true"))
+        ));
+        assert!(matches!(
+            parse_directive("${{ else }}"),
+            Some(Directive::Else)
+        ));
+        assert!(matches!(
+            parse_directive("${{ insert }}"),
+            Some(Directive::Insert)
+        ));
+        assert!(matches!(
+            parse_directive("${{ each step in parameters.steps }}"),
+            Some(Directive::Each {
+                variable: "step",
+                collection: "parameters.steps"
+            })
+        ));
+        assert!(parse_directive("${{ parameters.name }}").is_none());
+        assert!(parse_directive("${{ each x inparameters.y }}").is_none());
+        assert!(parse_directive("${{ else true }}").is_none());
+        assert!(parse_directive("${{ if }}").is_none());
+    }
+
+    #[test]
+    fn paths_resolve_on_nodes_ignoring_case_and_keep_spans() {
+        let parameters = node("steps:\n- script: a\n- script: b\nmap:\n  Key: value\n");
+        let scope = Scope {
+            parameters: Rc::new(
+                parameters
+                    .as_mapping()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|(k, v)| (k.as_str().unwrap_or_default().to_string(), v.clone()))
+                    .collect(),
+            ),
+            ..Scope::default()
+        };
+        let second = resolve_path("parameters.steps[1]", &scope).expect("resolves");
+        assert_eq!(second.get("script").and_then(Node::as_str), Some("b"));
+        assert_eq!(second.span.line, 3);
+        let value = resolve_path("parameters['MAP'].key", &scope).expect("resolves");
+        assert_eq!(value.as_str(), Some("value"));
+        assert!(resolve_path("parameters.steps[5]", &scope).is_none());
+        assert!(resolve_path("length(parameters.steps)", &scope).is_none());
+        assert!(resolve_path("parameters.my-param", &scope).is_none());
+    }
+
+    #[test]
+    fn plain_scalars_are_typed_and_quoted_ones_are_strings() {
+        let value = node_to_value(&node("a: true\nb: '1'\nc: 1.5\nd: ~\ne: yes\n"));
+        let object = value.as_object().expect("mapping");
+        assert_eq!(object.get("a"), Some(&Value::Boolean(true)));
+        assert_eq!(object.get("b"), Some(&Value::String("1".into())));
+        assert_eq!(object.get("c"), Some(&Value::Number(1.5)));
+        assert_eq!(object.get("d"), Some(&Value::Null));
+        assert_eq!(object.get("e"), Some(&Value::String("yes".into())));
+    }
+
+    #[test]
+    fn later_keys_replace_earlier_ones_when_merging() {
+        let mut entries = Vec::new();
+        let span = Span::default();
+        set_entry(
+            &mut entries,
+            Node::scalar("a", true, span),
+            Node::scalar("1", true, span),
+        );
+        set_entry(
+            &mut entries,
+            Node::scalar("b", true, span),
+            Node::scalar("2", true, span),
+        );
+        set_entry(
+            &mut entries,
+            Node::scalar("a", true, span),
+            Node::scalar("3", true, span),
+        );
+        let rendered: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or(""), v.as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(rendered, [("a", "3"), ("b", "2")]);
+    }
+}
