@@ -69,6 +69,26 @@ impl Project {
         command
     }
 
+    /// Starts `lockgate run` and waits until a step wrote `<run>/ready`; returns the child and the start time.
+    fn start_until_ready(&self) -> (std::process::Child, Instant) {
+        let child = self
+            .command(&[])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ready = self.run_dir().join("ready");
+        let start = Instant::now();
+        while !ready.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the step never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child, start)
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
@@ -416,21 +436,7 @@ steps:
 - script: echo "normal-step-ran"
 "#,
     );
-    let child = project
-        .command(&[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = project.run_dir().join("ready");
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the step never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, _) = project.start_until_ready();
     let status = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -704,21 +710,7 @@ jobs:
       while true; do sleep 0.1; done
 "#,
     );
-    let child = project
-        .command(&[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready = project.run_dir().join("ready");
-    let start = Instant::now();
-    while !ready.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the step never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, start) = project.start_until_ready();
     let pid = child.id().to_string();
     for _ in 0..2 {
         assert!(
