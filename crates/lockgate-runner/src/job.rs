@@ -894,7 +894,23 @@ impl StepContext<'_, '_> {
                     self.log(&format!("##[debug]{}", command.data));
                 }
             }
+            ("results", "publish") => self.publish_results_command(&command),
+            ("codecoverage", "publish") => {
+                let summary = command
+                    .property("summaryfile")
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
+                if let Err(TaskError(message)) =
+                    crate::tasks::test_results::report_coverage(self, &self.resolve_path(&summary))
+                {
+                    self.warning(&message);
+                }
+            }
+            // Timeline details and telemetry have no local counterpart; they are accepted silently.
+            ("task", "logdetail") | ("telemetry", "publish") => {}
             ("task", "uploadfile")
+            | ("task", "addattachment")
             | ("build", "uploadlog")
             | ("task", "uploadsummary")
             | ("build", "uploadsummary") => self.upload_file(command.data.trim()),
@@ -939,6 +955,32 @@ impl StepContext<'_, '_> {
                 ));
             }
         }
+    }
+
+    /// `##vso[results.publish type=JUnit;resultFiles=a.xml,b.xml]` (the files may also be the data).
+    fn publish_results_command(&mut self, command: &VsoCommand) {
+        use crate::tasks::test_results::{TestFormat, publish_results};
+        let kind = command.property("type").unwrap_or("JUnit").to_string();
+        let Some(format) = TestFormat::parse(&kind) else {
+            self.warning(&format!(
+                "results.publish: type `{kind}` is not JUnit, NUnit, VSTest, XUnit or CTest"
+            ));
+            return;
+        };
+        let list = command
+            .property("resultfiles")
+            .map_or_else(|| command.data.clone(), str::to_string);
+        let files: Vec<PathBuf> = list
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(|f| self.resolve_path(f))
+            .collect();
+        if files.is_empty() {
+            self.warning("results.publish names no result files");
+            return;
+        }
+        publish_results(self, &kind, format, &files);
     }
 
     fn upload_file(&mut self, path: &str) {

@@ -294,44 +294,74 @@ impl Task for PublishTestResults {
                 step.warning(&message);
                 return Ok(TaskResult::SucceededWithIssues);
             }
-            let mut summary = TestSummary::default();
-            for file in &files {
-                match read_test_results(file, format) {
-                    Ok(one) => summary.merge(one),
-                    Err(message) => step.warning(&message),
-                }
-            }
-            step.log(&format!(
-                "Test results ({format_text}, {} files): {} passed, {} failed, {} skipped",
-                files.len(),
-                summary.passed,
-                summary.failed,
-                summary.skipped
-            ));
-            for failure in summary.failures.iter().take(100) {
-                step.log(&format!("  failed: {failure}"));
-            }
-            let folder = step.job.run.run_dir.join("test-results");
-            if std::fs::create_dir_all(&folder).is_ok() {
-                let path = folder.join(format!("{}-step{}.json", step.job.id, step.index));
-                let _ = std::fs::write(
-                    &path,
-                    serde_json::to_vec_pretty(&summary).unwrap_or_default(),
-                );
-            }
-            step.job.sink.event(Event::TestResults {
-                job: step.job.id.clone(),
-                passed: summary.passed,
-                failed: summary.failed,
-                skipped: summary.skipped,
-                failures: summary.failures.clone(),
-            });
+            let summary = publish_results(step, &format_text, format, &files);
             if summary.failed > 0 && fail_on_failed {
                 return Err(TaskError(format!("{} test(s) failed", summary.failed)));
             }
             Ok(TaskResult::Succeeded)
         })
     }
+}
+
+/// Reads result files, logs the summary and failed tests, keeps it in the run folder and reports it as
+/// an event. Shared by PublishTestResults@2 and `##vso[results.publish]`.
+pub fn publish_results(
+    step: &StepContext<'_, '_>,
+    format_text: &str,
+    format: TestFormat,
+    files: &[PathBuf],
+) -> TestSummary {
+    let mut summary = TestSummary::default();
+    for file in files {
+        match read_test_results(file, format) {
+            Ok(one) => summary.merge(one),
+            Err(message) => step.warning(&message),
+        }
+    }
+    step.log(&format!(
+        "Test results ({format_text}, {} files): {} passed, {} failed, {} skipped",
+        files.len(),
+        summary.passed,
+        summary.failed,
+        summary.skipped
+    ));
+    for failure in summary.failures.iter().take(100) {
+        step.log(&format!("  failed: {failure}"));
+    }
+    let folder = step.job.run.run_dir.join("test-results");
+    if std::fs::create_dir_all(&folder).is_ok() {
+        let path = folder.join(format!("{}-step{}.json", step.job.id, step.index));
+        let _ = std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+        );
+    }
+    step.job.sink.event(Event::TestResults {
+        job: step.job.id.clone(),
+        passed: summary.passed,
+        failed: summary.failed,
+        skipped: summary.skipped,
+        failures: summary.failures.clone(),
+    });
+    summary
+}
+
+/// Reads a coverage summary and logs it. Shared by PublishCodeCoverageResults and
+/// `##vso[codecoverage.publish]`.
+pub fn report_coverage(step: &StepContext<'_, '_>, file: &Path) -> Result<(), TaskError> {
+    let summary = read_coverage(file).map_err(TaskError)?;
+    step.log(&format!(
+        "Code coverage ({}) from {}: lines {} ({}/{}), branches {} ({}/{})",
+        summary.format,
+        file.display(),
+        percent(summary.lines_covered, summary.lines_total),
+        summary.lines_covered,
+        summary.lines_total,
+        percent(summary.branches_covered, summary.branches_total),
+        summary.branches_covered,
+        summary.branches_total
+    ));
+    Ok(())
 }
 
 /// Line (and branch) coverage of a Cobertura or JaCoCo report, in percent.
@@ -442,18 +472,7 @@ impl Task for PublishCoverage {
                 step.warning(&message);
                 return Ok(TaskResult::SucceededWithIssues);
             };
-            let summary = read_coverage(file).map_err(TaskError)?;
-            step.log(&format!(
-                "Code coverage ({}) from {}: lines {} ({}/{}), branches {} ({}/{})",
-                summary.format,
-                file.display(),
-                percent(summary.lines_covered, summary.lines_total),
-                summary.lines_covered,
-                summary.lines_total,
-                percent(summary.branches_covered, summary.branches_total),
-                summary.branches_covered,
-                summary.branches_total
-            ));
+            report_coverage(step, file)?;
             Ok(TaskResult::Succeeded)
         })
     }

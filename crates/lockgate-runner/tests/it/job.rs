@@ -312,3 +312,43 @@ fn restricted_steps_may_only_use_allowed_commands_and_variables() {
         .count();
     assert_eq!(warnings, 2);
 }
+
+#[test]
+fn results_and_coverage_can_be_published_with_logging_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![script(
+            None,
+            "echo '<testsuite><testcase name=\"a\"/><testcase name=\"b\"><failure/></testcase></testsuite>' > r.xml\n\
+             echo '<coverage lines-covered=\"3\" lines-valid=\"4\" branches-covered=\"0\" branches-valid=\"0\"/>' > c.xml\n\
+             echo '##vso[results.publish type=JUnit;runTitle=unit]r.xml'\n\
+             echo '##vso[codecoverage.publish codecoveragetool=Cobertura;summaryfile=c.xml]'\n\
+             echo '##vso[task.logdetail id=1;name=x]'",
+        )],
+        vec![],
+    );
+    let (outcome, events, sink) = run(dir.path(), &spec);
+    assert_eq!(outcome.result, TaskResult::Succeeded);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::TestResults {
+                passed: 1,
+                failed: 1,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(
+        sink.log_lines()
+            .iter()
+            .any(|l| l.contains("lines 75.00% (3/4)")),
+        "{:?}",
+        sink.log_lines()
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Issue { .. })),
+        "logdetail is accepted silently: {events:?}"
+    );
+}
