@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use futures_util::stream::{self, Stream};
 use lockgate_protocol::api;
 use lockgate_store::{Project, Run, RunFilter};
@@ -28,6 +28,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/user", get(current_user))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/agents", post(register_agent))
+        .route("/api/v1/users", post(create_user))
+        .route(
+            "/api/v1/projects/{project}/members/{user}",
+            put(set_member_role),
+        )
         .route("/api/v1/projects", get(list_projects).post(create_project))
         .route(
             "/api/v1/projects/{project}/repositories",
@@ -365,6 +370,83 @@ pub async fn issue_token(
         scopes,
         token: secret,
     })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    is_admin: bool,
+}
+
+/// Creates a user account (server administrators only).
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateUser>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    caller.require_scope("admin")?;
+    if !caller.user.is_admin {
+        return Err(ApiError::forbidden(
+            "only server administrators create users",
+        ));
+    }
+    if !git::valid_name(&body.name) {
+        return Err(ApiError::bad_request(
+            "a user name uses letters, digits, `-`, `_` and `.` (at most 100)",
+        ));
+    }
+    if body.password.chars().count() < 8 || body.password.len() > 1024 {
+        return Err(ApiError::bad_request("a password has 8 to 1024 characters"));
+    }
+    let password = body.password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let user = state
+        .store
+        .create_user(&body.name, &hash, body.is_admin)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"id": user.id, "name": user.name, "isAdmin": user.is_admin})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct MemberRole {
+    role: String,
+}
+
+/// Gives a user a role in a project (project administrators).
+async fn set_member_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, user)): Path<(String, String)>,
+    Json(body): Json<MemberRole>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.require_scope("write")?;
+    let project = project_for(&state, &caller, &project, Role::Administrator).await?;
+    if Role::parse(&body.role).is_none() {
+        return Err(ApiError::bad_request(
+            "a role is reader, contributor or administrator",
+        ));
+    }
+    let user = state
+        .store
+        .user_by_name(&user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    state
+        .store
+        .set_project_role(project.id, user.id, &body.role)
+        .await?;
+    Ok(Json(
+        serde_json::json!({"project": project.name, "user": user.name, "role": body.role}),
+    ))
 }
 
 #[derive(Deserialize)]

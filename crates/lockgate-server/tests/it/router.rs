@@ -467,6 +467,122 @@ async fn administrators_register_remote_agents_that_can_lease() {
     );
 }
 
+fn put_json(uri: &str, token: &str, body: &str) -> Request<Body> {
+    Request::put(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn administrators_create_users_and_project_administrators_grant_roles() {
+    let f = fixture().await;
+    let short = send(
+        &f.app,
+        post_json(
+            "/api/v1/users",
+            &f.admin_token,
+            r#"{"name": "cy", "password": "short"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    let created = send(
+        &f.app,
+        post_json(
+            "/api/v1/users",
+            &f.admin_token,
+            r#"{"name": "cy", "password": "long-enough"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert!(
+        !created.body.contains("long-enough") && !created.body.contains("argon2"),
+        "no secrets in replies"
+    );
+    let user = f.state.store.user_by_name("cy").await.unwrap().unwrap();
+    assert!(auth::verify_password("long-enough", &user.password_hash));
+    let cy_token = auth::random_token("lgp_");
+    f.state
+        .store
+        .create_access_token(
+            user.id,
+            "t",
+            &auth::token_hash(&cy_token),
+            "read,write,admin",
+        )
+        .await
+        .unwrap();
+    let not_admin = send(
+        &f.app,
+        post_json(
+            "/api/v1/users",
+            &cy_token,
+            r#"{"name": "dee", "password": "long-enough"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
+
+    send(
+        &f.app,
+        post_json("/api/v1/projects", &f.admin_token, r#"{"name": "shop"}"#),
+    )
+    .await;
+    let bad_role = send(
+        &f.app,
+        put_json(
+            "/api/v1/projects/shop/members/cy",
+            &f.admin_token,
+            r#"{"role": "owner"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(bad_role.status, StatusCode::BAD_REQUEST);
+    let granted = send(
+        &f.app,
+        put_json(
+            "/api/v1/projects/shop/members/cy",
+            &f.admin_token,
+            r#"{"role": "contributor"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert_eq!(
+        send(&f.app, get("/api/v1/projects", Some(&cy_token)))
+            .await
+            .json()[0]["name"],
+        "shop"
+    );
+    let self_promote = send(
+        &f.app,
+        put_json(
+            "/api/v1/projects/shop/members/cy",
+            &cy_token,
+            r#"{"role": "administrator"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(
+        self_promote.status,
+        StatusCode::FORBIDDEN,
+        "contributors cannot grant roles"
+    );
+    let nobody = send(
+        &f.app,
+        put_json(
+            "/api/v1/projects/shop/members/zed",
+            &f.admin_token,
+            r#"{"role": "reader"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn git_asks_for_credentials_and_hides_unknown_repositories() {
     let f = fixture().await;
