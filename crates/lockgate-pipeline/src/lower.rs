@@ -146,15 +146,17 @@ fn step_keys(kind: StepKind) -> &'static [&'static str] {
 /// "did you mean `x`?" for a close spelling (edit distance up to 2, or the same ignoring case).
 pub fn suggest(word: &str, candidates: &[&str]) -> Option<String> {
     let lower = word.to_ascii_lowercase();
-    let mut best: Option<(usize, &str)> = None;
+    // Ranked by edit distance, then by sharing a prefix (`branch` is `branches`, not `batch`).
+    let mut best: Option<((usize, bool), &str)> = None;
     for candidate in candidates {
-        let distance = if candidate.eq_ignore_ascii_case(word) {
-            0
-        } else {
-            edit_distance(&lower, &candidate.to_ascii_lowercase())
-        };
-        if distance <= 2.max(word.len() / 4) && best.is_none_or(|(d, _)| distance < d) {
-            best = Some((distance, candidate));
+        let candidate_lower = candidate.to_ascii_lowercase();
+        let distance = edit_distance(&lower, &candidate_lower);
+        let rank = (
+            distance,
+            !(candidate_lower.starts_with(&lower) || lower.starts_with(&candidate_lower)),
+        );
+        if distance <= 2.max(word.len() / 4) && best.is_none_or(|(r, _)| rank < r) {
+            best = Some((rank, candidate));
         }
     }
     best.map(|(_, c)| format!("did you mean `{c}`?"))
@@ -543,10 +545,35 @@ impl Lowerer<'_, '_> {
             lock_behavior: self.lock_behavior(document.get("lockBehavior")),
             ..Plan::default()
         };
+        if let Some(trigger) = document.get("trigger") {
+            self.check_trigger(trigger, "trigger", &["batch", "branches", "paths", "tags"]);
+        }
+        if let Some(pr) = document.get("pr") {
+            self.check_trigger(pr, "pr", &["autoCancel", "branches", "paths", "drafts"]);
+        }
         if let Some(schedules) = document
             .get("schedules")
             .and_then(|s| self.sequence(s, "schedules"))
         {
+            for schedule in schedules {
+                let entries = self.mapping(schedule, "schedules").unwrap_or(&[]);
+                self.check_keys(
+                    entries,
+                    &[&["cron", "displayName", "branches", "batch", "always"]],
+                    "a schedule",
+                );
+                if schedule.as_mapping().is_some() && schedule.get("cron").is_none() {
+                    self.error(
+                        "pipeline::missing-key",
+                        "a schedule needs `cron`",
+                        schedule.span,
+                        "no `cron`",
+                    );
+                }
+                if let Some(branches) = schedule.get("branches") {
+                    self.check_filter(branches, "branches");
+                }
+            }
             plan.schedules = schedules.iter().map(node_to_json).collect();
         }
         plan.resources = self.resources(document.get("resources"));
@@ -692,6 +719,39 @@ impl Lowerer<'_, '_> {
         }
         self.check_stage_graph(&plan.stages, stages_node.map_or(document.span, |n| n.span));
         Some(plan)
+    }
+
+    /// Checks a `trigger`/`pr`: `none`, a list of branches, or a mapping with filters.
+    fn check_trigger(&mut self, node: &Node, key: &str, allowed: &[&str]) {
+        match &node.value {
+            NodeValue::Scalar { .. } | NodeValue::Sequence(_) => {
+                self.string_list(Some(node), key);
+            }
+            NodeValue::Mapping(entries) => {
+                self.check_keys(entries, &[allowed], &format!("`{key}`"));
+                for filter in ["branches", "paths", "tags"] {
+                    if let Some(value) = node.get(filter) {
+                        self.check_filter(value, filter);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks an include/exclude filter (`branches`, `paths`, `tags`): a list, or
+    /// `{include, exclude}`.
+    fn check_filter(&mut self, node: &Node, key: &str) {
+        match &node.value {
+            NodeValue::Mapping(entries) => {
+                self.check_keys(entries, &[&["include", "exclude"]], &format!("`{key}`"));
+                for part in ["include", "exclude"] {
+                    self.string_list(node.get(part), part);
+                }
+            }
+            _ => {
+                self.string_list(Some(node), key);
+            }
+        }
     }
 
     fn declare_repositories(&mut self, document: &Node) {
@@ -2194,6 +2254,10 @@ mod tests {
             Some("did you mean `displayName`?")
         );
         assert_eq!(suggest("somethingelse", &["steps", "jobs"]), None);
+        assert_eq!(
+            suggest("branch", &["batch", "branches"]).as_deref(),
+            Some("did you mean `branches`?")
+        );
     }
 
     #[test]
