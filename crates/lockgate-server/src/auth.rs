@@ -286,7 +286,13 @@ pub async fn csrf_guard(State(state): State<AppState>, request: Request, next: N
         Method::GET | Method::HEAD | Method::OPTIONS
     );
     let has_cookie = cookie(request.headers(), SESSION_COOKIE).is_some();
-    if !unsafe_method || !has_cookie || request.headers().contains_key(header::AUTHORIZATION) {
+    // Signing in again while a session cookie exists needs no token (the form has none to give).
+    let is_login = request.uri().path() == "/login";
+    if !unsafe_method
+        || !has_cookie
+        || is_login
+        || request.headers().contains_key(header::AUTHORIZATION)
+    {
         return next.run(request).await;
     }
     let expected = match authenticate(&state, request.headers()).await {

@@ -189,6 +189,18 @@ async fn sessions_need_the_csrf_token_for_changes() {
             .contains("HttpOnly")
     );
 
+    // Signing in again over an existing session works without a CSRF token.
+    let again = send(
+        &f.app,
+        Request::post("/login")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("name=admin&password=s3cret-pass"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+
     let home = send(
         &f.app,
         Request::get("/")
