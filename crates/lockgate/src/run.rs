@@ -249,6 +249,7 @@ enum ViewMode {
 
 /// What the live view shows for a running job.
 struct RunningJob {
+    id: JobId,
     display: String,
     step: String,
     started: Instant,
@@ -276,6 +277,8 @@ struct CliView {
 }
 
 const RECENT_LINES: usize = 30;
+/// Lines of the running step shown live when one job runs.
+const TAIL_LINES: usize = 5;
 
 fn symbol(result: TaskResult) -> &'static str {
     match result {
@@ -405,6 +408,28 @@ fn draw_status(state: &mut ViewState) {
             format!("\x1b[36m⟳\x1b[0m {head}\x1b[90m{last}\x1b[0m")
         })
         .collect();
+    let mut lines = lines;
+    // With one job running, its step's last few lines show under the status line (unless it is inside a
+    // folded `##[group]`).
+    if let [job] = state.running.values().collect::<Vec<_>>()[..]
+        && job.group.is_none()
+        && let Some(recent) = state.recent.get(&job.id)
+    {
+        let tail: Vec<&String> = recent
+            .iter()
+            .filter(|l| !l.starts_with("##[command]"))
+            .rev()
+            .take(TAIL_LINES)
+            .collect();
+        for line in tail.into_iter().rev() {
+            let text: String = line
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(width.saturating_sub(4))
+                .collect();
+            lines.push(format!("  \x1b[90m│ {text}\x1b[0m"));
+        }
+    }
     for line in &lines {
         let _ = writeln!(state.out, "{line}\x1b[K");
     }
@@ -636,6 +661,7 @@ fn live_event(state: &mut ViewState, event: &Event) {
             state.running.insert(
                 job_label(job),
                 RunningJob {
+                    id: job.clone(),
                     display: display_name.clone(),
                     step: "starting".into(),
                     started: Instant::now(),
