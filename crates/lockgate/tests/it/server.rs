@@ -23,8 +23,12 @@ impl Drop for Up {
 }
 
 fn start_up(dir: &Path) -> Up {
+    start_server(dir, &["up", "--port", "0"])
+}
+
+fn start_server(dir: &Path, args: &[&str]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
-        .args(["up", "--port", "0"])
+        .args(args)
         .env("LOCKGATE_DATA", dir.join("data"))
         .current_dir(dir)
         .stdout(Stdio::piped())
@@ -183,4 +187,28 @@ fn client_commands_need_a_token_and_server_needs_a_valid_config() {
     );
     let missing = lockgate(dir.path(), &["server", "--config", "nope.toml"]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn server_reads_its_config_file_and_starts_without_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("server.toml"),
+        "# test server\ndata_dir = \"srv\"\nport = 0\nbuiltin_agents = 1\n",
+    )
+    .unwrap();
+    let server = start_server(dir.path(), &["server", "--config", "server.toml"]);
+    assert!(
+        dir.path().join("srv/lockgate.db").exists(),
+        "the data folder comes from the config file"
+    );
+    let runs = client(dir.path(), &server, &["runs", "list"]);
+    assert_eq!(runs.status.code(), Some(0));
+    assert_eq!(stdout(&runs), "", "no demo project, so no runs");
+    let pipelines = client(
+        dir.path(),
+        &server,
+        &["pipelines", "list", "--project", "demo"],
+    );
+    assert_eq!(pipelines.status.code(), Some(2), "there is no demo project");
 }
