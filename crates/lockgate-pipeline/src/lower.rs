@@ -874,6 +874,61 @@ impl Lowerer<'_, '_> {
             );
             return None;
         };
+        // Properties per resource kind (YAML schema reference, resources-*.md).
+        let allowed: &[&str] = match alias_key {
+            // Checkout options on a repository resource are the older form that real pipelines
+            // still use for `self` (`clean: true`); the agent honours them.
+            "repository" => &[
+                "endpoint",
+                "trigger",
+                "name",
+                "ref",
+                "type",
+                "clean",
+                "fetchDepth",
+                "fetchTags",
+                "lfs",
+                "submodules",
+                "persistCredentials",
+            ],
+            "pipeline" => &["project", "source", "version", "branch", "tags", "trigger"],
+            "container" => &[
+                "image",
+                "type",
+                "trigger",
+                "azureSubscription",
+                "resourceGroup",
+                "registry",
+                "repository",
+                "localImage",
+                "endpoint",
+                "env",
+                "mapDockerSocket",
+                "options",
+                "ports",
+                "volumes",
+                "mountReadOnly",
+            ],
+            "build" => &[
+                "type",
+                "connection",
+                "source",
+                "version",
+                "branch",
+                "trigger",
+            ],
+            "package" => &["type", "connection", "name", "version", "tag", "trigger"],
+            "webhook" => &["connection", "type", "filters"],
+            // The legacy `- repo: self` form: its options are not listed in the schema.
+            _ => &[],
+        };
+        if !allowed.is_empty() {
+            self.check_keys(
+                entries,
+                &[&[alias_key], allowed],
+                &format!("a {alias_key} resource"),
+            );
+        }
         let properties = entries
             .iter()
             .filter(|(k, _)| k.as_str() != Some(alias_key))
@@ -1409,7 +1464,7 @@ impl Lowerer<'_, '_> {
                 .number(node.get("cancelTimeoutInMinutes"), "cancelTimeoutInMinutes")
                 .unwrap_or(5),
             continue_on_error: self.boolean(node.get("continueOnError"), "continueOnError", false),
-            container: node.get("container").map(node_to_json),
+            container: node.get("container").map(|c| self.container(c)),
             services,
             workspace_clean,
             strategy: JobStrategy {
@@ -1422,7 +1477,11 @@ impl Lowerer<'_, '_> {
             deployment: None,
             steps: Vec::new(),
             template_context: node.get("templateContext").map(node_to_json),
-            uses: node.get("uses").map(node_to_json),
+            uses: node.get("uses").map(|u| {
+                let entries = self.mapping(u, "uses").unwrap_or(&[]);
+                self.check_keys(entries, &[&["repositories", "pools"]], "`uses`");
+                node_to_json(u)
+            }),
             source: self.c.location(node.span),
         };
         if kind_key == "deployment" {
@@ -1583,6 +1642,35 @@ impl Lowerer<'_, '_> {
             return;
         }
         out.push(job);
+    }
+
+    /// A job container: a resource alias, or an inline spec (jobs-job-container.md).
+    fn container(&mut self, node: &Node) -> serde_json::Value {
+        if let Some(entries) = node.as_mapping() {
+            self.check_keys(
+                entries,
+                &[&[
+                    "image",
+                    "endpoint",
+                    "env",
+                    "mapDockerSocket",
+                    "options",
+                    "ports",
+                    "volumes",
+                    "mountReadOnly",
+                ]],
+                "`container`",
+            );
+            if node.get("image").is_none() {
+                self.error(
+                    "pipeline::missing-key",
+                    "an inline `container` needs `image`",
+                    node.span,
+                    "no `image`",
+                );
+            }
+        }
+        node_to_json(node)
     }
 
     fn environment(&mut self, node: &Node) -> Option<Environment> {
