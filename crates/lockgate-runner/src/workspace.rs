@@ -62,8 +62,9 @@ fn remove_dir_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Copies a directory tree (files, folders, symlinks kept as links), skipping names in `skip` at any depth.
-pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<u64> {
+/// Copies a directory tree (files, folders, symlinks kept as links), leaving out the paths in `skip`
+/// (such as a run's own work folder inside the tree being copied).
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&Path]) -> io::Result<u64> {
     let mut copied = 0;
     std::fs::create_dir_all(to)?;
     let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
@@ -71,7 +72,7 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<u64> {
         for entry in std::fs::read_dir(&src)? {
             let entry = entry?;
             let name = entry.file_name();
-            if skip.iter().any(|s| name == *s) {
+            if skip.iter().any(|skipped| entry.path() == *skipped) {
                 continue;
             }
             let kind = entry.file_type()?;
@@ -127,13 +128,13 @@ mod tests {
     }
 
     #[test]
-    fn copy_tree_skips_names() {
+    fn copy_tree_skips_paths() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("a/.git")).unwrap();
         std::fs::write(src.join("a/f.txt"), "f").unwrap();
         std::fs::write(src.join("a/.git/HEAD"), "x").unwrap();
-        let n = copy_tree(&src, &tmp.path().join("dst"), &[".git"]).unwrap();
+        let n = copy_tree(&src, &tmp.path().join("dst"), &[&src.join("a/.git")]).unwrap();
         assert_eq!(n, 1);
         assert!(tmp.path().join("dst/a/f.txt").exists());
         assert!(!tmp.path().join("dst/a/.git").exists());

@@ -132,6 +132,16 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
     };
 
     let base = args.work_dir.clone().unwrap_or_else(default_work_dir);
+    std::fs::create_dir_all(&base).map_err(|e| {
+        UsageError(format!(
+            "cannot create the work folder {}: {e}",
+            base.display()
+        ))
+    })?;
+    // Absolute, so that a work folder inside the repository is recognised and left out of checkouts.
+    let base = base
+        .canonicalize()
+        .map_err(|e| UsageError(format!("work folder {}: {e}", base.display())))?;
     let pipeline_name = root.file_name().map_or_else(
         || "pipeline".to_string(),
         |n| n.to_string_lossy().into_owned(),

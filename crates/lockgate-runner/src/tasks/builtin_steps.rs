@@ -47,7 +47,15 @@ pub async fn checkout(
         source.display(),
         target.display()
     ));
-    let copied = copy_working_tree(&source, &target).await?;
+    // A work folder inside the tree being copied (`--work-dir .lockgate`) is left out.
+    let work_base = step
+        .job
+        .run
+        .run_dir
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+    let copied = copy_working_tree(&source, &target, work_base.as_deref()).await?;
     step.log(&format!("Checked out {copied} files"));
     Ok(TaskResult::Succeeded)
 }
@@ -55,11 +63,15 @@ pub async fn checkout(
 /// Makes `target` a copy of the working tree at `source`. For a Git repository: a local clone (so `git`
 /// commands work in the copy) with the tracked and untracked-but-not-ignored files of the working tree laid
 /// over it, and files deleted in the working tree deleted. Otherwise a plain recursive copy.
-pub async fn copy_working_tree(source: &Path, target: &Path) -> Result<usize, TaskError> {
+pub async fn copy_working_tree(
+    source: &Path,
+    target: &Path,
+    exclude: Option<&Path>,
+) -> Result<usize, TaskError> {
     let fail = |what: &str, err: String| TaskError(format!("checkout: {what}: {err}"));
     if !source.join(".git").exists() {
-        let count =
-            copy_tree(source, target, &[]).map_err(|err| fail("copying", err.to_string()))?;
+        let count = copy_tree(source, target, exclude.as_slice())
+            .map_err(|err| fail("copying", err.to_string()))?;
         return Ok(count as usize);
     }
     let git = |args: Vec<String>| async move {
@@ -144,6 +156,9 @@ pub async fn copy_working_tree(source: &Path, target: &Path) -> Result<usize, Ta
         let Some(from) = lockgate_artifacts::safe_join(source, &relative) else {
             continue;
         };
+        if exclude.is_some_and(|excluded| from.starts_with(excluded)) {
+            continue;
+        }
         let Some(to) = lockgate_artifacts::safe_join(target, &relative) else {
             continue;
         };

@@ -793,3 +793,17 @@ jobs:
         "{all}"
     );
 }
+
+#[test]
+fn a_work_folder_inside_the_repository_is_not_copied_into_checkouts() {
+    let project = Project::new("steps:\n- script: ls -a; test ! -e .lockgate-work\n");
+    for _ in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_lockgate"))
+            .args(["run", "--work-dir", ".lockgate-work"])
+            .current_dir(project.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    }
+    assert!(project.path().join(".lockgate-work/runs/2").is_dir());
+}
