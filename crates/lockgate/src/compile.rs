@@ -23,6 +23,19 @@ pub struct CompileArgs {
     /// A local checkout for a repository resource alias used by `template: x@ALIAS`; repeat for several.
     #[arg(long = "repo", value_name = "ALIAS=DIR")]
     pub repos: Vec<String>,
+    /// How diagnostics are written to stderr: rendered with source snippets, or as one JSON array
+    /// (code, severity, message, span, label, help) for editors and CI annotations.
+    #[arg(long, value_enum, default_value_t = DiagnosticsFormat::Text)]
+    pub diagnostics: DiagnosticsFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiagnosticsFormat {
+    /// `error[code]: message` with the source line and a caret label.
+    #[default]
+    Text,
+    /// A JSON array of diagnostics.
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
@@ -214,22 +227,28 @@ fn compile_from_args(args: &CompileArgs) -> anyhow::Result<CompileOutput> {
     Ok(lockgate_pipeline::compile(&input))
 }
 
-/// Prints diagnostics to stderr; returns whether any is an error.
-fn report(output: &CompileOutput) -> bool {
-    if !output.diagnostics.is_empty() {
-        eprint!(
-            "{}",
-            lockgate_pipeline::render(&output.diagnostics, &output.sources)
-        );
+/// Prints diagnostics to stderr in the chosen format; returns whether any is an error.
+fn report(output: &CompileOutput, format: DiagnosticsFormat) -> anyhow::Result<bool> {
+    match format {
+        DiagnosticsFormat::Json => eprintln!("{}", serde_json::to_string(&output.diagnostics)?),
+        DiagnosticsFormat::Text if !output.diagnostics.is_empty() => {
+            eprint!(
+                "{}",
+                lockgate_pipeline::render(&output.diagnostics, &output.sources)
+            );
+        }
+        DiagnosticsFormat::Text => {}
     }
-    output.has_errors()
+    Ok(output.has_errors())
 }
 
 pub fn validate(args: CompileArgs) -> anyhow::Result<u8> {
     let output = compile_from_args(&args)?;
-    if report(&output) {
-        let errors = output.diagnostics.iter().filter(|d| d.is_error()).count();
-        eprintln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
+    if report(&output, args.diagnostics)? {
+        if args.diagnostics == DiagnosticsFormat::Text {
+            let errors = output.diagnostics.iter().filter(|d| d.is_error()).count();
+            eprintln!("{errors} error{} found", if errors == 1 { "" } else { "s" });
+        }
         return Ok(EXIT_FAILED);
     }
     if let Some(plan) = &output.plan {
@@ -255,7 +274,7 @@ pub fn validate(args: CompileArgs) -> anyhow::Result<u8> {
 
 pub fn plan(args: PlanArgs) -> anyhow::Result<u8> {
     let output = compile_from_args(&args.compile)?;
-    if report(&output) {
+    if report(&output, args.compile.diagnostics)? {
         return Ok(EXIT_FAILED);
     }
     let Some(plan) = &output.plan else {

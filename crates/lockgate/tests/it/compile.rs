@@ -263,3 +263,22 @@ fn unreadable_templates_are_reported_with_the_reason() {
         "{text}"
     );
 }
+
+#[test]
+fn diagnostics_can_be_written_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "azure-pipelines.yml",
+        "steps:\n- scirpt: echo\n",
+    );
+    let out = lockgate(dir.path(), &["validate", "--diagnostics", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let diagnostics: serde_json::Value =
+        serde_json::from_slice(&out.stderr).expect("stderr is JSON");
+    assert_eq!(diagnostics[0]["code"], "pipeline::unknown-step");
+    assert_eq!(diagnostics[0]["severity"], "error");
+    assert_eq!(diagnostics[0]["span"]["file"], "azure-pipelines.yml");
+    assert_eq!(diagnostics[0]["span"]["line"], 2);
+    assert_eq!(diagnostics[0]["help"], "did you mean `script`?");
+}
