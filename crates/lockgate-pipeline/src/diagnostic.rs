@@ -97,9 +97,16 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, sources: &[SourceFile])
         "{severity}[{}]: {}\n",
         diagnostic.code, diagnostic.message
     ));
+    // The gutter is as wide as the line number, so that `-->`, `|` and `=` line up.
+    let pad = " ".repeat(
+        diagnostic
+            .span
+            .as_ref()
+            .map_or(1, |s| s.line.to_string().len()),
+    );
     if let Some(span) = &diagnostic.span {
         out.push_str(&format!(
-            "  --> {}:{}:{}\n",
+            "{pad}--> {}:{}:{}\n",
             span.file, span.line, span.column
         ));
         let text = sources
@@ -109,8 +116,6 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, sources: &[SourceFile])
         if let Some(line_text) =
             text.and_then(|t| t.lines().nth(span.line.saturating_sub(1) as usize))
         {
-            let number = span.line.to_string();
-            let pad = " ".repeat(number.len());
             let line_text = line_text.trim_end_matches('\r');
             let start_col = span.column.saturating_sub(1) as usize;
             let line_chars = line_text.chars().count();
@@ -119,7 +124,7 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, sources: &[SourceFile])
                 .map(|s| s.lines().next().unwrap_or("").chars().count())
                 .unwrap_or(1);
             let width = span_chars.clamp(1, line_chars.saturating_sub(start_col).max(1));
-            out.push_str(&format!("{pad} |\n{number} | {line_text}\n"));
+            out.push_str(&format!("{pad} |\n{} | {line_text}\n", span.line));
             let indent: String = line_text
                 .chars()
                 .take(start_col)
@@ -132,12 +137,12 @@ fn render_one(out: &mut String, diagnostic: &Diagnostic, sources: &[SourceFile])
             }
             out.push('\n');
         } else if !diagnostic.label.is_empty() {
-            out.push_str(&format!("   = {}\n", diagnostic.label));
+            out.push_str(&format!("{pad} = {}\n", diagnostic.label));
         }
     } else if !diagnostic.label.is_empty() {
-        out.push_str(&format!("   = {}\n", diagnostic.label));
+        out.push_str(&format!("{pad} = {}\n", diagnostic.label));
     }
     if let Some(help) = &diagnostic.help {
-        out.push_str(&format!("   = help: {help}\n"));
+        out.push_str(&format!("{pad} = help: {help}\n"));
     }
 }
