@@ -145,6 +145,61 @@ impl ServerClient {
         .1)
     }
 
+    /// `GET path` of a server-sent-events stream; calls `on_event(event, data)` for each event until it
+    /// returns false or the stream ends.
+    pub fn follow_events(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), ClientError> {
+        use std::io::BufRead;
+        let url = self.url(path);
+        let response = self
+            .http
+            .get(&url)
+            .config()
+            .timeout_global(None)
+            .build()
+            .header("Authorization", self.auth())
+            .header("Accept", "text/event-stream")
+            .call()
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            return Err(ClientError::Server {
+                status,
+                code: "http".into(),
+                message: format!("cannot follow {path}"),
+            });
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let (mut event, mut data) = (String::new(), String::new());
+        for line in reader.lines() {
+            let line = line.map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+            if line.is_empty() {
+                if (!event.is_empty() || !data.is_empty()) && !on_event(&event, &data) {
+                    return Ok(());
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(value) = line.strip_prefix("event:") {
+                event = value.trim_start().to_string();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+        }
+        Ok(())
+    }
+
     /// `GET path` and return the reply's bytes (downloads).
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         self.fetch_bytes(path, None)

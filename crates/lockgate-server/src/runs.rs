@@ -84,7 +84,7 @@ pub async fn compile_at_branch(
     pipeline: &Pipeline,
     branch: &str,
 ) -> ApiResult<Option<lockgate_pipeline::CompileOutput>> {
-    let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
+    let (project, repository) = pipeline_home(state, pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
     let Ok(commit) = git::git(
         &repo_dir,
@@ -135,7 +135,7 @@ pub struct QueueRequest {
 /// Compiles the pipeline at the commit and inserts the run with its jobs.
 pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run> {
     let pipeline = &request.pipeline;
-    let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
+    let (project, repository) = pipeline_home(state, pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
     let reader = CommitReader {
         repo_dir: repo_dir.clone(),

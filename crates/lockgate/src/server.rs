@@ -94,6 +94,9 @@ pub enum RunsCommand {
         #[command(flatten)]
         connection: Connection,
         id: i64,
+        /// Keep printing while the run is in progress, until it completes.
+        #[arg(long)]
+        follow: bool,
     },
     /// Cancel a run.
     Cancel {
@@ -280,15 +283,22 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<u8> {
             }
             Ok(run_exit(&detail.run))
         }
-        RunsCommand::Logs { connection, id } => {
-            print!(
-                "{}",
-                connection
-                    .client()?
-                    .get_text(&format!("/api/v1/runs/{id}/logs"))
-                    .map_err(client_error)?
-            );
-            Ok(EXIT_OK)
+        RunsCommand::Logs {
+            connection,
+            id,
+            follow,
+        } => {
+            let client = connection.client()?;
+            if !follow {
+                print!(
+                    "{}",
+                    client
+                        .get_text(&format!("/api/v1/runs/{id}/logs"))
+                        .map_err(client_error)?
+                );
+                return Ok(EXIT_OK);
+            }
+            follow_run(&client, id)
         }
         RunsCommand::Cancel { connection, id } => {
             let run: api::Run = connection
@@ -314,6 +324,45 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<u8> {
                 .map_err(client_error)?;
             print_run_line(&run);
             Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Prints each job's log in order, streaming the running ones, until the run completes.
+fn follow_run(client: &ServerClient, id: i64) -> anyhow::Result<u8> {
+    let mut printed: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    loop {
+        let detail: api::RunDetail = client
+            .get_json(&format!("/api/v1/runs/{id}"))
+            .map_err(client_error)?;
+        let next = detail.jobs.iter().find(|job| {
+            !printed.contains(&job.id) && job.status != "pending" && job.status != "queued"
+        });
+        match next {
+            Some(job) => {
+                println!("##[section]{} / {}", job.stage, job.display_name);
+                client
+                    .follow_events(
+                        &format!("/api/v1/runs/{id}/jobs/{}/logs/stream", job.id),
+                        |event, data| {
+                            if event == "lines" {
+                                let parsed: serde_json::Value =
+                                    serde_json::from_str(data).unwrap_or_default();
+                                for line in parsed["lines"].as_array().into_iter().flatten() {
+                                    println!("{}", line["text"].as_str().unwrap_or(""));
+                                }
+                            }
+                            event != "end" && event != "reload"
+                        },
+                    )
+                    .map_err(client_error)?;
+                printed.insert(job.id);
+            }
+            None if detail.run.status == "completed" => {
+                print_run_line(&detail.run);
+                return Ok(run_exit(&detail.run));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(500)),
         }
     }
 }

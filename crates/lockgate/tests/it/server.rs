@@ -107,6 +107,22 @@ fn up_seeds_a_demo_project_whose_run_the_cli_follows() {
         logs.contains("deploying") && logs.contains("to test"),
         "{logs}"
     );
+    let followed = client(dir.path(), &up, &["runs", "logs", "1", "--follow"]);
+    assert_eq!(
+        followed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    let followed = stdout(&followed);
+    assert!(
+        followed.contains("##[section]DeployTest / test") && followed.contains("to test"),
+        "{followed}"
+    );
+    assert!(
+        followed.trim_end().ends_with("main"),
+        "ends with the run's line: {followed}"
+    );
 
     let pipelines = stdout(&client(
         dir.path(),
