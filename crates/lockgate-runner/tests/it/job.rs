@@ -228,10 +228,12 @@ fn a_job_timeout_cancels_the_running_step() {
         vec![script(None, "sleep 30"), script(None, "echo skipped")],
         vec![],
     );
-    spec.timeout = Some(Duration::from_millis(400));
+    // Long enough that the first step has surely started on a loaded machine (a shorter timeout can
+    // fire before the step spawns, which skips it instead of canceling it), far below the sleep.
+    spec.timeout = Some(Duration::from_secs(3));
     let started = std::time::Instant::now();
     let (outcome, events, _) = run(dir.path(), &spec);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(outcome.result, TaskResult::Canceled);
     assert_eq!(
         step_results(&events),
