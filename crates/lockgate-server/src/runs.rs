@@ -315,6 +315,7 @@ fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
                 depends_on: serde_json::to_string(&depends_on).unwrap_or_else(|_| "[]".into()),
                 spec: spec.to_string(),
                 status: "pending".into(),
+                environment: job.environment.as_ref().map(|e| e.name.clone()),
             });
         }
     }

@@ -270,6 +270,7 @@ async fn project_page(
     let project = project_for(&state, &caller, &project, Role::Reader).await?;
     let repositories = state.store.list_repositories(project.id).await?;
     let pipelines = state.store.list_pipelines(project.id).await?;
+    let deployments = state.store.latest_deployments(project.id).await?;
     let runs = find_runs(
         &state,
         &caller,
@@ -321,6 +322,16 @@ async fn project_page(
                     input name="yaml_path" value="azure-pipelines.yml" aria-label="YAML path";
                     button type="submit" { "Create pipeline" }
                 }
+            }
+        }
+        @if !deployments.is_empty() {
+            section {
+                h2 { "Environments" }
+                table { tbody { @for (environment, run) in &deployments {
+                    tr { td { strong { (environment) } } td { a href={"/runs/" (run.id)} { (run.pipeline_name) " " (run.name) } }
+                        td.muted { (run.source_branch.trim_start_matches("refs/heads/")) " @ " (run.source_commit.get(..8).unwrap_or(&run.source_commit)) }
+                        td.muted { (when(run.finished_at)) } }
+                } } }
             }
         }
         section {

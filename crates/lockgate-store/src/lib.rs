@@ -46,11 +46,18 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "job environments",
+        include_str!("../migrations/sqlite/0002_job_environments.sql"),
+    ),
+];
 
 /// The database behind the server. Cloning is cheap (a pool handle).
 #[derive(Clone, Debug)]
@@ -474,8 +481,8 @@ impl Store {
         let run_id: i64 = row.try_get("id")?;
         for job in jobs {
             sqlx::query(
-                "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at, \
+                 environment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(run_id)
             .bind(&job.stage_name)
@@ -485,6 +492,7 @@ impl Store {
             .bind(&job.spec)
             .bind(&job.status)
             .bind(now)
+            .bind(&job.environment)
             .execute(&mut *tx)
             .await?;
         }
@@ -713,6 +721,27 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// For each environment of a project, the newest run whose deployment job to it succeeded.
+    pub async fn latest_deployments(&self, project_id: i64) -> StoreResult<Vec<(String, Run)>> {
+        let rows = sqlx::query(
+            "SELECT j.environment, MAX(r.id) AS run_id FROM jobs j JOIN runs r ON r.id = j.run_id \
+             JOIN pipelines p ON p.id = r.pipeline_id WHERE p.project_id = $1 AND j.environment IS NOT NULL \
+             AND j.status = 'completed' AND j.result IN ('succeeded', 'succeededWithIssues') \
+             GROUP BY j.environment ORDER BY j.environment",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deployments = Vec::new();
+        for row in rows {
+            let environment: String = row.try_get("environment")?;
+            if let Some(run) = self.run_by_id(row.try_get("run_id")?).await? {
+                deployments.push((environment, run));
+            }
+        }
+        Ok(deployments)
     }
 
     // ---- steps ----

@@ -358,6 +358,8 @@ pub struct NewJob {
     pub depends_on: String,
     pub spec: String,
     pub status: String,
+    /// For deployment jobs: the environment deployed to.
+    pub environment: Option<String>,
 }
 
 /// An artifact file to record.

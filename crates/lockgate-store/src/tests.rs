@@ -43,6 +43,7 @@ fn new_job(name: &str, status: &str) -> NewJob {
         depends_on: "[]".into(),
         spec: "{}".into(),
         status: status.into(),
+        environment: None,
     }
 }
 
@@ -50,7 +51,7 @@ fn new_job(name: &str, status: &str) -> NewJob {
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await
@@ -380,5 +381,49 @@ async fn artifacts_tests_and_agents_round_trip() {
     assert_eq!(
         store.agent_by_token_hash("h2").await.unwrap().unwrap().name,
         "built-in"
+    );
+}
+
+#[tokio::test]
+async fn the_newest_successful_deployment_per_environment_is_found() {
+    let (_dir, store) = fresh().await;
+    let (_, project, pipeline) = pipeline(&store).await;
+    let deploy = |env: &str| NewJob {
+        environment: Some(env.into()),
+        ..new_job(&format!("deploy_{env}"), "queued")
+    };
+    let first = store
+        .create_run(&new_run(pipeline.id, "main"), &[deploy("dev")])
+        .await
+        .unwrap();
+    let second = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[deploy("dev"), deploy("test")],
+        )
+        .await
+        .unwrap();
+    for run in [&first, &second] {
+        for job in store.jobs_of_run(run.id).await.unwrap() {
+            let outcome = if job.name == "deploy_test" {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            store
+                .set_job_status(job.id, "completed", Some(outcome))
+                .await
+                .unwrap();
+        }
+    }
+    let deployments = store.latest_deployments(project.id).await.unwrap();
+    let found: Vec<(&str, i64)> = deployments
+        .iter()
+        .map(|(env, run)| (env.as_str(), run.id))
+        .collect();
+    assert_eq!(
+        found,
+        vec![("dev", second.id)],
+        "a failed deployment to test does not count"
     );
 }

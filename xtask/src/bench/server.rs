@@ -213,6 +213,7 @@ fn runs_list(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
                 depends_on: "[]".into(),
                 spec: "{}".into(),
                 status: "completed".into(),
+                environment: None,
             };
             store.create_run(&run, std::slice::from_ref(&job)).await?;
         }

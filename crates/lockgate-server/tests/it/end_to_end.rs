@@ -187,6 +187,15 @@ stages:
       inputs:
         testResultsFormat: JUnit
         testResultsFiles: junit.xml
+- stage: Deploy
+  jobs:
+  - deployment: web
+    environment: staging
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo deployed
 ";
 
 #[test]
@@ -223,9 +232,17 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
         names,
         vec![
             ("Build", "completed", Some("succeeded")),
-            ("Test", "completed", Some("succeeded"))
+            ("Test", "completed", Some("succeeded")),
+            ("Deploy", "completed", Some("succeeded"))
         ]
     );
+    let environments: Vec<serde_json::Value> = server
+        .client
+        .get_json("/api/v1/projects/p/environments")
+        .unwrap();
+    assert_eq!(environments.len(), 1, "{environments:?}");
+    assert_eq!(environments[0]["environment"], "staging");
+    assert_eq!(environments[0]["run"]["id"], run.id);
     assert!(
         detail.jobs[0]
             .steps

@@ -673,6 +673,7 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
                 depends_on: "[]".into(),
                 spec: r#"{"job": {}, "variables": [], "conditions": {"first": true}}"#.into(),
                 status: "queued".into(),
+                environment: None,
             }],
         )
         .await
