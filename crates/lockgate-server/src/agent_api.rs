@@ -246,19 +246,7 @@ async fn events(
                 flush_lines(&state, job.id, &mut pending_lines).await?;
                 match other {
                     JobEvent::StepStarted { step, display_name } => {
-                        let now = now_millis();
-                        state
-                            .store
-                            .upsert_step(&Step {
-                                job_id: job.id,
-                                position: i64::from(step),
-                                name: display_name,
-                                status: "running".into(),
-                                result: None,
-                                started_at: Some(now),
-                                finished_at: None,
-                            })
-                            .await?;
+                        record_step(&state, job.id, step, display_name, None).await?;
                         steps_changed = true;
                     }
                     JobEvent::StepFinished {
@@ -266,19 +254,7 @@ async fn events(
                         display_name,
                         result,
                     } => {
-                        let now = now_millis();
-                        state
-                            .store
-                            .upsert_step(&Step {
-                                job_id: job.id,
-                                position: i64::from(step),
-                                name: display_name,
-                                status: "completed".into(),
-                                result: Some(normalize_result(&result).to_string()),
-                                started_at: Some(now),
-                                finished_at: Some(now),
-                            })
-                            .await?;
+                        record_step(&state, job.id, step, display_name, Some(result)).await?;
                         steps_changed = true;
                     }
                     JobEvent::TestResults { cases } => {
@@ -306,6 +282,31 @@ async fn events(
         state.live.publish(job.id, LiveMessage::Steps);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Records a step as running (`result` absent) or completed with its result.
+async fn record_step(
+    state: &AppState,
+    job_id: i64,
+    step: u32,
+    name: String,
+    result: Option<String>,
+) -> ApiResult<()> {
+    let now = now_millis();
+    let finished = result.is_some();
+    state
+        .store
+        .upsert_step(&Step {
+            job_id,
+            position: i64::from(step),
+            name,
+            status: if finished { "completed" } else { "running" }.into(),
+            result: result.map(|r| normalize_result(&r).to_string()),
+            started_at: Some(now),
+            finished_at: finished.then_some(now),
+        })
+        .await?;
+    Ok(())
 }
 
 async fn flush_lines(state: &AppState, job_id: i64, lines: &mut Vec<LogLine>) -> ApiResult<()> {
@@ -428,18 +429,9 @@ async fn list_run_artifacts(
     headers: HeaderMap,
 ) -> ApiResult<Json<Vec<lockgate_protocol::api::ArtifactFile>>> {
     let (job, _) = leased_job(&state, job_id, &headers).await?;
-    let files = state.store.artifact_files(job.run_id).await?;
+    let prefix = format!("/api/v1/agent/jobs/{job_id}/artifact-files");
     Ok(Json(
-        files
-            .into_iter()
-            .map(|f| lockgate_protocol::api::ArtifactFile {
-                id: f.id,
-                download_url: format!("/api/v1/agent/jobs/{job_id}/artifact-files/{}", f.id),
-                artifact: f.name,
-                path: f.file_path,
-                size: f.size,
-            })
-            .collect(),
+        crate::api::artifact_list(&state, job.run_id, &prefix).await?,
     ))
 }
 
@@ -450,16 +442,7 @@ async fn download_run_artifact(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let (job, _) = leased_job(&state, job_id, &headers).await?;
-    let file = state
-        .store
-        .artifact_files(job.run_id)
-        .await?
-        .into_iter()
-        .find(|f| f.id == file_id)
-        .ok_or_else(|| ApiError::not_found("artifact file"))?;
-    let content = tokio::fs::read(state.artifacts_dir().join(&file.digest))
-        .await
-        .map_err(ApiError::internal)?;
+    let (_, content) = crate::api::artifact_content(&state, job.run_id, file_id).await?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         content,

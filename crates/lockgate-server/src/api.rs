@@ -889,19 +889,46 @@ async fn list_artifacts(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Vec<api::ArtifactFile>>> {
     let run = run_for(&state, &caller, id, Role::Reader).await?;
-    let files = state.store.artifact_files(run.id).await?;
-    Ok(Json(
-        files
-            .into_iter()
-            .map(|f| api::ArtifactFile {
-                id: f.id,
-                download_url: format!("/api/v1/runs/{}/artifacts/{}", run.id, f.id),
-                artifact: f.name,
-                path: f.file_path,
-                size: f.size,
-            })
-            .collect(),
-    ))
+    let prefix = format!("/api/v1/runs/{}/artifacts", run.id);
+    Ok(Json(artifact_list(&state, run.id, &prefix).await?))
+}
+
+/// The artifact files of a run, each with its download URL under `prefix`.
+pub async fn artifact_list(
+    state: &AppState,
+    run_id: i64,
+    prefix: &str,
+) -> ApiResult<Vec<api::ArtifactFile>> {
+    let files = state.store.artifact_files(run_id).await?;
+    Ok(files
+        .into_iter()
+        .map(|f| api::ArtifactFile {
+            id: f.id,
+            download_url: format!("{prefix}/{}", f.id),
+            artifact: f.name,
+            path: f.file_path,
+            size: f.size,
+        })
+        .collect())
+}
+
+/// One artifact file of a run and its content.
+pub async fn artifact_content(
+    state: &AppState,
+    run_id: i64,
+    file_id: i64,
+) -> ApiResult<(lockgate_store::ArtifactFile, Vec<u8>)> {
+    let file = state
+        .store
+        .artifact_files(run_id)
+        .await?
+        .into_iter()
+        .find(|f| f.id == file_id)
+        .ok_or_else(|| ApiError::not_found("artifact file"))?;
+    let content = tokio::fs::read(state.artifacts_dir().join(&file.digest))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((file, content))
 }
 
 async fn download_artifact(
@@ -910,16 +937,7 @@ async fn download_artifact(
     Path((id, file_id)): Path<(i64, i64)>,
 ) -> ApiResult<Response> {
     let run = run_for(&state, &caller, id, Role::Reader).await?;
-    let file = state
-        .store
-        .artifact_files(run.id)
-        .await?
-        .into_iter()
-        .find(|f| f.id == file_id)
-        .ok_or_else(|| ApiError::not_found("artifact file"))?;
-    let content = tokio::fs::read(state.artifacts_dir().join(&file.digest))
-        .await
-        .map_err(ApiError::internal)?;
+    let (file, content) = artifact_content(&state, run.id, file_id).await?;
     let file_name = file
         .file_path
         .rsplit('/')

@@ -28,17 +28,7 @@ async fn fixture() -> Fixture {
     std::fs::create_dir_all(state.repos_dir()).unwrap();
     let hash = auth::hash_password("s3cret-pass").unwrap();
     let admin = state.store.create_user("admin", &hash, true).await.unwrap();
-    let admin_token = auth::random_token("lgp_");
-    state
-        .store
-        .create_access_token(
-            admin.id,
-            "t",
-            &auth::token_hash(&admin_token),
-            "read,write,admin",
-        )
-        .await
-        .unwrap();
+    let admin_token = token_for(&state, admin.id, "read,write,admin").await;
     let app = router(state.clone());
     Fixture {
         _dir: dir,
@@ -46,6 +36,17 @@ async fn fixture() -> Fixture {
         app,
         admin_token,
     }
+}
+
+/// Gives a user a new personal access token with `scopes`; returns the secret.
+async fn token_for(state: &AppState, user_id: i64, scopes: &str) -> String {
+    let token = auth::random_token("lgp_");
+    state
+        .store
+        .create_access_token(user_id, "t", &auth::token_hash(&token), scopes)
+        .await
+        .unwrap();
+    token
 }
 
 struct Reply {
@@ -320,12 +321,7 @@ async fn token_scopes_and_project_roles_limit_what_a_user_can_do() {
 
     // A second user sees nothing of the project until given a role, and readers cannot create.
     let bob = f.state.store.create_user("bob", "x", false).await.unwrap();
-    let bob_token = auth::random_token("lgp_");
-    f.state
-        .store
-        .create_access_token(bob.id, "t", &auth::token_hash(&bob_token), "read,write")
-        .await
-        .unwrap();
+    let bob_token = token_for(&f.state, bob.id, "read,write").await;
     let hidden = send(
         &f.app,
         get("/api/v1/projects/shop/repositories", Some(&bob_token)),
@@ -435,17 +431,7 @@ async fn agents_need_their_token_and_a_held_lease() {
 async fn administrators_register_remote_agents_that_can_lease() {
     let f = fixture().await;
     let bob = f.state.store.create_user("bob", "x", false).await.unwrap();
-    let bob_token = auth::random_token("lgp_");
-    f.state
-        .store
-        .create_access_token(
-            bob.id,
-            "t",
-            &auth::token_hash(&bob_token),
-            "read,write,admin",
-        )
-        .await
-        .unwrap();
+    let bob_token = token_for(&f.state, bob.id, "read,write,admin").await;
     let denied = send(
         &f.app,
         post_json("/api/v1/agents", &bob_token, r#"{"name": "linux-1"}"#),
@@ -516,17 +502,7 @@ async fn administrators_create_users_and_project_administrators_grant_roles() {
     );
     let user = f.state.store.user_by_name("cy").await.unwrap().unwrap();
     assert!(auth::verify_password("long-enough", &user.password_hash));
-    let cy_token = auth::random_token("lgp_");
-    f.state
-        .store
-        .create_access_token(
-            user.id,
-            "t",
-            &auth::token_hash(&cy_token),
-            "read,write,admin",
-        )
-        .await
-        .unwrap();
+    let cy_token = token_for(&f.state, user.id, "read,write,admin").await;
     let not_admin = send(
         &f.app,
         post_json(
