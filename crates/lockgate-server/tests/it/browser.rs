@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use lockgate_protocol::api;
 
-use crate::end_to_end::{commit_and_push, git, project_with_pipeline, runs_of, start_server};
+use crate::end_to_end::{
+    commit_and_push, git, project_with_pipeline, runs_of, start_server, wait_for_runs,
+};
 
 /// Stops chromedriver (and its browser) when the test ends, however it ends.
 struct Driver(Child);
@@ -120,15 +122,10 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
         &[("azure-pipelines.yml", SLOW_PIPELINE)],
         "main",
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let runs = runs_of(&server, pipeline);
-        if let Some(run) = runs.first().filter(|r| r.status == "running") {
-            break run.clone();
-        }
-        assert!(Instant::now() < deadline, "{runs:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let run = wait_for_runs(&server, pipeline, "the run to start", |runs| {
+        runs.first().is_some_and(|r| r.status == "running")
+    })[0]
+        .clone();
 
     let (_driver, webdriver) = start_chromedriver();
     let browser_dirs = tempfile::tempdir().unwrap();
@@ -304,15 +301,10 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
             &[("azure-pipelines.yml", invalid_yaml)],
             "main",
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let invalid = loop {
-            let runs = runs_of(&server, pipeline);
-            if runs.len() == 3 && runs[0].status == "completed" {
-                break runs[0].clone();
-            }
-            assert!(Instant::now() < deadline, "{runs:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let invalid = wait_for_runs(&server, pipeline, "the invalid run", |runs| {
+            runs.len() == 3 && runs[0].status == "completed"
+        })[0]
+            .clone();
         assert_eq!(invalid.result.as_deref(), Some("failed"));
         client
             .goto(&format!("{}/runs/{}", server.url, invalid.id))
@@ -334,11 +326,9 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
     // The run queued from the form used the parameter value typed in.
     let manual = runs_of(&server, pipeline)[1].clone();
     assert_eq!(manual.reason, "manual");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while runs_of(&server, pipeline)[1].status != "completed" {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_runs(&server, pipeline, "the manual run", |runs| {
+        runs[1].status == "completed"
+    });
     let logs = server
         .client
         .get_text(&format!("/api/v1/runs/{}/logs", manual.id))

@@ -146,14 +146,30 @@ pub fn runs_of(server: &Running, pipeline: i64) -> Vec<api::Run> {
 }
 
 pub fn wait_for_run(server: &Running, pipeline: i64, count: usize) -> api::Run {
+    wait_for_runs(server, pipeline, "a completed run", |runs| {
+        runs.len() >= count && runs[0].status == "completed"
+    })[0]
+        .clone()
+}
+
+/// Polls the pipeline's runs (newest first) until `done` holds; fails after 90 s naming `what`.
+pub fn wait_for_runs(
+    server: &Running,
+    pipeline: i64,
+    what: &str,
+    done: impl Fn(&[api::Run]) -> bool,
+) -> Vec<api::Run> {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let runs = runs_of(server, pipeline);
-        if runs.len() >= count && runs[0].status == "completed" {
-            return runs[0].clone();
+        if done(&runs) {
+            return runs;
         }
-        assert!(Instant::now() < deadline, "run did not complete: {runs:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {runs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -408,15 +424,10 @@ fn a_failed_job_skips_later_stages_and_can_be_canceled_or_rerun() {
         &[("azure-pipelines.yml", slow)],
         "main",
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let running = loop {
-        let runs = runs_of(&server, pipeline);
-        if runs.len() == 2 && runs[0].status == "running" {
-            break runs[0].clone();
-        }
-        assert!(Instant::now() < deadline, "{runs:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let running = wait_for_runs(&server, pipeline, "the slow run", |runs| {
+        runs.len() == 2 && runs[0].status == "running"
+    })[0]
+        .clone();
     let _: api::Run = server
         .client
         .post_json(
@@ -491,14 +502,9 @@ fn batched_pushes_wait_for_the_running_build_and_then_build_the_newest_commit() 
         &[("azure-pipelines.yml", yaml)],
         "main",
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while runs_of(&server, pipeline)
-        .first()
-        .is_none_or(|r| r.status != "running")
-    {
-        assert!(Instant::now() < deadline, "the first run did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_runs(&server, pipeline, "the first run to start", |runs| {
+        runs.first().is_some_and(|r| r.status == "running")
+    });
     commit_and_push(work.path(), &push_url, &[("b.txt", "b")], "main");
     let newest = commit_and_push(work.path(), &push_url, &[("c.txt", "c")], "main");
     assert_eq!(
@@ -506,15 +512,8 @@ fn batched_pushes_wait_for_the_running_build_and_then_build_the_newest_commit() 
         1,
         "pushes during a batched run queue nothing"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let followup = loop {
-        let runs = runs_of(&server, pipeline);
-        if runs.len() == 2 {
-            break runs[0].clone();
-        }
-        assert!(Instant::now() < deadline, "{runs:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let followup =
+        wait_for_runs(&server, pipeline, "the batched run", |runs| runs.len() == 2)[0].clone();
     assert_eq!(followup.reason, "batch");
     assert_eq!(followup.source_commit, newest);
 }
