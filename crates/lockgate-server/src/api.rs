@@ -391,33 +391,41 @@ async fn create_user(
     caller: Caller,
     Json(body): Json<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let user = new_user(&state, &caller, &body.name, &body.password, body.is_admin).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"id": user.id, "name": user.name, "isAdmin": user.is_admin})),
+    ))
+}
+
+/// Creates a user account (server administrators only).
+pub async fn new_user(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    password: &str,
+    is_admin: bool,
+) -> ApiResult<lockgate_store::User> {
     caller.require_scope("admin")?;
     if !caller.user.is_admin {
         return Err(ApiError::forbidden(
             "only server administrators create users",
         ));
     }
-    if !git::valid_name(&body.name) {
+    if !git::valid_name(name) {
         return Err(ApiError::bad_request(
             "a user name uses letters, digits, `-`, `_` and `.` (at most 100)",
         ));
     }
-    if body.password.chars().count() < 8 || body.password.len() > 1024 {
+    if password.chars().count() < 8 || password.len() > 1024 {
         return Err(ApiError::bad_request("a password has 8 to 1024 characters"));
     }
-    let password = body.password.clone();
+    let password = password.to_string();
     let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let user = state
-        .store
-        .create_user(&body.name, &hash, body.is_admin)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({"id": user.id, "name": user.name, "isAdmin": user.is_admin})),
-    ))
+    Ok(state.store.create_user(name, &hash, is_admin).await?)
 }
 
 #[derive(Deserialize)]
@@ -432,25 +440,37 @@ async fn set_member_role(
     Path((project, user)): Path<(String, String)>,
     Json(body): Json<MemberRole>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let project = grant_role(&state, &caller, &project, &user, &body.role).await?;
+    Ok(Json(
+        serde_json::json!({"project": project.name, "user": user, "role": body.role}),
+    ))
+}
+
+/// Gives a user a role in a project (project administrators).
+pub async fn grant_role(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    user: &str,
+    role: &str,
+) -> ApiResult<Project> {
     caller.require_scope("write")?;
-    let project = project_for(&state, &caller, &project, Role::Administrator).await?;
-    if Role::parse(&body.role).is_none() {
+    let project = project_for(state, caller, project, Role::Administrator).await?;
+    if Role::parse(role).is_none() {
         return Err(ApiError::bad_request(
             "a role is reader, contributor or administrator",
         ));
     }
     let user = state
         .store
-        .user_by_name(&user)
+        .user_by_name(user)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     state
         .store
-        .set_project_role(project.id, user.id, &body.role)
+        .set_project_role(project.id, user.id, role)
         .await?;
-    Ok(Json(
-        serde_json::json!({"project": project.name, "user": user.name, "role": body.role}),
-    ))
+    Ok(project)
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,8 @@ pub fn routes() -> Router<AppState> {
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], RUN_JS) }),
         )
         .route("/projects", post(create_project))
+        .route("/users", post(create_user))
+        .route("/p/{project}/members", post(grant_role))
         .route("/tokens", get(tokens_page).post(create_token))
         .route("/p/{project}", get(project_page))
         .route("/p/{project}/repositories", post(create_repository))
@@ -244,6 +246,16 @@ async fn home(State(state): State<AppState>, PageCaller(caller): PageCaller) -> 
             label { "New project" input name="name" required pattern="[A-Za-z0-9_.\\-]+" placeholder="name"; }
             button type="submit" { "Create project" }
         }
+        @if caller.user.is_admin {
+            h2 { "Users" }
+            form.card method="post" action="/users" {
+                (csrf(&caller))
+                label { "User name" input name="name" required; }
+                label { "Password (8 characters or more)" input name="password" type="password" required minlength="8" autocomplete="new-password"; }
+                label.row { input type="checkbox" name="is_admin" value="true"; " server administrator" }
+                button type="submit" { "Create user" }
+            }
+        }
     }).into_response())
 }
 
@@ -271,6 +283,7 @@ async fn project_page(
     let repositories = state.store.list_repositories(project.id).await?;
     let pipelines = state.store.list_pipelines(project.id).await?;
     let deployments = state.store.latest_deployments(project.id).await?;
+    let members = state.store.project_members(project.id).await?;
     let runs = find_runs(
         &state,
         &caller,
@@ -322,6 +335,16 @@ async fn project_page(
                     input name="yaml_path" value="azure-pipelines.yml" aria-label="YAML path";
                     button type="submit" { "Create pipeline" }
                 }
+            }
+        }
+        section {
+            h2 { "Members" }
+            ul.list { @for (name, role) in &members { li { (name) " " span.muted { (role) } } } }
+            form.card.row method="post" action={"/p/" (project.name) "/members"} {
+                (csrf(&caller))
+                input name="user" required placeholder="user name" aria-label="user name";
+                select name="role" aria-label="role" { @for role in ["reader", "contributor", "administrator"] { option value=(role) { (role) } } }
+                button type="submit" { "Give role" }
             }
         }
         @if !deployments.is_empty() {
@@ -378,6 +401,45 @@ async fn create_repository(
     Form(form): Form<NameForm>,
 ) -> PageResult {
     crate::api::new_repository(&state, &caller, &project, form.name.trim()).await?;
+    Ok(Redirect::to(&format!("/p/{project}")).into_response())
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    name: String,
+    password: String,
+    is_admin: Option<String>,
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Form(form): Form<UserForm>,
+) -> PageResult {
+    crate::api::new_user(
+        &state,
+        &caller,
+        form.name.trim(),
+        &form.password,
+        form.is_admin.is_some(),
+    )
+    .await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+#[derive(Deserialize)]
+struct RoleForm {
+    user: String,
+    role: String,
+}
+
+async fn grant_role(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(project): Path<String>,
+    Form(form): Form<RoleForm>,
+) -> PageResult {
+    crate::api::grant_role(&state, &caller, &project, form.user.trim(), &form.role).await?;
     Ok(Redirect::to(&format!("/p/{project}")).into_response())
 }
 

@@ -331,6 +331,20 @@ impl Store {
         Ok(row.map(|r| r.try_get("role")).transpose()?)
     }
 
+    /// The members of a project with their roles, by user name.
+    pub async fn project_members(&self, project_id: i64) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT u.name, m.role FROM project_members m JOIN users u ON u.id = m.user_id \
+             WHERE m.project_id = $1 ORDER BY u.name",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("role")?)))
+            .collect()
+    }
+
     pub async fn set_project_role(
         &self,
         project_id: i64,

@@ -130,6 +130,14 @@ async fn project_creator_is_administrator() {
             .as_deref(),
         Some("contributor")
     );
+    let members = store.project_members(project.id).await.unwrap();
+    assert_eq!(
+        members,
+        vec![
+            ("ada".to_string(), "administrator".to_string()),
+            ("bob".into(), "contributor".into())
+        ]
+    );
 }
 
 #[tokio::test]

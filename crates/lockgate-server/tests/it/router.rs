@@ -696,3 +696,129 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
             .any(|line| line.text.contains("stopped responding"))
     );
 }
+
+/// Signs in as the fixture's admin; returns the session cookie and the page's CSRF token.
+async fn sign_in(f: &Fixture) -> (String, String) {
+    let login = send(
+        &f.app,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("name=admin&password=s3cret-pass"))
+            .unwrap(),
+    )
+    .await;
+    let cookie = login.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let home = send(
+        &f.app,
+        Request::get("/")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let csrf = home
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    (cookie, csrf)
+}
+
+fn form_post(uri: &str, cookie: &str, body: String) -> Request<Body> {
+    Request::post(uri)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_web_ui_creates_users_and_gives_them_roles() {
+    let f = fixture().await;
+    let (cookie, csrf) = sign_in(&f).await;
+    let home = send(
+        &f.app,
+        Request::get("/")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        home.body.contains("Create user"),
+        "administrators see the user form"
+    );
+    let created = send(
+        &f.app,
+        form_post(
+            "/users",
+            &cookie,
+            format!("csrf={csrf}&name=eve&password=eve-password"),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert!(
+        f.state
+            .store
+            .user_by_name("eve")
+            .await
+            .unwrap()
+            .is_some_and(|u| !u.is_admin)
+    );
+    let short = send(
+        &f.app,
+        form_post(
+            "/users",
+            &cookie,
+            format!("csrf={csrf}&name=mal&password=x"),
+        ),
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(
+        short.body.contains("8 to 1024"),
+        "errors are shown as a page: {}",
+        short.body
+    );
+
+    send(
+        &f.app,
+        form_post("/projects", &cookie, format!("csrf={csrf}&name=web")),
+    )
+    .await;
+    let granted = send(
+        &f.app,
+        form_post(
+            "/p/web/members",
+            &cookie,
+            format!("csrf={csrf}&user=eve&role=reader"),
+        ),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::SEE_OTHER, "{}", granted.body);
+    let page = send(
+        &f.app,
+        Request::get("/p/web")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("eve <span class=\"muted\">reader</span>"),
+        "{}",
+        page.body
+    );
+}
