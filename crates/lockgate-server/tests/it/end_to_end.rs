@@ -495,7 +495,7 @@ fn batched_pushes_wait_for_the_running_build_and_then_build_the_newest_commit() 
     let work = tempfile::tempdir().unwrap();
     git(work.path(), &["init", "-q"]);
     let yaml =
-        "trigger:\n  batch: true\n  branches:\n    include: [main]\nsteps:\n- script: sleep 3\n";
+        "trigger:\n  batch: true\n  branches:\n    include: [main]\nsteps:\n- script: sleep 8\n";
     commit_and_push(
         work.path(),
         &push_url,
@@ -525,7 +525,7 @@ fn independent_jobs_run_at_the_same_time_on_the_built_in_agents() {
     let work = tempfile::tempdir().unwrap();
     git(work.path(), &["init", "-q"]);
     let yaml =
-        "jobs:\n- job: a\n  steps:\n  - script: sleep 2\n- job: b\n  steps:\n  - script: sleep 2\n";
+        "jobs:\n- job: a\n  steps:\n  - script: sleep 4\n- job: b\n  steps:\n  - script: sleep 4\n";
     commit_and_push(
         work.path(),
         &push_url,
