@@ -103,7 +103,7 @@ parameters:
 steps:
 - script: |
     echo \"${{ parameters.greeting }} from the form\"
-    for i in $(seq 1 12); do echo \"tick $i\"; sleep 0.5; done
+    for i in $(seq 1 30); do echo \"tick $i\"; sleep 0.5; done
     mkdir -p out && echo 'artifact content' > out/report.txt
   displayName: Slow build
 - publish: out
@@ -234,7 +234,7 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
             .text()
             .await
             .unwrap();
-        assert!(log_text.contains("tick 12"), "{log_text}");
+        assert!(log_text.contains("tick 30"), "{log_text}");
         screenshot(&client, "04-run-finished").await;
         client
             .find(Locator::Css("a.artifact"))
