@@ -89,6 +89,9 @@ pub struct Run {
     pub number: i64,
     /// The run name built from the pipeline's `name:` (the build number).
     pub name: String,
+    /// The commit subject shown after the name (`appendCommitMessageToRunName`); empty when off.
+    #[serde(default)]
+    pub title: String,
     /// `queued`, `running` or `completed`.
     pub status: String,
     /// When completed: `succeeded`, `partiallySucceeded`, `failed` or `canceled`.

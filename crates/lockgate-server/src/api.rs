@@ -115,6 +115,7 @@ pub fn run_json(run: &Run) -> api::Run {
         pipeline: run.pipeline_name.clone(),
         number: run.number,
         name: run.name.clone(),
+        title: run.title.clone(),
         status: run.status.clone(),
         result: run.result.clone(),
         reason: run.reason.clone(),

@@ -174,9 +174,21 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
     let diagnostics = serde_json::to_string(&output.diagnostics).unwrap_or_else(|_| "[]".into());
     let parameters_json =
         serde_json::to_string(&request.parameters).unwrap_or_else(|_| "[]".into());
+    // Azure Pipelines shows the commit message after the run number unless the pipeline says
+    // `appendCommitMessageToRunName: false` (YAML schema, pipeline definition).
+    let show_message = output
+        .plan
+        .as_ref()
+        .is_none_or(|plan| plan.append_commit_message_to_run_name);
+    let title = if show_message {
+        commit_subject(&repo_dir, &request.commit).await
+    } else {
+        String::new()
+    };
     let mut new_run = NewRun {
         pipeline_id: pipeline.id,
         name: String::new(),
+        title,
         status: "queued".into(),
         result: None,
         reason: request.reason.clone(),
@@ -230,6 +242,18 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
     let run = state.store.create_run(&new_run, &jobs).await?;
     advance_run(state, run.id).await?;
     Ok(state.store.run_by_id(run.id).await?.unwrap_or(run))
+}
+
+/// The first line of a commit's message (at most 200 characters), or empty when git cannot tell.
+async fn commit_subject(repo_dir: &std::path::Path, commit: &str) -> String {
+    match git::git(repo_dir, &["log", "-1", "--format=%s", commit, "--"]).await {
+        Ok(out) => String::from_utf8_lossy(&out)
+            .trim()
+            .chars()
+            .take(200)
+            .collect(),
+        Err(_) => String::new(),
+    }
 }
 
 fn short_branch(branch: &str) -> String {

@@ -381,7 +381,7 @@ fn runs_table(runs: &[lockgate_store::Run]) -> Markup {
                 tbody {
                     @for run in runs {
                         tr {
-                            td { a href={"/runs/" (run.id)} { "#" (run.number) " " (run.name) } }
+                            td { a href={"/runs/" (run.id)} { "#" (run.number) " " (run.name) } @if !run.title.is_empty() { div.muted { (run.title) } } }
                             td { (run.pipeline_name) }
                             td { (run.source_branch.trim_start_matches("refs/heads/")) }
                             td { (status_badge(&run.status, run.result.as_deref())) }
@@ -611,7 +611,7 @@ async fn run_page(
     let title = format!("{} #{}", run.pipeline_name, run.number);
     Ok(layout(&title, Some(&caller), html! {
         p.crumbs { a href={"/p/" (project)} { (project) } " / " (run.pipeline_name) }
-        h1 { (run.name) " " (status_badge(&run.status, run.result.as_deref())) }
+        h1 { (run.name) @if !run.title.is_empty() { " · " (run.title) } " " (status_badge(&run.status, run.result.as_deref())) }
         p.muted {
             "Run #" (run.number) " · " (run.reason) " by " (run.requested_by) " · "
             (run.source_branch.trim_start_matches("refs/heads/")) " @ " code { (run.source_commit.get(..12).unwrap_or(&run.source_commit)) }

@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "job environments",
         include_str!("../migrations/sqlite/0002_job_environments.sql"),
     ),
+    (
+        3,
+        "run titles",
+        include_str!("../migrations/sqlite/0003_run_titles.sql"),
+    ),
 ];
 
 /// The database behind the server. Cloning is cheap (a pool handle).
@@ -474,9 +479,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO runs (pipeline_id, number, name, status, result, reason, source_branch, source_commit, \
-             requested_by, yaml, diagnostics, parameters, queued_at, finished_at) \
+             requested_by, yaml, diagnostics, parameters, queued_at, finished_at, title) \
              VALUES ($1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline_id = $1), $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, CASE WHEN $3 = 'completed' THEN $12 END) RETURNING id",
+             $6, $7, $8, $9, $10, $11, $12, CASE WHEN $3 = 'completed' THEN $12 END, $13) RETURNING id",
         )
         .bind(run.pipeline_id)
         .bind(&run.name)
@@ -490,6 +495,7 @@ impl Store {
         .bind(&run.diagnostics)
         .bind(&run.parameters)
         .bind(now)
+        .bind(&run.title)
         .fetch_one(&mut *tx)
         .await?;
         let run_id: i64 = row.try_get("id")?;

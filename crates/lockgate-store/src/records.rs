@@ -120,6 +120,7 @@ pub struct Run {
     pub project_id: i64,
     pub number: i64,
     pub name: String,
+    pub title: String,
     pub status: String,
     pub result: Option<String>,
     pub reason: String,
@@ -143,6 +144,7 @@ impl FromSqliteRow for Run {
             project_id: row.try_get("project_id")?,
             number: row.try_get("number")?,
             name: row.try_get("name")?,
+            title: row.try_get("title")?,
             status: row.try_get("status")?,
             result: row.try_get("result")?,
             reason: row.try_get("reason")?,
@@ -338,6 +340,8 @@ pub struct Session {
 pub struct NewRun {
     pub pipeline_id: i64,
     pub name: String,
+    /// The commit subject shown after the name; empty when not shown.
+    pub title: String,
     pub status: String,
     pub result: Option<String>,
     pub reason: String,

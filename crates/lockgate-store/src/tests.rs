@@ -51,7 +51,7 @@ fn new_job(name: &str, status: &str) -> NewJob {
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await

@@ -192,6 +192,7 @@ fn runs_list(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             let run = NewRun {
                 pipeline_id: bench.pipeline_id,
                 name: format!("20261123.{i}"),
+                title: "change".into(),
                 status: "completed".into(),
                 result: Some(if i % 10 == 0 { "failed" } else { "succeeded" }.into()),
                 reason: "push".into(),

@@ -233,6 +233,10 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
     let run = wait_for_run(&server, pipeline, 1);
     assert_eq!(run.result.as_deref(), Some("succeeded"), "{run:?}");
     assert_eq!(run.name, "app-1");
+    assert_eq!(
+        run.title, "change",
+        "the commit subject follows the run name"
+    );
     assert_eq!(run.source_commit, commit);
     assert_eq!(run.reason, "push");
     let detail: api::RunDetail = server
@@ -385,7 +389,7 @@ fn a_failed_job_skips_later_stages_and_can_be_canceled_or_rerun() {
     let (push_url, pipeline) = project_with_pipeline(&server);
     let work = tempfile::tempdir().unwrap();
     git(work.path(), &["init", "-q"]);
-    let yaml = "stages:\n- stage: A\n  jobs:\n  - job: fail\n    steps:\n    - script: exit 3\n- stage: B\n  jobs:\n  - job: after\n    steps:\n    - script: echo never\n";
+    let yaml = "appendCommitMessageToRunName: false\nstages:\n- stage: A\n  jobs:\n  - job: fail\n    steps:\n    - script: exit 3\n- stage: B\n  jobs:\n  - job: after\n    steps:\n    - script: echo never\n";
     commit_and_push(
         work.path(),
         &push_url,
@@ -399,6 +403,7 @@ fn a_failed_job_skips_later_stages_and_can_be_canceled_or_rerun() {
         .get_json(&format!("/api/v1/runs/{}", run.id))
         .unwrap();
     assert_eq!(detail.jobs[1].result.as_deref(), Some("skipped"));
+    assert_eq!(run.title, "", "appendCommitMessageToRunName: false");
 
     let again: api::Run = server
         .client
