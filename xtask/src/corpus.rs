@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
 
 /// Reads files of one corpus repository; other repositories are not available.
-pub struct CorpusReader {
-    pub root: PathBuf,
+struct CorpusReader {
+    root: PathBuf,
 }
 
 impl SourceReader for CorpusReader {
@@ -31,20 +31,23 @@ pub enum Outcome {
     Crash(String),
 }
 
-/// Compiles one file under `catch_unwind`, so that a panic is counted instead of ending the run.
-pub fn classify(root: &Path, entry: &str) -> Outcome {
+/// Compiles `entry` of the repository folder `root` with no parameters or predefined variables.
+pub fn compile_entry(root: &Path, entry: &str) -> lockgate_pipeline::CompileOutput {
     let reader = CorpusReader {
         root: root.to_path_buf(),
     };
-    let result = std::panic::catch_unwind(|| {
-        let input = CompileInput {
-            entry: entry.to_string(),
-            reader: &reader,
-            parameters: Vec::new(),
-            variables: Vec::new(),
-        };
-        lockgate_pipeline::compile(&input)
-    });
+    let input = CompileInput {
+        entry: entry.to_string(),
+        reader: &reader,
+        parameters: Vec::new(),
+        variables: Vec::new(),
+    };
+    lockgate_pipeline::compile(&input)
+}
+
+/// Compiles one file under `catch_unwind`, so that a panic is counted instead of ending the run.
+pub fn classify(root: &Path, entry: &str) -> Outcome {
+    let result = std::panic::catch_unwind(|| compile_entry(root, entry));
     match result {
         Err(panic) => {
             let message = panic

@@ -8,22 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lockgate_pipeline::CompileInput;
-
-use crate::corpus::CorpusReader;
-
-fn compile(root: &Path, entry: &str) -> lockgate_pipeline::CompileOutput {
-    let reader = CorpusReader {
-        root: root.to_path_buf(),
-    };
-    let input = CompileInput {
-        entry: entry.to_string(),
-        reader: &reader,
-        parameters: Vec::new(),
-        variables: Vec::new(),
-    };
-    lockgate_pipeline::compile(&input)
-}
+use crate::corpus::compile_entry as compile;
 
 /// Runs `work` repeatedly for about a second (at least 5 times) and returns the median.
 fn measure(mut work: impl FnMut()) -> (Duration, usize) {
