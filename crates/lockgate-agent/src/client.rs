@@ -298,12 +298,19 @@ impl ServerClient {
             .map(drop)
     }
 
-    pub fn finish(&self, lease: &JobLease, result: &str) -> Result<(), ClientError> {
+    /// Reports the job's result and output variables; the lease ends.
+    pub fn finish(
+        &self,
+        lease: &JobLease,
+        result: &str,
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ClientError> {
         self.job_post(
             lease,
             "finish",
             &FinishJob {
                 result: result.to_string(),
+                outputs: outputs.clone(),
             },
         )
         .map(drop)

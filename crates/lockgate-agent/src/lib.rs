@@ -6,6 +6,7 @@
 pub mod client;
 pub mod runner_executor;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,8 @@ pub struct ExecutionOutcome {
     pub result: String,
     /// Published artifacts: name and the folder (or file) holding its content.
     pub artifacts: Vec<(String, PathBuf)>,
+    /// Output variables by `step.var`.
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// Runs a leased job and reports what happens through the reporter.
@@ -189,7 +192,7 @@ impl Agent {
                         reporter.agent_line(&format!("##[error]{message}"));
                         ExecutionOutcome {
                             result: "failed".into(),
-                            artifacts: Vec::new(),
+                            ..ExecutionOutcome::default()
                         }
                     }
                 }
@@ -198,7 +201,7 @@ impl Agent {
                 reporter.agent_line(&format!("##[error]{message}"));
                 ExecutionOutcome {
                     result: "failed".into(),
-                    artifacts: Vec::new(),
+                    ..ExecutionOutcome::default()
                 }
             }
         };
@@ -217,7 +220,7 @@ impl Agent {
         let _ = flusher.join();
         done.store(true, Ordering::SeqCst);
         let _ = heartbeat.join();
-        if let Err(error) = self.client.finish(lease, &result) {
+        if let Err(error) = self.client.finish(lease, &result, &outcome.outputs) {
             eprintln!("agent: cannot finish job {}: {error}", lease.job_id);
         }
         let _ = std::fs::remove_dir_all(&job_dir);

@@ -164,7 +164,7 @@ impl JobExecutor for RunnerExecutor {
             reporter.agent_line(&format!("##[error]{message}"));
             ExecutionOutcome {
                 result: "failed".into(),
-                artifacts: Vec::new(),
+                ..ExecutionOutcome::default()
             }
         };
         let plan_job: plan::Job = match serde_json::from_value(job.lease.job.clone()) {
@@ -300,6 +300,7 @@ impl JobExecutor for RunnerExecutor {
         ExecutionOutcome {
             result: result_name(outcome.result),
             artifacts: uploads,
+            outputs: outcome.outputs,
         }
     }
 }

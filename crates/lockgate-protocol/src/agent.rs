@@ -119,10 +119,14 @@ pub struct ArtifactFileQuery {
 /// downloads one. The agent fetches them before the job starts so `download` steps find them.
 pub const RUN_ARTIFACT_FILES: &str = "artifact-files";
 
-/// `POST /api/v1/agent/jobs/{job}/finish`: the job's result; the lease ends.
+/// `POST /api/v1/agent/jobs/{job}/finish`: the job's result and output variables; the lease ends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FinishJob {
     /// `succeeded`, `succeededWithIssues`, `failed`, `canceled` or `skipped`.
     pub result: String,
+    /// Output variables (`task.setvariable ...;isOutput=true`) by `step.var`; later jobs and stages
+    /// read them as `dependencies.<job>.outputs['step.var']`. Absent from older agents.
+    #[serde(default)]
+    pub outputs: std::collections::BTreeMap<String, String>,
 }

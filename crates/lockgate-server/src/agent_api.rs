@@ -125,42 +125,13 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
     let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
     let spec: serde_json::Value = serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
     let base = state.base_url();
-    let predefined = vec![
-        ("Build.BuildId".to_string(), run.id.to_string()),
-        ("Build.BuildNumber".to_string(), run.name.clone()),
-        ("Build.DefinitionName".to_string(), pipeline.name.clone()),
-        ("Build.DefinitionId".to_string(), pipeline.id.to_string()),
-        (
-            "Build.Reason".to_string(),
-            match run.reason.as_str() {
-                "push" => "IndividualCI",
-                "batch" => "BatchedCI",
-                _ => "Manual",
-            }
-            .to_string(),
-        ),
-        ("Build.RequestedFor".to_string(), run.requested_by.clone()),
-        ("Build.SourceBranch".to_string(), run.source_branch.clone()),
-        (
-            "Build.SourceBranchName".to_string(),
-            run.source_branch
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        ("Build.SourceVersion".to_string(), run.source_commit.clone()),
-        ("Build.Repository.Name".to_string(), repository.name.clone()),
-        (
-            "Build.Repository.Uri".to_string(),
-            format!("{base}/git/{}/{}.git", project.name, repository.name),
-        ),
-        ("System.TeamProject".to_string(), project.name.clone()),
-        ("System.CollectionUri".to_string(), format!("{base}/")),
+    let mut predefined =
+        runs::run_predefined_variables(state, &run, &pipeline, &project, &repository);
+    predefined.extend([
         ("System.JobAttempt".to_string(), job.attempt.to_string()),
         ("System.JobId".to_string(), job.id.to_string()),
         ("System.StageName".to_string(), job.stage_name.clone()),
-    ];
+    ]);
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -335,6 +306,9 @@ pub fn normalize_result(result: &str) -> &'static str {
     }
 }
 
+/// Most output variables one job may publish.
+const MAX_OUTPUTS: usize = 1000;
+
 async fn finish(
     State(state): State<AppState>,
     _agent: AgentCaller,
@@ -344,7 +318,17 @@ async fn finish(
 ) -> ApiResult<StatusCode> {
     let (job, hash) = leased_job(&state, job_id, &headers).await?;
     let result = normalize_result(&body.result);
-    if !state.store.finish_leased_job(job.id, &hash, result).await? {
+    if body.outputs.len() > MAX_OUTPUTS {
+        return Err(ApiError::bad_request(format!(
+            "a job may publish at most {MAX_OUTPUTS} output variables"
+        )));
+    }
+    let outputs = serde_json::to_string(&body.outputs).map_err(ApiError::internal)?;
+    if !state
+        .store
+        .finish_leased_job(job.id, &hash, result, &outputs)
+        .await?
+    {
         return Err(ApiError::conflict(
             "the lease on this job is no longer held",
         ));

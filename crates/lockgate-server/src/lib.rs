@@ -5,6 +5,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod auth;
+pub mod conditions;
 pub mod error;
 pub mod git;
 pub mod launch;

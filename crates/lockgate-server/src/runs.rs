@@ -13,6 +13,7 @@ use lockgate_store::{Job, NewJob, NewRun, Pipeline, Run, now_millis};
 use serde_json::json;
 
 use crate::AppState;
+use crate::conditions;
 use crate::error::{ApiError, ApiResult};
 use crate::git::{self, RefUpdate};
 use crate::live::{LiveMessage, LogLine};
@@ -312,12 +313,13 @@ fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
             } else {
                 in_stage
             };
-            let condition = if first_in_stage {
-                // The stage's condition decides whether its first jobs start; the job's own applies too.
-                json!({"first": true, "stage": stage.condition, "job": job.condition})
-            } else {
-                json!({"first": false, "stage": null, "job": job.condition})
-            };
+            // The stage's condition applies to every job of the stage (a skipped stage skips them
+            // all); the job's own condition is read from the job.
+            let condition = json!({
+                "first": first_in_stage,
+                "stage": stage.condition,
+                "stageDependsOn": stage.depends_on,
+            });
             let mut variables = plan.variables.clone();
             variables.extend(stage.variables.iter().cloned());
             let spec = json!({
@@ -346,35 +348,82 @@ fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
     rows
 }
 
-/// Whether a condition holds given the results of the dependencies. Supports the status functions
-/// (`succeeded()`, `failed()`, `succeededOrFailed()`, `always()`, `canceled()`); any other expression
-/// is treated as `succeeded()` (documented in docs/compat.md).
-fn condition_holds(
-    condition: Option<&str>,
-    dependency_results: &[Option<String>],
-    run_canceled: bool,
-) -> bool {
-    let all_succeeded = dependency_results.iter().all(|r| {
-        matches!(
-            r.as_deref(),
-            Some("succeeded") | Some("succeededWithIssues")
+/// The predefined variables of a run that do not depend on the job (Microsoft's page "Predefined
+/// variables"); agents get these plus the job's own.
+pub fn run_predefined_variables(
+    state: &AppState,
+    run: &Run,
+    pipeline: &Pipeline,
+    project: &lockgate_store::Project,
+    repository: &lockgate_store::Repository,
+) -> Vec<(String, String)> {
+    let base = state.base_url();
+    vec![
+        ("Build.BuildId".to_string(), run.id.to_string()),
+        ("Build.BuildNumber".to_string(), run.name.clone()),
+        ("Build.DefinitionName".to_string(), pipeline.name.clone()),
+        ("Build.DefinitionId".to_string(), pipeline.id.to_string()),
+        (
+            "Build.Reason".to_string(),
+            build_reason(&run.reason).to_string(),
+        ),
+        ("Build.RequestedFor".to_string(), run.requested_by.clone()),
+        ("Build.SourceBranch".to_string(), run.source_branch.clone()),
+        (
+            "Build.SourceBranchName".to_string(),
+            short_branch(&run.source_branch),
+        ),
+        ("Build.SourceVersion".to_string(), run.source_commit.clone()),
+        ("Build.Repository.Name".to_string(), repository.name.clone()),
+        (
+            "Build.Repository.Uri".to_string(),
+            format!("{base}/git/{}/{}.git", project.name, repository.name),
+        ),
+        ("System.TeamProject".to_string(), project.name.clone()),
+        ("System.CollectionUri".to_string(), format!("{base}/")),
+    ]
+}
+
+/// Ends a waiting job as failed with an error line in its log (a condition that cannot be evaluated).
+async fn fail_waiting_job(state: &AppState, job_id: i64, message: &str) -> ApiResult<()> {
+    let line = LogLine {
+        step: None,
+        text: format!("##[error]{message}"),
+    };
+    state
+        .store
+        .append_log_chunk(
+            job_id,
+            1,
+            &crate::live::compress_lines(std::slice::from_ref(&line)),
         )
-    });
-    let any_failed = dependency_results
-        .iter()
-        .any(|r| r.as_deref() == Some("failed"));
-    let normalized: String = condition
-        .unwrap_or("succeeded()")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    match normalized.to_ascii_lowercase().as_str() {
-        "always()" => true,
-        "failed()" => any_failed && !run_canceled,
-        "succeededorfailed()" => !run_canceled,
-        "canceled()" => run_canceled,
-        _ => all_succeeded && !run_canceled,
-    }
+        .await?;
+    state
+        .store
+        .set_job_status(job_id, "completed", Some("failed"))
+        .await?;
+    state.live.publish(
+        job_id,
+        LiveMessage::End {
+            result: "failed".into(),
+        },
+    );
+    Ok(())
+}
+
+/// The run's predefined variables, as conditions read them (empty when the pipeline is gone).
+async fn run_variables(state: &AppState, run: &Run) -> ApiResult<Vec<(String, String)>> {
+    let Some(pipeline) = state.store.pipeline_by_id(run.pipeline_id).await? else {
+        return Ok(Vec::new());
+    };
+    let (project, repository) = pipeline_home(state, &pipeline).await?;
+    Ok(run_predefined_variables(
+        state,
+        run,
+        &pipeline,
+        &project,
+        &repository,
+    ))
 }
 
 /// Moves waiting jobs forward (queued or skipped) and completes the run when every job is done.
@@ -390,48 +439,54 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         .iter()
         .any(|j| j.cancel_requested || j.result.as_deref() == Some("canceled"));
     let mut queued_any = false;
+    let mut view = None;
     loop {
-        let results: HashMap<String, (String, Option<String>)> = jobs
+        let completed: HashMap<String, bool> = jobs
             .iter()
-            .map(|j| {
-                (
-                    job_key(&j.stage_name, &j.name),
-                    (j.status.clone(), j.result.clone()),
-                )
-            })
+            .map(|j| (job_key(&j.stage_name, &j.name), j.status == "completed"))
             .collect();
         let mut changed = false;
-        for job in jobs.iter_mut().filter(|j| j.status == "pending") {
-            let deps: Vec<String> = serde_json::from_str(&job.depends_on).unwrap_or_default();
-            let dep_states: Vec<&(String, Option<String>)> =
-                deps.iter().filter_map(|d| results.get(d)).collect();
-            if dep_states.iter().any(|(status, _)| status != "completed") {
+        for index in 0..jobs.len() {
+            if jobs[index].status != "pending" {
                 continue;
             }
-            let dep_results: Vec<Option<String>> =
-                dep_states.iter().map(|(_, r)| r.clone()).collect();
-            let spec: serde_json::Value = serde_json::from_str(&job.spec).unwrap_or_default();
-            let conditions = &spec["conditions"];
-            let stage_condition = conditions["stage"].as_str();
-            let job_condition = conditions["job"].as_str();
-            let holds = if conditions["first"].as_bool() == Some(true) {
-                condition_holds(stage_condition, &dep_results, run_canceled)
-                    && condition_holds(job_condition, &[], run_canceled)
-            } else {
-                condition_holds(job_condition, &dep_results, run_canceled)
+            let deps: Vec<String> =
+                serde_json::from_str(&jobs[index].depends_on).unwrap_or_default();
+            if deps.iter().any(|d| completed.get(d) == Some(&false)) {
+                continue;
+            }
+            let view = match &view {
+                Some(view) => view,
+                None => view.insert(conditions::RunView::new(
+                    &jobs,
+                    run_variables(state, &run).await?,
+                    run_canceled,
+                )),
             };
-            if holds {
-                state.store.set_job_status(job.id, "queued", None).await?;
+            let job_id = jobs[index].id;
+            let outcome = match view.job_runs(&jobs, index) {
+                Ok(true) => "queued",
+                Ok(false) if run_canceled => "canceled",
+                Ok(false) => "skipped",
+                Err(message) => {
+                    fail_waiting_job(state, job_id, &message).await?;
+                    "failed"
+                }
+            };
+            let job = &mut jobs[index];
+            if outcome == "queued" {
+                state.store.set_job_status(job_id, "queued", None).await?;
                 job.status = "queued".into();
                 queued_any = true;
             } else {
-                let result = if run_canceled { "canceled" } else { "skipped" };
-                state
-                    .store
-                    .set_job_status(job.id, "completed", Some(result))
-                    .await?;
+                if outcome != "failed" {
+                    state
+                        .store
+                        .set_job_status(job_id, "completed", Some(outcome))
+                        .await?;
+                }
                 job.status = "completed".into();
-                job.result = Some(result.into());
+                job.result = Some(outcome.into());
             }
             changed = true;
         }
@@ -720,40 +775,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conditions_follow_dependency_results() {
-        let ok = [Some("succeeded".to_string())];
-        let failed = [Some("failed".to_string()), Some("succeeded".to_string())];
-        assert!(condition_holds(None, &ok, false));
-        assert!(condition_holds(None, &[], false));
-        assert!(!condition_holds(None, &failed, false));
-        assert!(condition_holds(Some("failed()"), &failed, false));
-        assert!(!condition_holds(Some("failed()"), &ok, false));
-        assert!(condition_holds(Some(" always() "), &failed, true));
-        assert!(condition_holds(Some("succeededOrFailed()"), &failed, false));
-        assert!(!condition_holds(Some("succeededOrFailed()"), &failed, true));
-        assert!(!condition_holds(None, &[Some("skipped".into())], false));
-    }
-
-    #[test]
     fn run_result_prefers_failure_then_cancel_then_issues() {
-        let job = |result: &str| Job {
-            id: 1,
-            run_id: 1,
-            stage_name: "s".into(),
-            name: "j".into(),
-            display_name: "j".into(),
-            depends_on: "[]".into(),
-            spec: "{}".into(),
-            status: "completed".into(),
-            result: Some(result.into()),
-            attempt: 1,
-            agent_name: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            queued_at: 0,
-            started_at: None,
-            finished_at: None,
-        };
+        let job = |result: &str| crate::conditions::tests::bare_job(1, Some(result));
         assert_eq!(run_result(&[job("succeeded"), job("skipped")]), "succeeded");
         assert_eq!(
             run_result(&[job("succeeded"), job("succeededWithIssues")]),

@@ -62,6 +62,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "run titles",
         include_str!("../migrations/sqlite/0003_run_titles.sql"),
     ),
+    (
+        4,
+        "job outputs",
+        include_str!("../migrations/sqlite/0004_job_outputs.sql"),
+    ),
 ];
 
 /// The database behind the server. Cloning is cheap (a pool handle).
@@ -670,21 +675,24 @@ impl Store {
             .transpose()?)
     }
 
-    /// Completes a leased job; `false` when the lease is no longer held.
+    /// Completes a leased job with its result and output variables (a JSON object); `false` when the
+    /// lease is no longer held.
     pub async fn finish_leased_job(
         &self,
         job_id: i64,
         lease_token_hash: &str,
         result: &str,
+        outputs: &str,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE jobs SET status = 'completed', result = $3, finished_at = $4, lease_token_hash = NULL \
-             WHERE id = $1 AND lease_token_hash = $2 AND status = 'running'",
+            "UPDATE jobs SET status = 'completed', result = $3, finished_at = $4, lease_token_hash = NULL, \
+             outputs = $5 WHERE id = $1 AND lease_token_hash = $2 AND status = 'running'",
         )
         .bind(job_id)
         .bind(lease_token_hash)
         .bind(result)
         .bind(now_millis())
+        .bind(outputs)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -734,7 +742,7 @@ impl Store {
                 "DELETE FROM artifacts WHERE job_id = $1",
                 "UPDATE jobs SET status = 'pending', result = NULL, attempt = attempt + 1, agent_name = NULL, \
                  lease_token_hash = NULL, lease_expires_at = NULL, cancel_requested = FALSE, started_at = NULL, \
-                 finished_at = NULL WHERE id = $1 AND status = 'completed'",
+                 finished_at = NULL, outputs = '{}' WHERE id = $1 AND status = 'completed'",
             ] {
                 sqlx::query(sql).bind(id).execute(&mut *tx).await?;
             }

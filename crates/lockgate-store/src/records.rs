@@ -180,6 +180,8 @@ pub struct Job {
     pub queued_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Output variables the job published: a JSON object of `step.var` to value.
+    pub outputs: String,
 }
 
 impl FromSqliteRow for Job {
@@ -201,6 +203,7 @@ impl FromSqliteRow for Job {
             queued_at: row.try_get("queued_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
+            outputs: row.try_get("outputs")?,
         })
     }
 }

@@ -51,7 +51,7 @@ fn new_job(name: &str, status: &str) -> NewJob {
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await
@@ -251,13 +251,13 @@ async fn a_queued_job_is_leased_once_and_finished_only_with_its_lease() {
     );
     assert!(
         !store
-            .finish_leased_job(leased.id, "wrong", "succeeded")
+            .finish_leased_job(leased.id, "wrong", "succeeded", "{}")
             .await
             .unwrap()
     );
     assert!(
         store
-            .finish_leased_job(leased.id, "lease-1", "canceled")
+            .finish_leased_job(leased.id, "lease-1", "canceled", "{}")
             .await
             .unwrap()
     );
@@ -288,7 +288,7 @@ async fn expired_leases_fail_their_jobs() {
     assert_eq!(expired[0].result.as_deref(), Some("failed"));
     assert!(
         !store
-            .finish_leased_job(job.id, "lease-1", "succeeded")
+            .finish_leased_job(job.id, "lease-1", "succeeded", "{}")
             .await
             .unwrap()
     );
@@ -331,12 +331,15 @@ async fn log_chunks_number_their_lines_and_reset_clears_a_job() {
         .unwrap();
     assert_eq!(store.steps_of_run(run.id).await.unwrap().len(), 1);
     store
-        .finish_leased_job(job.id, "l", "failed")
+        .finish_leased_job(job.id, "l", "failed", r#"{"setvar.flag":"yes"}"#)
         .await
         .unwrap();
+    let finished = store.job_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!(finished.outputs, r#"{"setvar.flag":"yes"}"#);
     store.reset_jobs(&[job.id]).await.unwrap();
     let job = store.job_by_id(job.id).await.unwrap().unwrap();
     assert_eq!((job.status.as_str(), job.attempt), ("pending", 2));
+    assert_eq!(job.outputs, "{}");
     assert!(store.log_chunks(job.id).await.unwrap().is_empty());
     assert!(store.steps_of_run(run.id).await.unwrap().is_empty());
 }

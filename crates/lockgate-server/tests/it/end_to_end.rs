@@ -173,6 +173,31 @@ pub fn wait_for_runs(
     }
 }
 
+/// The run with its jobs, as the API shows it.
+pub fn run_detail(server: &Running, run_id: i64) -> api::RunDetail {
+    server
+        .client
+        .get_json(&format!("/api/v1/runs/{run_id}"))
+        .unwrap()
+}
+
+/// A fresh server whose pipeline is `yaml`, pushed to `main` from a new working copy; returns the
+/// server, the push URL, the working copy, the pipeline id and the completed first run.
+fn first_run_of(yaml: &str) -> (Running, String, tempfile::TempDir, i64, api::Run) {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_run(&server, pipeline, 1);
+    (server, push_url, work, pipeline, run)
+}
+
 const PIPELINE: &str = "\
 name: app-$(Rev:r)
 trigger:
@@ -385,23 +410,10 @@ fn an_invalid_pipeline_gives_a_failed_run_with_diagnostics() {
 
 #[test]
 fn a_failed_job_skips_later_stages_and_can_be_canceled_or_rerun() {
-    let server = start_server();
-    let (push_url, pipeline) = project_with_pipeline(&server);
-    let work = tempfile::tempdir().unwrap();
-    git(work.path(), &["init", "-q"]);
     let yaml = "appendCommitMessageToRunName: false\nstages:\n- stage: A\n  jobs:\n  - job: fail\n    steps:\n    - script: exit 3\n- stage: B\n  jobs:\n  - job: after\n    steps:\n    - script: echo never\n";
-    commit_and_push(
-        work.path(),
-        &push_url,
-        &[("azure-pipelines.yml", yaml)],
-        "main",
-    );
-    let run = wait_for_run(&server, pipeline, 1);
+    let (server, push_url, work, pipeline, run) = first_run_of(yaml);
     assert_eq!(run.result.as_deref(), Some("failed"));
-    let detail: api::RunDetail = server
-        .client
-        .get_json(&format!("/api/v1/runs/{}", run.id))
-        .unwrap();
+    let detail = run_detail(&server, run.id);
     assert_eq!(detail.jobs[1].result.as_deref(), Some("skipped"));
     assert_eq!(run.title, "", "appendCommitMessageToRunName: false");
 
@@ -549,4 +561,80 @@ fn independent_jobs_run_at_the_same_time_on_the_built_in_agents() {
         "the jobs overlapped: {a:?} {b:?}"
     );
     assert_ne!(a.agent, b.agent);
+}
+
+#[test]
+fn job_and_stage_conditions_read_variables_and_dependency_outputs() {
+    let yaml = "\
+appendCommitMessageToRunName: false
+variables:
+  deploy: 'false'
+stages:
+- stage: One
+  jobs:
+  - job: A
+    steps:
+    - script: echo \"##vso[task.setvariable variable=flag;isOutput=true]yes\"
+      name: setvar
+  - job: B
+    dependsOn: A
+    condition: eq(dependencies.A.outputs['setvar.flag'], 'yes')
+    steps:
+    - script: echo B saw the flag
+  - job: C
+    dependsOn: A
+    condition: eq(variables['Build.SourceBranch'], 'refs/heads/nope')
+    steps:
+    - script: echo C should not run
+  - job: D
+    condition: ne(variables.deploy, 'false')
+    steps:
+    - script: echo D should not run
+  - job: E
+    condition: and(succeeded(), eq(variables['Build.SourceBranchName'], 'main'))
+    steps:
+    - script: echo E runs on main
+  - job: F
+    condition: succeeded('Nope')
+    steps:
+    - script: echo F has a broken condition
+- stage: Two
+  dependsOn: One
+  condition: and(always(), eq(dependencies.One.outputs['A.setvar.flag'], 'yes'))
+  jobs:
+  - job: G
+    condition: eq(stageDependencies.One.A.outputs['setvar.flag'], 'yes')
+    steps:
+    - script: echo G read the earlier stage
+";
+    let (server, _, _work, _, run) = first_run_of(yaml);
+    let detail = run_detail(&server, run.id);
+    let result_of = |name: &str| {
+        detail
+            .jobs
+            .iter()
+            .find(|job| job.name == name)
+            .and_then(|job| job.result.clone())
+            .unwrap_or_else(|| panic!("no job {name}: {detail:?}"))
+    };
+    assert_eq!(result_of("A"), "succeeded", "{detail:?}");
+    assert_eq!(result_of("B"), "succeeded", "{detail:?}");
+    assert_eq!(result_of("C"), "skipped", "{detail:?}");
+    assert_eq!(result_of("D"), "skipped", "{detail:?}");
+    assert_eq!(result_of("E"), "succeeded", "{detail:?}");
+    assert_eq!(result_of("F"), "failed", "{detail:?}");
+    assert_eq!(result_of("G"), "succeeded", "{detail:?}");
+    assert_eq!(run.result.as_deref(), Some("failed"), "F failed");
+    let logs = server
+        .client
+        .get_text(&format!("/api/v1/runs/{}/logs", run.id))
+        .unwrap();
+    assert!(logs.contains("B saw the flag"), "{logs}");
+    assert!(logs.contains("G read the earlier stage"), "{logs}");
+    assert!(!logs.contains("should not run"), "{logs}");
+    assert!(!logs.contains("broken condition"), "{logs}");
+    assert!(
+        logs.contains("invalid condition of job F"),
+        "the broken condition is reported: {logs}"
+    );
 }

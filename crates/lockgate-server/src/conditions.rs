@@ -1,0 +1,685 @@
+//! Job and stage conditions on the server, evaluated with lockgate-expr against the run's variables
+//! and the stored results and output variables of the dependencies. A missing condition is
+//! `succeeded()` over the dependencies (Microsoft's pages "Pipeline conditions" and "Expressions",
+//! section "Dependencies").
+
+use std::collections::BTreeMap;
+
+use lockgate_expr::{MapContext, Object, ParseOptions, StatusInput, TaskResult, Value, parse};
+use lockgate_pipeline::plan::Variable;
+use lockgate_store::Job;
+use serde::Deserialize;
+
+/// The parts of a job row's spec that decide whether the job runs (written by `runs::plan_jobs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct StoredSpec {
+    pub job: StoredJob,
+    /// Pipeline-level then stage-level variables.
+    pub variables: Vec<Variable>,
+    pub conditions: StoredConditions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct StoredJob {
+    pub base_name: String,
+    pub condition: Option<String>,
+    pub variables: Vec<Variable>,
+    pub continue_on_error: bool,
+    pub strategy: StoredStrategy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct StoredStrategy {
+    pub leg: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct StoredConditions {
+    /// The job waits for nothing in its stage (it waits for the stages the stage depends on).
+    pub first: bool,
+    /// The stage's condition.
+    pub stage: Option<String>,
+    /// The stages the job's stage depends on. Absent in runs queued before it was recorded; then
+    /// the stage condition is checked only for the first jobs, against the stages they wait for.
+    pub stage_depends_on: Option<Vec<String>>,
+}
+
+/// What later jobs and stages see of one job row.
+struct JobFacts {
+    stage: String,
+    base_name: String,
+    leg: Option<String>,
+    continue_on_error: bool,
+    outputs: BTreeMap<String, String>,
+}
+
+/// The jobs of one run as conditions see them; built once per scheduling pass.
+pub(crate) struct RunView {
+    facts: Vec<JobFacts>,
+    /// Predefined and pipeline variables known for the whole run.
+    predefined: Vec<(String, String)>,
+    canceled: bool,
+}
+
+/// A job or stage result as the status functions see it.
+fn task_result(result: Option<&str>) -> TaskResult {
+    match result {
+        Some("succeeded") => TaskResult::Succeeded,
+        Some("succeededWithIssues") => TaskResult::SucceededWithIssues,
+        Some("failed") => TaskResult::Failed,
+        Some("canceled") => TaskResult::Canceled,
+        _ => TaskResult::Skipped,
+    }
+}
+
+fn result_name(result: TaskResult) -> &'static str {
+    match result {
+        TaskResult::Succeeded => "Succeeded",
+        TaskResult::SucceededWithIssues => "SucceededWithIssues",
+        TaskResult::Failed => "Failed",
+        TaskResult::Canceled => "Canceled",
+        TaskResult::Skipped => "Skipped",
+    }
+}
+
+/// The result of several jobs together: the worst one (skipped < succeeded < with issues < failed
+/// < canceled), as the local runner aggregates matrix legs and stages.
+fn merge(a: TaskResult, b: TaskResult) -> TaskResult {
+    let rank = |r: TaskResult| match r {
+        TaskResult::Skipped => 0,
+        TaskResult::Succeeded => 1,
+        TaskResult::SucceededWithIssues => 2,
+        TaskResult::Failed => 3,
+        TaskResult::Canceled => 4,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// A finished dependency: its result and outputs.
+struct DependencyState {
+    result: TaskResult,
+    outputs: BTreeMap<String, String>,
+}
+
+impl DependencyState {
+    fn value(&self) -> Value {
+        let mut outputs = Object::new();
+        for (key, value) in &self.outputs {
+            outputs.insert(key.clone(), Value::String(value.clone()));
+        }
+        let mut object = Object::new();
+        object.insert("result", Value::String(result_name(self.result).into()));
+        object.insert("outputs", Value::Object(outputs));
+        Value::Object(object)
+    }
+}
+
+impl RunView {
+    /// `jobs` are all job rows of the run; `predefined` the run's predefined variables.
+    pub(crate) fn new(jobs: &[Job], predefined: Vec<(String, String)>, canceled: bool) -> RunView {
+        let facts = jobs
+            .iter()
+            .map(|job| {
+                let spec: StoredSpec = serde_json::from_str(&job.spec).unwrap_or_default();
+                JobFacts {
+                    stage: job.stage_name.clone(),
+                    base_name: if spec.job.base_name.is_empty() {
+                        job.name.clone()
+                    } else {
+                        spec.job.base_name
+                    },
+                    leg: spec.job.strategy.leg,
+                    continue_on_error: spec.job.continue_on_error,
+                    outputs: serde_json::from_str(&job.outputs).unwrap_or_default(),
+                }
+            })
+            .collect();
+        RunView {
+            facts,
+            predefined,
+            canceled,
+        }
+    }
+
+    /// The aggregate state of the jobs of `stage` named `base_name` (every matrix leg; legs publish
+    /// their outputs as `leg.step.var`). Only completed rows count.
+    fn job_state(&self, jobs: &[Job], stage: &str, base_name: &str) -> DependencyState {
+        let mut result = TaskResult::Skipped;
+        let mut outputs = BTreeMap::new();
+        for (job, facts) in jobs.iter().zip(&self.facts) {
+            if facts.stage != stage || facts.base_name != base_name || job.status != "completed" {
+                continue;
+            }
+            let mut own = task_result(job.result.as_deref());
+            if facts.continue_on_error && own == TaskResult::Failed {
+                own = TaskResult::SucceededWithIssues;
+            }
+            result = merge(result, own);
+            for (key, value) in &facts.outputs {
+                let key = match &facts.leg {
+                    Some(leg) => format!("{leg}.{key}"),
+                    None => key.clone(),
+                };
+                outputs.insert(key, value.clone());
+            }
+        }
+        DependencyState { result, outputs }
+    }
+
+    /// Base names of the jobs of a stage, in order, without repeats.
+    fn base_names<'v>(&'v self, stage: &str) -> Vec<&'v str> {
+        let mut names: Vec<&str> = Vec::new();
+        for facts in self.facts.iter().filter(|f| f.stage == stage) {
+            if !names.contains(&facts.base_name.as_str()) {
+                names.push(&facts.base_name);
+            }
+        }
+        names
+    }
+
+    /// Every job of each stage, for `stageDependencies.<stage>.<job>`, of the stages whose jobs all
+    /// completed (other than `current`).
+    fn stage_dependencies(&self, jobs: &[Job], current: &str) -> Value {
+        let mut stages = Object::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for facts in &self.facts {
+            let stage = facts.stage.as_str();
+            if stage == current || seen.contains(&stage) {
+                continue;
+            }
+            seen.push(stage);
+            let done = jobs
+                .iter()
+                .zip(&self.facts)
+                .filter(|(_, f)| f.stage == stage)
+                .all(|(job, _)| job.status == "completed");
+            if !done {
+                continue;
+            }
+            let mut stage_object = Object::new();
+            for base in self.base_names(stage) {
+                stage_object.insert(base, self.job_state(jobs, stage, base).value());
+            }
+            stages.insert(stage, Value::Object(stage_object));
+        }
+        Value::Object(stages)
+    }
+
+    /// A stage as a later stage's condition sees it: the worst result of its jobs, and the outputs of
+    /// every job as `job.step.var`.
+    fn stage_state(&self, jobs: &[Job], stage: &str) -> DependencyState {
+        let mut result = TaskResult::Skipped;
+        let mut outputs = BTreeMap::new();
+        for base in self.base_names(stage) {
+            let state = self.job_state(jobs, stage, base);
+            result = merge(result, state.result);
+            for (key, value) in state.outputs {
+                outputs.insert(format!("{base}.{key}"), value);
+            }
+        }
+        DependencyState { result, outputs }
+    }
+
+    fn context(&self, variables: &[Variable]) -> MapContext {
+        let mut context = MapContext::new();
+        context.set_strict_parameters(false);
+        for variable in variables {
+            if let Variable::Value { name, value, .. } = variable {
+                context.set_variable(name.as_str(), value.as_str());
+            }
+        }
+        // System variables are read-only in Azure Pipelines: a pipeline variable cannot hide them.
+        for (name, value) in &self.predefined {
+            context.set_variable(name.as_str(), value.as_str());
+        }
+        context
+    }
+
+    /// Whether the job at `index` of `jobs` runs: its stage's condition (for the jobs that start the
+    /// stage, or for every job when the stage's dependencies are recorded) and its own condition.
+    /// `Err` names the condition that cannot be parsed or evaluated.
+    pub(crate) fn job_runs(&self, jobs: &[Job], index: usize) -> Result<bool, String> {
+        let Some(job) = jobs.get(index) else {
+            return Ok(false);
+        };
+        let spec: StoredSpec = serde_json::from_str(&job.spec)
+            .map_err(|error| format!("the job's stored plan cannot be read: {error}"))?;
+        let stage = job.stage_name.as_str();
+        let mut variables = spec.variables.clone();
+        let stage_depends_on = match &spec.conditions.stage_depends_on {
+            Some(names) => Some(names.clone()),
+            None if spec.conditions.first => Some(upstream_stages(job)),
+            None => None,
+        };
+        if let Some(stage_deps) = stage_depends_on {
+            let mut context = self.context(&variables);
+            let mut dependencies = Object::new();
+            let mut status_of = Vec::new();
+            for name in &stage_deps {
+                let state = self.stage_state(jobs, name);
+                status_of.push((name.clone(), state.result));
+                dependencies.insert(name.as_str(), state.value());
+            }
+            context.set("dependencies", Value::Object(dependencies));
+            context.set("stageDependencies", self.stage_dependencies(jobs, stage));
+            context.set_status(StatusInput::Dependencies {
+                results: status_of,
+                canceled: self.canceled,
+            });
+            let holds = evaluate(spec.conditions.stage.as_deref(), &context)
+                .map_err(|error| format!("invalid condition of stage {stage}: {error}"))?;
+            if !holds {
+                return Ok(false);
+            }
+        }
+        variables.extend(spec.job.variables.iter().cloned());
+        let mut context = self.context(&variables);
+        let mut dependencies = Object::new();
+        let mut status_of = Vec::new();
+        if !spec.conditions.first {
+            let mut names: Vec<&str> = Vec::new();
+            for key in depends_on_keys(job) {
+                let Some(position) = jobs.iter().position(|other| {
+                    other.stage_name == stage
+                        && key == format!("{}/{}", other.stage_name, other.name)
+                }) else {
+                    continue;
+                };
+                let base = self.facts[position].base_name.as_str();
+                if !names.contains(&base) {
+                    names.push(base);
+                }
+            }
+            for base in names {
+                let state = self.job_state(jobs, stage, base);
+                status_of.push((base.to_string(), state.result));
+                dependencies.insert(base, state.value());
+            }
+        }
+        context.set("dependencies", Value::Object(dependencies));
+        context.set("stageDependencies", self.stage_dependencies(jobs, stage));
+        context.set_status(StatusInput::Dependencies {
+            results: status_of,
+            canceled: self.canceled,
+        });
+        evaluate(spec.job.condition.as_deref(), &context)
+            .map_err(|error| format!("invalid condition of job {}: {error}", job.name))
+    }
+}
+
+fn depends_on_keys(job: &Job) -> Vec<String> {
+    serde_json::from_str(&job.depends_on).unwrap_or_default()
+}
+
+/// The stages a first job waits for, read from its dependency keys (`stage/job`).
+fn upstream_stages(job: &Job) -> Vec<String> {
+    let mut stages: Vec<String> = Vec::new();
+    for key in depends_on_keys(job) {
+        if let Some((stage, _)) = key.split_once('/')
+            && !stages.iter().any(|s| s == stage)
+        {
+            stages.push(stage.to_string());
+        }
+    }
+    stages
+}
+
+/// Parses and evaluates a job or stage condition (`succeeded()` when absent or blank).
+fn evaluate(condition: Option<&str>, context: &MapContext) -> Result<bool, String> {
+    let text = condition
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .unwrap_or("succeeded()");
+    let expr = parse(text, &ParseOptions::condition()).map_err(|error| error.describe(text))?;
+    expr.evaluate_bool(context)
+        .map_err(|error| error.describe(text))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// One stored job row: `stage/name`, what it waits for, its state and spec.
+    struct Row<'a> {
+        stage: &'a str,
+        name: &'a str,
+        base: &'a str,
+        leg: Option<&'a str>,
+        depends_on: &'a [&'a str],
+        first: bool,
+        stage_condition: Option<&'a str>,
+        stage_depends_on: &'a [&'a str],
+        condition: Option<&'a str>,
+        result: Option<&'a str>,
+        outputs: serde_json::Value,
+        variables: serde_json::Value,
+        continue_on_error: bool,
+    }
+
+    impl Default for Row<'_> {
+        fn default() -> Self {
+            Row {
+                stage: "One",
+                name: "",
+                base: "",
+                leg: None,
+                depends_on: &[],
+                first: true,
+                stage_condition: None,
+                stage_depends_on: &[],
+                condition: None,
+                result: None,
+                outputs: json!({}),
+                variables: json!([]),
+                continue_on_error: false,
+            }
+        }
+    }
+
+    fn job(id: i64, row: Row<'_>) -> Job {
+        let base = if row.base.is_empty() {
+            row.name
+        } else {
+            row.base
+        };
+        let spec = json!({
+            "job": {
+                "name": row.name,
+                "baseName": base,
+                "condition": row.condition,
+                "continueOnError": row.continue_on_error,
+                "variables": [],
+                "strategy": {"leg": row.leg},
+            },
+            "variables": row.variables,
+            "conditions": {
+                "first": row.first,
+                "stage": row.stage_condition,
+                "stageDependsOn": row.stage_depends_on,
+            },
+        });
+        let mut stored = bare_job(id, row.result);
+        stored.stage_name = row.stage.into();
+        stored.name = row.name.into();
+        stored.display_name = row.name.into();
+        stored.depends_on = json!(row.depends_on).to_string();
+        stored.spec = spec.to_string();
+        stored.outputs = row.outputs.to_string();
+        stored
+    }
+
+    /// A job row of stage `s` named `j`: completed with `result`, or pending without one.
+    pub(crate) fn bare_job(id: i64, result: Option<&str>) -> Job {
+        Job {
+            id,
+            run_id: 1,
+            stage_name: "s".into(),
+            name: "j".into(),
+            display_name: "j".into(),
+            depends_on: "[]".into(),
+            spec: "{}".into(),
+            status: if result.is_some() {
+                "completed"
+            } else {
+                "pending"
+            }
+            .into(),
+            result: result.map(Into::into),
+            attempt: 1,
+            agent_name: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            queued_at: 0,
+            started_at: None,
+            finished_at: None,
+            outputs: "{}".into(),
+        }
+    }
+
+    fn predefined() -> Vec<(String, String)> {
+        vec![
+            ("Build.SourceBranch".into(), "refs/heads/main".into()),
+            ("Build.Reason".into(), "IndividualCI".into()),
+        ]
+    }
+
+    /// Evaluates the condition of job `B` (depending on `A` in the same stage, which ended with
+    /// `a_result` and published `setvar.flag=yes`).
+    fn b_runs(a_result: &str, condition: Option<&str>, canceled: bool) -> Result<bool, String> {
+        let jobs = [
+            job(
+                1,
+                Row {
+                    name: "A",
+                    result: Some(a_result),
+                    outputs: json!({"setvar.flag": "yes"}),
+                    ..Row::default()
+                },
+            ),
+            job(
+                2,
+                Row {
+                    name: "B",
+                    depends_on: &["One/A"],
+                    first: false,
+                    // The stage runs whatever happens, so these cases test the job's own condition.
+                    stage_condition: Some("always()"),
+                    condition,
+                    variables: json!([
+                        {"kind": "value", "name": "deploy", "value": "false", "readonly": false,
+                         "scope": "pipeline"},
+                        {"kind": "value", "name": "Build.SourceBranch", "value": "refs/heads/hidden",
+                         "readonly": false, "scope": "pipeline"},
+                    ]),
+                    ..Row::default()
+                },
+            ),
+        ];
+        RunView::new(&jobs, predefined(), canceled).job_runs(&jobs, 1)
+    }
+
+    #[test]
+    fn default_condition_is_succeeded_over_the_dependencies() {
+        assert_eq!(b_runs("succeeded", None, false), Ok(true));
+        assert_eq!(b_runs("succeededWithIssues", None, false), Ok(true));
+        assert_eq!(b_runs("failed", None, false), Ok(false));
+        assert_eq!(b_runs("skipped", Some("  "), false), Ok(false));
+        assert_eq!(b_runs("succeeded", None, true), Ok(false));
+    }
+
+    #[test]
+    fn status_functions_see_dependency_results_and_cancel() {
+        assert_eq!(b_runs("failed", Some("failed()"), false), Ok(true));
+        assert_eq!(b_runs("succeeded", Some("failed()"), false), Ok(false));
+        assert_eq!(
+            b_runs("failed", Some("succeededOrFailed()"), false),
+            Ok(true)
+        );
+        assert_eq!(
+            b_runs("failed", Some("succeededOrFailed()"), true),
+            Ok(false)
+        );
+        assert_eq!(b_runs("failed", Some(" always() "), true), Ok(true));
+        assert_eq!(b_runs("succeeded", Some("canceled()"), true), Ok(true));
+        assert_eq!(b_runs("succeeded", Some("canceled()"), false), Ok(false));
+        assert_eq!(b_runs("failed", Some("failed('A')"), false), Ok(true));
+    }
+
+    #[test]
+    fn conditions_read_variables_and_dependency_outputs() {
+        let cases = [
+            (
+                "and(succeeded(), eq(variables['Build.SourceBranch'], 'refs/heads/main'))",
+                true,
+            ),
+            (
+                "eq(variables['build.sourcebranch'], 'refs/heads/nope')",
+                false,
+            ),
+            ("ne(variables.deploy, 'false')", false),
+            ("eq(variables.deploy, 'false')", true),
+            ("eq(variables['Build.Reason'], 'IndividualCI')", true),
+            ("eq(dependencies.A.outputs['setvar.flag'], 'yes')", true),
+            ("eq(dependencies.a.outputs['SetVar.Flag'], 'yes')", true),
+            ("eq(dependencies.A.outputs['setvar.other'], 'yes')", false),
+            ("eq(dependencies.A.result, 'Succeeded')", true),
+            ("in(dependencies.A.result, 'Failed', 'Canceled')", false),
+            ("eq(variables.nosuch, '')", true),
+        ];
+        for (condition, expected) in cases {
+            assert_eq!(
+                b_runs("succeeded", Some(condition), false),
+                Ok(expected),
+                "{condition}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_condition_is_an_error_naming_the_job() {
+        let error = b_runs("succeeded", Some("eq(1,"), false).unwrap_err();
+        assert!(error.starts_with("invalid condition of job B: "), "{error}");
+        let error = b_runs("succeeded", Some("nosuchfunction()"), false).unwrap_err();
+        assert!(error.contains("nosuchfunction"), "{error}");
+    }
+
+    #[test]
+    fn matrix_legs_publish_outputs_under_their_leg_and_merge_results() {
+        let leg = |id, leg_name, result| {
+            job(
+                id,
+                Row {
+                    name: if leg_name == "linux" {
+                        "A_linux"
+                    } else {
+                        "A_windows"
+                    },
+                    base: "A",
+                    leg: Some(leg_name),
+                    result: Some(result),
+                    outputs: json!({"setvar.flag": leg_name}),
+                    ..Row::default()
+                },
+            )
+        };
+        let b = |condition| {
+            job(
+                3,
+                Row {
+                    name: "B",
+                    depends_on: &["One/A_linux", "One/A_windows"],
+                    first: false,
+                    condition,
+                    ..Row::default()
+                },
+            )
+        };
+        let jobs = [
+            leg(1, "linux", "succeeded"),
+            leg(2, "windows", "failed"),
+            b(Some(
+                "eq(dependencies.A.outputs['windows.setvar.flag'], 'windows')",
+            )),
+        ];
+        let view = RunView::new(&jobs, predefined(), false);
+        assert_eq!(view.job_runs(&jobs, 2), Ok(true));
+        let jobs = [
+            leg(1, "linux", "succeeded"),
+            leg(2, "windows", "failed"),
+            b(None),
+        ];
+        let view = RunView::new(&jobs, predefined(), false);
+        assert_eq!(view.job_runs(&jobs, 2), Ok(false));
+    }
+
+    #[test]
+    fn stage_conditions_read_stage_results_and_outputs() {
+        let jobs_with = |stage_condition, job_condition, one_result, continue_on_error| {
+            [
+                job(
+                    1,
+                    Row {
+                        name: "A",
+                        result: Some(one_result),
+                        outputs: json!({"setvar.flag": "yes"}),
+                        continue_on_error,
+                        ..Row::default()
+                    },
+                ),
+                job(
+                    2,
+                    Row {
+                        stage: "Two",
+                        name: "C",
+                        depends_on: &["One/A"],
+                        stage_condition,
+                        stage_depends_on: &["One"],
+                        ..Row::default()
+                    },
+                ),
+                job(
+                    3,
+                    Row {
+                        stage: "Two",
+                        name: "D",
+                        depends_on: &["Two/C"],
+                        first: false,
+                        stage_condition,
+                        stage_depends_on: &["One"],
+                        condition: job_condition,
+                        ..Row::default()
+                    },
+                ),
+            ]
+        };
+        let runs =
+            |jobs: &[Job], index| RunView::new(jobs, predefined(), false).job_runs(jobs, index);
+        let jobs = jobs_with(
+            Some("eq(dependencies.One.outputs['A.setvar.flag'], 'yes')"),
+            None,
+            "failed",
+            false,
+        );
+        assert_eq!(runs(&jobs, 1), Ok(true));
+        let jobs = jobs_with(
+            Some("eq(dependencies.One.result, 'Failed')"),
+            None,
+            "failed",
+            false,
+        );
+        assert_eq!(runs(&jobs, 1), Ok(true));
+        let jobs = jobs_with(None, None, "failed", false);
+        assert_eq!(runs(&jobs, 1), Ok(false));
+        // continueOnError turns the failure into "succeeded with issues" for later jobs.
+        let jobs = jobs_with(None, None, "failed", true);
+        assert_eq!(runs(&jobs, 1), Ok(true));
+        // A skipped stage skips every job in it, even one whose own condition is always().
+        let mut jobs = jobs_with(Some("failed()"), Some("always()"), "succeeded", false);
+        assert_eq!(runs(&jobs, 1), Ok(false));
+        jobs[1].status = "completed".into();
+        jobs[1].result = Some("skipped".into());
+        assert_eq!(runs(&jobs, 2), Ok(false));
+        // A later job reads the earlier stage through stageDependencies.
+        let mut jobs = jobs_with(
+            None,
+            Some("eq(stageDependencies.One.A.outputs['setvar.flag'], 'yes')"),
+            "succeeded",
+            false,
+        );
+        jobs[1].status = "completed".into();
+        jobs[1].result = Some("succeeded".into());
+        assert_eq!(runs(&jobs, 2), Ok(true));
+        let jobs = jobs_with(Some("and("), None, "succeeded", false);
+        let error = runs(&jobs, 1).unwrap_err();
+        assert!(
+            error.starts_with("invalid condition of stage Two: "),
+            "{error}"
+        );
+    }
+}
