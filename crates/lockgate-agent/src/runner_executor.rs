@@ -16,11 +16,11 @@ use lockgate_runner::job::{RunContext, run_job};
 use lockgate_runner::orchestrator::job_phases;
 use lockgate_runner::process::CancelSignal;
 use lockgate_runner::spec::{InitialVariable, JobSpec};
-use lockgate_runner::tasks::TaskRegistry;
+pub use lockgate_runner::tasks::TaskRegistry;
 
 use crate::{EventReporter, ExecutionOutcome, JobExecutor, LeasedJob};
 
-/// Runs jobs with the built-in tasks of `lockgate-runner`.
+/// Runs jobs with the tasks of a registry: by default the built-in tasks of `lockgate-runner`.
 pub struct RunnerExecutor {
     registry: Arc<TaskRegistry>,
     /// How long one minute of `timeoutInMinutes` lasts (60 s; tests may shorten it).
@@ -29,8 +29,16 @@ pub struct RunnerExecutor {
 
 impl Default for RunnerExecutor {
     fn default() -> Self {
+        RunnerExecutor::with_registry(TaskRegistry::with_builtins())
+    }
+}
+
+impl RunnerExecutor {
+    /// Runs jobs with the tasks of `registry` (e.g. the built-in ones plus the Power Platform tasks
+    /// the `lockgate` binary registers).
+    pub fn with_registry(registry: TaskRegistry) -> RunnerExecutor {
         RunnerExecutor {
-            registry: Arc::new(TaskRegistry::with_builtins()),
+            registry: Arc::new(registry),
             minute: Duration::from_secs(60),
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use lockgate_agent::runner_executor::RunnerExecutor;
+use lockgate_agent::runner_executor::{RunnerExecutor, TaskRegistry};
 
 use crate::{AppState, ServerConfig, auth, git, runs};
 
@@ -19,6 +19,8 @@ pub struct LaunchOptions {
     pub builtin_agent: bool,
     /// How many built-in agents run jobs at the same time.
     pub builtin_agents: usize,
+    /// The tasks the built-in agents can run (the runner's built-in tasks unless the caller adds more).
+    pub tasks: TaskRegistry,
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
@@ -32,6 +34,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         seed_demo: false,
         builtin_agent: true,
         builtin_agents: 2,
+        tasks: TaskRegistry::with_builtins(),
     };
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -90,7 +93,8 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         let mut config = ServerConfig::new(options.data_dir.clone(), listen);
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
-        let server = crate::start(config, Arc::new(RunnerExecutor::default())).await?;
+        let executor = RunnerExecutor::with_registry(options.tasks.clone());
+        let server = crate::start(config, Arc::new(executor)).await?;
         let state = server.state.clone();
         let admin = ensure_admin(&state).await?;
         if options.seed_demo {

@@ -103,7 +103,7 @@ fn new_run_dir(base: &Path) -> anyhow::Result<(u64, PathBuf)> {
 
 /// The built-in tasks plus those that live outside lockgate-runner: the Power Platform Build Tools tasks
 /// from lockgate-solution.
-fn registry() -> TaskRegistry {
+pub(crate) fn registry() -> TaskRegistry {
     let mut registry = TaskRegistry::with_builtins();
     crate::solution::register_tasks(&mut registry);
     registry

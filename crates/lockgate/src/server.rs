@@ -162,12 +162,16 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         seed_demo: !args.no_demo,
         builtin_agent: true,
         builtin_agents: usize::from(args.agents),
+        tasks: crate::run::registry(),
     })?;
     Ok(EXIT_OK)
 }
 
 pub fn server(args: ServerArgs) -> anyhow::Result<u8> {
-    let options = launch::read_config(&args.config).map_err(|e| UsageError(format!("{e:#}")))?;
+    let mut options =
+        launch::read_config(&args.config).map_err(|e| UsageError(format!("{e:#}")))?;
+    // The built-in agents run the same tasks as `lockgate run`, Power Platform ones included.
+    options.tasks = crate::run::registry();
     launch::run(options)?;
     Ok(EXIT_OK)
 }

@@ -228,3 +228,82 @@ fn server_reads_its_config_file_and_starts_without_the_demo() {
     );
     assert_eq!(pipelines.status.code(), Some(2), "there is no demo project");
 }
+
+/// Runs `git` in `dir` with a fixed identity; fails the test when git fails.
+fn git(dir: &Path, args: &[&str]) {
+    let output = Command::new("git")
+        .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn the_built_in_agents_run_power_platform_tasks() {
+    use lockgate_protocol::api;
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_server(dir.path(), &["up", "--port", "0", "--no-demo"]);
+    let api = lockgate_agent::ServerClient::new(&up.url, &up.token);
+    let _: api::Project = api
+        .post_json(
+            "/api/v1/projects",
+            &api::CreateProject { name: "pp".into() },
+        )
+        .unwrap();
+    let repo: api::Repository = api
+        .post_json(
+            "/api/v1/projects/pp/repositories",
+            &api::CreateRepository { name: "sol".into() },
+        )
+        .unwrap();
+    let _: api::Pipeline = api
+        .post_json(
+            "/api/v1/projects/pp/pipelines",
+            &api::CreatePipeline {
+                name: "ci".into(),
+                repository: "sol".into(),
+                yaml_path: "azure-pipelines.yml".into(),
+            },
+        )
+        .unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("azure-pipelines.yml"),
+        "steps:\n- task: PowerPlatformToolInstaller@2\n",
+    )
+    .unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "tools"]);
+    let push_url = repo
+        .clone_url
+        .replace("http://", &format!("http://admin:{}@", up.token));
+    git(&work, &["push", "-q", &push_url, "HEAD:refs/heads/main"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();
+        if let Some(run) = runs.first().filter(|run| run.status == "completed") {
+            break run.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish: {runs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let logs = stdout(&client(
+        dir.path(),
+        &up,
+        &["runs", "logs", &run.id.to_string()],
+    ));
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.contains("no tools need installing"), "{logs}");
+}
