@@ -435,9 +435,12 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         return Ok(());
     }
     let mut jobs = state.store.jobs_of_run(run_id).await?;
-    let run_canceled = jobs
-        .iter()
-        .any(|j| j.cancel_requested || j.result.as_deref() == Some("canceled"));
+    // A cancel ends every waiting job and flags the running ones; a job that finished despite the
+    // flag keeps it, so only a flag on an unfinished job (or a canceled job) means the run is
+    // canceled now (not after its failed jobs were queued again).
+    let run_canceled = jobs.iter().any(|j| {
+        (j.cancel_requested && j.status != "completed") || j.result.as_deref() == Some("canceled")
+    });
     let mut queued_any = false;
     let mut view = None;
     loop {

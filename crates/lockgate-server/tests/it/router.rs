@@ -603,17 +603,12 @@ async fn git_asks_for_credentials_and_hides_unknown_repositories() {
     assert_eq!(traversal.status, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path()).await.unwrap();
-    // Leases of one second, checked by the reaper every two seconds.
-    let state = AppState::new(
-        store,
-        dir.path().to_path_buf(),
-        "http://127.0.0.1:1".into(),
-        1,
-    );
+/// Creates user `ada`, project `p`, repository `r`, pipeline `ci` and a queued manual run of it with
+/// `jobs`, plus a registered agent `a1`; returns the run and the agent's token.
+async fn run_with_jobs(
+    state: &AppState,
+    jobs: &[lockgate_store::NewJob],
+) -> (lockgate_store::Run, String) {
     let user = state.store.create_user("ada", "x", true).await.unwrap();
     let project = state.store.create_project("p", user.id).await.unwrap();
     let repo = state
@@ -642,15 +637,7 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
                 parameters: "[]".into(),
                 ..Default::default()
             },
-            &[lockgate_store::NewJob {
-                stage_name: "s".into(),
-                name: "j".into(),
-                display_name: "j".into(),
-                depends_on: "[]".into(),
-                spec: r#"{"job": {}, "variables": [], "conditions": {"first": true}}"#.into(),
-                status: "queued".into(),
-                environment: None,
-            }],
+            jobs,
         )
         .await
         .unwrap();
@@ -660,6 +647,48 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
         .register_agent("a1", &auth::token_hash(&agent_token))
         .await
         .unwrap();
+    (run, agent_token)
+}
+
+/// A job of stage `s` as the scheduler stores it.
+fn stored_job(
+    name: &str,
+    depends_on: &str,
+    status: &str,
+    spec: serde_json::Value,
+) -> lockgate_store::NewJob {
+    lockgate_store::NewJob {
+        stage_name: "s".into(),
+        name: name.into(),
+        display_name: name.into(),
+        depends_on: depends_on.into(),
+        spec: spec.to_string(),
+        status: status.into(),
+        environment: None,
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    // Leases of one second, checked by the reaper every two seconds.
+    let state = AppState::new(
+        store,
+        dir.path().to_path_buf(),
+        "http://127.0.0.1:1".into(),
+        1,
+    );
+    let (run, agent_token) = run_with_jobs(
+        &state,
+        &[stored_job(
+            "j",
+            "[]",
+            "queued",
+            serde_json::json!({"job": {}, "variables": [], "conditions": {"first": true}}),
+        )],
+    )
+    .await;
     let app = router(state.clone());
     let lease = send(
         &app,
@@ -694,6 +723,78 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
     assert!(
         log.iter()
             .any(|line| line.text.contains("stopped responding"))
+    );
+}
+
+#[tokio::test]
+async fn output_variables_reach_later_conditions_and_a_rerun_after_a_cancel_runs_again() {
+    let f = fixture().await;
+    let state = &f.state;
+    let conditions = serde_json::json!({"first": true, "stage": null, "stageDependsOn": []});
+    let (run, agent_token) = run_with_jobs(
+        state,
+        &[
+            stored_job(
+                "A",
+                "[]",
+                "queued",
+                serde_json::json!({"job": {"name": "A", "baseName": "A"}, "variables": [],
+                    "conditions": conditions}),
+            ),
+            stored_job(
+                "B",
+                r#"["s/A"]"#,
+                "pending",
+                serde_json::json!({"job": {"name": "B", "baseName": "B",
+                    "condition": "eq(dependencies.A.outputs['setvar.flag'], 'yes')"},
+                    "variables": [],
+                    "conditions": {"first": false, "stage": null, "stageDependsOn": []}}),
+            ),
+        ],
+    )
+    .await;
+    let lease = send(
+        &f.app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
+    let lease = lease.json();
+    // The run is canceled while A runs; A finishes anyway and publishes an output variable.
+    lockgate_server::runs::cancel_run(state, run.id)
+        .await
+        .unwrap();
+    let finish = Request::post(format!(
+        "/api/v1/agent/jobs/{}/finish",
+        lease["jobId"].as_i64().unwrap()
+    ))
+    .header(header::AUTHORIZATION, format!("Bearer {agent_token}"))
+    .header(
+        lockgate_protocol::agent::LEASE_HEADER,
+        lease["leaseToken"].as_str().unwrap(),
+    )
+    .header(header::CONTENT_TYPE, "application/json")
+    .body(Body::from(
+        r#"{"result": "succeeded", "outputs": {"setvar.flag": "yes"}}"#,
+    ))
+    .unwrap();
+    let finished = send(&f.app, finish).await;
+    assert_eq!(finished.status, StatusCode::NO_CONTENT, "{}", finished.body);
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(jobs[0].outputs, r#"{"setvar.flag":"yes"}"#);
+    assert_eq!(jobs[1].result.as_deref(), Some("canceled"));
+    let canceled = state.store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(canceled.result.as_deref(), Some("canceled"));
+
+    // Running the canceled job again evaluates its condition against A's stored outputs.
+    lockgate_server::runs::rerun_failed_jobs(state, &canceled)
+        .await
+        .unwrap();
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(
+        (jobs[1].status.as_str(), jobs[1].attempt),
+        ("queued", 2),
+        "{jobs:?}"
     );
 }
 
