@@ -123,7 +123,14 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
     let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
-    let spec: serde_json::Value = serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
+    // Variables written as `$[ ... ]` get the values the scheduler computed when it queued the job.
+    if let Ok(values) =
+        serde_json::from_value::<crate::conditions::RuntimeValues>(spec["runtimeValues"].clone())
+    {
+        values.apply(&mut spec);
+    }
     let base = state.base_url();
     let mut predefined =
         runs::run_predefined_variables(state, &run, &pipeline, &project, &repository);

@@ -277,7 +277,22 @@ impl RunView {
             }
         }
         variables.extend(spec.job.variables.iter().cloned());
-        let mut context = self.context(&variables);
+        let context = self.job_context(jobs, job, &spec, &variables);
+        evaluate(spec.job.condition.as_deref(), &context)
+            .map_err(|error| format!("invalid condition of job {}: {error}", job.name))
+    }
+
+    /// What a job's condition and runtime expressions read: `variables`, `dependencies.<job>` for
+    /// the jobs it depends on in its stage, `stageDependencies`, and the status of those jobs.
+    fn job_context(
+        &self,
+        jobs: &[Job],
+        job: &Job,
+        spec: &StoredSpec,
+        variables: &[Variable],
+    ) -> MapContext {
+        let stage = job.stage_name.as_str();
+        let mut context = self.context(variables);
         let mut dependencies = Object::new();
         let mut status_of = Vec::new();
         if !spec.conditions.first {
@@ -306,9 +321,86 @@ impl RunView {
             results: status_of,
             canceled: self.canceled,
         });
-        evaluate(spec.job.condition.as_deref(), &context)
-            .map_err(|error| format!("invalid condition of job {}: {error}", job.name))
+        context
     }
+
+    /// The variables of the job at `index` whose value is a runtime expression (`$[ ... ]`),
+    /// evaluated in the job's scope once its dependencies finished: positions and values in the
+    /// pipeline/stage list and in the job's own list. `Err` names the variable that failed.
+    pub(crate) fn runtime_values(
+        &self,
+        jobs: &[Job],
+        index: usize,
+    ) -> Result<RuntimeValues, String> {
+        let mut values = RuntimeValues::default();
+        let Some(job) = jobs.get(index) else {
+            return Ok(values);
+        };
+        let spec: StoredSpec = serde_json::from_str(&job.spec)
+            .map_err(|error| format!("the job's stored plan cannot be read: {error}"))?;
+        let mut variables = spec.variables.clone();
+        variables.extend(spec.job.variables.iter().cloned());
+        if !variables.iter().any(|v| runtime_expression(v).is_some()) {
+            return Ok(values);
+        }
+        let context = self.job_context(jobs, job, &spec, &variables);
+        let outer = spec.variables.len();
+        for (position, variable) in variables.iter().enumerate() {
+            let Some((name, text)) = runtime_expression(variable) else {
+                continue;
+            };
+            let value = parse(text, &ParseOptions::runtime())
+                .and_then(|expr| expr.evaluate(&context))
+                .map_err(|error| format!("variable `{name}`: {}", error.describe(text)))?;
+            let value = match value {
+                Value::Null => String::new(),
+                other => other.to_display_string(),
+            };
+            if position < outer {
+                values.outer.push((position, value));
+            } else {
+                values.job.push((position - outer, value));
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// Evaluated runtime-expression variables of a job, by position in its lists.
+#[derive(Debug, Default, PartialEq, serde::Serialize, Deserialize)]
+pub(crate) struct RuntimeValues {
+    /// Positions in the pipeline/stage variables (`spec.variables`).
+    pub outer: Vec<(usize, String)>,
+    /// Positions in the job's own variables (`spec.job.variables`).
+    pub job: Vec<(usize, String)>,
+}
+
+impl RuntimeValues {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.outer.is_empty() && self.job.is_empty()
+    }
+
+    /// Puts the values into a stored spec's variable lists (JSON), as the agent receives them.
+    pub(crate) fn apply(&self, spec: &mut serde_json::Value) {
+        let put = |list: &mut serde_json::Value, values: &[(usize, String)]| {
+            for (position, value) in values {
+                if let Some(entry) = list.get_mut(*position).and_then(|e| e.as_object_mut()) {
+                    entry.insert("value".into(), serde_json::Value::String(value.clone()));
+                }
+            }
+        };
+        put(&mut spec["variables"], &self.outer);
+        put(&mut spec["job"]["variables"], &self.job);
+    }
+}
+
+/// The name and inner expression of a variable whose whole value is `$[ ... ]`.
+fn runtime_expression(variable: &Variable) -> Option<(&str, &str)> {
+    let Variable::Value { name, value, .. } = variable else {
+        return None;
+    };
+    let inner = value.trim().strip_prefix("$[")?.strip_suffix(']')?;
+    Some((name, inner))
 }
 
 fn depends_on_keys(job: &Job) -> Vec<String> {
@@ -539,6 +631,59 @@ pub(crate) mod tests {
                 "{condition}"
             );
         }
+    }
+
+    #[test]
+    fn runtime_expression_variables_read_dependency_outputs() {
+        let b = |value: &str| {
+            job(
+                2,
+                Row {
+                    name: "B",
+                    depends_on: &["One/A"],
+                    first: false,
+                    variables: json!([
+                        {"kind": "value", "name": "plain", "value": "x", "readonly": false,
+                         "scope": "pipeline"},
+                        {"kind": "value", "name": "flag", "value": value, "readonly": false,
+                         "scope": "pipeline"},
+                    ]),
+                    ..Row::default()
+                },
+            )
+        };
+        let a = job(
+            1,
+            Row {
+                name: "A",
+                result: Some("succeeded"),
+                outputs: json!({"setvar.flag": "yes"}),
+                ..Row::default()
+            },
+        );
+        let jobs = [a.clone(), b("$[ dependencies.A.outputs['setvar.flag'] ]")];
+        let view = RunView::new(&jobs, predefined(), false);
+        let values = view.runtime_values(&jobs, 1).unwrap();
+        assert_eq!(values.outer, vec![(1, "yes".to_string())]);
+        let mut spec: serde_json::Value = serde_json::from_str(&jobs[1].spec).unwrap();
+        values.apply(&mut spec);
+        assert_eq!(spec["variables"][1]["value"], "yes");
+        assert_eq!(spec["variables"][0]["value"], "x");
+        let jobs = [a.clone(), b("$[ dependencies.A.outputs['setvar.none'] ]")];
+        let values = RunView::new(&jobs, predefined(), false)
+            .runtime_values(&jobs, 1)
+            .unwrap();
+        assert_eq!(values.outer, vec![(1, String::new())]);
+        let jobs = [a.clone(), b("plain text")];
+        let values = RunView::new(&jobs, predefined(), false)
+            .runtime_values(&jobs, 1)
+            .unwrap();
+        assert!(values.is_empty());
+        let jobs = [a, b("$[ eq(1, ]")];
+        let error = RunView::new(&jobs, predefined(), false)
+            .runtime_values(&jobs, 1)
+            .unwrap_err();
+        assert!(error.starts_with("variable `flag`: "), "{error}");
     }
 
     #[test]

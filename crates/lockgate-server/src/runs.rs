@@ -411,6 +411,21 @@ async fn fail_waiting_job(state: &AppState, job_id: i64, message: &str) -> ApiRe
     Ok(())
 }
 
+/// Keeps the values of a job's runtime-expression variables in its spec (`runtimeValues`), for the
+/// lease; the expressions themselves stay, so a re-run evaluates them again.
+async fn record_runtime_values(
+    state: &AppState,
+    job: &mut Job,
+    values: &conditions::RuntimeValues,
+) -> ApiResult<()> {
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
+    spec["runtimeValues"] = serde_json::to_value(values).map_err(ApiError::internal)?;
+    job.spec = spec.to_string();
+    state.store.set_job_spec(job.id, &job.spec).await?;
+    Ok(())
+}
+
 /// The run's predefined variables, as conditions read them (empty when the pipeline is gone).
 async fn run_variables(state: &AppState, run: &Run) -> ApiResult<Vec<(String, String)>> {
     let Some(pipeline) = state.store.pipeline_by_id(run.pipeline_id).await? else {
@@ -467,10 +482,20 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
                 )),
             };
             let job_id = jobs[index].id;
-            let outcome = match view.job_runs(&jobs, index) {
-                Ok(true) => "queued",
-                Ok(false) if run_canceled => "canceled",
-                Ok(false) => "skipped",
+            let decision = match view.job_runs(&jobs, index) {
+                Ok(true) => view.runtime_values(&jobs, index).map(Some),
+                Ok(false) => Ok(None),
+                Err(message) => Err(message),
+            };
+            let outcome = match decision {
+                Ok(Some(values)) => {
+                    if !values.is_empty() {
+                        record_runtime_values(state, &mut jobs[index], &values).await?;
+                    }
+                    "queued"
+                }
+                Ok(None) if run_canceled => "canceled",
+                Ok(None) => "skipped",
                 Err(message) => {
                     fail_waiting_job(state, job_id, &message).await?;
                     "failed"

@@ -597,6 +597,16 @@ impl Store {
         row.as_ref().map(Job::from_row).transpose()
     }
 
+    /// Replaces a job's stored spec (the scheduler records values it computed when queueing the job).
+    pub async fn set_job_spec(&self, job_id: i64, spec: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET spec = $2 WHERE id = $1")
+            .bind(job_id)
+            .bind(spec)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Sets the status/result of a job that is not leased (scheduling: pending -> queued, skipped, canceled).
     pub async fn set_job_status(
         &self,

@@ -336,6 +336,14 @@ async fn log_chunks_number_their_lines_and_reset_clears_a_job() {
         .unwrap();
     let finished = store.job_by_id(job.id).await.unwrap().unwrap();
     assert_eq!(finished.outputs, r#"{"setvar.flag":"yes"}"#);
+    store
+        .set_job_spec(job.id, r#"{"runtimeValues": {}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job_by_id(job.id).await.unwrap().unwrap().spec,
+        r#"{"runtimeValues": {}}"#
+    );
     store.reset_jobs(&[job.id]).await.unwrap();
     let job = store.job_by_id(job.id).await.unwrap().unwrap();
     assert_eq!((job.status.as_str(), job.attempt), ("pending", 2));

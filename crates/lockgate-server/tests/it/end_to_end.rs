@@ -594,6 +594,12 @@ stages:
     condition: and(succeeded(), eq(variables['Build.SourceBranchName'], 'main'))
     steps:
     - script: echo E runs on main
+  - job: H
+    dependsOn: A
+    variables:
+      flag: $[ dependencies.A.outputs['setvar.flag'] ]
+    steps:
+    - script: echo H got the flag $(flag)
   - job: F
     condition: succeeded('Nope')
     steps:
@@ -631,6 +637,10 @@ stages:
         .unwrap();
     assert!(logs.contains("B saw the flag"), "{logs}");
     assert!(logs.contains("G read the earlier stage"), "{logs}");
+    assert!(
+        logs.contains("H got the flag yes"),
+        "a runtime expression variable reads the dependency's output: {logs}"
+    );
     assert!(!logs.contains("should not run"), "{logs}");
     assert!(!logs.contains("broken condition"), "{logs}");
     assert!(
