@@ -173,6 +173,14 @@ pub fn wait_for_runs(
     }
 }
 
+/// The logs of every job of a run, as the API prints them.
+pub fn run_logs(server: &Running, run_id: i64) -> String {
+    server
+        .client
+        .get_text(&format!("/api/v1/runs/{run_id}/logs"))
+        .unwrap()
+}
+
 /// The run with its jobs, as the API shows it.
 pub fn run_detail(server: &Running, run_id: i64) -> api::RunDetail {
     server
@@ -299,10 +307,7 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
         "Test waits for Build"
     );
 
-    let logs = server
-        .client
-        .get_text(&format!("/api/v1/runs/{}/logs", run.id))
-        .unwrap();
+    let logs = run_logs(&server, run.id);
     assert!(logs.contains("building main"), "{logs}");
     assert!(logs.contains("tests pass"), "{logs}");
     assert!(
@@ -631,10 +636,7 @@ stages:
     assert_eq!(result_of("F"), "failed", "{detail:?}");
     assert_eq!(result_of("G"), "succeeded", "{detail:?}");
     assert_eq!(run.result.as_deref(), Some("failed"), "F failed");
-    let logs = server
-        .client
-        .get_text(&format!("/api/v1/runs/{}/logs", run.id))
-        .unwrap();
+    let logs = run_logs(&server, run.id);
     assert!(logs.contains("B saw the flag"), "{logs}");
     assert!(logs.contains("G read the earlier stage"), "{logs}");
     assert!(
