@@ -94,7 +94,8 @@ pub struct Run {
     pub title: String,
     /// `queued`, `running` or `completed`.
     pub status: String,
-    /// When completed: `succeeded`, `partiallySucceeded`, `failed` or `canceled`.
+    /// When completed: `succeeded`, `partiallySucceeded`, `failed` or `canceled`. A canceled run
+    /// shows `canceled` at once, while the jobs that run after a cancel (`always()`) finish.
     pub result: Option<String>,
     /// `push`, `manual` or `rerun`.
     pub reason: String,

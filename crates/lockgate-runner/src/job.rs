@@ -155,6 +155,7 @@ pub async fn run_job(
     let watcher = {
         let outer = cancel.clone();
         let inner = job_cancel.clone();
+        let cancel_timeout = spec.cancel_timeout;
         tokio::spawn(async move {
             match deadline {
                 Some(deadline) => {
@@ -166,8 +167,14 @@ pub async fn run_job(
                 None => outer.canceled().await,
             }
             inner.cancel();
-            // A forced cancel of the run skips the job's grace period too.
-            outer.forced().await;
+            // Steps that run after the cancel (`always()`, `canceled()`) have the job's cancel
+            // timeout to finish; then what still runs is killed (Microsoft's page "Pipeline run
+            // sequence", section "Timeouts and disconnects"). A forced cancel of the run skips the
+            // grace period.
+            tokio::select! {
+                _ = outer.forced() => {}
+                _ = tokio::time::sleep(cancel_timeout) => {}
+            }
             inner.force();
         })
     };
@@ -485,7 +492,20 @@ async fn run_step_once(
     // The job timeout is enforced by the job's cancel signal (so the running step ends Canceled); the
     // process timeout is the step's own.
     let timeout = step.timeout;
-    let step_cancel = state.cancel.clone();
+    // A step that starts after the job was canceled runs because its condition holds for a canceled
+    // job (`always()`, `canceled()`, "Pipeline run sequence", section "State and conditions"): that
+    // cancel does not stop it; only a forced one (the cancel timeout ran out) does.
+    let (step_cancel, relay) = if state.cancel.is_canceled() {
+        let step_cancel = CancelSignal::new();
+        let (job_cancel, relayed) = (state.cancel.clone(), step_cancel.clone());
+        let relay = tokio::spawn(async move {
+            job_cancel.forced().await;
+            relayed.force();
+        });
+        (step_cancel, Some(relay))
+    } else {
+        (state.cancel.clone(), None)
+    };
     let mut ctx = StepContext {
         job: state,
         index,
@@ -536,6 +556,9 @@ async fn run_step_once(
             crate::tasks::builtin_steps::download(&mut ctx, source)
         }
     };
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     let result = match outcome {
         Ok(result) => result,
         Err(TaskError(message)) => {

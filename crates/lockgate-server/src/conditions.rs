@@ -55,6 +55,8 @@ struct JobFacts {
     leg: Option<String>,
     continue_on_error: bool,
     outputs: BTreeMap<String, String>,
+    /// The job waits for nothing in its stage: it is among the jobs that start the stage.
+    first: bool,
 }
 
 /// The jobs of one run as conditions see them; built once per scheduling pass.
@@ -135,6 +137,7 @@ impl RunView {
                     leg: spec.job.strategy.leg,
                     continue_on_error: spec.job.continue_on_error,
                     outputs: serde_json::from_str(&job.outputs).unwrap_or_default(),
+                    first: spec.conditions.first,
                 }
             })
             .collect();
@@ -168,6 +171,21 @@ impl RunView {
             }
         }
         DependencyState { result, outputs }
+    }
+
+    /// Whether `stage` has started: one of the jobs that start it was queued, ran, or ended other than
+    /// skipped, so its condition held before now. Azure evaluates a stage's condition once, when the
+    /// stage would start; a cancel after that does not skip the stage's remaining jobs.
+    fn stage_started(&self, jobs: &[Job], stage: &str) -> bool {
+        jobs.iter().zip(&self.facts).any(|(job, facts)| {
+            facts.stage == stage
+                && facts.first
+                && match job.status.as_str() {
+                    "queued" | "running" => true,
+                    "completed" => job.result.as_deref() != Some("skipped"),
+                    _ => false,
+                }
+        })
     }
 
     /// Base names of the jobs of a stage, in order, without repeats.
@@ -268,7 +286,8 @@ impl RunView {
             context.set("stageDependencies", self.stage_dependencies(jobs, stage));
             context.set_status(StatusInput::Dependencies {
                 results: status_of,
-                canceled: self.canceled,
+                // A stage that started before the cancel keeps running.
+                canceled: self.canceled && !self.stage_started(jobs, stage),
             });
             let holds = evaluate(spec.conditions.stage.as_deref(), &context)
                 .map_err(|error| format!("invalid condition of stage {stage}: {error}"))?;
@@ -280,6 +299,37 @@ impl RunView {
         let context = self.job_context(jobs, job, &spec, &variables);
         evaluate(spec.job.condition.as_deref(), &context)
             .map_err(|error| format!("invalid condition of job {}: {error}", job.name))
+    }
+
+    /// Whether the job at `index`, not started when its run was canceled, may still run, so that it
+    /// waits for its dependencies instead of ending at once (the view must be built with `canceled`).
+    ///
+    /// Microsoft's page "Pipeline conditions", section "Condition outcomes when a build is canceled"
+    /// (learn.microsoft.com/azure/devops/pipelines/process/conditions): a job runs after a cancel
+    /// whenever its condition (and its stage's) evaluates to true, so `always()`, `canceled()` and
+    /// custom conditions without a status function may run; `succeeded()` (the default),
+    /// `succeededOrFailed()` and `failed()` are false once the run is canceled. Under a cancel the
+    /// status functions no longer depend on the dependencies' results, so a condition that reads no
+    /// `dependencies`/`stageDependencies` is decided now; one that does, or that cannot be evaluated,
+    /// waits (and is evaluated, or reported, when its dependencies are done).
+    pub(crate) fn may_run_after_cancel(&self, jobs: &[Job], index: usize) -> bool {
+        let Some(job) = jobs.get(index) else {
+            return false;
+        };
+        let Ok(spec) = serde_json::from_str::<StoredSpec>(&job.spec) else {
+            return true;
+        };
+        let reads_dependencies = [
+            spec.conditions.stage.as_deref(),
+            spec.job.condition.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|text| text.to_ascii_lowercase().contains("dependencies"));
+        if reads_dependencies || !self.canceled {
+            return true;
+        }
+        self.job_runs(jobs, index).unwrap_or(true)
     }
 
     /// What a job's condition and runtime expressions read: `variables`, `dependencies.<job>` for
@@ -601,6 +651,169 @@ pub(crate) mod tests {
         assert_eq!(b_runs("succeeded", Some("canceled()"), true), Ok(true));
         assert_eq!(b_runs("succeeded", Some("canceled()"), false), Ok(false));
         assert_eq!(b_runs("failed", Some("failed('A')"), false), Ok(true));
+    }
+
+    /// Whether job `B` (waiting for `A`, still running) may run after the run is canceled; `stage`
+    /// puts B first in a stage `Two` after stage `One` with that stage condition.
+    fn b_may_run_after_cancel(condition: Option<&str>, stage: Option<Option<&str>>) -> bool {
+        let a = job(
+            1,
+            Row {
+                name: "A",
+                ..Row::default()
+            },
+        );
+        let b = match stage {
+            None => job(
+                2,
+                Row {
+                    name: "B",
+                    depends_on: &["One/A"],
+                    first: false,
+                    condition,
+                    ..Row::default()
+                },
+            ),
+            Some(stage_condition) => job(
+                2,
+                Row {
+                    stage: "Two",
+                    name: "B",
+                    depends_on: &["One/A"],
+                    stage_condition,
+                    stage_depends_on: &["One"],
+                    condition,
+                    ..Row::default()
+                },
+            ),
+        };
+        let mut jobs = [a, b];
+        jobs[0].status = "running".into();
+        RunView::new(&jobs, predefined(), true).may_run_after_cancel(&jobs, 1)
+    }
+
+    #[test]
+    fn after_a_cancel_only_jobs_whose_condition_may_hold_wait() {
+        let job_cases = [
+            (None, false),
+            (Some("succeeded()"), false),
+            (Some("succeededOrFailed()"), false),
+            (Some("failed()"), false),
+            (Some("always()"), true),
+            (Some("canceled()"), true),
+            // Custom conditions without a status function run after a cancel (Azure's "Job example 1").
+            (
+                Some("eq(variables['Build.SourceBranch'], 'refs/heads/main')"),
+                true,
+            ),
+            (
+                Some("and(succeeded(), eq(variables['Build.SourceBranch'], 'refs/heads/main'))"),
+                false,
+            ),
+            (
+                Some("eq(variables['Build.SourceBranch'], 'refs/heads/other')"),
+                false,
+            ),
+            // What the dependencies end with is not known yet: wait for them.
+            (
+                Some("in(dependencies.A.result, 'Canceled', 'Failed')"),
+                true,
+            ),
+            (
+                Some("and(succeeded(), eq(dependencies.A.result, 'Succeeded'))"),
+                true,
+            ),
+            // A condition that cannot be evaluated is reported when the job is evaluated.
+            (Some("eq(1,"), true),
+        ];
+        for (condition, expected) in job_cases {
+            assert_eq!(
+                b_may_run_after_cancel(condition, None),
+                expected,
+                "{condition:?}"
+            );
+        }
+        // A stage with the default condition is skipped after a cancel, whatever its jobs say
+        // (Azure's "Stage example 2").
+        assert!(!b_may_run_after_cancel(Some("always()"), Some(None)));
+        assert!(!b_may_run_after_cancel(None, Some(Some("always()"))));
+        assert!(b_may_run_after_cancel(
+            Some("always()"),
+            Some(Some("always()"))
+        ));
+        assert!(b_may_run_after_cancel(
+            Some("always()"),
+            Some(Some("eq(variables['Build.Reason'], 'IndividualCI')"))
+        ));
+        // A stage that started before the cancel is not skipped: its later `always()` job runs.
+        let jobs_in_two = |x_status: &str, x_result: Option<&str>| {
+            let mut jobs = [
+                job(
+                    1,
+                    Row {
+                        name: "A",
+                        result: Some("succeeded"),
+                        ..Row::default()
+                    },
+                ),
+                job(
+                    2,
+                    Row {
+                        stage: "Two",
+                        name: "X",
+                        depends_on: &["One/A"],
+                        stage_depends_on: &["One"],
+                        result: x_result,
+                        ..Row::default()
+                    },
+                ),
+                job(
+                    3,
+                    Row {
+                        stage: "Two",
+                        name: "B",
+                        depends_on: &["Two/X"],
+                        first: false,
+                        stage_depends_on: &["One"],
+                        condition: Some("always()"),
+                        ..Row::default()
+                    },
+                ),
+            ];
+            jobs[1].status = x_status.into();
+            jobs
+        };
+        let jobs = jobs_in_two("running", None);
+        let view = RunView::new(&jobs, predefined(), true);
+        assert!(view.may_run_after_cancel(&jobs, 2));
+        let mut jobs = jobs_in_two("completed", Some("canceled"));
+        assert_eq!(
+            RunView::new(&jobs, predefined(), true).job_runs(&jobs, 2),
+            Ok(true)
+        );
+        // One whose first jobs were all skipped did not start.
+        jobs[1].result = Some("skipped".into());
+        assert!(!RunView::new(&jobs, predefined(), true).may_run_after_cancel(&jobs, 2));
+        // Without a cancel nothing is decided early.
+        let jobs = [
+            job(
+                1,
+                Row {
+                    name: "A",
+                    ..Row::default()
+                },
+            ),
+            job(
+                2,
+                Row {
+                    name: "B",
+                    depends_on: &["One/A"],
+                    first: false,
+                    ..Row::default()
+                },
+            ),
+        ];
+        assert!(RunView::new(&jobs, predefined(), false).may_run_after_cancel(&jobs, 1));
     }
 
     #[test]

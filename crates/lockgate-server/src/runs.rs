@@ -450,12 +450,13 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         return Ok(());
     }
     let mut jobs = state.store.jobs_of_run(run_id).await?;
-    // A cancel ends every waiting job and flags the running ones; a job that finished despite the
-    // flag keeps it, so only a flag on an unfinished job (or a canceled job) means the run is
-    // canceled now (not after its failed jobs were queued again).
-    let run_canceled = jobs.iter().any(|j| {
-        (j.cancel_requested && j.status != "completed") || j.result.as_deref() == Some("canceled")
-    });
+    // A cancel is recorded on the run (see [`cancel_run`]); re-running jobs clears it. A flag on an
+    // unfinished job also counts, for runs canceled before the run recorded it; a job that finished
+    // despite its flag keeps it, so a flag on a completed job does not.
+    let run_canceled = cancel_recorded(&run)
+        || jobs
+            .iter()
+            .any(|j| j.cancel_requested && j.status != "completed");
     let mut queued_any = false;
     let mut view = None;
     loop {
@@ -494,7 +495,8 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
                     }
                     "queued"
                 }
-                Ok(None) if run_canceled => "canceled",
+                // A job whose condition is false never starts: Azure shows it as skipped, after a
+                // cancel too ("Pipeline conditions", "Condition outcomes when a build is canceled").
                 Ok(None) => "skipped",
                 Err(message) => {
                     fail_waiting_job(state, job_id, &message).await?;
@@ -526,20 +528,31 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         state.job_queued.notify_waiters();
     }
     if jobs.iter().all(|j| j.status == "completed") {
-        let result = run_result(&jobs);
+        let result = run_result(&jobs, run_canceled);
         state
             .store
             .set_run_status(run_id, "completed", Some(result))
             .await?;
     } else if jobs.iter().any(|j| j.status == "running") && run.status == "queued" {
-        state.store.set_run_status(run_id, "running", None).await?;
+        // Keeps a recorded cancel.
+        state
+            .store
+            .set_run_status(run_id, "running", run.result.as_deref())
+            .await?;
     }
     Ok(())
 }
 
-fn run_result(jobs: &[Job]) -> &'static str {
+/// Whether a cancel was recorded on a run that is still in progress: its result is already
+/// `canceled` while the jobs that run after a cancel (`always()`, `canceled()`) finish.
+pub fn cancel_recorded(run: &Run) -> bool {
+    run.status != "completed" && run.result.as_deref() == Some("canceled")
+}
+
+/// A canceled run stays canceled whatever its remaining jobs did, unless a job failed.
+fn run_result(jobs: &[Job], canceled: bool) -> &'static str {
     let has = |result: &str| jobs.iter().any(|j| j.result.as_deref() == Some(result));
-    if has("canceled") && !has("failed") {
+    if (canceled || has("canceled")) && !has("failed") {
         "canceled"
     } else if has("failed") {
         "failed"
@@ -550,15 +563,69 @@ fn run_result(jobs: &[Job]) -> &'static str {
     }
 }
 
-/// Cancels a run: waiting jobs end at once, running ones are told through their heartbeat.
+/// The status of a job held back from [`lockgate_store::Store::request_cancel`] (which ends every
+/// waiting job) while [`cancel_run`] decides whether it may still run.
+const HELD: &str = "held";
+
+/// Cancels a run as Azure Pipelines does (Microsoft's pages "Pipeline conditions", section
+/// "Condition outcomes when a build is canceled", and "Pipeline run sequence"): running jobs are told
+/// through their heartbeat (the agent cancels their steps; `always()` steps still run), queued jobs
+/// end as canceled, and a job not started yet ends as skipped unless its condition may hold for a
+/// canceled run ([`conditions::RunView::may_run_after_cancel`]); such a job waits for its
+/// dependencies and is evaluated with `canceled()` and `always()` true. The run's result is
+/// `canceled` from now on, while those jobs finish.
 pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
-    state.store.request_cancel(run_id).await?;
-    for job in state.store.jobs_of_run(run_id).await? {
-        if job.status == "completed" && job.result.as_deref() == Some("canceled") {
+    let Some(run) = state.store.run_by_id(run_id).await? else {
+        return Ok(());
+    };
+    if run.status == "completed" {
+        return Ok(());
+    }
+    let variables = run_variables(state, &run).await?;
+    let before = state.store.jobs_of_run(run_id).await?;
+    // Held jobs are neither pending (the scheduler leaves them) nor completed (the run stays open).
+    let held: Vec<i64> = before
+        .iter()
+        .filter(|j| j.status == "pending")
+        .map(|j| j.id)
+        .collect();
+    for &job_id in &held {
+        state.store.set_job_status(job_id, HELD, None).await?;
+    }
+    state
+        .store
+        .set_run_status(run_id, &run.status, Some("canceled"))
+        .await?;
+    let requested = state.store.request_cancel(run_id).await;
+    // Whatever happened, no job stays held.
+    let mut jobs = state.store.jobs_of_run(run_id).await?;
+    let view = conditions::RunView::new(&jobs, variables, true);
+    for index in 0..jobs.len() {
+        if jobs[index].status != HELD {
+            continue;
+        }
+        let (status, result) = if view.may_run_after_cancel(&jobs, index) {
+            ("pending", None)
+        } else {
+            ("completed", Some("skipped"))
+        };
+        state
+            .store
+            .set_job_status(jobs[index].id, status, result)
+            .await?;
+        jobs[index].status = status.into();
+        jobs[index].result = result.map(Into::into);
+    }
+    requested?;
+    for job in &jobs {
+        let was_waiting = before
+            .iter()
+            .any(|b| b.id == job.id && matches!(b.status.as_str(), "pending" | "queued"));
+        if was_waiting && job.status == "completed" {
             state.live.publish(
                 job.id,
                 LiveMessage::End {
-                    result: "canceled".into(),
+                    result: job.result.clone().unwrap_or_default(),
                 },
             );
         }
@@ -805,12 +872,27 @@ mod tests {
     #[test]
     fn run_result_prefers_failure_then_cancel_then_issues() {
         let job = |result: &str| crate::conditions::tests::bare_job(1, Some(result));
-        assert_eq!(run_result(&[job("succeeded"), job("skipped")]), "succeeded");
         assert_eq!(
-            run_result(&[job("succeeded"), job("succeededWithIssues")]),
+            run_result(&[job("succeeded"), job("skipped")], false),
+            "succeeded"
+        );
+        assert_eq!(
+            run_result(&[job("succeeded"), job("succeededWithIssues")], false),
             "partiallySucceeded"
         );
-        assert_eq!(run_result(&[job("failed"), job("canceled")]), "failed");
-        assert_eq!(run_result(&[job("canceled")]), "canceled");
+        assert_eq!(
+            run_result(&[job("failed"), job("canceled")], false),
+            "failed"
+        );
+        assert_eq!(run_result(&[job("canceled")], false), "canceled");
+        // A canceled run whose remaining jobs succeeded or were skipped stays canceled.
+        assert_eq!(
+            run_result(&[job("succeeded"), job("skipped")], true),
+            "canceled"
+        );
+        assert_eq!(
+            run_result(&[job("succeeded"), job("failed")], true),
+            "failed"
+        );
     }
 }

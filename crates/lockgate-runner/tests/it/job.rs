@@ -1,5 +1,6 @@
 //! One job end to end with real bash steps: variables and output variables, secret masking, conditions
-//! after a failure, continueOnError, task.complete, prependpath, step timeouts and retries.
+//! after a failure and after a cancel, continueOnError, task.complete, prependpath, step timeouts and
+//! retries.
 
 use std::time::Duration;
 
@@ -352,5 +353,96 @@ fn results_and_coverage_can_be_published_with_logging_commands() {
     assert!(
         !events.iter().any(|e| matches!(e, Event::Issue { .. })),
         "logdetail is accepted silently: {events:?}"
+    );
+}
+
+/// Runs `spec` in `dir`, canceling the job once the file `started` appears in `dir`.
+fn run_canceled_once_started(
+    dir: &std::path::Path,
+    spec: &lockgate_runner::spec::JobSpec,
+) -> (
+    lockgate_runner::job::JobOutcome,
+    Vec<Event>,
+    lockgate_runner::events::CollectingSink,
+) {
+    let cancel = lockgate_runner::process::CancelSignal::new();
+    let trigger = cancel.clone();
+    let marker = dir.join("started");
+    let canceler = std::thread::spawn(move || {
+        crate::helpers::wait_for_file(&marker, Duration::from_secs(60));
+        trigger.cancel();
+    });
+    let sink = lockgate_runner::events::CollectingSink::default();
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(lockgate_runner::job::run_job(
+            &crate::helpers::run_context(dir),
+            &lockgate_runner::tasks::TaskRegistry::with_builtins(),
+            spec,
+            &dir.join("work"),
+            &sink,
+            &cancel,
+        ));
+    canceler.join().unwrap();
+    let events = sink.snapshot();
+    (outcome, events, sink)
+}
+
+#[test]
+fn after_a_cancel_always_steps_run_to_their_end_and_other_steps_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut cleanup = script(None, "sleep 1; echo \"cleaned\" \"up\"");
+    cleanup.condition = Some("always()".into());
+    let mut on_cancel = script(None, "echo \"saw the\" \"cancel\"");
+    on_cancel.condition = Some("canceled()".into());
+    let mut spec = job(
+        vec![
+            script(None, &format!("echo go > {}; sleep 60", started.display())),
+            script(None, "echo \"went\" \"on\""),
+            cleanup,
+            on_cancel,
+        ],
+        vec![],
+    );
+    // The cancel timeout is the time steps have after a cancel: far more than the cleanup needs.
+    spec.cancel_timeout = Duration::from_secs(120);
+    let (outcome, events, sink) = run_canceled_once_started(dir.path(), &spec);
+    assert_eq!(outcome.result, TaskResult::Canceled);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Canceled,
+            TaskResult::Skipped,
+            TaskResult::Succeeded,
+            TaskResult::Succeeded
+        ]
+    );
+    let lines = sink.log_lines();
+    assert!(lines.contains(&"cleaned up".to_string()), "{lines:?}");
+    assert!(lines.contains(&"saw the cancel".to_string()), "{lines:?}");
+    assert!(!lines.contains(&"went on".to_string()), "{lines:?}");
+}
+
+#[test]
+fn an_always_step_still_running_when_the_cancel_timeout_ends_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut cleanup = script(None, "sleep 60");
+    cleanup.condition = Some("always()".into());
+    let spec = job(
+        vec![
+            script(None, &format!("echo go > {}; sleep 60", started.display())),
+            cleanup,
+        ],
+        vec![],
+    );
+    let (outcome, events, _) = run_canceled_once_started(dir.path(), &spec);
+    assert_eq!(outcome.result, TaskResult::Canceled);
+    assert_eq!(
+        step_results(&events),
+        [TaskResult::Canceled, TaskResult::Canceled]
     );
 }

@@ -650,3 +650,80 @@ stages:
         "the broken condition is reported: {logs}"
     );
 }
+
+#[test]
+fn a_canceled_run_still_runs_the_jobs_and_steps_whose_condition_is_always() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml = "\
+appendCommitMessageToRunName: false
+jobs:
+- job: A
+  steps:
+  - script: echo A started && sleep 120
+  - script: echo \"A went on\" \"after the cancel\"
+  - script: echo \"A cleaned\" \"up\"
+    condition: always()
+- job: B
+  dependsOn: A
+  condition: always()
+  steps:
+  - script: echo \"B ran\" \"after the cancel\"
+- job: C
+  dependsOn: A
+  steps:
+  - script: echo \"C ran\" \"after the cancel\"
+";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let running = wait_for_runs(&server, pipeline, "job A running", |runs| {
+        runs.first().is_some_and(|run| {
+            run.status == "running"
+                && run_detail(&server, run.id)
+                    .jobs
+                    .iter()
+                    .any(|job| job.name == "A" && job.status == "running")
+        })
+    })[0]
+        .clone();
+    let canceling: api::Run = server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{}/cancel", running.id),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert_eq!(
+        canceling.result.as_deref(),
+        Some("canceled"),
+        "{canceling:?}"
+    );
+
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.result.as_deref(), Some("canceled"), "{run:?}");
+    let detail = run_detail(&server, run.id);
+    let result_of = |name: &str| {
+        detail
+            .jobs
+            .iter()
+            .find(|job| job.name == name)
+            .and_then(|job| job.result.clone())
+            .unwrap_or_else(|| panic!("no job {name}: {detail:?}"))
+    };
+    assert_eq!(result_of("A"), "canceled", "{detail:?}");
+    assert_eq!(result_of("B"), "succeeded", "{detail:?}");
+    assert_eq!(result_of("C"), "skipped", "{detail:?}");
+    let logs = run_logs(&server, run.id);
+    assert!(logs.contains("B ran after the cancel"), "{logs}");
+    assert!(!logs.contains("C ran after the cancel"), "{logs}");
+    // Within the canceled job, the built-in agent still runs the `always()` step and no other (the
+    // echoed words are quoted apart so that a step's name, its script's first line, never matches).
+    assert!(logs.contains("A cleaned up"), "{logs}");
+    assert!(!logs.contains("A went on after the cancel"), "{logs}");
+}

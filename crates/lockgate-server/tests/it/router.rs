@@ -746,7 +746,7 @@ async fn output_variables_reach_later_conditions_and_a_rerun_after_a_cancel_runs
                 r#"["s/A"]"#,
                 "pending",
                 serde_json::json!({"job": {"name": "B", "baseName": "B",
-                    "condition": "eq(dependencies.A.outputs['setvar.flag'], 'yes')"},
+                    "condition": "and(succeeded(), eq(dependencies.A.outputs['setvar.flag'], 'yes'))"},
                     "variables": [],
                     "conditions": {"first": false, "stage": null, "stageDependsOn": []}}),
             ),
@@ -760,10 +760,13 @@ async fn output_variables_reach_later_conditions_and_a_rerun_after_a_cancel_runs
     .await;
     assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
     let lease = lease.json();
-    // The run is canceled while A runs; A finishes anyway and publishes an output variable.
+    // The run is canceled while A runs; B's condition reads A's outputs, so B waits for A. A
+    // finishes anyway and publishes an output variable; B's `succeeded()` is false after the cancel.
     lockgate_server::runs::cancel_run(state, run.id)
         .await
         .unwrap();
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(jobs[1].status, "pending", "{jobs:?}");
     let finish = Request::post(format!(
         "/api/v1/agent/jobs/{}/finish",
         lease["jobId"].as_i64().unwrap()
@@ -782,7 +785,7 @@ async fn output_variables_reach_later_conditions_and_a_rerun_after_a_cancel_runs
     assert_eq!(finished.status, StatusCode::NO_CONTENT, "{}", finished.body);
     let jobs = state.store.jobs_of_run(run.id).await.unwrap();
     assert_eq!(jobs[0].outputs, r#"{"setvar.flag":"yes"}"#);
-    assert_eq!(jobs[1].result.as_deref(), Some("canceled"));
+    assert_eq!(jobs[1].result.as_deref(), Some("skipped"));
     let canceled = state.store.run_by_id(run.id).await.unwrap().unwrap();
     assert_eq!(canceled.result.as_deref(), Some("canceled"));
 
@@ -795,6 +798,216 @@ async fn output_variables_reach_later_conditions_and_a_rerun_after_a_cancel_runs
         (jobs[1].status.as_str(), jobs[1].attempt),
         ("queued", 2),
         "{jobs:?}"
+    );
+}
+
+/// An agent API request with the agent token and a lease's token.
+fn leased_request(
+    path: String,
+    agent_token: &str,
+    lease: &serde_json::Value,
+    body: &str,
+) -> Request<Body> {
+    Request::post(path)
+        .header(header::AUTHORIZATION, format!("Bearer {agent_token}"))
+        .header(
+            lockgate_protocol::agent::LEASE_HEADER,
+            lease["leaseToken"].as_str().unwrap(),
+        )
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn after_a_cancel_jobs_whose_condition_holds_for_a_canceled_run_still_run() {
+    let f = fixture().await;
+    let state = &f.state;
+    let first = serde_json::json!({"first": true, "stage": null, "stageDependsOn": []});
+    let after_a = serde_json::json!({"first": false, "stage": null, "stageDependsOn": []});
+    let spec = |name: &str, condition: Option<&str>, conditions: &serde_json::Value| {
+        serde_json::json!({"job": {"name": name, "baseName": name, "condition": condition},
+            "variables": [], "conditions": conditions})
+    };
+    let (run, agent_token) = run_with_jobs(
+        state,
+        &[
+            stored_job("A", "[]", "queued", spec("A", None, &first)),
+            stored_job(
+                "B",
+                r#"["s/A"]"#,
+                "pending",
+                spec("B", Some("always()"), &after_a),
+            ),
+            stored_job("C", r#"["s/A"]"#, "pending", spec("C", None, &after_a)),
+            stored_job(
+                "D",
+                r#"["s/A"]"#,
+                "pending",
+                spec("D", Some("canceled()"), &after_a),
+            ),
+            stored_job(
+                "E",
+                r#"["s/A"]"#,
+                "pending",
+                spec("E", Some("succeededOrFailed()"), &after_a),
+            ),
+            stored_job("Q", "[]", "queued", spec("Q", Some("always()"), &first)),
+        ],
+    )
+    .await;
+    let lease_a = send(
+        &f.app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(lease_a.status, StatusCode::OK, "{}", lease_a.body);
+    let lease_a = lease_a.json();
+    let a_id = lease_a["jobId"].as_i64().unwrap();
+
+    let canceled = send(
+        &f.app,
+        post_json(
+            &format!("/api/v1/runs/{}/cancel", run.id),
+            &f.admin_token,
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.body);
+    assert_eq!(canceled.json()["status"], "running", "{}", canceled.body);
+    assert_eq!(canceled.json()["result"], "canceled", "{}", canceled.body);
+    let state_of = |jobs: &[lockgate_store::Job], name: &str| {
+        let job = jobs.iter().find(|j| j.name == name).unwrap();
+        (job.status.clone(), job.result.clone())
+    };
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    let waiting = ("pending".to_string(), None);
+    let skipped = ("completed".to_string(), Some("skipped".to_string()));
+    assert_eq!(state_of(&jobs, "B"), waiting, "{jobs:?}");
+    assert_eq!(state_of(&jobs, "C"), skipped, "{jobs:?}");
+    assert_eq!(state_of(&jobs, "D"), waiting, "{jobs:?}");
+    assert_eq!(state_of(&jobs, "E"), skipped, "{jobs:?}");
+    // A job already waiting for an agent gets the cancel, like a running one.
+    assert_eq!(
+        state_of(&jobs, "Q"),
+        ("completed".to_string(), Some("canceled".to_string())),
+        "{jobs:?}"
+    );
+
+    // The running job hears of the cancel through its heartbeat and ends canceled.
+    let heartbeat = send(
+        &f.app,
+        leased_request(
+            format!("/api/v1/agent/jobs/{a_id}/heartbeat"),
+            &agent_token,
+            &lease_a,
+            "{}",
+        ),
+    )
+    .await;
+    assert_eq!(heartbeat.status, StatusCode::OK, "{}", heartbeat.body);
+    assert_eq!(
+        heartbeat.json()["cancelRequested"],
+        true,
+        "{}",
+        heartbeat.body
+    );
+    let finished = send(
+        &f.app,
+        leased_request(
+            format!("/api/v1/agent/jobs/{a_id}/finish"),
+            &agent_token,
+            &lease_a,
+            r#"{"result": "canceled", "outputs": {}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(finished.status, StatusCode::NO_CONTENT, "{}", finished.body);
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(
+        state_of(&jobs, "B"),
+        ("queued".to_string(), None),
+        "{jobs:?}"
+    );
+    assert_eq!(
+        state_of(&jobs, "D"),
+        ("queued".to_string(), None),
+        "{jobs:?}"
+    );
+    let open = state.store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (open.status.as_str(), open.result.as_deref()),
+        ("running", Some("canceled"))
+    );
+
+    // B and D run to the end: their own heartbeats ask for no cancel.
+    for _ in 0..2 {
+        let lease = send(
+            &f.app,
+            post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+        )
+        .await;
+        assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
+        let lease = lease.json();
+        let id = lease["jobId"].as_i64().unwrap();
+        let heartbeat = send(
+            &f.app,
+            leased_request(
+                format!("/api/v1/agent/jobs/{id}/heartbeat"),
+                &agent_token,
+                &lease,
+                "{}",
+            ),
+        )
+        .await;
+        assert_eq!(
+            heartbeat.json()["cancelRequested"],
+            false,
+            "{}",
+            heartbeat.body
+        );
+        let finished = send(
+            &f.app,
+            leased_request(
+                format!("/api/v1/agent/jobs/{id}/finish"),
+                &agent_token,
+                &lease,
+                r#"{"result": "succeeded", "outputs": {}}"#,
+            ),
+        )
+        .await;
+        assert_eq!(finished.status, StatusCode::NO_CONTENT, "{}", finished.body);
+    }
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    let succeeded = ("completed".to_string(), Some("succeeded".to_string()));
+    assert_eq!(state_of(&jobs, "B"), succeeded, "{jobs:?}");
+    assert_eq!(state_of(&jobs, "D"), succeeded, "{jobs:?}");
+    let done = state.store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status.as_str(), done.result.as_deref()),
+        ("completed", Some("canceled"))
+    );
+
+    // Re-running the jobs that did not succeed runs them without the cancel.
+    lockgate_server::runs::rerun_failed_jobs(state, &done)
+        .await
+        .unwrap();
+    let jobs = state.store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(
+        state_of(&jobs, "A"),
+        ("queued".to_string(), None),
+        "{jobs:?}"
+    );
+    assert_eq!(
+        state_of(&jobs, "C"),
+        ("pending".to_string(), None),
+        "{jobs:?}"
+    );
+    let again = state.store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (again.status.as_str(), again.result.as_deref()),
+        ("running", None)
     );
 }
 
