@@ -253,6 +253,23 @@ impl ServerClient {
         Self::decode(&url, &text)
     }
 
+    /// `PUT path` with a JSON body and decode the JSON reply.
+    pub fn put_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let (_, text) = Self::read(
+            &url,
+            self.http
+                .put(&url)
+                .header("Authorization", self.auth())
+                .send_json(body),
+        )?;
+        Self::decode(&url, &text)
+    }
+
     // ---- the agent protocol ----
 
     /// Asks for a job, waiting up to `wait_seconds`; `None` when none was queued in time.

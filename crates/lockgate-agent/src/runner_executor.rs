@@ -185,12 +185,25 @@ impl JobExecutor for RunnerExecutor {
         };
         let outer_variables: Vec<plan::Variable> =
             serde_json::from_value(job.lease.variables.clone()).unwrap_or_default();
+        // Lowest precedence first: the pipeline's own variables (queue-time values applied), then
+        // the predefined ones (which they cannot hide), then the YAML variables.
         let mut variables: Vec<InitialVariable> = job
             .lease
-            .predefined
+            .pipeline_variables
             .iter()
-            .map(|(name, value)| InitialVariable::new(name, value))
+            .map(|variable| InitialVariable {
+                name: variable.name.clone(),
+                value: variable.value.clone(),
+                secret: variable.secret,
+                readonly: variable.readonly,
+            })
             .collect();
+        variables.extend(
+            job.lease
+                .predefined
+                .iter()
+                .map(|(name, value)| InitialVariable::new(name, value)),
+        );
         for variable in outer_variables.iter().chain(plan_job.variables.iter()) {
             match variable {
                 plan::Variable::Value {

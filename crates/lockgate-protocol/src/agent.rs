@@ -40,8 +40,37 @@ pub struct JobLease {
     pub variables: serde_json::Value,
     /// Predefined variables the server knows (`Build.BuildId`, `Build.SourceBranch`, …), in order.
     pub predefined: Vec<(String, String)>,
+    /// Variables defined on the pipeline (not in YAML), with any queue-time values applied. They rank
+    /// below the predefined and the YAML variables. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pipeline_variables: Vec<LeaseVariable>,
     /// Where the source code comes from.
     pub source: SourceCheckout,
+}
+
+/// A variable the job starts with, beyond the compiled plan's.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseVariable {
+    pub name: String,
+    pub value: String,
+    /// The runner masks the value in logs and does not export it to the environment.
+    #[serde(default)]
+    pub secret: bool,
+    /// Steps cannot change it (queue-time variables are read-only in Azure Pipelines).
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+impl std::fmt::Debug for LeaseVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseVariable")
+            .field("name", &self.name)
+            .field("value", &if self.secret { "***" } else { &self.value })
+            .field("secret", &self.secret)
+            .field("readonly", &self.readonly)
+            .finish()
+    }
 }
 
 /// The commit a job checks out, fetched over smart HTTP with the agent's own token.

@@ -80,6 +80,50 @@ pub struct QueueRun {
     pub parameters: Vec<(String, String)>,
 }
 
+/// A variable defined on the pipeline itself (Azure Pipelines: the pipeline editor's **Variables**).
+/// YAML variables of the same name take precedence over it; a queue-time value replaces its value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineVariable {
+    pub name: String,
+    /// The value. Always `null` for a secret in responses; in a `PUT`, `null` on a secret keeps the
+    /// value stored for that name.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Masked in logs, never returned, not exported to scripts' environments unless mapped.
+    #[serde(default)]
+    pub secret: bool,
+    /// "Let users override this value when running this pipeline": settable at queue time.
+    #[serde(default)]
+    pub allow_override: bool,
+}
+
+impl std::fmt::Debug for PipelineVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineVariable")
+            .field("name", &self.name)
+            .field(
+                "value",
+                &if self.secret {
+                    self.value.as_ref().map(|_| "***")
+                } else {
+                    self.value.as_deref()
+                },
+            )
+            .field("secret", &self.secret)
+            .field("allow_override", &self.allow_override)
+            .finish()
+    }
+}
+
+/// `GET`/`PUT /api/v1/pipelines/{id}/variables`: every variable of a pipeline (a `PUT` replaces them
+/// all).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineVariables {
+    pub variables: Vec<PipelineVariable>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {

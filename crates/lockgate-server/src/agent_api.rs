@@ -150,6 +150,8 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         job: spec["job"].clone(),
         variables: spec["variables"].clone(),
         predefined,
+        pipeline_variables: serde_json::from_value(spec["pipelineVariables"].clone())
+            .unwrap_or_default(),
         source: SourceCheckout {
             clone_url: format!("{base}/git/{}/{}.git", project.name, repository.name),
             commit: run.source_commit.clone(),
