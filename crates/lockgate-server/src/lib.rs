@@ -38,6 +38,9 @@ pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
 pub struct ServerConfig {
     /// Holds `lockgate.db`, `repos/`, `artifacts/` and the built-in agent's `work/`.
     pub data_dir: PathBuf,
+    /// Which database to use: `sqlite` (`lockgate.db` in the data folder, the default) or a
+    /// `postgres://` URL, which fails to start until that backend exists (see `Store::open`).
+    pub database: String,
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Start the built-in agent.
@@ -52,6 +55,7 @@ impl ServerConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> ServerConfig {
         ServerConfig {
             data_dir,
+            database: "sqlite".into(),
             listen,
             builtin_agent: true,
             builtin_agents: 2,
@@ -167,7 +171,7 @@ pub async fn start(
     })?;
     // Git and the agent run in other folders: every path must be absolute.
     config.data_dir = std::path::absolute(&config.data_dir)?;
-    let store = Store::open_sqlite(&config.data_dir).await?;
+    let store = Store::open(&config.database, &config.data_dir).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

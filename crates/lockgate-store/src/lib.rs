@@ -1,21 +1,21 @@
-//! Every SQL statement of Lockgate: SQLite by default (WAL mode, one file in the data folder), with
-//! migrations from the start. Queries are runtime queries with `$1` placeholders and hand-written row
-//! mapping, so that the PostgreSQL backend (its own DDL in `migrations/postgres`) can share them.
+//! Every SQL statement of Lockgate, behind one interface: the [`Storage`] trait, used through the
+//! cheap-clone [`Store`] handle. SQLite is the default backend ([`SqliteStore`]: WAL mode, one file in
+//! the data folder, migrations from the start); a PostgreSQL backend will implement the same trait
+//! with its own DDL and pass the same conformance tests. Queries are runtime queries with `$1`
+//! placeholders and hand-written row mapping, so that backends can share them.
 
 mod records;
+mod sqlite;
+mod storage;
 
-use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::time::Duration;
-
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use std::sync::Arc;
 
 pub use records::*;
+pub use sqlite::SqliteStore;
+pub use storage::{Storage, StoreFuture};
 
 /// What can go wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,14 @@ pub enum StoreError {
     AlreadyExists { what: String },
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The database URL names a backend this build cannot open yet.
+    #[error("{backend} backend not available yet")]
+    BackendUnavailable { backend: &'static str },
+    /// The database setting is neither `sqlite` nor a `postgres://` URL.
+    #[error(
+        "unknown database `{scheme}`: expected `sqlite`, `sqlite://<data folder>` or a `postgres://` URL"
+    )]
+    UnknownDatabase { scheme: String },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -45,34 +53,69 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "initial",
-        include_str!("../migrations/sqlite/0001_initial.sql"),
-    ),
-    (
-        2,
-        "job environments",
-        include_str!("../migrations/sqlite/0002_job_environments.sql"),
-    ),
-    (
-        3,
-        "run titles",
-        include_str!("../migrations/sqlite/0003_run_titles.sql"),
-    ),
-    (
-        4,
-        "job outputs",
-        include_str!("../migrations/sqlite/0004_job_outputs.sql"),
-    ),
-];
+/// The handle the rest of Lockgate uses: any [`Storage`] backend behind an `Arc`. Cloning is cheap,
+/// and it dereferences to `dyn Storage`, so `store.create_run(..)` calls the backend.
+#[derive(Clone)]
+pub struct Store(Arc<dyn Storage>);
 
-/// The database behind the server. Cloning is cheap (a pool handle).
-#[derive(Clone, Debug)]
-pub struct Store {
-    pool: SqlitePool,
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl Storage + 'static) -> Store {
+        Store(Arc::new(backend))
+    }
+
+    /// Opens the database a server is configured with. `database` is one of:
+    /// - `sqlite` (or empty): `lockgate.db` in `data_dir`, created when missing;
+    /// - `sqlite://<folder>`: `lockgate.db` in that folder instead;
+    /// - `postgres://...` or `postgresql://...`: fails with [`StoreError::BackendUnavailable`] until the
+    ///   PostgreSQL backend exists.
+    ///
+    /// Anything else fails with [`StoreError::UnknownDatabase`] (naming only the scheme, so that no
+    /// password in a URL ends up in a log).
+    pub async fn open(database: &str, data_dir: &Path) -> StoreResult<Store> {
+        let database = database.trim();
+        let scheme = database
+            .split_once("://")
+            .map_or(database, |(scheme, _)| scheme);
+        match scheme.to_ascii_lowercase().as_str() {
+            "" | "sqlite" => match database.split_once("://") {
+                Some((_, folder)) if !folder.is_empty() => {
+                    Store::open_sqlite(Path::new(folder)).await
+                }
+                _ => Store::open_sqlite(data_dir).await,
+            },
+            "postgres" | "postgresql" => Err(StoreError::BackendUnavailable {
+                backend: "PostgreSQL",
+            }),
+            _ => Err(StoreError::UnknownDatabase {
+                scheme: scheme.to_string(),
+            }),
+        }
+    }
+
+    /// Opens (creating when missing) the SQLite database `lockgate.db` in `data_dir`.
+    pub async fn open_sqlite(data_dir: &Path) -> StoreResult<Store> {
+        Ok(Store::new(SqliteStore::open(data_dir).await?))
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn Storage;
+    fn deref(&self) -> &(dyn Storage + 'static) {
+        &*self.0
+    }
+}
+
+impl From<Arc<dyn Storage>> for Store {
+    fn from(backend: Arc<dyn Storage>) -> Store {
+        Store(backend)
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Store")
+    }
 }
 
 /// Current time in Unix milliseconds.
@@ -83,864 +126,8 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-impl Store {
-    /// Opens (creating when missing) `lockgate.db` in `data_dir` in WAL mode and applies the migrations.
-    pub async fn open_sqlite(data_dir: &Path) -> StoreResult<Store> {
-        let path = data_dir.join("lockgate.db");
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let migrations = SQLITE_MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    Cow::Borrowed(*description),
-                    MigrationType::Simple,
-                    sqlx::SqlSafeStr::into_sql_str(*sql),
-                    false,
-                )
-            })
-            .collect();
-        Migrator::with_migrations(migrations).run(&pool).await?;
-        Ok(Store { pool })
-    }
-
-    /// The version of the newest migration applied.
-    pub async fn schema_version(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
-    }
-
-    // ---- users and sessions ----
-
-    pub async fn create_user(
-        &self,
-        name: &str,
-        password_hash: &str,
-        is_admin: bool,
-    ) -> StoreResult<User> {
-        let row = sqlx::query(
-            "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
-        )
-        .bind(name)
-        .bind(password_hash)
-        .bind(is_admin)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| exists_as(e, format!("user `{name}`")))?;
-        User::from_row(&row)
-    }
-
-    pub async fn user_by_name(&self, name: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(User::from_row).transpose()
-    }
-
-    pub async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(User::from_row).transpose()
-    }
-
-    pub async fn count_users(&self) -> StoreResult<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("n")?)
-    }
-
-    pub async fn set_password_hash(&self, user_id: i64, password_hash: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-            .bind(user_id)
-            .bind(password_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn create_session(
-        &self,
-        token_hash: &str,
-        user_id: i64,
-        csrf_token: &str,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(token_hash)
-            .bind(user_id)
-            .bind(csrf_token)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The session with this token hash and its user, when it has not expired.
-    pub async fn session(&self, token_hash: &str, now: i64) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(
-            "SELECT u.*, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(Session {
-                user: User::from_row(&row)?,
-                csrf_token: row.try_get("csrf_token")?,
-                expires_at: row.try_get("expires_at")?,
-            })
-        })
-        .transpose()
-    }
-
-    pub async fn delete_session(&self, token_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    // ---- personal access tokens ----
-
-    pub async fn create_access_token(
-        &self,
-        user_id: i64,
-        name: &str,
-        token_hash: &str,
-        scopes: &str,
-    ) -> StoreResult<AccessToken> {
-        let row = sqlx::query(
-            "INSERT INTO access_tokens (user_id, name, token_hash, scopes, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING *",
-        )
-        .bind(user_id)
-        .bind(name)
-        .bind(token_hash)
-        .bind(scopes)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await?;
-        AccessToken::from_row(&row)
-    }
-
-    /// The user owning the token with this hash, with the token's scopes.
-    pub async fn user_by_token_hash(
-        &self,
-        token_hash: &str,
-    ) -> StoreResult<Option<(User, AccessToken)>> {
-        let row = sqlx::query(
-            "SELECT u.*, t.id AS token_id, t.name AS token_name, t.scopes, t.created_at AS token_created_at \
-             FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            let user = User::from_row(&row)?;
-            let token = AccessToken {
-                id: row.try_get("token_id")?,
-                user_id: user.id,
-                name: row.try_get("token_name")?,
-                scopes: row.try_get("scopes")?,
-                created_at: row.try_get("token_created_at")?,
-            };
-            Ok((user, token))
-        })
-        .transpose()
-    }
-
-    pub async fn list_access_tokens(&self, user_id: i64) -> StoreResult<Vec<AccessToken>> {
-        let rows = sqlx::query("SELECT * FROM access_tokens WHERE user_id = $1 ORDER BY id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(AccessToken::from_row).collect()
-    }
-
-    // ---- projects and roles ----
-
-    /// Creates a project and makes `owner_id` its administrator.
-    pub async fn create_project(&self, name: &str, owner_id: i64) -> StoreResult<Project> {
-        let mut tx = self.pool.begin().await?;
-        let row =
-            sqlx::query("INSERT INTO projects (name, created_at) VALUES ($1, $2) RETURNING *")
-                .bind(name)
-                .bind(now_millis())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| exists_as(e, format!("project `{name}`")))?;
-        let project = Project::from_row(&row)?;
-        sqlx::query("INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, 'administrator')")
-            .bind(project.id)
-            .bind(owner_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(project)
-    }
-
-    pub async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>> {
-        let row = sqlx::query("SELECT * FROM projects WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Project::from_row).transpose()
-    }
-
-    pub async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>> {
-        let row = sqlx::query("SELECT * FROM projects WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Project::from_row).transpose()
-    }
-
-    pub async fn list_projects(&self) -> StoreResult<Vec<Project>> {
-        let rows = sqlx::query("SELECT * FROM projects ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Project::from_row).collect()
-    }
-
-    /// The role (`reader`, `contributor`, `administrator`) of a user in a project, if any.
-    pub async fn project_role(&self, project_id: i64, user_id: i64) -> StoreResult<Option<String>> {
-        let row =
-            sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
-                .bind(project_id)
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| r.try_get("role")).transpose()?)
-    }
-
-    /// The members of a project with their roles, by user name.
-    pub async fn project_members(&self, project_id: i64) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT u.name, m.role FROM project_members m JOIN users u ON u.id = m.user_id \
-             WHERE m.project_id = $1 ORDER BY u.name",
-        )
-        .bind(project_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("name")?, row.try_get("role")?)))
-            .collect()
-    }
-
-    pub async fn set_project_role(
-        &self,
-        project_id: i64,
-        user_id: i64,
-        role: &str,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3) \
-             ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(project_id)
-        .bind(user_id)
-        .bind(role)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    // ---- repositories and pipelines ----
-
-    pub async fn create_repository(&self, project_id: i64, name: &str) -> StoreResult<Repository> {
-        let row = sqlx::query(
-            "INSERT INTO repositories (project_id, name, created_at) VALUES ($1, $2, $3) RETURNING *",
-        )
-        .bind(project_id)
-        .bind(name)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| exists_as(e, format!("repository `{name}`")))?;
-        Repository::from_row(&row)
-    }
-
-    pub async fn repository(&self, project_id: i64, name: &str) -> StoreResult<Option<Repository>> {
-        let row = sqlx::query("SELECT * FROM repositories WHERE project_id = $1 AND name = $2")
-            .bind(project_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Repository::from_row).transpose()
-    }
-
-    pub async fn repository_by_id(&self, id: i64) -> StoreResult<Option<Repository>> {
-        let row = sqlx::query("SELECT * FROM repositories WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Repository::from_row).transpose()
-    }
-
-    pub async fn list_repositories(&self, project_id: i64) -> StoreResult<Vec<Repository>> {
-        let rows = sqlx::query("SELECT * FROM repositories WHERE project_id = $1 ORDER BY name")
-            .bind(project_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Repository::from_row).collect()
-    }
-
-    pub async fn create_pipeline(
-        &self,
-        project_id: i64,
-        repository_id: i64,
-        name: &str,
-        yaml_path: &str,
-    ) -> StoreResult<Pipeline> {
-        let row = sqlx::query(
-            "INSERT INTO pipelines (project_id, repository_id, name, yaml_path, created_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING *",
-        )
-        .bind(project_id)
-        .bind(repository_id)
-        .bind(name)
-        .bind(yaml_path)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| exists_as(e, format!("pipeline `{name}`")))?;
-        Pipeline::from_row(&row)
-    }
-
-    pub async fn pipeline_by_id(&self, id: i64) -> StoreResult<Option<Pipeline>> {
-        let row = sqlx::query("SELECT * FROM pipelines WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Pipeline::from_row).transpose()
-    }
-
-    pub async fn list_pipelines(&self, project_id: i64) -> StoreResult<Vec<Pipeline>> {
-        let rows = sqlx::query("SELECT * FROM pipelines WHERE project_id = $1 ORDER BY name")
-            .bind(project_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Pipeline::from_row).collect()
-    }
-
-    pub async fn pipelines_of_repository(&self, repository_id: i64) -> StoreResult<Vec<Pipeline>> {
-        let rows = sqlx::query("SELECT * FROM pipelines WHERE repository_id = $1 ORDER BY id")
-            .bind(repository_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Pipeline::from_row).collect()
-    }
-
-    // ---- runs ----
-
-    /// Increments and returns the `$(Rev:r)` counter of a pipeline for a run name prefix.
-    pub async fn next_name_revision(
-        &self,
-        pipeline_id: i64,
-        name_prefix: &str,
-    ) -> StoreResult<i64> {
-        let row = sqlx::query(
-            "INSERT INTO run_name_revisions (pipeline_id, name_prefix, revision) VALUES ($1, $2, 1) \
-             ON CONFLICT (pipeline_id, name_prefix) DO UPDATE SET revision = revision + 1 RETURNING revision",
-        )
-        .bind(pipeline_id)
-        .bind(name_prefix)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("revision")?)
-    }
-
-    /// Inserts a run with its jobs in one transaction; the run number is the pipeline's next one.
-    pub async fn create_run(&self, run: &NewRun, jobs: &[NewJob]) -> StoreResult<Run> {
-        let now = now_millis();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "INSERT INTO runs (pipeline_id, number, name, status, result, reason, source_branch, source_commit, \
-             requested_by, yaml, diagnostics, parameters, queued_at, finished_at, title) \
-             VALUES ($1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline_id = $1), $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, CASE WHEN $3 = 'completed' THEN $12 END, $13) RETURNING id",
-        )
-        .bind(run.pipeline_id)
-        .bind(&run.name)
-        .bind(&run.status)
-        .bind(&run.result)
-        .bind(&run.reason)
-        .bind(&run.source_branch)
-        .bind(&run.source_commit)
-        .bind(&run.requested_by)
-        .bind(&run.yaml)
-        .bind(&run.diagnostics)
-        .bind(&run.parameters)
-        .bind(now)
-        .bind(&run.title)
-        .fetch_one(&mut *tx)
-        .await?;
-        let run_id: i64 = row.try_get("id")?;
-        for job in jobs {
-            sqlx::query(
-                "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at, \
-                 environment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(run_id)
-            .bind(&job.stage_name)
-            .bind(&job.name)
-            .bind(&job.display_name)
-            .bind(&job.depends_on)
-            .bind(&job.spec)
-            .bind(&job.status)
-            .bind(now)
-            .bind(&job.environment)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        self.run_by_id(run_id)
-            .await?
-            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
-    }
-
-    pub async fn run_by_id(&self, id: i64) -> StoreResult<Option<Run>> {
-        let row = sqlx::query(
-            "SELECT r.*, p.name AS pipeline_name, p.project_id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id \
-             WHERE r.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Run::from_row).transpose()
-    }
-
-    /// Runs newest first, filtered; `before_id` pages backwards.
-    pub async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
-        let rows = sqlx::query(
-            "SELECT r.*, p.name AS pipeline_name, p.project_id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id \
-             WHERE ($1 IS NULL OR p.project_id = $1) AND ($2 IS NULL OR r.pipeline_id = $2) \
-             AND ($3 IS NULL OR r.source_branch = $3) AND ($4 IS NULL OR r.status = $4 OR r.result = $4) \
-             AND ($5 IS NULL OR r.id < $5) ORDER BY r.id DESC LIMIT $6",
-        )
-        .bind(filter.project_id)
-        .bind(filter.pipeline_id)
-        .bind(&filter.branch)
-        .bind(&filter.status)
-        .bind(filter.before_id)
-        .bind(filter.limit.clamp(1, 1000))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Run::from_row).collect()
-    }
-
-    /// Sets a run's status and result; `started_at`/`finished_at` are filled the first time they apply.
-    pub async fn set_run_status(
-        &self,
-        run_id: i64,
-        status: &str,
-        result: Option<&str>,
-    ) -> StoreResult<()> {
-        let now = now_millis();
-        sqlx::query(
-            "UPDATE runs SET status = $2, result = $3, \
-             started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN $4 ELSE started_at END, \
-             finished_at = CASE WHEN $2 = 'completed' THEN $4 ELSE NULL END WHERE id = $1",
-        )
-        .bind(run_id)
-        .bind(status)
-        .bind(result)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    // ---- jobs ----
-
-    pub async fn jobs_of_run(&self, run_id: i64) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE run_id = $1 ORDER BY id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(Job::from_row).collect()
-    }
-
-    pub async fn job_by_id(&self, id: i64) -> StoreResult<Option<Job>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(Job::from_row).transpose()
-    }
-
-    /// Replaces a job's stored spec (the scheduler records values it computed when queueing the job).
-    pub async fn set_job_spec(&self, job_id: i64, spec: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE jobs SET spec = $2 WHERE id = $1")
-            .bind(job_id)
-            .bind(spec)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Sets the status/result of a job that is not leased (scheduling: pending -> queued, skipped, canceled).
-    pub async fn set_job_status(
-        &self,
-        job_id: i64,
-        status: &str,
-        result: Option<&str>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET status = $2, result = $3, \
-             finished_at = CASE WHEN $2 = 'completed' THEN $4 ELSE finished_at END WHERE id = $1",
-        )
-        .bind(job_id)
-        .bind(status)
-        .bind(result)
-        .bind(now_millis())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Atomically leases the oldest queued job to an agent; `None` when nothing is queued.
-    pub async fn lease_next_job(
-        &self,
-        agent_name: &str,
-        lease_token_hash: &str,
-        lease_expires_at: i64,
-    ) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', agent_name = $1, lease_token_hash = $2, lease_expires_at = $3, \
-             started_at = $4 WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1) \
-             AND status = 'queued' RETURNING *",
-        )
-        .bind(agent_name)
-        .bind(lease_token_hash)
-        .bind(lease_expires_at)
-        .bind(now_millis())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Job::from_row).transpose()
-    }
-
-    /// The running job holding this lease, if the lease is still valid.
-    pub async fn leased_job(
-        &self,
-        job_id: i64,
-        lease_token_hash: &str,
-    ) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(
-            "SELECT * FROM jobs WHERE id = $1 AND lease_token_hash = $2 AND status = 'running'",
-        )
-        .bind(job_id)
-        .bind(lease_token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(Job::from_row).transpose()
-    }
-
-    /// Extends a lease; returns whether cancellation was requested, or `None` when the lease is gone.
-    pub async fn renew_lease(
-        &self,
-        job_id: i64,
-        lease_token_hash: &str,
-        lease_expires_at: i64,
-    ) -> StoreResult<Option<bool>> {
-        let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_token_hash = $2 AND status = 'running' \
-             RETURNING cancel_requested",
-        )
-        .bind(job_id)
-        .bind(lease_token_hash)
-        .bind(lease_expires_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| r.try_get::<bool, _>("cancel_requested"))
-            .transpose()?)
-    }
-
-    /// Completes a leased job with its result and output variables (a JSON object); `false` when the
-    /// lease is no longer held.
-    pub async fn finish_leased_job(
-        &self,
-        job_id: i64,
-        lease_token_hash: &str,
-        result: &str,
-        outputs: &str,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'completed', result = $3, finished_at = $4, lease_token_hash = NULL, \
-             outputs = $5 WHERE id = $1 AND lease_token_hash = $2 AND status = 'running'",
-        )
-        .bind(job_id)
-        .bind(lease_token_hash)
-        .bind(result)
-        .bind(now_millis())
-        .bind(outputs)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Fails every running job whose lease expired (its agent died); returns them.
-    pub async fn expire_leases(&self, now: i64) -> StoreResult<Vec<Job>> {
-        let rows = sqlx::query(
-            "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $1, lease_token_hash = NULL \
-             WHERE status = 'running' AND lease_expires_at < $1 RETURNING *",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Job::from_row).collect()
-    }
-
-    /// Cancels a run: waiting jobs complete as canceled at once, running ones get a cancel request.
-    pub async fn request_cancel(&self, run_id: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET status = 'completed', result = 'canceled', finished_at = $2 \
-             WHERE run_id = $1 AND status IN ('pending', 'queued')",
-        )
-        .bind(run_id)
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE jobs SET cancel_requested = TRUE WHERE run_id = $1 AND status = 'running'",
-        )
-        .bind(run_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Puts completed jobs back to `pending` for another attempt, dropping their steps, logs and results.
-    pub async fn reset_jobs(&self, job_ids: &[i64]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for id in job_ids {
-            for sql in [
-                "DELETE FROM steps WHERE job_id = $1",
-                "DELETE FROM log_chunks WHERE job_id = $1",
-                "DELETE FROM test_results WHERE job_id = $1",
-                "DELETE FROM artifacts WHERE job_id = $1",
-                "UPDATE jobs SET status = 'pending', result = NULL, attempt = attempt + 1, agent_name = NULL, \
-                 lease_token_hash = NULL, lease_expires_at = NULL, cancel_requested = FALSE, started_at = NULL, \
-                 finished_at = NULL, outputs = '{}' WHERE id = $1 AND status = 'completed'",
-            ] {
-                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// For each environment of a project, the newest run whose deployment job to it succeeded.
-    pub async fn latest_deployments(&self, project_id: i64) -> StoreResult<Vec<(String, Run)>> {
-        let rows = sqlx::query(
-            "SELECT j.environment, MAX(r.id) AS run_id FROM jobs j JOIN runs r ON r.id = j.run_id \
-             JOIN pipelines p ON p.id = r.pipeline_id WHERE p.project_id = $1 AND j.environment IS NOT NULL \
-             AND j.status = 'completed' AND j.result IN ('succeeded', 'succeededWithIssues') \
-             GROUP BY j.environment ORDER BY j.environment",
-        )
-        .bind(project_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut deployments = Vec::new();
-        for row in rows {
-            let environment: String = row.try_get("environment")?;
-            if let Some(run) = self.run_by_id(row.try_get("run_id")?).await? {
-                deployments.push((environment, run));
-            }
-        }
-        Ok(deployments)
-    }
-
-    // ---- steps ----
-
-    pub async fn upsert_step(&self, step: &Step) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO steps (job_id, position, name, status, result, started_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id, position) DO UPDATE SET \
-             name = excluded.name, status = excluded.status, result = excluded.result, \
-             started_at = COALESCE(steps.started_at, excluded.started_at), finished_at = excluded.finished_at",
-        )
-        .bind(step.job_id)
-        .bind(step.position)
-        .bind(&step.name)
-        .bind(&step.status)
-        .bind(&step.result)
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn steps_of_run(&self, run_id: i64) -> StoreResult<Vec<Step>> {
-        let rows = sqlx::query(
-            "SELECT s.* FROM steps s JOIN jobs j ON j.id = s.job_id WHERE j.run_id = $1 ORDER BY s.job_id, s.position",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(Step::from_row).collect()
-    }
-
-    // ---- logs ----
-
-    /// Appends a compressed chunk of log lines to a job's log; returns the number of the chunk's first line.
-    pub async fn append_log_chunk(
-        &self,
-        job_id: i64,
-        line_count: i64,
-        compressed: &[u8],
-    ) -> StoreResult<i64> {
-        let row = sqlx::query(
-            "INSERT INTO log_chunks (job_id, sequence, first_line, line_count, compressed) \
-             SELECT $1, COALESCE(MAX(sequence), 0) + 1, COALESCE(SUM(line_count), 0) + 1, $2, $3 \
-             FROM log_chunks WHERE job_id = $1 RETURNING first_line",
-        )
-        .bind(job_id)
-        .bind(line_count)
-        .bind(compressed)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("first_line")?)
-    }
-
-    pub async fn log_chunks(&self, job_id: i64) -> StoreResult<Vec<LogChunk>> {
-        let rows = sqlx::query("SELECT * FROM log_chunks WHERE job_id = $1 ORDER BY sequence")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(LogChunk::from_row).collect()
-    }
-
-    // ---- artifacts and test results ----
-
-    pub async fn add_artifact_file(&self, file: &NewArtifactFile) -> StoreResult<ArtifactFile> {
-        let row = sqlx::query(
-            "INSERT INTO artifacts (run_id, job_id, name, file_path, size, digest, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, name, file_path) DO UPDATE SET \
-             job_id = excluded.job_id, size = excluded.size, digest = excluded.digest RETURNING *",
-        )
-        .bind(file.run_id)
-        .bind(file.job_id)
-        .bind(&file.name)
-        .bind(&file.file_path)
-        .bind(file.size)
-        .bind(&file.digest)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await?;
-        ArtifactFile::from_row(&row)
-    }
-
-    pub async fn artifact_files(&self, run_id: i64) -> StoreResult<Vec<ArtifactFile>> {
-        let rows =
-            sqlx::query("SELECT * FROM artifacts WHERE run_id = $1 ORDER BY name, file_path")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(ArtifactFile::from_row).collect()
-    }
-
-    pub async fn add_test_results(&self, results: &[TestResult]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        for result in results {
-            sqlx::query(
-                "INSERT INTO test_results (run_id, job_id, suite, name, outcome, duration_ms, message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(result.run_id)
-            .bind(result.job_id)
-            .bind(&result.suite)
-            .bind(&result.name)
-            .bind(&result.outcome)
-            .bind(result.duration_ms)
-            .bind(&result.message)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn test_results(&self, run_id: i64) -> StoreResult<Vec<TestResult>> {
-        let rows = sqlx::query("SELECT * FROM test_results WHERE run_id = $1 ORDER BY id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(TestResult::from_row).collect()
-    }
-
-    // ---- agents ----
-
-    /// Registers an agent, or replaces the token of the agent with that name.
-    pub async fn register_agent(&self, name: &str, token_hash: &str) -> StoreResult<Agent> {
-        let row = sqlx::query(
-            "INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash RETURNING *",
-        )
-        .bind(name)
-        .bind(token_hash)
-        .bind(now_millis())
-        .fetch_one(&self.pool)
-        .await?;
-        Agent::from_row(&row)
-    }
-
-    /// The agent with this token hash; marks it as seen now.
-    pub async fn agent_by_token_hash(&self, token_hash: &str) -> StoreResult<Option<Agent>> {
-        let row =
-            sqlx::query("UPDATE agents SET last_seen_at = $2 WHERE token_hash = $1 RETURNING *")
-                .bind(token_hash)
-                .bind(now_millis())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(Agent::from_row).transpose()
-    }
-}
-
-/// Maps a unique-constraint violation to an error naming what already exists.
-fn exists_as(error: sqlx::Error, what: String) -> StoreError {
-    match StoreError::from(error) {
-        StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { what },
-        other => other,
-    }
-}
-
-/// Hand-written mapping from a result row to a record.
-trait FromSqliteRow: Sized {
-    fn from_row(row: &SqliteRow) -> StoreResult<Self>;
-}
-
+#[cfg(test)]
+#[macro_use]
+mod conformance;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,560 @@
+//! The conformance suite every [`Storage`] backend passes: each case takes a fresh, empty database as
+//! `&dyn Storage`. A backend's test module runs them all with
+//! `conformance_tests!(fresh)`, where `fresh().await` returns `(guard, Store)` and the guard (a
+//! temporary folder, a scratch schema...) lives until the case ends.
+
+use crate::*;
+
+/// Expands to one `#[tokio::test]` per conformance case, each on a fresh store from `$fresh`.
+macro_rules! conformance_tests {
+    ($fresh:path) => {
+        conformance_tests!(
+            @cases $fresh;
+            a_run_is_created_leased_and_finished,
+            duplicate_names_are_reported_as_already_existing,
+            sessions_expire_and_tokens_find_their_user,
+            project_creator_is_administrator,
+            run_numbers_count_up_per_pipeline_and_list_filters,
+            a_queued_job_is_leased_once_and_finished_only_with_its_lease,
+            expired_leases_fail_their_jobs,
+            log_chunks_number_their_lines_and_reset_clears_a_job,
+            artifacts_tests_and_agents_round_trip,
+            the_newest_successful_deployment_per_environment_is_found,
+        );
+    };
+    (@cases $fresh:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (_guard, store) = $fresh().await;
+                $crate::conformance::$case(&*store).await;
+            }
+        )*
+    };
+}
+
+/// The storage cycle the server relies on, through `&dyn Storage` only: names are unique, a run is
+/// created with its jobs at once, its queued job is leased by one agent, logged to, finished with
+/// the lease, and the finished job is what readers see.
+pub(crate) async fn a_run_is_created_leased_and_finished(store: &dyn Storage) {
+    assert!(store.schema_version().await.unwrap() >= 1);
+    let (user, project, pipeline) = pipeline(store).await;
+    for err in [
+        store.create_user("ada", "h", false).await.unwrap_err(),
+        store.create_project("demo", user.id).await.unwrap_err(),
+        store
+            .create_repository(project.id, "app")
+            .await
+            .unwrap_err(),
+        store
+            .create_pipeline(project.id, pipeline.repository_id, "app-ci", "other.yml")
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, StoreError::AlreadyExists { .. }),
+            "expected AlreadyExists, got {err:?}"
+        );
+    }
+    assert_eq!(store.list_projects().await.unwrap().len(), 1);
+
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "refs/heads/main"),
+            &[new_job("build", "queued"), new_job("test", "pending")],
+        )
+        .await
+        .unwrap();
+    assert_eq!((run.number, run.status.as_str()), (1, "queued"));
+    assert_eq!(
+        (run.project_id, run.pipeline_name.as_str()),
+        (project.id, "app-ci")
+    );
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+        vec!["build", "test"],
+        "a run is stored with every job, in order"
+    );
+
+    let leased = store
+        .lease_next_job("agent-1", "lease-1", now_millis() + 60_000)
+        .await
+        .unwrap()
+        .expect("the queued job is leased");
+    assert_eq!(leased.id, jobs[0].id);
+    assert_eq!(
+        (leased.status.as_str(), leased.agent_name.as_deref()),
+        ("running", Some("agent-1"))
+    );
+    assert!(leased.started_at.is_some());
+    assert!(
+        store
+            .lease_next_job("agent-2", "lease-2", now_millis() + 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "a pending job is not leased"
+    );
+    assert_eq!(
+        store
+            .leased_job(leased.id, "lease-1")
+            .await
+            .unwrap()
+            .map(|j| j.id),
+        Some(leased.id)
+    );
+    store.set_run_status(run.id, "running", None).await.unwrap();
+    assert_eq!(
+        store.append_log_chunk(leased.id, 2, b"zz").await.unwrap(),
+        1
+    );
+
+    assert!(
+        store
+            .finish_leased_job(leased.id, "lease-1", "succeeded", r#"{"a.b":"c"}"#)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_leased_job(leased.id, "lease-1", "failed", "{}")
+            .await
+            .unwrap(),
+        "a lease finishes its job once"
+    );
+    assert!(
+        store
+            .leased_job(leased.id, "lease-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let finished = store.job_by_id(leased.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            finished.status.as_str(),
+            finished.result.as_deref(),
+            finished.outputs.as_str()
+        ),
+        ("completed", Some("succeeded"), r#"{"a.b":"c"}"#)
+    );
+    assert!(finished.finished_at.is_some());
+
+    store
+        .set_run_status(run.id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+    let run = store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.result.as_deref()),
+        ("completed", Some("succeeded"))
+    );
+    assert!(run.started_at.is_some() && run.finished_at.is_some());
+}
+
+async fn pipeline(store: &dyn Storage) -> (User, Project, Pipeline) {
+    let user = store.create_user("ada", "hash", true).await.unwrap();
+    let project = store.create_project("demo", user.id).await.unwrap();
+    let repo = store.create_repository(project.id, "app").await.unwrap();
+    let pipeline = store
+        .create_pipeline(project.id, repo.id, "app-ci", "azure-pipelines.yml")
+        .await
+        .unwrap();
+    (user, project, pipeline)
+}
+
+fn new_run(pipeline_id: i64, branch: &str) -> NewRun {
+    NewRun {
+        pipeline_id,
+        name: "20261123.1".into(),
+        status: "queued".into(),
+        reason: "manual".into(),
+        source_branch: branch.into(),
+        source_commit: "abc".into(),
+        requested_by: "ada".into(),
+        yaml: "steps: []".into(),
+        diagnostics: "[]".into(),
+        parameters: "{}".into(),
+        ..NewRun::default()
+    }
+}
+
+fn new_job(name: &str, status: &str) -> NewJob {
+    NewJob {
+        stage_name: "build".into(),
+        name: name.into(),
+        display_name: name.into(),
+        depends_on: "[]".into(),
+        spec: "{}".into(),
+        status: status.into(),
+        environment: None,
+    }
+}
+
+pub(crate) async fn duplicate_names_are_reported_as_already_existing(store: &dyn Storage) {
+    store.create_user("ada", "h", false).await.unwrap();
+    let err = store.create_user("ada", "h", false).await.unwrap_err();
+    assert_eq!(err.to_string(), "user `ada` already exists");
+}
+
+pub(crate) async fn sessions_expire_and_tokens_find_their_user(store: &dyn Storage) {
+    let user = store.create_user("ada", "h", false).await.unwrap();
+    store
+        .create_session("s1", user.id, "csrf", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session("s1", 999).await.unwrap().unwrap().csrf_token,
+        "csrf"
+    );
+    assert!(store.session("s1", 1_000).await.unwrap().is_none());
+    store
+        .create_access_token(user.id, "ci", "t1", "read,write")
+        .await
+        .unwrap();
+    let (found, token) = store.user_by_token_hash("t1").await.unwrap().unwrap();
+    assert_eq!(
+        (found.name.as_str(), token.scopes.as_str()),
+        ("ada", "read,write")
+    );
+    assert!(store.user_by_token_hash("t2").await.unwrap().is_none());
+}
+
+pub(crate) async fn project_creator_is_administrator(store: &dyn Storage) {
+    let (user, project, _) = pipeline(store).await;
+    assert_eq!(
+        store
+            .project_role(project.id, user.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("administrator")
+    );
+    let other = store.create_user("bob", "h", false).await.unwrap();
+    assert_eq!(
+        store.project_role(project.id, other.id).await.unwrap(),
+        None
+    );
+    store
+        .set_project_role(project.id, other.id, "reader")
+        .await
+        .unwrap();
+    store
+        .set_project_role(project.id, other.id, "contributor")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .project_role(project.id, other.id)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("contributor")
+    );
+    let members = store.project_members(project.id).await.unwrap();
+    assert_eq!(
+        members,
+        vec![
+            ("ada".to_string(), "administrator".to_string()),
+            ("bob".into(), "contributor".into())
+        ]
+    );
+}
+
+pub(crate) async fn run_numbers_count_up_per_pipeline_and_list_filters(store: &dyn Storage) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let first = store
+        .create_run(&new_run(pipeline.id, "refs/heads/main"), &[])
+        .await
+        .unwrap();
+    let second = store
+        .create_run(&new_run(pipeline.id, "refs/heads/dev"), &[])
+        .await
+        .unwrap();
+    assert_eq!((first.number, second.number), (1, 2));
+    assert_eq!(second.pipeline_name, "app-ci");
+    let all = store
+        .list_runs(&RunFilter {
+            project_id: Some(project.id),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|r| r.number).collect::<Vec<_>>(), vec![2, 1]);
+    let main = store
+        .list_runs(&RunFilter {
+            branch: Some("refs/heads/main".into()),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(main.len(), 1);
+    assert_eq!(main[0].id, first.id);
+    let page = store
+        .list_runs(&RunFilter {
+            before_id: Some(second.id),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(
+        store
+            .next_name_revision(pipeline.id, "20261123")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .next_name_revision(pipeline.id, "20261123")
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .next_name_revision(pipeline.id, "20261124")
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+pub(crate) async fn a_queued_job_is_leased_once_and_finished_only_with_its_lease(
+    store: &dyn Storage,
+) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[new_job("a", "queued"), new_job("b", "pending")],
+        )
+        .await
+        .unwrap();
+    let leased = store
+        .lease_next_job("agent-1", "lease-1", now_millis() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.name, "a");
+    assert_eq!(leased.status, "running");
+    assert!(
+        store
+            .lease_next_job("agent-2", "lease-2", now_millis() + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .renew_lease(leased.id, "lease-1", now_millis() + 60_000)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .renew_lease(leased.id, "wrong", now_millis())
+            .await
+            .unwrap(),
+        None
+    );
+    store.request_cancel(run.id).await.unwrap();
+    assert_eq!(
+        store
+            .renew_lease(leased.id, "lease-1", now_millis() + 60_000)
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    assert!(
+        !store
+            .finish_leased_job(leased.id, "wrong", "succeeded", "{}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_leased_job(leased.id, "lease-1", "canceled", "{}")
+            .await
+            .unwrap()
+    );
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(jobs[0].result.as_deref(), Some("canceled"));
+    assert_eq!(
+        (jobs[1].status.as_str(), jobs[1].result.as_deref()),
+        ("completed", Some("canceled"))
+    );
+}
+
+pub(crate) async fn expired_leases_fail_their_jobs(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "queued")])
+        .await
+        .unwrap();
+    let job = store
+        .lease_next_job("agent-1", "lease-1", 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.expire_leases(50).await.unwrap().is_empty());
+    let expired = store.expire_leases(101).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].result.as_deref(), Some("failed"));
+    assert!(
+        !store
+            .finish_leased_job(job.id, "lease-1", "succeeded", "{}")
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn log_chunks_number_their_lines_and_reset_clears_a_job(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "queued")])
+        .await
+        .unwrap();
+    let job = store
+        .lease_next_job("agent", "l", now_millis() + 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.append_log_chunk(job.id, 3, b"one").await.unwrap(), 1);
+    assert_eq!(store.append_log_chunk(job.id, 2, b"two").await.unwrap(), 4);
+    let chunks = store.log_chunks(job.id).await.unwrap();
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| c.compressed.as_slice())
+            .collect::<Vec<_>>(),
+        vec![b"one", b"two"]
+    );
+    store
+        .upsert_step(&Step {
+            job_id: job.id,
+            position: 0,
+            name: "build".into(),
+            status: "completed".into(),
+            result: Some("failed".into()),
+            started_at: Some(1),
+            finished_at: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.steps_of_run(run.id).await.unwrap().len(), 1);
+    store
+        .finish_leased_job(job.id, "l", "failed", r#"{"setvar.flag":"yes"}"#)
+        .await
+        .unwrap();
+    let finished = store.job_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!(finished.outputs, r#"{"setvar.flag":"yes"}"#);
+    store
+        .set_job_spec(job.id, r#"{"runtimeValues": {}}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.job_by_id(job.id).await.unwrap().unwrap().spec,
+        r#"{"runtimeValues": {}}"#
+    );
+    store.reset_jobs(&[job.id]).await.unwrap();
+    let job = store.job_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!((job.status.as_str(), job.attempt), ("pending", 2));
+    assert_eq!(job.outputs, "{}");
+    assert!(store.log_chunks(job.id).await.unwrap().is_empty());
+    assert!(store.steps_of_run(run.id).await.unwrap().is_empty());
+}
+
+pub(crate) async fn artifacts_tests_and_agents_round_trip(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "queued")])
+        .await
+        .unwrap();
+    let job = &store.jobs_of_run(run.id).await.unwrap()[0];
+    let file = NewArtifactFile {
+        run_id: run.id,
+        job_id: job.id,
+        name: "drop".into(),
+        file_path: "app.txt".into(),
+        size: 5,
+        digest: "d1".into(),
+    };
+    store.add_artifact_file(&file).await.unwrap();
+    store
+        .add_artifact_file(&NewArtifactFile {
+            digest: "d2".into(),
+            ..file
+        })
+        .await
+        .unwrap();
+    let files = store.artifact_files(run.id).await.unwrap();
+    assert_eq!(files.len(), 1, "re-uploading a file replaces it");
+    assert_eq!(files[0].digest, "d2");
+    let result = TestResult {
+        run_id: run.id,
+        job_id: job.id,
+        suite: "unit".into(),
+        name: "adds".into(),
+        outcome: "passed".into(),
+        duration_ms: 3,
+        message: String::new(),
+    };
+    store
+        .add_test_results(std::slice::from_ref(&result))
+        .await
+        .unwrap();
+    assert_eq!(store.test_results(run.id).await.unwrap(), vec![result]);
+    store.register_agent("built-in", "h1").await.unwrap();
+    store.register_agent("built-in", "h2").await.unwrap();
+    assert!(store.agent_by_token_hash("h1").await.unwrap().is_none());
+    assert_eq!(
+        store.agent_by_token_hash("h2").await.unwrap().unwrap().name,
+        "built-in"
+    );
+}
+
+pub(crate) async fn the_newest_successful_deployment_per_environment_is_found(store: &dyn Storage) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let deploy = |env: &str| NewJob {
+        environment: Some(env.into()),
+        ..new_job(&format!("deploy_{env}"), "queued")
+    };
+    let first = store
+        .create_run(&new_run(pipeline.id, "main"), &[deploy("dev")])
+        .await
+        .unwrap();
+    let second = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[deploy("dev"), deploy("test")],
+        )
+        .await
+        .unwrap();
+    for run in [&first, &second] {
+        for job in store.jobs_of_run(run.id).await.unwrap() {
+            let outcome = if job.name == "deploy_test" {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            store
+                .set_job_status(job.id, "completed", Some(outcome))
+                .await
+                .unwrap();
+        }
+    }
+    let deployments = store.latest_deployments(project.id).await.unwrap();
+    let found: Vec<(&str, i64)> = deployments
+        .iter()
+        .map(|(env, run)| (env.as_str(), run.id))
+        .collect();
+    assert_eq!(
+        found,
+        vec![("dev", second.id)],
+        "a failed deployment to test does not count"
+    );
+}

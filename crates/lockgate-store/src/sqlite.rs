@@ -1,0 +1,1183 @@
+//! The SQLite backend: one `lockgate.db` file in the data folder, WAL mode, embedded migrations
+//! (`migrations/sqlite`), and the hand-written mapping from SQLite rows to records.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use crate::{
+    AccessToken, Agent, ArtifactFile, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
+    Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError, StoreFuture,
+    StoreResult, TestResult, User, now_millis,
+};
+
+/// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "job environments",
+        include_str!("../migrations/sqlite/0002_job_environments.sql"),
+    ),
+    (
+        3,
+        "run titles",
+        include_str!("../migrations/sqlite/0003_run_titles.sql"),
+    ),
+    (
+        4,
+        "job outputs",
+        include_str!("../migrations/sqlite/0004_job_outputs.sql"),
+    ),
+];
+
+/// The SQLite implementation of [`Storage`]. Cloning is cheap (a pool handle).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) `lockgate.db` in `data_dir` in WAL mode and applies the migrations.
+    pub async fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = data_dir.join("lockgate.db");
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let migrations = SQLITE_MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
+                    false,
+                )
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+impl Storage for SqliteStore {
+    fn schema_version(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
+        })
+    }
+
+    // ---- users and sessions ----
+
+    fn create_user<'a>(
+        &'a self,
+        name: &'a str,
+        password_hash: &'a str,
+        is_admin: bool,
+    ) -> StoreFuture<'a, User> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+            )
+            .bind(name)
+            .bind(password_hash)
+            .bind(is_admin)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| exists_as(e, format!("user `{name}`")))?;
+            User::from_row(&row)
+        })
+    }
+
+    fn user_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM users WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(User::from_row).transpose()
+        })
+    }
+
+    fn user_by_id(&self, id: i64) -> StoreFuture<'_, Option<User>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(User::from_row).transpose()
+        })
+    }
+
+    fn count_users(&self) -> StoreFuture<'_, i64> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(row.try_get("n")?)
+        })
+    }
+
+    fn set_password_hash<'a>(
+        &'a self,
+        user_id: i64,
+        password_hash: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(user_id)
+                .bind(password_hash)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn create_session<'a>(
+        &'a self,
+        token_hash: &'a str,
+        user_id: i64,
+        csrf_token: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(csrf_token)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn session<'a>(&'a self, token_hash: &'a str, now: i64) -> StoreFuture<'a, Option<Session>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT u.*, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.token_hash = $1 AND s.expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|row| {
+                Ok(Session {
+                    user: User::from_row(&row)?,
+                    csrf_token: row.try_get("csrf_token")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn delete_session<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(token_hash)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    // ---- personal access tokens ----
+
+    fn create_access_token<'a>(
+        &'a self,
+        user_id: i64,
+        name: &'a str,
+        token_hash: &'a str,
+        scopes: &'a str,
+    ) -> StoreFuture<'a, AccessToken> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO access_tokens (user_id, name, token_hash, scopes, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            )
+            .bind(user_id)
+            .bind(name)
+            .bind(token_hash)
+            .bind(scopes)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await?;
+            AccessToken::from_row(&row)
+        })
+    }
+
+    fn user_by_token_hash<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<(User, AccessToken)>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT u.*, t.id AS token_id, t.name AS token_name, t.scopes, t.created_at AS token_created_at \
+                 FROM access_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.map(|row| {
+                let user = User::from_row(&row)?;
+                let token = AccessToken {
+                    id: row.try_get("token_id")?,
+                    user_id: user.id,
+                    name: row.try_get("token_name")?,
+                    scopes: row.try_get("scopes")?,
+                    created_at: row.try_get("token_created_at")?,
+                };
+                Ok((user, token))
+            })
+            .transpose()
+        })
+    }
+
+    fn list_access_tokens(&self, user_id: i64) -> StoreFuture<'_, Vec<AccessToken>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM access_tokens WHERE user_id = $1 ORDER BY id")
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(AccessToken::from_row).collect()
+        })
+    }
+
+    // ---- projects and roles ----
+
+    fn create_project<'a>(&'a self, name: &'a str, owner_id: i64) -> StoreFuture<'a, Project> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let row =
+                sqlx::query("INSERT INTO projects (name, created_at) VALUES ($1, $2) RETURNING *")
+                    .bind(name)
+                    .bind(now_millis())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| exists_as(e, format!("project `{name}`")))?;
+            let project = Project::from_row(&row)?;
+            sqlx::query("INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, 'administrator')")
+                .bind(project.id)
+                .bind(owner_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(project)
+        })
+    }
+
+    fn project_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Project>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM projects WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(Project::from_row).transpose()
+        })
+    }
+
+    fn project_by_id(&self, id: i64) -> StoreFuture<'_, Option<Project>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM projects WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(Project::from_row).transpose()
+        })
+    }
+
+    fn list_projects(&self) -> StoreFuture<'_, Vec<Project>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM projects ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Project::from_row).collect()
+        })
+    }
+
+    fn project_role(&self, project_id: i64, user_id: i64) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2",
+            )
+            .bind(project_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|r| r.try_get("role")).transpose()?)
+        })
+    }
+
+    fn project_members(&self, project_id: i64) -> StoreFuture<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT u.name, m.role FROM project_members m JOIN users u ON u.id = m.user_id \
+                 WHERE m.project_id = $1 ORDER BY u.name",
+            )
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get("name")?, row.try_get("role")?)))
+                .collect()
+        })
+    }
+
+    fn set_project_role<'a>(
+        &'a self,
+        project_id: i64,
+        user_id: i64,
+        role: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO project_members (project_id, user_id, role) VALUES ($1, $2, $3) \
+                 ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+            )
+            .bind(project_id)
+            .bind(user_id)
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    // ---- repositories and pipelines ----
+
+    fn create_repository<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Repository> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO repositories (project_id, name, created_at) VALUES ($1, $2, $3) RETURNING *",
+            )
+            .bind(project_id)
+            .bind(name)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| exists_as(e, format!("repository `{name}`")))?;
+            Repository::from_row(&row)
+        })
+    }
+
+    fn repository<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<Repository>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM repositories WHERE project_id = $1 AND name = $2")
+                .bind(project_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(Repository::from_row).transpose()
+        })
+    }
+
+    fn repository_by_id(&self, id: i64) -> StoreFuture<'_, Option<Repository>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM repositories WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(Repository::from_row).transpose()
+        })
+    }
+
+    fn list_repositories(&self, project_id: i64) -> StoreFuture<'_, Vec<Repository>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT * FROM repositories WHERE project_id = $1 ORDER BY name")
+                    .bind(project_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.iter().map(Repository::from_row).collect()
+        })
+    }
+
+    fn create_pipeline<'a>(
+        &'a self,
+        project_id: i64,
+        repository_id: i64,
+        name: &'a str,
+        yaml_path: &'a str,
+    ) -> StoreFuture<'a, Pipeline> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO pipelines (project_id, repository_id, name, yaml_path, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            )
+            .bind(project_id)
+            .bind(repository_id)
+            .bind(name)
+            .bind(yaml_path)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| exists_as(e, format!("pipeline `{name}`")))?;
+            Pipeline::from_row(&row)
+        })
+    }
+
+    fn pipeline_by_id(&self, id: i64) -> StoreFuture<'_, Option<Pipeline>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM pipelines WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(Pipeline::from_row).transpose()
+        })
+    }
+
+    fn list_pipelines(&self, project_id: i64) -> StoreFuture<'_, Vec<Pipeline>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM pipelines WHERE project_id = $1 ORDER BY name")
+                .bind(project_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Pipeline::from_row).collect()
+        })
+    }
+
+    fn pipelines_of_repository(&self, repository_id: i64) -> StoreFuture<'_, Vec<Pipeline>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM pipelines WHERE repository_id = $1 ORDER BY id")
+                .bind(repository_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Pipeline::from_row).collect()
+        })
+    }
+
+    // ---- runs ----
+
+    fn next_name_revision<'a>(
+        &'a self,
+        pipeline_id: i64,
+        name_prefix: &'a str,
+    ) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO run_name_revisions (pipeline_id, name_prefix, revision) VALUES ($1, $2, 1) \
+                 ON CONFLICT (pipeline_id, name_prefix) DO UPDATE SET revision = revision + 1 RETURNING revision",
+            )
+            .bind(pipeline_id)
+            .bind(name_prefix)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get("revision")?)
+        })
+    }
+
+    fn create_run<'a>(&'a self, run: &'a NewRun, jobs: &'a [NewJob]) -> StoreFuture<'a, Run> {
+        Box::pin(async move {
+            let now = now_millis();
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                "INSERT INTO runs (pipeline_id, number, name, status, result, reason, source_branch, source_commit, \
+                 requested_by, yaml, diagnostics, parameters, queued_at, finished_at, title) \
+                 VALUES ($1, (SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE pipeline_id = $1), $2, $3, $4, $5, \
+                 $6, $7, $8, $9, $10, $11, $12, CASE WHEN $3 = 'completed' THEN $12 END, $13) RETURNING id",
+            )
+            .bind(run.pipeline_id)
+            .bind(&run.name)
+            .bind(&run.status)
+            .bind(&run.result)
+            .bind(&run.reason)
+            .bind(&run.source_branch)
+            .bind(&run.source_commit)
+            .bind(&run.requested_by)
+            .bind(&run.yaml)
+            .bind(&run.diagnostics)
+            .bind(&run.parameters)
+            .bind(now)
+            .bind(&run.title)
+            .fetch_one(&mut *tx)
+            .await?;
+            let run_id: i64 = row.try_get("id")?;
+            for job in jobs {
+                sqlx::query(
+                    "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at, \
+                     environment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(run_id)
+                .bind(&job.stage_name)
+                .bind(&job.name)
+                .bind(&job.display_name)
+                .bind(&job.depends_on)
+                .bind(&job.spec)
+                .bind(&job.status)
+                .bind(now)
+                .bind(&job.environment)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            self.run_by_id(run_id)
+                .await?
+                .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+        })
+    }
+
+    fn run_by_id(&self, id: i64) -> StoreFuture<'_, Option<Run>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT r.*, p.name AS pipeline_name, p.project_id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id \
+                 WHERE r.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Run::from_row).transpose()
+        })
+    }
+
+    fn list_runs<'a>(&'a self, filter: &'a RunFilter) -> StoreFuture<'a, Vec<Run>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT r.*, p.name AS pipeline_name, p.project_id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id \
+                 WHERE ($1 IS NULL OR p.project_id = $1) AND ($2 IS NULL OR r.pipeline_id = $2) \
+                 AND ($3 IS NULL OR r.source_branch = $3) AND ($4 IS NULL OR r.status = $4 OR r.result = $4) \
+                 AND ($5 IS NULL OR r.id < $5) ORDER BY r.id DESC LIMIT $6",
+            )
+            .bind(filter.project_id)
+            .bind(filter.pipeline_id)
+            .bind(&filter.branch)
+            .bind(&filter.status)
+            .bind(filter.before_id)
+            .bind(filter.limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(Run::from_row).collect()
+        })
+    }
+
+    fn set_run_status<'a>(
+        &'a self,
+        run_id: i64,
+        status: &'a str,
+        result: Option<&'a str>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let now = now_millis();
+            sqlx::query(
+                "UPDATE runs SET status = $2, result = $3, \
+                 started_at = CASE WHEN started_at IS NULL AND $2 <> 'queued' THEN $4 ELSE started_at END, \
+                 finished_at = CASE WHEN $2 = 'completed' THEN $4 ELSE NULL END WHERE id = $1",
+            )
+            .bind(run_id)
+            .bind(status)
+            .bind(result)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    // ---- jobs ----
+
+    fn jobs_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<Job>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM jobs WHERE run_id = $1 ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Job::from_row).collect()
+        })
+    }
+
+    fn job_by_id(&self, id: i64) -> StoreFuture<'_, Option<Job>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.as_ref().map(Job::from_row).transpose()
+        })
+    }
+
+    fn set_job_spec<'a>(&'a self, job_id: i64, spec: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("UPDATE jobs SET spec = $2 WHERE id = $1")
+                .bind(job_id)
+                .bind(spec)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn set_job_status<'a>(
+        &'a self,
+        job_id: i64,
+        status: &'a str,
+        result: Option<&'a str>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE jobs SET status = $2, result = $3, \
+                 finished_at = CASE WHEN $2 = 'completed' THEN $4 ELSE finished_at END WHERE id = $1",
+            )
+            .bind(job_id)
+            .bind(status)
+            .bind(result)
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn lease_next_job<'a>(
+        &'a self,
+        agent_name: &'a str,
+        lease_token_hash: &'a str,
+        lease_expires_at: i64,
+    ) -> StoreFuture<'a, Option<Job>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "UPDATE jobs SET status = 'running', agent_name = $1, lease_token_hash = $2, lease_expires_at = $3, \
+                 started_at = $4 WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1) \
+                 AND status = 'queued' RETURNING *",
+            )
+            .bind(agent_name)
+            .bind(lease_token_hash)
+            .bind(lease_expires_at)
+            .bind(now_millis())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Job::from_row).transpose()
+        })
+    }
+
+    fn leased_job<'a>(
+        &'a self,
+        job_id: i64,
+        lease_token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<Job>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT * FROM jobs WHERE id = $1 AND lease_token_hash = $2 AND status = 'running'",
+            )
+            .bind(job_id)
+            .bind(lease_token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Job::from_row).transpose()
+        })
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        job_id: i64,
+        lease_token_hash: &'a str,
+        lease_expires_at: i64,
+    ) -> StoreFuture<'a, Option<bool>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "UPDATE jobs SET lease_expires_at = $3 WHERE id = $1 AND lease_token_hash = $2 AND status = 'running' \
+                 RETURNING cancel_requested",
+            )
+            .bind(job_id)
+            .bind(lease_token_hash)
+            .bind(lease_expires_at)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row
+                .map(|r| r.try_get::<bool, _>("cancel_requested"))
+                .transpose()?)
+        })
+    }
+
+    fn finish_leased_job<'a>(
+        &'a self,
+        job_id: i64,
+        lease_token_hash: &'a str,
+        result: &'a str,
+        outputs: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE jobs SET status = 'completed', result = $3, finished_at = $4, lease_token_hash = NULL, \
+                 outputs = $5 WHERE id = $1 AND lease_token_hash = $2 AND status = 'running'",
+            )
+            .bind(job_id)
+            .bind(lease_token_hash)
+            .bind(result)
+            .bind(now_millis())
+            .bind(outputs)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $1, lease_token_hash = NULL \
+                 WHERE status = 'running' AND lease_expires_at < $1 RETURNING *",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(Job::from_row).collect()
+        })
+    }
+
+    fn request_cancel(&self, run_id: i64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'completed', result = 'canceled', finished_at = $2 \
+                 WHERE run_id = $1 AND status IN ('pending', 'queued')",
+            )
+            .bind(run_id)
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET cancel_requested = TRUE WHERE run_id = $1 AND status = 'running'",
+            )
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn reset_jobs<'a>(&'a self, job_ids: &'a [i64]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            for id in job_ids {
+                for sql in [
+                    "DELETE FROM steps WHERE job_id = $1",
+                    "DELETE FROM log_chunks WHERE job_id = $1",
+                    "DELETE FROM test_results WHERE job_id = $1",
+                    "DELETE FROM artifacts WHERE job_id = $1",
+                    "UPDATE jobs SET status = 'pending', result = NULL, attempt = attempt + 1, agent_name = NULL, \
+                     lease_token_hash = NULL, lease_expires_at = NULL, cancel_requested = FALSE, started_at = NULL, \
+                     finished_at = NULL, outputs = '{}' WHERE id = $1 AND status = 'completed'",
+                ] {
+                    sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn latest_deployments(&self, project_id: i64) -> StoreFuture<'_, Vec<(String, Run)>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT j.environment, MAX(r.id) AS run_id FROM jobs j JOIN runs r ON r.id = j.run_id \
+                 JOIN pipelines p ON p.id = r.pipeline_id WHERE p.project_id = $1 AND j.environment IS NOT NULL \
+                 AND j.status = 'completed' AND j.result IN ('succeeded', 'succeededWithIssues') \
+                 GROUP BY j.environment ORDER BY j.environment",
+            )
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut deployments = Vec::new();
+            for row in rows {
+                let environment: String = row.try_get("environment")?;
+                if let Some(run) = self.run_by_id(row.try_get("run_id")?).await? {
+                    deployments.push((environment, run));
+                }
+            }
+            Ok(deployments)
+        })
+    }
+
+    // ---- steps ----
+
+    fn upsert_step<'a>(&'a self, step: &'a Step) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO steps (job_id, position, name, status, result, started_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id, position) DO UPDATE SET \
+                 name = excluded.name, status = excluded.status, result = excluded.result, \
+                 started_at = COALESCE(steps.started_at, excluded.started_at), finished_at = excluded.finished_at",
+            )
+            .bind(step.job_id)
+            .bind(step.position)
+            .bind(&step.name)
+            .bind(&step.status)
+            .bind(&step.result)
+            .bind(step.started_at)
+            .bind(step.finished_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn steps_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<Step>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT s.* FROM steps s JOIN jobs j ON j.id = s.job_id WHERE j.run_id = $1 ORDER BY s.job_id, s.position",
+            )
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(Step::from_row).collect()
+        })
+    }
+
+    // ---- logs ----
+
+    fn append_log_chunk<'a>(
+        &'a self,
+        job_id: i64,
+        line_count: i64,
+        compressed: &'a [u8],
+    ) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO log_chunks (job_id, sequence, first_line, line_count, compressed) \
+                 SELECT $1, COALESCE(MAX(sequence), 0) + 1, COALESCE(SUM(line_count), 0) + 1, $2, $3 \
+                 FROM log_chunks WHERE job_id = $1 RETURNING first_line",
+            )
+            .bind(job_id)
+            .bind(line_count)
+            .bind(compressed)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(row.try_get("first_line")?)
+        })
+    }
+
+    fn log_chunks(&self, job_id: i64) -> StoreFuture<'_, Vec<LogChunk>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM log_chunks WHERE job_id = $1 ORDER BY sequence")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(LogChunk::from_row).collect()
+        })
+    }
+
+    // ---- artifacts and test results ----
+
+    fn add_artifact_file<'a>(&'a self, file: &'a NewArtifactFile) -> StoreFuture<'a, ArtifactFile> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO artifacts (run_id, job_id, name, file_path, size, digest, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, name, file_path) DO UPDATE SET \
+                 job_id = excluded.job_id, size = excluded.size, digest = excluded.digest RETURNING *",
+            )
+            .bind(file.run_id)
+            .bind(file.job_id)
+            .bind(&file.name)
+            .bind(&file.file_path)
+            .bind(file.size)
+            .bind(&file.digest)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await?;
+            ArtifactFile::from_row(&row)
+        })
+    }
+
+    fn artifact_files(&self, run_id: i64) -> StoreFuture<'_, Vec<ArtifactFile>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT * FROM artifacts WHERE run_id = $1 ORDER BY name, file_path")
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+            rows.iter().map(ArtifactFile::from_row).collect()
+        })
+    }
+
+    fn add_test_results<'a>(&'a self, results: &'a [TestResult]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            for result in results {
+                sqlx::query(
+                    "INSERT INTO test_results (run_id, job_id, suite, name, outcome, duration_ms, message) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(result.run_id)
+                .bind(result.job_id)
+                .bind(&result.suite)
+                .bind(&result.name)
+                .bind(&result.outcome)
+                .bind(result.duration_ms)
+                .bind(&result.message)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn test_results(&self, run_id: i64) -> StoreFuture<'_, Vec<TestResult>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM test_results WHERE run_id = $1 ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(TestResult::from_row).collect()
+        })
+    }
+
+    // ---- agents ----
+
+    fn register_agent<'a>(&'a self, name: &'a str, token_hash: &'a str) -> StoreFuture<'a, Agent> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash RETURNING *",
+            )
+            .bind(name)
+            .bind(token_hash)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await?;
+            Agent::from_row(&row)
+        })
+    }
+
+    fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "UPDATE agents SET last_seen_at = $2 WHERE token_hash = $1 RETURNING *",
+            )
+            .bind(token_hash)
+            .bind(now_millis())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Agent::from_row).transpose()
+        })
+    }
+}
+
+/// Maps a unique-constraint violation to an error naming what already exists.
+fn exists_as(error: sqlx::Error, what: String) -> StoreError {
+    match StoreError::from(error) {
+        StoreError::AlreadyExists { .. } => StoreError::AlreadyExists { what },
+        other => other,
+    }
+}
+
+/// Hand-written mapping from a result row to a record.
+trait FromSqliteRow: Sized {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self>;
+}
+
+impl FromSqliteRow for User {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(User {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            password_hash: row.try_get("password_hash")?,
+            is_admin: row.try_get("is_admin")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for AccessToken {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(AccessToken {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            name: row.try_get("name")?,
+            scopes: row.try_get("scopes")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Project {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Project {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Repository {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Repository {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Pipeline {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Pipeline {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            repository_id: row.try_get("repository_id")?,
+            name: row.try_get("name")?,
+            yaml_path: row.try_get("yaml_path")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Run {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Run {
+            id: row.try_get("id")?,
+            pipeline_id: row.try_get("pipeline_id")?,
+            pipeline_name: row.try_get("pipeline_name")?,
+            project_id: row.try_get("project_id")?,
+            number: row.try_get("number")?,
+            name: row.try_get("name")?,
+            title: row.try_get("title")?,
+            status: row.try_get("status")?,
+            result: row.try_get("result")?,
+            reason: row.try_get("reason")?,
+            source_branch: row.try_get("source_branch")?,
+            source_commit: row.try_get("source_commit")?,
+            requested_by: row.try_get("requested_by")?,
+            yaml: row.try_get("yaml")?,
+            diagnostics: row.try_get("diagnostics")?,
+            parameters: row.try_get("parameters")?,
+            queued_at: row.try_get("queued_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Job {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Job {
+            id: row.try_get("id")?,
+            run_id: row.try_get("run_id")?,
+            stage_name: row.try_get("stage_name")?,
+            name: row.try_get("name")?,
+            display_name: row.try_get("display_name")?,
+            depends_on: row.try_get("depends_on")?,
+            spec: row.try_get("spec")?,
+            status: row.try_get("status")?,
+            result: row.try_get("result")?,
+            attempt: row.try_get("attempt")?,
+            agent_name: row.try_get("agent_name")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            cancel_requested: row.try_get("cancel_requested")?,
+            queued_at: row.try_get("queued_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            outputs: row.try_get("outputs")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Step {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Step {
+            job_id: row.try_get("job_id")?,
+            position: row.try_get("position")?,
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            result: row.try_get("result")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for LogChunk {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(LogChunk {
+            job_id: row.try_get("job_id")?,
+            sequence: row.try_get("sequence")?,
+            first_line: row.try_get("first_line")?,
+            line_count: row.try_get("line_count")?,
+            compressed: row.try_get("compressed")?,
+        })
+    }
+}
+
+impl FromSqliteRow for ArtifactFile {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(ArtifactFile {
+            id: row.try_get("id")?,
+            run_id: row.try_get("run_id")?,
+            job_id: row.try_get("job_id")?,
+            name: row.try_get("name")?,
+            file_path: row.try_get("file_path")?,
+            size: row.try_get("size")?,
+            digest: row.try_get("digest")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for TestResult {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(TestResult {
+            run_id: row.try_get("run_id")?,
+            job_id: row.try_get("job_id")?,
+            suite: row.try_get("suite")?,
+            name: row.try_get("name")?,
+            outcome: row.try_get("outcome")?,
+            duration_ms: row.try_get("duration_ms")?,
+            message: row.try_get("message")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Agent {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Agent {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}

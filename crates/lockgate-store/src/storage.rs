@@ -1,0 +1,311 @@
+//! [`Storage`]: the whole storage API as one dyn-compatible trait. Every backend implements it (SQLite
+//! today, PostgreSQL next), and its documentation is the contract a backend is written against.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{
+    AccessToken, Agent, ArtifactFile, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
+    Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult, User,
+};
+
+/// What every [`Storage`] method returns: a boxed future, so the trait can be used as
+/// `dyn Storage`. Implementations write `Box::pin(async move { ... })`.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// The storage API of Lockgate: users, sessions, tokens, projects, roles, repositories, pipelines,
+/// runs, jobs and their leases, steps, logs, artifacts, test results, agents and deployments.
+///
+/// Conventions every backend keeps:
+/// - Ids are assigned by the database and only grow; times are Unix milliseconds (see
+///   [`now_millis`](crate::now_millis)); timestamps the caller does not pass are taken at the call.
+/// - A lookup that finds nothing returns `Ok(None)` (or an empty list), never an error.
+/// - An insert that breaks a uniqueness rule returns [`StoreError::AlreadyExists`](crate::StoreError)
+///   naming what exists, e.g. ``user `ada` ``; the server answers it with 409 Conflict.
+/// - Updates of rows that do not exist do nothing and succeed, unless documented otherwise.
+/// - Statuses and results are stored as given: jobs and runs use `pending`, `queued`, `running`,
+///   `completed` with results `succeeded`, `succeededWithIssues`, `failed`, `canceled`, `skipped`.
+///   JSON columns (`spec`, `depends_on`, `outputs`, `diagnostics`, `parameters`) are opaque text.
+/// - Every method may fail with [`StoreError::Database`](crate::StoreError) when the database does.
+pub trait Storage: Send + Sync {
+    /// The version of the newest migration applied (4 once every current migration ran).
+    fn schema_version(&self) -> StoreFuture<'_, i64>;
+
+    // ---- users and sessions ----
+
+    /// Creates a user; `AlreadyExists` (``user `name` ``) when the name is taken.
+    fn create_user<'a>(
+        &'a self,
+        name: &'a str,
+        password_hash: &'a str,
+        is_admin: bool,
+    ) -> StoreFuture<'a, User>;
+
+    /// The user with this exact name.
+    fn user_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<User>>;
+
+    fn user_by_id(&self, id: i64) -> StoreFuture<'_, Option<User>>;
+
+    /// How many users exist (0 before the first administrator is created).
+    fn count_users(&self) -> StoreFuture<'_, i64>;
+
+    fn set_password_hash<'a>(&'a self, user_id: i64, password_hash: &'a str)
+    -> StoreFuture<'a, ()>;
+
+    /// Records a session (a cookie) by the hash of its token.
+    fn create_session<'a>(
+        &'a self,
+        token_hash: &'a str,
+        user_id: i64,
+        csrf_token: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, ()>;
+
+    /// The session with this token hash and its user, when `expires_at > now`.
+    fn session<'a>(&'a self, token_hash: &'a str, now: i64) -> StoreFuture<'a, Option<Session>>;
+
+    /// Deletes the session (signing out); nothing happens when there is none.
+    fn delete_session<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, ()>;
+
+    // ---- personal access tokens ----
+
+    /// Records a personal access token by its hash; `scopes` is a comma-separated list.
+    fn create_access_token<'a>(
+        &'a self,
+        user_id: i64,
+        name: &'a str,
+        token_hash: &'a str,
+        scopes: &'a str,
+    ) -> StoreFuture<'a, AccessToken>;
+
+    /// The user owning the token with this hash, with the token.
+    fn user_by_token_hash<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<(User, AccessToken)>>;
+
+    /// A user's tokens, oldest first.
+    fn list_access_tokens(&self, user_id: i64) -> StoreFuture<'_, Vec<AccessToken>>;
+
+    // ---- projects and roles ----
+
+    /// Creates a project and makes `owner_id` its `administrator`, both or neither (one transaction);
+    /// `AlreadyExists` (``project `name` ``) when the name is taken.
+    fn create_project<'a>(&'a self, name: &'a str, owner_id: i64) -> StoreFuture<'a, Project>;
+
+    fn project_by_name<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Project>>;
+
+    fn project_by_id(&self, id: i64) -> StoreFuture<'_, Option<Project>>;
+
+    /// Every project, by name.
+    fn list_projects(&self) -> StoreFuture<'_, Vec<Project>>;
+
+    /// The role (`reader`, `contributor`, `administrator`) of a user in a project, if any.
+    fn project_role(&self, project_id: i64, user_id: i64) -> StoreFuture<'_, Option<String>>;
+
+    /// The members of a project as (user name, role), by user name.
+    fn project_members(&self, project_id: i64) -> StoreFuture<'_, Vec<(String, String)>>;
+
+    /// Gives a user a role in a project, replacing the role they had.
+    fn set_project_role<'a>(
+        &'a self,
+        project_id: i64,
+        user_id: i64,
+        role: &'a str,
+    ) -> StoreFuture<'a, ()>;
+
+    // ---- repositories and pipelines ----
+
+    /// Creates a repository; `AlreadyExists` (``repository `name` ``) when the project has one with
+    /// that name.
+    fn create_repository<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Repository>;
+
+    /// The repository of a project with this name.
+    fn repository<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<Repository>>;
+
+    fn repository_by_id(&self, id: i64) -> StoreFuture<'_, Option<Repository>>;
+
+    /// A project's repositories, by name.
+    fn list_repositories(&self, project_id: i64) -> StoreFuture<'_, Vec<Repository>>;
+
+    /// Creates a pipeline; `AlreadyExists` (``pipeline `name` ``) when the project has one with that
+    /// name.
+    fn create_pipeline<'a>(
+        &'a self,
+        project_id: i64,
+        repository_id: i64,
+        name: &'a str,
+        yaml_path: &'a str,
+    ) -> StoreFuture<'a, Pipeline>;
+
+    fn pipeline_by_id(&self, id: i64) -> StoreFuture<'_, Option<Pipeline>>;
+
+    /// A project's pipelines, by name.
+    fn list_pipelines(&self, project_id: i64) -> StoreFuture<'_, Vec<Pipeline>>;
+
+    /// The pipelines defined on a repository, oldest first (a push triggers each of them).
+    fn pipelines_of_repository(&self, repository_id: i64) -> StoreFuture<'_, Vec<Pipeline>>;
+
+    // ---- runs ----
+
+    /// Increments and returns the `$(Rev:r)` counter of a pipeline for a run name prefix: 1 the first
+    /// time a prefix is seen, then 2, 3... Atomic: concurrent callers never get the same number.
+    fn next_name_revision<'a>(
+        &'a self,
+        pipeline_id: i64,
+        name_prefix: &'a str,
+    ) -> StoreFuture<'a, i64>;
+
+    /// Inserts a run with all its jobs atomically (one transaction: readers see the run with every job
+    /// or not at all) and returns the stored run. The run number is the pipeline's previous highest
+    /// plus one; `queued_at` (of the run and its jobs) is now, and a run inserted as `completed` gets
+    /// `finished_at` now. Jobs are inserted in the given order, so their ids follow it.
+    fn create_run<'a>(&'a self, run: &'a NewRun, jobs: &'a [NewJob]) -> StoreFuture<'a, Run>;
+
+    /// The run with its pipeline's name and project.
+    fn run_by_id(&self, id: i64) -> StoreFuture<'_, Option<Run>>;
+
+    /// Runs newest first (by id) matching every filter given; `status` matches the status or the
+    /// result; `before_id` pages backwards; `limit` is clamped to 1..=1000.
+    fn list_runs<'a>(&'a self, filter: &'a RunFilter) -> StoreFuture<'a, Vec<Run>>;
+
+    /// Sets a run's status and result. `started_at` is set to now the first time the status is not
+    /// `queued`; `finished_at` is now when the status is `completed` and cleared otherwise.
+    fn set_run_status<'a>(
+        &'a self,
+        run_id: i64,
+        status: &'a str,
+        result: Option<&'a str>,
+    ) -> StoreFuture<'a, ()>;
+
+    // ---- jobs ----
+
+    /// A run's jobs, by id (the order they were created in).
+    fn jobs_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<Job>>;
+
+    fn job_by_id(&self, id: i64) -> StoreFuture<'_, Option<Job>>;
+
+    /// Replaces a job's stored spec (the scheduler records values it computed when queueing the job).
+    fn set_job_spec<'a>(&'a self, job_id: i64, spec: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Sets the status and result of a job that is not leased (scheduling: `pending` -> `queued`,
+    /// skipped, canceled); `finished_at` is set to now when the status is `completed`.
+    fn set_job_status<'a>(
+        &'a self,
+        job_id: i64,
+        status: &'a str,
+        result: Option<&'a str>,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Atomically leases the oldest (lowest id) `queued` job to an agent: it becomes `running` with
+    /// this agent, lease token hash, lease expiry and `started_at` now, and is returned. `None` when
+    /// nothing is queued. Atomic: when agents ask at the same time, each queued job goes to exactly
+    /// one of them (a single conditional `UPDATE ... WHERE status = 'queued'`, or `FOR UPDATE SKIP
+    /// LOCKED` on PostgreSQL).
+    fn lease_next_job<'a>(
+        &'a self,
+        agent_name: &'a str,
+        lease_token_hash: &'a str,
+        lease_expires_at: i64,
+    ) -> StoreFuture<'a, Option<Job>>;
+
+    /// The job, when it is `running` under this lease token hash (whatever the expiry: expired leases
+    /// are ended by [`expire_leases`](Storage::expire_leases)).
+    fn leased_job<'a>(
+        &'a self,
+        job_id: i64,
+        lease_token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<Job>>;
+
+    /// Extends a held lease to `lease_expires_at`; returns whether cancellation of the job was
+    /// requested, or `None` when the job no longer runs under this lease.
+    fn renew_lease<'a>(
+        &'a self,
+        job_id: i64,
+        lease_token_hash: &'a str,
+        lease_expires_at: i64,
+    ) -> StoreFuture<'a, Option<bool>>;
+
+    /// Completes a leased job with its result and output variables (a JSON object), and drops the
+    /// lease, in one conditional update: `true` when the job was `running` under this lease token
+    /// hash, `false` (and nothing changes) otherwise, e.g. when the lease expired or the job was
+    /// finished already. Two calls with the same lease never both return `true`.
+    fn finish_leased_job<'a>(
+        &'a self,
+        job_id: i64,
+        lease_token_hash: &'a str,
+        result: &'a str,
+        outputs: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Completes as `failed` every running job whose lease expired before `now` (its agent died), drops
+    /// their leases, and returns them as updated.
+    fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>>;
+
+    /// Cancels a run's jobs in one transaction: `pending` and `queued` jobs complete as `canceled` at
+    /// once, `running` ones get a cancel request (seen by [`renew_lease`](Storage::renew_lease)).
+    /// The run's own status is the caller's to set.
+    fn request_cancel(&self, run_id: i64) -> StoreFuture<'_, ()>;
+
+    /// Puts completed jobs back to `pending` for another attempt (`attempt` + 1), dropping their
+    /// steps, logs, test results, artifacts, outputs and lease, in one transaction. Jobs that are not
+    /// `completed` keep their state (their steps and logs are still dropped).
+    fn reset_jobs<'a>(&'a self, job_ids: &'a [i64]) -> StoreFuture<'a, ()>;
+
+    /// For each environment of a project (by name), the newest run in which a job deploying to it
+    /// completed as `succeeded` or `succeededWithIssues`.
+    fn latest_deployments(&self, project_id: i64) -> StoreFuture<'_, Vec<(String, Run)>>;
+
+    // ---- steps ----
+
+    /// Inserts or updates the step at `(job_id, position)`; an update keeps the first `started_at`.
+    fn upsert_step<'a>(&'a self, step: &'a Step) -> StoreFuture<'a, ()>;
+
+    /// The steps of every job of a run, by job id then position.
+    fn steps_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<Step>>;
+
+    // ---- logs ----
+
+    /// Appends a compressed chunk of `line_count` log lines to a job's log; returns the number of the
+    /// chunk's first line (1 for the first chunk). Chunks are numbered 1, 2, ... per job.
+    fn append_log_chunk<'a>(
+        &'a self,
+        job_id: i64,
+        line_count: i64,
+        compressed: &'a [u8],
+    ) -> StoreFuture<'a, i64>;
+
+    /// A job's log chunks in order.
+    fn log_chunks(&self, job_id: i64) -> StoreFuture<'_, Vec<LogChunk>>;
+
+    // ---- artifacts and test results ----
+
+    /// Records an artifact file; uploading the same `(run, artifact name, file path)` again replaces
+    /// its job, size and digest.
+    fn add_artifact_file<'a>(&'a self, file: &'a NewArtifactFile) -> StoreFuture<'a, ArtifactFile>;
+
+    /// A run's artifact files, by artifact name then path.
+    fn artifact_files(&self, run_id: i64) -> StoreFuture<'_, Vec<ArtifactFile>>;
+
+    /// Records test results, all or none (one transaction).
+    fn add_test_results<'a>(&'a self, results: &'a [TestResult]) -> StoreFuture<'a, ()>;
+
+    /// A run's test results in the order they were added.
+    fn test_results(&self, run_id: i64) -> StoreFuture<'_, Vec<TestResult>>;
+
+    // ---- agents ----
+
+    /// Registers an agent, or replaces the token hash of the agent with that name.
+    fn register_agent<'a>(&'a self, name: &'a str, token_hash: &'a str) -> StoreFuture<'a, Agent>;
+
+    /// The agent with this token hash, after marking it as seen now (`last_seen_at`).
+    fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>>;
+}
