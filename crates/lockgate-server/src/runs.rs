@@ -563,7 +563,7 @@ fn run_result(jobs: &[Job], canceled: bool) -> &'static str {
     }
 }
 
-/// The status of a job held back from [`lockgate_store::Store::request_cancel`] (which ends every
+/// The status of a job held back from [`lockgate_store::Storage::request_cancel`] (which ends every
 /// waiting job) while [`cancel_run`] decides whether it may still run.
 const HELD: &str = "held";
 
@@ -571,7 +571,7 @@ const HELD: &str = "held";
 /// "Condition outcomes when a build is canceled", and "Pipeline run sequence"): running jobs are told
 /// through their heartbeat (the agent cancels their steps; `always()` steps still run), queued jobs
 /// end as canceled, and a job not started yet ends as skipped unless its condition may hold for a
-/// canceled run ([`conditions::RunView::may_run_after_cancel`]); such a job waits for its
+/// canceled run (`conditions::RunView::may_run_after_cancel`); such a job waits for its
 /// dependencies and is evaluated with `canceled()` and `always()` true. The run's result is
 /// `canceled` from now on, while those jobs finish.
 pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
