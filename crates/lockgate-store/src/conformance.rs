@@ -20,6 +20,7 @@ macro_rules! conformance_tests {
             log_chunks_number_their_lines_and_reset_clears_a_job,
             artifacts_tests_and_agents_round_trip,
             the_newest_successful_deployment_per_environment_is_found,
+            pipeline_variables_keep_order_and_flags_and_are_replaced_as_a_whole,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -556,5 +557,68 @@ pub(crate) async fn the_newest_successful_deployment_per_environment_is_found(st
         found,
         vec![("dev", second.id)],
         "a failed deployment to test does not count"
+    );
+}
+
+/// A pipeline's own variables: saved in order with their flags, replaced as a whole, names unique
+/// ignoring case (a refused list changes nothing), and `Debug` never prints a secret.
+pub(crate) async fn pipeline_variables_keep_order_and_flags_and_are_replaced_as_a_whole(
+    store: &dyn Storage,
+) {
+    let (_, _, pipeline) = pipeline(store).await;
+    assert!(
+        store
+            .pipeline_variables(pipeline.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let variable = |name: &str, value: &str, secret: bool, allow_override: bool| PipelineVariable {
+        name: name.into(),
+        value: value.into(),
+        secret,
+        allow_override,
+    };
+    let first = vec![
+        variable("Zeta", "z", false, true),
+        variable("Alpha", "hidden", true, false),
+    ];
+    store
+        .set_pipeline_variables(pipeline.id, &first)
+        .await
+        .unwrap();
+    assert_eq!(store.pipeline_variables(pipeline.id).await.unwrap(), first);
+    assert!(
+        !format!("{first:?}").contains("hidden"),
+        "Debug hides secrets"
+    );
+
+    let clash = [
+        variable("a", "1", false, false),
+        variable("A", "2", false, false),
+    ];
+    let err = store
+        .set_pipeline_variables(pipeline.id, &clash)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(store.pipeline_variables(pipeline.id).await.unwrap(), first);
+
+    let second = vec![variable("Alpha", "shown", false, true)];
+    store
+        .set_pipeline_variables(pipeline.id, &second)
+        .await
+        .unwrap();
+    assert_eq!(store.pipeline_variables(pipeline.id).await.unwrap(), second);
+    store
+        .set_pipeline_variables(pipeline.id, &[])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .pipeline_variables(pipeline.id)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

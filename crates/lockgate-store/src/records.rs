@@ -49,6 +49,30 @@ pub struct Pipeline {
     pub created_at: i64,
 }
 
+/// A variable defined on a pipeline rather than in its YAML (Azure Pipelines' pipeline editor,
+/// "Variables"). A secret's value leaves the server only in the jobs an agent leases; `Debug` does not
+/// print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PipelineVariable {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+    /// Users may set its value when they queue a run ("Let users override this value when running
+    /// this pipeline").
+    pub allow_override: bool,
+}
+
+impl std::fmt::Debug for PipelineVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineVariable")
+            .field("name", &self.name)
+            .field("value", &if self.secret { "***" } else { &self.value })
+            .field("secret", &self.secret)
+            .field("allow_override", &self.allow_override)
+            .finish()
+    }
+}
+
 /// A run of a pipeline, with its pipeline's name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {

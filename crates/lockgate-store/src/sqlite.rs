@@ -14,8 +14,8 @@ use sqlx::{Row, SqlitePool};
 
 use crate::{
     AccessToken, Agent, ArtifactFile, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
-    Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError, StoreFuture,
-    StoreResult, TestResult, User, now_millis,
+    PipelineVariable, Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError,
+    StoreFuture, StoreResult, TestResult, User, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -39,6 +39,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "job outputs",
         include_str!("../migrations/sqlite/0004_job_outputs.sql"),
+    ),
+    (
+        5,
+        "pipeline variables",
+        include_str!("../migrations/sqlite/0005_pipeline_variables.sql"),
     ),
 ];
 
@@ -485,6 +490,50 @@ impl Storage for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter().map(Pipeline::from_row).collect()
+        })
+    }
+
+    fn pipeline_variables(&self, pipeline_id: i64) -> StoreFuture<'_, Vec<PipelineVariable>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM pipeline_variables WHERE pipeline_id = $1 ORDER BY position",
+            )
+            .bind(pipeline_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(PipelineVariable::from_row).collect()
+        })
+    }
+
+    fn set_pipeline_variables<'a>(
+        &'a self,
+        pipeline_id: i64,
+        variables: &'a [PipelineVariable],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("DELETE FROM pipeline_variables WHERE pipeline_id = $1")
+                .bind(pipeline_id)
+                .execute(&mut *tx)
+                .await?;
+            for (position, variable) in variables.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO pipeline_variables \
+                     (pipeline_id, position, name, value, is_secret, allow_override) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(pipeline_id)
+                .bind(position as i64)
+                .bind(&variable.name)
+                .bind(&variable.value)
+                .bind(variable.secret)
+                .bind(variable.allow_override)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| exists_as(e, format!("variable `{}`", variable.name)))?;
+            }
+            tx.commit().await?;
+            Ok(())
         })
     }
 
@@ -1049,6 +1098,17 @@ impl FromSqliteRow for Repository {
             project_id: row.try_get("project_id")?,
             name: row.try_get("name")?,
             created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for PipelineVariable {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(PipelineVariable {
+            name: row.try_get("name")?,
+            value: row.try_get("value")?,
+            secret: row.try_get("is_secret")?,
+            allow_override: row.try_get("allow_override")?,
         })
     }
 }

@@ -6,7 +6,8 @@ use std::pin::Pin;
 
 use crate::{
     AccessToken, Agent, ArtifactFile, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
-    Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult, User,
+    PipelineVariable, Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult,
+    User,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -153,6 +154,20 @@ pub trait Storage: Send + Sync {
 
     /// The pipelines defined on a repository, oldest first (a push triggers each of them).
     fn pipelines_of_repository(&self, repository_id: i64) -> StoreFuture<'_, Vec<Pipeline>>;
+
+    /// The variables defined on a pipeline (not in its YAML), in the order they were saved; empty
+    /// for a pipeline that has none or does not exist. Secret values are returned as stored: the
+    /// caller keeps them from users.
+    fn pipeline_variables(&self, pipeline_id: i64) -> StoreFuture<'_, Vec<PipelineVariable>>;
+
+    /// Replaces every variable of a pipeline at once, keeping the given order. Names are unique per
+    /// pipeline ignoring ASCII case: a list with two such names is `AlreadyExists`
+    /// (``variable `name` ``) and changes nothing.
+    fn set_pipeline_variables<'a>(
+        &'a self,
+        pipeline_id: i64,
+        variables: &'a [PipelineVariable],
+    ) -> StoreFuture<'a, ()>;
 
     // ---- runs ----
 
