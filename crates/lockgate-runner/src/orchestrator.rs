@@ -833,10 +833,10 @@ pub async fn run_plan(
             None => {
                 // Nothing running and nothing startable: the remaining stages wait on something that
                 // cannot finish (a dependency cycle the compiler missed). Fail them rather than hang.
-                for index in 0..stage_count {
-                    if stage_results[index].is_none() {
+                for (index, stage_result) in stage_results.iter_mut().enumerate() {
+                    if stage_result.is_none() {
                         skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
-                        stage_results[index] = Some(TaskResult::Failed);
+                        *stage_result = Some(TaskResult::Failed);
                         sink.event(Event::StageFinished {
                             stage: plan.stages[index].name.clone(),
                             result: TaskResult::Failed,
