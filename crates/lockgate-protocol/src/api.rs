@@ -78,6 +78,10 @@ pub struct QueueRun {
     /// Runtime parameter values by name.
     #[serde(default)]
     pub parameters: Vec<(String, String)>,
+    /// Values for the pipeline's variables that users may override at queue time (defined with
+    /// `allowOverride`), by name. Naming any other variable is a `400` that lists them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// A variable defined on the pipeline itself (Azure Pipelines: the pipeline editor's **Variables**).

@@ -47,6 +47,10 @@ pub fn routes() -> Router<AppState> {
             get(list_environments),
         )
         .route("/api/v1/pipelines/{id}/runs", post(queue))
+        .route(
+            "/api/v1/pipelines/{id}/variables",
+            get(get_pipeline_variables).put(put_pipeline_variables),
+        )
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v1/runs/{id}", get(show_run))
         .route("/api/v1/runs/{id}/cancel", post(cancel))
@@ -292,9 +296,113 @@ pub async fn queue_manual(
             reason: "manual".into(),
             requested_by: caller.user.name.clone(),
             parameters: body.parameters,
+            variables: body.variables,
         },
     )
     .await
+}
+
+/// The pipeline by id, if the caller holds at least `role` in its project.
+pub async fn pipeline_for(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    role: Role,
+) -> ApiResult<lockgate_store::Pipeline> {
+    let pipeline = state
+        .store
+        .pipeline_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pipeline"))?;
+    auth::require_role(state, caller, pipeline.project_id, role).await?;
+    Ok(pipeline)
+}
+
+/// A pipeline variable as the API and the UI show it: a secret's value is never shown.
+pub fn pipeline_variable_json(
+    variable: &lockgate_store::PipelineVariable,
+) -> api::PipelineVariable {
+    api::PipelineVariable {
+        name: variable.name.clone(),
+        value: (!variable.secret).then(|| variable.value.clone()),
+        secret: variable.secret,
+        allow_override: variable.allow_override,
+    }
+}
+
+/// Prefixes Azure Pipelines reserves for the system ("Define variables", variable naming
+/// restrictions): a variable starting with one is not available to tasks and scripts.
+const RESERVED_VARIABLE_PREFIXES: [&str; 5] = ["endpoint", "input", "secret", "path", "securefile"];
+const MAX_PIPELINE_VARIABLES: usize = 500;
+const MAX_VARIABLE_VALUE: usize = 64 * 1024;
+
+/// Replaces every variable of a pipeline (contributors). A secret sent without a value keeps the
+/// value stored for that name, so a client can send back what it read.
+pub async fn replace_pipeline_variables(
+    state: &AppState,
+    caller: &Caller,
+    pipeline_id: i64,
+    variables: Vec<api::PipelineVariable>,
+) -> ApiResult<Vec<lockgate_store::PipelineVariable>> {
+    caller.require_scope("write")?;
+    let pipeline = pipeline_for(state, caller, pipeline_id, Role::Contributor).await?;
+    if variables.len() > MAX_PIPELINE_VARIABLES {
+        return Err(ApiError::bad_request(format!(
+            "a pipeline has at most {MAX_PIPELINE_VARIABLES} variables"
+        )));
+    }
+    let stored = state.store.pipeline_variables(pipeline.id).await?;
+    let mut rows: Vec<lockgate_store::PipelineVariable> = Vec::with_capacity(variables.len());
+    for variable in variables {
+        let name = variable.name.trim().to_string();
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+        if name.is_empty() || name.len() > 200 || !valid_chars {
+            return Err(ApiError::bad_request(format!(
+                "`{name}` is not a variable name: use letters, digits, `.` and `_` (at most 200)"
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        if let Some(prefix) = RESERVED_VARIABLE_PREFIXES
+            .iter()
+            .find(|prefix| lower.starts_with(*prefix))
+        {
+            return Err(ApiError::bad_request(format!(
+                "variable `{name}` starts with `{prefix}`, a prefix reserved by the system"
+            )));
+        }
+        if rows.iter().any(|row| row.name.eq_ignore_ascii_case(&name)) {
+            return Err(ApiError::bad_request(format!(
+                "variable `{name}` is defined twice (names ignore case)"
+            )));
+        }
+        let value = match variable.value {
+            Some(value) => value,
+            None if variable.secret => stored
+                .iter()
+                .find(|old| old.secret && old.name.eq_ignore_ascii_case(&name))
+                .map(|old| old.value.clone())
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        if value.len() > MAX_VARIABLE_VALUE {
+            return Err(ApiError::bad_request(format!(
+                "the value of variable `{name}` is longer than {MAX_VARIABLE_VALUE} bytes"
+            )));
+        }
+        rows.push(lockgate_store::PipelineVariable {
+            name,
+            value,
+            secret: variable.secret,
+            allow_override: variable.allow_override,
+        });
+    }
+    state
+        .store
+        .set_pipeline_variables(pipeline.id, &rows)
+        .await?;
+    Ok(rows)
 }
 
 /// Every stored log line of a job, in order.
@@ -636,6 +744,30 @@ async fn queue(
 ) -> ApiResult<(StatusCode, Json<api::Run>)> {
     let run = queue_manual(&state, &caller, id, body).await?;
     Ok((StatusCode::CREATED, Json(run_json(&run))))
+}
+
+async fn get_pipeline_variables(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<api::PipelineVariables>> {
+    let pipeline = pipeline_for(&state, &caller, id, Role::Reader).await?;
+    let variables = state.store.pipeline_variables(pipeline.id).await?;
+    Ok(Json(api::PipelineVariables {
+        variables: variables.iter().map(pipeline_variable_json).collect(),
+    }))
+}
+
+async fn put_pipeline_variables(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<api::PipelineVariables>,
+) -> ApiResult<Json<api::PipelineVariables>> {
+    let variables = replace_pipeline_variables(&state, &caller, id, body.variables).await?;
+    Ok(Json(api::PipelineVariables {
+        variables: variables.iter().map(pipeline_variable_json).collect(),
+    }))
 }
 
 #[derive(Deserialize, Default, Clone)]

@@ -3,12 +3,13 @@
 //! their condition holds, agents lease them, and a run completes when every job has. Also cancel,
 //! re-run, re-run failed jobs, and failing jobs whose agent stopped sending heartbeats.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lockgate_pipeline::plan::Plan;
 use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
+use lockgate_protocol::agent::LeaseVariable;
 use lockgate_store::{Job, NewJob, NewRun, Pipeline, Run, now_millis};
 use serde_json::json;
 
@@ -131,11 +132,62 @@ pub struct QueueRequest {
     pub reason: String,
     pub requested_by: String,
     pub parameters: Vec<(String, String)>,
+    /// Queue-time values for the pipeline's variables that allow them (`allowOverride`).
+    pub variables: BTreeMap<String, String>,
+}
+
+/// The pipeline's own variables with the queue-time values applied, in their defined order, as jobs
+/// get them. Azure Pipelines refuses a queue-time value for a variable that is not defined on the
+/// pipeline with "Let users override this value when running this pipeline" (the "Limit variables
+/// that can be set at queue time" behaviour), naming every such variable; so does this.
+pub fn resolve_pipeline_variables(
+    defined: &[lockgate_store::PipelineVariable],
+    queue_time: &BTreeMap<String, String>,
+) -> ApiResult<Vec<LeaseVariable>> {
+    let settable = |name: &str| {
+        defined
+            .iter()
+            .any(|v| v.allow_override && v.name.eq_ignore_ascii_case(name))
+    };
+    let refused: Vec<&str> = queue_time
+        .keys()
+        .filter(|name| !settable(name))
+        .map(String::as_str)
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "You can't set the following variables ({}). To set a variable at queue time, define it \
+             on the pipeline with \"Let users override this value when running this pipeline\" \
+             (allowOverride).",
+            refused.join(", ")
+        )));
+    }
+    Ok(defined
+        .iter()
+        .map(|variable| {
+            let value = queue_time
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(&variable.name))
+                .map(|(_, value)| value.clone())
+                .unwrap_or_else(|| variable.value.clone());
+            LeaseVariable {
+                name: variable.name.clone(),
+                value,
+                secret: variable.secret,
+                // Queue-time variables are read-only in Azure Pipelines ("Securely use variables
+                // and parameters"); `plan_jobs` lifts this where YAML redefines the name.
+                readonly: variable.allow_override,
+            }
+        })
+        .collect())
 }
 
 /// Compiles the pipeline at the commit and inserts the run with its jobs.
 pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run> {
     let pipeline = &request.pipeline;
+    // Checked before anything is compiled or stored: a refused variable queues nothing.
+    let defined = state.store.pipeline_variables(pipeline.id).await?;
+    let pipeline_variables = resolve_pipeline_variables(&defined, &request.variables)?;
     let (project, repository) = pipeline_home(state, pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
     let reader = CommitReader {
@@ -206,7 +258,15 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
         project: project.name.clone(),
         run_id: 0,
         source_branch: request.branch.clone(),
-        variables: plan_variables(output.plan.as_ref()),
+        variables: plan_variables(output.plan.as_ref())
+            .into_iter()
+            .chain(
+                pipeline_variables
+                    .iter()
+                    .filter(|v| !v.secret)
+                    .map(|v| (v.name.clone(), v.value.clone())),
+            )
+            .collect(),
     };
     let format = output
         .plan
@@ -235,7 +295,7 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
             return Ok(state.store.create_run(&new_run, &[]).await?);
         }
     };
-    let jobs = plan_jobs(&plan);
+    let jobs = plan_jobs(&plan, &pipeline_variables, &request.variables);
     if jobs.is_empty() {
         new_run.status = "completed".into();
         new_run.result = Some("succeeded".into());
@@ -290,8 +350,14 @@ fn job_key(stage: &str, job: &str) -> String {
 
 /// One row per job instance. `depends_on` lists the keys of the jobs it waits for: the jobs of its
 /// stage it names in `dependsOn` (every matrix/parallel instance of them) and, for jobs that wait for
-/// nothing in their stage, every job of the stages the stage depends on.
-fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
+/// nothing in their stage, every job of the stages the stage depends on. Each spec carries the
+/// pipeline's own variables (`pipelineVariables`, for the lease) and the queue-time values
+/// (`queueVariables`, for a re-run).
+fn plan_jobs(
+    plan: &Plan,
+    pipeline_variables: &[LeaseVariable],
+    queue_time: &BTreeMap<String, String>,
+) -> Vec<NewJob> {
     let mut rows = Vec::new();
     for stage in &plan.stages {
         let upstream: Vec<String> = plan
@@ -322,10 +388,28 @@ fn plan_jobs(plan: &Plan) -> Vec<NewJob> {
             });
             let mut variables = plan.variables.clone();
             variables.extend(stage.variables.iter().cloned());
+            // YAML variables take precedence over the pipeline's own ones ("Define variables",
+            // expansion of variables), so a read-only queue-time variable the YAML redefines
+            // must not keep the YAML value out.
+            let in_yaml = |name: &str| {
+                variables.iter().chain(&job.variables).any(|v| {
+                    matches!(v, lockgate_pipeline::plan::Variable::Value { name: yaml, .. }
+                        if yaml.eq_ignore_ascii_case(name))
+                })
+            };
+            let own: Vec<LeaseVariable> = pipeline_variables
+                .iter()
+                .map(|v| LeaseVariable {
+                    readonly: v.readonly && !in_yaml(&v.name),
+                    ..v.clone()
+                })
+                .collect();
             let spec = json!({
                 "job": job,
                 "variables": variables,
                 "conditions": condition,
+                "pipelineVariables": own,
+                "queueVariables": queue_time,
             });
             rows.push(NewJob {
                 stage_name: stage.name.clone(),
@@ -657,7 +741,8 @@ pub async fn rerun_failed_jobs(state: &AppState, run: &Run) -> ApiResult<()> {
     advance_run(state, run.id).await
 }
 
-/// Queues a new run of the same pipeline, branch and commit.
+/// Queues a new run of the same pipeline, branch and commit, with the same parameters and the same
+/// queue-time values for the variables that are still settable.
 pub async fn rerun(state: &AppState, run: &Run, requested_by: &str) -> ApiResult<Run> {
     let pipeline = state
         .store
@@ -666,6 +751,20 @@ pub async fn rerun(state: &AppState, run: &Run, requested_by: &str) -> ApiResult
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
     let parameters: Vec<(String, String)> =
         serde_json::from_str(&run.parameters).unwrap_or_default();
+    let mut variables: BTreeMap<String, String> =
+        match state.store.jobs_of_run(run.id).await?.first() {
+            Some(job) => serde_json::from_str::<serde_json::Value>(&job.spec)
+                .ok()
+                .and_then(|spec| serde_json::from_value(spec["queueVariables"].clone()).ok())
+                .unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+    let defined = state.store.pipeline_variables(pipeline.id).await?;
+    variables.retain(|name, _| {
+        defined
+            .iter()
+            .any(|v| v.allow_override && v.name.eq_ignore_ascii_case(name))
+    });
     queue_run(
         state,
         QueueRequest {
@@ -675,6 +774,7 @@ pub async fn rerun(state: &AppState, run: &Run, requested_by: &str) -> ApiResult
             reason: "rerun".into(),
             requested_by: requested_by.to_string(),
             parameters,
+            variables,
         },
     )
     .await
@@ -728,6 +828,7 @@ pub async fn on_push(
                     reason: "push".into(),
                     requested_by: pusher.to_string(),
                     parameters: Vec::new(),
+                    variables: BTreeMap::new(),
                 },
             )
             .await?;
@@ -828,6 +929,7 @@ pub async fn queue_batched_followup(state: &AppState, run_id: i64) -> ApiResult<
             reason: "batch".into(),
             requested_by: run.requested_by.clone(),
             parameters: Vec::new(),
+            variables: BTreeMap::new(),
         },
     )
     .await?;

@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/p/{project}/pipelines", post(create_pipeline))
         .route("/pipelines/{id}", get(pipeline_page))
         .route("/pipelines/{id}/queue", post(queue_run))
+        .route("/pipelines/{id}/variables", post(save_variables))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/rerun", post(rerun))
@@ -470,7 +471,8 @@ struct BranchQuery {
     branch: Option<String>,
 }
 
-/// A pipeline: its recent runs and the manual-run form generated from its runtime `parameters:`.
+/// A pipeline: its recent runs, the manual-run form generated from its runtime `parameters:` and its
+/// settable variables, and the form that edits the pipeline's own variables.
 async fn pipeline_page(
     State(state): State<AppState>,
     PageCaller(caller): PageCaller,
@@ -513,6 +515,7 @@ async fn pipeline_page(
         .as_ref()
         .map(|c| c.diagnostics.iter().filter(|d| d.is_error()).count())
         .unwrap_or(0);
+    let variables = state.store.pipeline_variables(pipeline.id).await?;
     Ok(layout(&pipeline.name, Some(&caller), html! {
         p.crumbs { a href={"/p/" (project)} { (project) } " / " (pipeline.name) }
         h1 { (pipeline.name) }
@@ -538,7 +541,56 @@ async fn pipeline_page(
                             input name=(field) value=(match &parameter.value { serde_json::Value::String(s) => s.clone(), other => other.to_string() }); }
                     }
                 }
+                @let settable: Vec<&lockgate_store::PipelineVariable> = variables.iter().filter(|v| v.allow_override).collect();
+                @if !settable.is_empty() {
+                    fieldset {
+                        legend { "Variables" }
+                        @for variable in &settable {
+                            @let field = format!("var.{}", variable.name);
+                            @if variable.secret {
+                                label { (variable.name) " (secret; empty keeps it)"
+                                    input type="password" name=(field) autocomplete="off"; }
+                            } @else {
+                                label { (variable.name) input name=(field) value=(variable.value); }
+                            }
+                        }
+                    }
+                }
                 button type="submit" { "Run on " (branch) }
+            }
+        }
+        section {
+            h2 { "Variables" }
+            p.hint { "Pipeline variables; YAML variables of the same name take precedence. Secrets are never shown again." }
+            form.card.wide method="post" action={"/pipelines/" (pipeline.id) "/variables"} {
+                (csrf(&caller))
+                table {
+                    thead { tr { th { "Name" } th { "Value" } th { "Secret" } th { "Settable at queue time" } th { "Delete" } } }
+                    tbody {
+                        @for (index, variable) in variables.iter().enumerate() {
+                            tr {
+                                td { input type="hidden" name={"v" (index) ".name"} value=(variable.name); code { (variable.name) } }
+                                td { @if variable.secret {
+                                    input type="password" name={"v" (index) ".value"} autocomplete="off" placeholder="unchanged" aria-label={"value of " (variable.name)};
+                                } @else {
+                                    input name={"v" (index) ".value"} value=(variable.value) aria-label={"value of " (variable.name)};
+                                } }
+                                td { input type="checkbox" name={"v" (index) ".secret"} value="true" checked[variable.secret] aria-label="secret"; }
+                                td { input type="checkbox" name={"v" (index) ".allowOverride"} value="true" checked[variable.allow_override] aria-label="let users override this value when running this pipeline"; }
+                                td { input type="checkbox" name={"v" (index) ".delete"} value="true" aria-label="delete"; }
+                            }
+                        }
+                        @let new = variables.len();
+                        tr {
+                            td { input name={"v" (new) ".name"} placeholder="new variable" aria-label="new variable name"; }
+                            td { input name={"v" (new) ".value"} aria-label="new variable value"; }
+                            td { input type="checkbox" name={"v" (new) ".secret"} value="true" aria-label="secret"; }
+                            td { input type="checkbox" name={"v" (new) ".allowOverride"} value="true" aria-label="let users override this value when running this pipeline"; }
+                            td {}
+                        }
+                    }
+                }
+                button type="submit" { "Save variables" }
             }
         }
         section { h2 { "Runs" } (runs_table(&runs)) }
@@ -553,6 +605,7 @@ async fn queue_run(
 ) -> PageResult {
     let mut branch = None;
     let mut parameters: Vec<(String, String)> = Vec::new();
+    let mut variables = std::collections::BTreeMap::new();
     for (key, value) in fields {
         if key == "branch" && !value.trim().is_empty() {
             branch = Some(value.trim().to_string());
@@ -571,11 +624,82 @@ async fn queue_run(
             // A checked checkbox follows its hidden `false`: the last value wins.
             parameters.retain(|(existing, _)| existing != name);
             parameters.push((name.to_string(), value));
+        } else if let Some(name) = key.strip_prefix("var.") {
+            variables.insert(name.to_string(), value);
         }
     }
-    let run =
-        crate::api::queue_manual(&state, &caller, id, api::QueueRun { branch, parameters }).await?;
+    // Only values the user changed are queue-time values: an unchanged field, or a secret's empty
+    // password field, leaves the pipeline's value.
+    if !variables.is_empty() {
+        let defined = state.store.pipeline_variables(id).await?;
+        variables.retain(|name, value| {
+            match defined.iter().find(|v| v.name.eq_ignore_ascii_case(name)) {
+                Some(v) if v.secret => !value.is_empty(),
+                Some(v) => *value != v.value,
+                None => true,
+            }
+        });
+    }
+    let body = api::QueueRun {
+        branch,
+        parameters,
+        variables,
+    };
+    let run = crate::api::queue_manual(&state, &caller, id, body).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
+}
+
+/// The pipeline page's variables form: rows `v<i>.name`, `.value`, `.secret`, `.allowOverride`,
+/// `.delete`; the last row adds a variable when it has a name. A secret's empty value keeps it.
+async fn save_variables(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> PageResult {
+    #[derive(Default)]
+    struct Row {
+        name: String,
+        value: String,
+        secret: bool,
+        allow_override: bool,
+        delete: bool,
+    }
+    let mut rows: std::collections::BTreeMap<usize, Row> = std::collections::BTreeMap::new();
+    for (key, value) in fields {
+        let Some((index, field)) = key
+            .strip_prefix('v')
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(index, field)| Some((index.parse::<usize>().ok()?, field)))
+        else {
+            continue;
+        };
+        let row = rows.entry(index).or_default();
+        match field {
+            "name" => row.name = value.trim().to_string(),
+            "value" => row.value = value,
+            "secret" => row.secret = true,
+            "allowOverride" => row.allow_override = true,
+            "delete" => row.delete = true,
+            _ => {}
+        }
+    }
+    let variables = rows
+        .into_values()
+        .filter(|row| !row.delete && !row.name.is_empty())
+        .map(|row| api::PipelineVariable {
+            value: if row.secret && row.value.is_empty() {
+                None
+            } else {
+                Some(row.value)
+            },
+            name: row.name,
+            secret: row.secret,
+            allow_override: row.allow_override,
+        })
+        .collect();
+    crate::api::replace_pipeline_variables(&state, &caller, id, variables).await?;
+    Ok(Redirect::to(&format!("/pipelines/{id}")).into_response())
 }
 
 // ---- runs ----

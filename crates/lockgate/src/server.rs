@@ -149,6 +149,9 @@ pub struct QueueArgs {
     /// Runtime parameter NAME=VALUE (repeatable).
     #[arg(long = "param")]
     params: Vec<String>,
+    /// Queue-time value NAME=VALUE for a pipeline variable that lets users override it (repeatable).
+    #[arg(long = "var")]
+    vars: Vec<String>,
 }
 
 pub fn up(args: UpArgs) -> anyhow::Result<u8> {
@@ -425,9 +428,17 @@ pub fn queue(args: QueueArgs) -> anyhow::Result<u8> {
             .ok_or_else(|| UsageError(format!("--param `{param}` is not NAME=VALUE")))?;
         parameters.push((name.to_string(), value.to_string()));
     }
+    let mut variables = std::collections::BTreeMap::new();
+    for var in &args.vars {
+        let (name, value) = var
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--var `{var}` is not NAME=VALUE")))?;
+        variables.insert(name.trim().to_string(), value.to_string());
+    }
     let body = api::QueueRun {
         branch: args.branch,
         parameters,
+        variables,
     };
     let run: api::Run = args
         .connection

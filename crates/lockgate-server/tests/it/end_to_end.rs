@@ -727,3 +727,116 @@ jobs:
     assert!(logs.contains("A cleaned up"), "{logs}");
     assert!(!logs.contains("A went on after the cancel"), "{logs}");
 }
+
+/// The pipeline's own variables: a settable one takes the queue-time value, the YAML keeps its own,
+/// a secret is masked and never leaves the server, and a variable that is not settable is refused.
+#[test]
+fn queue_time_variables_reach_the_job_and_secrets_stay_hidden() {
+    const SECRET: &str = "s3cret-value"; // 12 characters
+    let yaml = "\
+trigger: none
+variables:
+  Fixed: from-yaml
+steps:
+- script: |
+    echo \"v=$(Greeting)\"
+    echo \"s=$(DeployKey)\"
+    echo \"env=[$GREETING][$DEPLOYKEY]\"
+    echo \"fixed=$(Fixed)\"
+    [ ${#MAPPED} -eq 12 ] && echo mapped-ok
+  env:
+    MAPPED: $(DeployKey)
+";
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+
+    let path = format!("/api/v1/pipelines/{pipeline}/variables");
+    let variable =
+        |name: &str, value: &str, secret: bool, allow_override: bool| api::PipelineVariable {
+            name: name.into(),
+            value: Some(value.into()),
+            secret,
+            allow_override,
+        };
+    let saved: serde_json::Value = server
+        .client
+        .put_json(
+            &path,
+            &api::PipelineVariables {
+                variables: vec![
+                    variable("Greeting", "hello", false, true),
+                    variable("DeployKey", SECRET, true, false),
+                    variable("Fixed", "from-ui", false, true),
+                ],
+            },
+        )
+        .unwrap();
+    assert!(!saved.to_string().contains(SECRET), "{saved}");
+    let listed: api::PipelineVariables = server.client.get_json(&path).unwrap();
+    let listed_text = server.client.get_text(&path).unwrap();
+    assert!(!listed_text.contains(SECRET), "{listed_text}");
+    assert_eq!(listed.variables[0].value.as_deref(), Some("hello"));
+    assert_eq!(listed.variables[1].value, None);
+    assert!(listed.variables[1].secret);
+
+    // Not settable at queue time: refused with the variable named, and nothing is queued.
+    let queue = format!("/api/v1/pipelines/{pipeline}/runs");
+    let refused = server
+        .client
+        .post_json::<_, api::Run>(
+            &queue,
+            &serde_json::json!({"variables": {"DeployKey": "x", "Greeting": "hi"}}),
+        )
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400));
+    assert!(refused.to_string().contains("(DeployKey)"), "{refused}");
+    assert!(runs_of(&server, pipeline).is_empty());
+
+    let queued: api::Run = server
+        .client
+        .post_json(
+            &queue,
+            &serde_json::json!({"variables": {"Greeting": "hi", "Fixed": "from-queue"}}),
+        )
+        .unwrap();
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.id, queued.id);
+    let logs = run_logs(&server, run.id);
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.contains("v=hi"), "the queue-time value: {logs}");
+    assert!(logs.contains("s=***"), "the secret is masked: {logs}");
+    assert!(
+        logs.contains("env=[hi][]"),
+        "secrets are not exported: {logs}"
+    );
+    assert!(logs.contains("fixed=from-yaml"), "YAML wins: {logs}");
+    assert!(
+        logs.contains("mapped-ok"),
+        "a mapped secret arrives: {logs}"
+    );
+    assert!(!logs.contains(SECRET), "{logs}");
+    let detail = server
+        .client
+        .get_text(&format!("/api/v1/runs/{}", run.id))
+        .unwrap();
+    assert!(!detail.contains(SECRET), "{detail}");
+
+    // A re-run keeps the queue-time values.
+    let _: api::Run = server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{}/rerun", run.id),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let again = wait_for_run(&server, pipeline, 2);
+    assert!(run_logs(&server, again.id).contains("v=hi"));
+}

@@ -1136,3 +1136,170 @@ async fn the_web_ui_creates_users_and_gives_them_roles() {
         page.body
     );
 }
+
+#[tokio::test]
+async fn pipeline_variables_are_edited_in_the_ui_and_api_and_secrets_never_come_back() {
+    const SECRET: &str = "hunter2-deploy-key";
+    let f = fixture().await;
+    let (cookie, csrf) = sign_in(&f).await;
+    for (uri, body) in [
+        ("/api/v1/projects", r#"{"name": "shop"}"#),
+        ("/api/v1/projects/shop/repositories", r#"{"name": "app"}"#),
+        (
+            "/api/v1/projects/shop/pipelines",
+            r#"{"name": "ci", "repository": "app"}"#,
+        ),
+    ] {
+        let reply = send(&f.app, post_json(uri, &f.admin_token, body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{uri}: {}", reply.body);
+    }
+    let pipeline = f.state.store.list_pipelines(1).await.unwrap()[0].id;
+    let variables = format!("/api/v1/pipelines/{pipeline}/variables");
+    let form = format!("/pipelines/{pipeline}/variables");
+
+    // The form's last row adds a variable; without the CSRF token nothing changes.
+    let forged = send(
+        &f.app,
+        form_post(&form, &cookie, "v0.name=Greeting&v0.value=x".into()),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let added = send(
+        &f.app,
+        form_post(
+            &form,
+            &cookie,
+            format!("csrf={csrf}&v0.name=Greeting&v0.value=hello&v0.allowOverride=true"),
+        ),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let added = send(
+        &f.app,
+        form_post(
+            &form,
+            &cookie,
+            format!(
+                "csrf={csrf}&v0.name=Greeting&v0.value=hello&v0.allowOverride=true\
+                 &v1.name=DeployKey&v1.value={SECRET}&v1.secret=true&v1.allowOverride=true"
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    // Saving the form again with the secret's field left empty keeps the secret.
+    let kept = send(
+        &f.app,
+        form_post(
+            &form,
+            &cookie,
+            format!(
+                "csrf={csrf}&v0.name=Greeting&v0.value=hi&v0.allowOverride=true\
+                 &v1.name=DeployKey&v1.value=&v1.secret=true&v1.allowOverride=true&v2.name="
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(kept.status, StatusCode::SEE_OTHER, "{}", kept.body);
+    let stored = f.state.store.pipeline_variables(pipeline).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        (stored[0].name.as_str(), stored[0].value.as_str()),
+        ("Greeting", "hi")
+    );
+    assert_eq!(stored[1].value, SECRET);
+    assert!(stored[1].secret && stored[1].allow_override);
+
+    let listed = send(&f.app, get(&variables, Some(&f.admin_token))).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(!listed.body.contains(SECRET), "{}", listed.body);
+    assert_eq!(
+        listed.json()["variables"][1]["value"],
+        serde_json::Value::Null
+    );
+    assert_eq!(listed.json()["variables"][1]["allowOverride"], true);
+
+    // The page lists the settable variables in the run form; the secret is an empty password field.
+    let page = send(
+        &f.app,
+        Request::get(format!("/pipelines/{pipeline}"))
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains(SECRET), "{}", page.body);
+    assert!(
+        page.body.contains("name=\"var.Greeting\" value=\"hi\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("type=\"password\" name=\"var.DeployKey\""),
+        "{}",
+        page.body
+    );
+
+    // A PUT replaces the list; a secret sent back as null keeps its value. Names are checked.
+    let put = send(
+        &f.app,
+        put_json(
+            &variables,
+            &f.admin_token,
+            r#"{"variables": [{"name": "DeployKey", "value": null, "secret": true}]}"#,
+        ),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let stored = f.state.store.pipeline_variables(pipeline).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].value, SECRET);
+    assert!(!stored[0].allow_override);
+    for (body, message) in [
+        (r#"{"variables": [{"name": "secretThing"}]}"#, "reserved"),
+        (r#"{"variables": [{"name": "a b"}]}"#, "not a variable name"),
+        (
+            r#"{"variables": [{"name": "X"}, {"name": "x"}]}"#,
+            "defined twice",
+        ),
+    ] {
+        let bad = send(&f.app, put_json(&variables, &f.admin_token, body)).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            bad.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(message),
+            "{}",
+            bad.body
+        );
+    }
+
+    // Readers see the list but cannot change it.
+    let bob = f.state.store.create_user("bob", "x", false).await.unwrap();
+    let bob_token = token_for(&f.state, bob.id, "read,write").await;
+    f.state
+        .store
+        .set_project_role(1, bob.id, "reader")
+        .await
+        .unwrap();
+    let read = send(&f.app, get(&variables, Some(&bob_token))).await;
+    assert_eq!(read.status, StatusCode::OK);
+    let denied = send(
+        &f.app,
+        put_json(&variables, &bob_token, r#"{"variables": []}"#),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.state
+            .store
+            .pipeline_variables(pipeline)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -154,6 +154,15 @@ fn up_seeds_a_demo_project_whose_run_the_cli_follows() {
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+    let refused = client(dir.path(), &up, &["queue", "1", "--var", "Nope=1"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("(Nope)"),
+        "a variable that is not settable at queue time is named: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let bad_var = client(dir.path(), &up, &["queue", "1", "--var", "novalue"]);
+    assert_eq!(bad_var.status.code(), Some(2));
     let created = client(
         dir.path(),
         &up,
