@@ -647,10 +647,6 @@ fn run_result(jobs: &[Job], canceled: bool) -> &'static str {
     }
 }
 
-/// The status of a job held back from [`lockgate_store::Storage::request_cancel`] (which ends every
-/// waiting job) while [`cancel_run`] decides whether it may still run.
-const HELD: &str = "held";
-
 /// Cancels a run as Azure Pipelines does (Microsoft's pages "Pipeline conditions", section
 /// "Condition outcomes when a build is canceled", and "Pipeline run sequence"): running jobs are told
 /// through their heartbeat (the agent cancels their steps; `always()` steps still run), queued jobs
@@ -667,40 +663,18 @@ pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
     }
     let variables = run_variables(state, &run).await?;
     let before = state.store.jobs_of_run(run_id).await?;
-    // Held jobs are neither pending (the scheduler leaves them) nor completed (the run stays open).
-    let held: Vec<i64> = before
-        .iter()
-        .filter(|j| j.status == "pending")
-        .map(|j| j.id)
+    // Decided on the jobs as they were: whether a stage had started does not change with the cancel
+    // (queued jobs end as canceled, which still counts as started; skipped ones never do).
+    let view = conditions::RunView::new(&before, variables, true);
+    let still_waiting: Vec<i64> = (0..before.len())
+        .filter(|&index| {
+            before[index].status == "pending" && view.may_run_after_cancel(&before, index)
+        })
+        .map(|index| before[index].id)
         .collect();
-    for &job_id in &held {
-        state.store.set_job_status(job_id, HELD, None).await?;
-    }
-    state
-        .store
-        .set_run_status(run_id, &run.status, Some("canceled"))
-        .await?;
-    let requested = state.store.request_cancel(run_id).await;
-    // Whatever happened, no job stays held.
-    let mut jobs = state.store.jobs_of_run(run_id).await?;
-    let view = conditions::RunView::new(&jobs, variables, true);
-    for index in 0..jobs.len() {
-        if jobs[index].status != HELD {
-            continue;
-        }
-        let (status, result) = if view.may_run_after_cancel(&jobs, index) {
-            ("pending", None)
-        } else {
-            ("completed", Some("skipped"))
-        };
-        state
-            .store
-            .set_job_status(jobs[index].id, status, result)
-            .await?;
-        jobs[index].status = status.into();
-        jobs[index].result = result.map(Into::into);
-    }
-    requested?;
+    // One transaction: the run's result, the waiting jobs' ends and the running jobs' cancel flags.
+    state.store.request_cancel(run_id, &still_waiting).await?;
+    let jobs = state.store.jobs_of_run(run_id).await?;
     for job in &jobs {
         let was_waiting = before
             .iter()

@@ -16,6 +16,7 @@ macro_rules! conformance_tests {
             project_creator_is_administrator,
             run_numbers_count_up_per_pipeline_and_list_filters,
             a_queued_job_is_leased_once_and_finished_only_with_its_lease,
+            a_cancel_keeps_the_jobs_that_may_still_run_and_ends_the_others,
             expired_leases_fail_their_jobs,
             log_chunks_number_their_lines_and_reset_clears_a_job,
             artifacts_tests_and_agents_round_trip,
@@ -362,7 +363,7 @@ pub(crate) async fn a_queued_job_is_leased_once_and_finished_only_with_its_lease
             .unwrap(),
         None
     );
-    store.request_cancel(run.id).await.unwrap();
+    store.request_cancel(run.id, &[]).await.unwrap();
     assert_eq!(
         store
             .renew_lease(leased.id, "lease-1", now_millis() + 60_000)
@@ -386,8 +387,67 @@ pub(crate) async fn a_queued_job_is_leased_once_and_finished_only_with_its_lease
     assert_eq!(jobs[0].result.as_deref(), Some("canceled"));
     assert_eq!(
         (jobs[1].status.as_str(), jobs[1].result.as_deref()),
-        ("completed", Some("canceled"))
+        ("completed", Some("skipped"))
     );
+    let run = store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(run.result.as_deref(), Some("canceled"));
+}
+
+pub(crate) async fn a_cancel_keeps_the_jobs_that_may_still_run_and_ends_the_others(
+    store: &dyn Storage,
+) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[
+                new_job("build", "queued"),
+                new_job("cleanup", "pending"),
+                new_job("deploy", "pending"),
+                new_job("report", "queued"),
+            ],
+        )
+        .await
+        .unwrap();
+    let build = store
+        .lease_next_job("agent-1", "lease-1", now_millis() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(build.name, "build");
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    let cleanup = jobs.iter().find(|j| j.name == "cleanup").unwrap().id;
+    store.request_cancel(run.id, &[cleanup]).await.unwrap();
+
+    let state = |jobs: &[Job], name: &str| {
+        let job = jobs.iter().find(|j| j.name == name).unwrap();
+        (job.status.clone(), job.result.clone(), job.cancel_requested)
+    };
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(state(&jobs, "build"), ("running".into(), None, true));
+    assert_eq!(state(&jobs, "cleanup"), ("pending".into(), None, false));
+    assert_eq!(
+        state(&jobs, "deploy"),
+        ("completed".into(), Some("skipped".into()), false)
+    );
+    assert_eq!(
+        state(&jobs, "report"),
+        ("completed".into(), Some("canceled".into()), false)
+    );
+    let after = store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(after.result.as_deref(), Some("canceled"));
+    assert_eq!(after.status, run.status);
+
+    // A completed run is not touched by a late cancel.
+    store
+        .set_run_status(run.id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+    store.request_cancel(run.id, &[]).await.unwrap();
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(state(&jobs, "cleanup"), ("pending".into(), None, false));
+    let after = store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(after.result.as_deref(), Some("succeeded"));
 }
 
 pub(crate) async fn expired_leases_fail_their_jobs(store: &dyn Storage) {

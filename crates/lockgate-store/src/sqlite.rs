@@ -814,23 +814,54 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn request_cancel(&self, run_id: i64) -> StoreFuture<'_, ()> {
+    fn request_cancel<'a>(&'a self, run_id: i64, still_waiting: &'a [i64]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let now = now_millis();
             let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "UPDATE jobs SET status = 'completed', result = 'canceled', finished_at = $2 \
-                 WHERE run_id = $1 AND status IN ('pending', 'queued')",
-            )
-            .bind(run_id)
-            .bind(now_millis())
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE jobs SET cancel_requested = TRUE WHERE run_id = $1 AND status = 'running'",
+            let open = sqlx::query(
+                "UPDATE runs SET result = 'canceled' WHERE id = $1 AND status <> 'completed'",
             )
             .bind(run_id)
             .execute(&mut *tx)
             .await?;
+            if open.rows_affected() == 0 {
+                return Ok(());
+            }
+            // Jobs that may still run are marked first so the statements below pass them over.
+            for id in still_waiting {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'waiting-after-cancel' \
+                     WHERE id = $1 AND run_id = $2 AND status = 'pending'",
+                )
+                .bind(id)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (sql, finished) in [
+                (
+                    "UPDATE jobs SET status = 'completed', result = 'canceled', finished_at = $2 \
+                     WHERE run_id = $1 AND status = 'queued'",
+                    true,
+                ),
+                (
+                    "UPDATE jobs SET status = 'completed', result = 'skipped', finished_at = $2 \
+                     WHERE run_id = $1 AND status = 'pending'",
+                    true,
+                ),
+                (
+                    "UPDATE jobs SET status = 'pending' WHERE run_id = $1 AND status = 'waiting-after-cancel'",
+                    false,
+                ),
+                (
+                    "UPDATE jobs SET cancel_requested = TRUE WHERE run_id = $1 AND status = 'running'",
+                    false,
+                ),
+            ] {
+                let query = sqlx::query(sql).bind(run_id);
+                let query = if finished { query.bind(now) } else { query };
+                query.execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(())
         })

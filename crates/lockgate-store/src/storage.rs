@@ -265,10 +265,13 @@ pub trait Storage: Send + Sync {
     /// their leases, and returns them as updated.
     fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>>;
 
-    /// Cancels a run's jobs in one transaction: `pending` and `queued` jobs complete as `canceled` at
-    /// once, `running` ones get a cancel request (seen by [`renew_lease`](Storage::renew_lease)).
-    /// The run's own status is the caller's to set.
-    fn request_cancel(&self, run_id: i64) -> StoreFuture<'_, ()>;
+    /// Cancels a run in one transaction: the run's result becomes `canceled` (its status stays as it
+    /// is until its last job completes; a completed run is left alone), `queued` jobs (waiting for an
+    /// agent) complete as `canceled`, `running` ones get a cancel request (seen by
+    /// [`renew_lease`](Storage::renew_lease)), `pending` jobs listed in `still_waiting` stay pending
+    /// (their condition may hold for a canceled run) and every other `pending` job completes as
+    /// `skipped`. Nothing is changed when the run does not exist.
+    fn request_cancel<'a>(&'a self, run_id: i64, still_waiting: &'a [i64]) -> StoreFuture<'a, ()>;
 
     /// Puts completed jobs back to `pending` for another attempt (`attempt` + 1), dropping their
     /// steps, logs, test results, artifacts, outputs and lease, in one transaction. Jobs that are not
