@@ -14,6 +14,8 @@ use crate::{AppState, ServerConfig, auth, git, runs};
 #[derive(Clone, Debug)]
 pub struct LaunchOptions {
     pub data_dir: PathBuf,
+    /// Which database: `sqlite` (in the data folder) or a database URL (see [`ServerConfig::database`]).
+    pub database: String,
     pub port: u16,
     pub seed_demo: bool,
     pub builtin_agent: bool,
@@ -24,12 +26,13 @@ pub struct LaunchOptions {
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
-/// booleans; `#` comments). Keys: `data_dir`, `port`, `builtin_agent`, `builtin_agents`.
+/// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`.
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut options = LaunchOptions {
         data_dir: PathBuf::from("lockgate-data"),
+        database: "sqlite".into(),
         port: 8080,
         seed_demo: false,
         builtin_agent: true,
@@ -55,6 +58,14 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     dir
                 };
             }
+            "database" => {
+                anyhow::ensure!(
+                    !value.is_empty(),
+                    "{}: `database` must be `sqlite` or a database URL",
+                    at()
+                );
+                options.database = value.to_string();
+            }
             "port" => {
                 options.port = value
                     .parse()
@@ -75,7 +86,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     .with_context(|| format!("{}: `builtin_agent` must be true or false", at()))?
             }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, port, builtin_agent, builtin_agents)",
+                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents)",
                 at()
             ),
         }
@@ -91,6 +102,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
         let mut config = ServerConfig::new(options.data_dir.clone(), listen);
+        config.database = options.database.clone();
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
         let executor = RunnerExecutor::with_registry(options.tasks.clone());
@@ -265,6 +277,12 @@ mod tests {
         assert_eq!(options.port, 9000);
         assert!(!options.builtin_agent);
         assert_eq!(options.builtin_agents, 3);
+        assert_eq!(options.database, "sqlite");
+        std::fs::write(&path, "database = \"postgres://db.example/lockgate\"\n").unwrap();
+        assert_eq!(
+            read_config(&path).unwrap().database,
+            "postgres://db.example/lockgate"
+        );
         std::fs::write(&path, "port = 9000\ncolour = blue\n").unwrap();
         let error = read_config(&path).unwrap_err().to_string();
         assert!(

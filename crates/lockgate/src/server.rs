@@ -15,6 +15,10 @@ pub struct UpArgs {
     /// Data folder (database, repositories, artifacts); default `$LOCKGATE_DATA` or `./lockgate-data`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Database: `sqlite` (`lockgate.db` in the data folder) or a database URL; default
+    /// `$LOCKGATE_DATABASE` or `sqlite`.
+    #[arg(long)]
+    database: Option<String>,
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -28,7 +32,8 @@ pub struct UpArgs {
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Config file with `data_dir`, `port`, `builtin_agent` and `builtin_agents` (`key = value` lines).
+    /// Config file with `data_dir`, `database`, `port`, `builtin_agent` and `builtin_agents`
+    /// (`key = value` lines).
     #[arg(long)]
     config: PathBuf,
 }
@@ -159,8 +164,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         .data_dir
         .or_else(|| std::env::var_os("LOCKGATE_DATA").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("lockgate-data"));
+    let database = args
+        .database
+        .or_else(|| std::env::var("LOCKGATE_DATABASE").ok())
+        .unwrap_or_else(|| "sqlite".into());
     launch::run(LaunchOptions {
         data_dir,
+        database,
         port: args.port,
         seed_demo: !args.no_demo,
         builtin_agent: true,

@@ -212,6 +212,30 @@ fn client_commands_need_a_token_and_server_needs_a_valid_config() {
     );
     let missing = lockgate(dir.path(), &["server", "--config", "nope.toml"]);
     assert_eq!(missing.status.code(), Some(2));
+
+    // The database setting reaches the store, which names what is missing and never echoes the URL.
+    std::fs::write(
+        dir.path().join("pg.toml"),
+        "port = 0\ndatabase = \"postgres://lockgate:hunter2@127.0.0.1:9/lockgate\"\n",
+    )
+    .unwrap();
+    let postgres = lockgate(dir.path(), &["server", "--config", "pg.toml"]);
+    assert_eq!(postgres.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&postgres.stderr);
+    assert!(
+        stderr.contains("PostgreSQL backend not available yet") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    let unknown = lockgate(
+        dir.path(),
+        &["up", "--no-demo", "--port", "0", "--database", "mysql://x"],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("unknown database `mysql`"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }
 
 #[test]
