@@ -1,12 +1,14 @@
 //! Job and stage conditions on the server, evaluated with lockgate-expr against the run's variables
-//! and the stored results and output variables of the dependencies. A missing condition is
-//! `succeeded()` over the dependencies (Microsoft's pages "Pipeline conditions" and "Expressions",
-//! section "Dependencies").
+//! (the pipeline's own ones with their queue-time values, the YAML ones, the predefined ones) and the
+//! stored results and output variables of the dependencies. A missing condition is `succeeded()` over
+//! the dependencies (Microsoft's pages "Pipeline conditions" and "Expressions", section
+//! "Dependencies").
 
 use std::collections::BTreeMap;
 
 use lockgate_expr::{MapContext, Object, ParseOptions, StatusInput, TaskResult, Value, parse};
 use lockgate_pipeline::plan::Variable;
+use lockgate_protocol::agent::LeaseVariable;
 use lockgate_store::Job;
 use serde::Deserialize;
 
@@ -18,6 +20,10 @@ pub(crate) struct StoredSpec {
     /// Pipeline-level then stage-level variables.
     pub variables: Vec<Variable>,
     pub conditions: StoredConditions,
+    /// The pipeline's own variables with the queue-time values applied (`runs::plan_jobs`); absent
+    /// in runs queued before they existed.
+    #[serde(rename = "pipelineVariables")]
+    pub pipeline_variables: Vec<LeaseVariable>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +68,7 @@ struct JobFacts {
 /// The jobs of one run as conditions see them; built once per scheduling pass.
 pub(crate) struct RunView {
     facts: Vec<JobFacts>,
-    /// Predefined and pipeline variables known for the whole run.
+    /// The run's predefined variables (pipeline variables come with each job's spec).
     predefined: Vec<(String, String)>,
     canceled: bool,
 }
@@ -242,9 +248,26 @@ impl RunView {
         DependencyState { result, outputs }
     }
 
-    fn context(&self, variables: &[Variable]) -> MapContext {
+    /// The `variables` a condition or runtime expression reads, lowest precedence first: the
+    /// pipeline's own variables (queue-time value, else the pipeline's value), then the YAML ones
+    /// (`variables`: pipeline, stage, job), then the predefined ones. This is the order of Microsoft's
+    /// "Define variables", section "Expansion of variables": YAML variables win over a variable set
+    /// at queue time, which wins over one set in the pipeline settings UI.
+    ///
+    /// Secret pipeline variables are included. Microsoft's "Set secret variables"
+    /// (learn.microsoft.com/azure/devops/pipelines/process/set-secret-variables) and "Define
+    /// variables", section "Set secret variables", restrict only how secrets reach scripts (they are
+    /// not decrypted into environment variables; map them with `env:`), and "Template expressions",
+    /// section "Context", keeps pipeline and queue-time variables out of `${{ }}` only; nothing takes
+    /// them out of conditions or `$[ ]` expressions. A condition only decides whether a job runs, and a
+    /// `$[ ]` variable copying a secret still reaches the agent next to the secret itself, whose value
+    /// the runner masks wherever it appears.
+    fn context(&self, pipeline: &[LeaseVariable], variables: &[Variable]) -> MapContext {
         let mut context = MapContext::new();
         context.set_strict_parameters(false);
+        for variable in pipeline {
+            context.set_variable(variable.name.as_str(), variable.value.as_str());
+        }
         for variable in variables {
             if let Variable::Value { name, value, .. } = variable {
                 context.set_variable(name.as_str(), value.as_str());
@@ -274,7 +297,7 @@ impl RunView {
             None => None,
         };
         if let Some(stage_deps) = stage_depends_on {
-            let mut context = self.context(&variables);
+            let mut context = self.context(&spec.pipeline_variables, &variables);
             let mut dependencies = Object::new();
             let mut status_of = Vec::new();
             for name in &stage_deps {
@@ -342,7 +365,7 @@ impl RunView {
         variables: &[Variable],
     ) -> MapContext {
         let stage = job.stage_name.as_str();
-        let mut context = self.context(variables);
+        let mut context = self.context(&spec.pipeline_variables, variables);
         let mut dependencies = Object::new();
         let mut status_of = Vec::new();
         if !spec.conditions.first {
@@ -501,6 +524,8 @@ pub(crate) mod tests {
         result: Option<&'a str>,
         outputs: serde_json::Value,
         variables: serde_json::Value,
+        /// The spec's `pipelineVariables` (name, value, secret, readonly).
+        pipeline_variables: serde_json::Value,
         continue_on_error: bool,
     }
 
@@ -519,6 +544,7 @@ pub(crate) mod tests {
                 result: None,
                 outputs: json!({}),
                 variables: json!([]),
+                pipeline_variables: json!([]),
                 continue_on_error: false,
             }
         }
@@ -540,6 +566,7 @@ pub(crate) mod tests {
                 "strategy": {"leg": row.leg},
             },
             "variables": row.variables,
+            "pipelineVariables": row.pipeline_variables,
             "conditions": {
                 "first": row.first,
                 "stage": row.stage_condition,
@@ -897,6 +924,81 @@ pub(crate) mod tests {
             .runtime_values(&jobs, 1)
             .unwrap_err();
         assert!(error.starts_with("variable `flag`: "), "{error}");
+    }
+
+    /// Job `B` (first in stage `One`, its stage runs) with the pipeline's own variables as the spec
+    /// carries them (queue-time values applied) and YAML variables at pipeline and job level.
+    fn b_with_pipeline_variables(condition: Option<&str>, yaml: serde_json::Value) -> Job {
+        let mut b = job(
+            2,
+            Row {
+                name: "B",
+                condition,
+                variables: yaml,
+                pipeline_variables: json!([
+                    {"name": "Target", "value": "prod", "secret": false, "readonly": true},
+                    {"name": "Region", "value": "west", "secret": false, "readonly": false},
+                    {"name": "DeployKey", "value": "k3y", "secret": true, "readonly": false},
+                    {"name": "Build.SourceBranch", "value": "refs/heads/ui",
+                     "secret": false, "readonly": false},
+                ]),
+                ..Row::default()
+            },
+        );
+        let mut spec: serde_json::Value = serde_json::from_str(&b.spec).unwrap();
+        spec["job"]["variables"] = json!([
+            {"kind": "value", "name": "fromJob", "value": "$[ variables.target ]",
+             "readonly": false, "scope": "job"},
+        ]);
+        b.spec = spec.to_string();
+        b
+    }
+
+    #[test]
+    fn conditions_read_pipeline_and_queue_time_variables_below_yaml_and_predefined() {
+        let yaml = json!([
+            {"kind": "value", "name": "region", "value": "from-yaml", "readonly": false,
+             "scope": "pipeline"},
+        ]);
+        let cases = [
+            ("eq(variables['Target'], 'prod')", true),
+            ("eq(variables.target, 'test')", false),
+            // The YAML value wins over the pipeline's own one ("Define variables").
+            ("eq(variables['Region'], 'from-yaml')", true),
+            // Predefined variables cannot be hidden.
+            (
+                "eq(variables['Build.SourceBranch'], 'refs/heads/main')",
+                true,
+            ),
+            // Secrets are readable by conditions.
+            ("eq(variables['DeployKey'], 'k3y')", true),
+            ("eq(variables['NotDefined'], '')", true),
+        ];
+        for (condition, expected) in cases {
+            let jobs = [b_with_pipeline_variables(Some(condition), yaml.clone())];
+            let view = RunView::new(&jobs, predefined(), false);
+            assert_eq!(view.job_runs(&jobs, 0), Ok(expected), "{condition}");
+        }
+        // Runs queued before the spec carried them read none (and still evaluate).
+        let mut old = b_with_pipeline_variables(Some("eq(variables.target, '')"), json!([]));
+        let mut spec: serde_json::Value = serde_json::from_str(&old.spec).unwrap();
+        spec.as_object_mut().unwrap().remove("pipelineVariables");
+        old.spec = spec.to_string();
+        let jobs = [old];
+        assert_eq!(
+            RunView::new(&jobs, predefined(), false).job_runs(&jobs, 0),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn runtime_expression_variables_read_pipeline_and_queue_time_variables() {
+        let jobs = [b_with_pipeline_variables(None, json!([]))];
+        let values = RunView::new(&jobs, predefined(), false)
+            .runtime_values(&jobs, 0)
+            .unwrap();
+        assert_eq!(values.job, vec![(0, "prod".to_string())]);
+        assert!(values.outer.is_empty());
     }
 
     #[test]

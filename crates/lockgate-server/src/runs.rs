@@ -210,6 +210,12 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
         ("Build.DefinitionName".to_string(), pipeline.name.clone()),
         ("System.TeamProject".to_string(), project.name.clone()),
     ];
+    // `${{ variables.X }}` sees the predefined variables only, not the pipeline's own or queue-time
+    // ones: Microsoft's "Template expressions", section "Context"
+    // (learn.microsoft.com/azure/devops/pipelines/process/template-expressions), says the context
+    // "doesn't have runtime variables such as those stored on the pipeline or given when you start a
+    // run", since template expansion happens early in the run. Conditions and `$[ ]` variables read
+    // them (`conditions::RunView`, from each job's `pipelineVariables`).
     let compile_variables = predefined.clone();
     let (yaml, output) = tokio::task::spawn_blocking(move || {
         let yaml = read_at_commit(&reader.repo_dir, &reader.commit, &yaml_path).unwrap_or_default();

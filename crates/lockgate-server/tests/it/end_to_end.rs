@@ -840,3 +840,87 @@ steps:
     let again = wait_for_run(&server, pipeline, 2);
     assert!(run_logs(&server, again.id).contains("v=hi"));
 }
+
+/// A job condition and a `$[ ]` variable read a variable defined on the pipeline: the queue-time
+/// value when one is given, the pipeline's own value otherwise.
+#[test]
+fn conditions_and_runtime_expressions_read_queue_time_variables() {
+    // The echoed words are quoted apart so that a step's name (its script's first line) never matches.
+    let yaml = "\
+trigger: none
+appendCommitMessageToRunName: false
+jobs:
+- job: Deploy
+  condition: eq(variables['Target'], 'prod')
+  steps:
+  - script: echo \"deploying\" \"to $(Target)\"
+- job: Report
+  variables:
+    chosen: $[ variables['Target'] ]
+  steps:
+  - script: echo \"chosen\"\"=$(chosen)\"
+";
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let _: serde_json::Value = server
+        .client
+        .put_json(
+            &format!("/api/v1/pipelines/{pipeline}/variables"),
+            &api::PipelineVariables {
+                variables: vec![api::PipelineVariable {
+                    name: "Target".into(),
+                    value: Some("test".into()),
+                    secret: false,
+                    allow_override: true,
+                }],
+            },
+        )
+        .unwrap();
+    let queue = format!("/api/v1/pipelines/{pipeline}/runs");
+    let result_of = |run: &api::Run, name: &str| {
+        let detail = run_detail(&server, run.id);
+        detail
+            .jobs
+            .iter()
+            .find(|job| job.name == name)
+            .and_then(|job| job.result.clone())
+            .unwrap_or_else(|| panic!("no result for job {name}: {detail:?}"))
+    };
+
+    // Queued with Target=prod: the condition holds and the runtime expression reads the value.
+    let queued: api::Run = server
+        .client
+        .post_json(
+            &queue,
+            &serde_json::json!({"variables": {"Target": "prod"}}),
+        )
+        .unwrap();
+    let run = wait_for_run(&server, pipeline, 1);
+    assert_eq!(run.id, queued.id);
+    let logs = run_logs(&server, run.id);
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
+    assert_eq!(result_of(&run, "Deploy"), "succeeded");
+    assert!(logs.contains("deploying to prod"), "{logs}");
+    assert!(logs.contains("chosen=prod"), "{logs}");
+
+    // Queued without a value: the pipeline's own value, so the condition is false.
+    let queued: api::Run = server
+        .client
+        .post_json(&queue, &serde_json::json!({}))
+        .unwrap();
+    let run = wait_for_run(&server, pipeline, 2);
+    assert_eq!(run.id, queued.id);
+    let logs = run_logs(&server, run.id);
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
+    assert_eq!(result_of(&run, "Deploy"), "skipped");
+    assert!(!logs.contains("deploying to"), "{logs}");
+    assert!(logs.contains("chosen=test"), "{logs}");
+}
