@@ -238,10 +238,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
     view.finish(
         &outcome,
         &run_dir,
-        &base
-            .join("store")
-            .join("runs")
-            .join(&run_number.to_string()),
+        &base.join("store").join("runs").join(run_number.to_string()),
     );
     Ok(if outcome.result.is_success() {
         EXIT_OK

@@ -138,10 +138,10 @@ fn push_to_first_step(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
                     ..Default::default()
                 };
                 let runs = bench.state.store.list_runs(&filter).await?;
-                if let Some(run) = runs.first().filter(|r| r.number == round + 1) {
-                    if !bench.state.store.steps_of_run(run.id).await?.is_empty() {
-                        return anyhow::Ok(pushed.elapsed());
-                    }
+                if let Some(run) = runs.first().filter(|r| r.number == round + 1)
+                    && !bench.state.store.steps_of_run(run.id).await?.is_empty()
+                {
+                    return anyhow::Ok(pushed.elapsed());
                 }
                 anyhow::ensure!(
                     Instant::now() < deadline,
@@ -282,7 +282,7 @@ fn log_ingest(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    let agent = ServerClient::new(&bench.client.base_url().to_string(), &agent_token);
+    let agent = ServerClient::new(bench.client.base_url(), &agent_token);
     let lease: JobLease = agent
         .lease(5)?
         .ok_or_else(|| anyhow::anyhow!("no job to lease"))?;
