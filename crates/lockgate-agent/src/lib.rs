@@ -66,6 +66,28 @@ pub struct EventReporter {
 
 const BATCH_EVENTS: usize = 500;
 
+/// A batch stays under this many bytes of JSON, well below the server's request body limit (1 MiB).
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// Splits events, in order, into batches of at most `max_bytes` of JSON each (an event larger than that
+/// travels alone).
+fn split_batches(events: Vec<JobEvent>, max_bytes: usize) -> Vec<Vec<JobEvent>> {
+    let mut batches: Vec<Vec<JobEvent>> = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = serde_json::to_vec(&event).map_or(0, |json| json.len());
+        match batches.last_mut() {
+            Some(batch) if bytes + size <= max_bytes => batch.push(event),
+            _ => {
+                batches.push(vec![event]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    batches
+}
+
 impl EventReporter {
     fn new() -> Arc<EventReporter> {
         Arc::new(EventReporter {
@@ -270,10 +292,10 @@ impl Agent {
             loop {
                 let closed = reporter.closed.load(Ordering::SeqCst);
                 let events = reporter.take(Duration::from_millis(200));
-                if !events.is_empty() {
+                for batch in split_batches(events, BATCH_BYTES) {
                     // Retry a batch a few times; a server that stays down loses the lease anyway.
                     for attempt in 0..5 {
-                        match client.send_events(&lease, events.clone()) {
+                        match client.send_events(&lease, batch.clone()) {
                             Ok(()) => break,
                             Err(error) => {
                                 eprintln!(

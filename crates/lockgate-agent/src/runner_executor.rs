@@ -11,7 +11,9 @@ use std::time::Duration;
 use lockgate_artifacts::ArtifactStore;
 use lockgate_pipeline::plan;
 use lockgate_protocol::agent::{JobEvent, TestCase};
-use lockgate_runner::events::{Event, EventSink, IssueKind, TaskResult};
+use lockgate_runner::events::{
+    Event, EventSink, IssueKind, TaskResult, TestCase as RunnerTestCase,
+};
 use lockgate_runner::job::{RunContext, run_job};
 use lockgate_runner::orchestrator::job_phases;
 use lockgate_runner::process::CancelSignal;
@@ -117,42 +119,11 @@ impl EventSink for ForwardingSink<'_> {
                     )],
                 })
             }
-            // The runner reports counts and the names of failed tests; passed and skipped tests are
-            // reported as one summary case each (see docs/compat.md, Server section).
-            Event::TestResults {
-                passed,
-                failed,
-                skipped,
-                failures,
-                ..
-            } => {
-                let mut cases: Vec<TestCase> = failures
-                    .into_iter()
-                    .map(|name| TestCase {
-                        suite: "tests".into(),
-                        name,
-                        outcome: "failed".into(),
-                        duration_ms: 0,
-                        message: String::new(),
-                    })
-                    .collect();
-                let unnamed_failures = failed.saturating_sub(cases.len() as u64);
-                for (count, outcome) in [
-                    (passed, "passed"),
-                    (skipped, "skipped"),
-                    (unnamed_failures, "failed"),
-                ] {
-                    if count > 0 {
-                        cases.push(TestCase {
-                            suite: "tests".into(),
-                            name: format!("{count} {outcome} tests"),
-                            outcome: outcome.into(),
-                            duration_ms: 0,
-                            message: String::new(),
-                        });
-                    }
+            Event::TestResults { cases, .. } => {
+                for chunk in test_case_chunks(cases, TEST_CASE_CHUNK_BYTES) {
+                    self.reporter.report(JobEvent::TestResults { cases: chunk });
                 }
-                Some(JobEvent::TestResults { cases })
+                None
             }
             Event::BuildNumber { build_number, .. } => Some(JobEvent::Log {
                 step: None,
@@ -164,6 +135,35 @@ impl EventSink for ForwardingSink<'_> {
             self.reporter.report(event);
         }
     }
+}
+
+/// Test cases travel in events of about this many bytes of JSON, so that one publish of many cases
+/// never makes a request the server refuses.
+const TEST_CASE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The runner's test cases as the protocol's, 1:1 and in order, in chunks of about `max_bytes` of JSON.
+fn test_case_chunks(cases: Vec<RunnerTestCase>, max_bytes: usize) -> Vec<Vec<TestCase>> {
+    let mut chunks: Vec<Vec<TestCase>> = Vec::new();
+    let mut bytes = 0;
+    for case in cases {
+        let case = TestCase {
+            suite: case.suite,
+            name: case.name,
+            outcome: case.outcome.as_str().to_string(),
+            duration_ms: i64::try_from(case.duration_ms).unwrap_or(i64::MAX),
+            message: case.message,
+        };
+        let size = serde_json::to_vec(&case).map_or(0, |json| json.len());
+        match chunks.last_mut() {
+            Some(chunk) if bytes + size <= max_bytes => chunk.push(case),
+            _ => {
+                chunks.push(vec![case]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    chunks
 }
 
 impl JobExecutor for RunnerExecutor {
@@ -323,5 +323,77 @@ impl JobExecutor for RunnerExecutor {
             artifacts: uploads,
             outputs: outcome.outputs,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockgate_runner::events::{JobId, TestOutcome};
+
+    use super::*;
+
+    fn runner_case(name: &str, outcome: TestOutcome, message: &str) -> RunnerTestCase {
+        RunnerTestCase {
+            suite: "calc".into(),
+            name: name.into(),
+            outcome,
+            duration_ms: 7,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn test_cases_are_forwarded_one_to_one() {
+        let reporter = EventReporter::new();
+        let sink = ForwardingSink {
+            reporter: &reporter,
+            artifacts: Mutex::new(Vec::new()),
+        };
+        sink.event(Event::TestResults {
+            job: JobId {
+                stage: "s".into(),
+                job: "j".into(),
+            },
+            passed: 1,
+            failed: 1,
+            skipped: 1,
+            cases: vec![
+                runner_case("divides", TestOutcome::Failed, "expected 2"),
+                runner_case("adds", TestOutcome::Passed, ""),
+                runner_case("rounds", TestOutcome::Skipped, "later"),
+            ],
+        });
+        let case = |name: &str, outcome: &str, message: &str| TestCase {
+            suite: "calc".into(),
+            name: name.into(),
+            outcome: outcome.into(),
+            duration_ms: 7,
+            message: message.into(),
+        };
+        assert_eq!(
+            reporter.take(Duration::from_millis(1)),
+            [JobEvent::TestResults {
+                cases: vec![
+                    case("divides", "failed", "expected 2"),
+                    case("adds", "passed", ""),
+                    case("rounds", "skipped", "later"),
+                ]
+            }]
+        );
+    }
+
+    #[test]
+    fn many_test_cases_travel_in_bounded_chunks() {
+        let cases: Vec<RunnerTestCase> = (0..100)
+            .map(|n| runner_case(&format!("t{n}"), TestOutcome::Passed, &"x".repeat(100)))
+            .collect();
+        let chunks = test_case_chunks(cases, 1000);
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        for chunk in &chunks {
+            assert!(serde_json::to_vec(chunk).unwrap().len() <= 1000 + chunk.len());
+        }
+        let names: Vec<String> = chunks.into_iter().flatten().map(|c| c.name).collect();
+        let expected: Vec<String> = (0..100).map(|n| format!("t{n}")).collect();
+        assert_eq!(names, expected);
     }
 }

@@ -50,3 +50,29 @@ fn percent_encoding_keeps_unreserved_characters() {
     assert_eq!(client::percent_encode("drop 1/a"), "drop%201%2Fa");
     assert_eq!(client::percent_encode("a-b_c.d~"), "a-b_c.d~");
 }
+
+#[test]
+fn batches_stay_under_the_byte_limit_and_keep_order() {
+    let events: Vec<JobEvent> = (0..50)
+        .map(|n| JobEvent::Log {
+            step: Some(n),
+            lines: vec!["y".repeat(100)],
+        })
+        .collect();
+    let batches = split_batches(events.clone(), 1000);
+    assert!(batches.len() > 5, "{}", batches.len());
+    for batch in &batches {
+        let size: usize = batch
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap().len())
+            .sum();
+        assert!(size <= 1000, "{size}");
+    }
+    assert_eq!(batches.concat(), events);
+    let huge = JobEvent::Log {
+        step: None,
+        lines: vec!["z".repeat(5000)],
+    };
+    assert_eq!(split_batches(vec![huge.clone()], 1000), [vec![huge]]);
+    assert!(split_batches(Vec::new(), 1000).is_empty());
+}

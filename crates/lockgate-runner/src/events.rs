@@ -188,13 +188,47 @@ pub enum Event {
         job: JobId,
         path: String,
     },
+    /// One publish of test results: the counts cover every case read, `cases` at most the first
+    /// [`MAX_TEST_CASES`](crate::tasks::test_results::MAX_TEST_CASES) of them, failed ones first.
     TestResults {
         job: JobId,
         passed: u64,
         failed: u64,
         skipped: u64,
-        failures: Vec<String>,
+        cases: Vec<TestCase>,
     },
+}
+
+/// The outcome of one test case, with the names the server's store and UI use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestOutcome {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+impl TestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestOutcome::Passed => "passed",
+            TestOutcome::Failed => "failed",
+            TestOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// One test case read from a result file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestCase {
+    /// The class, test suite or (failing both) the test run title or the file's name.
+    pub suite: String,
+    pub name: String,
+    pub outcome: TestOutcome,
+    pub duration_ms: u64,
+    /// The failure (or skip) message and the first lines of the stack trace, at most
+    /// [`MAX_TEST_MESSAGE_BYTES`](crate::tasks::test_results::MAX_TEST_MESSAGE_BYTES); empty if none.
+    pub message: String,
 }
 
 /// Receives events. Implementations must be cheap: they are called for every output line.

@@ -1003,7 +1003,8 @@ impl StepContext<'_, '_> {
             self.warning("results.publish names no result files");
             return;
         }
-        publish_results(self, &kind, format, &files);
+        let run_title = command.property("runtitle").map(str::to_string);
+        publish_results(self, &kind, format, &files, run_title.as_deref());
     }
 
     fn upload_file(&mut self, path: &str) {

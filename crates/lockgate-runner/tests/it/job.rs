@@ -338,10 +338,11 @@ fn results_and_coverage_can_be_published_with_logging_commands() {
             Event::TestResults {
                 passed: 1,
                 failed: 1,
+                cases,
                 ..
-            }
+            } if cases.len() == 2 && cases.iter().all(|c| c.suite == "unit")
         )),
-        "{events:?}"
+        "runTitle names the suite of cases without a class: {events:?}"
     );
     assert!(
         sink.log_lines()

@@ -1,9 +1,10 @@
 //! Built-in tasks through a whole job: tool selection (never downloading), Cache@2 across two jobs, file and
-//! archive tasks, artifacts with patterns, PowerShell without pwsh, and deployment hook phases.
+//! archive tasks, artifacts with patterns, PowerShell without pwsh, deployment hook phases, and test results
+//! published case by case.
 
 use std::collections::BTreeMap;
 
-use lockgate_runner::events::{Event, TaskResult};
+use lockgate_runner::events::{Event, TaskResult, TestCase, TestOutcome};
 use lockgate_runner::job::run_job;
 use lockgate_runner::process::CancelSignal;
 use lockgate_runner::spec::{PhaseSpec, StepAction, StepSpec};
@@ -379,4 +380,86 @@ fn deployment_hooks_run_in_order_and_publish_output_key_forms() {
         Some("ten")
     );
     assert_eq!(outcome.outputs.get("s.v").map(String::as_str), Some("ten"));
+}
+
+#[test]
+fn publish_test_results_reports_every_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![
+            script(
+                None,
+                "mkdir -p reports\n\
+                 cat > reports/TEST-calc.xml <<'XML'\n\
+                 <testsuites><testsuite name=\"calc\" tests=\"3\">\n\
+                 <testcase classname=\"calc.Adding\" name=\"adds\" time=\"0.012\"/>\n\
+                 <testcase classname=\"calc.Dividing\" name=\"divides by zero\" time=\"1.5\">\n\
+                 <failure message=\"expected Err, got Ok(0)\" type=\"assert\">at calc::divide (src/lib.rs:9)</failure>\n\
+                 </testcase>\n\
+                 <testcase name=\"rounds\" time=\"0\"><skipped message=\"flaky\"/></testcase>\n\
+                 </testsuite></testsuites>\n\
+                 XML",
+            ),
+            task(
+                "PublishTestResults",
+                2,
+                &[
+                    ("testResultsFormat", "JUnit"),
+                    ("testResultsFiles", "**/TEST-*.xml"),
+                ],
+            ),
+        ],
+        vec![],
+    );
+    let (outcome, events, sink) = run(dir.path(), &spec);
+    assert_eq!(
+        outcome.result,
+        TaskResult::Succeeded,
+        "{:?}",
+        sink.log_lines()
+    );
+    let results: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TestResults {
+                passed,
+                failed,
+                skipped,
+                cases,
+                ..
+            } => Some(((*passed, *failed, *skipped), cases.clone())),
+            _ => None,
+        })
+        .collect();
+    let case = |suite: &str, name: &str, outcome, duration_ms, message: &str| TestCase {
+        suite: suite.into(),
+        name: name.into(),
+        outcome,
+        duration_ms,
+        message: message.into(),
+    };
+    assert_eq!(
+        results,
+        [(
+            (1, 1, 1),
+            vec![
+                case(
+                    "calc.Dividing",
+                    "divides by zero",
+                    TestOutcome::Failed,
+                    1500,
+                    "expected Err, got Ok(0)\nat calc::divide (src/lib.rs:9)"
+                ),
+                case("calc.Adding", "adds", TestOutcome::Passed, 12, ""),
+                case("calc", "rounds", TestOutcome::Skipped, 0, "flaky"),
+            ]
+        )]
+    );
+    assert!(
+        sink.log_lines()
+            .iter()
+            .any(|l| l.contains("failed: calc.Dividing.divides by zero")),
+        "{:?}",
+        sink.log_lines()
+    );
 }

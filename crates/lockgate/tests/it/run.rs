@@ -561,6 +561,39 @@ steps:
 }
 
 #[test]
+fn json_output_carries_each_test_case() {
+    let project = Project::new(
+        r#"
+steps:
+- script: |
+    cat > TEST-calc.xml <<'XML'
+    <testsuite name="calc"><testcase classname="calc" name="adds" time="0.5"/><testcase classname="calc" name="divides"><failure message="division by zero"/></testcase></testsuite>
+    XML
+- task: PublishTestResults@2
+"#,
+    );
+    let output = project.run(&["--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["event"] == "testResults")
+        .collect();
+    assert_eq!(results.len(), 1, "{}", text(&output));
+    assert_eq!(
+        (results[0]["passed"].as_u64(), results[0]["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        results[0]["cases"],
+        serde_json::json!([
+            {"suite": "calc", "name": "divides", "outcome": "failed", "duration_ms": 0, "message": "division by zero"},
+            {"suite": "calc", "name": "adds", "outcome": "passed", "duration_ms": 500, "message": ""},
+        ])
+    );
+}
+
+#[test]
 fn power_platform_tasks_are_registered() {
     let project = Project::new("steps:\n- checkout: none\n- task: PowerPlatformToolInstaller@2\n");
     let output = project.run(&[]);
