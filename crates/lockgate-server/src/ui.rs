@@ -797,10 +797,24 @@ async fn run_page(
             }
         }
         @if !tests.is_empty() {
-            section {
+            @let count = |outcome: &str| tests.iter().filter(|t| t.outcome == outcome).count();
+            section.tests id="tests" {
                 h2 { "Tests" }
-                table { thead { tr { th { "Suite" } th { "Test" } th { "Outcome" } th { "ms" } } } tbody { @for t in &tests {
-                    tr { td { (t.suite) } td { (t.name) @if !t.message.is_empty() { div.muted { (t.message) } } } td { span class={"badge " (t.outcome)} { (t.outcome) } } td { (t.duration_ms) } }
+                p.testsummary {
+                    span.badge.passed { (count("passed")) " passed" } " "
+                    span.badge.failed { (count("failed")) " failed" } " "
+                    span.badge.skipped { (count("skipped")) " skipped" } " · "
+                    a href={"/api/v1/runs/" (run.id) "/tests"} download={"run-" (run.id) "-tests.json"} { "Download (JSON)" }
+                }
+                table { thead { tr { th { "Suite" } th { "Test" } th { "Outcome" } th { "ms" } } } tbody { @for t in failed_first(&tests) {
+                    tr class={"test " (t.outcome)} {
+                        td { (t.suite) }
+                        td { (t.name) @if !t.message.is_empty() {
+                            details.testmessage { summary { "Message" } pre { (t.message) } }
+                        } }
+                        td { span class={"badge " (t.outcome)} { (t.outcome) } }
+                        td { (t.duration_ms) }
+                    }
                 } } }
             }
         }
@@ -815,6 +829,13 @@ async fn run_page(
         }
         script src="/static/run.js" {}
     }).into_response())
+}
+
+/// A run's test results with the failed ones first, each group in the order they were published.
+fn failed_first(tests: &[lockgate_store::TestResult]) -> Vec<&lockgate_store::TestResult> {
+    let mut sorted: Vec<&lockgate_store::TestResult> = tests.iter().collect();
+    sorted.sort_by_key(|t| t.outcome != "failed");
+    sorted
 }
 
 /// Renders stored log lines with line anchors, ANSI colours and `##[group]` folds (same rules as run.js).

@@ -1,5 +1,5 @@
 //! End to end: the server listens on 127.0.0.1, the built-in agent runs jobs with the runner, and the
-//! real git client pushes. A push becomes a run; the API shows its jobs, logs and artifacts.
+//! real git client pushes. A push becomes a run; the API shows its jobs, logs, artifacts and test results.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -343,11 +343,11 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
         .client
         .get_json(&format!("/api/v1/runs/{}/tests", run.id))
         .unwrap();
-    assert_eq!(tests.len(), 1, "{tests:?}");
-    assert_eq!(
-        (tests[0].name.as_str(), tests[0].outcome.as_str()),
-        ("2 passed tests", "passed")
-    );
+    let cases: Vec<_> = tests
+        .iter()
+        .map(|t| (t.suite.as_str(), t.name.as_str(), t.outcome.as_str()))
+        .collect();
+    assert_eq!(cases, [("s", "a", "passed"), ("s", "b", "passed")]);
 
     // A push touching only excluded paths, and one to an excluded branch, start nothing.
     commit_and_push(
@@ -923,4 +923,100 @@ jobs:
     assert_eq!(result_of(&run, "Deploy"), "skipped");
     assert!(!logs.contains("deploying to"), "{logs}");
     assert!(logs.contains("chosen=test"), "{logs}");
+}
+
+#[test]
+fn published_test_cases_are_listed_by_the_api_and_shown_on_the_run_page() {
+    let (server, _push_url, _work, _pipeline, run) = first_run_of(
+        r#"
+steps:
+- script: |
+    mkdir -p reports
+    cat > reports/TEST-calc.xml <<'XML'
+    <testsuite name="calc">
+      <testcase classname="calc.Adding" name="adds_two_numbers" time="0.004"/>
+      <testcase classname="calc.Dividing" name="divides_by_zero" time="0.25">
+        <failure message="expected an error, got 0">at calc::divide (src/lib.rs:9)</failure>
+      </testcase>
+      <testcase name="rounds_half_up"><skipped message="not implemented yet"/></testcase>
+    </testsuite>
+    XML
+- task: PublishTestResults@2
+  inputs:
+    testResultsFiles: '**/TEST-*.xml'
+"#,
+    );
+    assert_eq!(
+        run.result.as_deref(),
+        Some("succeeded"),
+        "failed tests fail the task only with failTaskOnFailedTests: {}",
+        run_logs(&server, run.id)
+    );
+
+    // The API lists every case, failed ones first, with its duration and message.
+    let tests: Vec<api::TestResult> = server
+        .client
+        .get_json(&format!("/api/v1/runs/{}/tests", run.id))
+        .unwrap();
+    let cases: Vec<_> = tests
+        .iter()
+        .map(|t| {
+            (
+                t.suite.as_str(),
+                t.name.as_str(),
+                t.outcome.as_str(),
+                t.duration_ms,
+                t.message.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            (
+                "calc.Dividing",
+                "divides_by_zero",
+                "failed",
+                250,
+                "expected an error, got 0\nat calc::divide (src/lib.rs:9)"
+            ),
+            ("calc.Adding", "adds_two_numbers", "passed", 4, ""),
+            (
+                "calc",
+                "rounds_half_up",
+                "skipped",
+                0,
+                "not implemented yet"
+            ),
+        ]
+    );
+
+    // The run page's Tests section: counts, a download link, the failed case first with its message.
+    let page = server
+        .client
+        .get_text(&format!("/runs/{}", run.id))
+        .unwrap();
+    let tests_section = &page[page.find("<h2>Tests</h2>").expect("a Tests section")..];
+    for text in ["1 passed", "1 failed", "1 skipped"] {
+        assert!(tests_section.contains(text), "{text}: {tests_section}");
+    }
+    assert!(
+        tests_section.contains(&format!("href=\"/api/v1/runs/{}/tests\"", run.id)),
+        "{tests_section}"
+    );
+    let failed = tests_section
+        .find("divides_by_zero")
+        .expect("the failed case");
+    let passed = tests_section
+        .find("adds_two_numbers")
+        .expect("the passed case");
+    assert!(failed < passed, "failed cases come first: {tests_section}");
+    let message = tests_section
+        .find("expected an error, got 0")
+        .expect("the failure message");
+    let details = tests_section[failed..]
+        .find("<details")
+        .map(|at| at + failed)
+        .expect("the message is in a <details>");
+    assert!(details < message && message < passed, "{tests_section}");
 }
