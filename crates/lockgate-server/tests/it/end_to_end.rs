@@ -182,6 +182,16 @@ pub fn run_logs(server: &Running, run_id: i64) -> String {
 }
 
 /// The run with its jobs, as the API shows it.
+/// The result of the run's job `name`; fails the test when the job is missing or unfinished.
+pub fn job_result(detail: &api::RunDetail, name: &str) -> String {
+    detail
+        .jobs
+        .iter()
+        .find(|job| job.name == name)
+        .and_then(|job| job.result.clone())
+        .unwrap_or_else(|| panic!("no result for job {name}: {detail:?}"))
+}
+
 pub fn run_detail(server: &Running, run_id: i64) -> api::RunDetail {
     server
         .client
@@ -620,14 +630,7 @@ stages:
 ";
     let (server, _, _work, _, run) = first_run_of(yaml);
     let detail = run_detail(&server, run.id);
-    let result_of = |name: &str| {
-        detail
-            .jobs
-            .iter()
-            .find(|job| job.name == name)
-            .and_then(|job| job.result.clone())
-            .unwrap_or_else(|| panic!("no job {name}: {detail:?}"))
-    };
+    let result_of = |name: &str| job_result(&detail, name);
     assert_eq!(result_of("A"), "succeeded", "{detail:?}");
     assert_eq!(result_of("B"), "succeeded", "{detail:?}");
     assert_eq!(result_of("C"), "skipped", "{detail:?}");
@@ -708,14 +711,7 @@ jobs:
     let run = wait_for_run(&server, pipeline, 1);
     assert_eq!(run.result.as_deref(), Some("canceled"), "{run:?}");
     let detail = run_detail(&server, run.id);
-    let result_of = |name: &str| {
-        detail
-            .jobs
-            .iter()
-            .find(|job| job.name == name)
-            .and_then(|job| job.result.clone())
-            .unwrap_or_else(|| panic!("no job {name}: {detail:?}"))
-    };
+    let result_of = |name: &str| job_result(&detail, name);
     assert_eq!(result_of("A"), "canceled", "{detail:?}");
     assert_eq!(result_of("B"), "succeeded", "{detail:?}");
     assert_eq!(result_of("C"), "skipped", "{detail:?}");
@@ -885,15 +881,7 @@ jobs:
         )
         .unwrap();
     let queue = format!("/api/v1/pipelines/{pipeline}/runs");
-    let result_of = |run: &api::Run, name: &str| {
-        let detail = run_detail(&server, run.id);
-        detail
-            .jobs
-            .iter()
-            .find(|job| job.name == name)
-            .and_then(|job| job.result.clone())
-            .unwrap_or_else(|| panic!("no result for job {name}: {detail:?}"))
-    };
+    let result_of = |run: &api::Run, name: &str| job_result(&run_detail(&server, run.id), name);
 
     // Queued with Target=prod: the condition holds and the runtime expression reads the value.
     let queued: api::Run = server
