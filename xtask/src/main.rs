@@ -1,4 +1,4 @@
-//! `cargo xtask ...`: conformance runs, the pipeline corpus, and benchmarks. Argument parsing is
+//! `cargo xtask ...`: conformance runs, the pipeline corpus, benchmarks and the test suite. Argument parsing is
 //! deliberately plain (no clap) so that the tool stays cheap to build.
 //!
 //! Benchmarks must not run in the debug build that `cargo xtask` uses, so `cargo xtask bench NAME`
@@ -7,13 +7,15 @@
 mod bench;
 mod conformance;
 mod corpus;
+mod test;
 
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   cargo xtask conformance expressions <FILE.jsonl> [--min-pass PERCENT]
   cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
-  cargo xtask bench <expr|pipeline|runner|solution|server|all>";
+  cargo xtask bench <expr|pipeline|runner|solution|server|all>
+  cargo xtask test [NEXTEST ARGS...]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
         Some("corpus") => corpus::main(&args[1..]),
         Some("bench") => bench::spawn_release(&args[1..]),
         Some("bench-release") => bench::main(&args[1..]),
+        Some("test") => test::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
