@@ -69,23 +69,43 @@ const BATCH_EVENTS: usize = 500;
 /// A batch stays under this many bytes of JSON, well below the server's request body limit (1 MiB).
 const BATCH_BYTES: usize = 512 * 1024;
 
-/// Splits events, in order, into batches of at most `max_bytes` of JSON each (an event larger than that
-/// travels alone).
-fn split_batches(events: Vec<JobEvent>, max_bytes: usize) -> Vec<Vec<JobEvent>> {
-    let mut batches: Vec<Vec<JobEvent>> = Vec::new();
+/// Splits items, in order, into groups of at most `max_bytes` of JSON each (an item larger than that
+/// travels alone). Sizes are counted while serialising into a sink, so nothing is allocated for them.
+/// Used for event batches and for the test cases of one publish.
+pub(crate) fn split_by_json_size<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+    max_bytes: usize,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
     let mut bytes = 0;
-    for event in events {
-        let size = serde_json::to_vec(&event).map_or(0, |json| json.len());
-        match batches.last_mut() {
-            Some(batch) if bytes + size <= max_bytes => batch.push(event),
+    for item in items {
+        let size = json_size(&item);
+        match groups.last_mut() {
+            Some(group) if bytes + size <= max_bytes => group.push(item),
             _ => {
-                batches.push(vec![event]);
+                groups.push(vec![item]);
                 bytes = 0;
             }
         }
         bytes += size;
     }
-    batches
+    groups
+}
+
+/// How many bytes `value` takes as JSON.
+fn json_size<T: serde::Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
 }
 
 impl EventReporter {
@@ -292,7 +312,7 @@ impl Agent {
             loop {
                 let closed = reporter.closed.load(Ordering::SeqCst);
                 let events = reporter.take(Duration::from_millis(200));
-                for batch in split_batches(events, BATCH_BYTES) {
+                for batch in split_by_json_size(events, BATCH_BYTES) {
                     // Retry a batch a few times; a server that stays down loses the lease anyway.
                     for attempt in 0..5 {
                         match client.send_events(&lease, batch.clone()) {

@@ -143,27 +143,14 @@ const TEST_CASE_CHUNK_BYTES: usize = 256 * 1024;
 
 /// The runner's test cases as the protocol's, 1:1 and in order, in chunks of about `max_bytes` of JSON.
 fn test_case_chunks(cases: Vec<RunnerTestCase>, max_bytes: usize) -> Vec<Vec<TestCase>> {
-    let mut chunks: Vec<Vec<TestCase>> = Vec::new();
-    let mut bytes = 0;
-    for case in cases {
-        let case = TestCase {
-            suite: case.suite,
-            name: case.name,
-            outcome: case.outcome.as_str().to_string(),
-            duration_ms: i64::try_from(case.duration_ms).unwrap_or(i64::MAX),
-            message: case.message,
-        };
-        let size = serde_json::to_vec(&case).map_or(0, |json| json.len());
-        match chunks.last_mut() {
-            Some(chunk) if bytes + size <= max_bytes => chunk.push(case),
-            _ => {
-                chunks.push(vec![case]);
-                bytes = 0;
-            }
-        }
-        bytes += size;
-    }
-    chunks
+    let cases = cases.into_iter().map(|case| TestCase {
+        suite: case.suite,
+        name: case.name,
+        outcome: case.outcome.as_str().to_string(),
+        duration_ms: i64::try_from(case.duration_ms).unwrap_or(i64::MAX),
+        message: case.message,
+    });
+    crate::split_by_json_size(cases, max_bytes)
 }
 
 impl JobExecutor for RunnerExecutor {

@@ -59,7 +59,7 @@ fn batches_stay_under_the_byte_limit_and_keep_order() {
             lines: vec!["y".repeat(100)],
         })
         .collect();
-    let batches = split_batches(events.clone(), 1000);
+    let batches = split_by_json_size(events.clone(), 1000);
     assert!(batches.len() > 5, "{}", batches.len());
     for batch in &batches {
         let size: usize = batch
@@ -73,6 +73,6 @@ fn batches_stay_under_the_byte_limit_and_keep_order() {
         step: None,
         lines: vec!["z".repeat(5000)],
     };
-    assert_eq!(split_batches(vec![huge.clone()], 1000), [vec![huge]]);
-    assert!(split_batches(Vec::new(), 1000).is_empty());
+    assert_eq!(split_by_json_size(vec![huge.clone()], 1000), [vec![huge]]);
+    assert!(split_by_json_size(Vec::<JobEvent>::new(), 1000).is_empty());
 }
