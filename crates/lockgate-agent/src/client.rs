@@ -243,14 +243,7 @@ impl ServerClient {
         body: &B,
     ) -> Result<T, ClientError> {
         let url = self.url(path);
-        let (_, text) = Self::read(
-            &url,
-            self.http
-                .post(&url)
-                .header("Authorization", self.auth())
-                .send_json(body),
-        )?;
-        Self::decode(&url, &text)
+        self.send_json(self.http.post(&url), &url, body)
     }
 
     /// `PUT path` with a JSON body and decode the JSON reply.
@@ -260,14 +253,21 @@ impl ServerClient {
         body: &B,
     ) -> Result<T, ClientError> {
         let url = self.url(path);
+        self.send_json(self.http.put(&url), &url, body)
+    }
+
+    /// Sends `body` as JSON with the caller's credentials and decodes the JSON reply.
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+        url: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let (_, text) = Self::read(
-            &url,
-            self.http
-                .put(&url)
-                .header("Authorization", self.auth())
-                .send_json(body),
+            url,
+            request.header("Authorization", self.auth()).send_json(body),
         )?;
-        Self::decode(&url, &text)
+        Self::decode(url, &text)
     }
 
     // ---- the agent protocol ----
