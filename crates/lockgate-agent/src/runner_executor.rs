@@ -240,6 +240,7 @@ impl JobExecutor for RunnerExecutor {
             minute: self.minute,
             drain_grace: Duration::from_millis(500),
             cache_dir: job.job_dir.join("cache"),
+            sandbox: None,
         };
         let spec = JobSpec {
             stage: job.lease.stage_name.clone(),

@@ -14,7 +14,8 @@ use crate::events::{Event, EventSink, IssueKind, JobId, TaskResult};
 use crate::logging_command::{FormatKind, OutputLine, VsoCommand, parse_line};
 use crate::masking::SecretMasker;
 use crate::process::{
-    CancelSignal, ProcessEnd, ProcessLimits, ProcessSpec, Stream, run_process, stop_process_group,
+    CancelSignal, Confinement, ProcessEnd, ProcessLimits, ProcessSpec, Stream, run_process_in,
+    stop_process_group,
 };
 use crate::spec::{JobSpec, StepAction, StepSpec};
 use crate::tasks::{TaskError, TaskRegistry};
@@ -42,6 +43,9 @@ pub struct RunContext {
     pub drain_grace: Duration,
     /// Folder of the local `Cache@2` store.
     pub cache_dir: PathBuf,
+    /// Runs every step process in this sandbox (the job's workspace its only writable folder); None
+    /// runs them directly on the machine.
+    pub sandbox: Option<crate::sandbox::Sandbox>,
 }
 
 impl RunContext {
@@ -720,7 +724,13 @@ impl StepContext<'_, '_> {
             drain_grace: self.job.run.drain_grace,
         };
         let cancel = self.cancel.clone();
-        let result = run_process(spec, &limits, &cancel, |stream, lines| {
+        let sandbox = self.job.run.sandbox.clone();
+        let writable = self.job.workspace.root.clone();
+        let confinement = sandbox.as_ref().map(|sandbox| Confinement {
+            sandbox,
+            writable: &writable,
+        });
+        let result = run_process_in(confinement, spec, &limits, &cancel, |stream, lines| {
             self.handle_lines(stream, lines)
         })
         .await;

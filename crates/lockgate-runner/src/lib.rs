@@ -10,6 +10,7 @@ pub mod logging_command;
 pub mod masking;
 pub mod orchestrator;
 pub mod process;
+pub mod sandbox;
 pub mod spec;
 pub mod tasks;
 pub mod variables;

@@ -1,7 +1,9 @@
 //! Child processes for steps: each runs in its own process group; its stdout and stderr are read as lines
 //! (in batches, to keep per-line overhead low); cancellation and timeouts send SIGTERM to the whole group,
 //! wait a grace period, then SIGKILL. A background process that keeps the pipes open after the direct
-//! child exited cannot hang the step: reading stops after a short drain period.
+//! child exited cannot hang the step: reading stops after a short drain period. Each step is the leader
+//! of its own session (no controlling terminal) and gets SIGKILL when the thread that started it dies
+//! (`PR_SET_PDEATHSIG`); in a [`Sandbox`] the whole tree dies with it (bwrap's PID namespace).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -10,6 +12,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
+
+use crate::sandbox::Sandbox;
 
 /// A cancellation flag shared by the orchestrator, the job and its steps. Cloning shares the flag.
 /// Canceling asks running processes to stop (SIGTERM, then SIGKILL after the grace period); forcing (a
@@ -126,8 +130,42 @@ pub async fn run_process(
     spec: &ProcessSpec,
     limits: &ProcessLimits,
     cancel: &CancelSignal,
+    on_lines: impl FnMut(Stream, Vec<String>),
+) -> std::io::Result<(ProcessEnd, Option<u32>)> {
+    run_process_in(None, spec, limits, cancel, on_lines).await
+}
+
+/// Where a step process runs: on the machine as it is, or in a sandbox whose only writable folder is
+/// `writable` (the job's workspace).
+#[derive(Debug, Clone, Copy)]
+pub struct Confinement<'a> {
+    pub sandbox: &'a Sandbox,
+    pub writable: &'a std::path::Path,
+}
+
+/// [`run_process`], inside `confinement` when one is given.
+pub async fn run_process_in(
+    confinement: Option<Confinement<'_>>,
+    spec: &ProcessSpec,
+    limits: &ProcessLimits,
+    cancel: &CancelSignal,
     mut on_lines: impl FnMut(Stream, Vec<String>),
 ) -> std::io::Result<(ProcessEnd, Option<u32>)> {
+    let wrapped;
+    let spec = match confinement {
+        Some(confinement) => {
+            wrapped = confinement.sandbox.wrap(spec, confinement.writable);
+            &wrapped
+        }
+        None => spec,
+    };
+    // bwrap itself dies on SIGTERM and takes the sandbox with it at once; a stop asks the processes
+    // inside first and spares the group leader (bwrap) until the grace period ends.
+    let term = if confinement.is_some() {
+        Signal::TermMembers
+    } else {
+        Signal::Term
+    };
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -138,8 +176,7 @@ pub async fn run_process(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    #[cfg(unix)]
-    command.process_group(0);
+    detach_and_tie_to_parent(&mut command);
     let mut child = command.spawn()?;
     let pid = child.id();
     let (sender, mut receiver) = mpsc::channel::<(Stream, Vec<String>)>(64);
@@ -188,12 +225,12 @@ pub async fn run_process(
             },
             _ = cancel.canceled(), if stop_reason.is_none() => {
                 stop_reason = Some(ProcessEnd::Canceled);
-                signal_group(pid, Signal::Term);
+                signal_group(pid, term);
                 kill_at = Some(tokio::time::Instant::now() + limits.kill_grace);
             }
             _ = &mut sleep_until_deadline, if stop_reason.is_none() => {
                 stop_reason = Some(ProcessEnd::TimedOut);
-                signal_group(pid, Signal::Term);
+                signal_group(pid, term);
                 kill_at = Some(tokio::time::Instant::now() + limits.kill_grace);
             }
             _ = kill_sleep => {
@@ -230,24 +267,88 @@ pub async fn run_process(
     Ok((ProcessEnd::Exited(exit_code(&status)), pid))
 }
 
+/// Makes the child the leader of a new session (its own process group, no controlling terminal, so
+/// it cannot type into the terminal of whoever started the server) and asks the kernel to SIGKILL it
+/// when the thread that started it dies, so that a killed supervisor leaves no step behind.
+#[allow(unsafe_code)]
+fn detach_and_tie_to_parent(command: &mut Command) {
+    #[cfg(unix)]
+    {
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+        // system calls (setsid, prctl, getppid); it allocates nothing and takes no locks.
+        unsafe {
+            command.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                #[cfg(target_os = "linux")]
+                {
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                        .map_err(std::io::Error::from)?;
+                    // The parent may have died between fork and prctl: then do not start at all.
+                    if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+                        return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+                    }
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = parent;
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = command;
+}
+
 #[derive(Clone, Copy)]
 enum Signal {
     Term,
+    /// SIGTERM to every member of the group except its leader.
+    TermMembers,
     Kill,
 }
 
 fn signal_group(pid: Option<u32>, signal: Signal) {
     #[cfg(unix)]
     if let Some(pid) = pid.and_then(|pid| i32::try_from(pid).ok()) {
-        use nix::sys::signal::{Signal as NixSignal, killpg};
-        let signal = match signal {
-            Signal::Term => NixSignal::SIGTERM,
-            Signal::Kill => NixSignal::SIGKILL,
-        };
-        let _ = killpg(nix::unistd::Pid::from_raw(pid), signal);
+        use nix::sys::signal::{Signal as NixSignal, kill, killpg};
+        let group = nix::unistd::Pid::from_raw(pid);
+        match signal {
+            Signal::Term => {
+                let _ = killpg(group, NixSignal::SIGTERM);
+            }
+            Signal::TermMembers => {
+                for member in group_members(pid) {
+                    let _ = kill(nix::unistd::Pid::from_raw(member), NixSignal::SIGTERM);
+                }
+            }
+            Signal::Kill => {
+                let _ = killpg(group, NixSignal::SIGKILL);
+            }
+        }
     }
     #[cfg(not(unix))]
     let _ = (pid, signal);
+}
+
+/// The processes of group `group` other than its leader (read from `/proc`; empty elsewhere).
+fn group_members(group: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != group)
+        .filter(|pid| {
+            // `pid (comm) state ppid pgrp ...`; comm may contain spaces, so read after the last `)`.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+                })
+                == Some(group)
+        })
+        .collect()
 }
 
 /// Stops what is left of a step's process group at the end of a job (SIGTERM, grace, SIGKILL), the way

@@ -207,6 +207,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         minute: minute_length(),
         drain_grace: Duration::from_millis(500),
         cache_dir: base.join("cache"),
+        sandbox: None,
     });
     let options = LocalRunOptions {
         parallel,

@@ -70,6 +70,7 @@ fn run_pipeline(dir: &Path, yaml: &str) -> anyhow::Result<Duration> {
         minute: Duration::from_secs(60),
         drain_grace: Duration::from_millis(500),
         cache_dir: dir.join("cache"),
+        sandbox: None,
     });
     let options = LocalRunOptions {
         parallel: 1,

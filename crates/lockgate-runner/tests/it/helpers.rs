@@ -77,6 +77,7 @@ pub fn run_context(dir: &Path) -> RunContext {
         minute: Duration::from_secs(1),
         drain_grace: Duration::from_millis(200),
         cache_dir: dir.join("cache"),
+        sandbox: None,
     }
 }
 

@@ -3,4 +3,5 @@
 mod helpers;
 mod job;
 mod process;
+mod sandbox;
 mod tasks;
