@@ -22,7 +22,8 @@ pub use client::{ClientError, ServerClient};
 pub struct AgentConfig {
     pub server_url: String,
     pub token: String,
-    /// Where job workspaces are created.
+    /// Where job workspaces are created; this agent's alone (stale `job-*` folders in it are removed
+    /// when the agent starts).
     pub work_dir: PathBuf,
     /// How long one lease request waits on the server for a job.
     pub lease_wait_seconds: u32,
@@ -181,8 +182,32 @@ impl Agent {
         }
     }
 
-    /// Leases and runs jobs until `stop` is set. Connection errors back off (1 s doubling to 10 s).
+    /// Removes the job folders a previous agent process left in the work folder (it was killed while
+    /// running them); returns how many there were. Their results are the server's to reconcile.
+    pub fn remove_stale_job_folders(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.config.work_dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let is_job = entry.file_name().to_string_lossy().starts_with("job-");
+            if is_job && std::fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Leases and runs jobs until `stop` is set, after removing stale job folders. Connection errors
+    /// back off (1 s doubling to 10 s).
     pub fn run(&self, stop: &AtomicBool) {
+        let stale = self.remove_stale_job_folders();
+        if stale > 0 {
+            eprintln!(
+                "agent: removed {stale} job folder(s) left in {} by an earlier run",
+                self.config.work_dir.display()
+            );
+        }
         let mut backoff = Duration::from_secs(1);
         while !stop.load(Ordering::SeqCst) {
             match self.client.lease(self.config.lease_wait_seconds) {

@@ -17,6 +17,8 @@ use lockgate_runner::events::{
 use lockgate_runner::job::{RunContext, run_job};
 use lockgate_runner::orchestrator::job_phases;
 use lockgate_runner::process::CancelSignal;
+pub use lockgate_runner::sandbox::Sandbox;
+use lockgate_runner::sandbox::scrubbed_environment;
 use lockgate_runner::spec::{InitialVariable, JobSpec};
 pub use lockgate_runner::tasks::TaskRegistry;
 
@@ -27,6 +29,8 @@ pub struct RunnerExecutor {
     registry: Arc<TaskRegistry>,
     /// How long one minute of `timeoutInMinutes` lasts (60 s; tests may shorten it).
     pub minute: Duration,
+    /// Runs every step in this sandbox; None runs steps directly on this machine (no isolation).
+    pub sandbox: Option<Sandbox>,
 }
 
 impl Default for RunnerExecutor {
@@ -42,6 +46,7 @@ impl RunnerExecutor {
         RunnerExecutor {
             registry: Arc::new(registry),
             minute: Duration::from_secs(60),
+            sandbox: None,
         }
     }
 }
@@ -236,11 +241,12 @@ impl JobExecutor for RunnerExecutor {
             run_dir: job.job_dir.join("run"),
             self_repository: Some(job.source_dir.to_path_buf()),
             repositories: BTreeMap::new(),
-            base_env: std::env::vars().collect(),
+            // Steps never see the agent's own environment (tokens, LOCKGATE_*, database URLs).
+            base_env: scrubbed_environment(std::env::vars()),
             minute: self.minute,
             drain_grace: Duration::from_millis(500),
             cache_dir: job.job_dir.join("cache"),
-            sandbox: None,
+            sandbox: self.sandbox.clone(),
         };
         let spec = JobSpec {
             stage: job.lease.stage_name.clone(),

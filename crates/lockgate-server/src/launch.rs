@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use lockgate_agent::runner_executor::{RunnerExecutor, TaskRegistry};
+use lockgate_agent::runner_executor::{RunnerExecutor, Sandbox, TaskRegistry};
 
 use crate::{AppState, ServerConfig, auth, git, runs};
 
@@ -23,10 +23,15 @@ pub struct LaunchOptions {
     pub builtin_agents: usize,
     /// The tasks the built-in agents can run (the runner's built-in tasks unless the caller adds more).
     pub tasks: TaskRegistry,
+    /// Run every job of the built-in agents in the bubblewrap sandbox (the default). Without bubblewrap
+    /// the server refuses to start unless this is switched off explicitly (`--no-sandbox`,
+    /// `sandbox = false`); docs/security.md.
+    pub sandbox: bool,
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
-/// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`.
+/// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`,
+/// `sandbox`.
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -38,6 +43,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         builtin_agent: true,
         builtin_agents: 2,
         tasks: TaskRegistry::with_builtins(),
+        sandbox: true,
     };
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -85,8 +91,13 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     .parse()
                     .with_context(|| format!("{}: `builtin_agent` must be true or false", at()))?
             }
+            "sandbox" => {
+                options.sandbox = value
+                    .parse()
+                    .with_context(|| format!("{}: `sandbox` must be true or false", at()))?
+            }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents)",
+                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents, sandbox)",
                 at()
             ),
         }
@@ -105,7 +116,9 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         config.database = options.database.clone();
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
-        let executor = RunnerExecutor::with_registry(options.tasks.clone());
+        let mut executor = RunnerExecutor::with_registry(options.tasks.clone());
+        let isolation = job_isolation(&options)?;
+        executor.sandbox = isolation.sandbox.clone();
         let server = crate::start(config, Arc::new(executor)).await?;
         let state = server.state.clone();
         let admin = ensure_admin(&state).await?;
@@ -116,6 +129,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         }
         println!("Lockgate is running at {}/", server.url);
         println!("Data folder: {}", state.data_dir.display());
+        println!("Job isolation: {}", isolation.description);
         if let Some((password, token)) = admin {
             println!("Sign in as `admin` with password: {password}");
             println!("Access token for git and the CLI (shown once): {token}");
@@ -130,6 +144,54 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
             _ = server.wait() => {}
         }
         Ok(())
+    })
+}
+
+/// The isolation the built-in agents run jobs in, and the startup line naming it.
+struct JobIsolation {
+    sandbox: Option<Sandbox>,
+    description: String,
+}
+
+/// Finds a working bubblewrap when the sandbox is asked for (it is by default) and hides the data
+/// folder from every job; refuses to start without one rather than fall back silently.
+fn job_isolation(options: &LaunchOptions) -> anyhow::Result<JobIsolation> {
+    if !options.builtin_agent {
+        return Ok(JobIsolation {
+            sandbox: None,
+            description: "no built-in agents (jobs run on remote agents)".into(),
+        });
+    }
+    if !options.sandbox {
+        return Ok(JobIsolation {
+            sandbox: None,
+            description:
+                "NONE (--no-sandbox): jobs run as this user, with this server's access to \
+                          the data folder, the database and other jobs' workspaces; only for a \
+                          laptop where every pipeline author is trusted"
+                    .into(),
+        });
+    }
+    std::fs::create_dir_all(&options.data_dir).with_context(|| {
+        format!(
+            "cannot create the data folder {}",
+            options.data_dir.display()
+        )
+    })?;
+    let data_dir = std::path::absolute(&options.data_dir)?;
+    let sandbox = Sandbox::detect(&[data_dir]).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot isolate jobs: {error} (`lockgate up --no-sandbox` or `sandbox = false` in the \
+             config file runs jobs without isolation; see docs/security.md)"
+        )
+    })?;
+    Ok(JobIsolation {
+        description: format!(
+            "bubblewrap sandbox ({}): each job sees only its own workspace, the data folder is \
+             hidden, the network is shared",
+            sandbox.version()
+        ),
+        sandbox: Some(sandbox),
     })
 }
 
@@ -278,6 +340,15 @@ mod tests {
         assert!(!options.builtin_agent);
         assert_eq!(options.builtin_agents, 3);
         assert_eq!(options.database, "sqlite");
+        assert!(
+            options.sandbox,
+            "jobs are sandboxed unless the config says otherwise"
+        );
+        std::fs::write(&path, "sandbox = false\n").unwrap();
+        assert!(!read_config(&path).unwrap().sandbox);
+        std::fs::write(&path, "sandbox = maybe\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(error.contains(":1") && error.contains("sandbox"), "{error}");
         std::fs::write(&path, "database = \"postgres://db.example/lockgate\"\n").unwrap();
         assert_eq!(
             read_config(&path).unwrap().database,

@@ -206,7 +206,8 @@ pub async fn start(
             let agent_config = AgentConfig {
                 server_url: url.clone(),
                 token,
-                work_dir: config.data_dir.join("work"),
+                // One folder per agent: each removes what a killed predecessor left in its own.
+                work_dir: config.data_dir.join("work").join(&name),
                 lease_wait_seconds: 20,
             };
             let stop = stop_agent.clone();

@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// ~/.cache/lockgate).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Run every step in the bubblewrap sandbox, as a server does: the job's workspace is its only
+    /// writable folder and the rest of the work folder (other jobs and runs) is hidden. Without it,
+    /// steps run as you, with your environment (docs/security.md).
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 /// A test-only knob: `LOCKGATE_MINUTE_MS` makes one "minute" of `timeoutInMinutes` and
@@ -142,6 +147,13 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
     let base = base
         .canonicalize()
         .map_err(|e| UsageError(format!("work folder {}: {e}", base.display())))?;
+    let sandbox = if args.sandbox {
+        let sandbox = lockgate_runner::sandbox::Sandbox::detect(std::slice::from_ref(&base))
+            .map_err(|e| UsageError(format!("--sandbox: {e}")))?;
+        Some(sandbox)
+    } else {
+        None
+    };
     let pipeline_name = root.file_name().map_or_else(
         || "pipeline".to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -207,7 +219,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         minute: minute_length(),
         drain_grace: Duration::from_millis(500),
         cache_dir: base.join("cache"),
-        sandbox: None,
+        sandbox,
     });
     let options = LocalRunOptions {
         parallel,

@@ -28,14 +28,21 @@ pub struct UpArgs {
     /// How many jobs the built-in agents run at the same time.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     agents: u16,
+    /// Run jobs without the bubblewrap sandbox: every pipeline can read the data folder and the
+    /// database. Only for a laptop where every pipeline author is trusted (docs/security.md).
+    #[arg(long)]
+    no_sandbox: bool,
 }
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Config file with `data_dir`, `database`, `port`, `builtin_agent` and `builtin_agents`
+    /// Config file with `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents` and `sandbox`
     /// (`key = value` lines).
     #[arg(long)]
     config: PathBuf,
+    /// Run jobs without the bubblewrap sandbox (overrides `sandbox = true`; docs/security.md).
+    #[arg(long)]
+    no_sandbox: bool,
 }
 
 /// Where the server is and who we are.
@@ -176,6 +183,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         builtin_agent: true,
         builtin_agents: usize::from(args.agents),
         tasks: crate::run::registry(),
+        sandbox: !args.no_sandbox,
     })?;
     Ok(EXIT_OK)
 }
@@ -185,6 +193,9 @@ pub fn server(args: ServerArgs) -> anyhow::Result<u8> {
         launch::read_config(&args.config).map_err(|e| UsageError(format!("{e:#}")))?;
     // The built-in agents run the same tasks as `lockgate run`, Power Platform ones included.
     options.tasks = crate::run::registry();
+    if args.no_sandbox {
+        options.sandbox = false;
+    }
     launch::run(options)?;
     Ok(EXIT_OK)
 }

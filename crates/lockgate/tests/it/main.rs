@@ -4,5 +4,6 @@
 mod cli;
 mod compile;
 mod run;
+mod sandbox;
 mod server;
 mod solution;

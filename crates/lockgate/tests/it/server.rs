@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use crate::cli::lockgate;
 
 /// A `lockgate up` child process, stopped when dropped.
-struct Up {
-    child: Child,
-    url: String,
-    token: String,
+pub(crate) struct Up {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) token: String,
+    /// What the server printed before "Press Ctrl-C".
+    pub(crate) lines: Vec<String>,
 }
 
 impl Drop for Up {
@@ -27,9 +29,15 @@ fn start_up(dir: &Path) -> Up {
 }
 
 fn start_server(dir: &Path, args: &[&str]) -> Up {
+    start_server_with_env(dir, args, &[])
+}
+
+/// Starts `lockgate ARGS` with the data folder `dir/data` and extra environment variables.
+pub(crate) fn start_server_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
         .args(args)
         .env("LOCKGATE_DATA", dir.join("data"))
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -40,9 +48,11 @@ fn start_server(dir: &Path, args: &[&str]) -> Up {
         child,
         url: String::new(),
         token: String::new(),
+        lines: Vec::new(),
     };
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
+        up.lines.push(line.clone());
         if let Some(rest) = line.strip_prefix("Lockgate is running at ") {
             up.url = rest.trim_end_matches('/').to_string();
         }
@@ -263,7 +273,7 @@ fn server_reads_its_config_file_and_starts_without_the_demo() {
 }
 
 /// Runs `git` in `dir` with a fixed identity; fails the test when git fails.
-fn git(dir: &Path, args: &[&str]) {
+pub(crate) fn git(dir: &Path, args: &[&str]) {
     let output = Command::new("git")
         .args(["-c", "user.name=Ada", "-c", "user.email=ada@example.com"])
         .args(args)
