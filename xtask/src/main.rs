@@ -14,7 +14,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   cargo xtask conformance expressions <FILE.jsonl> [--min-pass PERCENT]
   cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
-  cargo xtask bench <expr|pipeline|runner|solution|server|all>
+  cargo xtask bench <expr|pipeline|runner|sandbox|solution|server|all>
   cargo xtask test [NEXTEST ARGS...]";
 
 fn main() -> ExitCode {

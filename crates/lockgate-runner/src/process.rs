@@ -317,7 +317,7 @@ fn signal_group(pid: Option<u32>, signal: Signal) {
                 let _ = killpg(group, NixSignal::SIGTERM);
             }
             Signal::TermMembers => {
-                for member in group_members(pid) {
+                for member in group_members(pid).unwrap_or_default() {
                     let _ = kill(nix::unistd::Pid::from_raw(member), NixSignal::SIGTERM);
                 }
             }
@@ -330,12 +330,11 @@ fn signal_group(pid: Option<u32>, signal: Signal) {
     let _ = (pid, signal);
 }
 
-/// The processes of group `group` other than its leader (read from `/proc`; empty elsewhere).
-fn group_members(group: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
+/// The live (not zombie) processes of group `group` other than its leader, read from `/proc`; None
+/// where there is no `/proc`.
+fn group_members(group: i32) -> Option<Vec<i32>> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let members = entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| *pid != group)
         .filter(|pid| {
@@ -343,12 +342,29 @@ fn group_members(group: i32) -> Vec<i32> {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|stat| {
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+                    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+                    let state = fields.next()?;
+                    let pgrp = fields.nth(1)?.parse::<i32>().ok()?;
+                    Some(state != "Z" && pgrp == group)
                 })
-                == Some(group)
+                .unwrap_or(false)
         })
-        .collect()
+        .collect();
+    Some(members)
+}
+
+/// Whether group `group` still has a process that is not a zombie. Zombies count for `kill(2)`, and
+/// the processes of a finished sandbox may linger as zombies until the machine's init reaps them.
+#[cfg(unix)]
+fn group_is_running(group: i32) -> bool {
+    if nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), None).is_err() {
+        return false;
+    }
+    let leader_running = std::fs::read_to_string(format!("/proc/{group}/stat"))
+        .ok()
+        .and_then(|stat| Some(!stat[stat.rfind(')')? + 1..].trim_start().starts_with('Z')))
+        .unwrap_or(false);
+    leader_running || group_members(group).is_none_or(|members| !members.is_empty())
 }
 
 /// Stops what is left of a step's process group at the end of a job (SIGTERM, grace, SIGKILL), the way
@@ -356,15 +372,16 @@ fn group_members(group: i32) -> Vec<i32> {
 pub async fn stop_process_group(pid: u32, grace: Duration) {
     #[cfg(unix)]
     {
-        let Ok(raw) = i32::try_from(pid) else { return };
-        let group = nix::unistd::Pid::from_raw(raw);
-        if nix::sys::signal::killpg(group, None).is_err() {
+        let Ok(group) = i32::try_from(pid) else {
+            return;
+        };
+        if !group_is_running(group) {
             return;
         }
         signal_group(Some(pid), Signal::Term);
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
-            if nix::sys::signal::killpg(group, None).is_err() {
+            if !group_is_running(group) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -4,6 +4,7 @@
 mod expr;
 mod pipeline;
 mod runner;
+mod sandbox;
 mod server;
 mod solution;
 
@@ -34,12 +35,14 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
         "expr" => expr::run()?,
         "pipeline" => pipeline::run()?,
         "runner" => runner::run()?,
+        "sandbox" => sandbox::run()?,
         "solution" => solution::run()?,
         "server" => server::run()?,
         "all" => {
             expr::run()?;
             pipeline::run()?;
             runner::run()?;
+            sandbox::run()?;
             solution::run()?;
             server::run()?;
         }

@@ -14,6 +14,7 @@ use lockgate_runner::artifacts::ArtifactStore;
 use lockgate_runner::events::{Event, EventSink, TaskResult};
 use lockgate_runner::job::RunContext;
 use lockgate_runner::orchestrator::{LocalRunOptions, run_facts, run_local};
+use lockgate_runner::sandbox::Sandbox;
 use lockgate_runner::tasks::TaskRegistry;
 
 /// Writes every log line to one file, like the CLI's per-job log files.
@@ -44,6 +45,15 @@ impl SourceReader for OneFile {
 
 /// Compiles and runs `yaml` in `dir`; returns the wall time.
 fn run_pipeline(dir: &Path, yaml: &str) -> anyhow::Result<Duration> {
+    run_pipeline_in(dir, yaml, None)
+}
+
+/// [`run_pipeline`] with every step in `sandbox` when one is given.
+pub(super) fn run_pipeline_in(
+    dir: &Path,
+    yaml: &str,
+    sandbox: Option<&Sandbox>,
+) -> anyhow::Result<Duration> {
     let reader = OneFile(yaml.to_string());
     let output = lockgate_pipeline::compile(&CompileInput {
         entry: "azure-pipelines.yml".into(),
@@ -70,7 +80,7 @@ fn run_pipeline(dir: &Path, yaml: &str) -> anyhow::Result<Duration> {
         minute: Duration::from_secs(60),
         drain_grace: Duration::from_millis(500),
         cache_dir: dir.join("cache"),
-        sandbox: None,
+        sandbox: sandbox.cloned(),
     });
     let options = LocalRunOptions {
         parallel: 1,
