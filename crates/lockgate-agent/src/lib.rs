@@ -201,6 +201,13 @@ impl Agent {
     /// Leases and runs jobs until `stop` is set, after removing stale job folders. Connection errors
     /// back off (1 s doubling to 10 s).
     pub fn run(&self, stop: &AtomicBool) {
+        let leftover = lockgate_runner::sandbox::kill_leftover_sandboxes(&self.config.work_dir);
+        if leftover > 0 {
+            eprintln!(
+                "agent: killed {leftover} sandbox process(es) an earlier run left in {}",
+                self.config.work_dir.display()
+            );
+        }
         let stale = self.remove_stale_job_folders();
         if stale > 0 {
             eprintln!(

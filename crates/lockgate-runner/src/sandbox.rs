@@ -160,6 +160,42 @@ impl Sandbox {
     }
 }
 
+/// SIGKILLs every sandbox still running whose writable folder lies under `root`, and returns how many
+/// bubblewrap processes it found. A supervisor killed while bubblewrap was still setting a sandbox up can
+/// leave one behind (bubblewrap ties its inner processes to its own life only once set up); an agent
+/// calls this for its work folder when it starts, before it removes stale job folders. Linux only (reads
+/// `/proc`); elsewhere it finds nothing.
+pub fn kill_leftover_sandboxes(root: &Path) -> usize {
+    let root = real_path(root);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for pid in entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+        let is_bwrap = args
+            .first()
+            .is_some_and(|program| program.ends_with(b"/bwrap") || *program == b"bwrap");
+        // Our sandboxes bind exactly one folder, before `--chdir`; arguments after `--` are the step's.
+        let options = args.split(|arg| *arg == b"--").next().unwrap_or_default();
+        let binds_under_root = options.windows(2).any(|pair| {
+            pair[0] == b"--bind" && Path::new(&*String::from_utf8_lossy(pair[1])).starts_with(&root)
+        });
+        if is_bwrap && binds_under_root {
+            #[cfg(unix)]
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed += 1;
+        }
+    }
+    killed
+}
+
 fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }

@@ -139,7 +139,8 @@ fn a_canceled_sandboxed_step_gets_its_sigterm_grace() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// The step processes whose command line holds `marker`.
+/// The processes whose command line starts with `marker` (`sleep 300.N`: the sleeps themselves, not the
+/// shells or sandboxes whose arguments mention them).
 fn processes_with(marker: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -149,7 +150,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
                 .map(|cmdline| {
                     String::from_utf8_lossy(&cmdline)
                         .replace('\0', " ")
-                        .contains(marker)
+                        .starts_with(marker)
                 })
                 .unwrap_or(false)
                 && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -232,4 +233,43 @@ fn a_killed_supervisor_leaves_nothing_of_a_sandboxed_step() {
         true,
         "setsid sleep MARKER & sleep MARKER; echo done",
     );
+}
+
+#[test]
+fn leftover_sandboxes_under_a_work_folder_are_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let workspace = work.join("job-1-1/w");
+    std::fs::create_dir_all(&workspace).unwrap();
+    let sandbox = sandbox(&[]);
+    let marker = format!("sleep 300.{}2", std::process::id());
+    let spec = sandbox.wrap(&bash(&workspace, &format!("{marker}; true")), &workspace);
+    // Started outside the runner, as a sandbox orphaned by a killed supervisor would be.
+    let mut orphan = Command::new(&spec.program)
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the sandbox did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Another folder's sandboxes are left alone.
+    assert_eq!(
+        lockgate_runner::sandbox::kill_leftover_sandboxes(&dir.path().join("other")),
+        0
+    );
+    assert!(lockgate_runner::sandbox::kill_leftover_sandboxes(&work) >= 1);
+    orphan.wait().unwrap();
+    let killed = Instant::now();
+    while !processes_with(&marker).is_empty() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "the leftover sandbox still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
