@@ -267,6 +267,52 @@ pub async fn run_process_in(
     Ok((ProcessEnd::Exited(exit_code(&status)), pid))
 }
 
+/// How a task probes a program on the job's behalf (`python --version` while looking for installed
+/// tools): exactly like a step process, in the job's sandbox when there is one and with the step's
+/// environment, because the program may be one a step wrote into the workspace.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The sandbox and the job's workspace (its writable folder); None runs the probe directly.
+    pub confinement: Option<(Sandbox, PathBuf)>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+}
+
+/// The longest a probe may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Probe {
+    /// Runs `program args`; its stdout followed by its stderr when it exits with 0, else None.
+    pub async fn output(&self, program: &std::path::Path, args: &[&str]) -> Option<String> {
+        let spec = ProcessSpec {
+            program: program.to_path_buf(),
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+        };
+        let spec = match &self.confinement {
+            Some((sandbox, writable)) => sandbox.wrap(&spec, writable),
+            None => spec,
+        };
+        let mut command = Command::new(&spec.program);
+        command
+            .args(&spec.args)
+            .current_dir(&spec.cwd)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        detach_and_tie_to_parent(&mut command);
+        let output = tokio::time::timeout(PROBE_TIMEOUT, command.output())
+            .await
+            .ok()?
+            .ok()?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        output.status.success().then_some(text)
+    }
+}
+
 /// Makes the child the leader of a new session (its own process group, no controlling terminal, so
 /// it cannot type into the terminal of whoever started the server) and asks the kernel to SIGKILL it
 /// when the thread that started it dies, so that a killed supervisor leaves no step behind.

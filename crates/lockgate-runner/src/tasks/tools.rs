@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::events::TaskResult;
 use crate::job::StepContext;
+use crate::process::Probe;
 use crate::tasks::script::find_program;
 use crate::tasks::{Task, TaskError, TaskFuture, TaskRegistry};
 
@@ -111,16 +112,10 @@ struct Installation {
     bin: PathBuf,
 }
 
-async fn output_of(program: &Path, args: &[&str]) -> Option<String> {
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    output.status.success().then_some(text)
+/// Runs a candidate as a step process would (in the job's sandbox, with the step's environment): it
+/// may be a program a step wrote into the tool cache.
+async fn output_of(probe: &Probe, program: &Path, args: &[&str]) -> Option<String> {
+    probe.output(program, args).await
 }
 
 fn path_dirs(env: &[(String, String)]) -> Vec<PathBuf> {
@@ -192,6 +187,16 @@ async fn installations(
     package_type: &str,
 ) -> Vec<Installation> {
     let env = step.process_env();
+    let probe = Probe {
+        confinement: step
+            .job
+            .run
+            .sandbox
+            .clone()
+            .map(|sandbox| (sandbox, step.job.workspace.root.clone())),
+        env: env.clone(),
+        cwd: step.job.workspace.sources.clone(),
+    };
     let mut found = Vec::new();
     match kind {
         ToolKind::Python => {
@@ -219,9 +224,10 @@ async fn installations(
                 if in_shims && !plain {
                     continue;
                 }
+                let probe = probe.clone();
                 probes.spawn(async move {
                     let script = "import sys, platform; print(platform.python_version()); print(sys.executable)";
-                    (output_of(&exe, &["-c", script]).await, exe)
+                    (output_of(&probe, &exe, &["-c", script]).await, exe)
                 });
             }
             while let Some(Ok((text, exe))) = probes.join_next().await {
@@ -257,7 +263,7 @@ async fn installations(
                 extra.extend(entries.flatten().map(|e| e.path().join("bin")));
             }
             for exe in candidates(&env, &["node"], &extra) {
-                if let Some(text) = output_of(&exe, &["--version"]).await
+                if let Some(text) = output_of(&probe, &exe, &["--version"]).await
                     && let Some(version) = parse_version(text.trim())
                 {
                     let bin = exe.parent().map_or_else(PathBuf::new, Path::to_path_buf);
@@ -282,7 +288,7 @@ async fn installations(
                 "--list-sdks"
             };
             for exe in candidates(&env, &["dotnet"], &extra) {
-                let Some(text) = output_of(&exe, &[flag]).await else {
+                let Some(text) = output_of(&probe, &exe, &[flag]).await else {
                     continue;
                 };
                 let bin = exe

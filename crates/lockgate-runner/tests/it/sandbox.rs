@@ -273,3 +273,56 @@ fn leftover_sandboxes_under_a_work_folder_are_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_tool_a_step_planted_in_the_tool_cache_is_probed_inside_the_sandbox() {
+    use lockgate_runner::events::TaskResult;
+    use lockgate_runner::spec::{StepAction, StepSpec};
+
+    use crate::helpers::{job, run_context, script, step_results};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let escaped = data.join("escaped");
+    // A fake interpreter in the job's own tool cache that tries to write into the data folder when
+    // UsePythonVersion asks it for its version.
+    let plant = format!(
+        "bin=$(Agent.ToolsDirectory)/Python/3.99.0/x64/bin; mkdir -p $bin\n\
+         printf '#!/bin/sh\\ntouch {escaped} && echo escaped\\necho 3.99.0\\necho $0\\n' > $bin/python3\n\
+         chmod +x $bin/python3",
+        escaped = escaped.display()
+    );
+    let inputs = [("versionSpec".to_string(), "3.99".to_string())].into();
+    let use_python = StepSpec::new(
+        "use python",
+        StepAction::Task {
+            name: "UsePythonVersion".into(),
+            major: 0,
+            inputs,
+        },
+        "test.yml:2:1",
+    );
+    let spec = job(vec![script(None, &plant), use_python], Vec::new());
+    let mut context = run_context(&data);
+    context.sandbox = Some(sandbox(std::slice::from_ref(&data)));
+    let sink = lockgate_runner::events::CollectingSink::default();
+    let outcome = runtime().block_on(lockgate_runner::job::run_job(
+        &context,
+        &lockgate_runner::tasks::TaskRegistry::with_builtins(),
+        &spec,
+        &data.join("work/job-1-1"),
+        &sink,
+        &CancelSignal::new(),
+    ));
+    let events = sink.snapshot();
+    assert_eq!(
+        step_results(&events)[0],
+        TaskResult::Succeeded,
+        "{events:#?}"
+    );
+    assert!(
+        !escaped.exists(),
+        "the planted program ran outside the sandbox: {outcome:?}"
+    );
+}
