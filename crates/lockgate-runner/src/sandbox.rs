@@ -1,7 +1,7 @@
 //! Job isolation with bubblewrap (`bwrap`): each step process runs in fresh Linux namespaces that see the
 //! job's workspace read-write, the rest of the file system read-only, a fresh `/tmp` and `/dev`, their own
-//! PID, IPC and UTS namespaces, no capabilities, and an empty read-only folder in place of each hidden
-//! path (the server's data folder).
+//! PID, IPC and UTS namespaces, no capabilities, and an empty read-only folder (or an empty file) in
+//! place of each hidden path (the server's data folder, what the administrator adds).
 //! The network is shared (builds download things). docs/security.md describes what this does not cover.
 
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Finds `bwrap` on `PATH` and checks that it can start a sandbox here (namespaces may be forbidden
-    /// in containers). `hidden` are folders no step may see (the data folder).
+    /// in containers). `hidden` are folders and files no step may see (the data folder).
     pub fn detect(hidden: &[PathBuf]) -> Result<Sandbox, SandboxError> {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let program = std::env::split_paths(&path)
@@ -137,6 +137,14 @@ impl Sandbox {
             .collect();
         for hidden in &hidden {
             args.extend(["--tmpfs".into(), path_arg(hidden)]);
+        }
+        // A hidden file (a key, a socket such as /run/docker.sock) becomes an empty /dev/null.
+        for file in self
+            .hidden
+            .iter()
+            .filter(|hidden| !hidden.starts_with("/tmp") && hidden.exists() && !hidden.is_dir())
+        {
+            args.extend(["--ro-bind".into(), "/dev/null".into(), path_arg(file)]);
         }
         args.extend(["--bind".into(), path_arg(&writable), path_arg(&writable)]);
         // Empty and read-only: nothing can be left there for a later step (the workspace, a mount of

@@ -27,11 +27,14 @@ pub struct LaunchOptions {
     /// the server refuses to start unless this is switched off explicitly (`--no-sandbox`,
     /// `sandbox = false`); docs/security.md.
     pub sandbox: bool,
+    /// More folders and files the sandbox hides from every job besides the data folder (credentials
+    /// in the server user's home, a Docker socket).
+    pub sandbox_hide: Vec<PathBuf>,
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
 /// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`,
-/// `sandbox`.
+/// `sandbox`, `sandbox_hide` (absolute paths separated by commas).
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -44,6 +47,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         builtin_agents: 2,
         tasks: TaskRegistry::with_builtins(),
         sandbox: true,
+        sandbox_hide: Vec::new(),
     };
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -96,8 +100,19 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     .parse()
                     .with_context(|| format!("{}: `sandbox` must be true or false", at()))?
             }
+            "sandbox_hide" => {
+                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let hidden = PathBuf::from(part);
+                    anyhow::ensure!(
+                        hidden.is_absolute(),
+                        "{}: `sandbox_hide` takes absolute paths separated by commas, not `{part}`",
+                        at()
+                    );
+                    options.sandbox_hide.push(hidden);
+                }
+            }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents, sandbox)",
+                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents, sandbox, sandbox_hide)",
                 at()
             ),
         }
@@ -178,8 +193,9 @@ fn job_isolation(options: &LaunchOptions) -> anyhow::Result<JobIsolation> {
             options.data_dir.display()
         )
     })?;
-    let data_dir = std::path::absolute(&options.data_dir)?;
-    let sandbox = Sandbox::detect(&[data_dir]).map_err(|error| {
+    let mut hidden = vec![std::path::absolute(&options.data_dir)?];
+    hidden.extend(options.sandbox_hide.iter().cloned());
+    let sandbox = Sandbox::detect(&hidden).map_err(|error| {
         anyhow::anyhow!(
             "cannot isolate jobs: {error} (`lockgate up --no-sandbox` or `sandbox = false` in the \
              config file runs jobs without isolation; see docs/security.md)"
@@ -346,6 +362,21 @@ mod tests {
         );
         std::fs::write(&path, "sandbox = false\n").unwrap();
         assert!(!read_config(&path).unwrap().sandbox);
+        std::fs::write(&path, "sandbox_hide = \"/root/.ssh, /run/docker.sock\"\n").unwrap();
+        assert_eq!(
+            read_config(&path).unwrap().sandbox_hide,
+            [
+                PathBuf::from("/root/.ssh"),
+                PathBuf::from("/run/docker.sock")
+            ]
+        );
+        std::fs::write(&path, "sandbox_hide = \"relative/path\"\n").unwrap();
+        assert!(
+            read_config(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
         std::fs::write(&path, "sandbox = maybe\n").unwrap();
         let error = read_config(&path).unwrap_err().to_string();
         assert!(error.contains(":1") && error.contains("sandbox"), "{error}");

@@ -32,6 +32,10 @@ pub struct UpArgs {
     /// database. Only for a laptop where every pipeline author is trusted (docs/security.md).
     #[arg(long)]
     no_sandbox: bool,
+    /// A folder or file the sandbox hides from every job besides the data folder (repeatable), such as
+    /// credentials in this user's home or a Docker socket.
+    #[arg(long, value_name = "PATH")]
+    sandbox_hide: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +188,12 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         builtin_agents: usize::from(args.agents),
         tasks: crate::run::registry(),
         sandbox: !args.no_sandbox,
+        sandbox_hide: args
+            .sandbox_hide
+            .iter()
+            .map(std::path::absolute)
+            .collect::<Result<_, _>>()
+            .map_err(|e| UsageError(format!("--sandbox-hide: {e}")))?,
     })?;
     Ok(EXIT_OK)
 }

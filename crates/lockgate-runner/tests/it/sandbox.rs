@@ -52,7 +52,10 @@ fn a_sandboxed_step_sees_only_its_own_workspace() {
     std::fs::write(data.join("lockgate.db"), "all the secrets").unwrap();
     std::fs::write(other.join("secret.txt"), "other job").unwrap();
     let host_tmp = tempfile::NamedTempFile::new_in("/tmp").unwrap();
-    let sandbox = sandbox(std::slice::from_ref(&data));
+    // A file the administrator hides as well (outside /tmp, which is fresh anyway).
+    let key = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(key.path(), "key material").unwrap();
+    let sandbox = sandbox(&[data.clone(), key.path().to_path_buf()]);
     let script = format!(
         r#"
         try() {{ if "$@" >/dev/null 2>&1; then echo "LEAK: $*"; else echo "denied: $1"; fi; }}
@@ -64,6 +67,7 @@ fn a_sandboxed_step_sees_only_its_own_workspace() {
         try touch {data}/planted
         try cat {host_tmp}
         try touch /usr/lockgate-was-here
+        echo "key: [$(cat {key})]"
         test -r /usr/bin/env && echo "outside: readable"
         echo mine > ../own.txt && echo "own: $(cat ../own.txt)"
         echo "pid: $$"
@@ -72,6 +76,7 @@ fn a_sandboxed_step_sees_only_its_own_workspace() {
         data = data.display(),
         other = other.display(),
         host_tmp = host_tmp.path().display(),
+        key = key.path().display(),
     );
     let (end, out) = run_in(&sandbox, &workspace, &bash(&workspace.join("s"), &script));
     assert_eq!(end, ProcessEnd::Exited(0), "{out:?}");
@@ -82,6 +87,7 @@ fn a_sandboxed_step_sees_only_its_own_workspace() {
         "{out:#?}"
     );
     assert!(out.contains(&"outside: readable".to_string()), "{out:?}");
+    assert!(out.contains(&"key: []".to_string()), "{out:?}");
     assert!(out.contains(&"own: mine".to_string()), "{out:?}");
     assert_eq!(
         std::fs::read_to_string(workspace.join("own.txt")).unwrap(),
