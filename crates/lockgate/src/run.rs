@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// steps run as you, with your environment (docs/security.md).
     #[arg(long)]
     pub sandbox: bool,
+    /// A folder of task packages (task folders with a task.json and a Node handler, as
+    /// `tfx build tasks upload` takes); `- task: Name@Major` (or the task's id) runs them, in place of a
+    /// built-in task of the same name. Repeat for several.
+    #[arg(long = "tasks", value_name = "DIR")]
+    pub tasks: Vec<PathBuf>,
 }
 
 /// A test-only knob: `LOCKGATE_MINUTE_MS` makes one "minute" of `timeoutInMinutes` and
@@ -182,7 +187,12 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("the pipeline is not valid; nothing was run");
         return Ok(EXIT_USAGE);
     };
-    let registry = registry();
+    let mut registry = registry();
+    for dir in &args.tasks {
+        let packages = lockgate_runner::tasks::package::TaskPackage::load_all(dir)
+            .map_err(|e| UsageError(format!("--tasks: {e}")))?;
+        lockgate_runner::tasks::package::register_packages(&mut registry, packages);
+    }
     let problems = validate_plan(&plan, &registry, &variable_groups);
     if !problems.is_empty() {
         for problem in &problems {

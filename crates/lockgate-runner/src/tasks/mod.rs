@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod builtin_steps;
 pub mod cache;
 pub mod files;
+pub mod package;
 pub mod script;
 pub mod test_results;
 pub mod tools;

@@ -6,13 +6,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A temporary repository with a pipeline, and a separate work folder for runs.
-struct Project {
-    dir: tempfile::TempDir,
-    work: tempfile::TempDir,
+pub(crate) struct Project {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) work: tempfile::TempDir,
 }
 
 impl Project {
-    fn new(pipeline: &str) -> Self {
+    pub(crate) fn new(pipeline: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("azure-pipelines.yml"), pipeline).unwrap();
@@ -47,7 +47,7 @@ impl Project {
         Self { dir, work }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -57,7 +57,7 @@ impl Project {
         std::fs::write(path, text).unwrap();
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lockgate"));
         command
             .arg("run")
@@ -89,7 +89,7 @@ impl Project {
         (child, start)
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
@@ -108,7 +108,7 @@ impl Project {
     }
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     format!(
         "{}\n--- stderr ---\n{}",
         String::from_utf8_lossy(&output.stdout),
