@@ -84,9 +84,7 @@ impl TaskDefinition {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value =
             serde_json::from_str(text).map_err(|err| format!("not valid JSON: {err}"))?;
-        let object = value
-            .as_object()
-            .ok_or("the top level must be an object")?;
+        let object = value.as_object().ok_or("the top level must be an object")?;
         let field = |name: &str| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
         let string = |name: &str| -> Result<String, String> {
             match field(name) {
@@ -242,8 +240,8 @@ impl TaskPackage {
                 file.display()
             ));
         }
-        let text = std::fs::read_to_string(&file)
-            .map_err(|err| format!("{}: {err}", file.display()))?;
+        let text =
+            std::fs::read_to_string(&file).map_err(|err| format!("{}: {err}", file.display()))?;
         let definition =
             TaskDefinition::parse(&text).map_err(|err| format!("{}: {err}", file.display()))?;
         Ok(TaskPackage {
@@ -270,7 +268,10 @@ impl TaskPackage {
                 dir.display()
             ));
         }
-        folders.iter().map(|folder| TaskPackage::load(folder)).collect()
+        folders
+            .iter()
+            .map(|folder| TaskPackage::load(folder))
+            .collect()
     }
 }
 
@@ -368,11 +369,12 @@ async fn run_node_task(
 
     // Inputs: task.json defaults, then the step's inputs (an alias counts as the input's name).
     let mut inputs: Vec<(String, String)> = Vec::new();
-    let mut set_input = |name: &str, value: String| {
-        match inputs.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            Some(entry) => entry.1 = value,
-            None => inputs.push((name.to_string(), value)),
-        }
+    let mut set_input = |name: &str, value: String| match inputs
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    {
+        Some(entry) => entry.1 = value,
+        None => inputs.push((name.to_string(), value)),
     };
     for input in &definition.inputs {
         if let Some(default) = &input.default_value {
@@ -395,7 +397,10 @@ async fn run_node_task(
     for variable in step.job.variables.iter() {
         if variable.secret {
             secret.push(variable.name.clone());
-            env.push((format!("SECRET_{}", env_name(&variable.name)), variable.value.clone()));
+            env.push((
+                format!("SECRET_{}", env_name(&variable.name)),
+                variable.value.clone(),
+            ));
         } else {
             public.push(variable.name.clone());
         }
@@ -533,13 +538,34 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("[]", "top level"),
-            (r#"{"name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}}"#, "id: missing"),
-            (r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0}}"#, "version.Patch: missing"),
-            (r#"{"id": "a", "name": "A", "version": {"Major": -1, "Minor": 0, "Patch": 0}}"#, "version.Major"),
-            (r#"{"id": "a", "name": "A/B", "version": {"Major": 1, "Minor": 0, "Patch": 0}}"#, "name:"),
-            (r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}}"#, "execution: missing"),
-            (r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}, "execution": {"Node": {}}}"#, "execution.Node.target"),
-            (r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}, "inputs": [{}], "execution": {"Node": {"target": "a.js"}}}"#, "inputs[0].name"),
+            (
+                r#"{"name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}}"#,
+                "id: missing",
+            ),
+            (
+                r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0}}"#,
+                "version.Patch: missing",
+            ),
+            (
+                r#"{"id": "a", "name": "A", "version": {"Major": -1, "Minor": 0, "Patch": 0}}"#,
+                "version.Major",
+            ),
+            (
+                r#"{"id": "a", "name": "A/B", "version": {"Major": 1, "Minor": 0, "Patch": 0}}"#,
+                "name:",
+            ),
+            (
+                r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}}"#,
+                "execution: missing",
+            ),
+            (
+                r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}, "execution": {"Node": {}}}"#,
+                "execution.Node.target",
+            ),
+            (
+                r#"{"id": "a", "name": "A", "version": {"Major": 1, "Minor": 0, "Patch": 0}, "inputs": [{}], "execution": {"Node": {"target": "a.js"}}}"#,
+                "inputs[0].name",
+            ),
         ];
         for (text, expected) in cases {
             let err = TaskDefinition::parse(text).unwrap_err();

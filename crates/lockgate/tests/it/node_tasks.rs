@@ -55,9 +55,8 @@ fn task_lib_modules() -> PathBuf {
 pub(crate) fn write_greet_task(root: &Path, handlers: Option<&str>) -> PathBuf {
     let dir = root.join("Greet");
     std::fs::create_dir_all(&dir).unwrap();
-    let execution = handlers.unwrap_or(
-        r#"{"Node16": {"target": "old.js"}, "Node20_1": {"target": "index.js"}}"#,
-    );
+    let execution = handlers
+        .unwrap_or(r#"{"Node16": {"target": "old.js"}, "Node20_1": {"target": "index.js"}}"#);
     std::fs::write(
         dir.join("task.json"),
         format!(
@@ -154,7 +153,10 @@ steps:
         "{all}"
     );
     assert!(all.contains("temp dir set: yes"), "{all}");
-    assert!(all.contains("later step sees greeting=hello-lockgate"), "{all}");
+    assert!(
+        all.contains("later step sees greeting=hello-lockgate"),
+        "{all}"
+    );
     assert!(all.contains("Hello world from handler Node20_1"), "{all}");
     assert!(all.contains("Hello by-id"), "{all}");
     assert!(all.contains("asked to fail for by-id"), "{all}");
@@ -183,7 +185,10 @@ steps:
 "#,
     );
     let tasks = tempfile::tempdir().unwrap();
-    write_greet_task(tasks.path(), Some(r#"{"Node20_1": {"target": "index.js"}}"#));
+    write_greet_task(
+        tasks.path(),
+        Some(r#"{"Node20_1": {"target": "index.js"}}"#),
+    );
     // A `node` that is too old comes first on PATH.
     let bin = tempfile::tempdir().unwrap();
     let fake = bin.path().join("node");
@@ -207,7 +212,8 @@ steps:
     let all = text(&output);
     assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
-        all.contains("needs the handler Node20_1 (Node.js 20 or newer)") && all.contains("v18.19.0"),
+        all.contains("needs the handler Node20_1 (Node.js 20 or newer)")
+            && all.contains("v18.19.0"),
         "{all}"
     );
     assert!(all.contains("after the task"), "{all}");
