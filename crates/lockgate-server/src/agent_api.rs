@@ -2,7 +2,6 @@
 //! heartbeat, event batches (steps, log lines, test results), artifact files, finish.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -374,7 +373,7 @@ async fn upload_artifact_file(
     Path((job_id, name)): Path<(i64, String)>,
     Query(query): Query<ArtifactFileQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<StatusCode> {
     let (job, _) = leased_job(&state, job_id, &headers).await?;
     if name.is_empty() || name.len() > 200 || name.contains(['/', '\\']) || name.starts_with('.') {
@@ -388,15 +387,44 @@ async fn upload_artifact_file(
             query.path
         )));
     }
-    let digest = blake3::hash(&body).to_hex().to_string();
+    // Streamed to a temporary file while hashing: an artifact is never held in memory.
+    let temp = state
+        .artifacts_dir()
+        .join(format!("upload-{}.partial", auth::random_token("")));
+    let mut file = tokio::fs::File::create(&temp)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut hasher = blake3::Hasher::new();
+    let copied = crate::limits::copy_body(
+        body,
+        &mut file,
+        state.limits.max_upload_bytes,
+        |chunk| {
+            hasher.update(chunk);
+        },
+    )
+    .await;
+    drop(file);
+    let size = match copied {
+        Ok(size) => size,
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&temp).await;
+            return Err(match error {
+                crate::limits::CopyError::TooLarge => {
+                    crate::limits::payload_too_large(state.limits.max_upload_bytes)
+                }
+                crate::limits::CopyError::Body(error) => {
+                    ApiError::bad_request(format!("the upload broke off: {error}"))
+                }
+                crate::limits::CopyError::Write(error) => ApiError::internal(error),
+            });
+        }
+    };
+    let digest = hasher.finalize().to_hex().to_string();
     let target = state.artifacts_dir().join(&digest);
-    if !target.exists() {
-        let temp = state
-            .artifacts_dir()
-            .join(format!("{digest}.{}.partial", auth::random_token("")));
-        tokio::fs::write(&temp, &body)
-            .await
-            .map_err(ApiError::internal)?;
+    if target.exists() {
+        let _ = tokio::fs::remove_file(&temp).await;
+    } else {
         tokio::fs::rename(&temp, &target)
             .await
             .map_err(ApiError::internal)?;
@@ -408,7 +436,7 @@ async fn upload_artifact_file(
             job_id: job.id,
             name,
             file_path: query.path,
-            size: body.len() as i64,
+            size: size as i64,
             digest,
         })
         .await?;

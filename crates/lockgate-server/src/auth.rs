@@ -274,9 +274,6 @@ pub async fn end_session(state: &AppState, headers: &HeaderMap) -> ApiResult<()>
     Ok(())
 }
 
-/// Largest form body the CSRF guard buffers to find the token.
-const MAX_FORM_BYTES: usize = 1024 * 1024;
-
 /// Middleware: an unsafe request (POST, PUT, PATCH, DELETE) authenticated by the session cookie must
 /// carry the session's CSRF token, in the `x-csrf-token` header or as the `csrf` field of a form.
 /// Token-authenticated requests (no cookies involved) pass.
@@ -323,7 +320,7 @@ pub async fn csrf_guard(State(state): State<AppState>, request: Request, next: N
         return csrf_failure();
     }
     let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, state.limits.max_body_bytes).await else {
         return ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",

@@ -12,7 +12,8 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use tokio::io::AsyncWriteExt;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::AppState;
 use crate::auth::{self, Role};
@@ -148,7 +149,7 @@ async fn git_http(
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     match serve_git(state, project_name, rest, query, method, headers, body).await {
         Ok(response) => response,
@@ -164,7 +165,7 @@ async fn serve_git(
     query: Option<String>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let (repo_segment, service_path) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
     let repo_name = repo_segment.strip_suffix(".git").unwrap_or(repo_segment);
@@ -245,9 +246,9 @@ async fn serve_git(
         &headers,
         &user_name,
         body,
+        receiving,
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
 
     if receiving {
         let after = refs(&dir).await.map_err(ApiError::internal)?;
@@ -271,6 +272,13 @@ async fn serve_git(
     Ok(response)
 }
 
+/// Largest CGI header block accepted from `git http-backend`.
+const MAX_CGI_HEAD_BYTES: usize = 64 * 1024;
+
+/// Runs `git http-backend` with the request body streamed into its stdin (counted against
+/// `max_upload_bytes`: over the limit the child is killed and the answer is 413). Its reply is
+/// streamed back, except for a push (`collect`), whose short report is read whole so that the refs
+/// are compared after `git-receive-pack` has finished.
 #[allow(clippy::too_many_arguments)]
 async fn run_cgi(
     state: &AppState,
@@ -281,8 +289,9 @@ async fn run_cgi(
     method: &Method,
     headers: &HeaderMap,
     user: &str,
-    body: Bytes,
-) -> anyhow::Result<Response> {
+    body: Body,
+    collect: bool,
+) -> ApiResult<Response> {
     let header_text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -309,7 +318,6 @@ async fn run_cgi(
         .env("REQUEST_METHOD", method.as_str())
         .env("QUERY_STRING", query)
         .env("CONTENT_TYPE", header_text(header::CONTENT_TYPE))
-        .env("CONTENT_LENGTH", body.len().to_string())
         .env(
             "HTTP_CONTENT_ENCODING",
             header_text(header::CONTENT_ENCODING),
@@ -318,36 +326,131 @@ async fn run_cgi(
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .kill_on_drop(true);
+    // Without CONTENT_LENGTH (a chunked push) git http-backend reads its input to the end.
+    if let Some(length) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+    {
+        command.env("CONTENT_LENGTH", length.trim());
+    }
     if let Some(protocol) = headers.get("git-protocol").and_then(|v| v.to_str().ok()) {
         command.env("GIT_PROTOCOL", protocol);
     }
-    let mut child = command.spawn()?;
-    let mut stdin = child.stdin.take();
+    let mut child = command.spawn().map_err(ApiError::internal)?;
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(ApiError::internal("git http-backend has no pipes"));
+    };
+    let limit = state.limits.max_upload_bytes;
+    let (over_limit, mut over_limit_seen) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
-        if let Some(stdin) = stdin.as_mut() {
-            let _ = stdin.write_all(&body).await;
-            let _ = stdin.shutdown().await;
+        if let Err(crate::limits::CopyError::TooLarge) =
+            crate::limits::copy_body(body, &mut stdin, limit, |_| {}).await
+        {
+            let _ = over_limit.send(());
         }
+        let _ = stdin.shutdown().await;
     });
-    let output = child.wait_with_output().await?;
+    let head = tokio::select! {
+        Ok(()) = &mut over_limit_seen => {
+            let _ = child.start_kill();
+            return Err(crate::limits::payload_too_large(limit));
+        }
+        head = read_cgi_head(&mut stdout) => head,
+    };
+    let (head, rest) = head.map_err(ApiError::internal)?;
+    if !collect {
+        let tail = child_stdout_stream(rest, stdout, child);
+        return parse_cgi_head(&head, Body::from_stream(tail)).map_err(ApiError::internal);
+    }
+    let mut reply = rest;
+    stdout
+        .read_to_end(&mut reply)
+        .await
+        .map_err(ApiError::internal)?;
     let _ = writer.await;
-    parse_cgi_output(&output.stdout)
+    let _ = child.wait().await;
+    if over_limit_seen.try_recv().is_ok() {
+        return Err(crate::limits::payload_too_large(limit));
+    }
+    parse_cgi_head(&head, Body::from(reply)).map_err(ApiError::internal)
+}
+
+/// Reads the CGI header block (up to the blank line); returns it and the body bytes read past it.
+async fn read_cgi_head(
+    stdout: &mut tokio::process::ChildStdout,
+) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        if let Some((at, gap)) = head_end(&raw) {
+            let rest = raw.split_off(at + gap);
+            raw.truncate(at);
+            return Ok((raw, rest));
+        }
+        anyhow::ensure!(
+            raw.len() <= MAX_CGI_HEAD_BYTES,
+            "git http-backend sent headers over {MAX_CGI_HEAD_BYTES} bytes"
+        );
+        let read = stdout.read(&mut buffer).await?;
+        if read == 0 {
+            anyhow::bail!("git http-backend sent no headers");
+        }
+        raw.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// Where the CGI header block ends: the position of the blank line and its length.
+fn head_end(raw: &[u8]) -> Option<(usize, usize)> {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, 4))
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2)))
+}
+
+/// The rest of git's reply as a stream: the bytes already read, then stdout until it closes. The child
+/// lives as long as the stream (dropping the response kills it).
+fn child_stdout_stream(
+    first: Vec<u8>,
+    stdout: tokio::process::ChildStdout,
+    child: tokio::process::Child,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let first = (!first.is_empty()).then(|| Ok(Bytes::from(first)));
+    let state = (stdout, child);
+    futures_util::stream::iter(first).chain(futures_util::stream::unfold(
+        Some(state),
+        |state| async move {
+            let (mut stdout, mut child) = state?;
+            let mut buffer = vec![0u8; 64 * 1024];
+            match stdout.read(&mut buffer).await {
+                Ok(0) => {
+                    let _ = child.wait().await;
+                    None
+                }
+                Ok(read) => {
+                    buffer.truncate(read);
+                    Some((Ok(Bytes::from(buffer)), Some((stdout, child))))
+                }
+                Err(error) => Some((Err(error), None)),
+            }
+        },
+    ))
 }
 
 /// Splits a CGI reply into its headers (with `Status:`) and body.
+#[cfg(test)]
 fn parse_cgi_output(raw: &[u8]) -> anyhow::Result<Response> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|at| (at, 4))
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2)));
-    let Some((at, gap)) = split else {
+    let Some((at, gap)) = head_end(raw) else {
         anyhow::bail!("git http-backend sent no headers")
     };
-    let head = String::from_utf8_lossy(&raw[..at]);
-    let mut response = Response::new(Body::from(raw[at + gap..].to_vec()));
+    parse_cgi_head(&raw[..at], Body::from(raw[at + gap..].to_vec()))
+}
+
+/// A response from CGI headers (with `Status:`) and a body.
+fn parse_cgi_head(head: &[u8], body: Body) -> anyhow::Result<Response> {
+    let head = String::from_utf8_lossy(head);
+    let mut response = Response::new(body);
     for line in head.lines() {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -370,6 +473,7 @@ fn parse_cgi_output(raw: &[u8]) -> anyhow::Result<Response> {
     }
     Ok(response)
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -30,6 +30,8 @@ pub struct LaunchOptions {
     /// More folders and files the sandbox hides from every job besides the data folder (credentials
     /// in the server user's home, a Docker socket).
     pub sandbox_hide: Vec<PathBuf>,
+    /// Body and header limits (`max_body_bytes`, `max_upload_bytes`, `max_header_bytes`).
+    pub limits: crate::Limits,
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
@@ -48,6 +50,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         tasks: TaskRegistry::with_builtins(),
         sandbox: true,
         sandbox_hide: Vec::new(),
+        limits: crate::Limits::default(),
     };
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -111,13 +114,33 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     options.sandbox_hide.push(hidden);
                 }
             }
+            "max_body_bytes" => options.limits.max_body_bytes = byte_count(value, "max_body_bytes", &at)?,
+            "max_upload_bytes" => {
+                options.limits.max_upload_bytes = byte_count(value, "max_upload_bytes", &at)?
+            }
+            "max_header_bytes" => {
+                options.limits.max_header_bytes = byte_count(value, "max_header_bytes", &at)?
+            }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents, sandbox, sandbox_hide)",
+                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents, sandbox, sandbox_hide, max_body_bytes, max_upload_bytes, max_header_bytes)",
                 at()
             ),
         }
     }
     Ok(options)
+}
+
+/// A positive byte count from a config value.
+fn byte_count<T: std::str::FromStr + Default + PartialEq>(
+    value: &str,
+    key: &str,
+    at: &dyn Fn() -> String,
+) -> anyhow::Result<T> {
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|n| *n != T::default())
+        .with_context(|| format!("{}: `{key}` must be a positive number of bytes", at()))
 }
 
 /// Starts the server and serves until ctrl-c.
@@ -131,6 +154,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         config.database = options.database.clone();
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
+        config.limits = options.limits;
         let mut executor = RunnerExecutor::with_registry(options.tasks.clone());
         let isolation = job_isolation(&options)?;
         executor.sandbox = isolation.sandbox.clone();
@@ -391,6 +415,22 @@ mod tests {
             error.contains("lockgate.toml:2") && error.contains("colour"),
             "{error}"
         );
+        std::fs::write(
+            &path,
+            "max_body_bytes = 2048\nmax_upload_bytes = 4096\nmax_header_bytes = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_config(&path).unwrap().limits,
+            crate::Limits {
+                max_body_bytes: 2048,
+                max_upload_bytes: 4096,
+                max_header_bytes: 1024
+            }
+        );
+        std::fs::write(&path, "max_upload_bytes = 0\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(error.contains(":1") && error.contains("max_upload_bytes"), "{error}");
         std::fs::write(&path, "port = lots\n").unwrap();
         assert!(read_config(&path).unwrap_err().to_string().contains(":1"));
     }

@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod error;
 pub mod git;
 pub mod launch;
+pub mod limits;
 pub mod live;
 pub mod run_name;
 pub mod runs;
@@ -28,10 +29,34 @@ use axum::routing::get;
 use lockgate_agent::{Agent, AgentConfig, JobExecutor};
 use lockgate_store::Store;
 
-/// Largest JSON or form body accepted by the API and the UI.
+/// Default largest JSON or form body accepted by the API and the UI.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Largest artifact file or git push accepted.
-pub const MAX_UPLOAD_BYTES: usize = 512 * 1024 * 1024;
+/// Default largest artifact file or git request body (a push) accepted.
+pub const MAX_UPLOAD_BYTES: u64 = 512 * 1024 * 1024;
+/// Default largest request head: the request line plus every header name and value.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Bounds on what a client may send; over-limit bodies get 413 and over-limit headers 431 before the
+/// server keeps them in memory (docs/security.md, "Limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// JSON and form bodies of the API and the UI (`max_body_bytes`).
+    pub max_body_bytes: usize,
+    /// Git request bodies and artifact files, streamed rather than held in memory (`max_upload_bytes`).
+    pub max_upload_bytes: u64,
+    /// The request line and headers together (`max_header_bytes`).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: MAX_BODY_BYTES,
+            max_upload_bytes: MAX_UPLOAD_BYTES,
+            max_header_bytes: MAX_HEADER_BYTES,
+        }
+    }
+}
 
 /// How a server is set up.
 #[derive(Clone, Debug)]
@@ -49,6 +74,8 @@ pub struct ServerConfig {
     pub builtin_agents: usize,
     /// How long a job lease lasts without a heartbeat.
     pub lease_seconds: u32,
+    /// Body and header limits.
+    pub limits: Limits,
 }
 
 impl ServerConfig {
@@ -60,6 +87,7 @@ impl ServerConfig {
             builtin_agent: true,
             builtin_agents: 2,
             lease_seconds: 60,
+            limits: Limits::default(),
         }
     }
 }
@@ -74,6 +102,7 @@ pub struct Shared {
     /// Woken whenever a job becomes queued, so waiting lease requests answer at once.
     pub job_queued: tokio::sync::Notify,
     pub lease_seconds: u32,
+    pub limits: Limits,
 }
 
 #[derive(Clone)]
@@ -88,6 +117,16 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(store: Store, data_dir: PathBuf, base_url: String, lease_seconds: u32) -> AppState {
+        AppState::with_limits(store, data_dir, base_url, lease_seconds, Limits::default())
+    }
+
+    pub fn with_limits(
+        store: Store,
+        data_dir: PathBuf,
+        base_url: String,
+        lease_seconds: u32,
+        limits: Limits,
+    ) -> AppState {
         AppState(Arc::new(Shared {
             store,
             data_dir,
@@ -95,6 +134,7 @@ impl AppState {
             live: live::LiveLogs::default(),
             job_queued: tokio::sync::Notify::new(),
             lease_seconds,
+            limits,
         }))
     }
 
@@ -116,21 +156,26 @@ impl AppState {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    // Git and artifact bodies are streamed and counted by their handlers against `max_upload_bytes`.
     let uploads = Router::new()
         .merge(git::routes())
         .merge(agent_api::upload_routes())
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::routes())
         .merge(agent_api::routes())
         .merge(ui::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .merge(uploads)
         .fallback(|| async { error::ApiError::not_found("page") })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::csrf_guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
         ))
         .with_state(state)
 }
@@ -177,11 +222,12 @@ pub async fn start(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let state = AppState::new(
+    let state = AppState::with_limits(
         store,
         config.data_dir.clone(),
         url.clone(),
         config.lease_seconds,
+        config.limits,
     );
     std::fs::create_dir_all(state.repos_dir())?;
     std::fs::create_dir_all(state.artifacts_dir())?;

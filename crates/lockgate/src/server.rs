@@ -36,12 +36,28 @@ pub struct UpArgs {
     /// credentials in this user's home or a Docker socket.
     #[arg(long, value_name = "PATH")]
     sandbox_hide: Vec<PathBuf>,
+    /// Largest JSON or form body of the API and the web UI, in bytes (413 above it).
+    #[arg(long, default_value_t = lockgate_server::MAX_BODY_BYTES, value_parser = positive_usize)]
+    max_body_bytes: usize,
+    /// Largest git request body (a push) or artifact file, in bytes (413 above it); streamed.
+    #[arg(long, default_value_t = lockgate_server::MAX_UPLOAD_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    max_upload_bytes: u64,
+    /// Largest request line plus headers, in bytes (431 above it).
+    #[arg(long, default_value_t = lockgate_server::MAX_HEADER_BYTES, value_parser = positive_usize)]
+    max_header_bytes: usize,
+}
+
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{text}` is not a positive number of bytes")),
+    }
 }
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Config file with `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents` and `sandbox`
-    /// (`key = value` lines).
+    /// Config file with `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`, `sandbox`,
+    /// `sandbox_hide`, `max_body_bytes`, `max_upload_bytes` and `max_header_bytes` (`key = value` lines).
     #[arg(long)]
     config: PathBuf,
     /// Run jobs without the bubblewrap sandbox (overrides `sandbox = true`; docs/security.md).
@@ -194,6 +210,11 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
             .map(std::path::absolute)
             .collect::<Result<_, _>>()
             .map_err(|e| UsageError(format!("--sandbox-hide: {e}")))?,
+        limits: lockgate_server::Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_upload_bytes: args.max_upload_bytes,
+            max_header_bytes: args.max_header_bytes,
+        },
     })?;
     Ok(EXIT_OK)
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod compile;
+mod limits;
 mod node_tasks;
 mod run;
 mod sandbox;
