@@ -395,15 +395,11 @@ async fn upload_artifact_file(
         .await
         .map_err(ApiError::internal)?;
     let mut hasher = blake3::Hasher::new();
-    let copied = crate::limits::copy_body(
-        body,
-        &mut file,
-        state.limits.max_upload_bytes,
-        |chunk| {
+    let copied =
+        crate::limits::copy_body(body, &mut file, state.limits.max_upload_bytes, |chunk| {
             hasher.update(chunk);
-        },
-    )
-    .await;
+        })
+        .await;
     drop(file);
     let size = match copied {
         Ok(size) => size,

@@ -474,7 +474,6 @@ fn parse_cgi_head(head: &[u8], body: Body) -> anyhow::Result<Response> {
     Ok(response)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

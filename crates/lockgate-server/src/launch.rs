@@ -114,7 +114,9 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                     options.sandbox_hide.push(hidden);
                 }
             }
-            "max_body_bytes" => options.limits.max_body_bytes = byte_count(value, "max_body_bytes", &at)?,
+            "max_body_bytes" => {
+                options.limits.max_body_bytes = byte_count(value, "max_body_bytes", &at)?
+            }
             "max_upload_bytes" => {
                 options.limits.max_upload_bytes = byte_count(value, "max_upload_bytes", &at)?
             }
@@ -430,7 +432,10 @@ mod tests {
         );
         std::fs::write(&path, "max_upload_bytes = 0\n").unwrap();
         let error = read_config(&path).unwrap_err().to_string();
-        assert!(error.contains(":1") && error.contains("max_upload_bytes"), "{error}");
+        assert!(
+            error.contains(":1") && error.contains("max_upload_bytes"),
+            "{error}"
+        );
         std::fs::write(&path, "port = lots\n").unwrap();
         assert!(read_config(&path).unwrap_err().to_string().contains(":1"));
     }

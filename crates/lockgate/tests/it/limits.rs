@@ -39,7 +39,11 @@ fn send_large(addr: &str, head: &str, body_bytes: usize) -> String {
                 Ok(n) => got.extend_from_slice(&buffer[..n]),
             }
         }
-        String::from_utf8_lossy(&got).lines().next().unwrap_or("").to_string()
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
     });
     stream.write_all(head.as_bytes()).unwrap();
     let chunk = vec![b'x'; MIB];
@@ -110,7 +114,12 @@ fn pushes_over_the_upload_limit_get_413_and_big_headers_431() {
     let dir = tempfile::tempdir().unwrap();
     let up = start(
         dir.path(),
-        &["--max-upload-bytes", "1048576", "--max-header-bytes", "4096"],
+        &[
+            "--max-upload-bytes",
+            "1048576",
+            "--max-header-bytes",
+            "4096",
+        ],
     );
     let addr = addr(&up);
     let basic = format!("admin:{}", up.token);
