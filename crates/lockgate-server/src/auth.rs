@@ -122,13 +122,19 @@ impl Role {
     }
 }
 
-/// Fails unless the caller has at least `needed` in the project (server administrators have every role).
+/// The one permission check of the API, the web UI and git: fails unless the caller has at least
+/// `needed` in the project (server administrators have every role) and, for a change (contributor or
+/// administrator), a credential with the `write` scope: a read-only token reads, whatever its user
+/// may do.
 pub async fn require_role(
     state: &AppState,
     caller: &Caller,
     project_id: i64,
     needed: Role,
 ) -> ApiResult<()> {
+    if needed >= Role::Contributor {
+        caller.require_scope("write")?;
+    }
     if caller.user.is_admin {
         return Ok(());
     }
@@ -276,7 +282,9 @@ pub async fn end_session(state: &AppState, headers: &HeaderMap) -> ApiResult<()>
 
 /// Middleware: an unsafe request (POST, PUT, PATCH, DELETE) authenticated by the session cookie must
 /// carry the session's CSRF token, in the `x-csrf-token` header or as the `csrf` field of a form.
-/// Token-authenticated requests (no cookies involved) pass.
+/// Requests authenticated by a token pass; an `Authorization` header that is not a valid token (which
+/// a cross-site form cannot send anyway) does not switch the check off while the cookie is what
+/// authenticates.
 pub async fn csrf_guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let unsafe_method = !matches!(
         *request.method(),
@@ -285,11 +293,7 @@ pub async fn csrf_guard(State(state): State<AppState>, request: Request, next: N
     let has_cookie = cookie(request.headers(), SESSION_COOKIE).is_some();
     // Signing in again while a session cookie exists needs no token (the form has none to give).
     let is_login = request.uri().path() == "/login";
-    if !unsafe_method
-        || !has_cookie
-        || is_login
-        || request.headers().contains_key(header::AUTHORIZATION)
-    {
+    if !unsafe_method || !has_cookie || is_login {
         return next.run(request).await;
     }
     let expected = match authenticate(&state, request.headers()).await {

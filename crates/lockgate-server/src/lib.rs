@@ -177,6 +177,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limits::enforce,
         ))
+        .layer(axum::middleware::from_fn(limits::security_headers))
         .with_state(state)
 }
 

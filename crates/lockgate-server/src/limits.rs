@@ -1,6 +1,7 @@
-//! Request limits: the middleware that answers 431 to an oversized request head and 413 to a declared
-//! body over its route's limit before anything is read, and [`copy_body`], which streams a body to a
-//! writer while counting it against a limit (git pushes and artifact files are never held in memory).
+//! Request limits and response headers: the security headers every response carries; the middleware
+//! that answers 431 to an oversized request head and 413 to a declared body over its route's limit
+//! before anything is read; and [`copy_body`], which streams a body to a writer while counting it
+//! against a limit (git pushes and artifact files are never held in memory).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -69,6 +70,27 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         return payload_too_large(limit).into_response();
     }
     next.run(request).await
+}
+
+/// The Content-Security-Policy of every response: scripts, styles and connections (SSE) from this
+/// server only, no inline script (the UI has none: run.js is served from /static), no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Middleware: security headers on every response (docs/security.md, "Web protections").
+pub async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Why [`copy_body`] stopped.

@@ -71,7 +71,8 @@ impl IntoResponse for PageError {
             html! {
                 h1 { "Something went wrong" }
                 p.error { (self.0.message) }
-                p { a href="javascript:history.back()" { "Go back" } }
+                // No `javascript:` link: the Content-Security-Policy allows scripts from /static only.
+                p { a href="/" { "Back to the projects" } }
             },
         );
         (self.0.status, body).into_response()
@@ -148,10 +149,19 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Only local paths are followed after signing in.
+/// Only same-site relative paths are followed after signing in: `/x`, never `//x` or `/\x` (both
+/// reach another host in browsers), a scheme, or control characters and spaces (which browsers strip
+/// or which cannot go into a `Location` header); anything else goes to `/`.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.starts_with("/\\")
+                && !path.contains('\\')
+                && path.len() <= 2048
+                && path.chars().all(|c| c.is_ascii_graphic()) =>
+        {
             path.to_string()
         }
         _ => "/".into(),
@@ -896,8 +906,12 @@ pub fn ansi_to_html(text: &str) -> String {
             break;
         };
         let (codes, tail) = after.split_at(end);
-        rest = &tail[1..];
-        if !tail.starts_with('m') {
+        // `end` is where a char starts (find gives char boundaries); skip that whole char, which may
+        // be several bytes (`ESC[é`).
+        let mut chars = tail.chars();
+        let terminator = chars.next();
+        rest = chars.as_str();
+        if terminator != Some('m') {
             continue;
         }
         for code in codes.split(';') {
@@ -1058,6 +1072,47 @@ mod tests {
             "<span class=\"b\"><span class=\"c32\">ok</span></span>"
         );
         assert_eq!(ansi_to_html("broken \u{1b}["), "broken ");
+        // A multi-byte character right after `ESC[` once panicked at a char boundary.
+        assert_eq!(ansi_to_html("\u{1b}[é after"), " after");
+        assert_eq!(ansi_to_html("\u{1b}[12é"), "");
+    }
+
+    #[test]
+    fn ansi_parsing_survives_arbitrary_text() {
+        // A deterministic spread of inputs: escape fragments mixed with multi-byte characters, and
+        // lossily decoded random bytes (what a log line holds after the runner's decoding).
+        let pieces = [
+            "\u{1b}", "[", "\u{1b}[", "m", ";", "3", "1", "é", "€", "😀", "<", "&", "a", "\u{0}",
+            "9",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let text: String = (0..len)
+                .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                .collect();
+            let html = ansi_to_html(&text);
+            // Only the parser's own spans are markup; everything else came out escaped.
+            let mut stripped = html
+                .replace("</span>", "")
+                .replace("<span class=\"b\">", "");
+            for c in (30..=37).chain(90..=97) {
+                stripped = stripped.replace(&format!("<span class=\"c{c}\">"), "");
+            }
+            assert!(!stripped.contains(['<', '>']), "{text:?} -> {html:?}");
+            assert_eq!(
+                html.matches("<span").count(),
+                html.matches("</span>").count()
+            );
+            let bytes: Vec<u8> = (0..len * 3).map(|_| (next() % 256) as u8).collect();
+            let _ = ansi_to_html(&String::from_utf8_lossy(&bytes));
+        }
     }
 
     #[test]
@@ -1066,6 +1121,23 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example")), "/");
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        for bad in [
+            "/\\evil.example",
+            "/\\/evil.example",
+            "\\\\evil.example",
+            "javascript:alert(1)",
+            "/runs/1\r\nSet-Cookie: x=1",
+            "/\t/evil.example",
+            "/ok\u{0}",
+            "/é",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(
+            safe_next(Some("/runs/1?tab=logs#L3")),
+            "/runs/1?tab=logs#L3"
+        );
     }
 
     #[test]

@@ -1303,3 +1303,160 @@ async fn pipeline_variables_are_edited_in_the_ui_and_api_and_secrets_never_come_
         1
     );
 }
+
+#[tokio::test]
+async fn a_read_only_token_cannot_cancel_or_rerun_through_the_ui_or_the_api() {
+    let f = fixture().await;
+    let spec = serde_json::json!({"job": {"name": "A", "baseName": "A"}, "variables": [],
+        "conditions": {"first": true, "stage": null, "stageDependsOn": []}});
+    let (run, _) = run_with_jobs(&f.state, &[stored_job("A", "[]", "queued", spec)]).await;
+    let ada = f.state.store.user_by_name("ada").await.unwrap().unwrap();
+    let read_only = token_for(&f.state, ada.id, "read").await;
+    let bearer = format!("Bearer {read_only}");
+    for path in ["cancel", "rerun", "rerun-failed"] {
+        for prefix in ["/runs", "/api/v1/runs"] {
+            let uri = format!("{prefix}/{}/{path}", run.id);
+            let reply = send(
+                &f.app,
+                Request::post(&uri)
+                    .header(header::AUTHORIZATION, &bearer)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}: {}", reply.body);
+        }
+    }
+    let after = f.state.store.run_by_id(run.id).await.unwrap().unwrap();
+    assert_eq!(after.status, "queued");
+    assert_eq!(after.result, None);
+    assert_eq!(
+        f.state
+            .store
+            .run_by_id(run.id + 1)
+            .await
+            .unwrap()
+            .map(|r| r.id),
+        None
+    );
+    // The same token still reads the run in both.
+    let page = send(&f.app, get(&format!("/runs/{}", run.id), Some(&read_only))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let json = send(
+        &f.app,
+        get(&format!("/api/v1/runs/{}", run.id), Some(&read_only)),
+    )
+    .await;
+    assert_eq!(json.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_authorization_header_does_not_switch_off_the_csrf_check_for_the_cookie() {
+    let f = fixture().await;
+    let (cookie, _csrf) = sign_in(&f).await;
+    for authorization in ["Basic !!!", "Negotiate abc", "Bearer", "Basic Og=="] {
+        let mut request = form_post("/projects", &cookie, "name=forged".into());
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization.parse().unwrap());
+        let reply = send(&f.app, request).await;
+        // Refused: 403 from the CSRF check, or the login page for a token that is not one.
+        assert!(
+            reply.status == StatusCode::FORBIDDEN
+                || reply
+                    .headers
+                    .get(header::LOCATION)
+                    .is_some_and(|l| l.to_str().unwrap().starts_with("/login")),
+            "{authorization}: {} {}",
+            reply.status,
+            reply.body
+        );
+        assert!(
+            f.state
+                .store
+                .project_by_name("forged")
+                .await
+                .unwrap()
+                .is_none(),
+            "{authorization}"
+        );
+    }
+    // A real token authenticates on its own, cookie or not.
+    let mut request = post_json("/api/v1/projects", &f.admin_token, r#"{"name": "bytoken"}"#);
+    request
+        .headers_mut()
+        .insert(header::COOKIE, cookie.parse().unwrap());
+    assert_eq!(send(&f.app, request).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn login_follows_only_same_site_paths_and_never_fails_on_next() {
+    let f = fixture().await;
+    for (next, expected) in [
+        ("%2Fruns%2F1", "/runs/1"),
+        ("%2F%2Fevil.example", "/"),
+        ("%2F%5Cevil.example", "/"),
+        ("https%3A%2F%2Fevil.example", "/"),
+        ("%2Fx%0D%0ASet-Cookie%3A+a%3D1", "/"),
+        ("%2F%09%2Fevil.example", "/"),
+    ] {
+        let reply = send(
+            &f.app,
+            Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(format!(
+                    "name=admin&password=s3cret-pass&next={next}"
+                )))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SEE_OTHER,
+            "{next}: {}",
+            reply.body
+        );
+        assert_eq!(reply.headers[header::LOCATION], expected, "{next}");
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let f = fixture().await;
+    for request in [
+        get("/login", None),
+        get("/healthz", None),
+        get("/api/v1/projects", None),
+        get("/no-such-page", None),
+        get("/api/v1/projects", Some(&f.admin_token)),
+    ] {
+        let uri = request.uri().to_string();
+        let reply = send(&f.app, request).await;
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{uri}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY", "{uri}");
+        assert_eq!(
+            reply.headers[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{uri}"
+        );
+        assert!(reply.headers.contains_key(header::REFERRER_POLICY), "{uri}");
+    }
+    // The UI has no inline script the policy would block.
+    let (cookie, _) = sign_in(&f).await;
+    let home = send(
+        &f.app,
+        Request::get("/")
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(!home.body.contains("<script>") && !home.body.contains("javascript:"));
+}
