@@ -20,6 +20,8 @@ pub enum ArtifactError {
     },
     #[error("invalid artifact name `{0}`: use letters, digits, spaces, `.`, `-` and `_` only")]
     InvalidName(String),
+    #[error("invalid artifact file path `{path}`: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
     #[error("invalid run id `{0}`")]
     InvalidRun(String),
     #[error(
@@ -244,6 +246,9 @@ impl ArtifactStore {
         manifest_path: &Path,
         manifest: &Manifest,
     ) -> Result<(), ArtifactError> {
+        for path in manifest.files.keys() {
+            validate_file_path(path)?;
+        }
         if let Some(parent) = manifest_path.parent() {
             fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
         }
@@ -372,6 +377,43 @@ pub fn validate_name(name: &str) -> Result<(), ArtifactError> {
     }
 }
 
+/// Paths of files inside an artifact: relative, `/`-separated, at most 1024 bytes; no NUL, CR, LF or
+/// other control characters, no backslash, no drive (`C:/`), no empty, `.` or `..` segments. The
+/// same rule holds for what an agent uploads and what a step publishes.
+pub fn validate_file_path(path: &str) -> Result<(), ArtifactError> {
+    let reason = if path.is_empty() {
+        Some("it is empty")
+    } else if path.len() > 1024 {
+        Some("it is longer than 1024 bytes")
+    } else if path.chars().any(char::is_control) {
+        Some("it holds a control character (NUL, CR, LF, ...)")
+    } else if path.contains('\\') {
+        Some("it holds a backslash; use `/`")
+    } else if path.starts_with('/') {
+        Some("it is absolute")
+    } else if path
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
+        Some("it starts with a drive or scheme")
+    } else if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        Some("it has an empty, `.` or `..` segment")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ArtifactError::InvalidPath {
+            path: path.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 fn relative_slash_path(base: &Path, path: &Path) -> String {
     let relative = path.strip_prefix(base).unwrap_or(path);
     relative
@@ -420,6 +462,49 @@ fn set_executable(_path: &Path, _executable: bool) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_names_and_file_paths_refuse_what_would_escape_or_mislead() {
+        for bad in ["a\0b", "a\r\nb", "C:", "a\\b", "..", ".x", "", "a/b"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name("drop 1.0-x_y").is_ok());
+        for bad in [
+            "a\0b",
+            "a\rb",
+            "a\nb",
+            "C:/x",
+            "c:x",
+            "a\\b",
+            "../x",
+            "a/../b",
+            "/etc/passwd",
+            "./a",
+            "a//b",
+            "",
+            "a/",
+        ] {
+            assert!(validate_file_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_file_path("bin/app.dll").is_ok());
+        assert!(validate_file_path("dir/a:b").is_ok());
+    }
+
+    #[test]
+    fn a_published_file_with_a_newline_in_its_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path().join("store")).unwrap();
+        let source = dir.path().join("src");
+        fs::create_dir_all(&source).unwrap();
+        fs::write(source.join("ok.txt"), "x").unwrap();
+        fs::write(source.join("bad\nname"), "x").unwrap();
+        let error = store.publish("1", "drop", &source).unwrap_err();
+        assert!(
+            matches!(error, ArtifactError::InvalidPath { .. }),
+            "{error}"
+        );
+        assert!(store.list("1").unwrap().is_empty());
+    }
 
     fn sample_tree(dir: &Path) {
         fs::create_dir_all(dir.join("bin/sub")).unwrap();

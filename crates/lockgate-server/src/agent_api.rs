@@ -358,13 +358,7 @@ async fn finish(
 
 /// A safe relative path inside an artifact: `/`-separated, no empty, `.` or `..` parts.
 pub fn valid_artifact_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.len() <= 1024
-        && !path.starts_with('/')
-        && !path.contains('\\')
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
+    lockgate_artifacts::validate_file_path(path).is_ok()
 }
 
 async fn upload_artifact_file(
@@ -376,16 +370,13 @@ async fn upload_artifact_file(
     body: axum::body::Body,
 ) -> ApiResult<StatusCode> {
     let (job, _) = leased_job(&state, job_id, &headers).await?;
-    if name.is_empty() || name.len() > 200 || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(ApiError::bad_request(format!(
-            "invalid artifact name `{name}`"
-        )));
+    // The same rules as a step's publish (lockgate-artifacts): no NUL, CR/LF, `C:`, backslashes, `..`
+    // or absolute paths reach the store; the answer names the field.
+    if let Err(error) = lockgate_artifacts::validate_name(&name) {
+        return Err(ApiError::bad_request(format!("`name`: {error}")));
     }
-    if !valid_artifact_path(&query.path) {
-        return Err(ApiError::bad_request(format!(
-            "invalid artifact file path `{}`",
-            query.path
-        )));
+    if let Err(error) = lockgate_artifacts::validate_file_path(&query.path) {
+        return Err(ApiError::bad_request(format!("`path`: {error}")));
     }
     // Streamed to a temporary file while hashing: an artifact is never held in memory.
     let temp = state
@@ -474,7 +465,17 @@ mod tests {
     #[test]
     fn artifact_paths_stay_inside_the_artifact() {
         assert!(valid_artifact_path("bin/app.dll"));
-        for bad in ["", "/etc/passwd", "a/../b", "./a", "a//b", "a\\b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a\\b",
+            "a\0b",
+            "a\r\nb",
+            "C:/x",
+        ] {
             assert!(!valid_artifact_path(bad), "{bad:?}");
         }
     }

@@ -1460,3 +1460,62 @@ async fn every_response_carries_the_security_headers() {
     .await;
     assert!(!home.body.contains("<script>") && !home.body.contains("javascript:"));
 }
+
+#[tokio::test]
+async fn artifact_uploads_with_unsafe_names_or_paths_get_400_naming_the_field() {
+    let f = fixture().await;
+    let spec = serde_json::json!({"job": {"name": "A", "baseName": "A"}, "variables": [],
+        "conditions": {"first": true, "stage": null, "stageDependsOn": []}});
+    let (run, agent_token) =
+        run_with_jobs(&f.state, &[stored_job("A", "[]", "queued", spec)]).await;
+    let lease = send(
+        &f.app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await
+    .json();
+    let job = lease["jobId"].as_i64().unwrap();
+    let lease_token = lease["leaseToken"].as_str().unwrap().to_string();
+    let upload = |name: &str, path: &str| {
+        Request::put(format!(
+            "/api/v1/agent/jobs/{job}/artifacts/{name}?path={path}"
+        ))
+        .header(header::AUTHORIZATION, format!("Bearer {agent_token}"))
+        .header("lockgate-lease", &lease_token)
+        .body(Body::from("data"))
+        .unwrap()
+    };
+    for (name, path, field) in [
+        ("drop", "a%00b", "`path`"),
+        ("drop", "a%0D%0Ab", "`path`"),
+        ("drop", "C%3A%2Fx", "`path`"),
+        ("drop", "a%5Cb", "`path`"),
+        ("drop", "..%2Fx", "`path`"),
+        ("drop", "%2Fetc%2Fpasswd", "`path`"),
+        ("a%00b", "ok.txt", "`name`"),
+        ("a%0D%0Ab", "ok.txt", "`name`"),
+        ("C%3A", "ok.txt", "`name`"),
+        ("a%5Cb", "ok.txt", "`name`"),
+        ("..", "ok.txt", "`name`"),
+    ] {
+        let reply = send(&f.app, upload(name, path)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{name} {path}: {}",
+            reply.body
+        );
+        assert!(reply.body.contains(field), "{name} {path}: {}", reply.body);
+    }
+    assert!(
+        f.state
+            .store
+            .artifact_files(run.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    std::fs::create_dir_all(f.state.artifacts_dir()).unwrap();
+    let ok = send(&f.app, upload("drop", "bin%2Fok.txt")).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+}
