@@ -39,6 +39,74 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     })
 }
 
+/// An argon2id hash of a random password, computed once: signing in as an unknown user verifies
+/// against it so that the answer takes as long as for a known user with a wrong password.
+pub fn dummy_password_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&random_token("")).unwrap_or_default())
+}
+
+/// Failed sign-ins allowed per user name in [`LOGIN_WINDOW_MILLIS`] before it is locked.
+pub const LOGIN_FAILURES_PER_USER: u32 = 5;
+/// Failed sign-ins allowed per client address in [`LOGIN_WINDOW_MILLIS`].
+pub const LOGIN_FAILURES_PER_ADDRESS: u32 = 20;
+/// The window over which failed sign-ins are counted; a lock lasts until it ends.
+pub const LOGIN_WINDOW_MILLIS: i64 = 15 * 60 * 1000;
+
+/// Failed sign-ins counted per key (`user:NAME`, `ip:ADDRESS`), in memory: each key holds the
+/// failures since its window started.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, i64)>>,
+}
+
+impl LoginThrottle {
+    /// True while `key` has used up `allowed` failures in its window.
+    pub fn locked(&self, key: &str, allowed: u32, now: i64) -> bool {
+        let Ok(map) = self.failures.lock() else {
+            return false;
+        };
+        map.get(key)
+            .is_some_and(|(count, start)| now - start < LOGIN_WINDOW_MILLIS && *count >= allowed)
+    }
+
+    pub fn fail(&self, key: &str, now: i64) {
+        if let Ok(mut map) = self.failures.lock() {
+            // Bounded: expired windows are dropped when the map grows.
+            if map.len() > 100_000 {
+                map.retain(|_, (_, start)| now - *start < LOGIN_WINDOW_MILLIS);
+            }
+            let entry = map.entry(key.to_string()).or_insert((0, now));
+            if now - entry.1 >= LOGIN_WINDOW_MILLIS {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+        }
+    }
+
+    pub fn clear(&self, key: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+/// The client's address when the server was started with connection info (`None` in router tests).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
 /// A random opaque secret: `prefix` then 64 hex digits (256 bits).
 pub fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];

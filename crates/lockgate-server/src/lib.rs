@@ -103,6 +103,8 @@ pub struct Shared {
     pub job_queued: tokio::sync::Notify,
     pub lease_seconds: u32,
     pub limits: Limits,
+    /// Failed sign-ins per user name and per client address.
+    pub login_throttle: auth::LoginThrottle,
 }
 
 #[derive(Clone)]
@@ -135,6 +137,7 @@ impl AppState {
             job_queued: tokio::sync::Notify::new(),
             lease_seconds,
             limits,
+            login_throttle: auth::LoginThrottle::default(),
         }))
     }
 
@@ -235,6 +238,7 @@ pub async fn start(
 
     let app = router(state.clone());
     let server = tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, app).await {
             eprintln!("lockgate-server: {error}");
         }

@@ -196,24 +196,51 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> PageResult {
+async fn login(
+    State(state): State<AppState>,
+    auth::ClientAddress(address): auth::ClientAddress,
+    Form(form): Form<LoginForm>,
+) -> PageResult {
+    let now = lockgate_store::now_millis();
+    let user_key = format!("user:{}", form.name);
+    let address_key = address.map(|ip| format!("ip:{ip}"));
+    let throttle = &state.login_throttle;
+    if throttle.locked(&user_key, auth::LOGIN_FAILURES_PER_USER, now)
+        || address_key
+            .as_deref()
+            .is_some_and(|key| throttle.locked(key, auth::LOGIN_FAILURES_PER_ADDRESS, now))
+    {
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(
+                form.next.as_deref(),
+                Some("Too many failed sign-ins; try again in 15 minutes."),
+            ),
+        )
+            .into_response());
+    }
     let user = state.store.user_by_name(&form.name).await?;
-    let verified = match &user {
-        Some(user) => {
-            let (password, hash) = (form.password.clone(), user.password_hash.clone());
-            tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-                .await
-                .unwrap_or(false)
-        }
-        None => false,
-    };
+    // An unknown user is verified against a dummy hash: the answer takes as long either way.
+    let hash = user
+        .as_ref()
+        .map(|user| user.password_hash.clone())
+        .unwrap_or_else(|| auth::dummy_password_hash().to_string());
+    let password = form.password.clone();
+    let verified = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
+        throttle.fail(&user_key, now);
+        if let Some(key) = &address_key {
+            throttle.fail(key, now);
+        }
         return Ok((
             StatusCode::UNAUTHORIZED,
             login_form(form.next.as_deref(), Some("Wrong user name or password.")),
         )
             .into_response());
     };
+    throttle.clear(&user_key);
     let cookie = auth::start_session(&state, user.id).await?;
     let mut response = Redirect::to(&safe_next(form.next.as_deref())).into_response();
     if let Ok(value) = cookie.parse() {

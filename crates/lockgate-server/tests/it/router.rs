@@ -1519,3 +1519,32 @@ async fn artifact_uploads_with_unsafe_names_or_paths_get_400_naming_the_field() 
     let ok = send(&f.app, upload("drop", "bin%2Fok.txt")).await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
 }
+
+#[tokio::test]
+async fn failed_sign_ins_lock_the_user_name_for_a_while() {
+    let f = fixture().await;
+    let login = |password: &str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("name=admin&password={password}")))
+            .unwrap()
+    };
+    // An unknown user gets the same answer as a wrong password.
+    let unknown = send(
+        &f.app,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("name=nobody&password=x"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    for _ in 0..auth::LOGIN_FAILURES_PER_USER {
+        let wrong = send(&f.app, login("wrong")).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(wrong.body, unknown.body);
+    }
+    let locked = send(&f.app, login("s3cret-pass")).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers.get(header::SET_COOKIE).is_none());
+}
