@@ -154,6 +154,16 @@ pub async fn run_job(
         );
     }
     set_predefined_variables(&mut state, spec);
+    // Values may name other variables (`$(Pipeline.Workspace)/.pip`); the agent expands them when the
+    // job starts (docs: "Define variables", macro syntax; "Pipeline caching" uses this pattern).
+    for name in state.variables.expand_values() {
+        if let Some(variable) = state.variables.get(&name)
+            && variable.secret
+        {
+            let value = variable.value.clone();
+            state.masker.add(&value);
+        }
+    }
 
     let deadline = spec.timeout.map(|timeout| Instant::now() + timeout);
     let watcher = {

@@ -112,6 +112,45 @@ impl VariableStore {
     pub fn expand(&self, text: &str) -> String {
         expand_macros(text, |name| self.value(name).map(str::to_string))
     }
+
+    /// Expands macros inside the variables' own values against every other variable (pipeline, stage,
+    /// job and predefined alike), as the agent does when a job starts: `PIP_CACHE_DIR:
+    /// $(Pipeline.Workspace)/.pip` becomes the real path. A value that names a variable whose value
+    /// holds macros sees the expanded value; a variable never expands itself, cycles stop after a bounded
+    /// number of passes and unknown names stay as written. Returns the names whose values changed.
+    pub fn expand_values(&mut self) -> Vec<String> {
+        const MAX_PASSES: usize = 10;
+        let mut changed = Vec::new();
+        for _ in 0..MAX_PASSES {
+            let mut updates = Vec::new();
+            for (key, variable) in &self.entries {
+                if !variable.value.contains("$(") {
+                    continue;
+                }
+                let expanded = expand_macros(&variable.value, |name| {
+                    let other = name.trim().to_ascii_lowercase();
+                    (other != *key)
+                        .then(|| self.entries.get(&other).map(|v| v.value.clone()))
+                        .flatten()
+                });
+                if expanded != variable.value {
+                    updates.push((key.clone(), expanded));
+                }
+            }
+            if updates.is_empty() {
+                break;
+            }
+            for (key, value) in updates {
+                if let Some(variable) = self.entries.get_mut(&key) {
+                    variable.value = value;
+                    if !changed.contains(&variable.name) {
+                        changed.push(variable.name.clone());
+                    }
+                }
+            }
+        }
+        changed
+    }
 }
 
 /// The environment-variable form of a variable name: upper case, `.` and space become `_`.
@@ -191,6 +230,27 @@ mod tests {
         // Once secret, always secret.
         store.set("token", "other", false, false).unwrap();
         assert!(store.get("token").unwrap().secret);
+    }
+
+    #[test]
+    fn values_expand_references_to_other_variables() {
+        let mut store = VariableStore::new();
+        store.set_system("Pipeline.Workspace", "/w/1");
+        store.set("PIP_CACHE_DIR", "$(pipeline.workspace)/.pip", false, false).unwrap();
+        store.set("wheel_dir", "$(PIP_CACHE_DIR)/wheels", false, false).unwrap();
+        store.set("keep", "$(not.defined) and $(keep)", false, false).unwrap();
+        store.set("ping", "$(pong)", false, false).unwrap();
+        store.set("pong", "$(ping)", false, false).unwrap();
+        store.expand_values();
+        assert_eq!(store.value("pip_cache_dir"), Some("/w/1/.pip"));
+        assert_eq!(store.value("wheel_dir"), Some("/w/1/.pip/wheels"));
+        assert_eq!(store.value("keep"), Some("$(not.defined) and $(keep)"));
+        // A cycle stops; both values still hold an unexpanded macro.
+        assert!(store.value("ping").unwrap().contains("$("));
+        assert_eq!(
+            store.environment().iter().find(|(n, _)| n == "PIP_CACHE_DIR").map(|(_, v)| v.as_str()),
+            Some("/w/1/.pip")
+        );
     }
 
     #[test]

@@ -840,3 +840,36 @@ fn a_work_folder_inside_the_repository_is_not_copied_into_checkouts() {
     }
     assert!(project.path().join(".lockgate-work/runs/2").is_dir());
 }
+
+#[test]
+fn variable_values_expand_references_to_other_variables() {
+    let project = Project::new(
+        r###"
+variables:
+  PIP_CACHE_DIR: $(Pipeline.Workspace)/.pip
+  UNKNOWN_REF: $(No.Such.Variable)/x
+jobs:
+- job: Build
+  variables:
+    WHEELS: $(PIP_CACHE_DIR)/wheels
+  steps:
+  - checkout: none
+  - bash: |
+      echo "cache=$PIP_CACHE_DIR"
+      echo "wheels=$WHEELS"
+      echo "unknown=$UNKNOWN_REF"
+      echo "workspace=$PIPELINE_WORKSPACE"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let workspace = all
+        .lines()
+        .find_map(|line| line.split_once("workspace=").map(|(_, w)| w.trim().to_string()))
+        .unwrap_or_else(|| panic!("{all}"));
+    assert!(!workspace.is_empty(), "{all}");
+    assert!(all.contains(&format!("cache={workspace}/.pip")), "{all}");
+    assert!(all.contains(&format!("wheels={workspace}/.pip/wheels")), "{all}");
+    assert!(all.contains("unknown=$(No.Such.Variable)/x"), "{all}");
+}
