@@ -981,15 +981,22 @@ fn stage_jobs_state(jobs: &[JobRecord], stage: usize) -> BTreeMap<String, Depend
         .collect()
 }
 
+/// `stageDependencies.<stage>.<job>` for the finished stages among `direct`, the stages the current
+/// stage depends on directly. Microsoft's page "Expressions", section "Dependencies" (stage to stage
+/// and job to job across stages): only the stages named in `dependsOn` (or the implicit previous
+/// stage) are visible; a stage two steps back is not.
 fn finished_stage_dependencies(
     plan: &Plan,
     jobs: &[JobRecord],
     stage_results: &[Option<TaskResult>],
+    direct: &[String],
 ) -> BTreeMap<String, BTreeMap<String, DependencyState>> {
     plan.stages
         .iter()
         .enumerate()
-        .filter(|(index, _)| stage_results[*index].is_some())
+        .filter(|(index, stage)| {
+            stage_results[*index].is_some() && direct.iter().any(|name| name == &stage.name)
+        })
         .map(|(index, stage)| (stage.name.clone(), stage_jobs_state(jobs, index)))
         .collect()
 }
@@ -1025,12 +1032,13 @@ fn stage_scope(
             },
         );
     }
-    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, stage_results);
+    let direct: Vec<String> = deps.iter().map(|(name, _)| name.clone()).collect();
+    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, stage_results, &direct);
     scope
 }
 
 /// The scope of a job condition or runtime variable: `dependencies.<job>` within the stage and
-/// `stageDependencies.<stage>.<job>` for finished stages.
+/// `stageDependencies.<stage>.<job>` for the finished stages the job's stage depends on directly.
 fn job_scope(
     plan: &Plan,
     jobs: &[JobRecord],
@@ -1058,7 +1066,12 @@ fn job_scope(
             .then_some(TaskResult::Succeeded)
         })
         .collect();
-    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, &stage_results);
+    let direct = plan
+        .stages
+        .get(stage)
+        .map(|s| s.depends_on.clone())
+        .unwrap_or_default();
+    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, &stage_results, &direct);
     scope
 }
 

@@ -115,38 +115,23 @@ impl VariableStore {
 
     /// Expands macros inside the variables' own values against every other variable (pipeline, stage,
     /// job and predefined alike), as the agent does when a job starts: `PIP_CACHE_DIR:
-    /// $(Pipeline.Workspace)/.pip` becomes the real path. A value that names a variable whose value
-    /// holds macros sees the expanded value; a variable never expands itself, cycles stop after a bounded
-    /// number of passes and unknown names stay as written. Returns the names whose values changed.
+    /// $(Pipeline.Workspace)/.pip` becomes the real path. Uses lockgate-expr's recursive expansion:
+    /// unknown names stay as written, a value in a cycle stays unexpanded. Returns the names whose
+    /// values changed.
     pub fn expand_values(&mut self) -> Vec<String> {
-        const MAX_PASSES: usize = 10;
+        let pairs: Vec<(String, String)> = self
+            .entries
+            .values()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect();
         let mut changed = Vec::new();
-        for _ in 0..MAX_PASSES {
-            let mut updates = Vec::new();
-            for (key, variable) in &self.entries {
-                if !variable.value.contains("$(") {
-                    continue;
-                }
-                let expanded = expand_macros(&variable.value, |name| {
-                    let other = name.trim().to_ascii_lowercase();
-                    (other != *key)
-                        .then(|| self.entries.get(&other).map(|v| v.value.clone()))
-                        .flatten()
-                });
-                if expanded != variable.value {
-                    updates.push((key.clone(), expanded));
-                }
-            }
-            if updates.is_empty() {
-                break;
-            }
-            for (key, value) in updates {
-                if let Some(variable) = self.entries.get_mut(&key) {
-                    variable.value = value;
-                    if !changed.contains(&variable.name) {
-                        changed.push(variable.name.clone());
-                    }
-                }
+        for expanded in lockgate_expr::expand_variables(&pairs) {
+            let key = expanded.name.to_ascii_lowercase();
+            if let Some(variable) = self.entries.get_mut(&key)
+                && variable.value != expanded.value
+            {
+                variable.value = expanded.value;
+                changed.push(variable.name.clone());
             }
         }
         changed
@@ -245,8 +230,8 @@ mod tests {
         assert_eq!(store.value("pip_cache_dir"), Some("/w/1/.pip"));
         assert_eq!(store.value("wheel_dir"), Some("/w/1/.pip/wheels"));
         assert_eq!(store.value("keep"), Some("$(not.defined) and $(keep)"));
-        // A cycle stops; both values still hold an unexpanded macro.
-        assert!(store.value("ping").unwrap().contains("$("));
+        // A value in a cycle stays as written.
+        assert_eq!(store.value("ping"), Some("$(pong)"));
         assert_eq!(
             store.environment().iter().find(|(n, _)| n == "PIP_CACHE_DIR").map(|(_, v)| v.as_str()),
             Some("/w/1/.pip")

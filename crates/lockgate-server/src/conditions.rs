@@ -206,13 +206,18 @@ impl RunView {
     }
 
     /// Every job of each stage, for `stageDependencies.<stage>.<job>`, of the stages whose jobs all
-    /// completed (other than `current`).
-    fn stage_dependencies(&self, jobs: &[Job], current: &str) -> Value {
+    /// completed, among `direct`: the stages `current` depends on directly (Microsoft's page
+    /// "Expressions", section "Dependencies": only direct dependencies are visible). `None` (runs
+    /// queued before the stage's dependencies were recorded) shows every other completed stage.
+    fn stage_dependencies(&self, jobs: &[Job], current: &str, direct: Option<&[String]>) -> Value {
         let mut stages = Object::new();
         let mut seen: Vec<&str> = Vec::new();
         for facts in &self.facts {
             let stage = facts.stage.as_str();
             if stage == current || seen.contains(&stage) {
+                continue;
+            }
+            if direct.is_some_and(|direct| !direct.iter().any(|name| name == stage)) {
                 continue;
             }
             seen.push(stage);
@@ -306,7 +311,10 @@ impl RunView {
                 dependencies.insert(name.as_str(), state.value());
             }
             context.set("dependencies", Value::Object(dependencies));
-            context.set("stageDependencies", self.stage_dependencies(jobs, stage));
+            context.set(
+                "stageDependencies",
+                self.stage_dependencies(jobs, stage, Some(&stage_deps)),
+            );
             context.set_status(StatusInput::Dependencies {
                 results: status_of,
                 // A stage that started before the cancel keeps running.
@@ -389,7 +397,15 @@ impl RunView {
             }
         }
         context.set("dependencies", Value::Object(dependencies));
-        context.set("stageDependencies", self.stage_dependencies(jobs, stage));
+        let direct = match &spec.conditions.stage_depends_on {
+            Some(names) => Some(names.clone()),
+            None if spec.conditions.first => Some(upstream_stages(job)),
+            None => None,
+        };
+        context.set(
+            "stageDependencies",
+            self.stage_dependencies(jobs, stage, direct.as_deref()),
+        );
         context.set_status(StatusInput::Dependencies {
             results: status_of,
             canceled: self.canceled,
@@ -1141,5 +1157,58 @@ pub(crate) mod tests {
             error.starts_with("invalid condition of stage Two: "),
             "{error}"
         );
+    }
+    #[test]
+    fn stage_dependencies_expose_only_direct_dependencies() {
+        // One ▸ Two ▸ Three; a job of Three sees Two through stageDependencies, not One.
+        let jobs_with = |condition| {
+            [
+                job(
+                    1,
+                    Row {
+                        name: "A",
+                        result: Some("succeeded"),
+                        outputs: json!({"setvar.flag": "yes"}),
+                        ..Row::default()
+                    },
+                ),
+                job(
+                    2,
+                    Row {
+                        stage: "Two",
+                        name: "B",
+                        depends_on: &["One/A"],
+                        stage_depends_on: &["One"],
+                        result: Some("succeeded"),
+                        outputs: json!({"setvar.flag": "two"}),
+                        ..Row::default()
+                    },
+                ),
+                job(
+                    3,
+                    Row {
+                        stage: "Three",
+                        name: "C",
+                        depends_on: &["Two/B"],
+                        stage_depends_on: &["Two"],
+                        condition: Some(condition),
+                        ..Row::default()
+                    },
+                ),
+            ]
+        };
+        let runs = |condition| {
+            let jobs = jobs_with(condition);
+            RunView::new(&jobs, predefined(), false).job_runs(&jobs, 2)
+        };
+        assert_eq!(
+            runs("eq(stageDependencies.Two.B.outputs['setvar.flag'], 'two')"),
+            Ok(true)
+        );
+        assert_eq!(
+            runs("eq(stageDependencies.One.A.outputs['setvar.flag'], 'yes')"),
+            Ok(false)
+        );
+        assert_eq!(runs("eq(stageDependencies.One.A.result, '')"), Ok(true));
     }
 }

@@ -873,3 +873,39 @@ jobs:
     assert!(all.contains(&format!("wheels={workspace}/.pip/wheels")), "{all}");
     assert!(all.contains("unknown=$(No.Such.Variable)/x"), "{all}");
 }
+
+#[test]
+fn stage_dependencies_expose_only_direct_dependencies() {
+    let project = Project::new(
+        r###"
+stages:
+- stage: One
+  jobs:
+  - job: A
+    steps:
+    - checkout: none
+    - bash: echo "##vso[task.setvariable variable=flag;isOutput=true]from-one"
+      name: setvar
+- stage: Two
+  jobs:
+  - job: B
+    steps:
+    - checkout: none
+    - bash: echo "##vso[task.setvariable variable=flag;isOutput=true]from-two"
+      name: setvar
+- stage: Three
+  jobs:
+  - job: C
+    variables:
+      direct: $[ stageDependencies.Two.B.outputs['setvar.flag'] ]
+      indirect: $[ stageDependencies.One.A.outputs['setvar.flag'] ]
+    steps:
+    - checkout: none
+    - bash: echo "direct=[$DIRECT] indirect=[$INDIRECT]"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("direct=[from-two] indirect=[]"), "{all}");
+}
