@@ -221,9 +221,15 @@ mod tests {
     fn values_expand_references_to_other_variables() {
         let mut store = VariableStore::new();
         store.set_system("Pipeline.Workspace", "/w/1");
-        store.set("PIP_CACHE_DIR", "$(pipeline.workspace)/.pip", false, false).unwrap();
-        store.set("wheel_dir", "$(PIP_CACHE_DIR)/wheels", false, false).unwrap();
-        store.set("keep", "$(not.defined) and $(keep)", false, false).unwrap();
+        store
+            .set("PIP_CACHE_DIR", "$(pipeline.workspace)/.pip", false, false)
+            .unwrap();
+        store
+            .set("wheel_dir", "$(PIP_CACHE_DIR)/wheels", false, false)
+            .unwrap();
+        store
+            .set("keep", "$(not.defined) and $(keep)", false, false)
+            .unwrap();
         store.set("ping", "$(pong)", false, false).unwrap();
         store.set("pong", "$(ping)", false, false).unwrap();
         store.expand_values();
@@ -233,7 +239,11 @@ mod tests {
         // A value in a cycle stays as written.
         assert_eq!(store.value("ping"), Some("$(pong)"));
         assert_eq!(
-            store.environment().iter().find(|(n, _)| n == "PIP_CACHE_DIR").map(|(_, v)| v.as_str()),
+            store
+                .environment()
+                .iter()
+                .find(|(n, _)| n == "PIP_CACHE_DIR")
+                .map(|(_, v)| v.as_str()),
             Some("/w/1/.pip")
         );
     }

@@ -866,11 +866,17 @@ jobs:
     assert_eq!(output.status.code(), Some(0), "{all}");
     let workspace = all
         .lines()
-        .find_map(|line| line.split_once("workspace=").map(|(_, w)| w.trim().to_string()))
+        .find_map(|line| {
+            line.split_once("workspace=")
+                .map(|(_, w)| w.trim().to_string())
+        })
         .unwrap_or_else(|| panic!("{all}"));
     assert!(!workspace.is_empty(), "{all}");
     assert!(all.contains(&format!("cache={workspace}/.pip")), "{all}");
-    assert!(all.contains(&format!("wheels={workspace}/.pip/wheels")), "{all}");
+    assert!(
+        all.contains(&format!("wheels={workspace}/.pip/wheels")),
+        "{all}"
+    );
     assert!(all.contains("unknown=$(No.Such.Variable)/x"), "{all}");
 }
 
