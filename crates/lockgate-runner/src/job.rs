@@ -546,7 +546,9 @@ async fn run_step_once(
             match registry.get(name, *major) {
                 Some(task) => task.run(&mut ctx).await,
                 None => Err(TaskError(format!(
-                    "task {name}@{major} is not built into Lockgate"
+                    "{} ({})",
+                    crate::tasks::unknown_task_message(name, *major),
+                    step.location
                 ))),
             }
         }

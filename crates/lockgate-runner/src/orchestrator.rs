@@ -51,11 +51,14 @@ pub struct RunOutcome {
     pub seconds: f64,
 }
 
-/// A problem that keeps the plan from running locally, with where it was written.
+/// A problem found in a plan before it runs, with where it was written. An error keeps the plan from
+/// running locally; a warning (an unknown task) fails only its step once the step runs, as on Azure
+/// Pipelines, where a missing task fails the step that is reached, not the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanProblem {
     pub location: String,
     pub message: String,
+    pub warning: bool,
 }
 
 impl std::fmt::Display for PlanProblem {
@@ -64,8 +67,9 @@ impl std::fmt::Display for PlanProblem {
     }
 }
 
-/// Checks everything that would fail only once the run reached it: unknown tasks (naming what is built
-/// in), step kinds and job kinds a local run cannot do, variable groups that were not given.
+/// Checks everything that would fail only once the run reached it: unknown tasks (warnings; their steps
+/// fail when reached), step kinds and job kinds a local run cannot do, variable groups that were not
+/// given (errors).
 pub fn validate_plan(
     plan: &Plan,
     registry: &TaskRegistry,
@@ -80,6 +84,7 @@ pub fn validate_plan(
                 problems.push(PlanProblem {
                     location: location.to_string(),
                     message: format!("variable group `{name}` is not available locally; pass --var-group {name}=FILE"),
+                    warning: false,
                 });
             }
         }
@@ -93,6 +98,7 @@ pub fn validate_plan(
                 problems.push(PlanProblem {
                     location: job.source.to_string(),
                     message: format!("job `{}` is an agentless job (pool: server); local runs only run agent jobs", job.name),
+                    warning: false,
                 });
                 continue;
             }
@@ -106,11 +112,11 @@ pub fn validate_plan(
                             problems.push(PlanProblem {
                                 location,
                                 message: format!(
-                                    "task {}@{} is not built into Lockgate; built-in tasks: {}",
-                                    task.name,
-                                    task.major,
+                                    "{}; the step fails when it runs (built-in tasks: {})",
+                                    crate::tasks::unknown_task_message(&task.name, task.major),
                                     display_task_names(registry)
                                 ),
+                                warning: true,
                             });
                         }
                     }
@@ -120,6 +126,7 @@ pub fn validate_plan(
                             "`{}` steps are not supported in local runs",
                             step.kind.key()
                         ),
+                        warning: false,
                     }),
                     _ => {}
                 }
@@ -1643,6 +1650,7 @@ mod tests {
         let plan = compile("steps:\n- task: Nope@1\n- task: Bash@3\n  inputs:\n    script: ls\n");
         let problems = validate_plan(&plan, &TaskRegistry::with_builtins(), &BTreeMap::new());
         assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].warning, "an unknown task fails only its step");
         assert!(
             problems[0].message.contains("Nope@1") && problems[0].message.contains("copyfiles@2"),
             "{}",

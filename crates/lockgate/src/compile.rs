@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lockgate_pipeline::{CompileInput, CompileOutput, ReadError, SourceReader};
+use lockgate_runner::orchestrator::validate_plan;
 
 use crate::{EXIT_FAILED, EXIT_OK, UsageError};
 
@@ -264,6 +265,18 @@ pub fn validate(args: CompileArgs) -> anyhow::Result<u8> {
                         .map_or(0, |d| d.phases.iter().map(|p| p.steps.len()).sum())
             })
             .sum();
+        // What `lockgate run` would report before starting (unknown tasks, what a local run cannot
+        // do), so that `validate` and `run` agree. Variable groups come from `--var-group` in a run;
+        // here none are given, so a group is reported as a warning too. None of these make the
+        // pipeline invalid: on a server they fail at the step or job that needs them.
+        let registry = crate::run::registry();
+        for problem in validate_plan(plan, &registry, &BTreeMap::new()) {
+            if problem.warning {
+                eprintln!("warning: {problem}");
+            } else {
+                eprintln!("warning: {problem} (`lockgate run` refuses this)");
+            }
+        }
         println!(
             "valid: {} stage(s), {jobs} job(s), {steps} step(s)",
             plan.stages.len()

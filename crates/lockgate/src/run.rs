@@ -194,10 +194,11 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         lockgate_runner::tasks::package::register_packages(&mut registry, packages);
     }
     let problems = validate_plan(&plan, &registry, &variable_groups);
-    if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("error: {problem}");
-        }
+    for problem in &problems {
+        let level = if problem.warning { "warning" } else { "error" };
+        eprintln!("{level}: {problem}");
+    }
+    if problems.iter().any(|p| !p.warning) {
         eprintln!("the pipeline cannot run locally; nothing was run");
         return Ok(EXIT_USAGE);
     }

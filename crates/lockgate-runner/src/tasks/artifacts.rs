@@ -1,5 +1,5 @@
-//! Artifact tasks against the run's local content-addressed store: PublishPipelineArtifact@1,
-//! DownloadPipelineArtifact@2, PublishBuildArtifacts@1, DownloadBuildArtifacts@0 and @1, and the helpers the
+//! Artifact tasks against the run's local content-addressed store: PublishPipelineArtifact@0/@1,
+//! DownloadPipelineArtifact@0/@1/@2, PublishBuildArtifacts@1, DownloadBuildArtifacts@0 and @1, and the helpers the
 //! `publish`/`download` steps and `##vso[artifact.upload]` share.
 
 use std::path::{Path, PathBuf};
@@ -11,13 +11,28 @@ use crate::job::StepContext;
 use crate::tasks::{Task, TaskError, TaskFuture, TaskRegistry};
 
 pub fn register(registry: &mut TaskRegistry) {
-    registry.register(
-        "PublishPipelineArtifact",
-        1,
-        Arc::new(PublishArtifact {
-            build_artifact: false,
-        }),
-    );
+    // Older majors whose inputs are a subset of the current ones (Microsoft task reference pages and the
+    // task's v0/v1 task.json): PublishPipelineArtifact@0 takes `artifactName` and `targetPath`;
+    // DownloadPipelineArtifact@0/@1 take `artifactName`, `itemPattern` and `downloadPath` (v2 renamed it
+    // `targetPath`, keeping `downloadPath` as an alias), which the v2 implementation reads.
+    for major in [0, 1] {
+        registry.register(
+            "PublishPipelineArtifact",
+            major,
+            Arc::new(PublishArtifact {
+                build_artifact: false,
+            }),
+        );
+    }
+    for major in [0, 1] {
+        registry.register(
+            "DownloadPipelineArtifact",
+            major,
+            Arc::new(DownloadArtifact {
+                build_artifact: false,
+            }),
+        );
+    }
     registry.register(
         "PublishBuildArtifacts",
         1,

@@ -11,6 +11,9 @@ use crate::job::StepContext;
 use crate::tasks::{Task, TaskError, TaskFuture, TaskRegistry};
 
 pub fn register(registry: &mut TaskRegistry) {
+    // CopyFiles@1 has the inputs of @2 that matter here (SourceFolder, Contents, TargetFolder,
+    // CleanTargetFolder, OverWrite, flattenFolders; "Copy files" task reference).
+    registry.register("CopyFiles", 1, Arc::new(CopyFiles));
     registry.register("CopyFiles", 2, Arc::new(CopyFiles));
     registry.register("DeleteFiles", 1, Arc::new(DeleteFiles));
 }

@@ -39,6 +39,12 @@ pub trait Task: Send + Sync {
     fn run<'a>(&'a self, step: &'a mut StepContext<'_, '_>) -> TaskFuture<'a>;
 }
 
+/// The one wording for a task that is not in the registry, shared by `validate`, `run` and the failing
+/// step.
+pub fn unknown_task_message(name: &str, major: u32) -> String {
+    format!("task {name}@{major} is not built into Lockgate")
+}
+
 /// Tasks by case-insensitive `name@major`.
 #[derive(Clone, Default)]
 pub struct TaskRegistry {

@@ -282,3 +282,25 @@ fn diagnostics_can_be_written_as_json() {
     assert_eq!(diagnostics[0]["span"]["line"], 2);
     assert_eq!(diagnostics[0]["help"], "did you mean `script`?");
 }
+
+#[test]
+fn validate_warns_about_unknown_tasks_and_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "azure-pipelines.yml",
+        "steps:\n- script: echo hi\n- task: NoSuchTask@3\n- task: PublishPipelineArtifact@0\n  inputs:\n    targetPath: .\n",
+    );
+    let out = lockgate(dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning:") && err.contains("NoSuchTask@3") && err.contains(":3:"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("PublishPipelineArtifact"),
+        "older major accepted: {err}"
+    );
+    assert!(stdout(&out).contains("valid:"), "{}", stdout(&out));
+}

@@ -494,14 +494,24 @@ stages:
 }
 
 #[test]
-fn unknown_tasks_and_invalid_pipelines_exit_with_2() {
-    let project = Project::new("steps:\n- task: NoSuchTask@3\n");
+fn unknown_tasks_fail_their_step_and_invalid_pipelines_exit_with_2() {
+    // As on Azure Pipelines, an unknown task fails the step that reaches it, not the run: a skipped
+    // one does nothing, a reached one fails its step with the name and where it was written.
+    let project = Project::new(
+        "steps:\n- task: NoSuchTask@3\n  condition: false\n- script: echo before\n- task: NoSuchTask@4\n",
+    );
     let output = project.run(&[]);
     let all = text(&output);
-    assert_eq!(output.status.code(), Some(2), "{all}");
+    assert_eq!(output.status.code(), Some(1), "{all}");
     assert!(
-        all.contains("NoSuchTask@3") && all.contains("cmdline@2"),
+        all.contains("warning:") && all.contains("NoSuchTask@4") && all.contains("cmdline@2"),
         "{all}"
+    );
+    let log = project.log("Job");
+    assert!(log.contains("before"), "{log}");
+    assert!(
+        log.contains("task NoSuchTask@4 is not built into Lockgate") && log.contains(":5:"),
+        "{log}"
     );
 
     let project = Project::new("stages:\n- stage: A\n  jobs: 7\n");
