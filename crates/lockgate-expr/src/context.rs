@@ -130,6 +130,14 @@ pub trait Context {
         Err("counter() is not available here".into())
     }
 
+    /// Charges `bytes` of string data that a function built (`replace`, `format`, `join`, `split`, ...) to the
+    /// caller's budget. An `Err` stops the evaluation with that message at the call's span. The default accepts
+    /// everything (each function result is still bounded on its own).
+    fn charge(&self, bytes: usize) -> Result<(), String> {
+        let _ = bytes;
+        Ok(())
+    }
+
     /// Calls a function declared in [`crate::ParseOptions::extra_functions`].
     fn call_function(&self, name: &str, args: &[Value]) -> Result<Value, String> {
         let _ = args;

@@ -386,7 +386,9 @@ fn call<'a, C: Context + ?Sized>(
         | Function::Iif
         | Function::Coalesce => call_lazy(function, args, context),
         Function::Format => {
-            call_format(args, span, context).map(|text| Cow::Owned(Value::String(text)))
+            let text = call_format(args, span, context)?;
+            charge(context, text.len(), span)?;
+            Ok(Cow::Owned(Value::String(text)))
         }
         Function::Eq | Function::Ne | Function::Gt | Function::Ge | Function::Lt | Function::Le => {
             let (Some(left), Some(right)) = (args.first(), args.get(1)) else {
@@ -404,8 +406,29 @@ fn call<'a, C: Context + ?Sized>(
             for node in args {
                 values.push(evaluate_node(node, context)?);
             }
-            call_with_values(function, name, &values, span, context).map(Cow::Owned)
+            let value = call_with_values(function, name, &values, span, context)?;
+            charge(context, built_bytes(&value), span)?;
+            Ok(Cow::Owned(value))
         }
+    }
+}
+
+/// Charges the bytes a call built to the context's budget ([`Context::charge`]).
+fn charge<C: Context + ?Sized>(context: &C, bytes: usize, span: Span) -> Result<(), ExprError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    context
+        .charge(bytes)
+        .map_err(|message| evaluation_error(span, message))
+}
+
+/// The string bytes a function result holds (strings, and the items `split` builds).
+fn built_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => text.len(),
+        Value::Array(items) => items.iter().map(|item| built_bytes(item) + 1).sum(),
+        _ => 0,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct Compiler<'a> {
     pub template_depth: usize,
     /// Nodes produced by template expansion so far (capped by `MAX_EXPANDED_NODES`).
     produced: usize,
+    /// Bytes of text built by template expansion so far (capped by `MAX_EXPANDED_BYTES`).
+    built: usize,
+    /// Whether an expansion budget ran out (expansion then stops and reports it once).
+    exhausted: bool,
 }
 
 impl<'a> Compiler<'a> {
@@ -72,6 +76,8 @@ impl<'a> Compiler<'a> {
             repositories: Vec::new(),
             template_depth: 0,
             produced: 0,
+            built: 0,
+            exhausted: false,
         }
     }
 
@@ -317,16 +323,21 @@ impl<'a> Compiler<'a> {
 
     /// Expands a tree with the shared expander and reports its errors.
     pub fn expand(&mut self, node: &Node, scope: &Scope) -> Node {
-        let produced = self.produced;
+        let (produced, built, exhausted) = (self.produced, self.built, self.exhausted);
         let mut resolve = |item: &Node, scope: &Scope| self.variable_template_statics(item, scope);
         let mut expander = Expander::new();
         expander.produced = produced;
+        expander.built.set(built);
+        expander.exhausted = exhausted;
         expander.variable_templates = Some(&mut resolve);
         let result = expander.expand(node, scope);
         let errors = std::mem::take(&mut expander.errors);
-        let produced = expander.produced;
+        let (produced, built, exhausted) =
+            (expander.produced, expander.built.get(), expander.exhausted);
         drop(expander);
         self.produced = produced;
+        self.built = built;
+        self.exhausted = exhausted;
         for err in errors {
             self.error(err.code, err.message, err.span, err.label);
         }

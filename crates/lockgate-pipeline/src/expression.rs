@@ -2,10 +2,11 @@
 //! template expressions against a template scope, and checking condition and runtime syntax.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use lockgate_expr::{Context, ParseOptions, PathKey, Resolved, Value};
 
-use crate::template::{Scope, node_to_value};
+use crate::template::{MAX_EXPANDED_BYTES, Scope, node_to_value, too_many_bytes};
 use crate::yaml::Node;
 
 /// A piece of a scalar: literal text or the inside of a `${{ }}`.
@@ -55,11 +56,19 @@ pub fn split_template(text: &str) -> Result<Vec<Piece<'_>>, String> {
 /// The template scope seen through the engine's lazy [`Context`].
 pub struct ExpressionScope<'s> {
     scope: &'s Scope,
+    /// Bytes of text built so far in this compile, charged by the functions the engine runs.
+    built: Option<&'s Cell<usize>>,
 }
 
 impl<'s> ExpressionScope<'s> {
     pub fn new(scope: &'s Scope) -> ExpressionScope<'s> {
-        ExpressionScope { scope }
+        ExpressionScope { scope, built: None }
+    }
+
+    /// Charges the text functions build to `built`, failing past [`MAX_EXPANDED_BYTES`].
+    pub fn with_budget(mut self, built: &'s Cell<usize>) -> ExpressionScope<'s> {
+        self.built = Some(built);
+        self
     }
 }
 
@@ -68,6 +77,17 @@ fn key_of<'a>(path: &'a [PathKey<'_>]) -> Option<Cow<'a, str>> {
 }
 
 impl Context for ExpressionScope<'_> {
+    fn charge(&self, bytes: usize) -> Result<(), String> {
+        let Some(built) = self.built else {
+            return Ok(());
+        };
+        built.set(built.get().saturating_add(bytes));
+        if built.get() > MAX_EXPANDED_BYTES {
+            return Err(too_many_bytes());
+        }
+        Ok(())
+    }
+
     fn lookup<'c>(&'c self, name: &str, path: &[PathKey<'_>]) -> Result<Resolved<'c>, String> {
         if let Some(local) = self.scope.local(name) {
             return Ok(Resolved::whole(Cow::Owned(node_to_value(local))));

@@ -2,6 +2,7 @@
 //! `if`/`elseif`/`else`, `each` and `insert`, with a scope of parameters, variables and loop items.
 //! Template includes (`- template:`) are left in place for lowering, which resolves them.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use lockgate_expr::{Object, Value};
@@ -13,6 +14,15 @@ use crate::yaml::{Node, NodeValue, Span};
 pub const MAX_EXPANDED_DEPTH: usize = 200;
 /// Most nodes that expansion may produce in one compile (protects memory against `each` blow-ups).
 pub const MAX_EXPANDED_NODES: usize = 500_000;
+/// Most bytes of text that expansion may build in one compile: scalars and keys it produces plus every
+/// string the expression functions build along the way (`replace`, `format`, `join`, ...), so that a few
+/// nested functions inside `${{ each }}` cannot exhaust memory.
+pub const MAX_EXPANDED_BYTES: usize = 32 * 1024 * 1024;
+
+/// The message of the byte budget, shared by the expander and the expression scope.
+pub fn too_many_bytes() -> String {
+    format!("template expansion built more than {MAX_EXPANDED_BYTES} bytes of text")
+}
 
 /// The names visible to `${{ }}` expressions.
 #[derive(Clone, Default)]
@@ -80,6 +90,11 @@ pub struct Expander<'r> {
     pub errors: Vec<ExpansionError>,
     /// Nodes produced so far in this compile (carried from one expansion to the next).
     pub produced: usize,
+    /// Bytes of text built so far in this compile (carried like `produced`, capped by
+    /// `MAX_EXPANDED_BYTES`).
+    pub built: Cell<usize>,
+    /// Set once a budget is exhausted: expansion then stops producing anything.
+    pub exhausted: bool,
     /// Gives the compile-time variables of a `- template:` entry of a `variables` list, so that
     /// later `${{ variables.X }}` see them.
     pub variable_templates: Option<VariableTemplateResolver<'r>>,
@@ -111,6 +126,8 @@ impl Expander<'_> {
         Expander {
             errors: Vec::new(),
             produced: 0,
+            built: Cell::new(0),
+            exhausted: false,
             variable_templates: None,
         }
     }
@@ -136,16 +153,42 @@ impl Expander<'_> {
     }
 
     fn count(&mut self, span: Span) -> bool {
-        self.produced += 1;
-        if self.produced == MAX_EXPANDED_NODES + 1 {
-            self.error(
-                "pipeline::too-large",
-                format!("template expansion produced more than {MAX_EXPANDED_NODES} nodes"),
-                span,
-                "expansion stopped here",
-            );
+        self.charge(1, 0, span, None)
+    }
+
+    /// Charges `nodes` nodes and `bytes` bytes of text to the compile's budgets. Past either one,
+    /// records `pipeline::too-large` once (naming `expr`, the expression that went over, when there
+    /// is one) and returns false; expansion then stops.
+    fn charge(&mut self, nodes: usize, bytes: usize, span: Span, expr: Option<&str>) -> bool {
+        if self.exhausted {
+            return false;
         }
-        self.produced <= MAX_EXPANDED_NODES
+        self.produced = self.produced.saturating_add(nodes);
+        self.built.set(self.built.get().saturating_add(bytes));
+        let message = if self.produced > MAX_EXPANDED_NODES {
+            format!("template expansion produced more than {MAX_EXPANDED_NODES} nodes")
+        } else if self.built.get() > MAX_EXPANDED_BYTES {
+            too_many_bytes()
+        } else {
+            return true;
+        };
+        self.over_budget(message, span, expr);
+        false
+    }
+
+    fn over_budget(&mut self, message: String, span: Span, expr: Option<&str>) {
+        self.exhausted = true;
+        let label = match expr {
+            Some(expr) => format!("expansion stopped at `${{{{ {} }}}}`", expr.trim()),
+            None => "expansion stopped here".to_string(),
+        };
+        self.error("pipeline::too-large", message, span, label);
+    }
+
+    /// Charges a node that an expression produced: every node and byte of text below it.
+    fn charge_inserted(&mut self, node: &Node, span: Span, expr: &str) -> bool {
+        let (nodes, bytes) = node_size(node);
+        self.charge(nodes.saturating_sub(1), bytes, span, Some(expr))
     }
 
     fn expand_at(&mut self, node: &Node, scope: &Scope, depth: usize) -> Node {
@@ -178,6 +221,9 @@ impl Expander<'_> {
 
     fn expand_scalar(&mut self, text: &str, plain: bool, span: Span, scope: &Scope) -> Node {
         if !text.contains("${{") {
+            if !self.charge(0, text.len(), span, None) {
+                return Node::scalar("", true, span);
+            }
             return Node::scalar(text, plain, span);
         }
         let pieces = match expression::split_template(text) {
@@ -194,8 +240,8 @@ impl Expander<'_> {
         };
         if let [expression::Piece::Expression(expr)] = pieces.as_slice() {
             return match self.evaluate_to_node(expr, span, scope) {
-                Some(node) => node,
-                None => Node::scalar("", true, span),
+                Some(node) if self.charge_inserted(&node, span, expr) => node,
+                _ => Node::scalar("", true, span),
             };
         }
         let mut out = String::new();
@@ -209,7 +255,13 @@ impl Expander<'_> {
                         span,
                         "in this value",
                     ),
-                    Some(value) => out.push_str(&value.to_display_string()),
+                    Some(value) => {
+                        let piece = value.to_display_string();
+                        if !self.charge(0, piece.len(), span, Some(expr)) {
+                            return Node::scalar("", true, span);
+                        }
+                        out.push_str(&piece);
+                    }
                     None => {}
                 },
             }
@@ -222,8 +274,16 @@ impl Expander<'_> {
         if let Some(node) = resolve_path(expr, scope) {
             return Some(node_to_value(&node));
         }
-        match expression::evaluate_template(expr, &ExpressionScope::new(scope)) {
+        if self.exhausted {
+            return None;
+        }
+        let context = ExpressionScope::new(scope).with_budget(&self.built);
+        match expression::evaluate_template(expr, &context) {
             Ok(value) => Some(value),
+            Err(_) if self.built.get() > MAX_EXPANDED_BYTES => {
+                self.over_budget(too_many_bytes(), span, Some(expr));
+                None
+            }
             Err(message) => {
                 self.error(
                     "pipeline::invalid-expression",
@@ -381,7 +441,7 @@ impl Expander<'_> {
                     let mut inner = scope.clone();
                     inner.locals.push((variable.to_string(), Rc::new(item)));
                     bodies.push(self.expand_at(value, &inner, depth + 1));
-                    if self.produced > MAX_EXPANDED_NODES {
+                    if self.exhausted {
                         break;
                     }
                 }
@@ -467,6 +527,9 @@ impl Expander<'_> {
                 continue;
             }
             chain = None;
+            if !self.charge(0, key_text.len(), key.span, None) {
+                break;
+            }
             let expanded = self.expand_at(value, &scope, depth + 1);
             if key_text == "variables" {
                 let mut statics = static_variables(&expanded);
@@ -503,6 +566,22 @@ impl Expander<'_> {
                 "this directive",
             ),
         }
+    }
+}
+
+/// The nodes and bytes of text in a tree.
+fn node_size(node: &Node) -> (usize, usize) {
+    match &node.value {
+        NodeValue::Scalar { text, .. } => (1, text.len()),
+        NodeValue::Sequence(items) => items.iter().fold((1, 0), |(n, b), item| {
+            let (dn, db) = node_size(item);
+            (n + dn, b + db)
+        }),
+        NodeValue::Mapping(entries) => entries.iter().fold((1, 0), |(n, b), (k, v)| {
+            let (kn, kb) = node_size(k);
+            let (vn, vb) = node_size(v);
+            (n + kn + vn, b + kb + vb)
+        }),
     }
 }
 

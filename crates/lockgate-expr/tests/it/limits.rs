@@ -186,3 +186,56 @@ fn string_functions_refuse_results_over_ten_megabytes() {
         Value::Number(2.0 * (1 << 20) as f64)
     );
 }
+
+/// A context whose budget for built strings is `limit` bytes, counting what the evaluator charges.
+struct Budgeted {
+    inner: MapContext,
+    used: std::cell::Cell<usize>,
+    limit: usize,
+}
+
+impl lockgate_expr::Context for Budgeted {
+    fn lookup<'c>(
+        &'c self,
+        name: &str,
+        path: &[lockgate_expr::PathKey<'_>],
+    ) -> Result<lockgate_expr::Resolved<'c>, String> {
+        self.inner.lookup(name, path)
+    }
+
+    fn charge(&self, bytes: usize) -> Result<(), String> {
+        self.used.set(self.used.get() + bytes);
+        if self.used.get() > self.limit {
+            return Err(format!("over the budget of {} bytes", self.limit));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn every_built_string_is_charged_and_an_exhausted_budget_stops_the_evaluation() {
+    let context = Budgeted {
+        inner: MapContext::new(),
+        used: std::cell::Cell::new(0),
+        limit: 1_000,
+    };
+    // replace builds 8 bytes, format 10, split 3 items of 1 byte (plus one each), upper 3.
+    let small = parse(
+        "format('{0}{1}', replace('aaaa', 'a', 'bb'), join('', split('x,y,z', ',')))",
+        &ParseOptions::template(),
+    )
+    .unwrap();
+    assert_eq!(
+        small.evaluate(&context).unwrap(),
+        Value::String("bbbbbbbbxyz".into())
+    );
+    assert_eq!(context.used.get(), 8 + 6 + 3 + 11);
+    let big = parse(
+        "replace(replace(replace('aaaaaaaaaa', 'a', 'aaaaaaaaaa'), 'a', 'aaaaaaaaaa'), 'a', 'aaaaaaaaaa')",
+        &ParseOptions::template(),
+    )
+    .unwrap();
+    let error = big.evaluate(&context).unwrap_err();
+    assert_eq!(error.message, "over the budget of 1000 bytes");
+    assert!(context.used.get() > 1_000 && context.used.get() < 20_000);
+}

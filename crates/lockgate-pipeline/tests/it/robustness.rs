@@ -249,3 +249,51 @@ fn more_than_100_template_files_is_a_diagnostic() {
         too_many[0].label
     );
 }
+
+/// The process's peak resident memory in KiB (`VmHWM`); each test runs in its own process.
+fn peak_memory_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn string_amplification_stops_at_the_byte_budget_naming_the_expression() {
+    // Without the budget this pipeline built about 1 GiB of step text (4 GB resident).
+    let output = crate::support::check("err/amplification.yml");
+    assert!(output.plan.is_none());
+    let over: Vec<_> = output
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "pipeline::too-large")
+        .collect();
+    assert_eq!(over.len(), 1, "{:?}", output.diagnostics);
+    let diagnostic = over[0];
+    assert_eq!(
+        diagnostic.message,
+        format!(
+            "template expansion built more than {} bytes of text",
+            32 * 1024 * 1024
+        )
+    );
+    let span = diagnostic.span.as_ref().expect("a span");
+    assert_eq!(
+        (span.file.as_str(), span.line),
+        ("err/amplification.yml", 13)
+    );
+    assert!(
+        diagnostic
+            .label
+            .contains("replace(replace(replace(parameters.seed"),
+        "{}",
+        diagnostic.label
+    );
+    let peak = peak_memory_kib();
+    assert!(
+        peak > 0 && peak < 400 * 1024,
+        "peak resident memory {peak} KiB"
+    );
+}
