@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::masking::{MASK, SecretMasker};
 use crate::process::Stream;
 
 /// The result of a step, job or stage, with Azure Pipelines' names.
@@ -229,6 +230,206 @@ pub struct TestCase {
     /// The failure (or skip) message and the first lines of the stack trace, at most
     /// [`MAX_TEST_MESSAGE_BYTES`](crate::tasks::test_results::MAX_TEST_MESSAGE_BYTES); empty if none.
     pub message: String,
+}
+
+impl Event {
+    /// The event with every secret in every text replaced by `***`: names, display names, log lines,
+    /// messages, variable values (a secret variable's value is `***` whole), artifact names, build
+    /// numbers, tags, file paths and test cases. Ids (stage and job names) are masked too.
+    pub fn masked(self, masker: &SecretMasker) -> Event {
+        if masker.is_empty() {
+            return self;
+        }
+        let m = |text: String| -> String {
+            match masker.mask(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(masked) => masked,
+            }
+        };
+        let id = |job: JobId| JobId {
+            stage: m(job.stage),
+            job: m(job.job),
+        };
+        match self {
+            Event::RunStarted {
+                run_id,
+                build_number,
+                pipeline,
+            } => Event::RunStarted {
+                run_id,
+                build_number: m(build_number),
+                pipeline: m(pipeline),
+            },
+            Event::RunFinished { .. } => self,
+            Event::StageStarted {
+                stage,
+                display_name,
+            } => Event::StageStarted {
+                stage: m(stage),
+                display_name: m(display_name),
+            },
+            Event::StageFinished {
+                stage,
+                result,
+                seconds,
+            } => Event::StageFinished {
+                stage: m(stage),
+                result,
+                seconds,
+            },
+            Event::JobStarted { job, display_name } => Event::JobStarted {
+                job: id(job),
+                display_name: m(display_name),
+            },
+            Event::JobFinished {
+                job,
+                result,
+                seconds,
+            } => Event::JobFinished {
+                job: id(job),
+                result,
+                seconds,
+            },
+            Event::StepStarted {
+                job,
+                step,
+                display_name,
+            } => Event::StepStarted {
+                job: id(job),
+                step,
+                display_name: m(display_name),
+            },
+            Event::StepFinished {
+                job,
+                step,
+                display_name,
+                result,
+                seconds,
+            } => Event::StepFinished {
+                job: id(job),
+                step,
+                display_name: m(display_name),
+                result,
+                seconds,
+            },
+            Event::Log {
+                job,
+                step,
+                stream,
+                lines,
+            } => Event::Log {
+                job: id(job),
+                step,
+                stream,
+                lines: lines.into_iter().map(m).collect(),
+            },
+            Event::Group { job, step, title } => Event::Group {
+                job: id(job),
+                step,
+                title: title.map(m),
+            },
+            Event::Issue {
+                job,
+                step,
+                kind,
+                message,
+            } => Event::Issue {
+                job: id(job),
+                step,
+                kind,
+                message: m(message),
+            },
+            Event::VariableSet {
+                job,
+                step,
+                name,
+                value,
+                is_output,
+                is_secret,
+            } => Event::VariableSet {
+                job: id(job),
+                step,
+                name: m(name),
+                value: if is_secret { MASK.to_string() } else { m(value) },
+                is_output,
+                is_secret,
+            },
+            Event::Artifact {
+                job,
+                name,
+                files,
+                bytes,
+            } => Event::Artifact {
+                job: id(job),
+                name: m(name),
+                files,
+                bytes,
+            },
+            Event::BuildNumber { job, build_number } => Event::BuildNumber {
+                job: id(job),
+                build_number: m(build_number),
+            },
+            Event::BuildTag { job, tag } => Event::BuildTag {
+                job: id(job),
+                tag: m(tag),
+            },
+            Event::Progress {
+                job,
+                step,
+                percent,
+                message,
+            } => Event::Progress {
+                job: id(job),
+                step,
+                percent,
+                message: m(message),
+            },
+            Event::FileUploaded { job, path } => Event::FileUploaded {
+                job: id(job),
+                path: m(path),
+            },
+            Event::TestResults {
+                job,
+                passed,
+                failed,
+                skipped,
+                cases,
+            } => Event::TestResults {
+                job: id(job),
+                passed,
+                failed,
+                skipped,
+                cases: cases
+                    .into_iter()
+                    .map(|case| TestCase {
+                        suite: m(case.suite),
+                        name: m(case.name),
+                        message: m(case.message),
+                        ..case
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// The one place where a job's events leave it: every event passes through [`Event::masked`] with the
+/// job's masker (which grows as steps register secrets) before it reaches the sink behind.
+pub struct MaskingSink<'a> {
+    inner: &'a dyn EventSink,
+    masker: SecretMasker,
+}
+
+impl<'a> MaskingSink<'a> {
+    pub fn new(inner: &'a dyn EventSink, masker: SecretMasker) -> MaskingSink<'a> {
+        MaskingSink { inner, masker }
+    }
+}
+
+impl EventSink for MaskingSink<'_> {
+    fn event(&self, event: Event) {
+        self.inner.event(event.masked(&self.masker));
+    }
 }
 
 /// Receives events. Implementations must be cheap: they are called for every output line.

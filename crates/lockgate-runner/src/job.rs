@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use lockgate_artifacts::ArtifactStore;
 
 use crate::conditions;
-use crate::events::{Event, EventSink, IssueKind, JobId, TaskResult};
+use crate::events::{Event, EventSink, IssueKind, JobId, MaskingSink, TaskResult};
 use crate::logging_command::{FormatKind, OutputLine, VsoCommand, parse_line};
 use crate::masking::SecretMasker;
 use crate::process::{
@@ -103,6 +103,14 @@ pub async fn run_job(
         stage: spec.stage.clone(),
         job: spec.name.clone(),
     };
+    // Every event of the job leaves through this sink, which masks every text in it: log lines,
+    // names, messages, artifact names, test results (one choke point instead of one per path).
+    let masker = SecretMasker::new();
+    for variable in spec.variables.iter().filter(|variable| variable.secret) {
+        masker.add(&variable.value);
+    }
+    let masking = MaskingSink::new(sink, masker.clone());
+    let sink: &dyn EventSink = &masking;
     sink.event(Event::JobStarted {
         job: id.clone(),
         display_name: spec.display_name.clone(),
@@ -127,7 +135,7 @@ pub async fn run_job(
     let mut state = JobState {
         id: id.clone(),
         variables: VariableStore::new(),
-        masker: SecretMasker::new(),
+        masker,
         status: TaskResult::Succeeded,
         outputs: BTreeMap::new(),
         output_prefixes: Vec::new(),
@@ -142,9 +150,6 @@ pub async fn run_job(
         script_counter: 0,
     };
     for variable in &spec.variables {
-        if variable.secret {
-            state.masker.add(&variable.value);
-        }
         // Later definitions override earlier ones; a read-only one keeps its first value.
         let _ = state.variables.set(
             &variable.name,
@@ -734,6 +739,7 @@ impl StepContext<'_, '_> {
             timeout: self.timeout,
             kill_grace: self.job.cancel_grace,
             drain_grace: self.job.run.drain_grace,
+            masker: Some(self.job.masker.clone()),
         };
         let cancel = self.cancel.clone();
         let sandbox = self.job.run.sandbox.clone();
@@ -765,23 +771,18 @@ impl StepContext<'_, '_> {
         if stream == Stream::Stderr {
             self.stderr_seen = true;
         }
+        // Lines are masked where they leave the job (`MaskingSink`), after the commands before them
+        // registered their secrets.
         let mut plain: Vec<String> = Vec::with_capacity(lines.len());
-        let no_secrets = self.job.masker.is_empty();
         for line in lines {
             match parse_line(&line) {
-                OutputLine::Plain(_) => {
-                    if no_secrets {
-                        plain.push(line);
-                    } else {
-                        plain.push(self.job.masker.mask(&line).into_owned());
-                    }
-                }
+                OutputLine::Plain(_) => plain.push(line),
                 OutputLine::Vso(command) => {
                     self.flush(stream, &mut plain);
                     self.apply_command(command);
                 }
                 OutputLine::Format(kind, text) => {
-                    let text = self.job.masker.mask(text).into_owned();
+                    let text = text.to_string();
                     self.flush(stream, &mut plain);
                     let job = self.job.id.clone();
                     match kind {
@@ -796,11 +797,11 @@ impl StepContext<'_, '_> {
                             title: None,
                         }),
                         FormatKind::Debug if !self.debug() => {}
-                        _ => plain.push(self.job.masker.mask(&line).into_owned()),
+                        _ => plain.push(line.to_string()),
                     }
                 }
                 OutputLine::Malformed { line: text, reason } => {
-                    plain.push(self.job.masker.mask(text).into_owned());
+                    plain.push(text.to_string());
                     if self.debug() {
                         plain.push(format!("##[debug]not a logging command: {reason}"));
                     }
@@ -1094,37 +1095,30 @@ fn set_variable(
             return;
         }
     }
-    let shown = if secret {
-        crate::masking::MASK.to_string()
-    } else {
-        ctx.job.masker.mask(value).into_owned()
-    };
     ctx.job.sink.event(Event::VariableSet {
         job: ctx.job.id.clone(),
         step: ctx.index,
         name: name.to_string(),
-        value: shown,
+        value: value.to_string(),
         is_output: output,
         is_secret: secret,
     });
 }
 
 fn log_runner(state: &JobState<'_>, index: usize, line: &str) {
-    let line = state.masker.mask(line).into_owned();
     state.sink.event(Event::Log {
         job: state.id.clone(),
         step: index,
         stream: Stream::Stdout,
-        lines: vec![line],
+        lines: vec![line.to_string()],
     });
 }
 
 fn issue(state: &JobState<'_>, step: Option<usize>, kind: IssueKind, message: &str) {
-    let message = state.masker.mask(message).into_owned();
     state.sink.event(Event::Issue {
         job: state.id.clone(),
         step,
         kind,
-        message,
+        message: message.to_string(),
     });
 }

@@ -56,6 +56,14 @@ impl SecretMasker {
         values.sort_by_key(|value| std::cmp::Reverse(value.len()));
     }
 
+    /// The length in bytes of the longest registered value (0 when none).
+    pub fn longest(&self) -> usize {
+        self.values
+            .read()
+            .map(|values| values.first().map_or(0, String::len))
+            .unwrap_or(0)
+    }
+
     /// True when no secret is registered (lets hot paths skip masking).
     pub fn is_empty(&self) -> bool {
         self.values

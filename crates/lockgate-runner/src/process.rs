@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+use crate::masking::SecretMasker;
 use crate::sandbox::Sandbox;
 
 /// A cancellation flag shared by the orchestrator, the job and its steps. Cloning shares the flag.
@@ -98,6 +99,9 @@ pub struct ProcessLimits {
     pub kill_grace: Duration,
     /// How long to keep reading the pipes after the direct child exited.
     pub drain_grace: Duration,
+    /// The job's secrets: a line longer than the split length is masked before it is cut, so that a
+    /// secret straddling the cut is never passed on in two harmless-looking halves.
+    pub masker: Option<SecretMasker>,
 }
 
 impl Default for ProcessLimits {
@@ -106,6 +110,7 @@ impl Default for ProcessLimits {
             timeout: None,
             kill_grace: Duration::from_secs(5 * 60),
             drain_grace: Duration::from_millis(500),
+            masker: None,
         }
     }
 }
@@ -186,6 +191,7 @@ pub async fn run_process_in(
             stdout,
             Stream::Stdout,
             sender.clone(),
+            limits.masker.clone(),
         )));
     }
     if let Some(stderr) = child.stderr.take() {
@@ -193,6 +199,7 @@ pub async fn run_process_in(
             stderr,
             Stream::Stderr,
             sender.clone(),
+            limits.masker.clone(),
         )));
     }
     drop(sender);
@@ -456,9 +463,11 @@ async fn read_lines(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
     sender: mpsc::Sender<(Stream, Vec<String>)>,
+    masker: Option<SecretMasker>,
 ) {
     let mut buf = vec![0u8; 256 * 1024];
     let mut partial: Vec<u8> = Vec::new();
+    let splitter = Splitter { masker };
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -480,27 +489,69 @@ async fn read_lines(
                     continue;
                 }
                 partial.extend_from_slice(&buf[start..index]);
-                while partial.len() > MAX_LINE {
-                    let rest = partial.split_off(MAX_LINE);
-                    lines.push(take_line(&mut partial));
-                    partial = rest;
-                }
+                splitter.split(&mut partial, &mut lines, true);
                 lines.push(take_line(&mut partial));
                 start = index + 1;
             }
         }
         partial.extend_from_slice(&buf[start..n]);
-        while partial.len() >= MAX_LINE {
-            let rest = partial.split_off(MAX_LINE);
-            lines.push(take_line(&mut partial));
-            partial = rest;
-        }
+        splitter.split(&mut partial, &mut lines, false);
         if !lines.is_empty() && sender.send((stream, lines)).await.is_err() {
             return;
         }
     }
     if !partial.is_empty() {
-        let _ = sender.send((stream, vec![take_line(&mut partial)])).await;
+        let mut lines = Vec::new();
+        splitter.split(&mut partial, &mut lines, true);
+        lines.push(take_line(&mut partial));
+        let _ = sender.send((stream, lines)).await;
+    }
+}
+
+/// Cuts over-long lines into pieces of [`MAX_LINE`] bytes.
+struct Splitter {
+    masker: Option<SecretMasker>,
+}
+
+impl Splitter {
+    /// Moves whole pieces off the front of `partial` into `lines`. With secrets, `partial` is masked
+    /// first and a piece is cut only when at least the longest secret's length minus one byte follows
+    /// the cut: a secret straddling the cut would then lie whole inside the masked text, so it was
+    /// replaced. `complete` says that no more bytes will follow (the line ended).
+    fn split(&self, partial: &mut Vec<u8>, lines: &mut Vec<String>, complete: bool) {
+        let masker = self.masker.as_ref().filter(|masker| !masker.is_empty());
+        let hold = match (masker, complete) {
+            (Some(masker), false) => masker.longest().saturating_sub(1),
+            _ => 0,
+        };
+        if partial.len() < MAX_LINE + hold || (complete && partial.len() <= MAX_LINE) {
+            return;
+        }
+        if let Some(masker) = masker {
+            mask_bytes(masker, partial);
+        }
+        while partial.len() >= MAX_LINE + hold && !(complete && partial.len() <= MAX_LINE) {
+            let rest = partial.split_off(MAX_LINE);
+            lines.push(take_line(partial));
+            *partial = rest;
+        }
+    }
+}
+
+/// Masks the valid UTF-8 prefix of `bytes` in place; an incomplete character at the end stays raw
+/// (the next read completes it).
+fn mask_bytes(masker: &SecretMasker, bytes: &mut Vec<u8>) {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(text) => text.len(),
+        Err(err) => err.valid_up_to(),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes[..valid]) else {
+        return;
+    };
+    if let std::borrow::Cow::Owned(masked) = masker.mask(text) {
+        let mut out = masked.into_bytes();
+        out.extend_from_slice(&bytes[valid..]);
+        *bytes = out;
     }
 }
 

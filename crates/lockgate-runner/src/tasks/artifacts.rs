@@ -75,6 +75,9 @@ pub fn publish_path(
             path.display()
         )));
     }
+    // The name leaves the job (events, the server's artifact list, download URLs): it is masked first,
+    // so a name holding a secret is refused (`*` is not a name character) without showing the secret.
+    let name = &*step.job.masker.mask(name).into_owned();
     let run = &step.job.run;
     let manifest = run
         .artifacts

@@ -26,6 +26,7 @@ pub fn quick_limits(timeout: Option<Duration>) -> ProcessLimits {
         timeout,
         kill_grace: Duration::from_millis(300),
         drain_grace: Duration::from_millis(200),
+        masker: None,
     }
 }
 

@@ -463,3 +463,70 @@ fn publish_test_results_reports_every_case() {
         sink.log_lines()
     );
 }
+
+/// Every path by which a text leaves a job is masked: step names, log lines, a secret straddling the
+/// 64 KiB line split, the build number, progress, artifact names, test case names and messages,
+/// issues and variables.
+#[test]
+fn a_secret_is_masked_on_every_path_out_of_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_value = "s3cr3t-Value-42";
+    let mut secret = lockgate_runner::spec::InitialVariable::new("pw", secret_value);
+    secret.secret = true;
+    // 65,530 bytes of padding put the secret across the 65,536-byte split.
+    let mut named = script(
+        None,
+        "head -c 65530 /dev/zero | tr '\\0' x; echo \"$(pw)-tail\"\n\
+         echo '##vso[build.updatebuildnumber]1.0-$(pw)'\n\
+         echo '##vso[task.setprogress value=50]at $(pw)'\n\
+         echo '##vso[task.logissue type=warning]issue $(pw)'\n\
+         echo '##vso[task.setvariable variable=plain]v-$(pw)'\n\
+         mkdir -p out reports && echo data > out/f.txt\n\
+         cat > reports/TEST-s.xml <<XML\n\
+         <testsuites><testsuite name=\"suite-$(pw)\" tests=\"1\">\n\
+         <testcase classname=\"c-$(pw)\" name=\"case-$(pw)\"><failure message=\"got $(pw)\">trace $(pw)</failure></testcase>\n\
+         </testsuite></testsuites>\n\
+         XML",
+    );
+    named.display_name = "step $(pw)".into();
+    let spec = job(
+        vec![
+            named,
+            task(
+                "PublishPipelineArtifact",
+                1,
+                &[("targetPath", "out"), ("artifact", "art-$(pw)")],
+            ),
+            task(
+                "PublishTestResults",
+                2,
+                &[
+                    ("testResultsFormat", "JUnit"),
+                    ("testResultsFiles", "**/TEST-*.xml"),
+                ],
+            ),
+        ],
+        vec![secret],
+    );
+    let (_, events, sink) = run(dir.path(), &spec);
+    let everything = format!("{events:?}");
+    assert!(
+        !everything.contains(secret_value),
+        "the secret leaked: {}",
+        everything.replace(&"x".repeat(1000), "")
+    );
+    let lines = sink.log_lines();
+    // The masked line is 65,538 bytes: it is still cut, after the mask.
+    let first = lines.iter().position(|line| line.starts_with("xxx")).unwrap();
+    assert_eq!(lines[first].len(), 65536);
+    let joined = format!("{}{}", lines[first], lines[first + 1]);
+    assert!(joined.ends_with("***-tail"), "{}", &joined[joined.len() - 40..]);
+    let tail = everything.replace(&"x".repeat(1000), "");
+    // A name holding a secret is refused (`*` is not allowed in names), with the masked name.
+    assert!(
+        everything.contains("publishing artifact `art-***`"),
+        "artifact: {tail}"
+    );
+    assert!(everything.contains("case-***"), "test case name: {tail}");
+    assert!(everything.contains("build_number: \"1.0-***\""), "{tail}");
+}
