@@ -350,7 +350,11 @@ impl Event {
                 job: id(job),
                 step,
                 name: m(name),
-                value: if is_secret { MASK.to_string() } else { m(value) },
+                value: if is_secret {
+                    MASK.to_string()
+                } else {
+                    m(value)
+                },
                 is_output,
                 is_secret,
             },

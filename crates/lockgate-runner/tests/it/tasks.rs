@@ -493,17 +493,17 @@ fn a_secret_is_masked_on_every_path_out_of_a_job() {
         vec![
             named,
             task(
-                "PublishPipelineArtifact",
-                1,
-                &[("targetPath", "out"), ("artifact", "art-$(pw)")],
-            ),
-            task(
                 "PublishTestResults",
                 2,
                 &[
                     ("testResultsFormat", "JUnit"),
                     ("testResultsFiles", "**/TEST-*.xml"),
                 ],
+            ),
+            task(
+                "PublishPipelineArtifact",
+                1,
+                &[("targetPath", "out"), ("artifact", "art-$(pw)")],
             ),
         ],
         vec![secret],
@@ -517,10 +517,17 @@ fn a_secret_is_masked_on_every_path_out_of_a_job() {
     );
     let lines = sink.log_lines();
     // The masked line is 65,538 bytes: it is still cut, after the mask.
-    let first = lines.iter().position(|line| line.starts_with("xxx")).unwrap();
+    let first = lines
+        .iter()
+        .position(|line| line.starts_with("xxx"))
+        .unwrap();
     assert_eq!(lines[first].len(), 65536);
     let joined = format!("{}{}", lines[first], lines[first + 1]);
-    assert!(joined.ends_with("***-tail"), "{}", &joined[joined.len() - 40..]);
+    assert!(
+        joined.ends_with("***-tail"),
+        "{}",
+        &joined[joined.len() - 40..]
+    );
     let tail = everything.replace(&"x".repeat(1000), "");
     // A name holding a secret is refused (`*` is not allowed in names), with the masked name.
     assert!(
