@@ -537,3 +537,40 @@ fn a_secret_is_masked_on_every_path_out_of_a_job() {
     assert!(everything.contains("case-***"), "test case name: {tail}");
     assert!(everything.contains("build_number: \"1.0-***\""), "{tail}");
 }
+
+/// PublishTestResults@2 with nothing matching warns and stays Succeeded (as the task's source does);
+/// with failTaskOnMissingResultsFile it fails.
+#[test]
+fn publish_test_results_without_files_warns_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![
+            task(
+                "PublishTestResults",
+                2,
+                &[("testResultsFiles", "**/TEST-none-*.xml")],
+            ),
+            task(
+                "PublishTestResults",
+                2,
+                &[
+                    ("testResultsFiles", "**/TEST-none-*.xml"),
+                    ("failTaskOnMissingResultsFile", "true"),
+                ],
+            ),
+        ],
+        vec![],
+    );
+    let (_, events, _) = run(dir.path(), &spec);
+    assert_eq!(
+        step_results(&events),
+        [TaskResult::Succeeded, TaskResult::Failed]
+    );
+    let warnings = events
+        .iter()
+        .filter(|e| {
+            matches!(e, Event::Issue { message, .. } if message.contains("no test result files matching `**/TEST-none-*.xml`"))
+        })
+        .count();
+    assert_eq!(warnings, 2, "{events:?}");
+}
