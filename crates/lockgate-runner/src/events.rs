@@ -81,7 +81,7 @@ pub enum IssueKind {
 }
 
 /// Which job an event belongs to: `Stage.Job` ids are unique within a run.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct JobId {
     pub stage: String,
     pub job: String,

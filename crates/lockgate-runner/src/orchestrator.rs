@@ -3,7 +3,7 @@
 //! conditions and runtime `$[ ]` variables evaluated with `dependencies`/`stageDependencies` just before a
 //! job starts, output variables handed on, results rolled up into stages and the run.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,17 @@ pub struct LocalRunOptions {
     pub run_variables: Vec<(String, String)>,
     /// Where job workspaces go (`<work>/<n>/`).
     pub work_dir: PathBuf,
+    /// `--stage` / `--job`: run only these jobs. The others do not run: each counts as finished with its
+    /// result and outputs from `previous` (an earlier local run), or as Succeeded with no outputs when
+    /// there is none, so that the selected jobs' conditions and dependency outputs can be evaluated.
+    pub selection: Option<Selection>,
+}
+
+/// The jobs a partial run runs, and what the others left in earlier runs.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub jobs: BTreeSet<JobId>,
+    pub previous: BTreeMap<JobId, JobOutcome>,
 }
 
 /// One finished job, for the summary.
@@ -40,6 +51,8 @@ pub struct JobSummary {
     pub display_name: String,
     pub result: TaskResult,
     pub seconds: f64,
+    /// The job's output variables (`step.var`), for a later `--stage`/`--job` run.
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// How the run ended.
@@ -444,17 +457,53 @@ pub async fn run_plan(
     let mut jobs: Vec<JobRecord> = Vec::new();
     for (stage_index, stage) in plan.stages.iter().enumerate() {
         for job in &stage.jobs {
+            // A job left out of a partial run counts as finished, with what an earlier run left.
+            let preset = options.selection.as_ref().and_then(|selection| {
+                let id = JobId {
+                    stage: stage.name.clone(),
+                    job: job.name.clone(),
+                };
+                (!selection.jobs.contains(&id)).then(|| {
+                    selection.previous.get(&id).cloned().unwrap_or(JobOutcome {
+                        result: TaskResult::Succeeded,
+                        outputs: BTreeMap::new(),
+                        seconds: 0.0,
+                    })
+                })
+            });
             jobs.push(JobRecord {
                 stage: stage_index,
                 job: job.clone(),
-                outcome: None,
-                started: false,
+                started: preset.is_some(),
+                outcome: preset,
             });
         }
     }
     let stage_count = plan.stages.len();
     let mut stage_results: Vec<Option<TaskResult>> = vec![None; stage_count];
     let mut stage_started: Vec<bool> = vec![false; stage_count];
+    // Stages with no selected job are settled from their jobs' preset outcomes, without events.
+    let mut stage_selected = vec![true; stage_count];
+    if options.selection.is_some() {
+        for (index, selected) in stage_selected.iter_mut().enumerate() {
+            let records: Vec<&JobRecord> = jobs.iter().filter(|j| j.stage == index).collect();
+            if records.iter().all(|j| j.outcome.is_some()) {
+                *selected = false;
+                stage_started[index] = true;
+                let mut result = TaskResult::Skipped;
+                for record in &records {
+                    if let Some(outcome) = &record.outcome {
+                        result = result.merge(effective_result(&record.job, outcome.result));
+                    }
+                }
+                stage_results[index] = Some(if records.is_empty() {
+                    TaskResult::Succeeded
+                } else {
+                    result
+                });
+            }
+        }
+    }
     let mut stage_clock: Vec<Option<Instant>> = vec![None; stage_count];
     let mut running: JoinSet<(usize, JobOutcome)> = JoinSet::new();
     let parallel = options.parallel.max(1);
@@ -664,6 +713,7 @@ pub async fn run_plan(
                         display_name,
                         result,
                         seconds: 0.0,
+                        outputs: BTreeMap::new(),
                     });
                     jobs[index].outcome = Some(JobOutcome {
                         result,
@@ -715,6 +765,7 @@ pub async fn run_plan(
                         display_name,
                         result: TaskResult::Failed,
                         seconds: 0.0,
+                        outputs: BTreeMap::new(),
                     });
                     jobs[index].outcome = Some(JobOutcome {
                         result: TaskResult::Failed,
@@ -814,6 +865,7 @@ pub async fn run_plan(
                     display_name: job_display_name(&record.job),
                     result: outcome.result,
                     seconds: outcome.seconds,
+                    outputs: outcome.outputs.clone(),
                 });
                 record.outcome = Some(outcome);
             }
@@ -856,8 +908,14 @@ pub async fn run_plan(
         }
     }
     let mut result = TaskResult::Skipped;
-    for stage_result in stage_results.iter().flatten() {
-        result = result.merge(*stage_result);
+    for (stage_result, _) in stage_results
+        .iter()
+        .zip(&stage_selected)
+        .filter(|(_, selected)| **selected)
+    {
+        if let Some(stage_result) = stage_result {
+            result = result.merge(*stage_result);
+        }
     }
     if result == TaskResult::Skipped {
         result = TaskResult::Succeeded;
@@ -885,7 +943,9 @@ pub async fn run_plan(
             .stages
             .iter()
             .zip(&stage_results)
-            .map(|(s, r)| (s.name.clone(), r.unwrap_or(TaskResult::Skipped)))
+            .zip(&stage_selected)
+            .filter(|(_, selected)| **selected)
+            .map(|((s, r), _)| (s.name.clone(), r.unwrap_or(TaskResult::Skipped)))
             .collect(),
         jobs: summaries,
         seconds: started.elapsed().as_secs_f64(),
@@ -947,6 +1007,7 @@ fn skip_stage_jobs(
             display_name,
             result: TaskResult::Skipped,
             seconds: 0.0,
+            outputs: BTreeMap::new(),
         });
     }
 }

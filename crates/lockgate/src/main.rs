@@ -2,6 +2,7 @@
 //! also the one place that maps errors to the documented exit codes (see ARCHITECTURE.md).
 
 mod compile;
+mod partial;
 mod run;
 mod server;
 mod solution;

@@ -66,6 +66,15 @@ pub struct RunArgs {
     /// built-in task of the same name. Repeat for several.
     #[arg(long = "tasks", value_name = "DIR")]
     pub tasks: Vec<PathBuf>,
+    /// Run only this stage (repeat for several). The stages and jobs it depends on do not run: their
+    /// results and output variables come from the newest earlier local run of this pipeline, else they
+    /// count as Succeeded with no outputs (a note says which).
+    #[arg(long = "stage", value_name = "NAME")]
+    pub stages: Vec<String>,
+    /// Run only this job (`JOB` or `STAGE.JOB`; a matrix job runs all its legs); repeat for several.
+    /// Combines with --stage.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
 }
 
 /// A test-only knob: `LOCKGATE_MINUTE_MS` makes one "minute" of `timeoutInMinutes` and
@@ -121,6 +130,8 @@ pub(crate) fn registry() -> TaskRegistry {
 
 pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
     let (root, entry) = locate_pipeline(args.file.as_deref(), args.root.as_deref())?;
+    // Which pipeline this is, for finding what earlier runs of it left (`--stage` / `--job`).
+    let pipeline_key = root.join(&entry).display().to_string();
     let parameters = parameter_values(&args.params)?;
     let mut variables = Vec::new();
     for var in &args.vars {
@@ -203,6 +214,18 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_USAGE);
     }
 
+    let selection = if args.stages.is_empty() && args.jobs.is_empty() {
+        None
+    } else {
+        let jobs = crate::partial::select(&plan, &args.stages, &args.jobs)?;
+        let previous = crate::partial::previous_outcomes(&base.join("runs"), &pipeline_key);
+        let (selection, notes) = crate::partial::selection(&plan, jobs, previous);
+        for note in notes {
+            eprintln!("{note}");
+        }
+        Some(selection)
+    };
+
     let (run_number, run_dir) = new_run_dir(&base)?;
     let run_id = run_number.to_string();
     let now = SystemTime::now()
@@ -238,6 +261,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         variable_groups,
         run_variables: facts,
         work_dir: run_dir.join("work"),
+        selection,
     };
     let mode = if args.json {
         ViewMode::Json
@@ -254,6 +278,9 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
     });
     let sink: Arc<dyn EventSink> = view.clone();
     let outcome = run_local(&plan, context, Arc::new(registry), &options, sink)?;
+    if let Err(err) = crate::partial::save_outcome(&run_dir, &pipeline_key, &outcome) {
+        eprintln!("warning: cannot record the run's outcome for later --stage/--job runs: {err}");
+    }
     view.event(Event::RunFinished {
         run_id,
         result: outcome.result,

@@ -88,6 +88,7 @@ pub(super) fn run_pipeline_in(
         variable_groups: Default::default(),
         run_variables: run_facts(None, "bench", "1", "1"),
         work_dir: run_dir.join("work"),
+        selection: None,
     };
     let sink = Arc::new(FileSink {
         out: Mutex::new(BufWriter::with_capacity(

@@ -925,3 +925,80 @@ stages:
     assert_eq!(output.status.code(), Some(0), "{all}");
     assert!(all.contains("direct=[from-two] indirect=[]"), "{all}");
 }
+
+#[test]
+fn stage_and_job_selection_reuses_outputs_of_earlier_runs() {
+    let project = Project::new(
+        r###"
+stages:
+- stage: Build
+  jobs:
+  - job: Version
+    steps:
+    - checkout: none
+    - bash: |
+        echo "VERSION-RAN"
+        echo "##vso[task.setvariable variable=number;isOutput=true]4.5.6"
+      name: setver
+  - job: UseIt
+    dependsOn: Version
+    variables:
+      fromJob: $[ dependencies.Version.outputs['setver.number'] ]
+    steps:
+    - checkout: none
+    - script: echo "job got [$(fromJob)]"
+- stage: Deploy
+  jobs:
+  - job: Ship
+    variables:
+      fromStage: $[ stageDependencies.Build.Version.outputs['setver.number'] ]
+    steps:
+    - checkout: none
+    - script: echo "stage got [$(fromStage)]"
+"###,
+    );
+    // No earlier run: the dependency counts as Succeeded with no outputs, and the run says so.
+    let output = project.run(&["--stage", "deploy"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(!all.contains("VERSION-RAN"), "{all}");
+    assert!(all.contains("stage got []"), "{all}");
+    assert!(
+        all.contains("`Build.Version` does not run and no earlier local run"),
+        "{all}"
+    );
+    // A full run records every job's outputs.
+    let output = project.run(&[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("VERSION-RAN"));
+    // Now the left-out jobs' outputs come from run 2.
+    let output = project.run(&["--stage", "Deploy"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(!all.contains("VERSION-RAN"), "{all}");
+    assert!(all.contains("stage got [4.5.6]"), "{all}");
+    assert!(all.contains("outputs come from local run 2"), "{all}");
+    let output = project.run(&["--job", "Build.UseIt"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("job got [4.5.6]"), "{all}");
+    assert!(
+        !all.contains("VERSION-RAN") && !all.contains("stage got"),
+        "{all}"
+    );
+    // A name that matches nothing is a usage error naming what the pipeline has.
+    for (args, message) in [
+        (
+            ["--stage", "Nope"],
+            "--stage Nope: no such stage; the pipeline's stages are: Build, Deploy",
+        ),
+        (
+            ["--job", "Nope"],
+            "--job Nope: no such job; the pipeline's jobs are: Build.UseIt, Build.Version, Deploy.Ship",
+        ),
+    ] {
+        let output = project.run(&args);
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        assert!(text(&output).contains(message), "{}", text(&output));
+    }
+}
