@@ -137,6 +137,63 @@ pub struct Pool {
     pub server: bool,
 }
 
+impl Pool {
+    /// The operating system the pool asks for, as `Agent.OS` names it (`Windows_NT`, `Darwin`, `Linux`),
+    /// when it can be told: from the `vmImage` (Microsoft-hosted images: `windows-*`, `vs20*-win*`,
+    /// `win*`, `macOS-*`, `macos-*`, `ubuntu-*`; "Microsoft-hosted agents"), from an `Agent.OS -equals X`
+    /// demand ("Demands"), or from a hosted pool's name (`Hosted Windows 2019 with VS2019`, `Hosted
+    /// macOS`, `Hosted Ubuntu 1604`). `expand` expands `$( )` macros first, so that `vmImage:
+    /// $(imageName)` from a matrix leg is read with the leg's value. `None` when the pool does not say.
+    pub fn wanted_os(&self, expand: impl Fn(&str) -> String) -> Option<&'static str> {
+        let demand = self.demands.iter().find_map(|demand| {
+            let demand = expand(demand);
+            let mut words = demand.split_whitespace();
+            let (name, op, value) = (words.next()?, words.next()?, words.next()?);
+            (name.eq_ignore_ascii_case("Agent.OS") && op.eq_ignore_ascii_case("-equals"))
+                .then(|| os_name(value))
+                .flatten()
+        });
+        if demand.is_some() {
+            return demand;
+        }
+        if let Some(image) = &self.vm_image {
+            let image = expand(image).to_ascii_lowercase();
+            if image.starts_with("windows") || image.starts_with("win") || image.starts_with("vs20")
+            {
+                return Some("Windows_NT");
+            }
+            if image.starts_with("macos") || image.starts_with("mac") {
+                return Some("Darwin");
+            }
+            if image.starts_with("ubuntu") {
+                return Some("Linux");
+            }
+            return None;
+        }
+        let name = expand(self.name.as_deref()?).to_ascii_lowercase();
+        let hosted = name.strip_prefix("hosted ")?;
+        if hosted.contains("windows") || hosted.starts_with("vs20") {
+            Some("Windows_NT")
+        } else if hosted.contains("mac") {
+            Some("Darwin")
+        } else if hosted.contains("ubuntu") || hosted.contains("linux") {
+            Some("Linux")
+        } else {
+            None
+        }
+    }
+}
+
+/// `Agent.OS` spelled as the agent spells it, from a demand's value.
+fn os_name(value: &str) -> Option<&'static str> {
+    match value.to_ascii_lowercase().as_str() {
+        "windows_nt" | "windows" => Some("Windows_NT"),
+        "darwin" | "macos" => Some("Darwin"),
+        "linux" => Some("Linux"),
+        _ => None,
+    }
+}
+
 /// A stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -393,4 +450,53 @@ pub struct Step {
     pub fail_on_stderr: bool,
     pub target: Option<StepTarget>,
     pub source: Location,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pool;
+
+    fn pool(name: Option<&str>, image: Option<&str>, demands: &[&str]) -> Pool {
+        Pool {
+            name: name.map(str::to_string),
+            vm_image: image.map(str::to_string),
+            demands: demands.iter().map(|d| (*d).to_string()).collect(),
+            server: false,
+        }
+    }
+
+    #[test]
+    fn the_wanted_os_comes_from_the_image_a_demand_or_a_hosted_pool_name() {
+        let none = |s: &str| s.to_string();
+        for (p, os) in [
+            (pool(None, Some("windows-latest"), &[]), Some("Windows_NT")),
+            (pool(None, Some("vs2017-win2016"), &[]), Some("Windows_NT")),
+            (pool(None, Some("macOS-13"), &[]), Some("Darwin")),
+            (pool(None, Some("ubuntu-22.04"), &[]), Some("Linux")),
+            (pool(None, Some("my-image"), &[]), None),
+            (pool(Some("Default"), None, &[]), None),
+            (pool(Some("Hosted macOS"), None, &[]), Some("Darwin")),
+            (
+                pool(Some("Hosted Windows 2019 with VS2019"), None, &[]),
+                Some("Windows_NT"),
+            ),
+            (
+                pool(Some("Default"), None, &["agent.os -equals Windows_NT"]),
+                Some("Windows_NT"),
+            ),
+            (
+                pool(None, Some("windows-latest"), &["Agent.OS -equals Linux"]),
+                Some("Linux"),
+            ),
+            (pool(Some("Default"), None, &["java"]), None),
+        ] {
+            assert_eq!(p.wanted_os(none), os, "{p:?}");
+        }
+        // Macros are expanded first (a matrix leg's `imageName`).
+        let leg = |s: &str| s.replace("$(imageName)", "macOS-latest");
+        assert_eq!(
+            pool(None, Some("$(imageName)"), &[]).wanted_os(leg),
+            Some("Darwin")
+        );
+    }
 }

@@ -35,6 +35,18 @@ pub struct LocalRunOptions {
     /// result and outputs from `previous` (an earlier local run), or as Succeeded with no outputs when
     /// there is none, so that the selected jobs' conditions and dependency outputs can be evaluated.
     pub selection: Option<Selection>,
+    /// What to do with a job whose pool asks for another operating system than this machine's.
+    pub os_mismatch: OsMismatch,
+}
+
+/// `--os-mismatch`: a job for a `windows-*` or `macOS-*` pool cannot run as written on a Linux machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OsMismatch {
+    /// Skip the job with a warning that says why (the default).
+    #[default]
+    Skip,
+    /// Run it here anyway, with this machine's `Agent.OS`.
+    Run,
 }
 
 /// The jobs a partial run runs, and what the others left in earlier runs.
@@ -775,6 +787,36 @@ pub async fn run_plan(
                     continue;
                 }
                 let mut resolved = expand_variable_macros(resolved);
+                if let Some(message) = os_mismatch(&job, &resolved, options) {
+                    sink.event(Event::JobStarted {
+                        job: id.clone(),
+                        display_name: display_name.clone(),
+                    });
+                    sink.event(Event::Issue {
+                        job: id.clone(),
+                        step: None,
+                        kind: IssueKind::Warning,
+                        message,
+                    });
+                    sink.event(Event::JobFinished {
+                        job: id.clone(),
+                        result: TaskResult::Skipped,
+                        seconds: 0.0,
+                    });
+                    summaries.push(JobSummary {
+                        id,
+                        display_name,
+                        result: TaskResult::Skipped,
+                        seconds: 0.0,
+                        outputs: BTreeMap::new(),
+                    });
+                    jobs[index].outcome = Some(JobOutcome {
+                        result: TaskResult::Skipped,
+                        outputs: BTreeMap::new(),
+                        seconds: 0.0,
+                    });
+                    continue;
+                }
                 if let Some(environment) = &job.environment {
                     // Deployment jobs target this machine as the environment's one resource.
                     let resource = environment
@@ -959,6 +1001,49 @@ fn job_display_name(job: &plan::Job) -> String {
         None if job.name == "__default" => "Job".into(),
         None => job.name.clone(),
     }
+}
+
+/// Why a job is skipped because its pool wants another operating system than this machine's, when it is
+/// and `--os-mismatch run` was not given. Azure Pipelines runs such a job only on an agent with that
+/// `Agent.OS`; running it here would run Windows or macOS steps on Linux and report the wrong `Agent.OS`.
+fn os_mismatch(
+    job: &plan::Job,
+    variables: &[InitialVariable],
+    options: &LocalRunOptions,
+) -> Option<String> {
+    if options.os_mismatch == OsMismatch::Run {
+        return None;
+    }
+    let pool = job.pool.as_ref()?;
+    let wanted = pool.wanted_os(|text| {
+        lockgate_expr::expand_macros(text, |name| {
+            variables
+                .iter()
+                .rev()
+                .find(|v| v.name.eq_ignore_ascii_case(name))
+                .map(|v| v.value.clone())
+        })
+        .into_owned()
+    })?;
+    let here = options
+        .run_variables
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("Agent.OS"))
+        .map_or("Linux", |(_, v)| v.as_str());
+    if wanted.eq_ignore_ascii_case(here) {
+        return None;
+    }
+    let asked = pool
+        .vm_image
+        .as_deref()
+        .map(|image| format!("vmImage `{image}`"))
+        .or_else(|| pool.name.as_deref().map(|name| format!("pool `{name}`")))
+        .unwrap_or_else(|| "its pool".into());
+    Some(format!(
+        "{}: skipped: {asked} asks for an agent with Agent.OS {wanted}, and this machine is {here} \
+         (`lockgate run --os-mismatch run` runs it here anyway)",
+        job.source
+    ))
 }
 
 /// A job with `continueOnError: true` counts as succeeded-with-issues for what depends on it.

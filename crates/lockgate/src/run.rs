@@ -14,8 +14,8 @@ use lockgate_runner::artifacts::ArtifactStore;
 use lockgate_runner::events::{Event, EventSink, IssueKind, JobId, TaskResult};
 use lockgate_runner::job::RunContext;
 use lockgate_runner::orchestrator::{
-    LocalRunOptions, RunOutcome, format_build_number, read_variable_group, run_facts, run_local,
-    validate_plan,
+    LocalRunOptions, OsMismatch, RunOutcome, format_build_number, read_variable_group, run_facts,
+    run_local, validate_plan,
 };
 use lockgate_runner::tasks::TaskRegistry;
 
@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Combines with --stage.
     #[arg(long = "job", value_name = "NAME")]
     pub jobs: Vec<String>,
+    /// Jobs whose pool asks for another OS than this machine's (`vmImage: windows-latest`,
+    /// `macOS-*`, an `Agent.OS` demand): `skip` them with a note (the default) or `run` them here anyway.
+    #[arg(long = "os-mismatch", value_name = "skip|run", default_value = "skip", value_parser = ["skip", "run"])]
+    pub os_mismatch: String,
 }
 
 /// A test-only knob: `LOCKGATE_MINUTE_MS` makes one "minute" of `timeoutInMinutes` and
@@ -262,6 +266,11 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         run_variables: facts,
         work_dir: run_dir.join("work"),
         selection,
+        os_mismatch: if args.os_mismatch == "run" {
+            OsMismatch::Run
+        } else {
+            OsMismatch::Skip
+        },
     };
     let mode = if args.json {
         ViewMode::Json

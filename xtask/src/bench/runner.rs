@@ -89,6 +89,7 @@ pub(super) fn run_pipeline_in(
         run_variables: run_facts(None, "bench", "1", "1"),
         work_dir: run_dir.join("work"),
         selection: None,
+        os_mismatch: Default::default(),
     };
     let sink = Arc::new(FileSink {
         out: Mutex::new(BufWriter::with_capacity(

@@ -1002,3 +1002,44 @@ stages:
         assert!(text(&output).contains(message), "{}", text(&output));
     }
 }
+
+#[test]
+fn jobs_for_another_os_are_skipped_with_a_note_unless_asked_to_run() {
+    let project = Project::new(
+        r###"
+strategy:
+  matrix:
+    linux:
+      imageName: ubuntu-latest
+    mac:
+      imageName: macOS-latest
+    windows:
+      imageName: windows-latest
+pool:
+  vmImage: $(imageName)
+steps:
+- checkout: none
+- script: echo "RAN-ON-$(imageName)"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("RAN-ON-ubuntu-latest"), "{all}");
+    assert!(!all.contains("RAN-ON-macOS-latest"), "{all}");
+    assert!(!all.contains("RAN-ON-windows-latest"), "{all}");
+    assert!(
+        all.contains("vmImage `$(imageName)` asks for an agent with Agent.OS Darwin"),
+        "{all}"
+    );
+    assert!(all.contains("Agent.OS Windows_NT"), "{all}");
+    assert!(all.contains("--os-mismatch run"), "{all}");
+    let output = project.run(&["--os-mismatch", "run"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for image in ["ubuntu-latest", "macOS-latest", "windows-latest"] {
+        assert!(all.contains(&format!("RAN-ON-{image}")), "{all}");
+    }
+    let output = project.run(&["--os-mismatch", "maybe"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+}
