@@ -247,6 +247,7 @@ impl JobExecutor for RunnerExecutor {
             drain_grace: Duration::from_millis(500),
             cache_dir: job.job_dir.join("cache"),
             sandbox: self.sandbox.clone(),
+            job_home: true,
         };
         let spec = JobSpec {
             stage: job.lease.stage_name.clone(),

@@ -46,6 +46,10 @@ pub struct RunContext {
     /// Runs every step process in this sandbox (the job's workspace its only writable folder); None
     /// runs them directly on the machine.
     pub sandbox: Option<crate::sandbox::Sandbox>,
+    /// Gives each job its own `HOME` (`<job workspace>/home`), so that parallel jobs never share the
+    /// caches and settings tools keep there; false runs steps with the base environment's HOME
+    /// (`lockgate run --shared-home`).
+    pub job_home: bool,
 }
 
 impl RunContext {
@@ -77,6 +81,9 @@ pub struct JobState<'a> {
     /// Extra prefixes the current phase publishes outputs under (deployment hooks).
     pub output_prefixes: Vec<String>,
     pub prepend_path: Vec<String>,
+    /// `HOME` and the variables that keep pointing at the user's installed toolchains (see
+    /// [`job_home_environment`]); empty when the run shares the user's HOME.
+    home_env: Vec<(String, String)>,
     pub workspace: JobWorkspace,
     pub sink: &'a dyn EventSink,
     pub run: &'a RunContext,
@@ -132,6 +139,23 @@ pub async fn run_job(
     };
     // The job has its own cancel signal: the run's cancel, or the job timeout.
     let job_cancel = CancelSignal::new();
+    let home_env = if run.job_home {
+        if let Err(err) = std::fs::create_dir_all(&workspace.home) {
+            sink.event(Event::Issue {
+                job: id.clone(),
+                step: None,
+                kind: IssueKind::Error,
+                message: format!(
+                    "cannot create the job's home folder {}: {err}",
+                    workspace.home.display()
+                ),
+            });
+            return finish(sink, id, TaskResult::Failed, BTreeMap::new(), started);
+        }
+        job_home_environment(&run.base_env, &workspace.home)
+    } else {
+        Vec::new()
+    };
     let mut state = JobState {
         id: id.clone(),
         variables: VariableStore::new(),
@@ -140,6 +164,7 @@ pub async fn run_job(
         outputs: BTreeMap::new(),
         output_prefixes: Vec::new(),
         prepend_path: Vec::new(),
+        home_env,
         workspace,
         sink,
         run,
@@ -692,10 +717,12 @@ impl StepContext<'_, '_> {
         set_variable(self, name, value, secret, output, readonly);
     }
 
-    /// The environment for a child process: the base environment, every non-secret variable, the step's
+    /// The environment for a child process: the base environment, the job's own HOME, every non-secret
+    /// variable (a variable or `env:` named HOME wins), the step's
     /// `env:`, `TF_BUILD`, `AGENT_JOBSTATUS`, and `PATH` with `task.prependpath` entries first.
     pub fn process_env(&self) -> Vec<(String, String)> {
         let mut env: BTreeMap<String, String> = self.job.run.base_env.iter().cloned().collect();
+        env.extend(self.job.home_env.iter().cloned());
         for (name, value) in self.job.variables.environment() {
             env.insert(name, value);
         }
@@ -1121,4 +1148,36 @@ fn issue(state: &JobState<'_>, step: Option<usize>, kind: IssueKind, message: &s
         kind,
         message: message.to_string(),
     });
+}
+
+/// Tool roots that default to a folder in HOME and hold installed toolchains or the user's settings
+/// rather than caches: with a job's own HOME they keep pointing at the user's folder (when it exists and
+/// the variable is not set already), so that `cargo` through rustup, pyenv's shims, nvm, git's identity
+/// and npm's registry settings keep working while caches (`~/.cache`, `~/.npm`, `~/.cargo/registry`,
+/// yarn's and pip's) become the job's own.
+pub const HOME_TOOL_ROOTS: &[(&str, &str)] = &[
+    ("RUSTUP_HOME", ".rustup"),
+    ("PYENV_ROOT", ".pyenv"),
+    ("NVM_DIR", ".nvm"),
+    ("GIT_CONFIG_GLOBAL", ".gitconfig"),
+    ("NPM_CONFIG_USERCONFIG", ".npmrc"),
+];
+
+/// `HOME=<home>` plus [`HOME_TOOL_ROOTS`] resolved against the base environment's HOME.
+pub fn job_home_environment(base_env: &[(String, String)], home: &Path) -> Vec<(String, String)> {
+    let mut env = vec![("HOME".to_string(), home.display().to_string())];
+    let user_home = base_env
+        .iter()
+        .find(|(name, _)| name == "HOME")
+        .map(|(_, value)| PathBuf::from(value))
+        .filter(|dir| dir.is_absolute() && dir.as_path() != home);
+    if let Some(user_home) = user_home {
+        for (name, relative) in HOME_TOOL_ROOTS {
+            let target = user_home.join(relative);
+            if !base_env.iter().any(|(key, _)| key == name) && target.exists() {
+                env.push(((*name).to_string(), target.display().to_string()));
+            }
+        }
+    }
+    env
 }

@@ -1,6 +1,6 @@
 //! The folders of one job, laid out like the agent's `_work/<n>/` (docs: pipelines/build/variables and the
 //! agent's jobdirectories.md): `s` sources, `a` artifact staging, `b` binaries, `TestResults`, plus the
-//! job's own temp and tool folders so that concurrent local jobs never share scratch space.
+//! job's own temp, tool and home folders so that concurrent local jobs never share scratch space or caches.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ pub struct JobWorkspace {
     pub test_results: PathBuf,
     pub temp: PathBuf,
     pub tools: PathBuf,
+    /// The job's own `HOME` (created at job start unless the run shares the user's HOME).
+    pub home: PathBuf,
 }
 
 impl JobWorkspace {
@@ -28,6 +30,7 @@ impl JobWorkspace {
             test_results: root.join("TestResults"),
             temp: root.join("_temp"),
             tools: root.join("_tool"),
+            home: root.join("home"),
         }
     }
 

@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// steps run as you, with your environment (docs/security.md).
     #[arg(long)]
     pub sandbox: bool,
+    /// Run steps with your own HOME instead of giving each job its own (`<job workspace>/home`);
+    /// parallel jobs then share the caches tools keep there (docs/run.md).
+    #[arg(long)]
+    pub shared_home: bool,
     /// A folder of task packages (task folders with a task.json and a Node handler, as
     /// `tfx build tasks upload` takes); `- task: Name@Major` (or the task's id) runs them, in place of a
     /// built-in task of the same name. Repeat for several.
@@ -258,6 +262,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         drain_grace: Duration::from_millis(500),
         cache_dir: base.join("cache"),
         sandbox,
+        job_home: !args.shared_home,
     });
     let options = LocalRunOptions {
         parallel,

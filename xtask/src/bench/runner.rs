@@ -81,6 +81,7 @@ pub(super) fn run_pipeline_in(
         drain_grace: Duration::from_millis(500),
         cache_dir: dir.join("cache"),
         sandbox: sandbox.cloned(),
+        job_home: true,
     });
     let options = LocalRunOptions {
         parallel: 1,

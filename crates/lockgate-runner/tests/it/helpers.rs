@@ -79,6 +79,7 @@ pub fn run_context(dir: &Path) -> RunContext {
         drain_grace: Duration::from_millis(200),
         cache_dir: dir.join("cache"),
         sandbox: None,
+        job_home: true,
     }
 }
 

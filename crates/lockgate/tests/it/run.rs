@@ -1043,3 +1043,70 @@ steps:
     let output = project.run(&["--os-mismatch", "maybe"]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
 }
+
+/// Each job has its own HOME under its workspace (a file one job writes to `~` is not in the other's),
+/// toolchain roots in the user's HOME stay reachable, and `--shared-home` gives steps the user's HOME.
+#[test]
+fn each_job_has_its_own_home_unless_shared() {
+    let project = Project::new(
+        r#"
+jobs:
+- job: A
+  steps:
+  - checkout: none
+  - bash: |
+      echo "A home=$HOME rustup=$RUSTUP_HOME"
+      echo from-a > ~/a.txt
+- job: B
+  dependsOn: A
+  steps:
+  - checkout: none
+  - bash: |
+      echo "B home=$HOME"
+      if [ -e ~/a.txt ]; then echo "B sees a.txt"; else echo "B has no a.txt"; fi
+"#,
+    );
+    let user_home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(user_home.path().join(".rustup")).unwrap();
+    let run = |args: &[&str]| {
+        let output = project
+            .command(args)
+            .env("HOME", user_home.path())
+            .env_remove("RUSTUP_HOME")
+            .output()
+            .unwrap();
+        let all = text(&output);
+        assert_eq!(output.status.code(), Some(0), "{all}");
+        all
+    };
+    let home_of = |all: &str, job: &str| -> String {
+        let prefix = format!("[{job}] {job} home=");
+        let line = all
+            .lines()
+            .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest.to_string()))
+            .unwrap_or_else(|| panic!("no `{prefix}` line: {all}"));
+        line.split_whitespace().next().unwrap_or("").to_string()
+    };
+    let all = run(&[]);
+    let (a, b) = (home_of(&all, "A"), home_of(&all, "B"));
+    assert_ne!(a, b, "{all}");
+    assert!(a.ends_with("/home") && b.ends_with("/home"), "{all}");
+    assert!(
+        !a.starts_with(&user_home.path().display().to_string()),
+        "{all}"
+    );
+    assert!(all.contains("B has no a.txt"), "{all}");
+    let rustup = format!("rustup={}/.rustup", user_home.path().display());
+    assert!(all.contains(&rustup), "{all}");
+    assert!(!user_home.path().join("a.txt").exists());
+
+    let all = run(&["--shared-home"]);
+    let shown = user_home.path().display().to_string();
+    assert_eq!(home_of(&all, "A"), shown, "{all}");
+    assert_eq!(home_of(&all, "B"), shown, "{all}");
+    assert!(all.contains("B sees a.txt"), "{all}");
+    assert!(
+        all.contains("rustup= ") || all.contains("rustup=\n"),
+        "{all}"
+    );
+}
