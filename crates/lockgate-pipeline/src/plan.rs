@@ -52,6 +52,20 @@ pub struct Plan {
     pub stages: Vec<Stage>,
 }
 
+impl Plan {
+    /// The pipeline-level variables with a value (not the groups), in order: what a run-number format
+    /// can refer to.
+    pub fn value_variables(&self) -> Vec<(String, String)> {
+        self.variables
+            .iter()
+            .filter_map(|variable| match variable {
+                Variable::Value { name, value, .. } => Some((name.clone(), value.clone())),
+                Variable::Group { .. } => None,
+            })
+            .collect()
+    }
+}
+
 /// A runtime parameter and the value it ended with.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use lockgate_expr::{MapContext, Object, ParseOptions, StatusInput, Value, parse};
+use lockgate_pipeline::run_number;
 
 use crate::events::TaskResult;
 use crate::variables::VariableStore;
@@ -21,9 +22,14 @@ fn to_expr_result(result: TaskResult) -> lockgate_expr::TaskResult {
 fn context_with_variables<'v>(variables: impl Iterator<Item = (&'v str, &'v str)>) -> MapContext {
     let mut context = MapContext::new();
     context.set_strict_parameters(false);
+    let mut start_time = None;
     for (name, value) in variables {
+        if name.eq_ignore_ascii_case(run_number::START_TIME_VARIABLE) {
+            start_time = Some(value);
+        }
         context.set_variable(name, value);
     }
+    run_number::set_pipeline_context(&mut context, start_time);
     context
 }
 

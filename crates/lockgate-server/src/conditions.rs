@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use lockgate_expr::{MapContext, Object, ParseOptions, StatusInput, TaskResult, Value, parse};
 use lockgate_pipeline::plan::Variable;
+use lockgate_pipeline::run_number;
 use lockgate_protocol::agent::LeaseVariable;
 use lockgate_store::Job;
 use serde::Deserialize;
@@ -282,6 +283,12 @@ impl RunView {
         for (name, value) in &self.predefined {
             context.set_variable(name.as_str(), value.as_str());
         }
+        let start_time = self
+            .predefined
+            .iter()
+            .find(|(name, _)| name == run_number::START_TIME_VARIABLE)
+            .map(|(_, value)| value.as_str());
+        run_number::set_pipeline_context(&mut context, start_time);
         context
     }
 

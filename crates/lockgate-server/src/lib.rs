@@ -11,7 +11,6 @@ pub mod git;
 pub mod launch;
 pub mod limits;
 pub mod live;
-pub mod run_name;
 pub mod runs;
 pub mod trigger;
 pub mod ui;

@@ -18,8 +18,8 @@ use crate::conditions;
 use crate::error::{ApiError, ApiResult};
 use crate::git::{self, RefUpdate};
 use crate::live::{LiveMessage, LogLine};
-use crate::run_name::{self, NameContext};
 use crate::trigger::{self, PushedRef};
+use lockgate_pipeline::run_number::{self as run_name, NameContext};
 
 /// Reads pipeline files from a bare repository at one commit (`git show COMMIT:PATH`).
 struct CommitReader {
@@ -264,7 +264,11 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
         project: project.name.clone(),
         run_id: 0,
         source_branch: request.branch.clone(),
-        variables: plan_variables(output.plan.as_ref())
+        variables: output
+            .plan
+            .as_ref()
+            .map(Plan::value_variables)
+            .unwrap_or_default()
             .into_iter()
             .chain(
                 pipeline_variables
@@ -334,19 +338,6 @@ fn build_reason(reason: &str) -> &'static str {
         "batch" => "BatchedCI",
         _ => "Manual",
     }
-}
-
-fn plan_variables(plan: Option<&Plan>) -> Vec<(String, String)> {
-    let Some(plan) = plan else { return Vec::new() };
-    plan.variables
-        .iter()
-        .filter_map(|variable| match variable {
-            lockgate_pipeline::plan::Variable::Value { name, value, .. } => {
-                Some((name.clone(), value.clone()))
-            }
-            lockgate_pipeline::plan::Variable::Group { .. } => None,
-        })
-        .collect()
 }
 
 /// The key of a job within a run: `stage/job`.
@@ -471,6 +462,10 @@ pub fn run_predefined_variables(
         ),
         ("System.TeamProject".to_string(), project.name.clone()),
         ("System.CollectionUri".to_string(), format!("{base}/")),
+        (
+            run_name::START_TIME_VARIABLE.to_string(),
+            run_name::start_time_text(run.queued_at),
+        ),
     ]
 }
 

@@ -124,7 +124,7 @@ fn status_badge(status: &str, result: Option<&str>) -> Markup {
 fn when(millis: Option<i64>) -> String {
     match millis {
         Some(ms) => {
-            let c = crate::run_name::Civil::from_millis(ms);
+            let c = lockgate_pipeline::run_number::Civil::from_millis(ms);
             format!(
                 "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
                 c.year, c.month, c.day, c.hour, c.minute, c.second

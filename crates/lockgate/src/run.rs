@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lockgate_pipeline::CompileInput;
+use lockgate_pipeline::run_number;
 use lockgate_runner::artifacts::ArtifactStore;
 use lockgate_runner::events::{Event, EventSink, IssueKind, JobId, TaskResult};
 use lockgate_runner::job::RunContext;
 use lockgate_runner::orchestrator::{
-    LocalRunOptions, OsMismatch, RunOutcome, format_build_number, read_variable_group, run_facts,
-    run_local, validate_plan,
+    LocalRunOptions, OsMismatch, RunOutcome, read_variable_group, run_facts, run_local,
+    validate_plan,
 };
 use lockgate_runner::tasks::TaskRegistry;
 
@@ -107,24 +108,65 @@ fn default_work_dir() -> PathBuf {
 
 /// Creates `<base>/runs/<n>` with the next free number.
 fn new_run_dir(base: &Path) -> anyhow::Result<(u64, PathBuf)> {
-    let runs = base.join("runs");
-    std::fs::create_dir_all(&runs)
-        .map_err(|e| UsageError(format!("cannot create {}: {e}", runs.display())))?;
-    let mut next = std::fs::read_dir(&runs)?
+    claim_next_number(&base.join("runs"))
+}
+
+/// Creates the sub-folder of `dir` named with the next free number (1, 2, ...) and returns it. Creating
+/// the folder claims the number, so two runs in one work folder never get the same one.
+fn claim_next_number(dir: &Path) -> anyhow::Result<(u64, PathBuf)> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;
+    let mut next = std::fs::read_dir(dir)?
         .flatten()
         .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u64>().ok())
         .max()
         .unwrap_or(0)
         + 1;
     loop {
-        let dir = runs.join(next.to_string());
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok((next, dir)),
+        let claimed = dir.join(next.to_string());
+        match std::fs::create_dir(&claimed) {
+            Ok(()) => return Ok((next, claimed)),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => next += 1,
             Err(err) => {
-                return Err(UsageError(format!("cannot create {}: {err}", dir.display())).into());
+                return Err(
+                    UsageError(format!("cannot create {}: {err}", claimed.display())).into(),
+                );
             }
         }
+    }
+}
+
+/// The run number of a local run from the pipeline's `name:` format. `$(Rev:r)` counts the runs of this
+/// pipeline file (in this work folder) whose number is otherwise the same, as the server counts them per
+/// pipeline: the count lives in `<base>/revisions/<hash of pipeline file and prefix>/<n>`.
+fn local_build_number(
+    base: &Path,
+    pipeline_file: &Path,
+    format: Option<&str>,
+    context: &run_number::NameContext,
+) -> anyhow::Result<String> {
+    let format = format
+        .map(str::trim)
+        .filter(|format| !format.is_empty())
+        .unwrap_or(run_number::DEFAULT_FORMAT);
+    let mut failure = None;
+    let name = run_number::expand(format, context, |prefix| {
+        let mut key = blake3::Hasher::new();
+        key.update(pipeline_file.to_string_lossy().as_bytes());
+        key.update(b"\0");
+        key.update(prefix.as_bytes());
+        let dir = base.join("revisions").join(&key.finalize().to_hex()[..32]);
+        match claim_next_number(&dir) {
+            Ok((number, _)) => i64::try_from(number).unwrap_or(i64::MAX),
+            Err(error) => {
+                failure = Some(error);
+                0
+            }
+        }
+    });
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(name),
     }
 }
 
@@ -234,13 +276,41 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         Some(selection)
     };
 
-    let (run_number, run_dir) = new_run_dir(&base)?;
-    let run_id = run_number.to_string();
-    let now = SystemTime::now()
+    let (run_serial, run_dir) = new_run_dir(&base)?;
+    let run_id = run_serial.to_string();
+    let now_millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut facts = run_facts(Some(&root), &pipeline_name, &run_id, "");
-    let build_number = format_build_number(plan.name.as_deref(), run_number, now, &facts);
+    facts.push((
+        run_number::START_TIME_VARIABLE.into(),
+        run_number::start_time_text(now_millis),
+    ));
+    let fact = |name: &str| {
+        facts
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let name_context = run_number::NameContext {
+        now_millis,
+        definition_name: pipeline_name.clone(),
+        project: fact("System.TeamProject"),
+        run_id: i64::try_from(run_serial).unwrap_or(i64::MAX),
+        source_branch: fact("Build.SourceBranch"),
+        variables: plan
+            .value_variables()
+            .into_iter()
+            .chain(facts.clone())
+            .collect(),
+    };
+    let build_number = local_build_number(
+        &base,
+        Path::new(&pipeline_key),
+        plan.name.as_deref(),
+        &name_context,
+    )?;
     for fact in &mut facts {
         if fact.0 == "Build.BuildNumber" {
             fact.1.clone_from(&build_number);
@@ -303,7 +373,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
     view.finish(
         &outcome,
         &run_dir,
-        &base.join("store").join("runs").join(run_number.to_string()),
+        &base.join("store").join("runs").join(run_serial.to_string()),
     );
     Ok(if outcome.result.is_success() {
         EXIT_OK

@@ -1008,3 +1008,68 @@ steps:
         .expect("the message is in a <details>");
     assert!(details < message && message < passed, "{tests_section}");
 }
+
+#[test]
+fn rev_counts_per_prefix_and_runtime_expressions_read_pipeline_start_time() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml = |major: &str| {
+        format!(
+            r#"name: v{major}.$(Rev:rr)
+variables:
+  day: $[ format('{{0:yyyyMMdd}}', pipeline.startTime) ]
+  build: $[ counter(format('{{0:yyyyMMdd}}', pipeline.startTime), 100) ]
+steps:
+- checkout: none
+- script: echo "day=$(day) build=$(build) start=$(System.PipelineStartTime)"
+"#
+        )
+    };
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", &yaml("1"))],
+        "main",
+    );
+    let first = wait_for_run(&server, pipeline, 1);
+    let logs = run_logs(&server, first.id);
+    assert_eq!(first.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(first.name.starts_with("v1.01"), "{}", first.name);
+    let day = logs
+        .lines()
+        .rev()
+        .find_map(|line| line.split("day=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{logs}"))
+        .to_string();
+    assert!(day.len() == 8 && day.starts_with("20"), "{logs}");
+    assert!(logs.contains(" build=100 "), "{logs}");
+    assert!(logs.contains("+00:00"), "{logs}");
+
+    let queue = || {
+        let _: api::Run = server
+            .client
+            .post_json(
+                &format!("/api/v1/pipelines/{pipeline}/runs"),
+                &api::QueueRun::default(),
+            )
+            .unwrap();
+    };
+    queue();
+    assert!(
+        wait_for_run(&server, pipeline, 2).name.starts_with("v1.02"),
+        "the same prefix counts on"
+    );
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", &yaml("2"))],
+        "main",
+    );
+    assert!(
+        wait_for_run(&server, pipeline, 3).name.starts_with("v2.01"),
+        "a new prefix starts at 1"
+    );
+}

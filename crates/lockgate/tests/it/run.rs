@@ -1110,3 +1110,61 @@ jobs:
         "{all}"
     );
 }
+
+#[test]
+fn rev_counts_runs_with_the_same_number_and_pipeline_start_time_is_set() {
+    // `$(Rev:rr)` counts runs of this pipeline whose number is otherwise the same; `pipeline.startTime`
+    // feeds the documented `counter(format('{0:yyyyMMdd}', pipeline.startTime), 100)`.
+    let pipeline = |major: &str| {
+        format!(
+            r#"
+name: v{major}.$(Rev:rr)
+variables:
+  day: $[ format('{{0:yyyyMMdd}}', pipeline.startTime) ]
+  build: $[ counter(format('{{0:yyyyMMdd}}', pipeline.startTime), 100) ]
+steps:
+- checkout: none
+- script: |
+    echo "number=$(Build.BuildNumber)"
+    echo "day=$(day) build=$(build) start=$(System.PipelineStartTime)"
+"#
+        )
+    };
+    let project = Project::new(&pipeline("1"));
+    // The value after `key` on the last line that has it (the step's output, not the echoed script).
+    let value = |all: &str, key: &str| {
+        all.lines()
+            .rev()
+            .find_map(|line| line.split(key).nth(1))
+            .map(|rest| rest.split([' ', '"']).next().unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no {key} in {all}"))
+    };
+    let number = |output: &Output| {
+        let all = text(output);
+        assert_eq!(output.status.code(), Some(0), "{all}");
+        value(&all, "number=")
+    };
+    let first = project.run(&[]);
+    assert_eq!(number(&first), "v1.01");
+    let all = text(&first);
+    let day = value(&all, "day=");
+    assert!(day.len() == 8 && day.starts_with("20"), "{all}");
+    assert_eq!(value(&all, "build="), "100", "{all}");
+    let start = value(&all, "start=");
+    assert!(
+        start.replace('-', "").starts_with(&day),
+        "{start} / {day}: {all}"
+    );
+    // `yyyy-MM-dd HH:mm:ss+00:00`, in UTC.
+    let time = all.split(&format!("start={start} ")).last().unwrap_or("");
+    assert!(
+        time.len() >= 14 && &time[8..14] == "+00:00",
+        "{time}: {all}"
+    );
+    assert_eq!(number(&project.run(&[])), "v1.02");
+    // A different prefix starts again at 1; going back resumes its own count.
+    std::fs::write(project.path().join("azure-pipelines.yml"), pipeline("2")).unwrap();
+    assert_eq!(number(&project.run(&[])), "v2.01");
+    std::fs::write(project.path().join("azure-pipelines.yml"), pipeline("1")).unwrap();
+    assert_eq!(number(&project.run(&[])), "v1.03");
+}

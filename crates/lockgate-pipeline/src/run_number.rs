@@ -1,7 +1,32 @@
-//! Run names (build numbers) from the pipeline's `name:` format: `$(Date:yyyyMMdd)`, `$(Rev:r)`,
-//! `$(DayOfYear)` and the other tokens listed in /work/shared/reference/azure-pipelines.md §2.1 (from
-//! Microsoft's "Run (build) number" page), plus any known variable. `$(Rev:r)` counts runs whose name
-//! is otherwise the same, so it resets when the rest of the format changes.
+//! Run numbers (build numbers) from the pipeline's `name:` format, shared by the server and `lockgate run`:
+//! `$(Date:yyyyMMdd)`, `$(Rev:r)`, `$(DayOfYear)` and the other tokens of Microsoft's "Run (build) number"
+//! page (Tokens), plus any known variable. `$(Rev:r)` counts runs whose number is otherwise the same, so
+//! it resets when the rest of the format changes; the caller keeps the count. Also the run's start time
+//! as `System.PipelineStartTime` and `pipeline.startTime` show it.
+
+use lockgate_expr::{MapContext, Object, Value};
+
+/// The predefined variable holding the run's start time.
+pub const START_TIME_VARIABLE: &str = "System.PipelineStartTime";
+
+/// A run's start time as `System.PipelineStartTime` holds it: UTC, `yyyy-MM-dd HH:mm:ss+00:00`, a
+/// date-time `format('{0:yyyyMMdd}', pipeline.startTime)` reads.
+pub fn start_time_text(millis: i64) -> String {
+    format!(
+        "{}+00:00",
+        Civil::from_millis(millis).format("yyyy-MM-dd HH:mm:ss")
+    )
+}
+
+/// Sets `pipeline.startTime` in a runtime expression or condition context (Microsoft's "Expressions",
+/// `format`: `format('{0:yyyyMMdd}', pipeline.startTime)`; "Expressions", `counter`).
+pub fn set_pipeline_context(context: &mut MapContext, start_time: Option<&str>) {
+    let mut pipeline = Object::new();
+    if let Some(start_time) = start_time {
+        pipeline.insert("startTime", Value::String(start_time.to_string()));
+    }
+    context.set("pipeline", Value::Object(pipeline));
+}
 
 /// What a run name can refer to.
 #[derive(Clone, Debug, Default)]
@@ -222,6 +247,22 @@ mod tests {
             Civil::from_millis(951_782_400_000).day_of_year,
             60,
             "2000-02-29 is a leap day"
+        );
+    }
+
+    #[test]
+    fn the_start_time_is_a_date_time_format_reads() {
+        assert_eq!(start_time_text(NOW), "2026-11-23 17:58:09+00:00");
+        let mut context = MapContext::new();
+        set_pipeline_context(&mut context, Some(&start_time_text(NOW)));
+        let expr = lockgate_expr::parse(
+            "format('{0:yyyyMMdd}', pipeline.startTime)",
+            &lockgate_expr::ParseOptions::runtime(),
+        )
+        .unwrap();
+        assert_eq!(
+            expr.evaluate(&context).unwrap(),
+            Value::String("20261123".into())
         );
     }
 
