@@ -1,5 +1,7 @@
 //! Tool installers that select what is already installed and never download: UsePythonVersion@0,
-//! NodeTool@0 and UseDotNet@2. A matching installation goes first on PATH for later steps; with none, the
+//! NodeTool@0, UseNode@1, UseDotNet@2, GoTool@0, JavaToolInstaller@0 and NuGetToolInstaller@1. Every one
+//! looks in the agent's tool cache first (`<Agent.ToolsDirectory>/<tool>/<version>/<arch>`, see
+//! [`cached_tools`]), then on PATH. A matching installation goes first on PATH for later steps; with none, the
 //! step fails and lists what was found. Version specs: `3.x`, `3.11`, `18.x`, `8.0.x`, `>=3.8`, or exact.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,9 @@ pub fn register(registry: &mut TaskRegistry) {
             kind: ToolKind::Node,
         }),
     );
+    registry.register("GoTool", 0, Arc::new(GoTool));
+    registry.register("JavaToolInstaller", 0, Arc::new(JavaToolInstaller));
+    registry.register("NuGetToolInstaller", 1, Arc::new(NuGetToolInstaller));
     registry.register(
         "UseDotNet",
         2,
@@ -100,6 +105,7 @@ fn compare(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
 #[derive(Clone, Copy)]
 enum ToolKind {
     Python,
+    PyPy,
     Node,
     DotNet,
 }
@@ -158,27 +164,146 @@ fn candidates(env: &[(String, String)], names: &[&str], extra: &[PathBuf]) -> Ve
     found.into_iter().map(|(path, _)| path).collect()
 }
 
-fn tool_cache_dirs(step: &StepContext<'_, '_>, tool: &str) -> Vec<PathBuf> {
+/// The architecture folder the agent's tool cache uses for this machine (`x64`, `arm64`, `x86`).
+pub fn tool_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        "arm" => "arm",
+        _ => "x64",
+    }
+}
+
+/// One installed tool in a tool cache: `<root>/<tool>/<version>/<arch>`.
+#[derive(Debug, Clone)]
+pub struct CachedTool {
+    pub version_text: String,
+    pub version: Vec<u64>,
+    /// The `<arch>` folder.
+    pub dir: PathBuf,
+}
+
+/// The tool cache folders, in order: the job's own `_tool` (`Agent.ToolsDirectory`), then the
+/// `AGENT_TOOLSDIRECTORY` of the environment steps start from and of this process.
+fn tool_cache_roots(step: &StepContext<'_, '_>) -> Vec<PathBuf> {
     let mut roots = vec![step.job.workspace.tools.clone()];
     if let Some(dir) = step.variable("Agent.ToolsDirectory") {
+        roots.push(PathBuf::from(dir));
+    }
+    if let Some((_, dir)) = step
+        .job
+        .run
+        .base_env
+        .iter()
+        .find(|(name, _)| name == "AGENT_TOOLSDIRECTORY")
+    {
         roots.push(PathBuf::from(dir));
     }
     if let Some(dir) = std::env::var_os("AGENT_TOOLSDIRECTORY") {
         roots.push(PathBuf::from(dir));
     }
-    let mut dirs = Vec::new();
+    let mut unique: Vec<PathBuf> = Vec::new();
     for root in roots {
+        if !root.as_os_str().is_empty() && !unique.contains(&root) {
+            unique.push(root);
+        }
+    }
+    unique
+}
+
+/// Every complete version of `tool` in the tool caches, newest first. As azure-pipelines-tool-lib's
+/// `findLocalTool`/`findLocalToolVersions` (tool.ts): a version counts only when its `<arch>` folder and
+/// the `<version>/<arch>.complete` marker file next to it both exist.
+pub fn cached_tools(step: &StepContext<'_, '_>, tool: &str) -> Vec<CachedTool> {
+    let arch = tool_arch();
+    let mut found: Vec<CachedTool> = Vec::new();
+    for root in tool_cache_roots(step) {
         let Ok(versions) = std::fs::read_dir(root.join(tool)) else {
             continue;
         };
         for version in versions.flatten() {
-            for arch in ["x64", "arm64", ""] {
-                dirs.push(version.path().join(arch).join("bin"));
-                dirs.push(version.path().join(arch));
+            let version_text = version.file_name().to_string_lossy().into_owned();
+            let dir = version.path().join(arch);
+            let marker = version.path().join(format!("{arch}.complete"));
+            let Some(parsed) = parse_version(&version_text) else {
+                continue;
+            };
+            if dir.is_dir() && marker.is_file() {
+                found.push(CachedTool {
+                    version_text,
+                    version: parsed,
+                    dir,
+                });
             }
         }
     }
-    dirs
+    found.sort_by(|a, b| compare(&b.version, &a.version));
+    found
+}
+
+/// The newest complete version of `tool` in the tool caches that satisfies `spec`.
+pub fn find_cached_tool(step: &StepContext<'_, '_>, tool: &str, spec: &str) -> Option<CachedTool> {
+    cached_tools(step, tool)
+        .into_iter()
+        .find(|cached| version_matches(spec, &cached.version))
+}
+
+/// The folder of `dir/bin` or `dir` that holds one of `programs`.
+pub fn program_dir(dir: &Path, programs: &[&str]) -> Option<PathBuf> {
+    [dir.join("bin"), dir.to_path_buf()]
+        .into_iter()
+        .find(|folder| programs.iter().any(|p| folder.join(p).is_file()))
+}
+
+/// Where a tool was looked for, for "not found" messages.
+pub fn searched_places(step: &StepContext<'_, '_>, tool: &str) -> String {
+    let roots = tool_cache_roots(step)
+        .iter()
+        .map(|root| format!("{}/{tool}/<version>/{}", root.display(), tool_arch()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "the tool cache ({roots}, with a `{}.complete` marker) and PATH",
+        tool_arch()
+    )
+}
+
+/// The `bin` folders of every complete cached version of `tool` (the probe finds the programs inside).
+fn tool_cache_dirs(step: &StepContext<'_, '_>, tool: &str) -> Vec<PathBuf> {
+    cached_tools(step, tool)
+        .into_iter()
+        .flat_map(|cached| [cached.dir.join("bin"), cached.dir])
+        .collect()
+}
+
+/// The probe for tools a step may have put in its tool cache: runs them as a step process would.
+pub fn step_probe(step: &StepContext<'_, '_>) -> Probe {
+    Probe {
+        confinement: step
+            .job
+            .run
+            .sandbox
+            .clone()
+            .map(|sandbox| (sandbox, step.job.workspace.root.clone())),
+        env: step.process_env(),
+        cwd: step.job.workspace.sources.clone(),
+    }
+}
+
+/// The tool-cache folder and version specification of a UsePythonVersion `versionSpec`: `pypy2`, `pypy3`
+/// and `pypy3.9` select the `PyPy` folder with Python version `2.x`, `3.x`, `3.9` (UsePythonVersion's
+/// task reference: "pypy2 or pypy3" and `pypyX.Y`), anything else the `Python` folder.
+pub fn python_spec(spec: &str) -> (&'static str, String) {
+    let trimmed = spec.trim();
+    match trimmed
+        .to_ascii_lowercase()
+        .strip_prefix("pypy")
+        .map(str::to_string)
+    {
+        Some(rest) if rest.len() == 1 => ("PyPy", format!("{rest}.x")),
+        Some(rest) if !rest.is_empty() => ("PyPy", rest),
+        _ => ("Python", trimmed.to_string()),
+    }
 }
 
 async fn installations(
@@ -187,31 +312,39 @@ async fn installations(
     package_type: &str,
 ) -> Vec<Installation> {
     let env = step.process_env();
-    let probe = Probe {
-        confinement: step
-            .job
-            .run
-            .sandbox
-            .clone()
-            .map(|sandbox| (sandbox, step.job.workspace.root.clone())),
-        env: env.clone(),
-        cwd: step.job.workspace.sources.clone(),
-    };
+    let probe = step_probe(step);
     let mut found = Vec::new();
     match kind {
-        ToolKind::Python => {
+        ToolKind::Python | ToolKind::PyPy => {
             // Probe every candidate at once (version managers' shims are slow to start), and ask each for
             // its real executable so that a shim is never what goes on PATH.
-            let mut extra = tool_cache_dirs(step, "Python");
-            if let Some(root) = std::env::var_os("PYENV_ROOT")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
+            let pypy = matches!(kind, ToolKind::PyPy);
+            let (folder, names): (&str, &[&str]) = if pypy {
+                ("PyPy", &["pypy3", "pypy"])
+            } else {
+                ("Python", &["python3", "python"])
+            };
+            let mut extra = tool_cache_dirs(step, folder);
+            if !pypy
+                && let Some(root) = std::env::var_os("PYENV_ROOT")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))
                 && let Ok(versions) = std::fs::read_dir(root.join("versions"))
             {
                 extra.extend(versions.flatten().map(|v| v.path().join("bin")));
             }
             let mut probes = tokio::task::JoinSet::new();
-            for exe in candidates(&env, &["python3", "python"], &extra) {
+            let mut exes = candidates(&env, names, &extra);
+            if pypy {
+                // A PyPy tool-cache folder may hold only `python`: take it from those folders.
+                for dir in tool_cache_dirs(step, folder) {
+                    let python = dir.join("python");
+                    if python.is_file() && !exes.contains(&python) {
+                        exes.push(python);
+                    }
+                }
+            }
+            for exe in exes {
                 // A version manager's `shims` folder only runs its selected version; the real interpreters
                 // are found in its versions folder above.
                 let in_shims = exe
@@ -248,7 +381,11 @@ async fn installations(
                     continue;
                 }
                 found.push(Installation {
-                    shown: format!("Python {version_text} ({})", exe.display()),
+                    shown: format!(
+                        "{} {version_text} ({})",
+                        if pypy { "PyPy (Python" } else { "Python" },
+                        exe.display()
+                    ) + if pypy { ")" } else { "" },
                     version,
                     bin,
                 });
@@ -332,12 +469,15 @@ struct UseTool {
 impl Task for UseTool {
     fn run<'a>(&'a self, step: &'a mut StepContext<'_, '_>) -> TaskFuture<'a> {
         Box::pin(async move {
+            let mut kind = self.kind;
             let (spec, package_type, tool) = match self.kind {
-                ToolKind::Python => (
-                    step.input("versionSpec").unwrap_or("3.x").to_string(),
-                    String::new(),
-                    "Python",
-                ),
+                ToolKind::Python | ToolKind::PyPy => {
+                    let (folder, spec) = python_spec(step.input("versionSpec").unwrap_or("3.x"));
+                    if folder == "PyPy" {
+                        kind = ToolKind::PyPy;
+                    }
+                    (spec, String::new(), folder)
+                }
                 ToolKind::Node => (
                     step.input_any(&["versionSpec", "version"])
                         .unwrap_or("6.x")
@@ -363,7 +503,7 @@ impl Task for UseTool {
                     (spec, kind, ".NET")
                 }
             };
-            let found = installations(step, self.kind, &package_type).await;
+            let found = installations(step, kind, &package_type).await;
             let best = found
                 .iter()
                 .filter(|i| version_matches(&spec, &i.version))
@@ -379,7 +519,16 @@ impl Task for UseTool {
                         .join("; ")
                 };
                 return Err(TaskError(format!(
-                    "no installed {tool} matches `{spec}` and Lockgate never downloads tools; installed: {list}"
+                    "no installed {tool} matches `{spec}` in {} and Lockgate never downloads tools; installed: {list}",
+                    searched_places(
+                        step,
+                        match kind {
+                            ToolKind::Python => "Python",
+                            ToolKind::PyPy => "PyPy",
+                            ToolKind::Node => "node",
+                            ToolKind::DotNet => "dotnet",
+                        }
+                    )
                 )));
             };
             let bin = best.bin.display().to_string();
@@ -388,8 +537,8 @@ impl Task for UseTool {
             if add_to_path {
                 step.job.prepend_path.push(bin.clone());
             }
-            match self.kind {
-                ToolKind::Python => {
+            match kind {
+                ToolKind::Python | ToolKind::PyPy => {
                     let location = best
                         .bin
                         .parent()
@@ -405,6 +554,234 @@ impl Task for UseTool {
                 if add_to_path { " (first on PATH)" } else { "" }
             ));
             Ok(TaskResult::Succeeded)
+        })
+    }
+}
+
+/// Finds a program for `tool`: the newest complete tool-cache version of `cache_name` matching `spec`
+/// (its `bin` folder or the version folder itself), else `program` on PATH whose version (read from
+/// `version_args` output by `parse`) matches. Returns the folder to put on PATH and the version shown.
+async fn find_tool(
+    step: &StepContext<'_, '_>,
+    cache_name: &str,
+    program: &str,
+    spec: &str,
+    version_args: &[&str],
+    parse: fn(&str) -> Option<String>,
+) -> Result<(PathBuf, String), TaskError> {
+    if let Some(cached) = find_cached_tool(step, cache_name, spec)
+        && let Some(bin) = program_dir(&cached.dir, &[program])
+    {
+        return Ok((bin, cached.version_text));
+    }
+    let mut seen = Vec::new();
+    if let Some(exe) = find_program(&step.process_env(), program) {
+        let probe = step_probe(step);
+        let version = match output_of(&probe, &exe, version_args).await {
+            Some(text) => parse(&text),
+            None => None,
+        };
+        if let Some(version) = version {
+            if parse_version(&version).is_some_and(|v| version_matches(spec, &v)) {
+                let real = exe.canonicalize().unwrap_or(exe.clone());
+                let bin = real.parent().map_or_else(PathBuf::new, Path::to_path_buf);
+                return Ok((bin, version));
+            }
+            seen.push(format!("{program} {version} ({})", exe.display()));
+        } else {
+            seen.push(format!("{} (version unknown)", exe.display()));
+        }
+    }
+    seen.extend(
+        cached_tools(step, cache_name)
+            .iter()
+            .map(|c| format!("{cache_name} {} ({})", c.version_text, c.dir.display())),
+    );
+    Err(TaskError(format!(
+        "no {cache_name} matching `{spec}` was found in {} and Lockgate never downloads tools; found: {}",
+        searched_places(step, cache_name),
+        if seen.is_empty() {
+            "none".to_string()
+        } else {
+            seen.join("; ")
+        }
+    )))
+}
+
+/// `go version go1.22.1 linux/amd64` -> `1.22.1`.
+fn go_version(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find_map(|word| {
+            word.strip_prefix("go")
+                .filter(|v| parse_version(v).is_some())
+        })
+        .map(str::to_string)
+}
+
+/// GoTool@0 (inputs `version`, default `1.10`, `goPath`, `goBin`; Microsoft's GoTool@0 reference): the Go
+/// from the tool cache (`go/<version>/<arch>`) or PATH goes first on PATH, `GOROOT` is set to its root,
+/// and `GOPATH`/`GOBIN` when given.
+struct GoTool;
+
+impl Task for GoTool {
+    fn run<'a>(&'a self, step: &'a mut StepContext<'_, '_>) -> TaskFuture<'a> {
+        Box::pin(async move {
+            let spec = step.input("version").unwrap_or("1.10").trim().to_string();
+            let (bin, version) =
+                find_tool(step, "go", "go", &spec, &["version"], go_version).await?;
+            let root = if bin.ends_with("bin") {
+                bin.parent().map_or_else(|| bin.clone(), Path::to_path_buf)
+            } else {
+                bin.clone()
+            };
+            step.job.prepend_path.push(bin.display().to_string());
+            step.set_variable("GOROOT", &root.display().to_string(), false, false, false);
+            for (input, variable) in [("goPath", "GOPATH"), ("goBin", "GOBIN")] {
+                if let Some(value) = step.input(input).map(str::to_string) {
+                    step.set_variable(variable, &value, false, false, false);
+                }
+            }
+            step.log(&format!(
+                "Using Go {version} ({}, first on PATH)",
+                bin.display()
+            ));
+            Ok(TaskResult::Succeeded)
+        })
+    }
+}
+
+/// JavaToolInstaller@0 (inputs `versionSpec` default `8`, `jdkArchitectureOption` default `x64`,
+/// `jdkSourceOption` AzureStorage/LocalDirectory/PreInstalled): PreInstalled uses the
+/// `JAVA_HOME_<version>_<ARCH>` variable the hosted images define, else a complete tool-cache JDK
+/// (`Java_*_jdk/<version>/<arch>` or `jdk/...`); it sets `JAVA_HOME` and puts its `bin` first on PATH.
+/// The other sources download or unpack an archive, which Lockgate does not do.
+struct JavaToolInstaller;
+
+impl Task for JavaToolInstaller {
+    fn run<'a>(&'a self, step: &'a mut StepContext<'_, '_>) -> TaskFuture<'a> {
+        Box::pin(async move {
+            let spec = step.input("versionSpec").unwrap_or("8").trim().to_string();
+            let arch = step
+                .input("jdkArchitectureOption")
+                .unwrap_or("x64")
+                .trim()
+                .to_string();
+            let source = step
+                .input("jdkSourceOption")
+                .unwrap_or("PreInstalled")
+                .trim()
+                .to_string();
+            if !source.eq_ignore_ascii_case("PreInstalled") {
+                return Err(TaskError(format!(
+                    "JavaToolInstaller@0 with jdkSourceOption `{source}` downloads or unpacks a JDK, which Lockgate never does; use jdkSourceOption: PreInstalled"
+                )));
+            }
+            let variable = format!("JAVA_HOME_{spec}_{}", arch.to_ascii_uppercase());
+            let from_variable = step
+                .variable(&variable)
+                .map(str::to_string)
+                .or_else(|| {
+                    step.process_env()
+                        .into_iter()
+                        .find(|(name, _)| *name == variable)
+                        .map(|(_, value)| value)
+                })
+                .filter(|home| !home.trim().is_empty());
+            let java_home = match from_variable {
+                Some(home) => PathBuf::from(home),
+                None => {
+                    let cached = java_cache_folders(step)
+                        .into_iter()
+                        .find_map(|folder| find_cached_tool(step, &folder, &spec));
+                    match cached {
+                        Some(cached) => cached.dir,
+                        None => {
+                            return Err(TaskError(format!(
+                                "no preinstalled JDK {spec} ({arch}): the variable {variable} is not set and {} holds no matching JDK; Lockgate never downloads tools",
+                                searched_places(step, "Java_*_jdk")
+                            )));
+                        }
+                    }
+                }
+            };
+            let bin = java_home.join("bin");
+            if !bin.join("java").is_file() {
+                return Err(TaskError(format!(
+                    "JDK {spec} at {} has no bin/java",
+                    java_home.display()
+                )));
+            }
+            let home = java_home.display().to_string();
+            step.set_variable("JAVA_HOME", &home, false, false, false);
+            step.job.prepend_path.push(bin.display().to_string());
+            step.log(&format!(
+                "Using JDK {spec} at {home} (JAVA_HOME, bin first on PATH)"
+            ));
+            Ok(TaskResult::Succeeded)
+        })
+    }
+}
+
+/// Tool-cache folders that hold JDKs: `jdk` and every `Java_*` folder (the hosted images' naming,
+/// e.g. `Java_Temurin-Hotspot_jdk`).
+fn java_cache_folders(step: &StepContext<'_, '_>) -> Vec<String> {
+    let mut folders = vec!["jdk".to_string()];
+    for root in tool_cache_roots(step) {
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("Java") && !folders.contains(&name) {
+                    folders.push(name);
+                }
+            }
+        }
+    }
+    folders
+}
+
+/// NuGetToolInstaller@1 (inputs `versionSpec`, `checkLatest`): on Linux NuGet is `nuget.exe` run by
+/// mono. A complete tool-cache version (`NuGet/<version>/<arch>`) holding `nuget.exe` goes first on PATH
+/// when `mono` is installed; else a `nuget` on PATH is used as it is.
+struct NuGetToolInstaller;
+
+impl Task for NuGetToolInstaller {
+    fn run<'a>(&'a self, step: &'a mut StepContext<'_, '_>) -> TaskFuture<'a> {
+        Box::pin(async move {
+            let spec = step.input("versionSpec").unwrap_or("").trim().to_string();
+            let spec = if spec.is_empty() {
+                "*".to_string()
+            } else {
+                spec
+            };
+            let env = step.process_env();
+            let mono = find_program(&env, "mono");
+            if let Some(cached) = find_cached_tool(step, "NuGet", &spec)
+                && let Some(dir) = program_dir(&cached.dir, &["nuget.exe", "nuget"])
+            {
+                if dir.join("nuget").is_file() || mono.is_some() {
+                    step.job.prepend_path.push(dir.display().to_string());
+                    step.log(&format!(
+                        "Using NuGet {} ({}, first on PATH)",
+                        cached.version_text,
+                        dir.display()
+                    ));
+                    return Ok(TaskResult::Succeeded);
+                }
+                return Err(TaskError(format!(
+                    "NuGet {} is in the tool cache ({}) but running nuget.exe on Linux needs mono, which is not installed",
+                    cached.version_text,
+                    dir.display()
+                )));
+            }
+            if let Some(nuget) = find_program(&env, "nuget") {
+                step.log(&format!("Using nuget on PATH ({})", nuget.display()));
+                return Ok(TaskResult::Succeeded);
+            }
+            Err(TaskError(format!(
+                "no NuGet matching `{spec}` was found in {} (mono: {}) and Lockgate never downloads tools",
+                searched_places(step, "NuGet"),
+                mono.map_or("not installed".to_string(), |m| m.display().to_string())
+            )))
         })
     }
 }
@@ -442,5 +819,17 @@ mod tests {
         assert!(version_matches("18.19.0", &v));
         assert_eq!(parse_version("8.0.100-preview.1"), Some(vec![8, 0, 100]));
         assert_eq!(parse_version("abc"), None);
+    }
+
+    #[test]
+    fn pypy_specs_select_the_pypy_folder() {
+        assert_eq!(python_spec("pypy3"), ("PyPy", "3.x".to_string()));
+        assert_eq!(python_spec("PyPy3.9"), ("PyPy", "3.9".to_string()));
+        assert_eq!(python_spec("pypy2"), ("PyPy", "2.x".to_string()));
+        assert_eq!(python_spec(" 3.11 "), ("Python", "3.11".to_string()));
+        assert_eq!(
+            go_version("go version go1.22.1 linux/amd64").as_deref(),
+            Some("1.22.1")
+        );
     }
 }

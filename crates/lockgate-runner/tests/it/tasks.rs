@@ -574,3 +574,287 @@ fn publish_test_results_without_files_warns_and_succeeds() {
         .count();
     assert_eq!(warnings, 2, "{events:?}");
 }
+
+fn tool_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        "arm" => "arm",
+        _ => "x64",
+    }
+}
+
+/// Writes an executable shell script.
+fn write_program(path: &std::path::Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A tool-cache version folder `<root>/<tool>/<version>/<arch>`, with the `<arch>.complete` marker
+/// when `complete`.
+fn cached_tool(
+    root: &std::path::Path,
+    tool: &str,
+    version: &str,
+    complete: bool,
+) -> std::path::PathBuf {
+    let dir = root.join(tool).join(version).join(tool_arch());
+    std::fs::create_dir_all(&dir).unwrap();
+    if complete {
+        std::fs::write(
+            root.join(tool)
+                .join(version)
+                .join(format!("{}.complete", tool_arch())),
+            "",
+        )
+        .unwrap();
+    }
+    dir
+}
+
+fn issues(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Issue { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `spec` with `base_env` as the environment steps start from.
+fn run_with_env(
+    dir: &std::path::Path,
+    spec: &lockgate_runner::spec::JobSpec,
+    base_env: Vec<(String, String)>,
+) -> (Vec<Event>, Vec<String>) {
+    let mut context = run_context(dir);
+    context.base_env = base_env;
+    let sink = lockgate_runner::events::CollectingSink::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run_job(
+        &context,
+        &TaskRegistry::with_builtins(),
+        spec,
+        &dir.join("work"),
+        &sink,
+        &CancelSignal::new(),
+    ));
+    (sink.snapshot(), sink.log_lines())
+}
+
+fn path_env() -> (String, String) {
+    ("PATH".into(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// GoTool@0 takes the newest complete matching version from `$AGENT_TOOLSDIRECTORY/go/<v>/<arch>`
+/// (an incomplete newer one is ignored), puts its bin first on PATH and sets GOROOT/GOPATH; a version
+/// found nowhere fails the step naming where it looked.
+#[test]
+fn go_tool_uses_the_tool_cache_and_fails_clearly_when_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("hostedtoolcache");
+    let good = cached_tool(&cache, "go", "1.21.5", true);
+    write_program(&good.join("bin/go"), "echo \"fake go 1.21.5 $*\"");
+    let incomplete = cached_tool(&cache, "go", "1.21.9", false);
+    write_program(&incomplete.join("bin/go"), "echo \"incomplete go\"");
+    let spec = job(
+        vec![
+            task(
+                "GoTool",
+                0,
+                &[("version", "1.21"), ("goPath", "/tmp/gopath")],
+            ),
+            script(None, "go build ./...; echo \"root=$GOROOT path=$GOPATH\""),
+            task("GoTool", 0, &[("version", "1.99.1")]),
+        ],
+        vec![],
+    );
+    let env = vec![
+        path_env(),
+        ("AGENT_TOOLSDIRECTORY".into(), cache.display().to_string()),
+    ];
+    let (events, lines) = run_with_env(dir.path(), &spec, env);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "fake go 1.21.5 build ./..."),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("root={} path=/tmp/gopath", good.display())),
+        "{lines:?}"
+    );
+    let errors = issues(&events);
+    assert!(
+        errors.iter().any(|m| m.contains("no go matching `1.99.1`")
+            && m.contains(&format!("{}/go/<version>/{}", cache.display(), tool_arch()))
+            && m.contains("never downloads")),
+        "{errors:?}"
+    );
+}
+
+/// UsePythonVersion@0 with `pypy3` looks in the `PyPy` tool-cache folder; a `Python` version folder
+/// without its `.complete` marker is not used.
+#[test]
+fn use_python_version_finds_pypy_and_python_in_the_tool_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("toolcache");
+    let pypy = cached_tool(&cache, "PyPy", "3.9.18", true);
+    write_program(
+        &pypy.join("bin/pypy3"),
+        "if [ \"$1\" = -c ]; then echo 3.9.18; echo \"$0\"; else echo \"fake pypy $*\"; fi",
+    );
+    let python = cached_tool(&cache, "Python", "3.77.1", false);
+    write_program(&python.join("bin/python3"), "echo 3.77.1; echo \"$0\"");
+    let spec = job(
+        vec![
+            task("UsePythonVersion", 0, &[("versionSpec", "pypy3")]),
+            script(None, "pypy3 hello.py; echo \"location=$(pythonLocation)\""),
+            task("UsePythonVersion", 0, &[("versionSpec", "3.77")]),
+        ],
+        vec![],
+    );
+    let env = vec![
+        path_env(),
+        ("AGENT_TOOLSDIRECTORY".into(), cache.display().to_string()),
+    ];
+    let (events, lines) = run_with_env(dir.path(), &spec, env);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "fake pypy hello.py"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("location={}", pypy.display())),
+        "{lines:?}"
+    );
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("no installed Python matches `3.77`")),
+        "{:?}",
+        issues(&events)
+    );
+}
+
+/// JavaToolInstaller@0 (PreInstalled) takes JAVA_HOME_<v>_X64, sets JAVA_HOME and puts its bin first;
+/// a version with no variable and nothing in the tool cache fails clearly.
+#[test]
+fn java_tool_installer_uses_the_preinstalled_jdk_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdk = dir.path().join("jdk-17");
+    write_program(&jdk.join("bin/java"), "echo \"fake java $*\"");
+    let spec = job(
+        vec![
+            task(
+                "JavaToolInstaller",
+                0,
+                &[
+                    ("versionSpec", "17"),
+                    ("jdkArchitectureOption", "x64"),
+                    ("jdkSourceOption", "PreInstalled"),
+                ],
+            ),
+            script(None, "java -version; echo \"home=$JAVA_HOME\""),
+            task(
+                "JavaToolInstaller",
+                0,
+                &[("versionSpec", "5"), ("jdkSourceOption", "PreInstalled")],
+            ),
+        ],
+        vec![lockgate_runner::spec::InitialVariable::new(
+            "JAVA_HOME_17_X64",
+            jdk.display().to_string(),
+        )],
+    );
+    let (events, lines) = run_with_env(dir.path(), &spec, vec![path_env()]);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "fake java -version"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("home={}", jdk.display())),
+        "{lines:?}"
+    );
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("JAVA_HOME_5_X64 is not set")),
+        "{:?}",
+        issues(&events)
+    );
+}
+
+/// NuGetToolInstaller@1 finds nuget in the tool cache; without nuget anywhere it fails clearly.
+#[test]
+fn nuget_tool_installer_finds_nuget_or_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("toolcache");
+    let nuget = cached_tool(&cache, "NuGet", "6.8.0", true);
+    write_program(&nuget.join("nuget"), "echo \"fake nuget $*\"");
+    let without_nuget: String = std::env::split_paths(&std::env::var("PATH").unwrap_or_default())
+        .filter(|d| !d.join("nuget").exists())
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let spec = job(
+        vec![
+            task("NuGetToolInstaller", 1, &[("versionSpec", "6.x")]),
+            script(None, "nuget restore"),
+        ],
+        vec![],
+    );
+    let env = vec![
+        ("PATH".into(), without_nuget.clone()),
+        ("AGENT_TOOLSDIRECTORY".into(), cache.display().to_string()),
+    ];
+    let (events, lines) = run_with_env(dir.path(), &spec, env);
+    assert_eq!(
+        step_results(&events),
+        [TaskResult::Succeeded, TaskResult::Succeeded],
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "fake nuget restore"), "{lines:?}");
+
+    let other = tempfile::tempdir().unwrap();
+    let spec = job(vec![task("NuGetToolInstaller", 1, &[])], vec![]);
+    let (events, _) = run_with_env(other.path(), &spec, vec![("PATH".into(), without_nuget)]);
+    assert_eq!(step_results(&events), [TaskResult::Failed]);
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("no NuGet matching `*`") && m.contains("never downloads")),
+        "{:?}",
+        issues(&events)
+    );
+}
