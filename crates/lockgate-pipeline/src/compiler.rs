@@ -419,7 +419,8 @@ impl<'a> Compiler<'a> {
             parameters: Rc::new(bound),
             variables: scope.variables.clone(),
             locals: Vec::new(),
-            strict_parameters: declared.is_some(),
+            // The older mapping form is untyped: an undeclared, unpassed name reads as empty.
+            strict_parameters: declared.is_some_and(|d| !crate::parameters::is_legacy(d)),
         };
         let expanded = self.expand(
             &Node {

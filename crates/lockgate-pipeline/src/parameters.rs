@@ -194,8 +194,13 @@ pub fn bind(
             .map(|(name, node, _)| (name, node))
             .collect();
     }
+    // The older mapping form (`parameters: {a: x}`) only gives defaults: Azure passes keys the
+    // template does not declare through to `${{ parameters.NAME }}` (issue 9.1), so only the typed
+    // list form is strict about them.
+    let legacy = declared.is_some_and(is_legacy);
     for (name, _, span) in &given {
         if !runtime
+            && !legacy
             && !declarations
                 .iter()
                 .any(|d| d.name.eq_ignore_ascii_case(name))
@@ -265,7 +270,27 @@ pub fn bind(
             }
         }
     }
+    if legacy && !runtime {
+        let mut extra: Vec<(String, Node)> = Vec::new();
+        for (name, node, _) in given.into_iter().rev() {
+            let known = declarations
+                .iter()
+                .any(|d| d.name.eq_ignore_ascii_case(&name))
+                || extra.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name));
+            if !known {
+                extra.push((name, node));
+            }
+        }
+        extra.reverse();
+        bound.extend(extra);
+    }
     bound
+}
+
+/// Whether `parameters:` uses the older untyped mapping form (`parameters: {name: default}`),
+/// which accepts, and does not insist on, keys it does not declare.
+pub fn is_legacy(declared: &Node) -> bool {
+    matches!(declared.value, NodeValue::Mapping(_))
 }
 
 /// Turns a `--param` text into a node of the declared type.
