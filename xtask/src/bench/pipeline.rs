@@ -2,6 +2,10 @@
 //! pipeline of 50 nested templates that expands to 1,000 job instances (111 jobs with a 3x3 matrix,
 //! plus one).
 //!
+//! Then the scaling cases, each a generated pipeline (nothing checked in): a `variables:` mapping of
+//! 10k/30k/60k keys, a `jobs:` list of 100/1,000/10,000 jobs each with a script step, and one job of
+//! 1,000/10,000 steps. Compile time should grow linearly with the input.
+//!
 //! The corpus folder is `$LOCKGATE_CORPUS`, else `../shared/corpus/azure-pipelines` next to the
 //! workspace; without it that half is skipped with a message.
 
@@ -9,6 +13,72 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::corpus::compile_entry as compile;
+
+/// Runs `work` at least once and then again while under a second (at most 5 times), and returns the
+/// median: a slow case (seconds per compile before the scaling fix) is not run five times.
+fn measure_scaling(mut work: impl FnMut()) -> (Duration, usize) {
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while samples.is_empty() || (started.elapsed() < Duration::from_secs(1) && samples.len() < 5) {
+        let start = Instant::now();
+        work();
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    (samples[samples.len() / 2], samples.len())
+}
+
+/// A generated pipeline for the scaling cases.
+#[derive(Clone, Copy)]
+pub enum Scaling {
+    /// A top-level `variables:` mapping of N keys and one step using the first.
+    VariableKeys(usize),
+    /// A `jobs:` list of N jobs, each with one named script step.
+    Jobs(usize),
+    /// One job of N named script steps.
+    Steps(usize),
+}
+
+impl Scaling {
+    pub fn label(self) -> String {
+        match self {
+            Scaling::VariableKeys(n) => format!("variables mapping, {n} keys"),
+            Scaling::Jobs(n) => format!("jobs list, {n} jobs"),
+            Scaling::Steps(n) => format!("one job, {n} steps"),
+        }
+    }
+
+    /// The pipeline's YAML text.
+    pub fn yaml(self) -> String {
+        use std::fmt::Write;
+        let mut text = String::from("trigger: none\n");
+        match self {
+            Scaling::VariableKeys(n) => {
+                text.push_str("variables:\n");
+                for i in 0..n {
+                    let _ = writeln!(text, "  v{i}: x{i}");
+                }
+                text.push_str("steps:\n- script: echo $(v0)\n");
+            }
+            Scaling::Jobs(n) => {
+                text.push_str("jobs:\n");
+                for i in 0..n {
+                    let _ = writeln!(
+                        text,
+                        "- job: j{i}\n  steps:\n  - script: echo {i}\n    name: s{i}"
+                    );
+                }
+            }
+            Scaling::Steps(n) => {
+                text.push_str("steps:\n");
+                for i in 0..n {
+                    let _ = writeln!(text, "- script: echo {i}\n  name: s{i}");
+                }
+            }
+        }
+        text
+    }
+}
 
 /// Runs `work` repeatedly for about a second (at least 5 times) and returns the median.
 fn measure(mut work: impl FnMut()) -> (Duration, usize) {
@@ -131,6 +201,38 @@ pub fn run() -> anyhow::Result<()> {
         plan.stages.len(),
         median.as_secs_f64() * 1e3
     );
+    println!("  scaling (median of up to 5 compiles within a second, at least 1):");
+    for case in [
+        Scaling::VariableKeys(10_000),
+        Scaling::VariableKeys(30_000),
+        Scaling::VariableKeys(60_000),
+        Scaling::Jobs(100),
+        Scaling::Jobs(1_000),
+        Scaling::Jobs(10_000),
+        Scaling::Steps(1_000),
+        Scaling::Steps(10_000),
+    ] {
+        let text = case.yaml();
+        std::fs::write(dir.join("scaling.yml"), &text)?;
+        let output = compile(&dir, "scaling.yml");
+        if output.plan.is_none() {
+            anyhow::bail!(
+                "the scaling case `{}` does not plan: {}",
+                case.label(),
+                lockgate_pipeline::render(&output.diagnostics, &output.sources)
+            );
+        }
+        let (median, runs) = measure_scaling(|| {
+            let output = compile(&dir, "scaling.yml");
+            assert!(output.plan.is_some());
+        });
+        println!(
+            "    {:<28} {:>9} bytes: {:>10.1} ms ({runs} runs)",
+            case.label(),
+            text.len(),
+            median.as_secs_f64() * 1e3
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
