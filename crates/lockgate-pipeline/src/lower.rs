@@ -1,7 +1,7 @@
 //! Lowering: turns the expanded YAML tree into the plan, resolving template references (stages,
 //! jobs, steps, variables, `extends`) as it meets them and checking every key and value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use crate::compiler::{Compiler, TemplateKind};
@@ -230,15 +230,48 @@ struct Inherited {
 struct Lowerer<'c, 'a> {
     c: &'c mut Compiler<'a>,
     /// Where each stage (`stage:NAME`) and job (`job:NAME`) states its dependencies (its
-    /// `dependsOn`, else its name), for dependency diagnostics. Later entries win.
-    dependency_spans: Vec<(String, Span)>,
+    /// `dependsOn`, else its name), for dependency diagnostics. A later entry replaces an earlier one.
+    dependency_spans: HashMap<String, Span>,
+}
+
+/// The names of one list (the stages of a pipeline, the jobs of a stage), compared as Azure compares
+/// them (ASCII case-insensitive), with O(1) look-ups so that a list of n items is checked in O(n).
+#[derive(Default)]
+struct Names {
+    folded: HashSet<String>,
+    /// No generated name with a smaller number is free (the set only grows).
+    next_generated: usize,
+}
+
+impl Names {
+    fn contains(&self, name: &str) -> bool {
+        self.folded.contains(&name.to_ascii_lowercase())
+    }
+
+    fn insert(&mut self, name: &str) {
+        self.folded.insert(name.to_ascii_lowercase());
+    }
+
+    /// The name of an unnamed item: `base`, then `base1`, `base2`, …, the first one not taken.
+    fn generated(&mut self, base: &str) -> String {
+        loop {
+            let candidate = match self.next_generated {
+                0 => base.to_string(),
+                n => format!("{base}{n}"),
+            };
+            if !self.contains(&candidate) {
+                return candidate;
+            }
+            self.next_generated += 1;
+        }
+    }
 }
 
 /// Lowers the entry file into a plan (None when it could not be built at all).
 pub fn lower_pipeline(c: &mut Compiler<'_>, root: &Node) -> Option<Plan> {
     let mut lowerer = Lowerer {
         c,
-        dependency_spans: Vec::new(),
+        dependency_spans: HashMap::new(),
     };
     lowerer.pipeline(root)
 }
@@ -678,7 +711,7 @@ impl Lowerer<'_, '_> {
                 span: steps.span,
             };
             let mut jobs = Vec::new();
-            self.job(&job, &inherited, &mut jobs);
+            self.job(&job, &inherited, &mut jobs, &mut Names::default());
             plan.stages
                 .push(implied_stage(jobs, self.c.location(steps.span)));
         } else {
@@ -1134,12 +1167,18 @@ impl Lowerer<'_, '_> {
 
     fn stages(&mut self, node: &Node, inherited: &Inherited) -> Vec<Stage> {
         let mut out = Vec::new();
-        self.stage_list(node, inherited, &mut out);
+        self.stage_list(node, inherited, &mut out, &mut Names::default());
         // Stages without `dependsOn` depend on the previous stage.
         out
     }
 
-    fn stage_list(&mut self, node: &Node, inherited: &Inherited, out: &mut Vec<Stage>) {
+    fn stage_list(
+        &mut self,
+        node: &Node,
+        inherited: &Inherited,
+        out: &mut Vec<Stage>,
+        names: &mut Names,
+    ) {
         let Some(items) = self.sequence(node, "stages") else {
             return;
         };
@@ -1148,14 +1187,14 @@ impl Lowerer<'_, '_> {
                 if let Some(stages) =
                     self.enter_template(item, reference, TemplateKind::Stages, &inherited.scope)
                 {
-                    self.stage_list(&stages, inherited, out);
+                    self.stage_list(&stages, inherited, out, names);
                 }
                 self.leave_template();
                 continue;
             }
-            let existing: Vec<String> = out.iter().map(|s| s.name.clone()).collect();
-            if let Some(stage) = self.stage(item, inherited, &existing) {
-                if out.iter().any(|s| s.name.eq_ignore_ascii_case(&stage.name)) {
+            let previous = out.last().map(|s| s.name.clone());
+            if let Some(stage) = self.stage(item, inherited, previous, names) {
+                if names.contains(&stage.name) {
                     let span = item.get("stage").map_or(item.span, |n| n.span);
                     self.error(
                         "pipeline::duplicate-name",
@@ -1164,6 +1203,7 @@ impl Lowerer<'_, '_> {
                         "second definition",
                     );
                 }
+                names.insert(&stage.name);
                 out.push(stage);
             }
         }
@@ -1181,8 +1221,14 @@ impl Lowerer<'_, '_> {
         );
     }
 
-    fn stage(&mut self, node: &Node, inherited: &Inherited, existing: &[String]) -> Option<Stage> {
-        let previous = existing.last().cloned();
+    /// `previous` is the stage before this one; `names` holds the names of the stages before it.
+    fn stage(
+        &mut self,
+        node: &Node,
+        inherited: &Inherited,
+        previous: Option<String>,
+        names: &mut Names,
+    ) -> Option<Stage> {
         let entries = self.mapping(node, "stages")?;
         let Some(name_node) = node.get("stage") else {
             let help = entries
@@ -1201,13 +1247,7 @@ impl Lowerer<'_, '_> {
         self.check_keys(entries, &[STAGE_KEYS], "a stage");
         // An unnamed stage (`- stage:`) gets a generated name: `Stage`, then `Stage1`, …
         let name = if name_node.is_null() {
-            let mut n = 0;
-            let mut candidate = "Stage".to_string();
-            while existing.iter().any(|s| s.eq_ignore_ascii_case(&candidate)) {
-                n += 1;
-                candidate = format!("Stage{n}");
-            }
-            candidate
+            names.generated("Stage")
         } else {
             self.identifier(name_node, "stage")?
         };
@@ -1221,7 +1261,7 @@ impl Lowerer<'_, '_> {
             inner.pool = pool.clone();
         }
         let at = node.get("dependsOn").map_or(name_node.span, |d| d.span);
-        self.dependency_spans.push((format!("stage:{name}"), at));
+        self.dependency_spans.insert(format!("stage:{name}"), at);
         let depends_on = match node.get("dependsOn") {
             Some(d) => self.string_list(Some(d), "dependsOn"),
             None => previous.into_iter().collect(),
@@ -1301,12 +1341,18 @@ impl Lowerer<'_, '_> {
 
     fn jobs(&mut self, node: &Node, inherited: &Inherited) -> Vec<Job> {
         let mut out = Vec::new();
-        self.job_list(node, inherited, &mut out);
+        self.job_list(node, inherited, &mut out, &mut Names::default());
         self.check_job_graph(&out, node.span);
         out
     }
 
-    fn job_list(&mut self, node: &Node, inherited: &Inherited, out: &mut Vec<Job>) {
+    fn job_list(
+        &mut self,
+        node: &Node,
+        inherited: &Inherited,
+        out: &mut Vec<Job>,
+        names: &mut Names,
+    ) {
         let Some(items) = self.sequence(node, "jobs") else {
             return;
         };
@@ -1315,17 +1361,15 @@ impl Lowerer<'_, '_> {
                 if let Some(jobs) =
                     self.enter_template(item, reference, TemplateKind::Jobs, &inherited.scope)
                 {
-                    self.job_list(&jobs, inherited, out);
+                    self.job_list(&jobs, inherited, out, names);
                 }
                 self.leave_template();
                 continue;
             }
             let before = out.len();
-            self.job(item, inherited, out);
+            self.job(item, inherited, out, names);
             if let Some(first) = out.get(before).map(|j| j.base_name.clone())
-                && out[..before]
-                    .iter()
-                    .any(|j| j.base_name.eq_ignore_ascii_case(&first))
+                && names.contains(&first)
             {
                 let span = item
                     .get("job")
@@ -1338,11 +1382,15 @@ impl Lowerer<'_, '_> {
                     "second definition",
                 );
             }
+            for job in &out[before..] {
+                names.insert(&job.base_name);
+            }
         }
     }
 
-    /// Lowers one job and pushes its instances (several for matrix/parallel).
-    fn job(&mut self, node: &Node, inherited: &Inherited, out: &mut Vec<Job>) {
+    /// Lowers one job and pushes its instances (several for matrix/parallel). `names` holds the
+    /// names of the jobs in `out`.
+    fn job(&mut self, node: &Node, inherited: &Inherited, out: &mut Vec<Job>, names: &mut Names) {
         let Some(entries) = self.mapping(node, "jobs") else {
             return;
         };
@@ -1378,16 +1426,7 @@ impl Lowerer<'_, '_> {
         };
         // An unnamed job (`- job:`) gets a generated name: `Job`, then `Job1`, `Job2`, …
         let base_name = if name_node.is_null() {
-            let mut n = 0;
-            let mut candidate = "Job".to_string();
-            while out
-                .iter()
-                .any(|j| j.base_name.eq_ignore_ascii_case(&candidate))
-            {
-                n += 1;
-                candidate = format!("Job{n}");
-            }
-            candidate
+            names.generated("Job")
         } else {
             let Some(base_name) = self.identifier(name_node, "job") else {
                 return;
@@ -1441,7 +1480,7 @@ impl Lowerer<'_, '_> {
             None => BTreeMap::new(),
         };
         let at = node.get("dependsOn").map_or(name_node.span, |d| d.span);
-        self.dependency_spans.push((format!("job:{base_name}"), at));
+        self.dependency_spans.insert(format!("job:{base_name}"), at);
         let mut job = Job {
             name: base_name.clone(),
             base_name: base_name.clone(),
@@ -1862,10 +1901,11 @@ impl Lowerer<'_, '_> {
     fn steps(&mut self, node: &Node, inherited: &Inherited) -> Vec<Step> {
         let mut out = Vec::new();
         self.step_list(node, inherited, &mut out);
-        let mut seen: Vec<(String, Location)> = Vec::new();
+        // The first step of each name (ASCII case-insensitive), by folded name.
+        let mut seen: HashMap<String, &Location> = HashMap::new();
         for step in &out {
             if let Some(name) = &step.name {
-                if let Some((_, first)) = seen.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                if let Some(first) = seen.get(&name.to_ascii_lowercase()) {
                     let message =
                         format!("step name `{name}` is used twice in this job (first at {first})");
                     let span = crate::SourceSpan {
@@ -1880,7 +1920,7 @@ impl Lowerer<'_, '_> {
                             .with_label("second use"),
                     );
                 } else {
-                    seen.push((name.clone(), step.source.clone()));
+                    seen.insert(name.to_ascii_lowercase(), &step.source);
                 }
             }
         }
@@ -2149,19 +2189,18 @@ impl Lowerer<'_, '_> {
     }
 
     fn dependency_span(&self, kind: &str, name: &str, fallback: Span) -> Span {
-        let key = format!("{kind}:{name}");
         self.dependency_spans
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map_or(fallback, |(_, s)| *s)
+            .get(&format!("{kind}:{name}"))
+            .copied()
+            .unwrap_or(fallback)
     }
 
     /// Checks stage `dependsOn` names and cycles.
     fn check_stage_graph(&mut self, stages: &[Stage], span: Span) {
         let mut edges: Vec<(String, Vec<String>, Span)> = Vec::new();
+        let mut seen = HashSet::new();
         for stage in stages {
-            if !edges.iter().any(|(n, _, _)| n == &stage.name) {
+            if seen.insert(stage.name.as_str()) {
                 let at = self.dependency_span("stage", &stage.name, span);
                 edges.push((stage.name.clone(), stage.depends_on.clone(), at));
             }
@@ -2171,8 +2210,9 @@ impl Lowerer<'_, '_> {
 
     fn check_job_graph(&mut self, jobs: &[Job], span: Span) {
         let mut edges: Vec<(String, Vec<String>, Span)> = Vec::new();
+        let mut seen = HashSet::new();
         for job in jobs {
-            if !edges.iter().any(|(n, _, _)| n == &job.base_name) {
+            if seen.insert(job.base_name.as_str()) {
                 let at = self.dependency_span("job", &job.base_name, span);
                 edges.push((job.base_name.clone(), job.depends_on.clone(), at));
             }
@@ -2182,7 +2222,12 @@ impl Lowerer<'_, '_> {
 
     fn check_graph(&mut self, nodes: &[(String, Vec<String>, Span)], what: &str) {
         let names: Vec<&str> = nodes.iter().map(|(n, _, _)| n.as_str()).collect();
-        let index_of = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
+        // The first node of each name (ASCII case-insensitive), by folded name.
+        let mut first_of: HashMap<String, usize> = HashMap::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            first_of.entry(name.to_ascii_lowercase()).or_insert(i);
+        }
+        let index_of = |name: &str| first_of.get(&name.to_ascii_lowercase()).copied();
         let mut ok = true;
         for (name, depends, at) in nodes {
             for dependency in depends {
@@ -2213,13 +2258,26 @@ impl Lowerer<'_, '_> {
         if !ok {
             return;
         }
-        // Kahn's algorithm: whatever cannot be ordered is on a cycle.
+        // Kahn's algorithm: whatever cannot be ordered is on a cycle. `dependents[j]` lists each
+        // node that depends on j, once per listing (every dependency is known by now).
         let mut remaining: Vec<usize> = nodes.iter().map(|(_, d, _)| d.len()).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for (i, (_, depends, _)) in nodes.iter().enumerate() {
+            for dependency in depends {
+                if let Some(j) = index_of(dependency) {
+                    dependents[j].push(i);
+                }
+            }
+        }
         let mut done = vec![false; nodes.len()];
-        while let Some(next) = (0..nodes.len()).find(|&i| !done[i] && remaining[i] == 0) {
+        let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| remaining[i] == 0).collect();
+        while let Some(next) = ready.pop() {
             done[next] = true;
-            for (i, (_, depends, _)) in nodes.iter().enumerate() {
-                remaining[i] -= depends.iter().filter(|d| index_of(d) == Some(next)).count();
+            for &i in &dependents[next] {
+                remaining[i] -= 1;
+                if remaining[i] == 0 {
+                    ready.push(i);
+                }
             }
         }
         let cycle: Vec<&str> = (0..nodes.len())

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use lockgate_expr::{Object, Value};
 
 use crate::expression::{self, ExpressionScope};
-use crate::yaml::{Node, NodeValue, Span};
+use crate::yaml::{KeyIndex, Node, NodeValue, Span};
 
 /// Deepest tree that expansion builds (parameters inserted into templates can nest trees).
 pub const MAX_EXPANDED_DEPTH: usize = 200;
@@ -497,6 +497,7 @@ impl Expander<'_> {
         depth: usize,
     ) -> Vec<(Node, Node)> {
         let mut out: Vec<(Node, Node)> = Vec::with_capacity(entries.len());
+        let mut index = KeyIndex::default();
         let mut chain: Option<bool> = None;
         let mut scope = scope.clone();
         for (key, value) in entries {
@@ -506,7 +507,7 @@ impl Expander<'_> {
                     let bodies =
                         self.apply_directive(&directive, key, value, &scope, depth, &mut chain);
                     for body in bodies {
-                        self.merge_into_mapping(&mut out, body, key.span);
+                        self.merge_into_mapping(&mut out, &mut index, body, key.span);
                     }
                     continue;
                 }
@@ -523,7 +524,7 @@ impl Expander<'_> {
                 };
                 let new_key = Node::scalar(new_key_text, true, key.span);
                 let expanded = self.expand_at(value, &scope, depth + 1);
-                set_entry(&mut out, new_key, expanded);
+                set_entry(&mut out, &mut index, new_key, expanded);
                 continue;
             }
             chain = None;
@@ -543,16 +544,22 @@ impl Expander<'_> {
                 }
                 scope = scope.with_variables(statics);
             }
-            set_entry(&mut out, key.clone(), expanded);
+            set_entry(&mut out, &mut index, key.clone(), expanded);
         }
         out
     }
 
-    fn merge_into_mapping(&mut self, out: &mut Vec<(Node, Node)>, body: Node, span: Span) {
+    fn merge_into_mapping(
+        &mut self,
+        out: &mut Vec<(Node, Node)>,
+        index: &mut KeyIndex,
+        body: Node,
+        span: Span,
+    ) {
         match body.value {
             NodeValue::Mapping(entries) => {
                 for (k, v) in entries {
-                    set_entry(out, k, v);
+                    set_entry(out, index, k, v);
                 }
             }
             _ if body.is_null() => {}
@@ -585,12 +592,13 @@ fn node_size(node: &Node) -> (usize, usize) {
     }
 }
 
-/// Adds or replaces a mapping entry (a later key replaces an earlier one of the same name).
-fn set_entry(out: &mut Vec<(Node, Node)>, key: Node, value: Node) {
+/// Adds or replaces a mapping entry (a later key replaces an earlier one of the same name, keeping
+/// the earlier one's place). `index` must have seen only `out`.
+fn set_entry(out: &mut Vec<(Node, Node)>, index: &mut KeyIndex, key: Node, value: Node) {
     if let Some(name) = key.as_str()
-        && let Some(existing) = out.iter_mut().find(|(k, _)| k.as_str() == Some(name))
+        && let Some(at) = index.find(out, name)
     {
-        existing.1 = value;
+        out[at].1 = value;
         return;
     }
     out.push((key, value));
@@ -870,19 +878,23 @@ mod tests {
     #[test]
     fn later_keys_replace_earlier_ones_when_merging() {
         let mut entries = Vec::new();
+        let mut index = KeyIndex::default();
         let span = Span::default();
         set_entry(
             &mut entries,
+            &mut index,
             Node::scalar("a", true, span),
             Node::scalar("1", true, span),
         );
         set_entry(
             &mut entries,
+            &mut index,
             Node::scalar("b", true, span),
             Node::scalar("2", true, span),
         );
         set_entry(
             &mut entries,
+            &mut index,
             Node::scalar("a", true, span),
             Node::scalar("3", true, span),
         );

@@ -1,6 +1,8 @@
 //! Loads YAML text into a tree where every node keeps its file and position. Rejects what Azure
 //! Pipelines rejects (anchors, aliases, duplicate keys) and caps size and depth before building.
 
+use std::collections::HashMap;
+
 use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::diagnostic::{Diagnostic, SourceSpan};
@@ -98,6 +100,34 @@ impl Node {
     }
 }
 
+/// Finds the first entry of a mapping under construction by its key text. Small mappings (nearly all)
+/// are scanned; from [`KeyIndex::SCAN_LIMIT`] entries on, a hash index is kept, caught up lazily with
+/// the entries pushed since the last look-up, so that building a mapping of n keys costs O(n) rather
+/// than O(n²). Entries may only be appended (or have their value replaced) between look-ups.
+#[derive(Debug, Default)]
+pub(crate) struct KeyIndex {
+    first: HashMap<String, usize>,
+    indexed: usize,
+}
+
+impl KeyIndex {
+    const SCAN_LIMIT: usize = 16;
+
+    /// The position of the first entry whose key is the scalar `name`.
+    pub(crate) fn find(&mut self, entries: &[(Node, Node)], name: &str) -> Option<usize> {
+        if entries.len() < Self::SCAN_LIMIT {
+            return entries.iter().position(|(k, _)| k.as_str() == Some(name));
+        }
+        for (i, (key, _)) in entries.iter().enumerate().skip(self.indexed) {
+            if let Some(text) = key.as_str() {
+                self.first.entry(text.to_string()).or_insert(i);
+            }
+        }
+        self.indexed = entries.len();
+        self.first.get(name).copied()
+    }
+}
+
 /// Converts a span to the public form with the file's display name.
 pub fn source_span(span: Span, file_name: &str) -> SourceSpan {
     SourceSpan {
@@ -145,7 +175,7 @@ impl Offsets {
 
 enum Open {
     Sequence(Vec<Node>, Span),
-    Mapping(Vec<(Node, Node)>, Option<Node>, Span),
+    Mapping(Vec<(Node, Node)>, Option<Node>, Span, KeyIndex),
 }
 
 /// Loads one YAML document. An empty file gives an empty mapping. Errors are returned as diagnostics
@@ -264,7 +294,7 @@ pub fn load(text: &str, file: FileId, file_name: &str) -> Result<Node, Vec<Diagn
                 if matches!(event, Event::SequenceStart(..)) {
                     stack.push(Open::Sequence(Vec::new(), span));
                 } else {
-                    stack.push(Open::Mapping(Vec::new(), None, span));
+                    stack.push(Open::Mapping(Vec::new(), None, span, KeyIndex::default()));
                 }
                 continue;
             }
@@ -276,7 +306,7 @@ pub fn load(text: &str, file: FileId, file_name: &str) -> Result<Node, Vec<Diagn
                         ..start
                     },
                 },
-                Some(Open::Mapping(entries, _, start)) => Node {
+                Some(Open::Mapping(entries, _, start, _)) => Node {
                     value: NodeValue::Mapping(entries),
                     span: Span {
                         end: span.end.max(start.start),
@@ -302,7 +332,7 @@ pub fn load(text: &str, file: FileId, file_name: &str) -> Result<Node, Vec<Diagn
         match stack.last_mut() {
             None => root = Some(node),
             Some(Open::Sequence(items, _)) => items.push(node),
-            Some(Open::Mapping(entries, pending_key, _)) => match pending_key.take() {
+            Some(Open::Mapping(entries, pending_key, _, index)) => match pending_key.take() {
                 None => {
                     if !matches!(node.value, NodeValue::Scalar { .. }) {
                         diagnostics.push(
@@ -318,9 +348,9 @@ pub fn load(text: &str, file: FileId, file_name: &str) -> Result<Node, Vec<Diagn
                 }
                 Some(key) => {
                     if let Some(name) = key.as_str()
-                        && let Some((first, _)) =
-                            entries.iter().find(|(k, _)| k.as_str() == Some(name))
+                        && let Some(at) = index.find(entries, name)
                     {
+                        let first = &entries[at].0;
                         diagnostics.push(
                             Diagnostic::error(
                                 "pipeline::duplicate-key",

@@ -2,5 +2,6 @@
 //! `test_data/ok` and `test_data/err`, and robustness tests that garbage input never panics.
 
 mod robustness;
+mod scale;
 mod snapshots;
 mod support;
