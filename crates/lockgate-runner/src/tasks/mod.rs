@@ -3,6 +3,7 @@
 
 pub mod archives;
 pub mod artifacts;
+pub mod build_tools;
 pub mod builtin_steps;
 pub mod cache;
 pub mod files;
@@ -77,6 +78,7 @@ impl TaskRegistry {
         test_results::register(&mut registry);
         tools::register(&mut registry);
         cache::register(&mut registry);
+        build_tools::register(&mut registry);
         registry
     }
 

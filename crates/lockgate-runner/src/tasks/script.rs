@@ -46,7 +46,7 @@ fn is_executable_file(path: &Path) -> bool {
 }
 
 /// The script file named by input `name`, which must exist.
-fn script_file(step: &StepContext<'_, '_>, name: &str) -> Result<PathBuf, TaskError> {
+pub(crate) fn script_file(step: &StepContext<'_, '_>, name: &str) -> Result<PathBuf, TaskError> {
     let file = step.resolve_path(step.required_input(&[name])?);
     if !file.is_file() {
         return Err(TaskError(format!(
@@ -57,7 +57,10 @@ fn script_file(step: &StepContext<'_, '_>, name: &str) -> Result<PathBuf, TaskEr
     Ok(file)
 }
 
-fn working_directory(step: &StepContext<'_, '_>, names: &[&str]) -> Result<PathBuf, TaskError> {
+pub(crate) fn working_directory(
+    step: &StepContext<'_, '_>,
+    names: &[&str],
+) -> Result<PathBuf, TaskError> {
     let dir = match step.input_any(names) {
         Some(dir) => step.resolve_path(dir),
         None => step.job.workspace.sources.clone(),
@@ -72,7 +75,7 @@ fn working_directory(step: &StepContext<'_, '_>, names: &[&str]) -> Result<PathB
 }
 
 /// Runs `program args` as the step's process and turns the outcome into a step result.
-async fn run_shell(
+pub(crate) async fn run_shell(
     step: &mut StepContext<'_, '_>,
     shell: &str,
     program: PathBuf,

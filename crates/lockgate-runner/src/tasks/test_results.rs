@@ -535,7 +535,7 @@ fn captured(open: &mut Option<OpenCase>, capture: Option<&(Capture, String)>, te
     }
 }
 
-fn find_files(
+pub(crate) fn find_files(
     step: &StepContext<'_, '_>,
     folder: &Path,
     patterns: &str,

@@ -858,3 +858,320 @@ fn nuget_tool_installer_finds_nuget_or_fails_clearly() {
         issues(&events)
     );
 }
+
+/// PATH without any folder holding one of `programs`, with `extra` first.
+fn path_without(programs: &[&str], extra: Option<&std::path::Path>) -> (String, String) {
+    let current = std::env::var("PATH").unwrap_or_default();
+    let kept = std::env::split_paths(&current)
+        .filter(|d| !programs.iter().any(|p| d.join(p).exists()))
+        .map(|d| d.display().to_string());
+    let path: Vec<String> = extra
+        .map(|e| e.display().to_string())
+        .into_iter()
+        .chain(kept)
+        .collect();
+    ("PATH".into(), path.join(":"))
+}
+
+/// Npm@1 runs the real npm: a custom command in workingDir; an unknown command fails clearly.
+#[test]
+fn npm_runs_custom_commands_in_the_working_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![
+            script(
+                None,
+                "mkdir -p web && printf '%s' '{\"name\":\"demo\",\"version\":\"1.0.0\",\"scripts\":{\"hello\":\"echo npm-hello-$npm_package_name in $(basename $PWD)\"}}' > web/package.json",
+            ),
+            task(
+                "Npm",
+                1,
+                &[
+                    ("command", "custom"),
+                    ("customCommand", "run hello"),
+                    ("workingDir", "web"),
+                ],
+            ),
+            task("Npm", 1, &[("command", "frobnicate")]),
+        ],
+        vec![],
+    );
+    let (events, lines) = run_with_env(dir.path(), &spec, vec![path_env()]);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "npm-hello-demo in web"),
+        "{lines:?}"
+    );
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("Npm@1 command must be install, ci, publish or custom")),
+        "{:?}",
+        issues(&events)
+    );
+}
+
+/// PythonScript@0 runs inline scripts and files with arguments through the real python; a failing
+/// script fails the step.
+#[test]
+fn python_script_runs_inline_and_file_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![
+            task(
+                "PythonScript",
+                0,
+                &[
+                    ("scriptSource", "inline"),
+                    ("script", "import sys\nprint('inline args', sys.argv[1:])"),
+                    ("arguments", "one 'two words'"),
+                ],
+            ),
+            script(
+                None,
+                "mkdir -p tools && printf 'import os\\nprint(\"file in\", os.path.basename(os.getcwd()))\\n' > tools/run.py",
+            ),
+            task(
+                "PythonScript",
+                0,
+                &[
+                    ("scriptPath", "tools/run.py"),
+                    ("workingDirectory", "tools"),
+                    ("pythonInterpreter", "python3"),
+                ],
+            ),
+            task(
+                "PythonScript",
+                0,
+                &[
+                    ("scriptSource", "inline"),
+                    ("script", "raise SystemExit(3)"),
+                ],
+            ),
+        ],
+        vec![],
+    );
+    let (events, lines) = run_with_env(dir.path(), &spec, vec![path_env()]);
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "inline args ['one', 'two words']"),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "file in tools"), "{lines:?}");
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("exited with code '3'")),
+        "{:?}",
+        issues(&events)
+    );
+}
+
+/// CMake@1 creates its working folder (default `build`) and runs cmake there with cmakeArgs; without
+/// cmake the step fails saying it is not installed.
+#[test]
+fn cmake_creates_its_folder_and_runs_cmake_or_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("fakebin");
+    write_program(&bin.join("cmake"), "echo \"cmake $* in $(basename $PWD)\"");
+    let spec = job(
+        vec![task(
+            "CMake",
+            1,
+            &[("cmakeArgs", "-DCMAKE_BUILD_TYPE=Release ..")],
+        )],
+        vec![],
+    );
+    let (events, lines) = run_with_env(
+        dir.path(),
+        &spec,
+        vec![path_without(&["cmake"], Some(&bin))],
+    );
+    assert_eq!(step_results(&events), [TaskResult::Succeeded], "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "cmake -DCMAKE_BUILD_TYPE=Release .. in build"),
+        "{lines:?}"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let (events, _) = run_with_env(other.path(), &spec, vec![path_without(&["cmake"], None)]);
+    assert_eq!(step_results(&events), [TaskResult::Failed]);
+    assert!(other.path().join("work/s/build").is_dir());
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("cmake is not installed")),
+        "{:?}",
+        issues(&events)
+    );
+}
+
+/// DotNetCoreCLI@2 runs `dotnet <command> <project> <arguments>` once per matching project; without
+/// dotnet the step fails saying it is not installed.
+#[test]
+fn dotnet_core_cli_runs_per_project_or_says_dotnet_is_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("fakebin");
+    write_program(
+        &bin.join("dotnet"),
+        "echo \"dotnet $*\" | sed \"s|$PWD/||\"",
+    );
+    let spec = job(
+        vec![
+            script(
+                None,
+                "mkdir -p src/A tests/B && touch src/A/A.csproj tests/B/B.csproj",
+            ),
+            task(
+                "DotNetCoreCLI",
+                2,
+                &[
+                    ("command", "test"),
+                    ("projects", "**/*.csproj\n!src/**"),
+                    ("arguments", "-c Release"),
+                ],
+            ),
+            task("DotNetCoreCLI", 2, &[("projects", "**/*.fsproj")]),
+        ],
+        vec![],
+    );
+    let (events, lines) = run_with_env(
+        dir.path(),
+        &spec,
+        vec![path_without(&["dotnet"], Some(&bin))],
+    );
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "dotnet test tests/B/B.csproj -c Release"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("A.csproj -c")),
+        "{lines:?}"
+    );
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("no project file matches `**/*.fsproj`")),
+        "{:?}",
+        issues(&events)
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let spec = job(
+        vec![task("DotNetCoreCLI", 2, &[("command", "build")])],
+        vec![],
+    );
+    let (events, _) = run_with_env(other.path(), &spec, vec![path_without(&["dotnet"], None)]);
+    assert_eq!(step_results(&events), [TaskResult::Failed]);
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("dotnet is not installed")),
+        "{:?}",
+        issues(&events)
+    );
+}
+
+/// Docker@2 buildAndPush builds the matching Dockerfile with every tag and pushes each; without docker
+/// the step fails saying it is not installed.
+#[test]
+fn docker_builds_and_pushes_or_says_docker_is_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("fakebin");
+    write_program(
+        &bin.join("docker"),
+        "echo \"docker $*\" | sed \"s|$PWD/||g\"",
+    );
+    let spec = job(
+        vec![
+            script(None, "mkdir -p app && echo 'FROM scratch' > app/Dockerfile"),
+            task(
+                "Docker",
+                2,
+                &[
+                    ("repository", "me/app"),
+                    ("tags", "1.0\nlatest"),
+                    ("Dockerfile", "**/Dockerfile"),
+                ],
+            ),
+            task(
+                "Docker",
+                2,
+                &[("command", "login"), ("containerRegistry", "hub")],
+            ),
+        ],
+        vec![],
+    );
+    let (events, lines) = run_with_env(
+        dir.path(),
+        &spec,
+        vec![path_without(&["docker"], Some(&bin))],
+    );
+    assert_eq!(
+        step_results(&events),
+        [
+            TaskResult::Succeeded,
+            TaskResult::Succeeded,
+            TaskResult::Failed
+        ],
+        "{lines:?}"
+    );
+    for expected in [
+        "docker build -f app/Dockerfile -t me/app:1.0 -t me/app:latest app",
+        "docker push me/app:1.0",
+        "docker push me/app:latest",
+    ] {
+        assert!(lines.iter().any(|l| l == expected), "{expected}: {lines:?}");
+    }
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("service connection `hub`")),
+        "{:?}",
+        issues(&events)
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let spec = job(vec![task("Docker", 2, &[("command", "build")])], vec![]);
+    let (events, _) = run_with_env(other.path(), &spec, vec![path_without(&["docker"], None)]);
+    assert_eq!(step_results(&events), [TaskResult::Failed]);
+    assert!(
+        issues(&events)
+            .iter()
+            .any(|m| m.contains("docker is not installed")),
+        "{:?}",
+        issues(&events)
+    );
+}
