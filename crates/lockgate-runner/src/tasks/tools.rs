@@ -413,7 +413,7 @@ async fn installations(
             }
         }
         ToolKind::DotNet => {
-            let mut extra = Vec::new();
+            let mut extra = tool_cache_dirs(step, "dotnet");
             if let Some(home) = std::env::var_os("HOME") {
                 extra.push(PathBuf::from(home).join(".dotnet"));
             }

@@ -1175,3 +1175,40 @@ fn docker_builds_and_pushes_or_says_docker_is_not_installed() {
         issues(&events)
     );
 }
+
+/// UseDotNet@2 also finds a .NET SDK in the tool cache (`dotnet/<v>/<arch>`).
+#[test]
+fn use_dotnet_finds_an_sdk_in_the_tool_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("toolcache");
+    let sdk = cached_tool(&cache, "dotnet", "8.0.100", true);
+    write_program(
+        &sdk.join("dotnet"),
+        "if [ \"$1\" = --list-sdks ]; then echo \"8.0.100 [$(dirname $0)/sdk]\"; else echo \"fake dotnet $*\"; fi",
+    );
+    let spec = job(
+        vec![
+            task("UseDotNet", 2, &[("version", "8.0.x")]),
+            script(None, "dotnet --info; echo \"root=$DOTNET_ROOT\""),
+        ],
+        vec![],
+    );
+    let env = vec![
+        path_without(&["dotnet"], None),
+        ("AGENT_TOOLSDIRECTORY".into(), cache.display().to_string()),
+    ];
+    let (events, lines) = run_with_env(dir.path(), &spec, env);
+    assert_eq!(
+        step_results(&events),
+        [TaskResult::Succeeded, TaskResult::Succeeded],
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "fake dotnet --info"), "{lines:?}");
+    let real = sdk.canonicalize().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == &format!("root={}", real.display())),
+        "{lines:?}"
+    );
+}
