@@ -171,6 +171,14 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         println!("Lockgate is running at {}/", server.url);
         println!("Data folder: {}", state.data_dir.display());
         println!("Job isolation: {}", isolation.description);
+        let reconciled = server.reconciled;
+        if reconciled.runs > 0 {
+            println!(
+                "Reconciled {} unfinished run(s) left by an earlier stop: {} job(s) queued again, \
+                 {} failed (the server stopped while they ran)",
+                reconciled.runs, reconciled.requeued, reconciled.failed
+            );
+        }
         if let Some((password, token)) = admin {
             println!("Sign in as `admin` with password: {password}");
             println!("Access token for git and the CLI (shown once): {token}");

@@ -188,6 +188,8 @@ pub struct RunningServer {
     pub state: AppState,
     pub addr: SocketAddr,
     pub url: String,
+    /// What the start found unfinished and brought up to date ([`runs::reconcile`]).
+    pub reconciled: runs::Reconciled,
     stop_agent: Arc<AtomicBool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -204,8 +206,9 @@ impl RunningServer {
     }
 }
 
-/// Opens the store, binds, serves, and starts the lease reaper and (when configured) the built-in
-/// agent running jobs with `executor`.
+/// Opens the store, binds, reconciles the runs an earlier process left unfinished
+/// ([`runs::reconcile`]), serves, and starts the lease reaper and (when configured) the built-in
+/// agents running jobs with `executor`.
 pub async fn start(
     mut config: ServerConfig,
     executor: Arc<dyn JobExecutor>,
@@ -234,6 +237,10 @@ pub async fn start(
     );
     std::fs::create_dir_all(state.repos_dir())?;
     std::fs::create_dir_all(state.artifacts_dir())?;
+    // Before anything is served or leased: what a stopped process left half done.
+    let reconciled = runs::reconcile(&state)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot reconcile unfinished runs: {}", error.message))?;
 
     let app = router(state.clone());
     let server = tokio::spawn(async move {
@@ -248,7 +255,7 @@ pub async fn start(
     if config.builtin_agent {
         for number in 1..=config.builtin_agents.max(1) {
             let token = auth::random_token("lga_");
-            let name = format!("built-in-{number}");
+            let name = format!("{}{number}", runs::BUILTIN_AGENT_PREFIX);
             state
                 .store
                 .register_agent(&name, &auth::token_hash(&token))
@@ -273,6 +280,7 @@ pub async fn start(
         state,
         addr,
         url,
+        reconciled,
         stop_agent,
         server,
     })

@@ -911,6 +911,102 @@ pub async fn queue_batched_followup(state: &AppState, run_id: i64) -> ApiResult<
     Ok(())
 }
 
+/// The names of the built-in agents start with this. They live inside the server process, so when a
+/// server starts, a job still leased to one was abandoned by an earlier process that stopped.
+pub const BUILTIN_AGENT_PREFIX: &str = "built-in-";
+
+/// What [`reconcile`] found on start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Unfinished runs looked at.
+    pub runs: usize,
+    /// Jobs of the built-in agents that had not started a step, queued again.
+    pub requeued: usize,
+    /// Jobs of the built-in agents that had started a step, failed.
+    pub failed: usize,
+}
+
+/// The error line a job gets when the server stopped (killed, crashed) while its built-in agent ran it.
+pub const SERVER_STOPPED_LINE: &str =
+    "##[error]The server stopped while this job ran; the job failed.";
+
+/// Brings every unfinished run up to date when the server starts, before its built-in agents lease
+/// anything: a server killed between storing a run and queueing its jobs, or between finishing a job
+/// and moving its run on, left runs that nothing else would wake. Jobs leased to built-in agents of
+/// the stopped process are released ([`Storage::release_abandoned_jobs`]): queued again when they had
+/// not started a step, failed with [`SERVER_STOPPED_LINE`] in their log otherwise (a step may have had
+/// effects; running it twice is not safe). Then each run is advanced as if its last job had just
+/// finished: waiting jobs are queued or skipped, a finished run gets its result, and a batched CI
+/// run that completed queues its follow-up. Jobs of remote agents keep their leases; the lease reaper
+/// ends them if their agent is gone too.
+///
+/// [`Storage::release_abandoned_jobs`]: lockgate_store::Storage::release_abandoned_jobs
+pub async fn reconcile(state: &AppState) -> ApiResult<Reconciled> {
+    let mut reconciled = Reconciled::default();
+    for job in state
+        .store
+        .release_abandoned_jobs(BUILTIN_AGENT_PREFIX)
+        .await?
+    {
+        let text = if job.status == "queued" {
+            reconciled.requeued += 1;
+            "The server stopped before this job started a step; the job was queued again.".into()
+        } else {
+            reconciled.failed += 1;
+            SERVER_STOPPED_LINE.to_string()
+        };
+        let line = LogLine { step: None, text };
+        state
+            .store
+            .append_log_chunk(
+                job.id,
+                1,
+                &crate::live::compress_lines(std::slice::from_ref(&line)),
+            )
+            .await?;
+    }
+    let mut unfinished = Vec::new();
+    for status in ["queued", "running"] {
+        let mut before_id = None;
+        loop {
+            let page = state
+                .store
+                .list_runs(&lockgate_store::RunFilter {
+                    status: Some(status.to_string()),
+                    before_id,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await?;
+            before_id = page.last().map(|run| run.id);
+            let done = page.len() < 1000;
+            unfinished.extend(page.into_iter().filter(|run| run.status == status));
+            if done {
+                break;
+            }
+        }
+    }
+    // Oldest first, as they were queued.
+    unfinished.sort_by_key(|run| run.id);
+    reconciled.runs = unfinished.len();
+    for run in unfinished {
+        let advanced = if cancel_recorded(&run) {
+            // Ends the jobs queued again above as canceled, as a cancel would have.
+            cancel_run(state, run.id).await
+        } else {
+            advance_run(state, run.id).await
+        };
+        // One run that cannot be moved on (its pipeline is gone...) does not keep the server down.
+        if let Err(error) = advanced.and(queue_batched_followup(state, run.id).await) {
+            eprintln!(
+                "lockgate-server: cannot reconcile run {}: {}",
+                run.id, error.message
+            );
+        }
+    }
+    Ok(reconciled)
+}
+
 /// Every few seconds, fails jobs whose agent stopped sending heartbeats and moves their runs on.
 pub async fn reap_expired_leases(state: AppState) {
     loop {

@@ -18,6 +18,7 @@ macro_rules! conformance_tests {
             a_queued_job_is_leased_once_and_finished_only_with_its_lease,
             a_cancel_keeps_the_jobs_that_may_still_run_and_ends_the_others,
             expired_leases_fail_their_jobs,
+            jobs_of_dead_agents_are_queued_again_or_failed,
             log_chunks_number_their_lines_and_reset_clears_a_job,
             artifacts_tests_and_agents_round_trip,
             the_newest_successful_deployment_per_environment_is_found,
@@ -471,6 +472,123 @@ pub(crate) async fn expired_leases_fail_their_jobs(store: &dyn Storage) {
             .await
             .unwrap()
     );
+}
+
+/// A server that starts again releases what its earlier process's agents held: a job that had not
+/// started a step is queued again for any agent, one that had is failed with its running step; jobs
+/// of other agents and jobs that are not running are left alone.
+pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[
+                new_job("fresh", "queued"),
+                new_job("stepping", "queued"),
+                new_job("remote", "queued"),
+                new_job("waiting", "queued"),
+            ],
+        )
+        .await
+        .unwrap();
+    let far = now_millis() + 60_000;
+    let fresh = store
+        .lease_next_job("built-in-1", "l1", far)
+        .await
+        .unwrap()
+        .unwrap();
+    let stepping = store
+        .lease_next_job("built-in-2", "l2", far)
+        .await
+        .unwrap()
+        .unwrap();
+    let remote = store
+        .lease_next_job("remote-1", "l3", far)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .append_log_chunk(fresh.id, 1, b"checked out")
+        .await
+        .unwrap();
+    for (position, status) in [(0, "completed"), (1, "running")] {
+        store
+            .upsert_step(&Step {
+                job_id: stepping.id,
+                position,
+                name: format!("step {position}"),
+                status: status.into(),
+                result: (status == "completed").then(|| "succeeded".into()),
+                started_at: Some(1),
+                finished_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    // `_` in the prefix is matched literally, not as a wildcard.
+    assert!(
+        store
+            .release_abandoned_jobs("remote_")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let released = store.release_abandoned_jobs("built-in-").await.unwrap();
+    let summary: Vec<(i64, &str, Option<&str>)> = released
+        .iter()
+        .map(|j| (j.id, j.status.as_str(), j.result.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (fresh.id, "queued", None),
+            (stepping.id, "completed", Some("failed")),
+        ]
+    );
+    let fresh_now = store.job_by_id(fresh.id).await.unwrap().unwrap();
+    assert_eq!(fresh_now.agent_name, None);
+    assert!(fresh_now.started_at.is_none());
+    assert_eq!(
+        store.log_chunks(fresh.id).await.unwrap().len(),
+        1,
+        "the log is kept"
+    );
+    // The queued-again job is leased like any other (the still-queued one has a higher id).
+    let again = store
+        .lease_next_job("built-in-1", "l4", far)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, fresh.id);
+    assert!(
+        !store
+            .finish_leased_job(fresh.id, "l1", "succeeded", "{}")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_leased_job(stepping.id, "l2", "succeeded", "{}")
+            .await
+            .unwrap()
+    );
+    let steps = store.steps_of_run(run.id).await.unwrap();
+    let step_states: Vec<(&str, Option<&str>)> = steps
+        .iter()
+        .map(|s| (s.status.as_str(), s.result.as_deref()))
+        .collect();
+    assert_eq!(
+        step_states,
+        vec![
+            ("completed", Some("succeeded")),
+            ("completed", Some("failed"))
+        ]
+    );
+    let remote_now = store.job_by_id(remote.id).await.unwrap().unwrap();
+    assert_eq!(remote_now.status, "running", "other agents keep their jobs");
+    let waiting = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(waiting[3].status, "queued");
 }
 
 pub(crate) async fn log_chunks_number_their_lines_and_reset_clears_a_job(store: &dyn Storage) {

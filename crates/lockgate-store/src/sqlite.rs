@@ -814,6 +814,50 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn release_abandoned_jobs<'a>(&'a self, agent_prefix: &'a str) -> StoreFuture<'a, Vec<Job>> {
+        Box::pin(async move {
+            let now = now_millis();
+            let mut tx = self.pool.begin().await?;
+            // `substr` rather than LIKE: agent names may hold `_` and `%`.
+            let mut rows = sqlx::query(
+                "UPDATE jobs SET status = 'queued', agent_name = NULL, lease_token_hash = NULL, \
+                 lease_expires_at = NULL, started_at = NULL \
+                 WHERE status = 'running' AND substr(agent_name, 1, length($1)) = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id) RETURNING *",
+            )
+            .bind(agent_prefix)
+            .fetch_all(&mut *tx)
+            .await?;
+            let failed = sqlx::query(
+                "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $2, \
+                 lease_token_hash = NULL \
+                 WHERE status = 'running' AND substr(agent_name, 1, length($1)) = $1 RETURNING *",
+            )
+            .bind(agent_prefix)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &failed {
+                sqlx::query(
+                    "UPDATE steps SET status = 'completed', result = 'failed', finished_at = $2 \
+                     WHERE job_id = $1 AND status = 'running'",
+                )
+                .bind(row.try_get::<i64, _>("id")?)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            rows.extend(failed);
+            let mut jobs = rows
+                .iter()
+                .map(Job::from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            jobs.sort_by_key(|job| job.id);
+            Ok(jobs)
+        })
+    }
+
     fn request_cancel<'a>(&'a self, run_id: i64, still_waiting: &'a [i64]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let now = now_millis();

@@ -265,6 +265,13 @@ pub trait Storage: Send + Sync {
     /// their leases, and returns them as updated.
     fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>>;
 
+    /// Ends the jobs held by agents that died with an earlier server process (its built-in agents),
+    /// in one transaction: every `running` job whose agent name starts with `agent_prefix` and that
+    /// has no step row yet goes back to `queued` (agent, lease and `started_at` cleared, so another
+    /// agent leases it; its log is kept); every other such job completes as `failed` with its lease
+    /// dropped, and its steps still `running` complete as `failed`. Returns the jobs as updated, by id.
+    fn release_abandoned_jobs<'a>(&'a self, agent_prefix: &'a str) -> StoreFuture<'a, Vec<Job>>;
+
     /// Cancels a run in one transaction: the run's result becomes `canceled` (its status stays as it
     /// is until its last job completes; a completed run is left alone), `queued` jobs (waiting for an
     /// agent) complete as `canceled`, `running` ones get a cancel request (seen by

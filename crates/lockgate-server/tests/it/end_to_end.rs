@@ -13,7 +13,8 @@ use lockgate_protocol::api;
 use lockgate_server::{ServerConfig, auth};
 
 pub struct Running {
-    _dir: tempfile::TempDir,
+    /// The data folder's parent, when the server owns it.
+    _dir: Option<tempfile::TempDir>,
     _runtime: tokio::runtime::Runtime,
     pub url: String,
     pub token: String,
@@ -22,45 +23,88 @@ pub struct Running {
 
 pub fn start_server() -> Running {
     let dir = tempfile::tempdir().unwrap();
+    let mut running = start_on(&dir.path().join("data"), true).running();
+    running._dir = Some(dir);
+    running
+}
+
+/// A server serving from its own runtime; dropping the runtime stops it (tasks and store with it).
+pub struct Started {
+    pub runtime: tokio::runtime::Runtime,
+    pub state: lockgate_server::AppState,
+    pub url: String,
+    /// A read-write token of user `ada`.
+    pub token: String,
+    pub reconciled: lockgate_server::runs::Reconciled,
+}
+
+impl Running {
+    /// Runs `future` on the server's runtime (for reaching into its store).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self._runtime.block_on(future)
+    }
+}
+
+impl Started {
+    /// The server as the other helpers take it (its data folder is the caller's).
+    pub fn running(self) -> Running {
+        Running {
+            _dir: None,
+            client: ServerClient::new(&self.url, &self.token),
+            _runtime: self.runtime,
+            url: self.url,
+            token: self.token,
+        }
+    }
+}
+
+/// Starts a server on `data_dir`, with its built-in agents when `builtin_agent`; creates user `ada`
+/// when the folder is new and gives her a fresh token.
+pub fn start_on(data_dir: &Path, builtin_agent: bool) -> Started {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let mut config = ServerConfig::new(
-        dir.path().join("data"),
+        data_dir.to_path_buf(),
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     );
     config.lease_seconds = 20;
-    let (url, token) = runtime.block_on(async {
+    config.builtin_agent = builtin_agent;
+    let (state, url, token, reconciled) = runtime.block_on(async {
         let server = lockgate_server::start(config, Arc::new(RunnerExecutor::default()))
             .await
             .unwrap();
-        let user = server
-            .state
-            .store
-            .create_user("ada", &auth::hash_password("pw-123456").unwrap(), false)
-            .await
-            .unwrap();
+        let store = &server.state.store;
+        let user = match store.user_by_name("ada").await.unwrap() {
+            Some(user) => user,
+            None => store
+                .create_user("ada", &auth::hash_password("pw-123456").unwrap(), false)
+                .await
+                .unwrap(),
+        };
         let token = auth::random_token("lgp_");
-        server
-            .state
-            .store
+        store
             .create_access_token(user.id, "t", &auth::token_hash(&token), "read,write")
             .await
             .unwrap();
-        let url = server.url.clone();
+        let started = (
+            server.state.clone(),
+            server.url.clone(),
+            token,
+            server.reconciled,
+        );
         // Keep serving after this block: the task lives on the runtime.
         std::mem::forget(server);
-        (url, token)
+        started
     });
-    let client = ServerClient::new(&url, &token);
-    Running {
-        _dir: dir,
-        _runtime: runtime,
+    Started {
+        runtime,
+        state,
         url,
         token,
-        client,
+        reconciled,
     }
 }
 
