@@ -280,7 +280,10 @@ impl ServerClient {
             self.http
                 .post(&url)
                 .header("Authorization", self.auth())
-                .send_json(&LeaseRequest { wait_seconds }),
+                .send_json(&LeaseRequest {
+                    wait_seconds,
+                    os: Some(lockgate_pipeline::plan::host_os().to_string()),
+                }),
         )?;
         if status == 204 {
             return Ok(None);

@@ -198,6 +198,16 @@ impl Pool {
     }
 }
 
+/// The `Agent.OS` of the machine this process runs on, as the agent spells it ("Use predefined variables").
+pub fn host_os() -> &'static str {
+    match std::env::consts::OS {
+        "linux" => "Linux",
+        "macos" => "Darwin",
+        "windows" => "Windows_NT",
+        other => other,
+    }
+}
+
 /// `Agent.OS` spelled as the agent spells it, from a demand's value.
 fn os_name(value: &str) -> Option<&'static str> {
     match value.to_ascii_lowercase().as_str() {

@@ -17,6 +17,10 @@ pub const MAX_LEASE_WAIT_SECONDS: u32 = 30;
 #[serde(rename_all = "camelCase")]
 pub struct LeaseRequest {
     pub wait_seconds: u32,
+    /// The agent's `Agent.OS` (`Linux`, `Windows_NT`, `Darwin`): it is offered only jobs whose pool asks
+    /// for that OS or for none. Absent (older agents): the server's own OS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
 }
 
 /// A job handed to an agent.

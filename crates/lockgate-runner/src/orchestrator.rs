@@ -1447,12 +1447,7 @@ pub fn run_facts(
     let repo_name = repository
         .and_then(|d| d.file_name())
         .map_or_else(|| "local".to_string(), |n| n.to_string_lossy().into_owned());
-    let os = match std::env::consts::OS {
-        "linux" => "Linux",
-        "macos" => "Darwin",
-        "windows" => "Windows_NT",
-        other => other,
-    };
+    let os = lockgate_pipeline::plan::host_os();
     let arch = match std::env::consts::ARCH {
         "x86_64" => "X64",
         "aarch64" => "ARM64",

@@ -97,7 +97,15 @@ async fn lease(
         let expires = now_millis() + i64::from(state.lease_seconds) * 1000;
         if let Some(job) = state
             .store
-            .lease_next_job(&agent.name, &token_hash(&lease_token), expires)
+            .lease_next_job(
+                &agent.name,
+                request
+                    .os
+                    .as_deref()
+                    .unwrap_or(lockgate_pipeline::plan::host_os()),
+                &token_hash(&lease_token),
+                expires,
+            )
             .await?
         {
             let lease = job_lease(&state, &job, lease_token).await?;

@@ -132,6 +132,16 @@ pub fn run_json(run: &Run) -> api::Run {
     }
 }
 
+/// Why a queued job waits: its pool asks for an OS no agent of this server has (the built-in agents run
+/// the server's OS).
+fn waiting_for(job: &lockgate_store::Job) -> Option<String> {
+    let wanted = job.agent_os.as_deref()?;
+    let here = lockgate_pipeline::plan::host_os();
+    (job.status == "queued" && wanted != here).then(|| {
+        format!("an agent with Agent.OS {wanted}: its pool asks for one, and this server's agents run {here}")
+    })
+}
+
 pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail> {
     let jobs = state.store.jobs_of_run(run.id).await?;
     let steps = state.store.steps_of_run(run.id).await?;
@@ -150,6 +160,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
                 agent: job.agent_name.clone(),
                 started_at: job.started_at,
                 finished_at: job.finished_at,
+                waiting_for: waiting_for(job),
                 steps: steps
                     .iter()
                     .filter(|s| s.job_id == job.id)

@@ -630,6 +630,7 @@ pub(crate) mod tests {
             queued_at: 0,
             started_at: None,
             finished_at: None,
+            agent_os: None,
             outputs: "{}".into(),
         }
     }

@@ -348,6 +348,41 @@ fn job_key(stage: &str, job: &str) -> String {
 /// One row per job instance. `depends_on` lists the keys of the jobs it waits for: the jobs of its
 /// stage it names in `dependsOn` (every matrix/parallel instance of them) and, for jobs that wait for
 /// nothing in their stage, every job of the stages the stage depends on. Each spec carries the
+/// The `Agent.OS` a job's pool asks for, with `$( )` macros in the pool read from the job's variables (a
+/// matrix leg's `imageName`), its stage's and pipeline's, the queue-time values and the pipeline's own.
+fn wanted_os(
+    job: &lockgate_pipeline::plan::Job,
+    outer: &[lockgate_pipeline::plan::Variable],
+    pipeline_variables: &[LeaseVariable],
+    queue_time: &BTreeMap<String, String>,
+) -> Option<String> {
+    use lockgate_pipeline::plan::Variable;
+    let lookup = |name: &str| -> Option<String> {
+        let yaml = job.variables.iter().rev().chain(outer.iter().rev());
+        let from_yaml = yaml.into_iter().find_map(|v| match v {
+            Variable::Value { name: n, value, .. } if n.eq_ignore_ascii_case(name) => {
+                Some(value.clone())
+            }
+            _ => None,
+        });
+        queue_time
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .or(from_yaml)
+            .or_else(|| {
+                pipeline_variables
+                    .iter()
+                    .find(|v| v.name.eq_ignore_ascii_case(name) && !v.secret)
+                    .map(|v| v.value.clone())
+            })
+    };
+    job.pool
+        .as_ref()?
+        .wanted_os(|text| lockgate_expr::expand_macros(text, lookup).into_owned())
+        .map(str::to_string)
+}
+
 /// pipeline's own variables (`pipelineVariables`, for the lease) and the queue-time values
 /// (`queueVariables`, for a re-run).
 fn plan_jobs(
@@ -423,6 +458,7 @@ fn plan_jobs(
                 spec: spec.to_string(),
                 status: "pending".into(),
                 environment: job.environment.as_ref().map(|e| e.name.clone()),
+                agent_os: wanted_os(job, &variables, pipeline_variables, queue_time),
             });
         }
     }

@@ -817,6 +817,7 @@ async fn run_page(
             section.jobpanel id={"job-" (job.id)} data-run=(run.id) data-job=(job.id) data-lines=(lines.len()) data-status=(job.status) {
                 h2 { (job.stage) " / " (job.display_name) " " span.jobstatus { (status_badge(&job.status, job.result.as_deref())) }
                     span.muted { " " (duration(job.started_at, job.finished_at)) @if job.attempt > 1 { " · attempt " (job.attempt) } } }
+                @if let Some(reason) = &job.waiting_for { p.waiting { "Waiting for " (reason) } }
                 ol.steps { @for step in &job.steps { li { (status_badge(&step.status, step.result.as_deref())) " " (step.name) span.muted { " " (duration(step.started_at, step.finished_at)) } } } }
                 div.logtools { input.logsearch type="search" placeholder="Search log" aria-label="Search log"; a href={"/api/v1/runs/" (run.id) "/jobs/" (job.id) "/logs"} { "Raw log" } }
                 pre.log { (render_log(job.id, lines)) }

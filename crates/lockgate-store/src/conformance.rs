@@ -11,6 +11,7 @@ macro_rules! conformance_tests {
         conformance_tests!(
             @cases $fresh;
             a_run_is_created_leased_and_finished,
+            a_job_for_another_os_waits_for_an_agent_of_that_os,
             duplicate_names_are_reported_as_already_existing,
             sessions_expire_and_tokens_find_their_user,
             project_creator_is_administrator,
@@ -81,7 +82,7 @@ pub(crate) async fn a_run_is_created_leased_and_finished(store: &dyn Storage) {
     );
 
     let leased = store
-        .lease_next_job("agent-1", "lease-1", now_millis() + 60_000)
+        .lease_next_job("agent-1", "Linux", "lease-1", now_millis() + 60_000)
         .await
         .unwrap()
         .expect("the queued job is leased");
@@ -93,7 +94,7 @@ pub(crate) async fn a_run_is_created_leased_and_finished(store: &dyn Storage) {
     assert!(leased.started_at.is_some());
     assert!(
         store
-            .lease_next_job("agent-2", "lease-2", now_millis() + 60_000)
+            .lease_next_job("agent-2", "Linux", "lease-2", now_millis() + 60_000)
             .await
             .unwrap()
             .is_none(),
@@ -192,7 +193,46 @@ fn new_job(name: &str, status: &str) -> NewJob {
         spec: "{}".into(),
         status: status.into(),
         environment: None,
+        agent_os: None,
     }
+}
+
+pub(crate) async fn a_job_for_another_os_waits_for_an_agent_of_that_os(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let windows = NewJob {
+        agent_os: Some("Windows_NT".into()),
+        ..new_job("win", "queued")
+    };
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[windows, new_job("any", "queued")],
+        )
+        .await
+        .unwrap();
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(jobs[0].agent_os.as_deref(), Some("Windows_NT"));
+    let expires = now_millis() + 60_000;
+    let first = store
+        .lease_next_job("linux-1", "Linux", "l1", expires)
+        .await
+        .unwrap()
+        .expect("the job without an OS is leased");
+    assert_eq!(first.name, "any", "the Windows job is passed over");
+    assert!(
+        store
+            .lease_next_job("linux-2", "Linux", "l2", expires)
+            .await
+            .unwrap()
+            .is_none(),
+        "a Linux agent never leases the Windows job"
+    );
+    let win = store
+        .lease_next_job("win-1", "Windows_NT", "l3", expires)
+        .await
+        .unwrap()
+        .expect("a Windows agent leases it");
+    assert_eq!((win.name.as_str(), win.status.as_str()), ("win", "running"));
 }
 
 pub(crate) async fn duplicate_names_are_reported_as_already_existing(store: &dyn Storage) {
@@ -337,7 +377,7 @@ pub(crate) async fn a_queued_job_is_leased_once_and_finished_only_with_its_lease
         .await
         .unwrap();
     let leased = store
-        .lease_next_job("agent-1", "lease-1", now_millis() + 60_000)
+        .lease_next_job("agent-1", "Linux", "lease-1", now_millis() + 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -345,7 +385,7 @@ pub(crate) async fn a_queued_job_is_leased_once_and_finished_only_with_its_lease
     assert_eq!(leased.status, "running");
     assert!(
         store
-            .lease_next_job("agent-2", "lease-2", now_millis() + 60_000)
+            .lease_next_job("agent-2", "Linux", "lease-2", now_millis() + 60_000)
             .await
             .unwrap()
             .is_none()
@@ -411,7 +451,7 @@ pub(crate) async fn a_cancel_keeps_the_jobs_that_may_still_run_and_ends_the_othe
         .await
         .unwrap();
     let build = store
-        .lease_next_job("agent-1", "lease-1", now_millis() + 60_000)
+        .lease_next_job("agent-1", "Linux", "lease-1", now_millis() + 60_000)
         .await
         .unwrap()
         .unwrap();
@@ -458,7 +498,7 @@ pub(crate) async fn expired_leases_fail_their_jobs(store: &dyn Storage) {
         .await
         .unwrap();
     let job = store
-        .lease_next_job("agent-1", "lease-1", 100)
+        .lease_next_job("agent-1", "Linux", "lease-1", 100)
         .await
         .unwrap()
         .unwrap();
@@ -598,7 +638,7 @@ pub(crate) async fn log_chunks_number_their_lines_and_reset_clears_a_job(store: 
         .await
         .unwrap();
     let job = store
-        .lease_next_job("agent", "l", now_millis() + 1000)
+        .lease_next_job("agent", "Linux", "l", now_millis() + 1000)
         .await
         .unwrap()
         .unwrap();

@@ -118,6 +118,8 @@ pub struct Job {
     pub finished_at: Option<i64>,
     /// Output variables the job published: a JSON object of `step.var` to value.
     pub outputs: String,
+    /// The `Agent.OS` the job's pool asks for; only an agent with that OS leases it.
+    pub agent_os: Option<String>,
 }
 
 /// A step of a job as reported by its agent.
@@ -213,6 +215,8 @@ pub struct NewJob {
     pub status: String,
     /// For deployment jobs: the environment deployed to.
     pub environment: Option<String>,
+    /// The `Agent.OS` the job's pool asks for (`Pool::wanted_os`), when it says.
+    pub agent_os: Option<String>,
 }
 
 /// An artifact file to record.

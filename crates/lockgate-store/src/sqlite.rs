@@ -45,6 +45,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "pipeline variables",
         include_str!("../migrations/sqlite/0005_pipeline_variables.sql"),
     ),
+    (
+        6,
+        "job agent OS",
+        include_str!("../migrations/sqlite/0006_job_agent_os.sql"),
+    ),
 ];
 
 /// The SQLite implementation of [`Storage`]. Cloning is cheap (a pool handle).
@@ -586,7 +591,7 @@ impl Storage for SqliteStore {
             for job in jobs {
                 sqlx::query(
                     "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at, \
-                     environment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     environment, agent_os) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(run_id)
                 .bind(&job.stage_name)
@@ -597,6 +602,7 @@ impl Storage for SqliteStore {
                 .bind(&job.status)
                 .bind(now)
                 .bind(&job.environment)
+                .bind(&job.agent_os)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -720,19 +726,22 @@ impl Storage for SqliteStore {
     fn lease_next_job<'a>(
         &'a self,
         agent_name: &'a str,
+        agent_os: &'a str,
         lease_token_hash: &'a str,
         lease_expires_at: i64,
     ) -> StoreFuture<'a, Option<Job>> {
         Box::pin(async move {
             let row = sqlx::query(
                 "UPDATE jobs SET status = 'running', agent_name = $1, lease_token_hash = $2, lease_expires_at = $3, \
-                 started_at = $4 WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1) \
+                 started_at = $4 WHERE id = (SELECT id FROM jobs WHERE status = 'queued' \
+                 AND (agent_os IS NULL OR agent_os = $5) ORDER BY id LIMIT 1) \
                  AND status = 'queued' RETURNING *",
             )
             .bind(agent_name)
             .bind(lease_token_hash)
             .bind(lease_expires_at)
             .bind(now_millis())
+            .bind(agent_os)
             .fetch_optional(&self.pool)
             .await?;
             row.as_ref().map(Job::from_row).transpose()
@@ -1247,6 +1256,7 @@ impl FromSqliteRow for Job {
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             outputs: row.try_get("outputs")?,
+            agent_os: row.try_get("agent_os")?,
         })
     }
 }

@@ -224,10 +224,11 @@ pub trait Storage: Send + Sync {
     /// this agent, lease token hash, lease expiry and `started_at` now, and is returned. `None` when
     /// nothing is queued. Atomic: when agents ask at the same time, each queued job goes to exactly
     /// one of them (a single conditional `UPDATE ... WHERE status = 'queued'`, or `FOR UPDATE SKIP
-    /// LOCKED` on PostgreSQL).
+    /// LOCKED` on PostgreSQL). A job whose `agent_os` is set goes only to an agent of that `agent_os`.
     fn lease_next_job<'a>(
         &'a self,
         agent_name: &'a str,
+        agent_os: &'a str,
         lease_token_hash: &'a str,
         lease_expires_at: i64,
     ) -> StoreFuture<'a, Option<Job>>;

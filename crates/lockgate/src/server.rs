@@ -321,6 +321,9 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<u8> {
                         job.status,
                         job.result.as_deref().unwrap_or("")
                     );
+                    if let Some(reason) = &job.waiting_for {
+                        println!("    waiting for {reason}");
+                    }
                     for step in &job.steps {
                         println!(
                             "    {}: {} {}",

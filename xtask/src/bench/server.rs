@@ -215,6 +215,7 @@ fn runs_list(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
                 spec: "{}".into(),
                 status: "completed".into(),
                 environment: None,
+                agent_os: None,
             };
             store.create_run(&run, std::slice::from_ref(&job)).await?;
         }

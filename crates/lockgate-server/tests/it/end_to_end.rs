@@ -1117,3 +1117,66 @@ steps:
         "a new prefix starts at 1"
     );
 }
+
+#[test]
+fn a_job_for_another_os_waits_for_a_matching_agent_and_says_so() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml = "\
+strategy:
+  matrix:
+    linux:
+      imageName: ubuntu-latest
+    windows:
+      imageName: windows-latest
+pool:
+  vmImage: $(imageName)
+steps:
+- checkout: none
+- script: echo ran on $(imageName)
+";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let runs = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let detail = loop {
+        let detail = run_detail(&server, runs[0].id);
+        let linux = detail.jobs.iter().find(|j| j.name.ends_with("linux"));
+        if linux.is_some_and(|j| j.status == "completed") {
+            break detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Linux leg never ran: {detail:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let linux = detail
+        .jobs
+        .iter()
+        .find(|j| j.name.ends_with("linux"))
+        .unwrap();
+    assert_eq!(linux.result.as_deref(), Some("succeeded"), "{detail:?}");
+    // The built-in agents are free, yet the Windows leg is not handed to them.
+    std::thread::sleep(Duration::from_millis(500));
+    let detail = run_detail(&server, runs[0].id);
+    let windows = detail
+        .jobs
+        .iter()
+        .find(|j| j.name.ends_with("windows"))
+        .unwrap();
+    assert_eq!(windows.status, "queued", "{detail:?}");
+    assert!(windows.agent.is_none(), "{detail:?}");
+    let reason = windows.waiting_for.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("Agent.OS Windows_NT") && reason.contains("run Linux"),
+        "{reason}"
+    );
+    assert_eq!(run_detail(&server, runs[0].id).run.status, "running");
+}

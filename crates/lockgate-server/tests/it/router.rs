@@ -665,6 +665,7 @@ fn stored_job(
         spec: spec.to_string(),
         status: status.into(),
         environment: None,
+        agent_os: None,
     }
 }
 
