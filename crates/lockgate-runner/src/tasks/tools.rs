@@ -519,7 +519,7 @@ impl Task for UseTool {
                         .join("; ")
                 };
                 return Err(TaskError(format!(
-                    "no installed {tool} matches `{spec}` in {} and Lockgate never downloads tools; installed: {list}",
+                    "no installed {tool} matches `{spec}` in {} (installed: {list}); Lockgate never downloads tools",
                     searched_places(
                         step,
                         match kind {
@@ -598,7 +598,7 @@ async fn find_tool(
             .map(|c| format!("{cache_name} {} ({})", c.version_text, c.dir.display())),
     );
     Err(TaskError(format!(
-        "no {cache_name} matching `{spec}` was found in {} and Lockgate never downloads tools; found: {}",
+        "no {cache_name} matching `{spec}` was found in {} (found: {}); Lockgate never downloads tools",
         searched_places(step, cache_name),
         if seen.is_empty() {
             "none".to_string()
@@ -778,7 +778,7 @@ impl Task for NuGetToolInstaller {
                 return Ok(TaskResult::Succeeded);
             }
             Err(TaskError(format!(
-                "no NuGet matching `{spec}` was found in {} (mono: {}) and Lockgate never downloads tools",
+                "no NuGet matching `{spec}` was found in {} (mono: {}); Lockgate never downloads tools",
                 searched_places(step, "NuGet"),
                 mono.map_or("not installed".to_string(), |m| m.display().to_string())
             )))
