@@ -686,6 +686,9 @@ impl Task for JavaToolInstaller {
                         .find(|(name, _)| *name == variable)
                         .map(|(_, value)| value)
                 })
+                // The machine's own definition (a server's agents pass steps a scrubbed environment,
+                // as they do for AGENT_TOOLSDIRECTORY): a path, never a secret.
+                .or_else(|| std::env::var(&variable).ok())
                 .filter(|home| !home.trim().is_empty());
             let java_home = match from_variable {
                 Some(home) => PathBuf::from(home),
