@@ -533,17 +533,17 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
         .unwrap();
     let far = now_millis() + 60_000;
     let fresh = store
-        .lease_next_job("built-in-1", "l1", far)
+        .lease_next_job("built-in-1", "Linux", "l1", far)
         .await
         .unwrap()
         .unwrap();
     let stepping = store
-        .lease_next_job("built-in-2", "l2", far)
+        .lease_next_job("built-in-2", "Linux", "l2", far)
         .await
         .unwrap()
         .unwrap();
     let remote = store
-        .lease_next_job("remote-1", "l3", far)
+        .lease_next_job("remote-1", "Linux", "l3", far)
         .await
         .unwrap()
         .unwrap();
@@ -596,7 +596,7 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
     );
     // The queued-again job is leased like any other (the still-queued one has a higher id).
     let again = store
-        .lease_next_job("built-in-1", "l4", far)
+        .lease_next_job("built-in-1", "Linux", "l4", far)
         .await
         .unwrap()
         .unwrap();

@@ -67,13 +67,13 @@ fn a_restarted_server_finishes_the_runs_a_killed_one_left_unfinished() {
         // Killed while built-in agents held a job each, one before its first step.
         let far = now_millis() + 600_000;
         let held = store
-            .lease_next_job("built-in-1", "lease-1", far)
+            .lease_next_job("built-in-1", "Linux", "lease-1", far)
             .await
             .unwrap()
             .unwrap();
         assert_eq!(held.run_id, leased);
         let held = store
-            .lease_next_job("built-in-2", "lease-2", far)
+            .lease_next_job("built-in-2", "Linux", "lease-2", far)
             .await
             .unwrap()
             .unwrap();
