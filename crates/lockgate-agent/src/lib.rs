@@ -40,6 +40,9 @@ pub struct LeasedJob<'a> {
     pub cancel: Arc<AtomicBool>,
     /// Artifacts other jobs of the run published before this one started: name and local folder.
     pub inputs: Vec<(String, PathBuf)>,
+    /// Uploads an artifact (name, folder or file) to the server now. Executors call it when a step
+    /// publishes, so an artifact reported as published is on the server even if the agent dies next.
+    pub upload: &'a (dyn Fn(&str, &Path) -> Result<(), String> + Sync),
 }
 
 /// What an executor hands back when the job ends.
@@ -47,7 +50,8 @@ pub struct LeasedJob<'a> {
 pub struct ExecutionOutcome {
     /// `succeeded`, `succeededWithIssues`, `failed`, `canceled` or `skipped`.
     pub result: String,
-    /// Published artifacts: name and the folder (or file) holding its content.
+    /// Artifacts to upload when the job ends: name and the folder (or file) holding its content.
+    /// Executors that upload as steps publish ([`LeasedJob::upload`]) leave this empty.
     pub artifacts: Vec<(String, PathBuf)>,
     /// Output variables by `step.var`.
     pub outputs: BTreeMap<String, String>,
@@ -253,12 +257,15 @@ impl Agent {
                 ));
                 match self.download_inputs(lease, &job_dir.join("artifacts-in")) {
                     Ok(inputs) => {
+                        let upload =
+                            |name: &str, path: &Path| self.upload_artifact(lease, name, path);
                         let job = LeasedJob {
                             lease,
                             source_dir: &source_dir,
                             job_dir: &job_dir,
                             cancel: cancel.clone(),
                             inputs,
+                            upload: &upload,
                         };
                         self.executor.execute(&job, &reporter)
                     }

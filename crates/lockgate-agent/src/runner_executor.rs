@@ -1,6 +1,6 @@
 //! The executor of real agents: turns a leased job (the compiled plan job as JSON) into the runner's
 //! `JobSpec`, runs it with `lockgate_runner::job::run_job` on this machine, forwards the runner's events
-//! as protocol events, and hands back the artifacts the job published.
+//! as protocol events, and uploads each artifact the moment a step publishes it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,10 +51,35 @@ impl RunnerExecutor {
     }
 }
 
-/// Forwards runner events to the server as protocol events; remembers published artifacts.
+/// Forwards runner events to the server as protocol events, and uploads each artifact when its step
+/// publishes it (before the step goes on), so "Published artifact ..." in a log means it is stored.
 struct ForwardingSink<'a> {
     reporter: &'a EventReporter,
-    artifacts: Mutex<Vec<String>>,
+    /// Where the artifact goes: the job's local store, its run, a scratch folder and the uploader.
+    publisher: Option<Publisher<'a>>,
+    /// Set when an upload failed (the job fails).
+    upload_failed: std::sync::atomic::AtomicBool,
+}
+
+struct Publisher<'a> {
+    artifacts: ArtifactStore,
+    run_id: String,
+    out_dir: PathBuf,
+    upload: &'a (dyn Fn(&str, &std::path::Path) -> Result<(), String> + Sync),
+}
+
+impl Publisher<'_> {
+    /// Copies the artifact out of the job's local store and uploads it.
+    fn upload(&self, name: &str) -> Result<(), String> {
+        let dest = self.out_dir.join(name);
+        self.artifacts
+            .download(&self.run_id, name, &dest, &|_| true)
+            .map_err(|error| format!("cannot read artifact {name}: {error}"))?;
+        let uploaded = (self.upload)(name, &dest)
+            .map_err(|error| format!("Cannot upload artifact {name}: {error}"));
+        let _ = std::fs::remove_dir_all(&dest);
+        uploaded
+    }
 }
 
 fn result_name(result: TaskResult) -> String {
@@ -114,14 +139,21 @@ impl EventSink for ForwardingSink<'_> {
             Event::Artifact {
                 name, files, bytes, ..
             } => {
-                if let Ok(mut artifacts) = self.artifacts.lock() {
-                    artifacts.push(name.clone());
-                }
+                let uploaded = match &self.publisher {
+                    Some(publisher) => publisher.upload(&name),
+                    None => Ok(()),
+                };
                 Some(JobEvent::Log {
                     step: None,
-                    lines: vec![format!(
-                        "Published artifact {name} ({files} files, {bytes} bytes)"
-                    )],
+                    lines: vec![match uploaded {
+                        Ok(()) => {
+                            format!("Published artifact {name} ({files} files, {bytes} bytes)")
+                        }
+                        Err(message) => {
+                            self.upload_failed.store(true, Ordering::SeqCst);
+                            format!("##[error]{message}")
+                        }
+                    }],
                 })
             }
             Event::TestResults { cases, .. } => {
@@ -270,7 +302,13 @@ impl JobExecutor for RunnerExecutor {
         };
         let sink = ForwardingSink {
             reporter,
-            artifacts: Mutex::new(Vec::new()),
+            publisher: Some(Publisher {
+                artifacts: artifacts.clone(),
+                run_id: run_id.clone(),
+                out_dir: job.job_dir.join("artifacts-out"),
+                upload: job.upload,
+            }),
+            upload_failed: Default::default(),
         };
         let cancel = CancelSignal::new();
         let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -298,24 +336,14 @@ impl JobExecutor for RunnerExecutor {
             watcher.abort();
             outcome
         });
-        let published = sink
-            .artifacts
-            .lock()
-            .map(|names| names.clone())
-            .unwrap_or_default();
-        let mut uploads = Vec::new();
-        for name in published {
-            let dest: PathBuf = job.job_dir.join("artifacts-out").join(&name);
-            match artifacts.download(&run_id, &name, &dest, &|_| true) {
-                Ok(_) => uploads.push((name, dest)),
-                Err(error) => {
-                    reporter.agent_line(&format!("##[error]cannot read artifact {name}: {error}"))
-                }
-            }
-        }
+        let result = if sink.upload_failed.load(Ordering::SeqCst) {
+            "failed".to_string()
+        } else {
+            result_name(outcome.result)
+        };
         ExecutionOutcome {
-            result: result_name(outcome.result),
-            artifacts: uploads,
+            result,
+            artifacts: Vec::new(),
             outputs: outcome.outputs,
         }
     }
@@ -342,7 +370,8 @@ mod tests {
         let reporter = EventReporter::new();
         let sink = ForwardingSink {
             reporter: &reporter,
-            artifacts: Mutex::new(Vec::new()),
+            publisher: None,
+            upload_failed: Default::default(),
         };
         sink.event(Event::TestResults {
             job: JobId {

@@ -83,18 +83,20 @@ pub fn publish_path(
         .artifacts
         .publish(&run.run_id, name, path)
         .map_err(|err| TaskError(format!("publishing artifact `{name}`: {err}")))?;
-    step.log(&format!(
-        "Published artifact `{name}`: {} files, {} bytes from {}",
-        manifest.files.len(),
-        manifest.size(),
-        path.display()
-    ));
+    // The event first: an agent uploads the artifact while handling it, so by the time this step
+    // logs that it published, the artifact is on the server.
     step.job.sink.event(Event::Artifact {
         job: step.job.id.clone(),
         name: name.to_string(),
         files: manifest.files.len(),
         bytes: manifest.size(),
     });
+    step.log(&format!(
+        "Published artifact `{name}`: {} files, {} bytes from {}",
+        manifest.files.len(),
+        manifest.size(),
+        path.display()
+    ));
     Ok(TaskResult::Succeeded)
 }
 

@@ -1180,3 +1180,61 @@ steps:
     );
     assert_eq!(run_detail(&server, runs[0].id).run.status, "running");
 }
+
+/// An artifact is uploaded by the step that publishes it, not when the job ends: while the job still
+/// sleeps after publishing, the API already lists and serves it, so a server killed then loses nothing.
+#[test]
+fn an_artifact_is_on_the_server_while_the_job_that_published_it_still_runs() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[(
+            "azure-pipelines.yml",
+            "trigger: [main]\n\
+             steps:\n\
+             - script: mkdir -p out && echo early > out/early.txt\n\
+             - publish: out\n  artifact: early\n\
+             - script: sleep 120\n",
+        )],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty())[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let files = loop {
+        let files: Vec<api::ArtifactFile> = server
+            .client
+            .get_json(&format!("/api/v1/runs/{}/artifacts", run.id))
+            .unwrap();
+        if !files.is_empty() {
+            break files;
+        }
+        assert!(Instant::now() < deadline, "the artifact never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (files[0].artifact.as_str(), files[0].path.as_str()),
+        ("early", "early.txt")
+    );
+    assert_eq!(
+        server.client.get_text(&files[0].download_url).unwrap(),
+        "early\n"
+    );
+    let detail = run_detail(&server, run.id);
+    assert_eq!(
+        detail.run.status, "running",
+        "the job still sleeps: {detail:?}"
+    );
+    let _: serde_json::Value = server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{}/cancel", run.id),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let done = wait_for_run(&server, pipeline, 1);
+    assert_eq!(done.result.as_deref(), Some("canceled"));
+}
