@@ -130,6 +130,8 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         .await?
         .ok_or_else(|| ApiError::not_found("pipeline"))?;
     let (project, repository) = crate::runs::pipeline_home(state, &pipeline).await?;
+    // Secrets are decrypted here, for the agent, and nowhere else on the way out.
+    let job = &state.secrets.open_job(job.clone());
     let mut spec: serde_json::Value =
         serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
     // Variables written as `$[ ... ]` get the values the scheduler computed when it queued the job.

@@ -388,6 +388,7 @@ pub async fn replace_pipeline_variables(
                 "variable `{name}` is defined twice (names ignore case)"
             )));
         }
+        let sent = variable.value.is_some();
         let value = match variable.value {
             Some(value) => value,
             None if variable.secret => stored
@@ -402,6 +403,12 @@ pub async fn replace_pipeline_variables(
                 "the value of variable `{name}` is longer than {MAX_VARIABLE_VALUE} bytes"
             )));
         }
+        // A new secret value is stored encrypted; a kept one is copied as it was stored (sealed).
+        let value = if variable.secret && sent {
+            state.secrets.seal(&value)
+        } else {
+            value
+        };
         rows.push(lockgate_store::PipelineVariable {
             name,
             value,

@@ -157,6 +157,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
         config.limits = options.limits;
+        config.secret_key = std::env::var(crate::secrets::KEY_ENV).ok();
         let mut executor = RunnerExecutor::with_registry(options.tasks.clone());
         let isolation = job_isolation(&options)?;
         executor.sandbox = isolation.sandbox.clone();

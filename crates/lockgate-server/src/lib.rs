@@ -12,6 +12,7 @@ pub mod launch;
 pub mod limits;
 pub mod live;
 pub mod runs;
+pub mod secrets;
 pub mod trigger;
 pub mod ui;
 
@@ -75,6 +76,9 @@ pub struct ServerConfig {
     pub lease_seconds: u32,
     /// Body and header limits.
     pub limits: Limits,
+    /// The key secrets are encrypted with at rest, as `LOCKGATE_SECRET_KEY` gives it (64 hex digits
+    /// or base64); `None` reads (or creates) `secret.key` in the data folder.
+    pub secret_key: Option<String>,
 }
 
 impl ServerConfig {
@@ -87,6 +91,7 @@ impl ServerConfig {
             builtin_agents: 2,
             lease_seconds: 60,
             limits: Limits::default(),
+            secret_key: None,
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct Shared {
     pub limits: Limits,
     /// Failed sign-ins per user name and per client address.
     pub login_throttle: auth::LoginThrottle,
+    /// Encrypts secrets before they are stored and decrypts them for the scheduler and the lease.
+    pub secrets: secrets::SecretBox,
 }
 
 #[derive(Clone)]
@@ -128,6 +135,25 @@ impl AppState {
         lease_seconds: u32,
         limits: Limits,
     ) -> AppState {
+        AppState::build(
+            store,
+            data_dir,
+            base_url,
+            lease_seconds,
+            limits,
+            secrets::SecretBox::random(),
+        )
+    }
+
+    /// A state whose secrets are sealed with `secrets` (the server key, see [`start`]).
+    pub fn build(
+        store: Store,
+        data_dir: PathBuf,
+        base_url: String,
+        lease_seconds: u32,
+        limits: Limits,
+        secrets: secrets::SecretBox,
+    ) -> AppState {
         AppState(Arc::new(Shared {
             store,
             data_dir,
@@ -137,6 +163,7 @@ impl AppState {
             lease_seconds,
             limits,
             login_throttle: auth::LoginThrottle::default(),
+            secrets,
         }))
     }
 
@@ -223,17 +250,25 @@ pub async fn start(
     // Git and the agent run in other folders: every path must be absolute.
     config.data_dir = std::path::absolute(&config.data_dir)?;
     let store = Store::open(&config.database, &config.data_dir).await?;
+    // Before anything is served: a wrong key stops here with a clear error, and an older database's
+    // clear secrets are encrypted in place (docs/security.md, "Secrets at rest").
+    let key_env = config.secret_key.as_deref();
+    let secret_box = secrets::SecretBox::new(secrets::load_key(&config.data_dir, key_env)?);
+    secret_box
+        .prepare_store(&store, &secrets::key_source(&config.data_dir, key_env))
+        .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let state = AppState::with_limits(
+    let state = AppState::build(
         store,
         config.data_dir.clone(),
         url.clone(),
         config.lease_seconds,
         config.limits,
+        secret_box,
     );
     std::fs::create_dir_all(state.repos_dir())?;
     std::fs::create_dir_all(state.artifacts_dir())?;

@@ -186,7 +186,9 @@ pub fn resolve_pipeline_variables(
 pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run> {
     let pipeline = &request.pipeline;
     // Checked before anything is compiled or stored: a refused variable queues nothing.
-    let defined = state.store.pipeline_variables(pipeline.id).await?;
+    let defined = state
+        .secrets
+        .open_variables(state.store.pipeline_variables(pipeline.id).await?);
     let pipeline_variables = resolve_pipeline_variables(&defined, &request.variables)?;
     let (project, repository) = pipeline_home(state, pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
@@ -305,7 +307,11 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
             return Ok(state.store.create_run(&new_run, &[]).await?);
         }
     };
-    let jobs = plan_jobs(&plan, &pipeline_variables, &request.variables);
+    let mut jobs = plan_jobs(&plan, &pipeline_variables, &request.variables);
+    // Secret values never reach a job row in clear (docs/security.md, "Secrets at rest").
+    for job in &mut jobs {
+        job.spec = state.secrets.seal_spec_text(&job.spec);
+    }
     if jobs.is_empty() {
         new_run.status = "completed".into();
         new_run.result = Some("succeeded".into());
@@ -542,8 +548,10 @@ async fn record_runtime_values(
     let mut spec: serde_json::Value =
         serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
     spec["runtimeValues"] = serde_json::to_value(values).map_err(ApiError::internal)?;
+    // `job` holds the clear spec (read through `SecretBox::open_job`); the row gets it sealed.
     job.spec = spec.to_string();
-    state.store.set_job_spec(job.id, &job.spec).await?;
+    state.secrets.seal_spec(&mut spec);
+    state.store.set_job_spec(job.id, &spec.to_string()).await?;
     Ok(())
 }
 
@@ -570,7 +578,9 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
     if run.status == "completed" {
         return Ok(());
     }
-    let mut jobs = state.store.jobs_of_run(run_id).await?;
+    let mut jobs = state
+        .secrets
+        .open_jobs(state.store.jobs_of_run(run_id).await?);
     // A cancel is recorded on the run (see [`cancel_run`]); re-running jobs clears it. A flag on an
     // unfinished job also counts, for runs canceled before the run recorded it; a job that finished
     // despite its flag keeps it, so a flag on a completed job does not.
@@ -699,7 +709,9 @@ pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         return Ok(());
     }
     let variables = run_variables(state, &run).await?;
-    let before = state.store.jobs_of_run(run_id).await?;
+    let before = state
+        .secrets
+        .open_jobs(state.store.jobs_of_run(run_id).await?);
     // Decided on the jobs as they were: whether a stage had started does not change with the cancel
     // (queued jobs end as canceled, which still counts as started; skipped ones never do).
     let view = conditions::RunView::new(&before, variables, true);
@@ -763,11 +775,13 @@ pub async fn rerun(state: &AppState, run: &Run, requested_by: &str) -> ApiResult
     let parameters: Vec<(String, String)> =
         serde_json::from_str(&run.parameters).unwrap_or_default();
     let mut variables: BTreeMap<String, String> =
-        match state.store.jobs_of_run(run.id).await?.first() {
-            Some(job) => serde_json::from_str::<serde_json::Value>(&job.spec)
-                .ok()
-                .and_then(|spec| serde_json::from_value(spec["queueVariables"].clone()).ok())
-                .unwrap_or_default(),
+        match state.store.jobs_of_run(run.id).await?.into_iter().next() {
+            Some(job) => {
+                serde_json::from_str::<serde_json::Value>(&state.secrets.open_job(job).spec)
+                    .ok()
+                    .and_then(|spec| serde_json::from_value(spec["queueVariables"].clone()).ok())
+                    .unwrap_or_default()
+            }
             None => BTreeMap::new(),
         };
     let defined = state.store.pipeline_variables(pipeline.id).await?;

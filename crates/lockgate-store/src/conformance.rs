@@ -24,6 +24,7 @@ macro_rules! conformance_tests {
             artifacts_tests_and_agents_round_trip,
             the_newest_successful_deployment_per_environment_is_found,
             pipeline_variables_keep_order_and_flags_and_are_replaced_as_a_whole,
+            settings_are_replaced_and_jobs_are_paged_by_id,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -839,4 +840,36 @@ pub(crate) async fn pipeline_variables_keep_order_and_flags_and_are_replaced_as_
             .unwrap()
             .is_empty()
     );
+}
+
+/// Settings are read back, replaced, absent until set; `jobs_after` pages through the jobs of every
+/// run by id; `purge_overwritten` succeeds.
+pub(crate) async fn settings_are_replaced_and_jobs_are_paged_by_id(store: &dyn Storage) {
+    assert_eq!(store.setting("secrets.key-check").await.unwrap(), None);
+    store.set_setting("secrets.key-check", "one").await.unwrap();
+    store.set_setting("secrets.key-check", "two").await.unwrap();
+    store.set_setting("other", "x").await.unwrap();
+    assert_eq!(
+        store.setting("secrets.key-check").await.unwrap().as_deref(),
+        Some("two")
+    );
+
+    let (_, _, pipeline) = pipeline(store).await;
+    let jobs = [new_job("A", "queued"), new_job("B", "pending")];
+    store
+        .create_run(&new_run(pipeline.id, "refs/heads/main"), &jobs)
+        .await
+        .unwrap();
+    store
+        .create_run(&new_run(pipeline.id, "refs/heads/main"), &jobs[..1])
+        .await
+        .unwrap();
+    let first = store.jobs_after(0, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0].id < first[1].id);
+    let rest = store.jobs_after(first[1].id, 2).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(rest[0].id > first[1].id);
+    assert!(store.jobs_after(rest[0].id, 2).await.unwrap().is_empty());
+    store.purge_overwritten().await.unwrap();
 }

@@ -50,6 +50,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "job agent OS",
         include_str!("../migrations/sqlite/0006_job_agent_os.sql"),
     ),
+    (
+        7,
+        "settings",
+        include_str!("../migrations/sqlite/0007_settings.sql"),
+    ),
 ];
 
 /// The SQLite implementation of [`Storage`]. Cloning is cheap (a pool handle).
@@ -72,6 +77,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
+            // Deleted and overwritten rows are zeroed, not left in free pages: an encrypted secret
+            // replacing its clear value (the upgrade of an older database) leaves no copy behind.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -702,6 +710,17 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn jobs_after(&self, after_id: i64, limit: i64) -> StoreFuture<'_, Vec<Job>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM jobs WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after_id)
+                .bind(limit.clamp(1, 1000))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Job::from_row).collect()
+        })
+    }
+
     fn set_job_status<'a>(
         &'a self,
         job_id: i64,
@@ -1124,6 +1143,43 @@ impl Storage for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
             row.as_ref().map(Agent::from_row).transpose()
+        })
+    }
+
+    // ---- settings ----
+
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+            Ok(row.map(|row| row.try_get("value")).transpose()?)
+        })
+    }
+
+    fn set_setting<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn purge_overwritten(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            // secure_delete zeroes freed pages in the database file; the checkpoint writes the WAL
+            // back and truncates it, so older page images (with the clear values) go too.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+            Ok(())
         })
     }
 }

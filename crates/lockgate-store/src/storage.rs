@@ -29,7 +29,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send
 ///   JSON columns (`spec`, `depends_on`, `outputs`, `diagnostics`, `parameters`) are opaque text.
 /// - Every method may fail with [`StoreError::Database`](crate::StoreError) when the database does.
 pub trait Storage: Send + Sync {
-    /// The version of the newest migration applied (4 once every current migration ran).
+    /// The version of the newest migration applied (7 once every current migration ran).
     fn schema_version(&self) -> StoreFuture<'_, i64>;
 
     // ---- users and sessions ----
@@ -208,6 +208,10 @@ pub trait Storage: Send + Sync {
 
     fn job_by_id(&self, id: i64) -> StoreFuture<'_, Option<Job>>;
 
+    /// Jobs of every run with an id above `after_id`, by id, at most `limit` (clamped to 1..=1000):
+    /// pages through all jobs (the server's one-time upgrades of stored specs).
+    fn jobs_after(&self, after_id: i64, limit: i64) -> StoreFuture<'_, Vec<Job>>;
+
     /// Replaces a job's stored spec (the scheduler records values it computed when queueing the job).
     fn set_job_spec<'a>(&'a self, job_id: i64, spec: &'a str) -> StoreFuture<'a, ()>;
 
@@ -334,4 +338,16 @@ pub trait Storage: Send + Sync {
 
     /// The agent with this token hash, after marking it as seen now (`last_seen_at`).
     fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>>;
+
+    // ---- settings ----
+
+    /// A named value the server keeps about its data (`secrets.key-check`, upgrade markers).
+    fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Sets a named value, replacing the one stored.
+    fn set_setting<'a>(&'a self, name: &'a str, value: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Makes sure values that were overwritten or deleted are gone from the database's files (no
+    /// copy left in free pages or a write-ahead log), after secrets were encrypted in place.
+    fn purge_overwritten(&self) -> StoreFuture<'_, ()>;
 }

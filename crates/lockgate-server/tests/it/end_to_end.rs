@@ -21,6 +21,36 @@ pub struct Running {
     pub client: ServerClient,
 }
 
+impl Running {
+    /// The server's data folder (database, repositories, artifacts, the agents' work folders).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
+/// Whether any file under `dir` holds `needle` (binary files included).
+pub fn any_file_contains(dir: &Path, needle: &str) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes())
+            {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
 pub fn start_server() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut running = start_on(&dir.path().join("data"), true).running();
@@ -879,6 +909,12 @@ steps:
         .unwrap();
     let again = wait_for_run(&server, pipeline, 2);
     assert!(run_logs(&server, again.id).contains("v=hi"));
+
+    // At rest the secret is encrypted: no file of the data folder holds it (the database, its
+    // write-ahead log, job rows), though the jobs above received it.
+    let data = server.data_dir();
+    assert!(data.join("lockgate.db").exists());
+    assert_eq!(any_file_contains(&data, SECRET), None);
 }
 
 /// A job condition and a `$[ ]` variable read a variable defined on the pipeline: the queue-time

@@ -1208,7 +1208,8 @@ async fn pipeline_variables_are_edited_in_the_ui_and_api_and_secrets_never_come_
         (stored[0].name.as_str(), stored[0].value.as_str()),
         ("Greeting", "hi")
     );
-    assert_eq!(stored[1].value, SECRET);
+    assert!(!stored[1].value.contains(SECRET), "stored encrypted");
+    assert_eq!(f.state.secrets.open(&stored[1].value).unwrap(), SECRET);
     assert!(stored[1].secret && stored[1].allow_override);
 
     let listed = send(&f.app, get(&variables, Some(&f.admin_token))).await;
@@ -1256,7 +1257,7 @@ async fn pipeline_variables_are_edited_in_the_ui_and_api_and_secrets_never_come_
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
     let stored = f.state.store.pipeline_variables(pipeline).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].value, SECRET);
+    assert_eq!(f.state.secrets.open(&stored[0].value).unwrap(), SECRET);
     assert!(!stored[0].allow_override);
     for (body, message) in [
         (r#"{"variables": [{"name": "secretThing"}]}"#, "reserved"),
