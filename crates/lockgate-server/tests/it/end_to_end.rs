@@ -22,9 +22,10 @@ pub struct Running {
 }
 
 impl Running {
-    /// The server's data folder (database, repositories, artifacts, the agents' work folders).
+    /// The data folder of a server from [`start_server`] (database, repositories, artifacts, the agents' work folders).
     pub fn data_dir(&self) -> std::path::PathBuf {
-        self._dir.path().join("data")
+        let dir = self._dir.as_ref().expect("a server that owns its data folder");
+        dir.path().join("data")
     }
 }
 

@@ -100,6 +100,7 @@ async fn clear_secrets_of_an_older_database_are_encrypted_and_a_wrong_key_is_ref
                     spec: spec.to_string(),
                     status: "completed".into(),
                     environment: None,
+                    agent_os: None,
                 }],
             )
             .await
