@@ -24,7 +24,10 @@ pub struct Running {
 impl Running {
     /// The data folder of a server from [`start_server`] (database, repositories, artifacts, the agents' work folders).
     pub fn data_dir(&self) -> std::path::PathBuf {
-        let dir = self._dir.as_ref().expect("a server that owns its data folder");
+        let dir = self
+            ._dir
+            .as_ref()
+            .expect("a server that owns its data folder");
         dir.path().join("data")
     }
 }
