@@ -5,6 +5,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod auth;
+pub mod compile_cache;
 pub mod conditions;
 pub mod error;
 pub mod git;
@@ -111,6 +112,8 @@ pub struct Shared {
     pub login_throttle: auth::LoginThrottle,
     /// Encrypts secrets before they are stored and decrypts them for the scheduler and the lease.
     pub secrets: secrets::SecretBox,
+    /// Compiled pipelines by (pipeline, commit, file), for the pipeline page.
+    pub compile_cache: compile_cache::CompileCache,
 }
 
 #[derive(Clone)]
@@ -164,6 +167,7 @@ impl AppState {
             limits,
             login_throttle: auth::LoginThrottle::default(),
             secrets,
+            compile_cache: compile_cache::CompileCache::default(),
         }))
     }
 

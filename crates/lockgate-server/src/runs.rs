@@ -79,13 +79,15 @@ pub async fn pipeline_home(
     Ok((project, repository))
 }
 
-/// Compiles a pipeline at the head of a branch (for the manual-run form): the plan with default
-/// parameter values, or the diagnostics. `None` when the branch or the YAML file is missing.
+/// Compiles a pipeline at the head of a branch (for the pipeline page and its manual-run form): the
+/// plan with default parameter values, or the diagnostics. `None` when the branch or the YAML file is
+/// missing. Results are cached per (pipeline, commit, file) in `state.compile_cache`, so a view at
+/// an unchanged branch head does not compile again.
 pub async fn compile_at_branch(
     state: &AppState,
     pipeline: &Pipeline,
     branch: &str,
-) -> ApiResult<Option<lockgate_pipeline::CompileOutput>> {
+) -> ApiResult<Option<std::sync::Arc<lockgate_pipeline::CompileOutput>>> {
     let (project, repository) = pipeline_home(state, pipeline).await?;
     let repo_dir = git::repository_dir(state, &project.name, &repository.name);
     let Ok(commit) = git::git(
@@ -101,9 +103,16 @@ pub async fn compile_at_branch(
     else {
         return Ok(None);
     };
+    let commit = String::from_utf8_lossy(&commit).trim().to_string();
+    if let Some(output) = state
+        .compile_cache
+        .get(pipeline.id, &commit, &pipeline.yaml_path)
+    {
+        return Ok(Some(output));
+    }
     let reader = CommitReader {
         repo_dir,
-        commit: String::from_utf8_lossy(&commit).trim().to_string(),
+        commit: commit.clone(),
     };
     let entry = pipeline.yaml_path.clone();
     let output = tokio::task::spawn_blocking(move || {
@@ -118,7 +127,11 @@ pub async fn compile_at_branch(
     })
     .await
     .map_err(ApiError::internal)?;
-    Ok(output)
+    Ok(output.map(|output| {
+        state
+            .compile_cache
+            .insert(pipeline.id, &commit, &pipeline.yaml_path, output)
+    }))
 }
 
 /// What starts a run.

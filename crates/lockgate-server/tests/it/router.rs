@@ -1550,3 +1550,100 @@ async fn failed_sign_ins_lock_the_user_name_for_a_while() {
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(locked.headers.get(header::SET_COOKIE).is_none());
 }
+
+/// Runs git in `dir` with a fixed identity; panics with its stderr on failure.
+fn git_in(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_pipeline_page_compiles_once_per_commit() {
+    let f = fixture().await;
+    let (cookie, _) = sign_in(&f).await;
+    for (uri, body) in [
+        ("/api/v1/projects", r#"{"name": "shop"}"#),
+        ("/api/v1/projects/shop/repositories", r#"{"name": "app"}"#),
+        (
+            "/api/v1/projects/shop/pipelines",
+            r#"{"name": "ci", "repository": "app"}"#,
+        ),
+    ] {
+        let reply = send(&f.app, post_json(uri, &f.admin_token, body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{uri}: {}", reply.body);
+    }
+    let pipeline = f.state.store.list_pipelines(1).await.unwrap()[0].id;
+    let bare = lockgate_server::git::repository_dir(&f.state, "shop", "app");
+    let work = tempfile::tempdir().unwrap();
+    git_in(work.path(), &["init", "-q", "-b", "main"]);
+    let commit_pipeline = |greeting: &str| {
+        std::fs::write(
+            work.path().join("azure-pipelines.yml"),
+            format!(
+                "parameters:\n- name: greeting\n  type: string\n  default: {greeting}\nsteps:\n- script: echo ${{{{ parameters.greeting }}}}\n"
+            ),
+        )
+        .unwrap();
+        git_in(work.path(), &["add", "-A"]);
+        git_in(work.path(), &["commit", "-q", "-m", greeting]);
+        git_in(
+            work.path(),
+            &["push", "-q", bare.to_str().unwrap(), "HEAD:refs/heads/main"],
+        );
+    };
+    let view = |branch: &str| {
+        Request::get(format!("/pipelines/{pipeline}?branch={branch}"))
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    commit_pipeline("hello");
+    let before = f.state.compile_cache.compiles();
+
+    // The first view compiles; the second, at the same commit, is served from the cache.
+    for _ in 0..2 {
+        let page = send(&f.app, view("main")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(
+            page.body.contains(r#"name="param.greeting" value="hello""#),
+            "{}",
+            page.body
+        );
+        assert_eq!(f.state.compile_cache.compiles(), before + 1);
+    }
+    // Another branch at the same commit is the same compile.
+    git_in(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            bare.to_str().unwrap(),
+            "HEAD:refs/heads/other",
+        ],
+    );
+    let page = send(&f.app, view("other")).await;
+    assert!(page.body.contains(r#"value="hello""#), "{}", page.body);
+    assert_eq!(f.state.compile_cache.compiles(), before + 1);
+
+    // A new commit on the branch is compiled afresh, once.
+    commit_pipeline("bonjour");
+    for _ in 0..2 {
+        let page = send(&f.app, view("main")).await;
+        assert!(
+            page.body
+                .contains(r#"name="param.greeting" value="bonjour""#),
+            "{}",
+            page.body
+        );
+        assert_eq!(f.state.compile_cache.compiles(), before + 2);
+    }
+}
