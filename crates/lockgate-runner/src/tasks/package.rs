@@ -12,6 +12,7 @@
 //! - the package is copied into the job's `_tasks/<Name>_<id>/<version>/` first, as the agent extracts
 //!   task zips into its work folder, so that the job's sandbox sees it.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -508,6 +509,166 @@ pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Largest number of entries a task package archive may hold.
+const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+
+/// Packs the task folder `dir` (which must hold a valid task.json) into a zip, as `lockgate tasks upload`
+/// sends it: files with their unix permissions, folders, and symbolic links as links (a link that leads out
+/// of the folder is refused here already).
+pub fn pack_package(dir: &Path) -> Result<(TaskDefinition, Vec<u8>), String> {
+    let package = TaskPackage::load(dir)?;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        let mut entries = std::fs::read_dir(&folder)
+            .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{}: {e}", folder.display()))?;
+        entries.sort_by_key(|entry| entry.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let relative = path
+                .strip_prefix(dir)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .replace('\\', "/");
+            let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+            let metadata = std::fs::symlink_metadata(&path).map_err(|e| failed(&e))?;
+            #[cfg(unix)]
+            let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777;
+            #[cfg(not(unix))]
+            let mode = 0o644;
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .unix_permissions(mode);
+            if metadata.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| failed(&e))?;
+                let target = target.to_string_lossy().replace('\\', "/");
+                check_link(&relative, &target)?;
+                zip.add_symlink(relative.as_str(), target.as_str(), options)
+                    .map_err(|e| failed(&e))?;
+            } else if metadata.is_dir() {
+                zip.add_directory(relative.as_str(), options)
+                    .map_err(|e| failed(&e))?;
+                stack.push(path);
+            } else if metadata.is_file() {
+                zip.start_file(relative.as_str(), options)
+                    .map_err(|e| failed(&e))?;
+                let mut file = std::fs::File::open(&path).map_err(|e| failed(&e))?;
+                std::io::copy(&mut file, &mut zip).map_err(|e| failed(&e))?;
+            }
+        }
+    }
+    let bytes = zip.finish().map_err(|e| e.to_string())?.into_inner();
+    Ok((package.definition, bytes))
+}
+
+/// A safe relative path of an archive entry: `/`-separated normal parts only (no `..`, `.`, empty part,
+/// absolute path, drive letter or backslash).
+fn check_entry_path(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name.contains('\\')
+        || name.contains('\0')
+        || name.contains(':')
+        || name
+            .trim_end_matches('/')
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        return Err(format!(
+            "entry `{name}`: not a relative path inside the task folder"
+        ));
+    }
+    Ok(())
+}
+
+/// A symbolic link at `name` pointing at `target` must stay inside the task folder.
+fn check_link(name: &str, target: &str) -> Result<(), String> {
+    let escapes = || format!("entry `{name}`: symbolic link to `{target}` leads out of the task folder");
+    if target.is_empty() || target.starts_with('/') || target.contains('\\') || target.contains(':') {
+        return Err(escapes());
+    }
+    // Depth of the folder holding the link, then walk the target.
+    let mut depth = name.trim_end_matches('/').split('/').count() as i64 - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return Err(escapes());
+        }
+    }
+    Ok(())
+}
+
+/// Extracts a task package zip into the new folder `dest` and loads its task.json. Every entry is checked
+/// first: paths stay inside `dest`, symbolic links do not lead out of it, at most
+/// [`MAX_ARCHIVE_ENTRIES`] entries. Errors name the entry or the task.json field.
+pub fn unpack_package(archive: &Path, dest: &Path) -> Result<TaskPackage, String> {
+    let file = std::fs::File::open(archive).map_err(|e| format!("cannot open the archive: {e}"))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("not a zip archive: {e}"))?;
+    if zip.len() > MAX_ARCHIVE_ENTRIES {
+        return Err(format!(
+            "the archive holds more than {MAX_ARCHIVE_ENTRIES} entries"
+        ));
+    }
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    for index in 0..zip.len() {
+        let mut entry = zip
+            .by_index(index)
+            .map_err(|e| format!("entry {index}: {e}"))?;
+        let name = entry.name().unwrap_or_default().to_string();
+        check_entry_path(&name)?;
+        let target = dest.join(name.trim_end_matches('/'));
+        let failed = |e: &dyn std::fmt::Display| format!("entry `{name}`: {e}");
+        // Nothing is written through a link the archive made: a link's target was checked from where the
+        // link sits, which holds only when no folder above it is a link itself.
+        let mut above = dest.to_path_buf();
+        for part in name.trim_end_matches('/').split('/') {
+            if std::fs::symlink_metadata(&above).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(format!("entry `{name}`: lies under a symbolic link"));
+            }
+            above.push(part);
+        }
+        if entry.is_dir() {
+            std::fs::create_dir_all(&target).map_err(|e| failed(&e))?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| failed(&e))?;
+        }
+        if entry.is_symlink() {
+            let mut link = String::new();
+            std::io::Read::take(&mut entry, 4096)
+                .read_to_string(&mut link)
+                .map_err(|e| failed(&e))?;
+            check_link(&name, &link)?;
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&link, &target).map_err(|e| failed(&e))?;
+            continue;
+        }
+        let mode = entry.unix_mode().unwrap_or(0o644) & 0o755;
+        let mut out = std::fs::File::create_new(&target).map_err(|e| failed(&e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| failed(&e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode | 0o600))
+                .map_err(|e| failed(&e))?;
+        }
+    }
+    // task.json itself must be a file, not a link.
+    let task_json = dest.join("task.json");
+    if std::fs::symlink_metadata(&task_json).is_ok_and(|m| !m.is_file()) {
+        return Err("task.json: must be a file".into());
+    }
+    TaskPackage::load(dest).map_err(|err| {
+        err.replace(&format!("{}/", dest.display()), "")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,5 +738,62 @@ mod tests {
     fn node_versions_parse() {
         assert_eq!(node_major("v20.20.2\n"), Some(20));
         assert_eq!(node_major("garbage"), None);
+    }
+
+    #[test]
+    fn packages_round_trip_and_bad_archives_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = dir.path().join("Greet");
+        std::fs::create_dir_all(task.join("lib")).unwrap();
+        std::fs::write(task.join("task.json"), TASK).unwrap();
+        std::fs::write(task.join("lib/index.js"), "console.log(1)").unwrap();
+        std::os::unix::fs::symlink("lib/index.js", task.join("main.js")).unwrap();
+        let (definition, bytes) = pack_package(&task).unwrap();
+        assert_eq!(definition.label(), "Greet@1.2.3");
+        let archive = dir.path().join("greet.zip");
+        std::fs::write(&archive, &bytes).unwrap();
+        let out = dir.path().join("out");
+        let package = unpack_package(&archive, &out).unwrap();
+        assert_eq!(package.definition, definition);
+        assert_eq!(std::fs::read_to_string(out.join("main.js")).unwrap(), "console.log(1)");
+
+        // A link out of the folder is refused when packing.
+        std::os::unix::fs::symlink("../../etc/passwd", task.join("lib/evil")).unwrap();
+        assert!(pack_package(&task).unwrap_err().contains("leads out of the task folder"));
+
+        // Hand-made archives with unsafe entries are refused when unpacking.
+        let write = |entries: &[(&str, Option<&str>)]| {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let options = zip::write::SimpleFileOptions::default();
+            zip.start_file("task.json", options).unwrap();
+            std::io::Write::write_all(&mut zip, TASK.as_bytes()).unwrap();
+            for (name, link) in entries {
+                match link {
+                    Some(target) => zip.add_symlink(*name, *target, options).unwrap(),
+                    None => {
+                        zip.start_file(*name, options).unwrap();
+                        std::io::Write::write_all(&mut zip, b"x").unwrap();
+                    }
+                }
+            }
+            let path = dir.path().join("bad.zip");
+            std::fs::write(&path, zip.finish().unwrap().into_inner()).unwrap();
+            path
+        };
+        for (entries, expected) in [
+            (vec![("../escape.js", None)], "entry `../escape.js`"),
+            (vec![("/etc/x", None)], "entry `/etc/x`"),
+            (vec![("a/../../b", None)], "entry `a/../../b`"),
+            (vec![("link", Some("/etc/passwd"))], "leads out"),
+            (vec![("a/link", Some("../../x"))], "leads out"),
+            (vec![("d", Some(".")), ("d/e", Some(".."))], "under a symbolic link"),
+        ] {
+            let target = tempfile::tempdir().unwrap();
+            let err = unpack_package(&write(&entries), &target.path().join("t")).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+        let target = tempfile::tempdir().unwrap();
+        let err = unpack_package(&archive.with_file_name("nothing"), target.path()).unwrap_err();
+        assert!(err.contains("cannot open"), "{err}");
     }
 }
