@@ -246,6 +246,23 @@ impl ServerClient {
         self.send_json(self.http.post(&url), &url, body)
     }
 
+    /// `POST path` with a raw body (an archive) and decode the JSON reply.
+    pub fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let request = self
+            .http
+            .post(&url)
+            .header("Authorization", self.auth())
+            .header("Content-Type", content_type);
+        let (_, text) = Self::read(&url, request.send(body))?;
+        Self::decode(&url, &text)
+    }
+
     /// `PUT path` with a JSON body and decode the JSON reply.
     pub fn put_json<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -43,6 +43,9 @@ pub struct LeasedJob<'a> {
     /// Uploads an artifact (name, folder or file) to the server now. Executors call it when a step
     /// publishes, so an artifact reported as published is on the server even if the agent dies next.
     pub upload: &'a (dyn Fn(&str, &Path) -> Result<(), String> + Sync),
+    /// Task packages the server uploaded for this job's `task:` steps, unpacked in the agent's task
+    /// cache (folders holding a task.json).
+    pub task_packages: Vec<PathBuf>,
 }
 
 /// What an executor hands back when the job ends.
@@ -255,8 +258,11 @@ impl Agent {
                     "Checked out {} at {}",
                     lease.source.branch, lease.source.commit
                 ));
-                match self.download_inputs(lease, &job_dir.join("artifacts-in")) {
-                    Ok(inputs) => {
+                let prepared = self
+                    .download_inputs(lease, &job_dir.join("artifacts-in"))
+                    .and_then(|inputs| Ok((inputs, self.fetch_tasks(lease, &reporter)?)));
+                match prepared {
+                    Ok((inputs, task_packages)) => {
                         let upload =
                             |name: &str, path: &Path| self.upload_artifact(lease, name, path);
                         let job = LeasedJob {
@@ -266,6 +272,7 @@ impl Agent {
                             cancel: cancel.clone(),
                             inputs,
                             upload: &upload,
+                            task_packages,
                         };
                         self.executor.execute(&job, &reporter)
                     }
@@ -412,6 +419,61 @@ impl Agent {
             }
         }
         Ok(inputs)
+    }
+
+    /// Makes the lease's task packages available in the agent's task cache
+    /// (`<work>/tasks/<id>/<version>-<digest>/`, kept between jobs: a package is downloaded once), checking
+    /// each download's blake3 digest and every archive entry as the server did.
+    fn fetch_tasks(
+        &self,
+        lease: &JobLease,
+        reporter: &EventReporter,
+    ) -> Result<Vec<PathBuf>, String> {
+        let mut folders = Vec::new();
+        for task in &lease.tasks {
+            let label = format!("{}@{}", task.name, task.version);
+            let safe = |text: &str| {
+                !text.is_empty()
+                    && text
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    && !text.starts_with('.')
+            };
+            if !safe(&task.id) || !safe(&task.version) || !safe(&task.digest) {
+                return Err(format!(
+                    "the server sent an unsafe task package name {label}"
+                ));
+            }
+            let home = self.config.work_dir.join("tasks").join(&task.id);
+            let digest: String = task.digest.chars().take(16).collect();
+            let folder = home.join(format!("{}-{digest}", task.version));
+            let marker = home.join(format!("{}-{digest}.completed", task.version));
+            if !marker.is_file() {
+                let content = self
+                    .client
+                    .download(lease, &task.download_path)
+                    .map_err(|e| format!("cannot download task {label}: {e}"))?;
+                let actual = blake3::hash(&content).to_hex().to_string();
+                if actual != task.digest {
+                    return Err(format!(
+                        "task {label}: the download's digest {actual} is not {}",
+                        task.digest
+                    ));
+                }
+                std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+                let archive = home.join(format!("{}-{digest}.zip", task.version));
+                std::fs::write(&archive, &content)
+                    .map_err(|e| format!("{}: {e}", archive.display()))?;
+                let _ = std::fs::remove_dir_all(&folder);
+                let unpacked = lockgate_runner::tasks::package::unpack_package(&archive, &folder);
+                let _ = std::fs::remove_file(&archive);
+                unpacked.map_err(|e| format!("task {label}: {e}"))?;
+                std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
+                reporter.agent_line(&format!("Downloaded task {label}"));
+            }
+            folders.push(folder);
+        }
+        Ok(folders)
     }
 
     fn upload_artifact(&self, lease: &JobLease, name: &str, root: &Path) -> Result<(), String> {

@@ -21,6 +21,7 @@ pub use lockgate_runner::sandbox::Sandbox;
 use lockgate_runner::sandbox::scrubbed_environment;
 use lockgate_runner::spec::{InitialVariable, JobSpec};
 pub use lockgate_runner::tasks::TaskRegistry;
+use lockgate_runner::tasks::package::{TaskPackage, register_packages};
 
 use crate::{EventReporter, ExecutionOutcome, JobExecutor, LeasedJob};
 
@@ -300,6 +301,21 @@ impl JobExecutor for RunnerExecutor {
             environment: plan_job.environment.as_ref().map(|e| e.name.clone()),
             strategy: plan_job.deployment.as_ref().map(|d| d.name.clone()),
         };
+        // Uploaded task packages join (and replace) the agent's tasks for this job only.
+        let registry = if job.task_packages.is_empty() {
+            self.registry.clone()
+        } else {
+            let mut packages = Vec::new();
+            for folder in &job.task_packages {
+                match TaskPackage::load(folder) {
+                    Ok(package) => packages.push(package),
+                    Err(error) => return failed(format!("cannot load a task package: {error}")),
+                }
+            }
+            let mut registry = (*self.registry).clone();
+            register_packages(&mut registry, packages);
+            Arc::new(registry)
+        };
         let sink = ForwardingSink {
             reporter,
             publisher: Some(Publisher {
@@ -331,8 +347,7 @@ impl JobExecutor for RunnerExecutor {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             });
-            let outcome =
-                run_job(&context, &self.registry, &spec, &workspace, &sink, &cancel).await;
+            let outcome = run_job(&context, &registry, &spec, &workspace, &sink, &cancel).await;
             watcher.abort();
             outcome
         });

@@ -50,6 +50,23 @@ pub struct JobLease {
     pub pipeline_variables: Vec<LeaseVariable>,
     /// Where the source code comes from.
     pub source: SourceCheckout,
+    /// Task packages uploaded to the server (`lockgate tasks upload`) that the job's `task:` steps name:
+    /// the agent downloads each into its task cache before the job starts. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<LeaseTask>,
+}
+
+/// A task package a leased job needs. `GET {download_path}` (agent token and lease header) answers with
+/// the package zip, whose blake3 digest is `digest`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseTask {
+    pub id: String,
+    pub name: String,
+    /// `Major.Minor.Patch`.
+    pub version: String,
+    pub digest: String,
+    pub download_path: String,
 }
 
 /// A variable the job starts with, beyond the compiled plan's.

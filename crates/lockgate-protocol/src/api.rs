@@ -234,3 +234,16 @@ pub struct CreatedToken {
     pub scopes: Vec<String>,
     pub token: String,
 }
+
+/// A task package stored on the server (`POST /api/v1/tasks`, `GET /api/v1/tasks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPackageInfo {
+    pub id: String,
+    pub name: String,
+    /// `Major.Minor.Patch`.
+    pub version: String,
+    /// blake3 of the package zip.
+    pub digest: String,
+    pub size: u64,
+}

@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for AgentCaller {
 }
 
 /// The job whose lease token came with the request.
-async fn leased_job(
+pub(crate) async fn leased_job(
     state: &AppState,
     job_id: i64,
     headers: &HeaderMap,
@@ -148,6 +148,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         ("System.JobId".to_string(), job.id.to_string()),
         ("System.StageName".to_string(), job.stage_name.clone()),
     ]);
+    let tasks = crate::tasks::lease_tasks(state, job.id, &spec["job"]).await?;
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -166,6 +167,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
             commit: run.source_commit.clone(),
             branch: run.source_branch.clone(),
         },
+        tasks,
     })
 }
 
@@ -406,15 +408,7 @@ async fn upload_artifact_file(
         Ok(size) => size,
         Err(error) => {
             let _ = tokio::fs::remove_file(&temp).await;
-            return Err(match error {
-                crate::limits::CopyError::TooLarge => {
-                    crate::limits::payload_too_large(state.limits.max_upload_bytes)
-                }
-                crate::limits::CopyError::Body(error) => {
-                    ApiError::bad_request(format!("the upload broke off: {error}"))
-                }
-                crate::limits::CopyError::Write(error) => ApiError::internal(error),
-            });
+            return Err(error.into_api_error(state.limits.max_upload_bytes));
         }
     };
     let digest = hasher.finalize().to_hex().to_string();

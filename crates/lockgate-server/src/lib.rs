@@ -14,6 +14,7 @@ pub mod limits;
 pub mod live;
 pub mod runs;
 pub mod secrets;
+pub mod tasks;
 pub mod trigger;
 pub mod ui;
 
@@ -193,11 +194,13 @@ pub fn router(state: AppState) -> Router {
     let uploads = Router::new()
         .merge(git::routes())
         .merge(agent_api::upload_routes())
+        .merge(tasks::upload_routes())
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::routes())
         .merge(agent_api::routes())
+        .merge(tasks::routes())
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .merge(uploads)

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 /// Routes whose bodies are streamed and bounded by `max_upload_bytes` rather than `max_body_bytes`.
 pub fn is_upload_path(path: &str) -> bool {
     path.starts_with("/git/")
+        || path == "/api/v1/tasks"
         || (path.starts_with("/api/v1/agent/jobs/") && path.contains("/artifacts/"))
 }
 
@@ -104,6 +105,19 @@ pub enum CopyError {
     Write(std::io::Error),
 }
 
+impl CopyError {
+    /// The answer to the client: 413 over `limit`, 400 for a broken body, 500 for a failed write.
+    pub fn into_api_error(self, limit: u64) -> ApiError {
+        match self {
+            CopyError::TooLarge => payload_too_large(limit),
+            CopyError::Body(error) => {
+                ApiError::bad_request(format!("the upload broke off: {error}"))
+            }
+            CopyError::Write(error) => ApiError::internal(error),
+        }
+    }
+}
+
 /// Streams `body` into `writer`, calling `inspect` on each chunk, and fails with
 /// [`CopyError::TooLarge`] as soon as more than `limit` bytes arrived. Returns the byte count.
 pub async fn copy_body<W: AsyncWrite + Unpin>(
@@ -135,6 +149,7 @@ mod tests {
     fn upload_paths_are_git_and_artifact_files() {
         assert!(is_upload_path("/git/demo/app.git/git-receive-pack"));
         assert!(is_upload_path("/api/v1/agent/jobs/3/artifacts/drop"));
+        assert!(is_upload_path("/api/v1/tasks"));
         assert!(!is_upload_path("/api/v1/runs/3/cancel"));
         assert!(!is_upload_path("/login"));
     }

@@ -64,6 +64,9 @@ enum Command {
     Pipelines(server::PipelinesCommand),
     /// Queue a run of a pipeline on a Lockgate server.
     Queue(server::QueueArgs),
+    /// Task packages on a Lockgate server: upload, list.
+    #[command(subcommand)]
+    Tasks(server::TasksCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Runs(cmd) => server::runs(cmd),
         Command::Pipelines(cmd) => server::pipelines(cmd),
         Command::Queue(args) => server::queue(args),
+        Command::Tasks(cmd) => server::tasks(cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

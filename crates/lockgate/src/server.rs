@@ -170,6 +170,26 @@ pub enum PipelinesCommand {
     },
 }
 
+#[derive(clap::Subcommand)]
+pub enum TasksCommand {
+    /// Upload a task package (a folder with task.json, its handler and node_modules), as
+    /// `tfx build tasks upload` does; the server's agents then run it for `- task: Name@Major` steps.
+    Upload {
+        #[command(flatten)]
+        connection: Connection,
+        /// The task folder.
+        dir: PathBuf,
+        /// Replace a stored package of the same id and version.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List the task packages stored on the server.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
 #[derive(clap::Args)]
 pub struct QueueArgs {
     #[command(flatten)]
@@ -502,4 +522,45 @@ pub fn queue(args: QueueArgs) -> anyhow::Result<u8> {
         .map_err(client_error)?;
     print_run_line(&run);
     Ok(run_exit(&run))
+}
+
+pub fn tasks(cmd: TasksCommand) -> anyhow::Result<u8> {
+    match cmd {
+        TasksCommand::Upload {
+            connection,
+            dir,
+            overwrite,
+        } => {
+            // The same checks as `lockgate run --tasks`: task.json is read by the runner's parser.
+            let (_, archive) = lockgate_runner::tasks::package::pack_package(&dir)
+                .map_err(|e| UsageError(format!("task package: {e}")))?;
+            let path = if overwrite {
+                "/api/v1/tasks?overwrite=true"
+            } else {
+                "/api/v1/tasks"
+            };
+            let info: api::TaskPackageInfo = connection
+                .client()?
+                .post_bytes(path, "application/zip", &archive)
+                .map_err(client_error)?;
+            println!(
+                "Uploaded {}@{} ({}, {} bytes)",
+                info.name, info.version, info.id, info.size
+            );
+            Ok(EXIT_OK)
+        }
+        TasksCommand::List { connection } => {
+            let tasks: Vec<api::TaskPackageInfo> = connection
+                .client()?
+                .get_json("/api/v1/tasks")
+                .map_err(client_error)?;
+            for info in tasks {
+                println!(
+                    "{}  {}@{}  {} bytes",
+                    info.id, info.name, info.version, info.size
+                );
+            }
+            Ok(EXIT_OK)
+        }
+    }
 }

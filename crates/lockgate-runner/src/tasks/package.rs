@@ -584,8 +584,10 @@ fn check_entry_path(name: &str) -> Result<(), String> {
 
 /// A symbolic link at `name` pointing at `target` must stay inside the task folder.
 fn check_link(name: &str, target: &str) -> Result<(), String> {
-    let escapes = || format!("entry `{name}`: symbolic link to `{target}` leads out of the task folder");
-    if target.is_empty() || target.starts_with('/') || target.contains('\\') || target.contains(':') {
+    let escapes =
+        || format!("entry `{name}`: symbolic link to `{target}` leads out of the task folder");
+    if target.is_empty() || target.starts_with('/') || target.contains('\\') || target.contains(':')
+    {
         return Err(escapes());
     }
     // Depth of the folder holding the link, then walk the target.
@@ -664,9 +666,7 @@ pub fn unpack_package(archive: &Path, dest: &Path) -> Result<TaskPackage, String
     if std::fs::symlink_metadata(&task_json).is_ok_and(|m| !m.is_file()) {
         return Err("task.json: must be a file".into());
     }
-    TaskPackage::load(dest).map_err(|err| {
-        err.replace(&format!("{}/", dest.display()), "")
-    })
+    TaskPackage::load(dest).map_err(|err| err.replace(&format!("{}/", dest.display()), ""))
 }
 
 #[cfg(test)]
@@ -755,11 +755,18 @@ mod tests {
         let out = dir.path().join("out");
         let package = unpack_package(&archive, &out).unwrap();
         assert_eq!(package.definition, definition);
-        assert_eq!(std::fs::read_to_string(out.join("main.js")).unwrap(), "console.log(1)");
+        assert_eq!(
+            std::fs::read_to_string(out.join("main.js")).unwrap(),
+            "console.log(1)"
+        );
 
         // A link out of the folder is refused when packing.
         std::os::unix::fs::symlink("../../etc/passwd", task.join("lib/evil")).unwrap();
-        assert!(pack_package(&task).unwrap_err().contains("leads out of the task folder"));
+        assert!(
+            pack_package(&task)
+                .unwrap_err()
+                .contains("leads out of the task folder")
+        );
 
         // Hand-made archives with unsafe entries are refused when unpacking.
         let write = |entries: &[(&str, Option<&str>)]| {
@@ -786,7 +793,10 @@ mod tests {
             (vec![("a/../../b", None)], "entry `a/../../b`"),
             (vec![("link", Some("/etc/passwd"))], "leads out"),
             (vec![("a/link", Some("../../x"))], "leads out"),
-            (vec![("d", Some(".")), ("d/e", Some(".."))], "under a symbolic link"),
+            (
+                vec![("d", Some(".")), ("d/e", Some(".."))],
+                "under a symbolic link",
+            ),
         ] {
             let target = tempfile::tempdir().unwrap();
             let err = unpack_package(&write(&entries), &target.path().join("t")).unwrap_err();

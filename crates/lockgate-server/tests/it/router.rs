@@ -122,6 +122,7 @@ async fn the_openapi_document_lists_the_api() {
     assert_eq!(doc["openapi"], "3.0.3");
     assert!(doc["paths"]["/api/v1/runs"]["get"].is_object());
     assert!(doc["paths"]["/api/v1/agent/lease"]["post"].is_object());
+    assert!(doc["paths"]["/api/v1/tasks"]["post"].is_object());
 }
 
 #[tokio::test]
@@ -1646,4 +1647,78 @@ async fn the_pipeline_page_compiles_once_per_commit() {
         );
         assert_eq!(f.state.compile_cache.compiles(), before + 2);
     }
+}
+
+/// A zip holding a task.json and the given extra files.
+fn task_zip(extra: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("task.json", options).unwrap();
+    zip.write_all(
+        br#"{"id": "0b1c", "name": "Hello", "version": {"Major": 2, "Minor": 0, "Patch": 1},
+            "execution": {"Node20_1": {"target": "index.js"}}}"#,
+    )
+    .unwrap();
+    for name in extra {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(b"x").unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+fn post_zip(token: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post("/api/v1/tasks")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/zip")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn administrators_upload_task_packages_and_bad_archives_are_refused() {
+    let f = fixture().await;
+    let bob = f.state.store.create_user("bob", "x", false).await.unwrap();
+    let bob_token = token_for(&f.state, bob.id, "read,write,admin").await;
+    let forbidden = send(&f.app, post_zip(&bob_token, task_zip(&["index.js"]))).await;
+    assert_eq!(
+        forbidden.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        forbidden.body
+    );
+
+    let escaping = send(
+        &f.app,
+        post_zip(&f.admin_token, task_zip(&["index.js", "../evil.js"])),
+    )
+    .await;
+    assert_eq!(
+        escaping.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        escaping.body
+    );
+    assert!(
+        escaping.body.contains("entry `../evil.js`"),
+        "{}",
+        escaping.body
+    );
+    let not_zip = send(&f.app, post_zip(&f.admin_token, b"not a zip".to_vec())).await;
+    assert_eq!(not_zip.status, StatusCode::BAD_REQUEST, "{}", not_zip.body);
+
+    let stored = send(&f.app, post_zip(&f.admin_token, task_zip(&["index.js"]))).await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    assert_eq!(stored.json()["version"], "2.0.1");
+    let listed = send(&f.app, get("/api/v1/tasks", Some(&bob_token))).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.json()[0]["name"], "Hello");
+    assert!(f.state.data_dir.join("tasks/0b1c/2.0.1.zip").is_file());
+    // Nothing else is left in the task folder (uploads and checks are cleaned up).
+    let leftovers: Vec<_> = std::fs::read_dir(f.state.data_dir.join("tasks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("0b1c")]);
 }

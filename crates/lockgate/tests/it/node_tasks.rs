@@ -258,3 +258,101 @@ fn an_invalid_task_json_is_a_usage_error_naming_the_field() {
     assert_eq!(output.status.code(), Some(2), "{all}");
     assert!(all.contains("task.json: version.Patch: missing"), "{all}");
 }
+
+#[test]
+fn an_uploaded_task_package_runs_on_the_servers_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = crate::server::start_server_with_env(
+        dir.path(),
+        &["up", "--port", "0", "--no-demo", "--agents", "1"],
+        &[],
+    );
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--server", up.url.as_str(), "--token", up.token.as_str()]);
+        crate::cli::lockgate(dir.path(), &all)
+    };
+    let tasks = tempfile::tempdir().unwrap();
+    let greet = write_greet_task(tasks.path(), None);
+    let greet_arg = greet.display().to_string();
+    let uploaded = cli(&["tasks", "upload", &greet_arg]);
+    assert_eq!(uploaded.status.code(), Some(0), "{}", text(&uploaded));
+    assert!(
+        text(&uploaded).contains("Uploaded Greet@1.4.2"),
+        "{}",
+        text(&uploaded)
+    );
+    let listed = text(&cli(&["tasks", "list"]));
+    assert!(
+        listed.contains(&format!("{GREET_ID}  Greet@1.4.2")),
+        "{listed}"
+    );
+    // The same version again is refused unless --overwrite says so.
+    let again = cli(&["tasks", "upload", &greet_arg]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("already stored"), "{}", text(&again));
+    let overwrite = cli(&["tasks", "upload", &greet_arg, "--overwrite"]);
+    assert_eq!(overwrite.status.code(), Some(0), "{}", text(&overwrite));
+    // A broken task.json is refused before anything is sent, naming the field.
+    let broken = tasks.path().join("Broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("task.json"),
+        r#"{"id": "b", "name": "Broken", "version": {"Major": 1, "Minor": 0}, "execution": {"Node20_1": {"target": "a.js"}}}"#,
+    )
+    .unwrap();
+    let refused = cli(&["tasks", "upload", &broken.display().to_string()]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("version.Patch: missing"),
+        "{}",
+        text(&refused)
+    );
+
+    let api = crate::sandbox::push_pipeline(
+        dir.path(),
+        &up,
+        r#"
+steps:
+- checkout: none
+- task: Greet@1
+  inputs:
+    person: server
+- script: echo "later step sees greeting=$(greeting)"
+- task: Greet@1
+  displayName: told to fail
+  inputs:
+    who: by-id
+    mode: fail
+- script: echo "this step must not run"
+  displayName: last step
+"#,
+    );
+    let run = crate::sandbox::completed_run(&api);
+    let logs = api
+        .get_text(&format!("/api/v1/runs/{}/logs", run.id))
+        .unwrap();
+    assert_eq!(run.result.as_deref(), Some("failed"), "{logs}");
+    assert!(logs.contains("Downloaded task Greet@1.4.2"), "{logs}");
+    assert!(
+        logs.contains("Hello server from handler Node20_1"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("later step sees greeting=hello-server"),
+        "{logs}"
+    );
+    assert!(logs.contains("asked to fail for by-id"), "{logs}");
+    assert!(!logs.contains("this step must not run"), "{logs}");
+    let detail: lockgate_protocol::api::RunDetail =
+        api.get_json(&format!("/api/v1/runs/{}", run.id)).unwrap();
+    let steps: Vec<(String, Option<String>)> = detail.jobs[0]
+        .steps
+        .iter()
+        .map(|step| (step.name.clone(), step.result.clone()))
+        .collect();
+    assert!(
+        steps.contains(&("told to fail".into(), Some("failed".into()))),
+        "{steps:?}"
+    );
+}

@@ -13,7 +13,7 @@ use lockgate_protocol::api;
 use crate::server::{Up, git, start_server_with_env};
 
 /// Creates project `p`, repository `app` and pipeline `ci` on `up`; pushes `yaml` as its pipeline.
-fn push_pipeline(dir: &Path, up: &Up, yaml: &str) -> ServerClient {
+pub(crate) fn push_pipeline(dir: &Path, up: &Up, yaml: &str) -> ServerClient {
     let api = ServerClient::new(&up.url, &up.token);
     let _: api::Project = api
         .post_json("/api/v1/projects", &api::CreateProject { name: "p".into() })
@@ -47,7 +47,7 @@ fn push_pipeline(dir: &Path, up: &Up, yaml: &str) -> ServerClient {
     api
 }
 
-fn completed_run(api: &ServerClient) -> api::Run {
+pub(crate) fn completed_run(api: &ServerClient) -> api::Run {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();
