@@ -1,10 +1,11 @@
-//! `cargo xtask ...`: conformance runs, the pipeline corpus, benchmarks and the test suite. Argument parsing is
+//! `cargo xtask ...`: conformance runs, the pipeline corpus, benchmarks, chaos and the test suite. Argument parsing is
 //! deliberately plain (no clap) so that the tool stays cheap to build.
 //!
 //! Benchmarks must not run in the debug build that `cargo xtask` uses, so `cargo xtask bench NAME`
 //! re-runs this tool with `--release` and the hidden `bench-release` command.
 
 mod bench;
+mod chaos;
 mod conformance;
 mod corpus;
 mod test;
@@ -15,6 +16,7 @@ const USAGE: &str = "usage:
   cargo xtask conformance expressions <FILE.jsonl> [--min-pass PERCENT]
   cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
   cargo xtask bench <expr|pipeline|runner|sandbox|solution|server|all>
+  cargo xtask chaos server --runs N [--seed S]
   cargo xtask test [NEXTEST ARGS...]";
 
 fn main() -> ExitCode {
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         Some("corpus") => corpus::main(&args[1..]),
         Some("bench") => bench::spawn_release(&args[1..]),
         Some("bench-release") => bench::main(&args[1..]),
+        Some("chaos") => chaos::main(&args[1..]),
         Some("test") => test::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
