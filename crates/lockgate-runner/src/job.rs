@@ -562,6 +562,7 @@ async fn run_step_once(
         stderr_seen: false,
         timed_out: false,
         restrictions: step.restrictions.clone(),
+        scripts: Vec::new(),
     };
     let outcome = match &step.action {
         StepAction::Task {
@@ -644,6 +645,18 @@ pub struct StepContext<'s, 'a> {
     pub timed_out: bool,
     /// Which logging commands the step may use.
     pub restrictions: crate::spec::CommandRestrictions,
+    /// Script files the step wrote ([`write_temp_script`](Self::write_temp_script)): macro-expanded,
+    /// they may hold secrets, so they are removed when the step ends, whatever way it ends. A crashed
+    /// agent's leftovers go with its job folder, which the agent removes when it starts again.
+    scripts: Vec<PathBuf>,
+}
+
+impl Drop for StepContext<'_, '_> {
+    fn drop(&mut self) {
+        for script in self.scripts.drain(..) {
+            let _ = std::fs::remove_file(script);
+        }
+    }
 }
 
 impl StepContext<'_, '_> {
@@ -752,6 +765,7 @@ impl StepContext<'_, '_> {
             "step{}-{}.{extension}",
             self.index, self.job.script_counter
         ));
+        self.scripts.push(path.clone());
         std::fs::write(&path, content)
             .map_err(|err| TaskError(format!("cannot write {}: {err}", path.display())))?;
         Ok(path)

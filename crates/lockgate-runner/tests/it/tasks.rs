@@ -1212,3 +1212,51 @@ fn use_dotnet_finds_an_sdk_in_the_tool_cache() {
         "{lines:?}"
     );
 }
+
+/// Macro-expanded script files hold secrets: each is removed when its step ends, whether the step
+/// succeeded or failed, so after the job no file under its folder holds the secret.
+#[test]
+fn script_files_holding_a_secret_are_removed_when_their_step_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_value = "scr1pt-S3cret-77";
+    let mut secret = lockgate_runner::spec::InitialVariable::new("pw", secret_value);
+    secret.secret = true;
+    let mut failing = script(None, "echo \"$(pw)\" > /dev/null; exit 3");
+    failing.continue_on_error = true;
+    // The last step looks for the earlier steps' scripts while the job still runs.
+    let mut checker = script(
+        None,
+        "if grep -rqF -- \"$NEEDLE\" \"$(Agent.TempDirectory)\"; then echo leftover; else echo clean; fi",
+    );
+    checker.env.insert("NEEDLE".into(), secret_value.into());
+    let spec = job(
+        vec![
+            script(None, "test -n \"$(pw)\" && echo used"),
+            failing,
+            checker,
+        ],
+        vec![secret],
+    );
+    let (_, _, sink) = run(dir.path(), &spec);
+    let lines = sink.log_lines();
+    assert!(lines.iter().any(|l| l == "used"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "clean"), "{lines:?}");
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                assert!(
+                    !bytes
+                        .windows(secret_value.len())
+                        .any(|w| w == secret_value.as_bytes()),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+}
