@@ -1602,36 +1602,29 @@ impl Lowerer<'_, '_> {
                 return;
             }
             let total = legs.len() as u32;
+            let mut identifiers: Vec<String> = Vec::new();
             for (position, (leg_key, leg_value)) in legs.iter().enumerate() {
                 let leg = leg_key.as_str().unwrap_or_default().to_string();
-                // The docs ask for letters, digits and `_` (at most 100); real pipelines also
-                // use `-`, `.` and spaces, which Azure accepts. Other characters are refused;
-                // the instance name replaces anything but letters, digits and `_` with `_`.
-                if leg.is_empty()
+                // The YAML schema (jobs.job.strategy) asks for letters, digits and `_`, starting
+                // with a letter, at most 100 characters; real pipelines also use `-`, `.`, `+`,
+                // spaces and brackets (`Debug++`, `Linux (nightly)`), which Azure runs. Any
+                // printable name is accepted; the leg keeps it as its display name and the job
+                // identifier is derived from it (see `leg_identifier`).
+                if leg.trim().is_empty()
                     || leg.chars().count() > 100
-                    || !leg
-                        .chars()
-                        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ' '))
+                    || leg.chars().any(char::is_control)
                 {
                     self.error(
                         "pipeline::invalid-name",
                         format!("`{leg}` is not a valid matrix leg name"),
                         leg_key.span,
-                        "use letters, digits and `_` (at most 100)",
+                        "a leg name must be 1 to 100 printable characters",
                     );
                 }
                 let mut instance = job.clone();
-                let identifier: String = leg
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '_' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                instance.name = format!("{}_{identifier}", job.base_name);
+                let identifier = leg_identifier(&job.base_name, &leg, &identifiers);
+                identifiers.push(identifier.clone());
+                instance.name = identifier;
                 instance.display_name = Some(format!("{display} {leg}"));
                 if let Some(vars) = self.mapping(leg_value, "matrix leg") {
                     for (k, v) in vars {
@@ -2382,6 +2375,36 @@ fn variables_as_list(node: &Node) -> Vec<Node> {
             })
             .collect(),
         NodeValue::Scalar { .. } => Vec::new(),
+    }
+}
+
+/// The job identifier of a matrix leg: `JOB_LEG` with every character of the leg other than ASCII
+/// letters, digits and `_` replaced by `_` (`Debug++` gives `JOB_Debug__`), made distinct from the
+/// identifiers of earlier legs (`taken`, compared case-insensitively like job names) with a `_2`,
+/// `_3`, ... suffix, so `a+b` and `a-b` still run as two jobs.
+fn leg_identifier(base: &str, leg: &str, taken: &[String]) -> String {
+    let safe: String = leg
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let first = format!("{base}_{safe}");
+    let free = |name: &str| !taken.iter().any(|t| t.eq_ignore_ascii_case(name));
+    if free(&first) {
+        return first;
+    }
+    let mut n = 2u64;
+    loop {
+        let name = format!("{first}_{n}");
+        if free(&name) {
+            return name;
+        }
+        n += 1;
     }
 }
 

@@ -285,6 +285,47 @@ jobs:
 }
 
 #[test]
+fn matrix_legs_with_punctuation_run_under_safe_distinct_job_names() {
+    let project = Project::new(
+        r###"
+jobs:
+- job: Build
+  strategy:
+    matrix:
+      Debug++:
+        flavour: debug
+      "Linux (nightly)":
+        flavour: nightly
+      a+b:
+        flavour: plus
+      a-b:
+        flavour: minus
+  steps:
+  - checkout: none
+  - bash: echo "leg $(flavour) is $(System.JobName) shown as $(System.JobDisplayName)"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    for (job, line) in [
+        (
+            "Build_Debug__",
+            "leg debug is Build_Debug__ shown as Build Debug++",
+        ),
+        (
+            "Build_Linux__nightly_",
+            "leg nightly is Build_Linux__nightly_ shown as Build Linux (nightly)",
+        ),
+        ("Build_a_b", "leg plus is Build_a_b shown as Build a+b"),
+        ("Build_a_b_2", "leg minus is Build_a_b_2 shown as Build a-b"),
+    ] {
+        let log = project.log(job);
+        assert!(log.contains(line), "{job}: {log}");
+    }
+}
+
+#[test]
 fn templates_with_each_expand_into_steps() {
     let project = Project::new(
         r#"
