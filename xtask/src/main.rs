@@ -8,6 +8,7 @@ mod bench;
 mod chaos;
 mod conformance;
 mod corpus;
+mod real_pipelines;
 mod test;
 
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   cargo xtask conformance expressions <FILE.jsonl> [--min-pass PERCENT]
   cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
+  cargo xtask real-pipelines <DIR>... [--timeout SECS] [--lockgate PATH]
   cargo xtask bench <expr|pipeline|runner|sandbox|solution|server|all>
   cargo xtask chaos server --runs N [--seed S]
   cargo xtask test [NEXTEST ARGS...]";
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("conformance") => conformance::main(&args[1..]),
         Some("corpus") => corpus::main(&args[1..]),
+        Some("real-pipelines") => real_pipelines::main(&args[1..]),
         Some("bench") => bench::spawn_release(&args[1..]),
         Some("bench-release") => bench::main(&args[1..]),
         Some("chaos") => chaos::main(&args[1..]),
