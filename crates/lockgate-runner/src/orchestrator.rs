@@ -327,6 +327,18 @@ pub fn step_spec(step: &Step, minute: Duration) -> StepSpec {
 fn place_multiple_checkouts(steps: &mut [StepSpec], self_name: &str) {
     let is_checkout = |step: &StepSpec| matches!(&step.action, StepAction::Checkout { repository, .. } if !repository.eq_ignore_ascii_case("none"));
     if steps.iter().filter(|step| is_checkout(step)).count() < 2 {
+        // One checkout: its folder is the sources directory, wherever its `path:` puts it (the agent
+        // points Build.SourcesDirectory and the default working directory at it).
+        for step in steps.iter_mut() {
+            if let StepAction::Checkout { repository, inputs } = &mut step.action
+                && !repository.eq_ignore_ascii_case("none")
+            {
+                inputs.insert(
+                    crate::tasks::builtin_steps::ONLY_CHECKOUT.into(),
+                    "true".into(),
+                );
+            }
+        }
         return;
     }
     for step in steps.iter_mut() {

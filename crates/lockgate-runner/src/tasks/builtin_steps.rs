@@ -9,7 +9,15 @@ use crate::tasks::TaskError;
 use crate::tasks::artifacts::{download_artifacts, publish_path};
 use crate::workspace::copy_tree;
 
-/// `checkout: self | none | <alias>`.
+/// An input the orchestrator adds to the job's only checkout step: that checkout's folder becomes the
+/// sources directory.
+pub const ONLY_CHECKOUT: &str = "lockgate.onlyCheckout";
+
+/// `checkout: self | none | <alias>`. `path:` is relative to `$(Pipeline.Workspace)`
+/// (Agent.BuildDirectory) and may not leave it ("Check out multiple repositories", checkout path). When
+/// the job has one checkout (or the step says `workspaceRepo: true`), later steps run in its folder:
+/// with one checkout `Build.SourcesDirectory`, `Build.Repository.LocalPath` and
+/// `System.DefaultWorkingDirectory` follow a custom `path:`, as on an Azure agent.
 pub async fn checkout(
     step: &mut StepContext<'_, '_>,
     repository: &str,
@@ -29,15 +37,27 @@ pub async fn checkout(
     };
     let target = match step.input("path") {
         Some(path) => {
-            let path = Path::new(path);
-            if path.is_absolute() {
-                path.to_path_buf()
-            } else {
-                step.job.workspace.root.join(path)
+            let relative = Path::new(path);
+            let escapes = relative.components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+            if escapes || path.trim().is_empty() {
+                return Err(TaskError(format!(
+                    "checkout: path `{path}` must be a relative folder under $(Pipeline.Workspace) ({}), without `..`",
+                    step.job.workspace.root.display()
+                )));
             }
+            step.job.workspace.root.join(relative)
         }
         None => step.job.workspace.sources.clone(),
     };
+    let only = step.input(ONLY_CHECKOUT).is_some_and(|v| v == "true");
+    let workspace_repo = step
+        .input("workspacerepo")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if target.exists() {
         std::fs::remove_dir_all(&target)
             .map_err(|err| TaskError(format!("cannot clean {}: {err}", target.display())))?;
@@ -57,6 +77,21 @@ pub async fn checkout(
         .map(Path::to_path_buf);
     let copied = copy_working_tree(&source, &target, work_base.as_deref()).await?;
     step.log(&format!("Checked out {copied} files"));
+    if (only || workspace_repo) && target != step.job.workspace.sources {
+        let shown = target.display().to_string();
+        if only {
+            step.job
+                .variables
+                .set_system("Build.SourcesDirectory", shown.clone());
+            step.job
+                .variables
+                .set_system("Build.Repository.LocalPath", shown.clone());
+        }
+        step.job
+            .variables
+            .set_system("System.DefaultWorkingDirectory", shown);
+        step.job.workspace.sources = target;
+    }
     Ok(TaskResult::Succeeded)
 }
 

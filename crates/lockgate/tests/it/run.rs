@@ -1209,3 +1209,41 @@ steps:
     std::fs::write(project.path().join("azure-pipelines.yml"), pipeline("1")).unwrap();
     assert_eq!(number(&project.run(&[])), "v1.03");
 }
+
+#[test]
+fn a_single_checkout_with_a_path_becomes_the_sources_directory() {
+    let project = Project::new(
+        r###"
+jobs:
+- job: custom
+  steps:
+  - checkout: self
+    path: a/b/c
+  - bash: |
+      echo "PWD=$(pwd)"
+      echo "SD=$(Build.SourcesDirectory)"
+      test -f azure-pipelines.yml && echo FOUND-IN-CWD
+- job: escape
+  steps:
+  - checkout: self
+    path: ../../outside
+  - script: echo NOT-REACHED
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let log = project.log("custom");
+    assert!(log.contains("FOUND-IN-CWD"), "{log}");
+    let pwd = log.lines().find_map(|l| l.strip_prefix("PWD=")).unwrap();
+    assert!(pwd.ends_with("/a/b/c"), "{log}");
+    assert!(log.contains(&format!("SD={pwd}")), "{log}");
+    let escape = project.log("escape");
+    assert!(
+        escape.contains(
+            "checkout: path `../../outside` must be a relative folder under $(Pipeline.Workspace)"
+        ),
+        "{escape}"
+    );
+    assert!(!escape.lines().any(|l| l == "NOT-REACHED"), "{escape}");
+}
