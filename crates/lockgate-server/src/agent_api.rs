@@ -219,25 +219,41 @@ async fn events(
             "too many log lines in one batch",
         ));
     }
+    // Defence in depth: whatever the agent sends is masked again with the job's secret values
+    // before it is stored or shown (an older or modified agent may not mask).
+    let masker = lockgate_runner::masking::SecretMasker::new();
+    for value in state.secrets.secret_values(&job.spec) {
+        masker.add(&value);
+    }
+    let mask = |text: String| -> String {
+        if masker.is_empty() {
+            text
+        } else {
+            masker.mask(&text).into_owned()
+        }
+    };
     let mut pending_lines: Vec<LogLine> = Vec::new();
     let mut steps_changed = false;
     for event in batch.events {
         match event {
             JobEvent::Log { step, lines } => {
-                pending_lines.extend(lines.into_iter().map(|text| LogLine {
-                    step,
-                    text: if text.chars().count() > MAX_LINE_CHARS {
-                        text.chars().take(MAX_LINE_CHARS).collect()
-                    } else {
-                        text
-                    },
+                pending_lines.extend(lines.into_iter().map(|text| {
+                    let text = mask(text);
+                    LogLine {
+                        step,
+                        text: if text.chars().count() > MAX_LINE_CHARS {
+                            text.chars().take(MAX_LINE_CHARS).collect()
+                        } else {
+                            text
+                        },
+                    }
                 }));
             }
             other => {
                 flush_lines(&state, job.id, &mut pending_lines).await?;
                 match other {
                     JobEvent::StepStarted { step, display_name } => {
-                        record_step(&state, job.id, step, display_name, None).await?;
+                        record_step(&state, job.id, step, mask(display_name), None).await?;
                         steps_changed = true;
                     }
                     JobEvent::StepFinished {
@@ -245,7 +261,7 @@ async fn events(
                         display_name,
                         result,
                     } => {
-                        record_step(&state, job.id, step, display_name, Some(result)).await?;
+                        record_step(&state, job.id, step, mask(display_name), Some(result)).await?;
                         steps_changed = true;
                     }
                     JobEvent::TestResults { cases } => {
@@ -254,11 +270,11 @@ async fn events(
                             .map(|case| TestResult {
                                 run_id: job.run_id,
                                 job_id: job.id,
-                                suite: case.suite,
-                                name: case.name,
+                                suite: mask(case.suite),
+                                name: mask(case.name),
                                 outcome: case.outcome,
                                 duration_ms: case.duration_ms,
-                                message: case.message,
+                                message: mask(case.message),
                             })
                             .collect();
                         state.store.add_test_results(&rows).await?;

@@ -191,6 +191,35 @@ impl SecretBox {
         }
     }
 
+    /// The clear values of the secrets a stored job spec carries (secret pipeline variables and the
+    /// queue-time values given for them), for masking what the job's agent reports.
+    pub fn secret_values(&self, spec: &str) -> Vec<String> {
+        let Ok(mut spec) = serde_json::from_str::<Value>(spec) else {
+            return Vec::new();
+        };
+        self.open_spec(&mut spec);
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        for entry in spec["pipelineVariables"].as_array().into_iter().flatten() {
+            if entry["secret"].as_bool() == Some(true) {
+                if let Some(name) = entry["name"].as_str() {
+                    names.push(name.to_ascii_lowercase());
+                }
+                if let Some(value) = entry["value"].as_str() {
+                    values.push(value.to_string());
+                }
+            }
+        }
+        for (name, value) in spec["queueVariables"].as_object().into_iter().flatten() {
+            if names.contains(&name.to_ascii_lowercase())
+                && let Some(value) = value.as_str()
+            {
+                values.push(value.to_string());
+            }
+        }
+        values
+    }
+
     /// Seals a clear spec given as JSON text.
     pub fn seal_spec_text(&self, spec: &str) -> String {
         match serde_json::from_str::<Value>(spec) {

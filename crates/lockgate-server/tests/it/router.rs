@@ -1722,3 +1722,69 @@ async fn administrators_upload_task_packages_and_bad_archives_are_refused() {
         .collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("0b1c")]);
 }
+
+#[tokio::test]
+async fn what_an_agent_reports_unmasked_is_masked_with_the_jobs_secrets_before_it_is_stored() {
+    let f = fixture().await;
+    let state = &f.state;
+    let secret = "hunter2-Value-77";
+    let spec = serde_json::json!({
+        "job": {"name": "A", "baseName": "A"}, "variables": [],
+        "conditions": {"first": true, "stage": null, "stageDependsOn": []},
+        "pipelineVariables": [{"name": "pw", "value": secret, "secret": true, "readonly": false}],
+    });
+    let mut job = stored_job("A", "[]", "queued", spec);
+    job.spec = state.secrets.seal_spec_text(&job.spec);
+    assert!(!job.spec.contains(secret), "stored sealed");
+    let (run, agent_token) = run_with_jobs(state, &[job]).await;
+    let lease = send(
+        &f.app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
+    let lease = lease.json();
+    let job_id = lease["jobId"].as_i64().unwrap();
+    // An agent that does not mask (older or modified) sends the raw value on every path.
+    let events = serde_json::json!({"events": [
+        {"type": "stepStarted", "step": 1, "displayName": format!("deploy {secret}")},
+        {"type": "log", "step": 1, "lines": [format!("token={secret}"), "plain line"]},
+        {"type": "testResults", "cases": [{"suite": format!("s-{secret}"), "name": format!("case-{secret}"),
+            "outcome": "failed", "durationMs": 1, "message": format!("got {secret}")}]},
+        {"type": "stepFinished", "step": 1, "displayName": format!("deploy {secret}"), "result": "failed"},
+    ]});
+    let sent = send(
+        &f.app,
+        leased_request(
+            format!("/api/v1/agent/jobs/{job_id}/events"),
+            &agent_token,
+            &lease,
+            &events.to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::NO_CONTENT, "{}", sent.body);
+    let steps = state.store.steps_of_run(run.id).await.unwrap();
+    assert_eq!(steps[0].name, "deploy ***");
+    let tests = state.store.test_results(run.id).await.unwrap();
+    assert_eq!(
+        (
+            tests[0].suite.as_str(),
+            tests[0].name.as_str(),
+            tests[0].message.as_str()
+        ),
+        ("s-***", "case-***", "got ***")
+    );
+    let logs = send(
+        &f.app,
+        get(
+            &format!("/api/v1/runs/{}/jobs/{job_id}/logs", run.id),
+            Some(&f.admin_token),
+        ),
+    )
+    .await;
+    assert_eq!(logs.status, StatusCode::OK, "{}", logs.body);
+    assert!(logs.body.contains("token=***"), "{}", logs.body);
+    assert!(logs.body.contains("plain line"), "{}", logs.body);
+    assert!(!logs.body.contains(secret), "{}", logs.body);
+}
