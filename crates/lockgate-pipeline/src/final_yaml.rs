@@ -219,6 +219,10 @@ fn write_job(out: &mut String, i: usize, instances: &[Job]) {
     if job.continue_on_error {
         line(out, i, "continueOnError", "true");
     }
+    // Runtime expressions replace the defaults written above (which they keep until evaluated).
+    for (key, expression) in &job.runtime_fields {
+        line(out, i, key, expression);
+    }
     if let Some(container) = &job.container {
         json_entry(out, i, "container", container);
     }

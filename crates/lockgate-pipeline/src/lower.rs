@@ -421,6 +421,33 @@ impl Lowerer<'_, '_> {
         }
     }
 
+    /// The job keys Azure evaluates when the job is ready to run (`continueOnError`,
+    /// `timeoutInMinutes`, `cancelTimeoutInMinutes`) that hold a `$[ ]` runtime expression, by
+    /// key; the orchestrators evaluate them with the job's condition context (issue 9.9).
+    fn job_runtime_fields(&mut self, node: &Node) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for key in crate::plan::JOB_RUNTIME_FIELDS {
+            let Some(value) = node.get(key) else { continue };
+            let Some(inner) = expression::runtime_expression(value) else {
+                continue;
+            };
+            if let Err(message) = expression::check_runtime(inner) {
+                self.error(
+                    "pipeline::invalid-expression",
+                    format!("invalid runtime expression in `{key}`: {message}"),
+                    value.span,
+                    "this expression",
+                );
+                continue;
+            }
+            out.insert(
+                key.to_string(),
+                value.as_str().unwrap_or_default().trim().to_string(),
+            );
+        }
+        out
+    }
+
     fn condition(&mut self, node: Option<&Node>) -> Option<String> {
         let text = self.string(node, "condition")?;
         if text.trim().is_empty() {
@@ -1481,6 +1508,8 @@ impl Lowerer<'_, '_> {
         };
         let at = node.get("dependsOn").map_or(name_node.span, |d| d.span);
         self.dependency_spans.insert(format!("job:{base_name}"), at);
+        let runtime_fields = self.job_runtime_fields(node);
+        let literal = |key: &str| node.get(key).filter(|_| !runtime_fields.contains_key(key));
         let mut job = Job {
             name: base_name.clone(),
             base_name: base_name.clone(),
@@ -1497,12 +1526,13 @@ impl Lowerer<'_, '_> {
             variables,
             pool,
             timeout_in_minutes: self
-                .number(node.get("timeoutInMinutes"), "timeoutInMinutes")
+                .number(literal("timeoutInMinutes"), "timeoutInMinutes")
                 .unwrap_or(60),
             cancel_timeout_in_minutes: self
-                .number(node.get("cancelTimeoutInMinutes"), "cancelTimeoutInMinutes")
+                .number(literal("cancelTimeoutInMinutes"), "cancelTimeoutInMinutes")
                 .unwrap_or(5),
-            continue_on_error: self.boolean(node.get("continueOnError"), "continueOnError", false),
+            continue_on_error: self.boolean(literal("continueOnError"), "continueOnError", false),
+            runtime_fields,
             container: node.get("container").map(|c| self.container(c)),
             services,
             workspace_clean,

@@ -287,6 +287,11 @@ pub struct Job {
     /// `cancelTimeoutInMinutes` (default 5).
     pub cancel_timeout_in_minutes: u32,
     pub continue_on_error: bool,
+    /// Job keys given as a `$[ ]` runtime expression (see [`JOB_RUNTIME_FIELDS`]), key to the
+    /// expression as written; evaluated when the job is ready, with its condition's context, and
+    /// applied with [`Job::apply_runtime_field`]. The typed field holds the default until then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtime_fields: BTreeMap<String, String>,
     /// The job container (`container:` alias or inline spec), as written.
     pub container: Option<serde_json::Value>,
     /// Service containers (`services:`), name to alias or spec, as written.
@@ -307,7 +312,57 @@ pub struct Job {
     pub source: Location,
 }
 
+/// Job keys that may hold a `$[ ]` runtime expression, evaluated when the job is ready to run.
+pub const JOB_RUNTIME_FIELDS: [&str; 3] = [
+    "continueOnError",
+    "timeoutInMinutes",
+    "cancelTimeoutInMinutes",
+];
+
+/// Checks the value the runtime expression `expression` of job key `key` (one of
+/// [`JOB_RUNTIME_FIELDS`]) evaluated to, as the key's JSON value in a plan job: a boolean for
+/// `continueOnError`, a whole number of minutes for the timeouts. The error names the key.
+pub fn runtime_field_value(
+    key: &str,
+    expression: &str,
+    value: &str,
+) -> Result<serde_json::Value, String> {
+    let text = value.trim();
+    match key {
+        "continueOnError" if text.eq_ignore_ascii_case("true") => Ok(true.into()),
+        "continueOnError" if text.eq_ignore_ascii_case("false") => Ok(false.into()),
+        "continueOnError" => Err(format!(
+            "`continueOnError` must evaluate to true or false, but `{expression}` gave `{text}`"
+        )),
+        "timeoutInMinutes" | "cancelTimeoutInMinutes" => match text.parse::<u32>() {
+            Ok(minutes) => Ok(minutes.into()),
+            Err(_) => Err(format!(
+                "`{key}` must evaluate to a whole number of minutes, but `{expression}` gave `{text}`"
+            )),
+        },
+        _ => Err(format!("`{key}` is not a job key evaluated at run time")),
+    }
+}
+
 impl Job {
+    /// Sets the job key `key` (one of [`JOB_RUNTIME_FIELDS`]) from the value its runtime
+    /// expression evaluated to; an error names the key and says what it needed.
+    pub fn apply_runtime_field(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let expression = self.runtime_fields.get(key).map_or("", String::as_str);
+        match runtime_field_value(key, expression, value)? {
+            serde_json::Value::Bool(b) => self.continue_on_error = b,
+            other => {
+                let minutes = other.as_u64().unwrap_or_default() as u32;
+                if key == "timeoutInMinutes" {
+                    self.timeout_in_minutes = minutes;
+                } else {
+                    self.cancel_timeout_in_minutes = minutes;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The job's own variables and groups, without the matrix leg's.
     pub fn job_variables(&self) -> impl Iterator<Item = &Variable> {
         self.variables

@@ -694,7 +694,7 @@ pub async fn run_plan(
                     &dependency_results,
                     cancel.is_canceled(),
                 );
-                let job = jobs[index].job.clone();
+                let mut job = jobs[index].job.clone();
                 let id = JobId {
                     stage: stage.name.clone(),
                     job: job.name.clone(),
@@ -774,6 +774,28 @@ pub async fn run_plan(
                     }
                     resolved.push(variable);
                 }
+                // Job keys given as `$[ ]` (continueOnError, timeoutInMinutes, ...): evaluated
+                // now, with the same variables and dependencies as the condition.
+                for (key, expression) in job.runtime_fields.clone() {
+                    let value = runtime_value(
+                        &expression,
+                        snapshot.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                        &scope,
+                    )
+                    .unwrap_or(Ok(expression));
+                    if let Err(message) =
+                        value.and_then(|value| job.apply_runtime_field(&key, &value))
+                    {
+                        sink.event(Event::Issue {
+                            job: id.clone(),
+                            step: None,
+                            kind: IssueKind::Error,
+                            message: format!("{}: job `{key}`: {message}", job.source),
+                        });
+                        failed = true;
+                    }
+                }
+                jobs[index].job = job.clone();
                 if failed {
                     sink.event(Event::JobStarted {
                         job: id.clone(),
