@@ -1247,3 +1247,59 @@ jobs:
     );
     assert!(!escape.lines().any(|l| l == "NOT-REACHED"), "{escape}");
 }
+
+#[test]
+fn runtime_expressions_in_job_keys_are_evaluated_when_the_job_starts() {
+    let project = Project::new(
+        r###"
+variables:
+  allow: yes
+  minutes: 1
+jobs:
+- job: flaky
+  continueOnError: $[ eq(variables.allow, 'yes') ]
+  steps:
+  - checkout: none
+  - script: exit 3
+- job: after
+  dependsOn: flaky
+  steps:
+  - checkout: none
+  - script: echo AFTER-RAN
+- job: slow
+  timeoutInMinutes: $[ variables.minutes ]
+  steps:
+  - checkout: none
+  - script: sleep 20
+- job: bad
+  continueOnError: $[ 'maybe' ]
+  steps:
+  - checkout: none
+  - script: echo BAD-RAN
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    // continueOnError from the expression lets the dependent job run.
+    assert!(all.contains("AFTER-RAN"), "{all}");
+    // One "minute" is one second in tests: the evaluated timeout stopped the step.
+    assert!(
+        project
+            .log("slow")
+            .contains("ran longer than its maximum time of 1 seconds"),
+        "{}",
+        project.log("slow")
+    );
+    assert!(
+        all.contains(
+            "`continueOnError` must evaluate to true or false, but `$[ 'maybe' ]` gave `maybe`"
+        ),
+        "{all}"
+    );
+    assert!(
+        !all.lines()
+            .any(|l| l.ends_with("] BAD-RAN") || l == "BAD-RAN"),
+        "{all}"
+    );
+}
