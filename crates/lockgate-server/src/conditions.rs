@@ -25,6 +25,9 @@ pub(crate) struct StoredSpec {
     /// in runs queued before they existed.
     #[serde(rename = "pipelineVariables")]
     pub pipeline_variables: Vec<LeaseVariable>,
+    /// What the scheduler evaluated when it queued the job (see [`RuntimeValues`]).
+    #[serde(rename = "runtimeValues")]
+    pub runtime_values: RuntimeValues,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +37,8 @@ pub(crate) struct StoredJob {
     pub condition: Option<String>,
     pub variables: Vec<Variable>,
     pub continue_on_error: bool,
+    /// Job keys written as `$[ ]` (`continueOnError`, the timeouts), key to expression.
+    pub runtime_fields: BTreeMap<String, String>,
     pub strategy: StoredStrategy,
 }
 
@@ -142,7 +147,10 @@ impl RunView {
                         spec.job.base_name
                     },
                     leg: spec.job.strategy.leg,
-                    continue_on_error: spec.job.continue_on_error,
+                    continue_on_error: spec
+                        .runtime_values
+                        .continue_on_error()
+                        .unwrap_or(spec.job.continue_on_error),
                     outputs: serde_json::from_str(&job.outputs).unwrap_or_default(),
                     first: spec.conditions.first,
                 }
@@ -436,7 +444,9 @@ impl RunView {
             .map_err(|error| format!("the job's stored plan cannot be read: {error}"))?;
         let mut variables = spec.variables.clone();
         variables.extend(spec.job.variables.iter().cloned());
-        if !variables.iter().any(|v| runtime_expression(v).is_some()) {
+        if !variables.iter().any(|v| runtime_expression(v).is_some())
+            && spec.job.runtime_fields.is_empty()
+        {
             return Ok(values);
         }
         let context = self.job_context(jobs, job, &spec, &variables);
@@ -458,22 +468,52 @@ impl RunView {
                 values.job.push((position - outer, value));
             }
         }
+        // Job keys given as `$[ ]`: the same context as the condition and the variables.
+        for (key, expression) in &spec.job.runtime_fields {
+            let text = expression
+                .trim()
+                .strip_prefix("$[")
+                .and_then(|inner| inner.strip_suffix(']'))
+                .unwrap_or(expression);
+            let value = parse(text, &ParseOptions::runtime())
+                .and_then(|expr| expr.evaluate(&context))
+                .map_err(|error| format!("job `{key}`: {}", error.describe(text)))?;
+            let value = match value {
+                Value::Null => String::new(),
+                other => other.to_display_string(),
+            };
+            let value = lockgate_pipeline::plan::runtime_field_value(key, expression, &value)
+                .map_err(|message| format!("job `{key}`: {message}"))?;
+            values.fields.push((key.clone(), value));
+        }
         Ok(values)
     }
 }
 
 /// Evaluated runtime-expression variables of a job, by position in its lists.
 #[derive(Debug, Default, PartialEq, serde::Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct RuntimeValues {
     /// Positions in the pipeline/stage variables (`spec.variables`).
     pub outer: Vec<(usize, String)>,
     /// Positions in the job's own variables (`spec.job.variables`).
     pub job: Vec<(usize, String)>,
+    /// Job keys written as `$[ ]` with their checked values (`continueOnError`: a boolean, the
+    /// timeouts: minutes), as the plan job's JSON keys.
+    pub fields: Vec<(String, serde_json::Value)>,
 }
 
 impl RuntimeValues {
     pub(crate) fn is_empty(&self) -> bool {
-        self.outer.is_empty() && self.job.is_empty()
+        self.outer.is_empty() && self.job.is_empty() && self.fields.is_empty()
+    }
+
+    /// The evaluated `continueOnError`, when the job wrote it as `$[ ]`.
+    fn continue_on_error(&self) -> Option<bool> {
+        self.fields
+            .iter()
+            .find(|(key, _)| key == "continueOnError")
+            .and_then(|(_, value)| value.as_bool())
     }
 
     /// Puts the values into a stored spec's variable lists (JSON), as the agent receives them.
@@ -487,6 +527,15 @@ impl RuntimeValues {
         };
         put(&mut spec["variables"], &self.outer);
         put(&mut spec["job"]["variables"], &self.job);
+        if !self.fields.is_empty()
+            && let Some(job) = spec["job"].as_object_mut()
+        {
+            for (key, value) in &self.fields {
+                job.insert(key.clone(), value.clone());
+            }
+            // Evaluated once, here; the agent runs the job with the values.
+            job.remove("runtimeFields");
+        }
     }
 }
 
@@ -948,6 +997,69 @@ pub(crate) mod tests {
             .runtime_values(&jobs, 1)
             .unwrap_err();
         assert!(error.starts_with("variable `flag`: "), "{error}");
+    }
+
+    #[test]
+    fn runtime_expressions_in_job_keys_are_evaluated_and_applied() {
+        let with_fields = |fields: serde_json::Value| {
+            let mut b = job(
+                2,
+                Row {
+                    name: "B",
+                    depends_on: &["One/A"],
+                    first: false,
+                    ..Row::default()
+                },
+            );
+            let mut spec: serde_json::Value = serde_json::from_str(&b.spec).unwrap();
+            spec["job"]["runtimeFields"] = fields;
+            b.spec = spec.to_string();
+            b
+        };
+        let a = job(
+            1,
+            Row {
+                name: "A",
+                result: Some("succeeded"),
+                outputs: json!({"out.minutes": "9"}),
+                ..Row::default()
+            },
+        );
+        let jobs = [
+            a.clone(),
+            with_fields(json!({
+                "continueOnError": "$[ eq(dependencies.A.result, 'Succeeded') ]",
+                "timeoutInMinutes": "$[ dependencies.A.outputs['out.minutes'] ]",
+            })),
+        ];
+        let values = RunView::new(&jobs, predefined(), false)
+            .runtime_values(&jobs, 1)
+            .unwrap();
+        assert_eq!(values.continue_on_error(), Some(true));
+        let mut spec: serde_json::Value = serde_json::from_str(&jobs[1].spec).unwrap();
+        values.apply(&mut spec);
+        assert_eq!(spec["job"]["continueOnError"], true);
+        assert_eq!(spec["job"]["timeoutInMinutes"], 9);
+        assert!(spec["job"].get("runtimeFields").is_none());
+        // A later view reads the evaluated continueOnError from the stored values.
+        let mut stored = jobs[1].clone();
+        let mut kept: serde_json::Value = serde_json::from_str(&stored.spec).unwrap();
+        kept["runtimeValues"] = serde_json::to_value(&values).unwrap();
+        stored.spec = kept.to_string();
+        let view = RunView::new(&[a.clone(), stored], predefined(), false);
+        assert!(view.facts[1].continue_on_error);
+
+        let jobs = [
+            a.clone(),
+            with_fields(json!({"timeoutInMinutes": "$[ 'soon' ]"})),
+        ];
+        let error = RunView::new(&jobs, predefined(), false)
+            .runtime_values(&jobs, 1)
+            .unwrap_err();
+        assert!(
+            error.starts_with("job `timeoutInMinutes`: ") && error.contains("gave `soon`"),
+            "{error}"
+        );
     }
 
     /// Job `B` (first in stage `One`, its stage runs) with the pipeline's own variables as the spec

@@ -998,6 +998,49 @@ jobs:
 }
 
 #[test]
+fn runtime_expressions_in_job_keys_are_evaluated_when_the_job_is_queued() {
+    let yaml = "\
+appendCommitMessageToRunName: false
+variables:
+  allow: yes
+  minutes: 7
+jobs:
+- job: flaky
+  continueOnError: $[ eq(variables.allow, 'yes') ]
+  steps:
+  - script: exit 3
+- job: after
+  dependsOn: flaky
+  steps:
+  - script: echo \"after\" \"ran\"
+- job: timed
+  timeoutInMinutes: $[ variables.minutes ]
+  steps:
+  - script: echo \"timed\" \"ran\"
+- job: bad
+  continueOnError: $[ 'maybe' ]
+  steps:
+  - script: echo \"bad\" \"ran\"
+";
+    let (server, _, _work, _, run) = first_run_of(yaml);
+    let detail = run_detail(&server, run.id);
+    let logs = run_logs(&server, run.id);
+    assert_eq!(job_result(&detail, "flaky"), "failed", "{logs}");
+    // continueOnError from the expression lets the dependent job run.
+    assert_eq!(job_result(&detail, "after"), "succeeded", "{logs}");
+    assert!(logs.contains("after ran"), "{logs}");
+    assert_eq!(job_result(&detail, "timed"), "succeeded", "{logs}");
+    assert_eq!(job_result(&detail, "bad"), "failed", "{logs}");
+    assert!(
+        logs.contains(
+            "job `continueOnError`: `continueOnError` must evaluate to true or false, but `$[ 'maybe' ]` gave `maybe`"
+        ),
+        "{logs}"
+    );
+    assert!(!logs.contains("bad ran"), "{logs}");
+}
+
+#[test]
 fn published_test_cases_are_listed_by_the_api_and_shown_on_the_run_page() {
     let (server, _push_url, _work, _pipeline, run) = first_run_of(
         r#"
