@@ -220,11 +220,10 @@ async fn events(
         ));
     }
     // Defence in depth: whatever the agent sends is masked again with the job's secret values
-    // before it is stored or shown (an older or modified agent may not mask).
-    let masker = lockgate_runner::masking::SecretMasker::new();
-    for value in state.secrets.secret_values(&job.spec) {
-        masker.add(&value);
-    }
+    // before it is stored or shown (an older or modified agent may not mask). The build number a
+    // step sets (`build.updatebuildnumber`) and the issues it logs (`task.logissue`, `##[error]`)
+    // arrive as log lines ("Build number set to ...", "##[error]..."): agents never rename the run.
+    let masker = job_masker(&state, &job);
     let mask = |text: String| -> String {
         if masker.is_empty() {
             text
@@ -289,6 +288,32 @@ async fn events(
         state.live.publish(job.id, LiveMessage::Steps);
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A masker holding the secret values of `job` (its secret pipeline variables and the queue-time
+/// values given for them, decrypted from its spec), for what the job's agent reports.
+fn job_masker(state: &AppState, job: &Job) -> lockgate_runner::masking::SecretMasker {
+    let masker = lockgate_runner::masking::SecretMasker::new();
+    for value in state.secrets.secret_values(&job.spec) {
+        masker.add(&value);
+    }
+    masker
+}
+
+/// Refuses an artifact name or file path that holds one of the job's secret values: it would be
+/// shown in the API and the run page, and masking it would give another artifact's name. The
+/// answer names the field, never the value.
+fn refuse_secret_in(
+    masker: &lockgate_runner::masking::SecretMasker,
+    field: &str,
+    text: &str,
+) -> ApiResult<()> {
+    if !masker.is_empty() && masker.mask(text) != text {
+        return Err(ApiError::bad_request(format!(
+            "`{field}` holds the value of one of this job's secrets; an artifact is not stored under it"
+        )));
+    }
+    Ok(())
 }
 
 /// Records a step as running (`result` absent) or completed with its result.
@@ -398,6 +423,10 @@ async fn upload_artifact_file(
     body: axum::body::Body,
 ) -> ApiResult<StatusCode> {
     let (job, _) = leased_job(&state, job_id, &headers).await?;
+    // Checked first, so that no later error message repeats a secret the agent did not mask.
+    let masker = job_masker(&state, &job);
+    refuse_secret_in(&masker, "name", &name)?;
+    refuse_secret_in(&masker, "path", &query.path)?;
     // The same rules as a step's publish (lockgate-artifacts): no NUL, CR/LF, `C:`, backslashes, `..`
     // or absolute paths reach the store; the answer names the field.
     if let Err(error) = lockgate_artifacts::validate_name(&name) {

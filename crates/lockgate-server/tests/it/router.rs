@@ -1749,6 +1749,10 @@ async fn what_an_agent_reports_unmasked_is_masked_with_the_jobs_secrets_before_i
     let events = serde_json::json!({"events": [
         {"type": "stepStarted", "step": 1, "displayName": format!("deploy {secret}")},
         {"type": "log", "step": 1, "lines": [format!("token={secret}"), "plain line"]},
+        // How the build number a step sets and the issues it logs reach the server.
+        {"type": "log", "step": null, "lines": [format!("Build number set to 1.0-{secret}")]},
+        {"type": "log", "step": 1, "lines": [format!("##[error]deploy failed for {secret}"),
+            format!("##[warning]retrying {secret}")]},
         {"type": "testResults", "cases": [{"suite": format!("s-{secret}"), "name": format!("case-{secret}"),
             "outcome": "failed", "durationMs": 1, "message": format!("got {secret}")}]},
         {"type": "stepFinished", "step": 1, "displayName": format!("deploy {secret}"), "result": "failed"},
@@ -1786,5 +1790,51 @@ async fn what_an_agent_reports_unmasked_is_masked_with_the_jobs_secrets_before_i
     assert_eq!(logs.status, StatusCode::OK, "{}", logs.body);
     assert!(logs.body.contains("token=***"), "{}", logs.body);
     assert!(logs.body.contains("plain line"), "{}", logs.body);
+    assert!(
+        logs.body.contains("Build number set to 1.0-***"),
+        "{}",
+        logs.body
+    );
+    assert!(
+        logs.body.contains("##[error]deploy failed for ***"),
+        "{}",
+        logs.body
+    );
+    assert!(
+        logs.body.contains("##[warning]retrying ***"),
+        "{}",
+        logs.body
+    );
     assert!(!logs.body.contains(secret), "{}", logs.body);
+    // Nor does the run's name change, nor its detail show the secret.
+    let detail = send(
+        &f.app,
+        get(&format!("/api/v1/runs/{}", run.id), Some(&f.admin_token)),
+    )
+    .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    assert!(!detail.body.contains(secret), "{}", detail.body);
+    // An artifact name or file path holding the secret is refused, naming the field, not the value.
+    std::fs::create_dir_all(state.artifacts_dir()).unwrap();
+    let lease_token = lease["leaseToken"].as_str().unwrap().to_string();
+    for (name, path, field) in [
+        (format!("drop-{secret}"), "ok.txt".to_string(), "`name`"),
+        ("drop".to_string(), format!("bin%2F{secret}.txt"), "`path`"),
+    ] {
+        let reply = send(
+            &f.app,
+            Request::put(format!(
+                "/api/v1/agent/jobs/{job_id}/artifacts/{name}?path={path}"
+            ))
+            .header(header::AUTHORIZATION, format!("Bearer {agent_token}"))
+            .header("lockgate-lease", &lease_token)
+            .body(Body::from("data"))
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+        assert!(reply.body.contains(field), "{}", reply.body);
+        assert!(!reply.body.contains(secret), "{}", reply.body);
+    }
+    assert!(state.store.artifact_files(run.id).await.unwrap().is_empty());
 }
