@@ -149,8 +149,13 @@ pub enum StageState {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// The stage's condition held: its jobs are evaluated from now on.
-    StageStarted { stage: usize },
-    StageFinished { stage: usize, result: TaskResult },
+    StageStarted {
+        stage: usize,
+    },
+    StageFinished {
+        stage: usize,
+        result: TaskResult,
+    },
     /// Run the job. `values` are the evaluated `$[ ]` variables, by position in
     /// [`JobNode::variables`]; `fields` the evaluated job keys, as the plan job's JSON values.
     Start {
@@ -166,9 +171,13 @@ pub enum Decision {
         message: Option<String>,
     },
     /// The run was canceled while the job runs: tell it to stop (its `always()` steps still run).
-    CancelRunning { job: usize },
+    CancelRunning {
+        job: usize,
+    },
     /// Every stage is done.
-    RunFinished { result: TaskResult },
+    RunFinished {
+        result: TaskResult,
+    },
 }
 
 /// The result of several parts together: the worse wins (skipped < succeeded < with issues <
@@ -270,7 +279,8 @@ impl Engine {
         }
         engine.canceled = canceled;
         for stage in 0..engine.stages.len() {
-            let states: Vec<&JobState> = engine.stage_jobs(stage).map(|j| &engine.jobs[j]).collect();
+            let states: Vec<&JobState> =
+                engine.stage_jobs(stage).map(|j| &engine.jobs[j]).collect();
             engine.stages[stage] = if states.iter().all(|s| matches!(s, JobState::Done { .. })) {
                 if states.is_empty() {
                     StageState::Waiting
@@ -354,18 +364,27 @@ impl Engine {
             }
         }
         for stage in 0..self.stages.len() {
-            match self.stages[stage] {
-                StageState::Waiting => {
-                    let node = &self.graph.stages[stage];
-                    if reads_dependencies(node.condition.as_deref()) {
+            // A stage that has not started: decided now when its condition does not read its
+            // dependencies. Skipped as a whole when false; when true it will start, so its jobs
+            // are decided as in a started stage (a restored run reads it as started, which it
+            // would be).
+            if self.stages[stage] == StageState::Waiting {
+                let node = &self.graph.stages[stage];
+                if reads_dependencies(node.condition.as_deref()) {
+                    continue;
+                }
+                let context = self.stage_context(stage);
+                match evaluate(node.condition.as_deref(), &context) {
+                    Ok(false) => {
+                        self.skip_stage(stage, &mut out);
                         continue;
                     }
-                    let context = self.stage_context(stage);
-                    if evaluate(node.condition.as_deref(), &context) == Ok(false) {
-                        self.skip_stage(stage, &mut out);
-                    }
+                    Ok(true) => {}
+                    Err(_) => continue,
                 }
-                StageState::Running => {
+            }
+            match self.stages[stage] {
+                StageState::Waiting | StageState::Running => {
                     for job in self.stage_jobs(stage).collect::<Vec<_>>() {
                         let node = &self.graph.jobs[job];
                         if self.jobs[job] != JobState::Waiting
@@ -665,7 +684,10 @@ impl Engine {
             dependencies.insert(name.as_str(), DependencyState { result, outputs }.value());
         }
         context.set("dependencies", Value::Object(dependencies));
-        context.set("stageDependencies", self.stage_dependencies(&node.depends_on));
+        context.set(
+            "stageDependencies",
+            self.stage_dependencies(&node.depends_on),
+        );
         context.set_status(StatusInput::Dependencies {
             results: status_of,
             canceled: self.canceled,

@@ -136,7 +136,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
     // Variables written as `$[ ... ]` get the values the scheduler computed when it queued the job.
     if let Ok(values) =
-        serde_json::from_value::<crate::conditions::RuntimeValues>(spec["runtimeValues"].clone())
+        serde_json::from_value::<crate::run_engine::RuntimeValues>(spec["runtimeValues"].clone())
     {
         values.apply(&mut spec);
     }

@@ -3,10 +3,11 @@
 //! their condition holds, agents lease them, and a run completes when every job has. Also cancel,
 //! re-run, re-run failed jobs, and failing jobs whose agent stopped sending heartbeats.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lockgate_engine::Decision;
 use lockgate_pipeline::plan::Plan;
 use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
 use lockgate_protocol::agent::LeaseVariable;
@@ -14,10 +15,10 @@ use lockgate_store::{Job, NewJob, NewRun, Pipeline, Run, now_millis};
 use serde_json::json;
 
 use crate::AppState;
-use crate::conditions;
 use crate::error::{ApiError, ApiResult};
 use crate::git::{self, RefUpdate};
 use crate::live::{LiveMessage, LogLine};
+use crate::run_engine;
 use crate::trigger::{self, PushedRef};
 use lockgate_pipeline::run_number::{self as run_name, NameContext};
 
@@ -230,7 +231,7 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
     // (learn.microsoft.com/azure/devops/pipelines/process/template-expressions), says the context
     // "doesn't have runtime variables such as those stored on the pipeline or given when you start a
     // run", since template expansion happens early in the run. Conditions and `$[ ]` variables read
-    // them (`conditions::RunView`, from each job's `pipelineVariables`).
+    // them (the run engine, from each job's `pipelineVariables`).
     let compile_variables = predefined.clone();
     let (yaml, output) = tokio::task::spawn_blocking(move || {
         let yaml = read_at_commit(&reader.repo_dir, &reader.commit, &yaml_path).unwrap_or_default();
@@ -556,7 +557,7 @@ async fn fail_waiting_job(state: &AppState, job_id: i64, message: &str) -> ApiRe
 async fn record_runtime_values(
     state: &AppState,
     job: &mut Job,
-    values: &conditions::RuntimeValues,
+    values: &run_engine::RuntimeValues,
 ) -> ApiResult<()> {
     let mut spec: serde_json::Value =
         serde_json::from_str(&job.spec).map_err(ApiError::internal)?;
@@ -583,7 +584,9 @@ async fn run_variables(state: &AppState, run: &Run) -> ApiResult<Vec<(String, St
     ))
 }
 
-/// Moves waiting jobs forward (queued or skipped) and completes the run when every job is done.
+/// Moves waiting jobs forward (queued, skipped or failed, as the run engine decides) and completes
+/// the run when every job is done. Each decision is stored as it is carried out, so a crash part
+/// way leaves rows the next pass (after [`reconcile`]) continues from.
 pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
     let Some(run) = state.store.run_by_id(run_id).await? else {
         return Ok(());
@@ -601,83 +604,70 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         || jobs
             .iter()
             .any(|j| j.cancel_requested && j.status != "completed");
+    let predefined = run_variables(state, &run).await?;
+    let (decisions, origins) = run_engine::decide(&jobs, predefined, run_canceled, false);
     let mut queued_any = false;
-    let mut view = None;
-    loop {
-        let completed: HashMap<String, bool> = jobs
-            .iter()
-            .map(|j| (job_key(&j.stage_name, &j.name), j.status == "completed"))
-            .collect();
-        let mut changed = false;
-        for index in 0..jobs.len() {
-            if jobs[index].status != "pending" {
-                continue;
-            }
-            let deps: Vec<String> =
-                serde_json::from_str(&jobs[index].depends_on).unwrap_or_default();
-            if deps.iter().any(|d| completed.get(d) == Some(&false)) {
-                continue;
-            }
-            let view = match &view {
-                Some(view) => view,
-                None => view.insert(conditions::RunView::new(
-                    &jobs,
-                    run_variables(state, &run).await?,
-                    run_canceled,
-                )),
-            };
-            let job_id = jobs[index].id;
-            let decision = match view.job_runs(&jobs, index) {
-                Ok(true) => view.runtime_values(&jobs, index).map(Some),
-                Ok(false) => Ok(None),
-                Err(message) => Err(message),
-            };
-            let outcome = match decision {
-                Ok(Some(values)) => {
-                    if !values.is_empty() {
-                        record_runtime_values(state, &mut jobs[index], &values).await?;
-                    }
-                    "queued"
+    for decision in decisions {
+        match decision {
+            Decision::Start {
+                job: index,
+                values,
+                fields,
+            } => {
+                let values = run_engine::RuntimeValues::of_start(&origins, index, &values, &fields);
+                if !values.is_empty() {
+                    record_runtime_values(state, &mut jobs[index], &values).await?;
                 }
-                // A job whose condition is false never starts: Azure shows it as skipped, after a
-                // cancel too ("Pipeline conditions", "Condition outcomes when a build is canceled").
-                Ok(None) => "skipped",
-                Err(message) => {
-                    fail_waiting_job(state, job_id, &message).await?;
-                    "failed"
-                }
-            };
-            let job = &mut jobs[index];
-            if outcome == "queued" {
-                state.store.set_job_status(job_id, "queued", None).await?;
+                let job = &mut jobs[index];
+                state.store.set_job_status(job.id, "queued", None).await?;
                 job.status = "queued".into();
                 queued_any = true;
-            } else {
-                if outcome != "failed" {
-                    state
-                        .store
-                        .set_job_status(job_id, "completed", Some(outcome))
-                        .await?;
+            }
+            Decision::Finish {
+                job: index,
+                result,
+                message,
+            } => {
+                let job = &mut jobs[index];
+                match message {
+                    Some(message) => fail_waiting_job(state, job.id, &message).await?,
+                    None => {
+                        state
+                            .store
+                            .set_job_status(
+                                job.id,
+                                "completed",
+                                Some(run_engine::result_text(result)),
+                            )
+                            .await?;
+                    }
                 }
                 job.status = "completed".into();
-                job.result = Some(outcome.into());
+                job.result = Some(run_engine::result_text(result).into());
             }
-            changed = true;
-        }
-        if !changed {
-            break;
+            Decision::RunFinished { result } => {
+                state
+                    .store
+                    .set_run_status(
+                        run_id,
+                        "completed",
+                        Some(run_engine::run_result_text(result)),
+                    )
+                    .await?;
+            }
+            // The server keeps no stage rows; a stage is its jobs.
+            Decision::StageStarted { .. }
+            | Decision::StageFinished { .. }
+            | Decision::CancelRunning { .. } => {}
         }
     }
     if queued_any {
         state.job_queued.notify_waiters();
     }
-    if jobs.iter().all(|j| j.status == "completed") {
-        let result = run_result(&jobs, run_canceled);
-        state
-            .store
-            .set_run_status(run_id, "completed", Some(result))
-            .await?;
-    } else if jobs.iter().any(|j| j.status == "running") && run.status == "queued" {
+    if !jobs.iter().all(|j| j.status == "completed")
+        && jobs.iter().any(|j| j.status == "running")
+        && run.status == "queued"
+    {
         // Keeps a recorded cancel.
         state
             .store
@@ -693,25 +683,11 @@ pub fn cancel_recorded(run: &Run) -> bool {
     run.status != "completed" && run.result.as_deref() == Some("canceled")
 }
 
-/// A canceled run stays canceled whatever its remaining jobs did, unless a job failed.
-fn run_result(jobs: &[Job], canceled: bool) -> &'static str {
-    let has = |result: &str| jobs.iter().any(|j| j.result.as_deref() == Some(result));
-    if (canceled || has("canceled")) && !has("failed") {
-        "canceled"
-    } else if has("failed") {
-        "failed"
-    } else if has("succeededWithIssues") {
-        "partiallySucceeded"
-    } else {
-        "succeeded"
-    }
-}
-
 /// Cancels a run as Azure Pipelines does (Microsoft's pages "Pipeline conditions", section
 /// "Condition outcomes when a build is canceled", and "Pipeline run sequence"): running jobs are told
 /// through their heartbeat (the agent cancels their steps; `always()` steps still run), queued jobs
 /// end as canceled, and a job not started yet ends as skipped unless its condition may hold for a
-/// canceled run (`conditions::RunView::may_run_after_cancel`); such a job waits for its
+/// canceled run (the run engine's `Engine::cancel`); such a job waits for its
 /// dependencies and is evaluated with `canceled()` and `always()` true. The run's result is
 /// `canceled` from now on, while those jobs finish.
 pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
@@ -725,13 +701,17 @@ pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
     let before = state
         .secrets
         .open_jobs(state.store.jobs_of_run(run_id).await?);
-    // Decided on the jobs as they were: whether a stage had started does not change with the cancel
-    // (queued jobs end as canceled, which still counts as started; skipped ones never do).
-    let view = conditions::RunView::new(&before, variables, true);
-    let still_waiting: Vec<i64> = (0..before.len())
-        .filter(|&index| {
-            before[index].status == "pending" && view.may_run_after_cancel(&before, index)
+    // Decided on the jobs as they were: the engine ends what cannot run after a cancel.
+    let (decisions, _) = run_engine::decide(&before, variables, false, true);
+    let ended: Vec<usize> = decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Finish { job, .. } => Some(*job),
+            _ => None,
         })
+        .collect();
+    let still_waiting: Vec<i64> = (0..before.len())
+        .filter(|index| before[*index].status == "pending" && !ended.contains(index))
         .map(|index| before[index].id)
         .collect();
     // One transaction: the run's result, the waiting jobs' ends and the running jobs' cancel flags.
@@ -1098,37 +1078,5 @@ pub async fn reap_expired_leases(state: AppState) {
             );
             let _ = advance_run(&state, job.run_id).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_result_prefers_failure_then_cancel_then_issues() {
-        let job = |result: &str| crate::conditions::tests::bare_job(1, Some(result));
-        assert_eq!(
-            run_result(&[job("succeeded"), job("skipped")], false),
-            "succeeded"
-        );
-        assert_eq!(
-            run_result(&[job("succeeded"), job("succeededWithIssues")], false),
-            "partiallySucceeded"
-        );
-        assert_eq!(
-            run_result(&[job("failed"), job("canceled")], false),
-            "failed"
-        );
-        assert_eq!(run_result(&[job("canceled")], false), "canceled");
-        // A canceled run whose remaining jobs succeeded or were skipped stays canceled.
-        assert_eq!(
-            run_result(&[job("succeeded"), job("skipped")], true),
-            "canceled"
-        );
-        assert_eq!(
-            run_result(&[job("succeeded"), job("failed")], true),
-            "failed"
-        );
     }
 }
