@@ -1,17 +1,16 @@
 //! The local orchestrator behind `lockgate run`: checks that a compiled plan can run here, turns its jobs
-//! into [`JobSpec`]s, and walks the stage and job graph — independent jobs concurrently up to a limit,
-//! conditions and runtime `$[ ]` variables evaluated with `dependencies`/`stageDependencies` just before a
-//! job starts, output variables handed on, results rolled up into stages and the run.
+//! into [`JobSpec`]s, and runs the jobs the run engine (lockgate-engine, shared with the server) starts —
+//! independent jobs concurrently up to a limit — feeding their results and outputs back to it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lockgate_engine::{Decision, Engine, Graph, JobState, StageState, TaskResult as EngineResult};
 use lockgate_pipeline::plan::{self, JobKind, Plan, Step, StepKind, Variable, VariableScope};
 use tokio::task::JoinSet;
 
-use crate::conditions::{DependencyScope, DependencyState, dependency_condition, runtime_value};
 use crate::events::{Event, EventSink, IssueKind, JobId, TaskResult};
 use crate::job::{JobOutcome, RunContext, run_job};
 use crate::process::CancelSignal;
@@ -448,14 +447,38 @@ pub fn job_phases_with_self_folder(
         .collect()
 }
 
-struct JobRecord {
-    stage: usize,
-    job: plan::Job,
-    outcome: Option<JobOutcome>,
-    started: bool,
+/// A job the engine decided to start, waiting for a free slot.
+struct Ready {
+    index: usize,
+    values: Vec<(usize, String)>,
+    fields: Vec<(String, serde_json::Value)>,
 }
 
-/// Runs every stage and job of `plan`, reporting through `sink`.
+/// The runner's result as the engine names it, and back.
+fn to_engine(result: TaskResult) -> EngineResult {
+    match result {
+        TaskResult::Succeeded => EngineResult::Succeeded,
+        TaskResult::SucceededWithIssues => EngineResult::SucceededWithIssues,
+        TaskResult::Failed => EngineResult::Failed,
+        TaskResult::Canceled => EngineResult::Canceled,
+        TaskResult::Skipped => EngineResult::Skipped,
+    }
+}
+
+fn from_engine(result: EngineResult) -> TaskResult {
+    match result {
+        EngineResult::Succeeded => TaskResult::Succeeded,
+        EngineResult::SucceededWithIssues => TaskResult::SucceededWithIssues,
+        EngineResult::Failed => TaskResult::Failed,
+        EngineResult::Canceled => TaskResult::Canceled,
+        EngineResult::Skipped => TaskResult::Skipped,
+    }
+}
+
+/// Runs every stage and job of `plan`, reporting through `sink`. What runs, is skipped or canceled,
+/// and the results, are the run engine's decisions (lockgate-engine, shared with the server); this
+/// loop carries them out: it runs the jobs the engine starts, up to `options.parallel` at once, and
+/// feeds their results back.
 pub async fn run_plan(
     plan: &Plan,
     run: Arc<RunContext>,
@@ -478,472 +501,305 @@ pub async fn run_plan(
             || "self".to_string(),
             |name| name.to_string_lossy().into_owned(),
         );
-    let mut jobs: Vec<JobRecord> = Vec::new();
-    for (stage_index, stage) in plan.stages.iter().enumerate() {
-        for job in &stage.jobs {
-            // A job left out of a partial run counts as finished, with what an earlier run left.
-            let preset = options.selection.as_ref().and_then(|selection| {
-                let id = JobId {
-                    stage: stage.name.clone(),
-                    job: job.name.clone(),
-                };
-                (!selection.jobs.contains(&id)).then(|| {
-                    selection.previous.get(&id).cloned().unwrap_or(JobOutcome {
-                        result: TaskResult::Succeeded,
-                        outputs: BTreeMap::new(),
-                        seconds: 0.0,
-                    })
-                })
-            });
-            jobs.push(JobRecord {
-                stage: stage_index,
-                job: job.clone(),
-                started: preset.is_some(),
-                outcome: preset,
-            });
+    // Jobs in plan order, as the engine's graph lists them, with the variables each job gets: the
+    // engine reads them in conditions and `$[ ]` values, by position.
+    let mut plan_jobs: Vec<(usize, plan::Job)> = Vec::new();
+    let mut job_variables: Vec<Vec<InitialVariable>> = Vec::new();
+    let graph = Graph::from_plan(plan, |stage, job| {
+        let mut variables = pipeline_variables(plan, Some(stage), options);
+        if let Some(job) = job {
+            append_job_variables(&mut variables, job, options);
         }
-    }
+        let pairs = variables
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect();
+        if let Some(job) = job {
+            let stage_index = plan
+                .stages
+                .iter()
+                .position(|s| std::ptr::eq(s, stage))
+                .unwrap_or_default();
+            plan_jobs.push((stage_index, job.clone()));
+            job_variables.push(variables);
+        }
+        pairs
+    });
+    // A job left out of a partial run counts as finished, with what an earlier run left.
+    let states: Vec<JobState> = plan_jobs
+        .iter()
+        .map(|(stage, job)| {
+            let id = JobId {
+                stage: plan.stages[*stage].name.clone(),
+                job: job.name.clone(),
+            };
+            match &options.selection {
+                Some(selection) if !selection.jobs.contains(&id) => {
+                    let outcome = selection.previous.get(&id);
+                    JobState::Done {
+                        result: outcome.map_or(EngineResult::Succeeded, |o| to_engine(o.result)),
+                        outputs: outcome.map(|o| o.outputs.clone()).unwrap_or_default(),
+                    }
+                }
+                _ => JobState::Waiting,
+            }
+        })
+        .collect();
     let stage_count = plan.stages.len();
-    let mut stage_results: Vec<Option<TaskResult>> = vec![None; stage_count];
-    let mut stage_started: Vec<bool> = vec![false; stage_count];
-    // Stages with no selected job are settled from their jobs' preset outcomes, without events.
+    // Stages with no selected job are settled from their jobs' preset outcomes, without events,
+    // and left out of the run's result.
     let mut stage_selected = vec![true; stage_count];
     if options.selection.is_some() {
         for (index, selected) in stage_selected.iter_mut().enumerate() {
-            let records: Vec<&JobRecord> = jobs.iter().filter(|j| j.stage == index).collect();
-            if records.iter().all(|j| j.outcome.is_some()) {
-                *selected = false;
-                stage_started[index] = true;
-                let mut result = TaskResult::Skipped;
-                for record in &records {
-                    if let Some(outcome) = &record.outcome {
-                        result = result.merge(effective_result(&record.job, outcome.result));
-                    }
-                }
-                stage_results[index] = Some(if records.is_empty() {
-                    TaskResult::Succeeded
-                } else {
-                    result
-                });
-            }
+            *selected = plan_jobs
+                .iter()
+                .zip(&states)
+                .any(|((stage, _), state)| *stage == index && *state == JobState::Waiting);
+        }
+    }
+    let mut engine = Engine::restore(
+        graph,
+        options.run_variables.clone(),
+        states,
+        cancel.is_canceled(),
+    );
+    for (index, selected) in stage_selected.iter().enumerate() {
+        if !selected {
+            engine.leave_out_of_result(index);
         }
     }
     let mut stage_clock: Vec<Option<Instant>> = vec![None; stage_count];
     let mut running: JoinSet<(usize, JobOutcome)> = JoinSet::new();
+    let mut ready: std::collections::VecDeque<Ready> = std::collections::VecDeque::new();
     let parallel = options.parallel.max(1);
     let mut workspace_counter = 0usize;
     let mut summaries = Vec::new();
+    let mut run_result = None;
+    let id_of = |index: usize| JobId {
+        stage: plan.stages[plan_jobs[index].0].name.clone(),
+        job: plan_jobs[index].1.name.clone(),
+    };
+    // A job that ends without running: shown as started and finished at once.
+    let end_now = |index: usize,
+                   result: TaskResult,
+                   summaries: &mut Vec<JobSummary>,
+                   issue: Option<(IssueKind, String)>| {
+        let id = id_of(index);
+        let display_name = job_display_name(&plan_jobs[index].1);
+        sink.event(Event::JobStarted {
+            job: id.clone(),
+            display_name: display_name.clone(),
+        });
+        if let Some((kind, message)) = issue {
+            sink.event(Event::Issue {
+                job: id.clone(),
+                step: None,
+                kind,
+                message,
+            });
+        }
+        sink.event(Event::JobFinished {
+            job: id.clone(),
+            result,
+            seconds: 0.0,
+        });
+        summaries.push(JobSummary {
+            id,
+            display_name,
+            result,
+            seconds: 0.0,
+            outputs: BTreeMap::new(),
+        });
+    };
+    let announce = |stage: usize, stage_clock: &mut Vec<Option<Instant>>| {
+        if stage_clock[stage].is_none() {
+            let node = &plan.stages[stage];
+            sink.event(Event::StageStarted {
+                stage: node.name.clone(),
+                display_name: node
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| node.name.clone()),
+            });
+            stage_clock[stage] = Some(Instant::now());
+        }
+    };
 
+    let mut decisions = engine.advance();
     loop {
-        // Settle stages: start the ones whose dependencies finished (or skip them), finish the ones whose
-        // jobs all finished. Repeat until nothing changes.
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for index in 0..stage_count {
-                let stage = &plan.stages[index];
-                if stage_results[index].is_some() {
-                    continue;
-                }
-                if !stage_started[index] {
-                    let deps: Option<Vec<(String, TaskResult)>> = stage
-                        .depends_on
-                        .iter()
-                        .map(|name| {
-                            let position = plan.stages.iter().position(|s| &s.name == name)?;
-                            stage_results[position].map(|r| (name.clone(), r))
-                        })
-                        .collect();
-                    let Some(deps) = deps else { continue };
-                    let scope =
-                        stage_scope(plan, &jobs, &stage_results, &deps, cancel.is_canceled());
-                    let variables = pipeline_variables(plan, Some(stage), options);
-                    let run_it = dependency_condition(
-                        stage.condition.as_deref(),
-                        variables
-                            .iter()
-                            .map(|v| (v.name.as_str(), v.value.as_str())),
-                        &scope,
-                    );
-                    let display = stage
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| stage.name.clone());
-                    sink.event(Event::StageStarted {
-                        stage: stage.name.clone(),
-                        display_name: display,
-                    });
-                    stage_clock[index] = Some(Instant::now());
-                    match run_it {
-                        Ok(true) => stage_started[index] = true,
-                        Ok(false) => {
-                            skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
-                            stage_results[index] = Some(TaskResult::Skipped);
-                            sink.event(Event::StageFinished {
-                                stage: stage.name.clone(),
-                                result: TaskResult::Skipped,
-                                seconds: 0.0,
-                            });
-                        }
-                        Err(message) => {
-                            sink.event(Event::Issue {
-                                job: JobId {
-                                    stage: stage.name.clone(),
-                                    job: String::new(),
-                                },
-                                step: None,
-                                kind: IssueKind::Error,
-                                message: format!(
-                                    "{}: invalid stage condition: {message}",
-                                    stage.source
-                                ),
-                            });
-                            skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
-                            stage_results[index] = Some(TaskResult::Failed);
-                            sink.event(Event::StageFinished {
-                                stage: stage.name.clone(),
-                                result: TaskResult::Failed,
-                                seconds: 0.0,
-                            });
-                        }
-                    }
-                    changed = true;
-                    continue;
-                }
-                let stage_jobs: Vec<&JobRecord> =
-                    jobs.iter().filter(|j| j.stage == index).collect();
-                if stage_jobs.iter().all(|j| j.outcome.is_some()) {
-                    let mut result = TaskResult::Skipped;
-                    for record in &stage_jobs {
-                        if let Some(outcome) = &record.outcome {
-                            result = result.merge(effective_result(&record.job, outcome.result));
-                        }
-                    }
-                    if stage_jobs.is_empty() {
-                        result = TaskResult::Succeeded;
-                    }
-                    stage_results[index] = Some(result);
-                    let seconds = stage_clock[index].map_or(0.0, |c| c.elapsed().as_secs_f64());
+        if cancel.is_canceled() && !engine.is_canceled() {
+            decisions.extend(engine.cancel());
+        }
+        for decision in std::mem::take(&mut decisions) {
+            match decision {
+                Decision::StageStarted { stage } => announce(stage, &mut stage_clock),
+                Decision::StageFinished { stage, result } => {
+                    announce(stage, &mut stage_clock);
+                    let seconds = stage_clock[stage].map_or(0.0, |c| c.elapsed().as_secs_f64());
                     sink.event(Event::StageFinished {
-                        stage: stage.name.clone(),
-                        result,
+                        stage: plan.stages[stage].name.clone(),
+                        result: from_engine(result),
                         seconds,
                     });
-                    changed = true;
                 }
-            }
-            // Jobs whose dependencies are done: evaluate the condition, skip or start.
-            for index in 0..jobs.len() {
-                if jobs[index].started
-                    || !stage_started[jobs[index].stage]
-                    || stage_results[jobs[index].stage].is_some()
-                {
-                    continue;
-                }
-                if running.len() >= parallel {
-                    break;
-                }
-                let stage_index = jobs[index].stage;
-                let depends_on = jobs[index].job.depends_on.clone();
-                let mut dependency_results = Vec::new();
-                let mut ready = true;
-                for name in &depends_on {
-                    let instances: Vec<&JobRecord> = jobs
-                        .iter()
-                        .filter(|j| j.stage == stage_index && &j.job.base_name == name)
-                        .collect();
-                    if instances.iter().any(|j| j.outcome.is_none()) {
-                        ready = false;
-                        break;
-                    }
-                    let mut result = TaskResult::Skipped;
-                    for instance in &instances {
-                        if let Some(outcome) = &instance.outcome {
-                            result = result.merge(effective_result(&instance.job, outcome.result));
-                        }
-                    }
-                    dependency_results.push((name.clone(), result));
-                }
-                if !ready {
-                    continue;
-                }
-                // `strategy.maxParallel`: at most that many legs of one matrix run at once.
-                let max_parallel = jobs[index].job.strategy.max_parallel as usize;
-                if max_parallel > 0 {
-                    let base = &jobs[index].job.base_name;
-                    let running_legs = jobs
-                        .iter()
-                        .filter(|j| {
-                            j.stage == stage_index
-                                && &j.job.base_name == base
-                                && j.started
-                                && j.outcome.is_none()
-                        })
-                        .count();
-                    if running_legs >= max_parallel {
-                        continue;
-                    }
-                }
-                jobs[index].started = true;
-                changed = true;
-                let stage = &plan.stages[stage_index];
-                let scope = job_scope(
-                    plan,
-                    &jobs,
-                    stage_index,
-                    &dependency_results,
-                    cancel.is_canceled(),
-                );
-                let mut job = jobs[index].job.clone();
-                let id = JobId {
-                    stage: stage.name.clone(),
-                    job: job.name.clone(),
-                };
-                let display_name = job_display_name(&job);
-                let mut variables = pipeline_variables(plan, Some(stage), options);
-                append_job_variables(&mut variables, &job, options);
-                let condition = dependency_condition(
-                    job.condition.as_deref(),
-                    variables
-                        .iter()
-                        .map(|v| (v.name.as_str(), v.value.as_str())),
-                    &scope,
-                );
-                let skip_result = match condition {
-                    Ok(true) => None,
-                    Ok(false) => Some(TaskResult::Skipped),
-                    Err(message) => {
-                        sink.event(Event::Issue {
-                            job: id.clone(),
-                            step: None,
-                            kind: IssueKind::Error,
-                            message: format!("{}: invalid job condition: {message}", job.source),
-                        });
-                        Some(TaskResult::Failed)
-                    }
-                };
-                if let Some(result) = skip_result {
-                    sink.event(Event::JobStarted {
-                        job: id.clone(),
-                        display_name: display_name.clone(),
-                    });
-                    sink.event(Event::JobFinished {
-                        job: id.clone(),
-                        result,
-                        seconds: 0.0,
-                    });
-                    summaries.push(JobSummary {
-                        id,
-                        display_name,
-                        result,
-                        seconds: 0.0,
-                        outputs: BTreeMap::new(),
-                    });
-                    jobs[index].outcome = Some(JobOutcome {
-                        result,
-                        outputs: BTreeMap::new(),
-                        seconds: 0.0,
-                    });
-                    continue;
-                }
-                // Runtime expressions in variable values, evaluated now that dependencies are known.
-                let mut resolved = Vec::with_capacity(variables.len());
-                let snapshot: Vec<(String, String)> = variables
-                    .iter()
-                    .map(|v| (v.name.clone(), v.value.clone()))
-                    .collect();
-                let mut failed = false;
-                for mut variable in variables {
-                    if let Some(value) = runtime_value(
-                        &variable.value,
-                        snapshot.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                        &scope,
-                    ) {
-                        match value {
-                            Ok(value) => variable.value = value,
-                            Err(message) => {
-                                sink.event(Event::Issue {
-                                    job: id.clone(),
-                                    step: None,
-                                    kind: IssueKind::Error,
-                                    message: format!("variable `{}`: {message}", variable.name),
-                                });
-                                failed = true;
-                            }
-                        }
-                    }
-                    resolved.push(variable);
-                }
-                // Job keys given as `$[ ]` (continueOnError, timeoutInMinutes, ...): evaluated
-                // now, with the same variables and dependencies as the condition.
-                for (key, expression) in job.runtime_fields.clone() {
-                    let value = runtime_value(
-                        &expression,
-                        snapshot.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                        &scope,
-                    )
-                    .unwrap_or(Ok(expression));
-                    if let Err(message) =
-                        value.and_then(|value| job.apply_runtime_field(&key, &value))
-                    {
-                        sink.event(Event::Issue {
-                            job: id.clone(),
-                            step: None,
-                            kind: IssueKind::Error,
-                            message: format!("{}: job `{key}`: {message}", job.source),
-                        });
-                        failed = true;
-                    }
-                }
-                jobs[index].job = job.clone();
-                if failed {
-                    sink.event(Event::JobStarted {
-                        job: id.clone(),
-                        display_name: display_name.clone(),
-                    });
-                    sink.event(Event::JobFinished {
-                        job: id.clone(),
-                        result: TaskResult::Failed,
-                        seconds: 0.0,
-                    });
-                    summaries.push(JobSummary {
-                        id,
-                        display_name,
-                        result: TaskResult::Failed,
-                        seconds: 0.0,
-                        outputs: BTreeMap::new(),
-                    });
-                    jobs[index].outcome = Some(JobOutcome {
-                        result: TaskResult::Failed,
-                        outputs: BTreeMap::new(),
-                        seconds: 0.0,
-                    });
-                    continue;
-                }
-                let mut resolved = expand_variable_macros(resolved);
-                if let Some(message) = os_mismatch(&job, &resolved, options) {
-                    sink.event(Event::JobStarted {
-                        job: id.clone(),
-                        display_name: display_name.clone(),
-                    });
-                    sink.event(Event::Issue {
-                        job: id.clone(),
-                        step: None,
-                        kind: IssueKind::Warning,
-                        message,
-                    });
-                    sink.event(Event::JobFinished {
-                        job: id.clone(),
-                        result: TaskResult::Skipped,
-                        seconds: 0.0,
-                    });
-                    summaries.push(JobSummary {
-                        id,
-                        display_name,
-                        result: TaskResult::Skipped,
-                        seconds: 0.0,
-                        outputs: BTreeMap::new(),
-                    });
-                    jobs[index].outcome = Some(JobOutcome {
-                        result: TaskResult::Skipped,
-                        outputs: BTreeMap::new(),
-                        seconds: 0.0,
-                    });
-                    continue;
-                }
-                if let Some(environment) = &job.environment {
-                    // Deployment jobs target this machine as the environment's one resource.
-                    let resource = environment
-                        .resource_name
-                        .clone()
-                        .unwrap_or_else(|| machine.clone());
-                    for (name, value) in [
-                        ("Environment.Id", "1".to_string()),
-                        ("Environment.ResourceName", resource),
+                Decision::Start {
+                    job,
+                    values,
+                    fields,
+                } => ready.push_back(Ready {
+                    index: job,
+                    values,
+                    fields,
+                }),
+                Decision::Finish {
+                    job,
+                    result,
+                    message,
+                } => {
+                    announce(plan_jobs[job].0, &mut stage_clock);
+                    let issue = message.map(|message| {
                         (
-                            "Environment.ResourceId",
-                            environment
-                                .resource_id
-                                .clone()
-                                .unwrap_or_else(|| "1".into()),
-                        ),
-                        (
-                            "Environment.ResourceType",
-                            environment
-                                .resource_type
-                                .clone()
-                                .unwrap_or_else(|| "VirtualMachine".into()),
-                        ),
-                    ] {
-                        resolved.push(InitialVariable {
-                            name: name.into(),
-                            value,
-                            secret: false,
-                            readonly: true,
-                        });
-                    }
-                }
-                workspace_counter += 1;
-                let spec = JobSpec {
-                    stage: stage.name.clone(),
-                    stage_display_name: stage
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| stage.name.clone()),
-                    name: job.name.clone(),
-                    display_name,
-                    phases: job_phases_with_self_folder(&job, run.minute, &machine, &self_name),
-                    variables: resolved,
-                    timeout: if job.timeout_in_minutes == 0 {
-                        None
-                    } else {
-                        Some(run.minute * job.timeout_in_minutes)
-                    },
-                    cancel_timeout: run.minute * job.cancel_timeout_in_minutes,
-                    workspace_clean: job.workspace_clean.clone(),
-                    position_in_phase: job.strategy.position_in_phase.max(1),
-                    total_jobs_in_phase: job.strategy.total_jobs_in_phase.max(1),
-                    environment: job.environment.as_ref().map(|e| e.name.clone()),
-                    strategy: job.deployment.as_ref().map(|d| d.name.clone()),
-                };
-                if job.container.is_some() {
-                    sink.event(Event::Issue {
-                        job: id.clone(),
-                        step: None,
-                        kind: IssueKind::Warning,
-                        message: format!("{}: container jobs run on this machine's host in local runs; the container is ignored", job.source),
+                            IssueKind::Error,
+                            format!("{}: {message}", plan_jobs[job].1.source),
+                        )
                     });
+                    end_now(job, from_engine(result), &mut summaries, issue);
                 }
-                let workspace = options.work_dir.join(workspace_counter.to_string());
-                let run = Arc::clone(&run);
-                let registry = Arc::clone(&registry);
-                let sink = Arc::clone(&sink);
-                let cancel = cancel.clone();
-                running.spawn(async move {
-                    let outcome =
-                        run_job(&run, &registry, &spec, &workspace, sink.as_ref(), &cancel).await;
-                    (index, outcome)
-                });
+                // The cancel signal reaches the running jobs itself.
+                Decision::CancelRunning { .. } => {}
+                Decision::RunFinished { result } => run_result = Some(result),
             }
         }
-        if stage_results.iter().all(Option::is_some) {
+        // Start what the engine made ready, up to the limit.
+        while running.len() < parallel
+            && let Some(next) = ready.pop_front()
+        {
+            let index = next.index;
+            if engine.job_state(index) != Some(&JobState::Queued) {
+                continue;
+            }
+            let stage = &plan.stages[plan_jobs[index].0];
+            let mut job = plan_jobs[index].1.clone();
+            let id = id_of(index);
+            let display_name = job_display_name(&job);
+            let mut resolved = job_variables[index].clone();
+            for (position, value) in next.values {
+                if let Some(variable) = resolved.get_mut(position) {
+                    variable.value = value;
+                }
+            }
+            for (key, value) in &next.fields {
+                // Checked by the engine; the job takes the value.
+                let text = match value {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                let _ = job.apply_runtime_field(key, &text);
+            }
+            let mut resolved = expand_variable_macros(resolved);
+            if let Some(message) = os_mismatch(&job, &resolved, options) {
+                end_now(
+                    index,
+                    TaskResult::Skipped,
+                    &mut summaries,
+                    Some((IssueKind::Warning, message)),
+                );
+                engine.job_finished(index, EngineResult::Skipped, BTreeMap::new());
+                decisions.extend(engine.advance());
+                continue;
+            }
+            if let Some(environment) = &job.environment {
+                // Deployment jobs target this machine as the environment's one resource.
+                let resource = environment
+                    .resource_name
+                    .clone()
+                    .unwrap_or_else(|| machine.clone());
+                for (name, value) in [
+                    ("Environment.Id", "1".to_string()),
+                    ("Environment.ResourceName", resource),
+                    (
+                        "Environment.ResourceId",
+                        environment
+                            .resource_id
+                            .clone()
+                            .unwrap_or_else(|| "1".into()),
+                    ),
+                    (
+                        "Environment.ResourceType",
+                        environment
+                            .resource_type
+                            .clone()
+                            .unwrap_or_else(|| "VirtualMachine".into()),
+                    ),
+                ] {
+                    resolved.push(InitialVariable {
+                        name: name.into(),
+                        value,
+                        secret: false,
+                        readonly: true,
+                    });
+                }
+            }
+            workspace_counter += 1;
+            let spec = JobSpec {
+                stage: stage.name.clone(),
+                stage_display_name: stage
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| stage.name.clone()),
+                name: job.name.clone(),
+                display_name,
+                phases: job_phases_with_self_folder(&job, run.minute, &machine, &self_name),
+                variables: resolved,
+                timeout: if job.timeout_in_minutes == 0 {
+                    None
+                } else {
+                    Some(run.minute * job.timeout_in_minutes)
+                },
+                cancel_timeout: run.minute * job.cancel_timeout_in_minutes,
+                workspace_clean: job.workspace_clean.clone(),
+                position_in_phase: job.strategy.position_in_phase.max(1),
+                total_jobs_in_phase: job.strategy.total_jobs_in_phase.max(1),
+                environment: job.environment.as_ref().map(|e| e.name.clone()),
+                strategy: job.deployment.as_ref().map(|d| d.name.clone()),
+            };
+            if job.container.is_some() {
+                sink.event(Event::Issue {
+                    job: id.clone(),
+                    step: None,
+                    kind: IssueKind::Warning,
+                    message: format!("{}: container jobs run on this machine's host in local runs; the container is ignored", job.source),
+                });
+            }
+            let workspace = options.work_dir.join(workspace_counter.to_string());
+            let run = Arc::clone(&run);
+            let registry = Arc::clone(&registry);
+            let sink = Arc::clone(&sink);
+            let cancel = cancel.clone();
+            engine.job_started(index);
+            running.spawn(async move {
+                let outcome =
+                    run_job(&run, &registry, &spec, &workspace, sink.as_ref(), &cancel).await;
+                (index, outcome)
+            });
+        }
+        if !decisions.is_empty() {
+            continue;
+        }
+        if run_result.is_some() {
             break;
         }
         match running.join_next().await {
             Some(Ok((index, outcome))) => {
-                let record = &mut jobs[index];
-                let stage = &plan.stages[record.stage];
                 summaries.push(JobSummary {
-                    id: JobId {
-                        stage: stage.name.clone(),
-                        job: record.job.name.clone(),
-                    },
-                    display_name: job_display_name(&record.job),
+                    id: id_of(index),
+                    display_name: job_display_name(&plan_jobs[index].1),
                     result: outcome.result,
                     seconds: outcome.seconds,
                     outputs: outcome.outputs.clone(),
                 });
-                record.outcome = Some(outcome);
+                engine.job_finished(index, to_engine(outcome.result), outcome.outputs);
+                decisions = engine.advance();
             }
             Some(Err(err)) => {
                 // A job task panicked: nothing a pipeline can cause should get here; fail loudly but
@@ -957,46 +813,22 @@ pub async fn run_plan(
                     kind: IssueKind::Error,
                     message: format!("internal error: a job stopped unexpectedly: {err}"),
                 });
-                for record in jobs.iter_mut().filter(|j| j.started && j.outcome.is_none()) {
-                    record.outcome = Some(JobOutcome {
-                        result: TaskResult::Failed,
-                        outputs: BTreeMap::new(),
-                        seconds: 0.0,
-                    });
-                }
-            }
-            None => {
-                // Nothing running and nothing startable: the remaining stages wait on something that
-                // cannot finish (a dependency cycle the compiler missed). Fail them rather than hang.
-                for (index, stage_result) in stage_results.iter_mut().enumerate() {
-                    if stage_result.is_none() {
-                        skip_stage_jobs(&mut jobs, plan, index, &sink, &mut summaries);
-                        *stage_result = Some(TaskResult::Failed);
-                        sink.event(Event::StageFinished {
-                            stage: plan.stages[index].name.clone(),
-                            result: TaskResult::Failed,
-                            seconds: 0.0,
-                        });
+                running.abort_all();
+                for index in 0..plan_jobs.len() {
+                    if engine.job_state(index) == Some(&JobState::Running) {
+                        engine.job_finished(index, EngineResult::Failed, BTreeMap::new());
                     }
                 }
-                break;
+                while running.join_next().await.is_some() {}
+                decisions = engine.advance();
             }
+            // Nothing running and nothing startable: the remaining stages wait on something that
+            // cannot finish (a dependency cycle the compiler missed). Fail them rather than hang.
+            None => decisions = engine.abandon(),
         }
     }
-    let mut result = TaskResult::Skipped;
-    for (stage_result, _) in stage_results
-        .iter()
-        .zip(&stage_selected)
-        .filter(|(_, selected)| **selected)
-    {
-        if let Some(stage_result) = stage_result {
-            result = result.merge(*stage_result);
-        }
-    }
-    if result == TaskResult::Skipped {
-        result = TaskResult::Succeeded;
-    }
-    if cancel.is_canceled() {
+    let mut result = from_engine(run_result.unwrap_or(EngineResult::Failed));
+    if cancel.is_canceled() && result != TaskResult::Failed {
         result = TaskResult::Canceled;
     }
     // The summary lists jobs in plan order, whatever order they finished in.
@@ -1018,10 +850,15 @@ pub async fn run_plan(
         stages: plan
             .stages
             .iter()
-            .zip(&stage_results)
-            .zip(&stage_selected)
-            .filter(|(_, selected)| **selected)
-            .map(|((s, r), _)| (s.name.clone(), r.unwrap_or(TaskResult::Skipped)))
+            .enumerate()
+            .filter(|(index, _)| stage_selected[*index])
+            .map(|(index, s)| {
+                let result = match engine.stage_state(index) {
+                    Some(StageState::Done(result)) => from_engine(result),
+                    _ => TaskResult::Skipped,
+                };
+                (s.name.clone(), result)
+            })
             .collect(),
         jobs: summaries,
         seconds: started.elapsed().as_secs_f64(),
@@ -1078,188 +915,6 @@ fn os_mismatch(
          (`lockgate run --os-mismatch run` runs it here anyway)",
         job.source
     ))
-}
-
-/// A job with `continueOnError: true` counts as succeeded-with-issues for what depends on it.
-fn effective_result(job: &plan::Job, result: TaskResult) -> TaskResult {
-    if job.continue_on_error && result == TaskResult::Failed {
-        TaskResult::SucceededWithIssues
-    } else {
-        result
-    }
-}
-
-fn skip_stage_jobs(
-    jobs: &mut [JobRecord],
-    plan: &Plan,
-    stage: usize,
-    sink: &Arc<dyn EventSink>,
-    summaries: &mut Vec<JobSummary>,
-) {
-    let stage_name = plan.stages[stage].name.clone();
-    for record in jobs
-        .iter_mut()
-        .filter(|j| j.stage == stage && j.outcome.is_none() && !j.started)
-    {
-        record.started = true;
-        record.outcome = Some(JobOutcome {
-            result: TaskResult::Skipped,
-            outputs: BTreeMap::new(),
-            seconds: 0.0,
-        });
-        let id = JobId {
-            stage: stage_name.clone(),
-            job: record.job.name.clone(),
-        };
-        let display_name = job_display_name(&record.job);
-        sink.event(Event::JobStarted {
-            job: id.clone(),
-            display_name: display_name.clone(),
-        });
-        sink.event(Event::JobFinished {
-            job: id.clone(),
-            result: TaskResult::Skipped,
-            seconds: 0.0,
-        });
-        summaries.push(JobSummary {
-            id,
-            display_name,
-            result: TaskResult::Skipped,
-            seconds: 0.0,
-            outputs: BTreeMap::new(),
-        });
-    }
-}
-
-/// Outputs of all instances of a base job name: matrix legs publish `leg.step.var`, a plain job `step.var`.
-fn base_job_state(records: &[&JobRecord]) -> DependencyState {
-    let mut result = TaskResult::Skipped;
-    let mut outputs = BTreeMap::new();
-    for record in records {
-        let Some(outcome) = &record.outcome else {
-            continue;
-        };
-        result = result.merge(effective_result(&record.job, outcome.result));
-        for (key, value) in &outcome.outputs {
-            match &record.job.strategy.leg {
-                Some(leg) => {
-                    outputs.insert(format!("{leg}.{key}"), value.clone());
-                }
-                None => {
-                    outputs.insert(key.clone(), value.clone());
-                }
-            }
-        }
-    }
-    DependencyState { result, outputs }
-}
-
-fn stage_jobs_state(jobs: &[JobRecord], stage: usize) -> BTreeMap<String, DependencyState> {
-    let mut by_base: BTreeMap<String, Vec<&JobRecord>> = BTreeMap::new();
-    for record in jobs.iter().filter(|j| j.stage == stage) {
-        by_base
-            .entry(record.job.base_name.clone())
-            .or_default()
-            .push(record);
-    }
-    by_base
-        .into_iter()
-        .map(|(name, records)| (name, base_job_state(&records)))
-        .collect()
-}
-
-/// `stageDependencies.<stage>.<job>` for the finished stages among `direct`, the stages the current
-/// stage depends on directly. Microsoft's page "Expressions", section "Dependencies" (stage to stage
-/// and job to job across stages): only the stages named in `dependsOn` (or the implicit previous
-/// stage) are visible; a stage two steps back is not.
-fn finished_stage_dependencies(
-    plan: &Plan,
-    jobs: &[JobRecord],
-    stage_results: &[Option<TaskResult>],
-    direct: &[String],
-) -> BTreeMap<String, BTreeMap<String, DependencyState>> {
-    plan.stages
-        .iter()
-        .enumerate()
-        .filter(|(index, stage)| {
-            stage_results[*index].is_some() && direct.iter().any(|name| name == &stage.name)
-        })
-        .map(|(index, stage)| (stage.name.clone(), stage_jobs_state(jobs, index)))
-        .collect()
-}
-
-/// The scope of a stage condition: `dependencies.<stage>.result` and `.outputs['job.step.var']`.
-fn stage_scope(
-    plan: &Plan,
-    jobs: &[JobRecord],
-    stage_results: &[Option<TaskResult>],
-    deps: &[(String, TaskResult)],
-    canceled: bool,
-) -> DependencyScope {
-    let mut scope = DependencyScope {
-        status_of: deps.to_vec(),
-        canceled,
-        ..DependencyScope::default()
-    };
-    for (name, result) in deps {
-        let Some(index) = plan.stages.iter().position(|s| &s.name == name) else {
-            continue;
-        };
-        let mut outputs = BTreeMap::new();
-        for (job, state) in stage_jobs_state(jobs, index) {
-            for (key, value) in state.outputs {
-                outputs.insert(format!("{job}.{key}"), value);
-            }
-        }
-        scope.dependencies.insert(
-            name.clone(),
-            DependencyState {
-                result: *result,
-                outputs,
-            },
-        );
-    }
-    let direct: Vec<String> = deps.iter().map(|(name, _)| name.clone()).collect();
-    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, stage_results, &direct);
-    scope
-}
-
-/// The scope of a job condition or runtime variable: `dependencies.<job>` within the stage and
-/// `stageDependencies.<stage>.<job>` for the finished stages the job's stage depends on directly.
-fn job_scope(
-    plan: &Plan,
-    jobs: &[JobRecord],
-    stage: usize,
-    deps: &[(String, TaskResult)],
-    canceled: bool,
-) -> DependencyScope {
-    let mut scope = DependencyScope {
-        status_of: deps.to_vec(),
-        canceled,
-        ..DependencyScope::default()
-    };
-    let states = stage_jobs_state(jobs, stage);
-    for (name, _) in deps {
-        if let Some(state) = states.get(name) {
-            scope.dependencies.insert(name.clone(), state.clone());
-        }
-    }
-    let stage_results: Vec<Option<TaskResult>> = (0..plan.stages.len())
-        .map(|index| {
-            let stage_jobs: Vec<&JobRecord> = jobs.iter().filter(|j| j.stage == index).collect();
-            (index != stage
-                && !stage_jobs.is_empty()
-                && stage_jobs.iter().all(|j| j.outcome.is_some()))
-            .then_some(TaskResult::Succeeded)
-        })
-        .collect();
-    let direct = plan
-        .stages
-        .get(stage)
-        .map(|s| s.depends_on.clone())
-        .unwrap_or_default();
-    scope.stage_dependencies = finished_stage_dependencies(plan, jobs, &stage_results, &direct);
-    scope
 }
 
 fn push_variables(
