@@ -453,6 +453,16 @@ impl Lowerer<'_, '_> {
         if text.trim().is_empty() {
             return None;
         }
+        // A condition is a runtime expression already; the `$[ ]` form some pipelines write
+        // (`condition: $[ eq(variables.go, 'yes') ]`) means the same and is unwrapped (issue 9.9).
+        let text = match text
+            .trim()
+            .strip_prefix("$[")
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            Some(inner) if !inner.trim().is_empty() => inner.trim().to_string(),
+            _ => text,
+        };
         if let Err(message) = expression::check_condition(&text)
             && let Some(node) = node
         {
