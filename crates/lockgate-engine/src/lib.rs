@@ -30,6 +30,10 @@ pub struct StageNode {
     /// What its condition reads as `variables`, lowest precedence first (the run's predefined
     /// variables are added above them).
     pub variables: Vec<(String, String)>,
+    /// The stage waits for checks (approvals and the like on the environments it deploys to) after
+    /// its condition held and before its jobs start; the caller says how they stand
+    /// ([`Engine::set_gate`]).
+    pub gated: bool,
 }
 
 /// One job instance (a matrix leg or parallel slice is one instance of its base job).
@@ -99,6 +103,7 @@ impl Graph {
                 depends_on: stage.depends_on.clone(),
                 condition: stage.condition.clone(),
                 variables: variables(stage, None),
+                gated: false,
             });
             for job in &stage.jobs {
                 let own = variables(stage, Some(job));
@@ -134,12 +139,26 @@ pub enum JobState {
     },
 }
 
+/// How a gated stage's checks stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Gate {
+    /// Not decided yet: the stage waits.
+    #[default]
+    Pending,
+    /// Every check passed: the stage starts.
+    Open,
+    /// A check was rejected, timed out or failed: the stage fails without running its jobs.
+    Rejected,
+}
+
 /// Where a stage is.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum StageState {
     /// Its dependencies are not done yet, so its condition was not evaluated.
     #[default]
     Waiting,
+    /// Its condition held; it waits for its checks.
+    Gated,
     /// Its condition held; its jobs run.
     Running,
     Done(TaskResult),
@@ -150,6 +169,12 @@ pub enum StageState {
 pub enum Decision {
     /// The stage's condition held: its jobs are evaluated from now on.
     StageStarted {
+        stage: usize,
+    },
+    /// The stage's condition held and it waits for its checks: the caller evaluates them (asks for
+    /// approvals, ...) and reports with [`Engine::set_gate`]. Repeated while they are pending in a
+    /// restored engine; acting on it must be idempotent.
+    AwaitChecks {
         stage: usize,
     },
     StageFinished {
@@ -238,6 +263,7 @@ pub struct Engine {
     predefined: Vec<(String, String)>,
     jobs: Vec<JobState>,
     stages: Vec<StageState>,
+    gates: Vec<Gate>,
     canceled: bool,
     /// Stages whose jobs count towards the run's result (all but those a partial run left out).
     counted: Vec<bool>,
@@ -251,11 +277,13 @@ impl Engine {
         let jobs = vec![JobState::Waiting; graph.jobs.len()];
         let stages = vec![StageState::Waiting; graph.stages.len()];
         let counted = vec![true; graph.stages.len()];
+        let gates = vec![Gate::Pending; graph.stages.len()];
         Engine {
             graph,
             predefined,
             jobs,
             stages,
+            gates,
             canceled: false,
             counted,
             abandoned: false,
@@ -316,6 +344,14 @@ impl Engine {
         self.finished
     }
 
+    /// How the checks of a gated stage stand (see [`StageNode::gated`]); takes effect at the next
+    /// [`Engine::advance`].
+    pub fn set_gate(&mut self, stage: usize, gate: Gate) {
+        if let Some(slot) = self.gates.get_mut(stage) {
+            *slot = gate;
+        }
+    }
+
     /// Leaves a stage's jobs out of the run's result (a partial run that did not select them).
     pub fn leave_out_of_result(&mut self, stage: usize) {
         if let Some(counted) = self.counted.get_mut(stage) {
@@ -368,7 +404,7 @@ impl Engine {
             // dependencies. Skipped as a whole when false; when true it will start, so its jobs
             // are decided as in a started stage (a restored run reads it as started, which it
             // would be).
-            if self.stages[stage] == StageState::Waiting {
+            if matches!(self.stages[stage], StageState::Waiting | StageState::Gated) {
                 let node = &self.graph.stages[stage];
                 if reads_dependencies(node.condition.as_deref()) {
                     continue;
@@ -384,7 +420,7 @@ impl Engine {
                 }
             }
             match self.stages[stage] {
-                StageState::Waiting | StageState::Running => {
+                StageState::Waiting | StageState::Gated | StageState::Running => {
                     for job in self.stage_jobs(stage).collect::<Vec<_>>() {
                         let node = &self.graph.jobs[job];
                         if self.jobs[job] != JobState::Waiting
@@ -418,6 +454,12 @@ impl Engine {
                     StageState::Waiting => {
                         if self.stage_ready(stage) {
                             self.start_stage(stage, &mut out);
+                            changed = true;
+                        }
+                    }
+                    StageState::Gated => {
+                        if self.gates[stage] != Gate::Pending {
+                            self.pass_gate(stage, &mut out);
                             changed = true;
                         }
                     }
@@ -756,6 +798,14 @@ impl Engine {
         let node = &self.graph.stages[stage];
         let context = self.stage_context(stage);
         match evaluate(node.condition.as_deref(), &context) {
+            Ok(true) if node.gated => {
+                self.stages[stage] = StageState::Gated;
+                if self.gates[stage] == Gate::Pending {
+                    out.push(Decision::AwaitChecks { stage });
+                } else {
+                    self.pass_gate(stage, out);
+                }
+            }
             Ok(true) => {
                 self.stages[stage] = StageState::Running;
                 out.push(Decision::StageStarted { stage });
@@ -778,6 +828,25 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// A gated stage whose checks are decided: it starts, or fails without running its jobs.
+    fn pass_gate(&mut self, stage: usize, out: &mut Vec<Decision>) {
+        if self.gates[stage] == Gate::Open {
+            self.stages[stage] = StageState::Running;
+            out.push(Decision::StageStarted { stage });
+            return;
+        }
+        for job in self.stage_jobs(stage).collect::<Vec<_>>() {
+            if !matches!(self.jobs[job], JobState::Done { .. }) {
+                self.finish(job, TaskResult::Skipped, None, out);
+            }
+        }
+        self.stages[stage] = StageState::Done(TaskResult::Failed);
+        out.push(Decision::StageFinished {
+            stage,
+            result: TaskResult::Failed,
+        });
     }
 
     /// Evaluates the condition and `$[ ]` values of a job whose dependencies are done.

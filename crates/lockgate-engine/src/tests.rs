@@ -47,6 +47,9 @@ fn line(engine: &Engine, decision: &Decision) -> String {
     let job = |index: usize| graph.jobs[index].name.clone();
     match decision {
         Decision::StageStarted { stage } => format!("stage {} started", graph.stages[*stage].name),
+        Decision::AwaitChecks { stage } => {
+            format!("stage {} waits for checks", graph.stages[*stage].name)
+        }
         Decision::StageFinished { stage, result } => {
             format!(
                 "stage {}: {}",
@@ -477,5 +480,92 @@ fn a_partial_run_leaves_unselected_stages_out_of_the_result() {
         Some(&Decision::RunFinished {
             result: TaskResult::Succeeded
         })
+    );
+}
+
+#[test]
+fn a_gated_stage_waits_for_its_checks_and_fails_when_rejected() {
+    let yaml = "stages:\n- stage: Build\n  jobs:\n  - job: A\n    steps: [script: x]\n\
+                - stage: Test\n  jobs:\n  - job: B\n    steps: [script: x]\n\
+                - stage: Prod\n  dependsOn: Test\n  jobs:\n  - job: C\n    steps: [script: x]\n";
+    let gated = || {
+        let mut graph = graph(yaml);
+        graph.stages[1].gated = true;
+        graph.stages[2].gated = true;
+        graph
+    };
+    let done = |result| JobState::Done {
+        result,
+        outputs: BTreeMap::new(),
+    };
+    let mut engine = Engine::new(gated(), Vec::new());
+    let mut trace: Vec<String> = engine.advance().iter().map(|d| line(&engine, d)).collect();
+    engine.job_started(0);
+    engine.job_finished(0, TaskResult::Succeeded, BTreeMap::new());
+    trace.extend(engine.advance().iter().map(|d| line(&engine, d)));
+    // Nothing moves while the checks are pending.
+    assert!(engine.advance().is_empty());
+    engine.set_gate(1, Gate::Open);
+    trace.extend(engine.advance().iter().map(|d| line(&engine, d)));
+    engine.job_started(1);
+    engine.job_finished(1, TaskResult::Succeeded, BTreeMap::new());
+    trace.extend(engine.advance().iter().map(|d| line(&engine, d)));
+    engine.set_gate(2, Gate::Rejected);
+    trace.extend(engine.advance().iter().map(|d| line(&engine, d)));
+    assert_trace(
+        trace,
+        "stage Build started
+         start A
+         stage Build: Succeeded
+         stage Test waits for checks
+         stage Test started
+         start B
+         stage Test: Succeeded
+         stage Prod waits for checks
+         end C: Skipped
+         stage Prod: Failed
+         run: Failed",
+    );
+    // Restored while waiting: the stage asks again, and starts once the checks passed.
+    let mut engine = Engine::restore(
+        gated(),
+        Vec::new(),
+        vec![
+            done(TaskResult::Succeeded),
+            JobState::Waiting,
+            JobState::Waiting,
+        ],
+        false,
+    );
+    assert_eq!(engine.advance(), vec![Decision::AwaitChecks { stage: 1 }]);
+    let mut engine = Engine::restore(
+        gated(),
+        Vec::new(),
+        vec![
+            done(TaskResult::Succeeded),
+            JobState::Waiting,
+            JobState::Waiting,
+        ],
+        false,
+    );
+    engine.set_gate(1, Gate::Open);
+    let trace: Vec<String> = engine.advance().iter().map(|d| line(&engine, d)).collect();
+    assert_eq!(trace, ["stage Test started", "start B"]);
+    // A cancel while a stage waits for its checks skips it under its default condition.
+    let mut engine = Engine::new(gated(), Vec::new());
+    engine.advance();
+    engine.job_started(0);
+    engine.job_finished(0, TaskResult::Succeeded, BTreeMap::new());
+    engine.advance();
+    let trace: Vec<String> = engine.cancel().iter().map(|d| line(&engine, d)).collect();
+    assert_eq!(
+        trace,
+        [
+            "end B: Skipped",
+            "stage Test: Skipped",
+            "end C: Skipped",
+            "stage Prod: Skipped",
+            "run: Canceled"
+        ]
     );
 }

@@ -667,6 +667,8 @@ pub async fn run_plan(
                 }
                 // The cancel signal reaches the running jobs itself.
                 Decision::CancelRunning { .. } => {}
+                // Local runs know no server-owned checks: no stage is gated here.
+                Decision::AwaitChecks { .. } => {}
                 Decision::RunFinished { result } => run_result = Some(result),
             }
         }

@@ -118,6 +118,7 @@ impl RunGraph {
                         depends_on: Vec::new(),
                         condition: spec.conditions.stage.clone(),
                         variables,
+                        gated: false,
                     });
                     graph.stages.len() - 1
                 }

@@ -658,6 +658,7 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
             // The server keeps no stage rows; a stage is its jobs.
             Decision::StageStarted { .. }
             | Decision::StageFinished { .. }
+            | Decision::AwaitChecks { .. }
             | Decision::CancelRunning { .. } => {}
         }
     }
