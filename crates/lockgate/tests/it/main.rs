@@ -3,6 +3,7 @@
 
 mod cli;
 mod compile;
+mod differential;
 mod limits;
 mod node_tasks;
 mod run;
