@@ -1,5 +1,6 @@
-//! `cargo xtask ...`: conformance runs, the pipeline corpus, benchmarks, chaos and the test suite. Argument parsing is
-//! deliberately plain (no clap) so that the tool stays cheap to build.
+//! `cargo xtask ...`: conformance runs, the pipeline corpus, the differential test on other pipelines,
+//! benchmarks, chaos and the test suite. Argument parsing is deliberately plain (no clap) so that the
+//! tool stays cheap to build.
 //!
 //! Benchmarks must not run in the debug build that `cargo xtask` uses, so `cargo xtask bench NAME`
 //! re-runs this tool with `--release` and the hidden `bench-release` command.
@@ -8,6 +9,7 @@ mod bench;
 mod chaos;
 mod conformance;
 mod corpus;
+mod differential;
 mod real_pipelines;
 mod test;
 
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   cargo xtask conformance expressions <FILE.jsonl> [--min-pass PERCENT]
   cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
+  cargo xtask differential <DIR>
   cargo xtask real-pipelines <DIR>... [--timeout SECS] [--lockgate PATH]
   cargo xtask bench <expr|pipeline|runner|sandbox|solution|server|all>
   cargo xtask chaos server --runs N [--seed S]
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("conformance") => conformance::main(&args[1..]),
         Some("corpus") => corpus::main(&args[1..]),
+        Some("differential") => differential::main(&args[1..]),
         Some("real-pipelines") => real_pipelines::main(&args[1..]),
         Some("bench") => bench::spawn_release(&args[1..]),
         Some("bench-release") => bench::main(&args[1..]),
