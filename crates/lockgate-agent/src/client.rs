@@ -335,12 +335,13 @@ impl ServerClient {
             .map(drop)
     }
 
-    /// Reports the job's result and output variables; the lease ends.
+    /// Reports the job's result and output variables (and which of them are secret); the lease ends.
     pub fn finish(
         &self,
         lease: &JobLease,
         result: &str,
         outputs: &std::collections::BTreeMap<String, String>,
+        secret_outputs: &std::collections::BTreeSet<String>,
     ) -> Result<(), ClientError> {
         self.job_post(
             lease,
@@ -348,6 +349,7 @@ impl ServerClient {
             &FinishJob {
                 result: result.to_string(),
                 outputs: outputs.clone(),
+                secret_outputs: secret_outputs.clone(),
             },
         )
         .map(drop)

@@ -58,6 +58,8 @@ pub struct ExecutionOutcome {
     pub artifacts: Vec<(String, PathBuf)>,
     /// Output variables by `step.var`.
     pub outputs: BTreeMap<String, String>,
+    /// The keys of `outputs` set with `issecret=true`.
+    pub secret_outputs: std::collections::BTreeSet<String>,
 }
 
 /// Runs a leased job and reports what happens through the reporter.
@@ -308,7 +310,10 @@ impl Agent {
         let _ = flusher.join();
         done.store(true, Ordering::SeqCst);
         let _ = heartbeat.join();
-        if let Err(error) = self.client.finish(lease, &result, &outcome.outputs) {
+        if let Err(error) =
+            self.client
+                .finish(lease, &result, &outcome.outputs, &outcome.secret_outputs)
+        {
             eprintln!("agent: cannot finish job {}: {error}", lease.job_id);
         }
         let _ = std::fs::remove_dir_all(&job_dir);

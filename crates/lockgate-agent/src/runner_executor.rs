@@ -292,6 +292,7 @@ impl JobExecutor for RunnerExecutor {
                 .unwrap_or_else(|| plan_job.name.clone()),
             phases: job_phases(&plan_job, self.minute, "built-in"),
             variables,
+            secret_values: job.lease.secret_values.clone(),
             timeout: (plan_job.timeout_in_minutes > 0)
                 .then(|| self.minute * plan_job.timeout_in_minutes),
             cancel_timeout: self.minute * plan_job.cancel_timeout_in_minutes,
@@ -360,6 +361,7 @@ impl JobExecutor for RunnerExecutor {
             result,
             artifacts: Vec::new(),
             outputs: outcome.outputs,
+            secret_outputs: outcome.secret_outputs,
         }
     }
 }

@@ -54,6 +54,11 @@ pub struct JobLease {
     /// the agent downloads each into its task cache before the job starts. Absent from older servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<LeaseTask>,
+    /// Values the agent masks like secrets in everything the job reports: the `issecret` outputs
+    /// of the run's other jobs (they may reach this job through `$[ dependencies... ]`). Absent
+    /// from older servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_values: Vec<String>,
 }
 
 /// A task package a leased job needs. `GET {download_path}` (agent token and lease header) answers with
@@ -179,4 +184,9 @@ pub struct FinishJob {
     /// read them as `dependencies.<job>.outputs['step.var']`. Absent from older agents.
     #[serde(default)]
     pub outputs: std::collections::BTreeMap<String, String>,
+    /// The keys of `outputs` set with `issecret=true`: the server stores them encrypted and masks
+    /// them in later jobs. Absent from older agents (then only values holding one of the job's
+    /// secrets are treated so).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub secret_outputs: std::collections::BTreeSet<String>,
 }

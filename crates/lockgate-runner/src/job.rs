@@ -2,7 +2,7 @@
 //! macros, runs the step through its task, processes logging commands from the output, masks secrets, and
 //! reports everything as events. The same entry point serves `lockgate run` and a server's agent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -67,6 +67,8 @@ pub struct JobOutcome {
     pub result: TaskResult,
     /// Output variables by `step.var` (and deployment prefixes, `prefix.step.var`).
     pub outputs: BTreeMap<String, String>,
+    /// The keys of `outputs` set with `issecret=true` (stored encrypted and masked by the server).
+    pub secret_outputs: BTreeSet<String>,
     pub seconds: f64,
 }
 
@@ -78,6 +80,8 @@ pub struct JobState<'a> {
     /// `Agent.JobStatus`.
     pub status: TaskResult,
     pub outputs: BTreeMap<String, String>,
+    /// The keys of `outputs` set with `issecret=true`.
+    pub secret_outputs: BTreeSet<String>,
     /// Extra prefixes the current phase publishes outputs under (deployment hooks).
     pub output_prefixes: Vec<String>,
     pub prepend_path: Vec<String>,
@@ -115,6 +119,9 @@ pub async fn run_job(
     let masker = SecretMasker::new();
     for variable in spec.variables.iter().filter(|variable| variable.secret) {
         masker.add(&variable.value);
+    }
+    for value in &spec.secret_values {
+        masker.add(value);
     }
     let masking = MaskingSink::new(sink, masker.clone());
     let sink: &dyn EventSink = &masking;
@@ -162,6 +169,7 @@ pub async fn run_job(
         masker,
         status: TaskResult::Succeeded,
         outputs: BTreeMap::new(),
+        secret_outputs: BTreeSet::new(),
         output_prefixes: Vec::new(),
         prepend_path: Vec::new(),
         home_env,
@@ -275,13 +283,15 @@ pub async fn run_job(
     if cancel.is_canceled() || (timed_out && result != TaskResult::Failed) {
         result = TaskResult::Canceled;
     }
-    finish(
+    let mut outcome = finish(
         sink,
         id,
         result,
         std::mem::take(&mut state.outputs),
         started,
-    )
+    );
+    outcome.secret_outputs = std::mem::take(&mut state.secret_outputs);
+    outcome
 }
 
 /// Work a task asked to do after the job's steps.
@@ -363,6 +373,7 @@ fn finish(
     JobOutcome {
         result,
         outputs,
+        secret_outputs: BTreeSet::new(),
         seconds,
     }
 }
@@ -1114,12 +1125,20 @@ fn set_variable(
         match &ctx.step_name {
             Some(step) => {
                 let key = format!("{step}.{name}");
-                for prefix in &ctx.job.output_prefixes {
-                    ctx.job
-                        .outputs
-                        .insert(format!("{prefix}.{key}"), value.to_string());
+                let mut keys: Vec<String> = ctx
+                    .job
+                    .output_prefixes
+                    .iter()
+                    .map(|prefix| format!("{prefix}.{key}"))
+                    .collect();
+                keys.push(key.clone());
+                for output in keys {
+                    // Once secret, an output stays secret (its value is masked for the rest of the job).
+                    if secret {
+                        ctx.job.secret_outputs.insert(output.clone());
+                    }
+                    ctx.job.outputs.insert(output, value.to_string());
                 }
-                ctx.job.outputs.insert(key.clone(), value.to_string());
                 names.push(key);
             }
             None => {

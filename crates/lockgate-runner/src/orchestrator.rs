@@ -753,6 +753,7 @@ pub async fn run_plan(
                 display_name,
                 phases: job_phases_with_self_folder(&job, run.minute, &machine, &self_name),
                 variables: resolved,
+                secret_values: Vec::new(),
                 timeout: if job.timeout_in_minutes == 0 {
                     None
                 } else {

@@ -20,6 +20,11 @@ pub struct JobSpec {
     /// Variables the job starts with, lowest precedence first (pipeline, stage, job, matrix, command line).
     /// Runtime expressions are already evaluated.
     pub variables: Vec<InitialVariable>,
+    /// Values masked like secrets in everything the job reports, without being variables: a server
+    /// sends the values of the `issecret` outputs of the run's other jobs, which may reach this job
+    /// through `$[ dependencies... ]` variables or conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_values: Vec<String>,
     pub timeout: Option<Duration>,
     pub cancel_timeout: Duration,
     pub workspace_clean: Option<String>,

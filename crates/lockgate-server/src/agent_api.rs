@@ -149,6 +149,16 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         ("System.StageName".to_string(), job.stage_name.clone()),
     ]);
     let tasks = crate::tasks::lease_tasks(state, job.id, &spec["job"]).await?;
+    // `issecret` outputs of the run's other jobs reach this one in clear (its `$[ ]` variables and
+    // conditions need the values), so the agent masks them like the job's own secrets.
+    let others: Vec<Job> = state
+        .store
+        .jobs_of_run(job.run_id)
+        .await?
+        .into_iter()
+        .filter(|other| other.id != job.id)
+        .collect();
+    let secret_values = state.secrets.secret_output_values(&others);
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -168,6 +178,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
             branch: run.source_branch.clone(),
         },
         tasks,
+        secret_values,
     })
 }
 
@@ -384,7 +395,26 @@ async fn finish(
             "a job may publish at most {MAX_OUTPUTS} output variables"
         )));
     }
-    let outputs = serde_json::to_string(&body.outputs).map_err(ApiError::internal)?;
+    if let Some(name) = body
+        .secret_outputs
+        .iter()
+        .find(|name| !body.outputs.contains_key(*name))
+    {
+        return Err(ApiError::bad_request(format!(
+            "`secretOutputs` names `{name}`, which is not one of the job's `outputs`"
+        )));
+    }
+    // `issecret` outputs, and any output holding one of the job's secret values, are stored
+    // encrypted; the scheduler opens them where it reads outputs (`SecretBox::open_jobs`).
+    let masker = job_masker(&state, &job);
+    let mut secret = body.secret_outputs.clone();
+    secret.extend(
+        body.outputs
+            .iter()
+            .filter(|(_, value)| !masker.is_empty() && masker.mask(value) != value.as_str())
+            .map(|(name, _)| name.clone()),
+    );
+    let outputs = state.secrets.seal_outputs(&body.outputs, &secret);
     if !state
         .store
         .finish_leased_job(job.id, &hash, result, &outputs)

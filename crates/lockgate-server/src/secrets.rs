@@ -272,6 +272,29 @@ impl SecretBox {
         job
     }
 
+    /// The clear values of the sealed (`issecret`) outputs of `jobs`, for masking in the jobs that
+    /// may read them.
+    pub fn secret_output_values(&self, jobs: &[Job]) -> Vec<String> {
+        let mut values = Vec::new();
+        for job in jobs {
+            if !job.outputs.contains(SEALED_PREFIX) {
+                continue;
+            }
+            let Ok(outputs) = serde_json::from_str::<BTreeMap<String, String>>(&job.outputs) else {
+                continue;
+            };
+            for value in outputs.values() {
+                if Self::is_sealed(value)
+                    && let Ok(clear) = self.open(value)
+                    && !values.contains(&clear)
+                {
+                    values.push(clear);
+                }
+            }
+        }
+        values
+    }
+
     pub fn open_jobs(&self, jobs: Vec<Job>) -> Vec<Job> {
         jobs.into_iter().map(|job| self.open_job(job)).collect()
     }

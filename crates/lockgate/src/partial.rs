@@ -155,6 +155,7 @@ pub fn previous_outcomes(runs: &Path, pipeline: &str) -> BTreeMap<JobId, (u64, J
                 JobOutcome {
                     result,
                     outputs,
+                    secret_outputs: BTreeSet::new(),
                     seconds: 0.0,
                 },
             ));

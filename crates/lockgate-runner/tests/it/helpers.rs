@@ -110,6 +110,7 @@ pub fn job(steps: Vec<StepSpec>, variables: Vec<InitialVariable>) -> JobSpec {
             steps,
         }],
         variables,
+        secret_values: Vec::new(),
         timeout: None,
         cancel_timeout: Duration::from_millis(300),
         workspace_clean: None,

@@ -921,6 +921,92 @@ steps:
     assert_eq!(any_file_contains(&data, SECRET), None);
 }
 
+/// An output set with `issecret=true` is stored encrypted, never shown (API, logs, the database
+/// files), and still reaches dependent jobs' conditions and `$[ ]` variables in clear, where it is
+/// masked like a secret.
+#[test]
+fn secret_outputs_are_encrypted_masked_and_still_reach_dependent_jobs() {
+    // Built by the step, so that the pipeline's YAML (stored in the data folder's repositories)
+    // never holds it whole.
+    const VALUE: &str = "output-Value-8731";
+    let yaml = "\
+appendCommitMessageToRunName: false
+stages:
+- stage: One
+  jobs:
+  - job: A
+    steps:
+    - script: |
+        P=out; Q=put
+        echo \"##vso[task.setvariable variable=tok;isOutput=true;issecret=true]${P}${Q}-Value-8731\"
+        echo \"##vso[task.setvariable variable=plain;isOutput=true]visible\"
+      name: setvar
+    - script: echo \"same job=$(setvar.tok)\"
+  - job: B
+    dependsOn: A
+    condition: and(succeeded(), eq(length(dependencies.A.outputs['setvar.tok']), 17))
+    variables:
+      tok: $[ dependencies.A.outputs['setvar.tok'] ]
+      plain: $[ dependencies.A.outputs['setvar.plain'] ]
+    steps:
+    - script: |
+        P=out; Q=put
+        [ \"$(tok)\" = \"${P}${Q}-Value-8731\" ] && echo TOKEN-MATCHES
+        echo \"tok=$(tok) env=$TOK plain=$(plain)\"
+- stage: Two
+  dependsOn: One
+  jobs:
+  - job: C
+    variables:
+      tok: $[ stageDependencies.One.A.outputs['setvar.tok'] ]
+    steps:
+    - script: |
+        P=out; Q=put
+        [ \"$(tok)\" = \"${P}${Q}-Value-8731\" ] && echo STAGE-MATCHES
+        echo \"later stage tok=$(tok)\"
+";
+    let (server, _, _work, _, run) = first_run_of(yaml);
+    let logs = run_logs(&server, run.id);
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
+    let detail = run_detail(&server, run.id);
+    assert_eq!(job_result(&detail, "B"), "succeeded", "{detail:?}");
+    assert!(
+        logs.contains("TOKEN-MATCHES"),
+        "the dependent job got the value: {logs}"
+    );
+    assert!(
+        logs.contains("STAGE-MATCHES"),
+        "a later stage got the value: {logs}"
+    );
+    assert!(logs.contains("same job=***"), "{logs}");
+    assert!(
+        logs.contains("tok=*** env=*** plain=visible"),
+        "masked in the dependent job: {logs}"
+    );
+    assert!(logs.contains("later stage tok=***"), "{logs}");
+    assert!(!logs.contains(VALUE), "{logs}");
+    let detail_text = server
+        .client
+        .get_text(&format!("/api/v1/runs/{}", run.id))
+        .unwrap();
+    assert!(!detail_text.contains(VALUE), "{detail_text}");
+    // Not in clear in the database (nor its write-ahead log) or anywhere else in the data folder.
+    let data = server.data_dir();
+    let database_files: Vec<u8> = ["lockgate.db", "lockgate.db-wal"]
+        .iter()
+        .flat_map(|name| std::fs::read(data.join(name)).unwrap_or_default())
+        .collect();
+    let holds = |needle: &str| {
+        database_files
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    };
+    assert!(!holds(VALUE));
+    assert_eq!(any_file_contains(&data, VALUE), None);
+    // The non-secret output is stored as it is (so the check above can find a clear value).
+    assert!(holds("\"setvar.plain\":\"visible\""));
+}
+
 /// A job condition and a `$[ ]` variable read a variable defined on the pipeline: the queue-time
 /// value when one is given, the pipeline's own value otherwise.
 #[test]

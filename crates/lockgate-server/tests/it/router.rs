@@ -1837,4 +1837,44 @@ async fn what_an_agent_reports_unmasked_is_masked_with_the_jobs_secrets_before_i
         assert!(!reply.body.contains(secret), "{}", reply.body);
     }
     assert!(state.store.artifact_files(run.id).await.unwrap().is_empty());
+    // Outputs: `secretOutputs` must name outputs; an output holding the job's secret is stored
+    // sealed even when an older agent does not list it as secret.
+    let finish = |body: serde_json::Value| {
+        leased_request(
+            format!("/api/v1/agent/jobs/{job_id}/finish"),
+            &agent_token,
+            &lease,
+            &body.to_string(),
+        )
+    };
+    let refused = send(
+        &f.app,
+        finish(
+            serde_json::json!({"result": "succeeded", "outputs": {"s.a": "1"},
+            "secretOutputs": ["s.missing"]}),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("`s.missing`"), "{}", refused.body);
+    let finished = send(
+        &f.app,
+        finish(serde_json::json!({"result": "succeeded",
+            "outputs": {"s.copy": format!("x{secret}"), "s.plain": "visible"}})),
+    )
+    .await;
+    assert_eq!(finished.status, StatusCode::NO_CONTENT, "{}", finished.body);
+    let row = state.store.job_by_id(job_id).await.unwrap().unwrap();
+    assert!(!row.outputs.contains(secret), "{}", row.outputs);
+    assert!(
+        row.outputs.contains("\"s.plain\":\"visible\""),
+        "{}",
+        row.outputs
+    );
+    let opened = state.secrets.open_job(row);
+    assert!(
+        opened.outputs.contains(&format!("x{secret}")),
+        "{}",
+        opened.outputs
+    );
 }
