@@ -25,6 +25,7 @@ macro_rules! conformance_tests {
             the_newest_successful_deployment_per_environment_is_found,
             pipeline_variables_keep_order_and_flags_and_are_replaced_as_a_whole,
             settings_are_replaced_and_jobs_are_paged_by_id,
+            approvals_are_asked_once_decided_atomically_and_audited,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -872,4 +873,116 @@ pub(crate) async fn settings_are_replaced_and_jobs_are_paged_by_id(store: &dyn S
     assert!(rest[0].id > first[1].id);
     assert!(store.jobs_after(rest[0].id, 2).await.unwrap().is_empty());
     store.purge_overwritten().await.unwrap();
+}
+
+/// An environment's approval check is replaced as a whole; a stage asks for its approval once; the
+/// decisions are kept in order; a rejection or enough distinct approvers end it, and nothing is
+/// recorded on an approval that is no longer pending.
+pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(store: &dyn Storage) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let check = NewApprovalCheck {
+        approvers: vec!["bob".into(), "cy".into()],
+        min_approvals: 2,
+        allow_requester: false,
+        instructions: "look at the diff".into(),
+        timeout_minutes: 60,
+        created_by: "ada".into(),
+    };
+    let stored = store
+        .set_approval_check(project.id, "Test", Some(&check))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.approvers, ["bob", "cy"]);
+    // Replaced, matching the name without regard to case.
+    let replaced = store
+        .set_approval_check(project.id, "test", Some(&check))
+        .await
+        .unwrap()
+        .unwrap();
+    let checks = store.approval_checks(project.id).await.unwrap();
+    assert_eq!(checks, vec![replaced.clone()]);
+    let run = store
+        .create_run(&new_run(pipeline.id, "refs/heads/main"), &[new_job("a", "pending")])
+        .await
+        .unwrap();
+    let first = store
+        .request_approval(run.id, "Deploy", &replaced, 1_000)
+        .await
+        .unwrap();
+    let again = store
+        .request_approval(run.id, "Deploy", &replaced, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(again.requested_at, 1_000);
+    assert_eq!(again.status, "pending");
+    assert_eq!(store.pending_approvals().await.unwrap().len(), 1);
+    let decide = |user: &str, approve: bool| ApprovalDecision {
+        user: user.into(),
+        approve,
+        comment: format!("{user} says {approve}"),
+        decided_at: 3_000,
+    };
+    let after_bob = store
+        .decide_approval(first.id, &decide("bob", true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after_bob.status, "pending", "one of two approvals");
+    // The same approver twice still counts once.
+    let twice = store
+        .decide_approval(first.id, &decide("bob", true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(twice.status, "pending");
+    let done = store
+        .decide_approval(first.id, &decide("cy", true))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, "approved");
+    assert_eq!(done.decided_at, Some(3_000));
+    assert_eq!(done.decisions.len(), 3);
+    assert_eq!(done.decisions[2].comment, "cy says true");
+    assert!(
+        store
+            .decide_approval(first.id, &decide("cy", false))
+            .await
+            .unwrap()
+            .is_none(),
+        "an approved approval takes no more decisions"
+    );
+    // Another stage: one rejection ends it; a timeout ends only a pending one.
+    let other = store
+        .request_approval(run.id, "Prod", &replaced, 4_000)
+        .await
+        .unwrap();
+    let rejected = store
+        .decide_approval(other.id, &decide("bob", false))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rejected.status, "rejected");
+    assert!(!store.expire_approval(other.id, 5_000).await.unwrap());
+    let third = store
+        .request_approval(run.id, "Late", &replaced, 4_000)
+        .await
+        .unwrap();
+    assert!(store.expire_approval(third.id, 5_000).await.unwrap());
+    let all = store.approvals_of_run(run.id).await.unwrap();
+    let statuses: Vec<&str> = all.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(statuses, ["approved", "rejected", "timedOut"]);
+    assert!(store.pending_approvals().await.unwrap().is_empty());
+    // Removing the check leaves the approvals asked for.
+    assert!(
+        store
+            .set_approval_check(project.id, "TEST", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.approval_checks(project.id).await.unwrap().is_empty());
+    assert_eq!(store.approvals_of_run(run.id).await.unwrap().len(), 3);
 }

@@ -253,3 +253,61 @@ impl Default for RunFilter {
         }
     }
 }
+
+/// An approval check on an environment: who may approve a stage that deploys there, how many must,
+/// and how long the stage waits before the check rejects it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalCheck {
+    pub id: i64,
+    pub project_id: i64,
+    pub environment: String,
+    /// User names; any `min_approvals` of them approve.
+    pub approvers: Vec<String>,
+    pub min_approvals: i64,
+    /// The user who queued the run may approve it too.
+    pub allow_requester: bool,
+    pub instructions: String,
+    pub timeout_minutes: i64,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// What an approval check asks for, as configured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewApprovalCheck {
+    pub approvers: Vec<String>,
+    pub min_approvals: i64,
+    pub allow_requester: bool,
+    pub instructions: String,
+    pub timeout_minutes: i64,
+    pub created_by: String,
+}
+
+/// One decision on an approval: the audit trail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalDecision {
+    pub user: String,
+    pub approve: bool,
+    pub comment: String,
+    pub decided_at: i64,
+}
+
+/// An approval a run's stage waits for, with the check as it was when it was asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Approval {
+    pub id: i64,
+    pub run_id: i64,
+    pub stage: String,
+    pub environment: String,
+    pub check_id: i64,
+    pub approvers: Vec<String>,
+    pub min_approvals: i64,
+    pub allow_requester: bool,
+    pub instructions: String,
+    pub timeout_minutes: i64,
+    /// `pending`, `approved`, `rejected` or `timedOut`.
+    pub status: String,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+    pub decisions: Vec<ApprovalDecision>,
+}

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    AccessToken, Agent, ArtifactFile, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, NewApprovalCheck, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
     PipelineVariable, Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError,
     StoreFuture, StoreResult, TestResult, User, now_millis,
 };
@@ -54,6 +54,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "settings",
         include_str!("../migrations/sqlite/0007_settings.sql"),
+    ),
+    (
+        8,
+        "approvals",
+        include_str!("../migrations/sqlite/0008_approvals.sql"),
     ),
 ];
 
@@ -1148,6 +1153,204 @@ impl Storage for SqliteStore {
 
     // ---- settings ----
 
+    fn set_approval_check<'a>(
+        &'a self,
+        project_id: i64,
+        environment: &'a str,
+        check: Option<&'a NewApprovalCheck>,
+    ) -> StoreFuture<'a, Option<ApprovalCheck>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM approval_checks WHERE project_id = $1 AND environment = $2 COLLATE NOCASE",
+            )
+            .bind(project_id)
+            .bind(environment)
+            .execute(&mut *tx)
+            .await?;
+            let Some(check) = check else {
+                tx.commit().await?;
+                return Ok(None);
+            };
+            let row = sqlx::query(
+                "INSERT INTO approval_checks (project_id, environment, approvers, min_approvals, \
+                 allow_requester, instructions, timeout_minutes, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+            )
+            .bind(project_id)
+            .bind(environment)
+            .bind(check.approvers.join("\n"))
+            .bind(check.min_approvals)
+            .bind(check.allow_requester)
+            .bind(&check.instructions)
+            .bind(check.timeout_minutes)
+            .bind(&check.created_by)
+            .bind(now_millis())
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = ApprovalCheck::from_row(&row)?;
+            tx.commit().await?;
+            Ok(Some(stored))
+        })
+    }
+
+    fn approval_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<ApprovalCheck>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM approval_checks WHERE project_id = $1 ORDER BY environment COLLATE NOCASE",
+            )
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(ApprovalCheck::from_row).collect()
+        })
+    }
+
+    fn request_approval<'a>(
+        &'a self,
+        run_id: i64,
+        stage: &'a str,
+        check: &'a ApprovalCheck,
+        now: i64,
+    ) -> StoreFuture<'a, Approval> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO approvals (run_id, stage, environment, check_id, approvers, \
+                 min_approvals, allow_requester, instructions, timeout_minutes, status, requested_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10) \
+                 ON CONFLICT (run_id, stage, check_id) DO NOTHING",
+            )
+            .bind(run_id)
+            .bind(stage)
+            .bind(&check.environment)
+            .bind(check.id)
+            .bind(check.approvers.join("\n"))
+            .bind(check.min_approvals)
+            .bind(check.allow_requester)
+            .bind(&check.instructions)
+            .bind(check.timeout_minutes)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            let row = sqlx::query(
+                "SELECT * FROM approvals WHERE run_id = $1 AND stage = $2 AND check_id = $3",
+            )
+            .bind(run_id)
+            .bind(stage)
+            .bind(check.id)
+            .fetch_one(&self.pool)
+            .await?;
+            let mut approval = Approval::from_row(&row)?;
+            approval.decisions = self.decisions_of(approval.id).await?;
+            Ok(approval)
+        })
+    }
+
+    fn approvals_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<Approval>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM approvals WHERE run_id = $1 ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut approvals = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut approval = Approval::from_row(row)?;
+                approval.decisions = self.decisions_of(approval.id).await?;
+                approvals.push(approval);
+            }
+            Ok(approvals)
+        })
+    }
+
+    fn decide_approval<'a>(
+        &'a self,
+        approval_id: i64,
+        decision: &'a ApprovalDecision,
+    ) -> StoreFuture<'a, Option<Approval>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            // Taking the write lock first makes the read and the update one step.
+            let claimed = sqlx::query(
+                "UPDATE approvals SET status = status WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(approval_id)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let row = sqlx::query("SELECT * FROM approvals WHERE id = $1")
+                .bind(approval_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let approval = Approval::from_row(&row)?;
+            sqlx::query(
+                "INSERT INTO approval_decisions (approval_id, user_name, approve, comment, decided_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(approval_id)
+            .bind(&decision.user)
+            .bind(decision.approve)
+            .bind(&decision.comment)
+            .bind(decision.decided_at)
+            .execute(&mut *tx)
+            .await?;
+            let approvers: i64 = sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT user_name) FROM approval_decisions \
+                 WHERE approval_id = $1 AND approve = 1",
+            )
+            .bind(approval_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let status = if !decision.approve {
+                Some("rejected")
+            } else if approvers >= approval.min_approvals.max(1) {
+                Some("approved")
+            } else {
+                None
+            };
+            if let Some(status) = status {
+                sqlx::query("UPDATE approvals SET status = $1, decided_at = $2 WHERE id = $3")
+                    .bind(status)
+                    .bind(decision.decided_at)
+                    .bind(approval_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            let row = sqlx::query("SELECT * FROM approvals WHERE id = $1")
+                .bind(approval_id)
+                .fetch_one(&self.pool)
+                .await?;
+            let mut approval = Approval::from_row(&row)?;
+            approval.decisions = self.decisions_of(approval.id).await?;
+            Ok(Some(approval))
+        })
+    }
+
+    fn expire_approval(&self, approval_id: i64, now: i64) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE approvals SET status = 'timedOut', decided_at = $1 \
+                 WHERE id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(approval_id)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn pending_approvals(&self) -> StoreFuture<'_, Vec<Approval>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM approvals WHERE status = 'pending' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Approval::from_row).collect()
+        })
+    }
+
     fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
@@ -1379,6 +1582,73 @@ impl FromSqliteRow for Agent {
             name: row.try_get("name")?,
             last_seen_at: row.try_get("last_seen_at")?,
             created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl SqliteStore {
+    async fn decisions_of(&self, approval_id: i64) -> StoreResult<Vec<ApprovalDecision>> {
+        let rows = sqlx::query(
+            "SELECT * FROM approval_decisions WHERE approval_id = $1 ORDER BY id",
+        )
+        .bind(approval_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ApprovalDecision {
+                    user: row.try_get("user_name")?,
+                    approve: row.try_get("approve")?,
+                    comment: row.try_get("comment")?,
+                    decided_at: row.try_get("decided_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Approver names are stored one per line (user names hold no line breaks).
+fn names_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl FromSqliteRow for ApprovalCheck {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(ApprovalCheck {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            environment: row.try_get("environment")?,
+            approvers: names_of(&row.try_get::<String, _>("approvers")?),
+            min_approvals: row.try_get("min_approvals")?,
+            allow_requester: row.try_get("allow_requester")?,
+            instructions: row.try_get("instructions")?,
+            timeout_minutes: row.try_get("timeout_minutes")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Approval {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Approval {
+            id: row.try_get("id")?,
+            run_id: row.try_get("run_id")?,
+            stage: row.try_get("stage")?,
+            environment: row.try_get("environment")?,
+            check_id: row.try_get("check_id")?,
+            approvers: names_of(&row.try_get::<String, _>("approvers")?),
+            min_approvals: row.try_get("min_approvals")?,
+            allow_requester: row.try_get("allow_requester")?,
+            instructions: row.try_get("instructions")?,
+            timeout_minutes: row.try_get("timeout_minutes")?,
+            status: row.try_get("status")?,
+            requested_at: row.try_get("requested_at")?,
+            decided_at: row.try_get("decided_at")?,
+            decisions: Vec::new(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    AccessToken, Agent, ArtifactFile, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, NewApprovalCheck, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
     PipelineVariable, Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult,
     User,
 };
@@ -338,6 +338,48 @@ pub trait Storage: Send + Sync {
 
     /// The agent with this token hash, after marking it as seen now (`last_seen_at`).
     fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>>;
+
+    // ---- approvals ----
+
+    /// Sets (or with `None` removes) the approval check of an environment of a project; the
+    /// environment name ignores ASCII case. Approvals already asked for keep the check as it was.
+    fn set_approval_check<'a>(
+        &'a self,
+        project_id: i64,
+        environment: &'a str,
+        check: Option<&'a NewApprovalCheck>,
+    ) -> StoreFuture<'a, Option<ApprovalCheck>>;
+
+    /// The approval checks of a project, by environment name.
+    fn approval_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<ApprovalCheck>>;
+
+    /// Asks for the approval of `check` for a run's stage: a new `pending` approval, or the one
+    /// already asked for (once per run, stage and check, whoever asks).
+    fn request_approval<'a>(
+        &'a self,
+        run_id: i64,
+        stage: &'a str,
+        check: &'a ApprovalCheck,
+        now: i64,
+    ) -> StoreFuture<'a, Approval>;
+
+    /// The approvals of a run with their decisions, oldest first.
+    fn approvals_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<Approval>>;
+
+    /// Records a decision on a pending approval, atomically: a rejection rejects it; an approval
+    /// approves it once `min_approvals` different users approved. `None` when the approval does
+    /// not exist or is no longer pending (nothing is recorded); a user's second approval counts once.
+    fn decide_approval<'a>(
+        &'a self,
+        approval_id: i64,
+        decision: &'a ApprovalDecision,
+    ) -> StoreFuture<'a, Option<Approval>>;
+
+    /// Ends a pending approval as `timedOut` (a timeout rejects); false when it was not pending.
+    fn expire_approval(&self, approval_id: i64, now: i64) -> StoreFuture<'_, bool>;
+
+    /// The pending approvals of every run, for the timeout sweep.
+    fn pending_approvals(&self) -> StoreFuture<'_, Vec<Approval>>;
 
     // ---- settings ----
 
