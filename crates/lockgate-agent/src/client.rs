@@ -132,6 +132,19 @@ impl ServerClient {
         Self::decode(&url, &text)
     }
 
+    /// `DELETE path`; the reply's body is ignored.
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let url = self.url(path);
+        Self::read(
+            &url,
+            self.http
+                .delete(&url)
+                .header("Authorization", self.auth())
+                .call(),
+        )?;
+        Ok(())
+    }
+
     /// `GET path` and return the reply as text.
     pub fn get_text(&self, path: &str) -> Result<String, ClientError> {
         let url = self.url(path);

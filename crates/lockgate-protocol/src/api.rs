@@ -247,3 +247,74 @@ pub struct TaskPackageInfo {
     pub digest: String,
     pub size: u64,
 }
+
+/// An environment's approval check (`PUT /api/v1/projects/{p}/environments/{e}/checks/approval`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalCheck {
+    /// User names; any `minApprovals` of them approve.
+    pub approvers: Vec<String>,
+    #[serde(default = "one")]
+    pub min_approvals: i64,
+    /// The user who queued the run may approve it too (off by default, as in Azure Pipelines).
+    #[serde(default)]
+    pub allow_requester: bool,
+    #[serde(default)]
+    pub instructions: String,
+    /// How long a stage waits before the approval is rejected (default 30 days, as in Azure).
+    #[serde(default = "thirty_days")]
+    pub timeout_minutes: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn thirty_days() -> i64 {
+    30 * 24 * 60
+}
+
+/// One decision on an approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalDecision {
+    pub user: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    pub comment: String,
+    pub at: i64,
+}
+
+/// An approval a stage of a run waits for (`GET /api/v1/runs/{id}/approvals`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    pub id: i64,
+    pub stage: String,
+    pub environment: String,
+    /// `pending`, `approved`, `rejected` or `timedOut`.
+    pub status: String,
+    pub approvers: Vec<String>,
+    pub min_approvals: i64,
+    pub allow_requester: bool,
+    pub instructions: String,
+    pub timeout_minutes: i64,
+    pub requested_at: i64,
+    pub decided_at: Option<i64>,
+    pub decisions: Vec<ApprovalDecision>,
+}
+
+/// Approve or reject the pending approvals of a run (`POST /api/v1/runs/{id}/approvals`), those
+/// of one stage or of one environment when given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecideApprovals {
+    /// `approve` or `reject`.
+    pub decision: String,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub comment: String,
+}

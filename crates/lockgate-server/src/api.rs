@@ -145,6 +145,7 @@ fn waiting_for(job: &lockgate_store::Job) -> Option<String> {
 pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail> {
     let jobs = state.store.jobs_of_run(run.id).await?;
     let steps = state.store.steps_of_run(run.id).await?;
+    let approvals = crate::approvals::waiting_reasons(&state.store.approvals_of_run(run.id).await?);
     Ok(api::RunDetail {
         run: run_json(run),
         jobs: jobs
@@ -160,7 +161,11 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
                 agent: job.agent_name.clone(),
                 started_at: job.started_at,
                 finished_at: job.finished_at,
-                waiting_for: waiting_for(job),
+                waiting_for: waiting_for(job).or_else(|| {
+                    (job.status == "pending")
+                        .then(|| approvals.get(&job.stage_name).cloned())
+                        .flatten()
+                }),
                 steps: steps
                     .iter()
                     .filter(|s| s.job_id == job.id)

@@ -4,6 +4,7 @@
 
 pub mod agent_api;
 pub mod api;
+pub mod approvals;
 pub mod auth;
 pub mod compile_cache;
 pub mod error;
@@ -199,6 +200,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::routes())
+        .merge(approvals::routes())
         .merge(agent_api::routes())
         .merge(tasks::routes())
         .merge(ui::routes())

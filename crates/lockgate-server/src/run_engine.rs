@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use lockgate_engine::{Decision, Engine, Graph, JobNode, JobState, StageNode, TaskResult};
+use lockgate_engine::{Decision, Engine, Gate, Graph, JobNode, JobState, StageNode, TaskResult};
 use lockgate_pipeline::plan::Variable;
 use lockgate_protocol::agent::LeaseVariable;
 use lockgate_store::Job;
@@ -330,21 +330,45 @@ impl RuntimeValues {
     }
 }
 
+/// What the engine decided for a run's rows, with what is needed to carry it out.
+pub(crate) struct Decided {
+    pub decisions: Vec<Decision>,
+    /// Where each job's variables came from, to place `$[ ]` values.
+    pub origins: Vec<Vec<Origin>>,
+    /// The stages' names, by index.
+    pub stages: Vec<String>,
+}
+
 /// The engine's decisions for a run's rows: what [`Engine::advance`] (or, with `cancel`,
-/// [`Engine::cancel`]) says now, with the origins to place `$[ ]` values.
+/// [`Engine::cancel`]) says now. `gates` holds the stages that wait for checks and how those stand.
 pub(crate) fn decide(
     jobs: &[Job],
     predefined: Vec<(String, String)>,
     canceled: bool,
     cancel: bool,
-) -> (Vec<Decision>, Vec<Vec<Origin>>) {
-    let (mut engine, origins) = RunGraph::of(jobs).engine(jobs, predefined, canceled);
+    gates: &BTreeMap<String, Gate>,
+) -> Decided {
+    let mut graph = RunGraph::of(jobs);
+    for stage in &mut graph.graph.stages {
+        stage.gated = gates.contains_key(&stage.name);
+    }
+    let stages: Vec<String> = graph.graph.stages.iter().map(|s| s.name.clone()).collect();
+    let (mut engine, origins) = graph.engine(jobs, predefined, canceled);
+    for (index, name) in stages.iter().enumerate() {
+        if let Some(gate) = gates.get(name) {
+            engine.set_gate(index, *gate);
+        }
+    }
     let decisions = if cancel {
         engine.cancel()
     } else {
         engine.advance()
     };
-    (decisions, origins)
+    Decided {
+        decisions,
+        origins,
+        stages,
+    }
 }
 
 #[cfg(test)]
@@ -358,7 +382,7 @@ pub(crate) mod tests {
     /// What the engine decides now for the job at `index`: `Ok(true)` it starts, `Ok(false)` it is
     /// skipped, `Err` it fails with that message.
     fn job_runs(jobs: &[Job], canceled: bool, index: usize) -> Result<bool, String> {
-        let (decisions, _) = decide(jobs, predefined(), canceled, false);
+        let decisions = decide(jobs, predefined(), canceled, false, &BTreeMap::new()).decisions;
         for decision in decisions {
             match decision {
                 Decision::Start { job, .. } if job == index => return Ok(true),
@@ -383,7 +407,7 @@ pub(crate) mod tests {
 
     /// Whether the job at `index` still waits after the run is canceled now.
     fn may_run_after_cancel(jobs: &[Job], index: usize) -> bool {
-        let (decisions, _) = decide(jobs, predefined(), false, true);
+        let decisions = decide(jobs, predefined(), false, true, &BTreeMap::new()).decisions;
         !decisions
             .iter()
             .any(|d| matches!(d, Decision::Finish { job, .. } if *job == index))
@@ -391,7 +415,9 @@ pub(crate) mod tests {
 
     /// The `$[ ]` values the engine gives the job at `index` when it starts.
     fn runtime_values(jobs: &[Job], index: usize) -> Result<RuntimeValues, String> {
-        let (decisions, origins) = decide(jobs, predefined(), false, false);
+        let Decided {
+            decisions, origins, ..
+        } = decide(jobs, predefined(), false, false, &BTreeMap::new());
         for decision in decisions {
             match decision {
                 Decision::Start {
@@ -425,7 +451,8 @@ pub(crate) mod tests {
                     job
                 })
                 .collect();
-            let (decisions, _) = decide(&jobs, predefined(), canceled, false);
+            let decisions =
+                decide(&jobs, predefined(), canceled, false, &BTreeMap::new()).decisions;
             match decisions.last() {
                 Some(Decision::RunFinished { result }) => run_result_text(*result),
                 other => panic!("{other:?}"),

@@ -605,7 +605,12 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
             .iter()
             .any(|j| j.cancel_requested && j.status != "completed");
     let predefined = run_variables(state, &run).await?;
-    let (decisions, origins) = run_engine::decide(&jobs, predefined, run_canceled, false);
+    let gates = crate::approvals::stage_gates(state, &run, &jobs).await?;
+    let run_engine::Decided {
+        decisions,
+        origins,
+        stages,
+    } = run_engine::decide(&jobs, predefined, run_canceled, false, &gates);
     let mut queued_any = false;
     for decision in decisions {
         match decision {
@@ -656,9 +661,11 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
                     .await?;
             }
             // The server keeps no stage rows; a stage is its jobs.
+            Decision::AwaitChecks { stage } => {
+                crate::approvals::request(state, &run, &jobs, &stages[stage]).await?;
+            }
             Decision::StageStarted { .. }
             | Decision::StageFinished { .. }
-            | Decision::AwaitChecks { .. }
             | Decision::CancelRunning { .. } => {}
         }
     }
@@ -703,7 +710,8 @@ pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         .secrets
         .open_jobs(state.store.jobs_of_run(run_id).await?);
     // Decided on the jobs as they were: the engine ends what cannot run after a cancel.
-    let (decisions, _) = run_engine::decide(&before, variables, false, true);
+    let gates = crate::approvals::stage_gates(state, &run, &before).await?;
+    let decisions = run_engine::decide(&before, variables, false, true, &gates).decisions;
     let ended: Vec<usize> = decisions
         .iter()
         .filter_map(|d| match d {
@@ -1079,5 +1087,7 @@ pub async fn reap_expired_leases(state: AppState) {
             );
             let _ = advance_run(&state, job.run_id).await;
         }
+        // Approvals not decided within their timeout reject their stage.
+        let _ = crate::approvals::expire_overdue(&state).await;
     }
 }

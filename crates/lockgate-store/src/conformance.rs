@@ -903,7 +903,10 @@ pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(stor
     let checks = store.approval_checks(project.id).await.unwrap();
     assert_eq!(checks, vec![replaced.clone()]);
     let run = store
-        .create_run(&new_run(pipeline.id, "refs/heads/main"), &[new_job("a", "pending")])
+        .create_run(
+            &new_run(pipeline.id, "refs/heads/main"),
+            &[new_job("a", "pending")],
+        )
         .await
         .unwrap();
     let first = store

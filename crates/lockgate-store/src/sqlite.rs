@@ -13,9 +13,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, NewApprovalCheck, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
-    PipelineVariable, Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError,
-    StoreFuture, StoreResult, TestResult, User, now_millis,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, Job, LogChunk,
+    NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable, Project,
+    Repository, Run, RunFilter, Session, Step, Storage, StoreError, StoreFuture, StoreResult,
+    TestResult, User, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -1588,12 +1589,11 @@ impl FromSqliteRow for Agent {
 
 impl SqliteStore {
     async fn decisions_of(&self, approval_id: i64) -> StoreResult<Vec<ApprovalDecision>> {
-        let rows = sqlx::query(
-            "SELECT * FROM approval_decisions WHERE approval_id = $1 ORDER BY id",
-        )
-        .bind(approval_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM approval_decisions WHERE approval_id = $1 ORDER BY id")
+                .bind(approval_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(ApprovalDecision {

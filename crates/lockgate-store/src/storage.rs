@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, NewApprovalCheck, Job, LogChunk, NewArtifactFile, NewJob, NewRun, Pipeline,
-    PipelineVariable, Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult,
-    User,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, Job, LogChunk,
+    NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable, Project,
+    Repository, Run, RunFilter, Session, Step, StoreResult, TestResult, User,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as

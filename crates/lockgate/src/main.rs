@@ -1,6 +1,7 @@
 //! The `lockgate` binary: parses the command line and hands each command to its module. This file is
 //! also the one place that maps errors to the documented exit codes (see ARCHITECTURE.md).
 
+mod approvals;
 mod compile;
 mod partial;
 mod run;
@@ -67,6 +68,13 @@ enum Command {
     /// Task packages on a Lockgate server: upload, list.
     #[command(subcommand)]
     Tasks(server::TasksCommand),
+    /// Approve the stages of a run that wait for your approval.
+    Approve(approvals::DecideArgs),
+    /// Reject the stages of a run that wait for your approval.
+    Reject(approvals::DecideArgs),
+    /// Approval checks on environments: who must approve before a stage deploys there.
+    #[command(subcommand)]
+    Checks(approvals::ChecksCommand),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +101,9 @@ fn main() -> ExitCode {
         Command::Pipelines(cmd) => server::pipelines(cmd),
         Command::Queue(args) => server::queue(args),
         Command::Tasks(cmd) => server::tasks(cmd),
+        Command::Approve(args) => approvals::decide(args, true),
+        Command::Reject(args) => approvals::decide(args, false),
+        Command::Checks(cmd) => approvals::checks(cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -77,7 +77,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn client(&self) -> anyhow::Result<ServerClient> {
+    pub(crate) fn client(&self) -> anyhow::Result<ServerClient> {
         let server = self
             .server
             .clone()
@@ -252,7 +252,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<u8> {
 }
 
 /// Client errors: 4xx answers are the caller's problem (exit 2), the rest exit 1.
-fn client_error(error: ClientError) -> anyhow::Error {
+pub(crate) fn client_error(error: ClientError) -> anyhow::Error {
     match error.status() {
         Some(status) if (400..500).contains(&status) && status != 401 && status != 403 => {
             UsageError(error.to_string()).into()
@@ -281,7 +281,7 @@ fn run_exit(run: &api::Run) -> u8 {
     }
 }
 
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     lockgate_agent::client::percent_encode(text)
 }
 

@@ -1407,3 +1407,176 @@ fn an_artifact_is_on_the_server_while_the_job_that_published_it_still_runs() {
     let done = wait_for_run(&server, pipeline, 1);
     assert_eq!(done.result.as_deref(), Some("canceled"));
 }
+
+/// Waits until run `run` of `pipeline` has an approval pending, and returns the approvals.
+fn wait_for_pending_approval(server: &Running, run: i64) -> Vec<api::Approval> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let approvals: Vec<api::Approval> = server
+            .client
+            .get_json(&format!("/api/v1/runs/{run}/approvals"))
+            .unwrap();
+        if approvals.iter().any(|a| a.status == "pending") {
+            return approvals;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no approval asked for: {approvals:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stage_deploying_to_an_environment_with_an_approval_check_waits_for_another_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = start_on(&dir.path().join("data"), true);
+    let bob_token = started.runtime.block_on(async {
+        let store = &started.state.store;
+        let bob = store
+            .create_user("bob", &auth::hash_password("pw-123456").unwrap(), false)
+            .await
+            .unwrap();
+        let token = auth::random_token("lgp_");
+        store
+            .create_access_token(bob.id, "t", &auth::token_hash(&token), "read,write")
+            .await
+            .unwrap();
+        token
+    });
+    let mut server = started.running();
+    server._dir = Some(dir);
+    let bob = ServerClient::new(&server.url, &bob_token);
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let _: serde_json::Value = server
+        .client
+        .put_json(
+            "/api/v1/projects/p/members/bob",
+            &serde_json::json!({"role": "reader"}),
+        )
+        .unwrap();
+    let check_url = "/api/v1/projects/p/environments/test/checks/approval";
+    let check = |approvers: &[&str], min: i64| {
+        serde_json::json!({"approvers": approvers, "minApprovals": min,
+                           "instructions": "compare the ledger first"})
+    };
+    // Bad configurations are refused, naming the field; a reader cannot configure checks.
+    for (body, needle) in [
+        (check(&["ada", "nobody"], 1), "`nobody` is not a user"),
+        (check(&["ada", "bob"], 3), "`minApprovals`"),
+        (check(&[], 1), "`approvers`"),
+    ] {
+        let error = server
+            .client
+            .put_json::<_, serde_json::Value>(check_url, &body)
+            .unwrap_err();
+        assert_eq!(error.status(), Some(400), "{error}");
+        assert!(error.to_string().contains(needle), "{error}");
+    }
+    let error = bob
+        .put_json::<_, serde_json::Value>(check_url, &check(&["bob"], 1))
+        .unwrap_err();
+    assert_eq!(error.status(), Some(403), "{error}");
+    let _: api::ApprovalCheck = server
+        .client
+        .put_json(check_url, &check(&["ada", "bob"], 1))
+        .unwrap();
+
+    let yaml = "\
+appendCommitMessageToRunName: false
+stages:
+- stage: Build
+  jobs:
+  - job: B
+    steps:
+    - script: echo \"built\" \"it\"
+- stage: Deploy
+  jobs:
+  - deployment: Ship
+    environment: test
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"deployed\" \"to test\"
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let runs = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty());
+    let run = runs[0].id;
+    let approvals = wait_for_pending_approval(&server, run);
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0].stage, "Deploy");
+    assert_eq!(approvals[0].environment, "test");
+    // Why is it blocked: the waiting job says so; the deployment has not run.
+    let detail = run_detail(&server, run);
+    let ship = detail.jobs.iter().find(|j| j.name == "Ship").unwrap();
+    assert_eq!(ship.status, "pending");
+    assert!(
+        ship.waiting_for
+            .as_deref()
+            .is_some_and(|w| w.contains("approval for environment `test`: 0 of 1 from ada, bob")),
+        "{ship:?}"
+    );
+    assert_eq!(job_result(&detail, "B"), "succeeded");
+    assert_ne!(detail.run.status, "completed");
+    // Ada queued the run (she pushed): she may not approve it.
+    let approve = serde_json::json!({"decision": "approve", "comment": "ledger looks right"});
+    let error = server
+        .client
+        .post_json::<_, serde_json::Value>(&format!("/api/v1/runs/{run}/approvals"), &approve)
+        .unwrap_err();
+    assert_eq!(error.status(), Some(403), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("does not let the requester approve"),
+        "{error}"
+    );
+    let error = bob
+        .post_json::<_, serde_json::Value>(
+            &format!("/api/v1/runs/{run}/approvals"),
+            &serde_json::json!({"decision": "maybe"}),
+        )
+        .unwrap_err();
+    assert_eq!(error.status(), Some(400), "{error}");
+    let decided: Vec<api::Approval> = bob
+        .post_json(&format!("/api/v1/runs/{run}/approvals"), &approve)
+        .unwrap();
+    assert_eq!(decided[0].status, "approved");
+    assert_eq!(decided[0].decisions.len(), 1);
+    assert_eq!(decided[0].decisions[0].user, "bob");
+    assert_eq!(decided[0].decisions[0].comment, "ledger looks right");
+    let done = wait_for_run(&server, pipeline, 1);
+    assert_eq!(done.result.as_deref(), Some("succeeded"));
+    assert!(run_logs(&server, run).contains("deployed to test"));
+    // Nothing more to decide.
+    let error = bob
+        .post_json::<_, serde_json::Value>(&format!("/api/v1/runs/{run}/approvals"), &approve)
+        .unwrap_err();
+    assert_eq!(error.status(), Some(409), "{error}");
+
+    // The next run is rejected: the deployment never runs and the run fails.
+    commit_and_push(work.path(), &push_url, &[("README.md", "second\n")], "main");
+    let runs = wait_for_runs(&server, pipeline, "a second run", |runs| runs.len() >= 2);
+    let second = runs[0].id;
+    wait_for_pending_approval(&server, second);
+    let _: Vec<api::Approval> = bob
+        .post_json(
+            &format!("/api/v1/runs/{second}/approvals"),
+            &serde_json::json!({"decision": "reject", "stage": "Deploy", "comment": "not today"}),
+        )
+        .unwrap();
+    let done = wait_for_run(&server, pipeline, 2);
+    assert_eq!(done.id, second);
+    assert_eq!(done.result.as_deref(), Some("failed"));
+    let detail = run_detail(&server, second);
+    assert_eq!(job_result(&detail, "Ship"), "skipped");
+    assert!(!run_logs(&server, second).contains("deployed to test"));
+}

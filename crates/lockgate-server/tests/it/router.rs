@@ -123,6 +123,11 @@ async fn the_openapi_document_lists_the_api() {
     assert!(doc["paths"]["/api/v1/runs"]["get"].is_object());
     assert!(doc["paths"]["/api/v1/agent/lease"]["post"].is_object());
     assert!(doc["paths"]["/api/v1/tasks"]["post"].is_object());
+    assert!(doc["paths"]["/api/v1/runs/{id}/approvals"]["post"].is_object());
+    assert!(
+        doc["paths"]["/api/v1/projects/{project}/environments/{environment}/checks/approval"]["put"]
+            .is_object()
+    );
 }
 
 #[tokio::test]

@@ -350,3 +350,106 @@ fn the_built_in_agents_run_power_platform_tasks() {
     assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
     assert!(logs.contains("no tools need installing"), "{logs}");
 }
+
+#[test]
+fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path());
+    let run_cli = |args: &[&str]| client(dir.path(), &up, args);
+    // A check naming a user that does not exist is refused, naming the field.
+    let bad = run_cli(&[
+        "checks",
+        "approval",
+        "test",
+        "--project",
+        "demo",
+        "--approvers",
+        "nobody",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`nobody` is not a user"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let set = run_cli(&[
+        "checks",
+        "approval",
+        "test",
+        "--project",
+        "demo",
+        "--approvers",
+        "admin",
+        "--allow-requester",
+        "--instructions",
+        "check the dev deployment",
+    ]);
+    assert_eq!(
+        set.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        stdout(&set).contains("1 of admin must approve"),
+        "{}",
+        stdout(&set)
+    );
+    // The demo pipeline deploys to dev, then to test: a new run now waits before DeployTest.
+    let queued = run_cli(&["queue", "1"]);
+    assert_eq!(
+        queued.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let list = stdout(&run_cli(&["runs", "list", "--pipeline", "1", "--json"]));
+        let runs: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let newest = runs[0]["id"].as_i64().unwrap();
+        let show = stdout(&run_cli(&["runs", "show", &newest.to_string()]));
+        if newest > 1 && show.contains("waiting for approval for environment `test`") {
+            assert!(show.contains("check the dev deployment"), "{show}");
+            break newest;
+        }
+        assert!(Instant::now() < deadline, "no approval asked for: {show}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let approved = run_cli(&["approve", &run.to_string(), "--comment", "dev looks fine"]);
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    assert!(
+        stdout(&approved).contains("DeployTest / test: approved"),
+        "{}",
+        stdout(&approved)
+    );
+    assert!(
+        stdout(&approved).contains("admin approve: dev looks fine"),
+        "{}",
+        stdout(&approved)
+    );
+    // Approving again: nothing waits any more.
+    let again = run_cli(&["approve", &run.to_string()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no approval of run"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let show = stdout(&run_cli(&["runs", "show", &run.to_string()]));
+        if show.lines().next().is_some_and(|l| l.contains("completed")) {
+            assert!(show.lines().next().unwrap().contains("succeeded"), "{show}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the approved run did not finish: {show}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let removed = run_cli(&["checks", "remove", "test", "--project", "demo"]);
+    assert_eq!(removed.status.code(), Some(0));
+}
