@@ -302,7 +302,7 @@ pub async fn start(
             let name = format!("{}{number}", runs::BUILTIN_AGENT_PREFIX);
             state
                 .store
-                .register_agent(&name, &auth::token_hash(&token))
+                .register_builtin_agent(&name, &auth::token_hash(&token))
                 .await?;
             let agent_config = AgentConfig {
                 server_url: url.clone(),

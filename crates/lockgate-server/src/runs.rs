@@ -963,8 +963,10 @@ pub async fn queue_batched_followup(state: &AppState, run_id: i64) -> ApiResult<
     Ok(())
 }
 
-/// The names of the built-in agents start with this. They live inside the server process, so when a
-/// server starts, a job still leased to one was abandoned by an earlier process that stopped.
+/// The names of the built-in agents start with this (the API refuses such names for remote agents).
+/// They live inside the server process, so when a server starts, a job still leased to one was
+/// abandoned by an earlier process that stopped. They are told apart by the flag the server sets when
+/// it registers them (`Agent::builtin`), not by this name.
 pub const BUILTIN_AGENT_PREFIX: &str = "built-in-";
 
 /// What [`reconcile`] found on start.
@@ -995,11 +997,7 @@ pub const SERVER_STOPPED_LINE: &str =
 /// [`Storage::release_abandoned_jobs`]: lockgate_store::Storage::release_abandoned_jobs
 pub async fn reconcile(state: &AppState) -> ApiResult<Reconciled> {
     let mut reconciled = Reconciled::default();
-    for job in state
-        .store
-        .release_abandoned_jobs(BUILTIN_AGENT_PREFIX)
-        .await?
-    {
+    for job in state.store.release_abandoned_jobs().await? {
         let text = if job.status == "queued" {
             reconciled.requeued += 1;
             "The server stopped before this job started a step; the job was queued again.".into()

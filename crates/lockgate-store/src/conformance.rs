@@ -528,11 +528,27 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
                 new_job("fresh", "queued"),
                 new_job("stepping", "queued"),
                 new_job("remote", "queued"),
+                new_job("lookalike", "queued"),
                 new_job("waiting", "queued"),
             ],
         )
         .await
         .unwrap();
+    for name in ["built-in-1", "built-in-2"] {
+        let agent = store
+            .register_builtin_agent(name, &format!("h-{name}"))
+            .await
+            .unwrap();
+        assert!(agent.builtin);
+    }
+    // A registered agent is never built-in, whatever its name.
+    for name in ["remote-1", "built-in-x"] {
+        let agent = store
+            .register_agent(name, &format!("h-{name}"))
+            .await
+            .unwrap();
+        assert!(!agent.builtin);
+    }
     let far = now_millis() + 60_000;
     let fresh = store
         .lease_next_job("built-in-1", "Linux", "l1", far)
@@ -546,6 +562,11 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
         .unwrap();
     let remote = store
         .lease_next_job("remote-1", "Linux", "l3", far)
+        .await
+        .unwrap()
+        .unwrap();
+    let lookalike = store
+        .lease_next_job("built-in-x", "Linux", "l5", far)
         .await
         .unwrap()
         .unwrap();
@@ -567,16 +588,7 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
             .await
             .unwrap();
     }
-    // `_` in the prefix is matched literally, not as a wildcard.
-    assert!(
-        store
-            .release_abandoned_jobs("remote_")
-            .await
-            .unwrap()
-            .is_empty()
-    );
-
-    let released = store.release_abandoned_jobs("built-in-").await.unwrap();
+    let released = store.release_abandoned_jobs().await.unwrap();
     let summary: Vec<(i64, &str, Option<&str>)> = released
         .iter()
         .map(|j| (j.id, j.status.as_str(), j.result.as_deref()))
@@ -629,8 +641,33 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
     );
     let remote_now = store.job_by_id(remote.id).await.unwrap().unwrap();
     assert_eq!(remote_now.status, "running", "other agents keep their jobs");
+    let lookalike_now = store.job_by_id(lookalike.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            lookalike_now.status.as_str(),
+            lookalike_now.agent_name.as_deref()
+        ),
+        ("running", Some("built-in-x")),
+        "a registered agent named like a built-in one keeps its job"
+    );
     let waiting = store.jobs_of_run(run.id).await.unwrap();
-    assert_eq!(waiting[3].status, "queued");
+    assert_eq!(waiting[4].status, "queued");
+    // Registering a built-in agent's name as a remote agent makes it a remote agent.
+    assert!(
+        !store
+            .register_agent("built-in-2", "h-taken")
+            .await
+            .unwrap()
+            .builtin
+    );
+    assert!(
+        !store
+            .agent_by_token_hash("h-taken")
+            .await
+            .unwrap()
+            .unwrap()
+            .builtin
+    );
 }
 
 pub(crate) async fn log_chunks_number_their_lines_and_reset_clears_a_job(store: &dyn Storage) {

@@ -176,6 +176,9 @@ pub struct Agent {
     pub name: String,
     pub last_seen_at: Option<i64>,
     pub created_at: i64,
+    /// One of the server's own built-in agents (registered by the server at start, never through the
+    /// API): the jobs it held when the server stopped are released on the next start.
+    pub builtin: bool,
 }
 
 /// A user's session (cookie), with the CSRF token its forms must carry.

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "initial",
@@ -61,6 +61,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "approvals",
         include_str!("../migrations/sqlite/0008_approvals.sql"),
     ),
+    (
+        9,
+        "built-in agents",
+        include_str!("../migrations/sqlite/0009_agent_builtin.sql"),
+    ),
 ];
 
 /// The SQLite implementation of [`Storage`]. Cloning is cheap (a pool handle).
@@ -72,6 +77,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating when missing) `lockgate.db` in `data_dir` in WAL mode and applies the migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        Self::open_with(data_dir, SQLITE_MIGRATIONS).await
+    }
+
+    /// [`open`](Self::open) applying only `migrations` (tests build older databases with it).
+    pub(crate) async fn open_with(
+        data_dir: &Path,
+        migrations: &[(i64, &'static str, &'static str)],
+    ) -> StoreResult<SqliteStore> {
         let path = data_dir.join("lockgate.db");
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| StoreError::Open {
@@ -95,7 +108,7 @@ impl SqliteStore {
                 path: path.clone(),
                 source,
             })?;
-        let migrations = SQLITE_MIGRATIONS
+        let migrations = migrations
             .iter()
             .map(|(version, description, sql)| {
                 Migration::new(
@@ -109,6 +122,28 @@ impl SqliteStore {
             .collect();
         Migrator::with_migrations(migrations).run(&pool).await?;
         Ok(SqliteStore { pool })
+    }
+
+    /// Registers an agent or replaces the token of the one with that name; `builtin` is stored as
+    /// given, so a registration through the API turns a name into a remote agent's.
+    async fn upsert_agent(
+        &self,
+        name: &str,
+        token_hash: &str,
+        builtin: bool,
+    ) -> StoreResult<Agent> {
+        let row = sqlx::query(
+            "INSERT INTO agents (name, token_hash, created_at, builtin) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, \
+             builtin = excluded.builtin RETURNING *",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(now_millis())
+        .bind(builtin)
+        .fetch_one(&self.pool)
+        .await?;
+        Agent::from_row(&row)
     }
 }
 
@@ -848,26 +883,25 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn release_abandoned_jobs<'a>(&'a self, agent_prefix: &'a str) -> StoreFuture<'a, Vec<Job>> {
+    fn release_abandoned_jobs(&self) -> StoreFuture<'_, Vec<Job>> {
         Box::pin(async move {
             let now = now_millis();
             let mut tx = self.pool.begin().await?;
-            // `substr` rather than LIKE: agent names may hold `_` and `%`.
             let mut rows = sqlx::query(
                 "UPDATE jobs SET status = 'queued', agent_name = NULL, lease_token_hash = NULL, \
                  lease_expires_at = NULL, started_at = NULL \
-                 WHERE status = 'running' AND substr(agent_name, 1, length($1)) = $1 \
+                 WHERE status = 'running' \
+                 AND agent_name IN (SELECT name FROM agents WHERE builtin) \
                  AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id) RETURNING *",
             )
-            .bind(agent_prefix)
             .fetch_all(&mut *tx)
             .await?;
             let failed = sqlx::query(
-                "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $2, \
+                "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $1, \
                  lease_token_hash = NULL \
-                 WHERE status = 'running' AND substr(agent_name, 1, length($1)) = $1 RETURNING *",
+                 WHERE status = 'running' \
+                 AND agent_name IN (SELECT name FROM agents WHERE builtin) RETURNING *",
             )
-            .bind(agent_prefix)
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
@@ -1125,18 +1159,15 @@ impl Storage for SqliteStore {
     // ---- agents ----
 
     fn register_agent<'a>(&'a self, name: &'a str, token_hash: &'a str) -> StoreFuture<'a, Agent> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash RETURNING *",
-            )
-            .bind(name)
-            .bind(token_hash)
-            .bind(now_millis())
-            .fetch_one(&self.pool)
-            .await?;
-            Agent::from_row(&row)
-        })
+        Box::pin(self.upsert_agent(name, token_hash, false))
+    }
+
+    fn register_builtin_agent<'a>(
+        &'a self,
+        name: &'a str,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Agent> {
+        Box::pin(self.upsert_agent(name, token_hash, true))
     }
 
     fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>> {
@@ -1583,6 +1614,7 @@ impl FromSqliteRow for Agent {
             name: row.try_get("name")?,
             last_seen_at: row.try_get("last_seen_at")?,
             created_at: row.try_get("created_at")?,
+            builtin: row.try_get("builtin")?,
         })
     }
 }

@@ -271,11 +271,11 @@ pub trait Storage: Send + Sync {
     fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>>;
 
     /// Ends the jobs held by agents that died with an earlier server process (its built-in agents),
-    /// in one transaction: every `running` job whose agent name starts with `agent_prefix` and that
-    /// has no step row yet goes back to `queued` (agent, lease and `started_at` cleared, so another
+    /// in one transaction: every `running` job leased to an agent registered as built-in
+    /// ([`register_builtin_agent`](Self::register_builtin_agent)) and that has no step row yet goes back to `queued` (agent, lease and `started_at` cleared, so another
     /// agent leases it; its log is kept); every other such job completes as `failed` with its lease
     /// dropped, and its steps still `running` complete as `failed`. Returns the jobs as updated, by id.
-    fn release_abandoned_jobs<'a>(&'a self, agent_prefix: &'a str) -> StoreFuture<'a, Vec<Job>>;
+    fn release_abandoned_jobs(&self) -> StoreFuture<'_, Vec<Job>>;
 
     /// Cancels a run in one transaction: the run's result becomes `canceled` (its status stays as it
     /// is until its last job completes; a completed run is left alone), `queued` jobs (waiting for an
@@ -333,8 +333,18 @@ pub trait Storage: Send + Sync {
 
     // ---- agents ----
 
-    /// Registers an agent, or replaces the token hash of the agent with that name.
+    /// Registers a remote agent, or replaces the token hash of the agent with that name (which is
+    /// then a remote agent, whatever it was).
     fn register_agent<'a>(&'a self, name: &'a str, token_hash: &'a str) -> StoreFuture<'a, Agent>;
+
+    /// Registers one of the server's built-in agents (or replaces its token): only the server does,
+    /// when it starts them. Their jobs are the ones [`release_abandoned_jobs`](Self::release_abandoned_jobs)
+    /// ends.
+    fn register_builtin_agent<'a>(
+        &'a self,
+        name: &'a str,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Agent>;
 
     /// The agent with this token hash, after marking it as seen now (`last_seen_at`).
     fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>>;

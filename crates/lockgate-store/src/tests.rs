@@ -17,7 +17,7 @@ conformance_tests!(fresh);
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 8);
+    assert_eq!(store.schema_version().await.unwrap(), 9);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await
@@ -52,4 +52,43 @@ async fn a_postgres_url_is_refused_until_that_backend_exists() {
     assert!(matches!(err, StoreError::UnknownDatabase { .. }));
     assert!(!err.to_string().contains("secret"), "{err}");
     assert!(!dir.path().join("lockgate.db").exists());
+}
+
+#[tokio::test]
+async fn the_upgrade_flags_the_built_in_agents_an_older_server_named_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = SqliteStore::open_with(dir.path(), &sqlite::SQLITE_MIGRATIONS[..8])
+        .await
+        .unwrap();
+    assert_eq!(older.schema_version().await.unwrap(), 8);
+    let names = [
+        "built-in-1",
+        "built-in-12",
+        "built-in-x",
+        "built-in-1x",
+        "built-in-",
+        "remote-1",
+    ];
+    for name in names {
+        sqlx::query("INSERT INTO agents (name, token_hash, created_at) VALUES ($1, $2, 1)")
+            .bind(name)
+            .bind(format!("h-{name}"))
+            .execute(&older.pool)
+            .await
+            .unwrap();
+    }
+    drop(older);
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let mut flagged = Vec::new();
+    for name in names {
+        let agent = store
+            .agent_by_token_hash(&format!("h-{name}"))
+            .await
+            .unwrap()
+            .unwrap();
+        if agent.builtin {
+            flagged.push(agent.name);
+        }
+    }
+    assert_eq!(flagged, ["built-in-1", "built-in-12"]);
 }

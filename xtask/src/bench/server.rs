@@ -319,7 +319,12 @@ fn log_ingest(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         stored as f64 / 1e6,
         bytes / 1e6
     );
-    agent.finish(&lease, "succeeded", &Default::default(), &Default::default())?;
+    agent.finish(
+        &lease,
+        "succeeded",
+        &Default::default(),
+        &Default::default(),
+    )?;
     Ok(())
 }
 

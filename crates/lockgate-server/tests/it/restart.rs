@@ -64,7 +64,14 @@ fn a_restarted_server_finishes_the_runs_a_killed_one_left_unfinished() {
             .set_job_status(jobs[0].id, "pending", None)
             .await
             .unwrap();
-        // Killed while built-in agents held a job each, one before its first step.
+        // Killed while built-in agents held a job each, one before its first step. (This process
+        // has none: they are registered as an earlier process with built-in agents left them.)
+        for name in ["built-in-1", "built-in-2"] {
+            store
+                .register_builtin_agent(name, &format!("old-{name}"))
+                .await
+                .unwrap();
+        }
         let far = now_millis() + 600_000;
         let held = store
             .lease_next_job("built-in-1", "Linux", "lease-1", far)
