@@ -284,7 +284,11 @@ impl JobExecutor for RunnerExecutor {
         };
         let spec = JobSpec {
             stage: job.lease.stage_name.clone(),
-            stage_display_name: job.lease.stage_name.clone(),
+            stage_display_name: job
+                .lease
+                .stage_display_name
+                .clone()
+                .unwrap_or_else(|| job.lease.stage_name.clone()),
             name: plan_job.name.clone(),
             display_name: plan_job
                 .display_name
@@ -301,6 +305,7 @@ impl JobExecutor for RunnerExecutor {
             total_jobs_in_phase: plan_job.strategy.total_jobs_in_phase.max(1),
             environment: plan_job.environment.as_ref().map(|e| e.name.clone()),
             strategy: plan_job.deployment.as_ref().map(|d| d.name.clone()),
+            continue_on_error: plan_job.continue_on_error,
         };
         // Uploaded task packages join (and replace) the agent's tasks for this job only.
         let registry = if job.task_packages.is_empty() {

@@ -366,15 +366,29 @@ impl Engine {
         }
     }
 
-    /// A job ended with `result` and the output variables it set (`step.var`).
+    /// A job ended with `result` and the output variables it set (`step.var`). A failed job with
+    /// `continueOnError` is recorded as succeeded with issues (see [`Engine::job_result`]).
     pub fn job_finished(
         &mut self,
         job: usize,
         result: TaskResult,
         outputs: BTreeMap<String, String>,
     ) {
+        let result = self.job_result(job, result);
         if let Some(state) = self.jobs.get_mut(job) {
             *state = JobState::Done { result, outputs };
+        }
+    }
+
+    /// The result a job that ended with `result` has: a failure of a job with `continueOnError:
+    /// true` is "succeeded with issues" for the job itself, its dependents, its stage and the run
+    /// (Microsoft's "Pipeline conditions", FAQ "How can I trigger a job if a previous job succeeded
+    /// with issues?").
+    pub fn job_result(&self, job: usize, result: TaskResult) -> TaskResult {
+        if job < self.graph.jobs.len() {
+            self.effective(job, result)
+        } else {
+            result
         }
     }
 
@@ -569,8 +583,13 @@ impl Engine {
             .map(|(index, _)| index)
     }
 
+    /// Stage and job names ignore ASCII case, as in Azure Pipelines (`dependsOn: build` waits for
+    /// the stage `Build`).
     fn stage_index(&self, name: &str) -> Option<usize> {
-        self.graph.stages.iter().position(|s| s.name == name)
+        self.graph
+            .stages
+            .iter()
+            .position(|s| s.name.eq_ignore_ascii_case(name))
     }
 
     fn stage_ready(&self, stage: usize) -> bool {
@@ -583,7 +602,7 @@ impl Engine {
     /// The instances of base job `base` of `stage`.
     fn instances<'e>(&'e self, stage: usize, base: &'e str) -> impl Iterator<Item = usize> + 'e {
         self.stage_jobs(stage)
-            .filter(move |&j| self.graph.jobs[j].base_name == base)
+            .filter(move |&j| self.graph.jobs[j].base_name.eq_ignore_ascii_case(base))
     }
 
     fn job_ready(&self, job: usize) -> bool {
@@ -644,7 +663,7 @@ impl Engine {
         let mut names: Vec<&str> = Vec::new();
         for job in self.stage_jobs(stage) {
             let base = self.graph.jobs[job].base_name.as_str();
-            if !names.contains(&base) {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(base)) {
                 names.push(base);
             }
         }
@@ -709,6 +728,7 @@ impl Engine {
         let mut context = self.context(&node.variables);
         let mut dependencies = Object::new();
         let mut status_of = Vec::new();
+        let mut stage_names = Vec::new();
         for name in &node.depends_on {
             let Some(index) = self.stage_index(name) else {
                 continue;
@@ -723,6 +743,7 @@ impl Engine {
                 }
             }
             status_of.push((name.clone(), result));
+            stage_names.push(name.clone());
             dependencies.insert(name.as_str(), DependencyState { result, outputs }.value());
         }
         context.set("dependencies", Value::Object(dependencies));
@@ -734,6 +755,10 @@ impl Engine {
             results: status_of,
             canceled: self.canceled,
         });
+        // `$[ ]` variables a stage condition reads have their values (Microsoft's "Pipeline
+        // conditions", "Use a variable set at runtime": `isMain: $[eq(...)]` read by a stage
+        // condition). One that cannot be evaluated here keeps its text: its job reports it.
+        let _ = evaluate_variables(&node.variables, &self.predefined, &mut context);
         context
     }
 
@@ -849,10 +874,13 @@ impl Engine {
         });
     }
 
-    /// Evaluates the condition and `$[ ]` values of a job whose dependencies are done.
+    /// Evaluates the `$[ ]` values and the condition of a job whose dependencies are done. The
+    /// condition reads the evaluated values; a value that cannot be evaluated fails the job only
+    /// when its condition holds.
     fn evaluate_job(&mut self, job: usize, out: &mut Vec<Decision>) {
-        let context = self.job_context(job);
+        let mut context = self.job_context(job);
         let node = &self.graph.jobs[job];
+        let values = runtime_values(node, &self.predefined, &mut context);
         match evaluate(node.condition.as_deref(), &context) {
             Ok(true) => {}
             Ok(false) => return self.finish(job, TaskResult::Skipped, None, out),
@@ -861,7 +889,7 @@ impl Engine {
                 return self.finish(job, TaskResult::Failed, Some(message), out);
             }
         }
-        match runtime_values(node, &context) {
+        match values {
             Ok((values, fields)) => {
                 if let Some(flag) = fields
                     .iter()
@@ -884,29 +912,56 @@ impl Engine {
 
 type RuntimeValues = (Vec<(usize, String)>, Vec<(String, serde_json::Value)>);
 
-/// The job's `$[ ]` variables and job keys, evaluated in its condition's context. The error names
-/// the variable or key.
-fn runtime_values(node: &JobNode, context: &MapContext) -> Result<RuntimeValues, String> {
-    let eval = |text: &str| -> Result<String, String> {
-        let value = parse(text, &ParseOptions::runtime())
-            .and_then(|expr| expr.evaluate(context))
-            .map_err(|error| error.describe(text))?;
-        Ok(match value {
-            Value::Null => String::new(),
-            other => other.to_display_string(),
-        })
-    };
+/// Evaluates a runtime expression's text to the string a variable holds.
+fn eval_text(text: &str, context: &MapContext) -> Result<String, String> {
+    let value = parse(text, &ParseOptions::runtime())
+        .and_then(|expr| expr.evaluate(context))
+        .map_err(|error| error.describe(text))?;
+    Ok(match value {
+        Value::Null => String::new(),
+        other => other.to_display_string(),
+    })
+}
+
+/// Evaluates the `$[ ]` values among `variables` in order, each one seeing the values before it,
+/// and puts each value into `context` unless a later variable or a predefined one of that name
+/// wins there. Returns the values by position; stops at the first that fails, naming it.
+fn evaluate_variables(
+    variables: &[(String, String)],
+    predefined: &[(String, String)],
+    context: &mut MapContext,
+) -> Result<Vec<(usize, String)>, String> {
     let mut values = Vec::new();
-    for (position, (name, value)) in node.variables.iter().enumerate() {
-        if let Some(text) = runtime_expression(value) {
-            let value = eval(text).map_err(|error| format!("variable `{name}`: {error}"))?;
-            values.push((position, value));
+    for (position, (name, value)) in variables.iter().enumerate() {
+        let Some(text) = runtime_expression(value) else {
+            continue;
+        };
+        let value =
+            eval_text(text, context).map_err(|error| format!("variable `{name}`: {error}"))?;
+        let hidden = variables[position + 1..]
+            .iter()
+            .chain(predefined)
+            .any(|(other, _)| other.eq_ignore_ascii_case(name));
+        if !hidden {
+            context.set_variable(name.as_str(), value.as_str());
         }
+        values.push((position, value));
     }
+    Ok(values)
+}
+
+/// The job's `$[ ]` variables and job keys, evaluated in its condition's context, which then holds
+/// the variables' values. The error names the variable or key.
+fn runtime_values(
+    node: &JobNode,
+    predefined: &[(String, String)],
+    context: &mut MapContext,
+) -> Result<RuntimeValues, String> {
+    let values = evaluate_variables(&node.variables, predefined, context)?;
     let mut fields = Vec::new();
     for (key, expression) in &node.runtime_fields {
         let text = runtime_expression(expression).unwrap_or(expression);
-        let value = eval(text)
+        let value = eval_text(text, context)
             .and_then(|value| plan::runtime_field_value(key, expression, &value))
             .map_err(|error| format!("job `{key}`: {error}"))?;
         fields.push((key.clone(), value));

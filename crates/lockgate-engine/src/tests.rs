@@ -569,3 +569,64 @@ fn a_gated_stage_waits_for_its_checks_and_fails_when_rejected() {
         ]
     );
 }
+
+#[test]
+fn names_ignore_case_and_runtime_variables_see_each_other_and_reach_conditions() {
+    let trace = play(
+        graph(
+            "variables:\n  a: $[ 'one' ]\n  b: $[ format('{0}-two', variables.a) ]\n\
+             \x20 isMain: $[ eq(variables['Build.Reason'], 'Manual') ]\n\
+             stages:\n- stage: Build\n  jobs:\n  - job: Producer\n    steps: [script: x]\n\
+             - stage: Deploy\n  dependsOn: build\n  condition: and(succeeded(), eq(variables.isMain, true))\n\
+             \x20 jobs:\n  - job: First\n    steps: [script: x]\n\
+             \x20 - job: Second\n    dependsOn: first\n    condition: eq(dependencies.FIRST.result, 'SucceededWithIssues')\n\
+             \x20   variables:\n      c: $[ variables.b ]\n    steps: [script: x]\n",
+        ),
+        &[
+            ("Producer", TaskResult::Succeeded, &[("s.v", "out")]),
+            ("First", TaskResult::Failed, &[]),
+        ],
+        None,
+    );
+    // Deploy waits for Build although `dependsOn` spells it `build`; a continueOnError-less
+    // failure does not satisfy Second's condition.
+    assert_trace(
+        trace,
+        "stage Build started
+         start Producer a=one b=one-two isMain=True
+         Producer -> Succeeded
+         stage Build: Succeeded
+         stage Deploy started
+         start First a=one b=one-two isMain=True
+         First -> Failed
+         end Second: Skipped
+         stage Deploy: Failed
+         run: Failed",
+    );
+}
+
+#[test]
+fn a_tolerated_failure_is_the_jobs_own_result_too() {
+    let mut engine = Engine::new(
+        graph("jobs:\n- job: A\n  continueOnError: true\n  steps: [script: x]\n"),
+        Vec::new(),
+    );
+    engine.advance();
+    engine.job_started(0);
+    assert_eq!(
+        engine.job_result(0, TaskResult::Failed),
+        TaskResult::SucceededWithIssues
+    );
+    assert_eq!(
+        engine.job_result(0, TaskResult::Canceled),
+        TaskResult::Canceled
+    );
+    engine.job_finished(0, TaskResult::Failed, BTreeMap::new());
+    assert!(matches!(
+        engine.job_state(0),
+        Some(JobState::Done {
+            result: TaskResult::SucceededWithIssues,
+            ..
+        })
+    ));
+}

@@ -38,6 +38,9 @@ pub struct JobLease {
     pub attempt: i64,
     /// The stage the job belongs to (its name in the plan).
     pub stage_name: String,
+    /// The stage's `displayName` (`System.StageDisplayName`); older servers send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_display_name: Option<String>,
     /// The compiled job: a `lockgate_pipeline::plan::Job` as JSON.
     pub job: serde_json::Value,
     /// The compiled pipeline-level and stage-level variables (`lockgate_pipeline::plan::Variable` list).

@@ -283,6 +283,9 @@ pub async fn run_job(
     if cancel.is_canceled() || (timed_out && result != TaskResult::Failed) {
         result = TaskResult::Canceled;
     }
+    if result == TaskResult::Failed && spec.continue_on_error {
+        result = TaskResult::SucceededWithIssues;
+    }
     let mut outcome = finish(
         sink,
         id,

@@ -575,6 +575,8 @@ pub async fn run_plan(
     let mut workspace_counter = 0usize;
     let mut summaries = Vec::new();
     let mut run_result = None;
+    // Values of outputs set with `issecret=true`: later jobs mask them, as the server's agents do.
+    let mut secret_values: Vec<String> = Vec::new();
     let id_of = |index: usize| JobId {
         stage: plan.stages[plan_jobs[index].0].name.clone(),
         job: plan_jobs[index].1.name.clone(),
@@ -753,7 +755,7 @@ pub async fn run_plan(
                 display_name,
                 phases: job_phases_with_self_folder(&job, run.minute, &machine, &self_name),
                 variables: resolved,
-                secret_values: Vec::new(),
+                secret_values: secret_values.clone(),
                 timeout: if job.timeout_in_minutes == 0 {
                     None
                 } else {
@@ -765,6 +767,7 @@ pub async fn run_plan(
                 total_jobs_in_phase: job.strategy.total_jobs_in_phase.max(1),
                 environment: job.environment.as_ref().map(|e| e.name.clone()),
                 strategy: job.deployment.as_ref().map(|d| d.name.clone()),
+                continue_on_error: job.continue_on_error,
             };
             if job.container.is_some() {
                 sink.event(Event::Issue {
@@ -794,10 +797,18 @@ pub async fn run_plan(
         }
         match running.join_next().await {
             Some(Ok((index, outcome))) => {
+                for name in &outcome.secret_outputs {
+                    if let Some(value) = outcome.outputs.get(name)
+                        && !value.is_empty()
+                        && !secret_values.contains(value)
+                    {
+                        secret_values.push(value.clone());
+                    }
+                }
                 summaries.push(JobSummary {
                     id: id_of(index),
                     display_name: job_display_name(&plan_jobs[index].1),
-                    result: outcome.result,
+                    result: from_engine(engine.job_result(index, to_engine(outcome.result))),
                     seconds: outcome.seconds,
                     outputs: outcome.outputs.clone(),
                 });

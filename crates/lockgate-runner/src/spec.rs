@@ -34,6 +34,9 @@ pub struct JobSpec {
     /// For deployment jobs: environment name and strategy name.
     pub environment: Option<String>,
     pub strategy: Option<String>,
+    /// `continueOnError` (after its `$[ ]` value, if any): a failure of the job is reported as
+    /// succeeded with issues, the run engine's `Engine::job_result`.
+    pub continue_on_error: bool,
 }
 
 /// A variable the job starts with.

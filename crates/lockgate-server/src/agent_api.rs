@@ -167,6 +167,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         lease_seconds: state.lease_seconds,
         attempt: job.attempt,
         stage_name: job.stage_name.clone(),
+        stage_display_name: spec["stageDisplayName"].as_str().map(str::to_string),
         job: spec["job"].clone(),
         variables: spec["variables"].clone(),
         predefined,
@@ -389,7 +390,12 @@ async fn finish(
     Json(body): Json<FinishJob>,
 ) -> ApiResult<StatusCode> {
     let (job, hash) = leased_job(&state, job_id, &headers).await?;
-    let result = normalize_result(&body.result);
+    let mut result = normalize_result(&body.result);
+    // A failure of a job with `continueOnError: true` is "succeeded with issues" (the run engine's
+    // rule, `Engine::job_result`).
+    if result == "failed" && crate::run_engine::continues_on_error(&job.spec) {
+        result = "succeededWithIssues";
+    }
     if body.outputs.len() > MAX_OUTPUTS {
         return Err(ApiError::bad_request(format!(
             "a job may publish at most {MAX_OUTPUTS} output variables"

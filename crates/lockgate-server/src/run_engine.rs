@@ -32,6 +32,8 @@ pub(crate) struct StoredSpec {
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct StoredJob {
     pub base_name: String,
+    /// `dependsOn` as written (jobs of the same stage, by base name); absent in old specs.
+    pub depends_on: Option<Vec<String>>,
     pub condition: Option<String>,
     pub variables: Vec<Variable>,
     pub continue_on_error: bool,
@@ -181,6 +183,10 @@ impl RunGraph {
         // In-stage dependencies as base names, from the dependency keys of the jobs that wait for
         // something in their stage (keys name every matrix instance).
         for (index, (job, spec)) in jobs.iter().zip(&specs).enumerate() {
+            if let Some(names) = &spec.job.depends_on {
+                graph.jobs[index].depends_on.clone_from(names);
+                continue;
+            }
             if spec.conditions.first {
                 continue;
             }
@@ -216,6 +222,15 @@ impl RunGraph {
             self.origins,
         )
     }
+}
+
+/// Whether a job row's spec says the job continues on error (its `continueOnError`, or the value
+/// its `$[ ]` expression was given when the job was queued).
+pub(crate) fn continues_on_error(spec: &str) -> bool {
+    let spec: StoredSpec = serde_json::from_str(spec).unwrap_or_default();
+    spec.runtime_values
+        .continue_on_error()
+        .unwrap_or(spec.job.continue_on_error)
 }
 
 /// A result as the store names it.

@@ -415,14 +415,23 @@ fn plan_jobs(
         let upstream: Vec<String> = plan
             .stages
             .iter()
-            .filter(|other| stage.depends_on.contains(&other.name))
+            .filter(|other| {
+                stage
+                    .depends_on
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&other.name))
+            })
             .flat_map(|other| other.jobs.iter().map(|job| job_key(&other.name, &job.name)))
             .collect();
         for job in &stage.jobs {
             let in_stage: Vec<String> = stage
                 .jobs
                 .iter()
-                .filter(|other| job.depends_on.contains(&other.base_name))
+                .filter(|other| {
+                    job.depends_on
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(&other.base_name))
+                })
                 .map(|other| job_key(&stage.name, &other.name))
                 .collect();
             let first_in_stage = job.depends_on.is_empty();
@@ -461,6 +470,7 @@ fn plan_jobs(
                 "variables": variables,
                 "conditions": condition,
                 "pipelineVariables": own,
+                "stageDisplayName": stage.display_name.as_deref().unwrap_or(&stage.name),
                 "queueVariables": queue_time,
             });
             rows.push(NewJob {

@@ -118,6 +118,7 @@ pub fn job(steps: Vec<StepSpec>, variables: Vec<InitialVariable>) -> JobSpec {
         total_jobs_in_phase: 1,
         environment: None,
         strategy: None,
+        continue_on_error: false,
     }
 }
 
