@@ -49,6 +49,8 @@ struct Case {
     run: String,
     /// `(job, text)`: the job's log must contain the text on both sides.
     log_contains: Vec<(String, String)>,
+    /// `(job, text)`: the job's log must not contain the text on either side.
+    log_lacks: Vec<(String, String)>,
     /// The sides known to be wrong today, with why; their mismatches are reported, not failed on.
     divergence: Option<(Vec<Side>, String)>,
     /// Whether the YAML (after the comment block) prints marker lines.
@@ -92,6 +94,7 @@ fn parse_case(file: &str, text: &str) -> Result<Case, String> {
         jobs: BTreeMap::new(),
         run: String::new(),
         log_contains: Vec::new(),
+        log_lacks: Vec::new(),
         divergence: None,
         echoes_marker: false,
     };
@@ -141,11 +144,17 @@ fn parse_case(file: &str, text: &str) -> Result<Case, String> {
                 case.run = value.to_string();
             }
             "expect-log" => {
-                let (job, needle) = value
-                    .split_once(" contains ")
-                    .ok_or_else(|| format!("{}: `expect-log: JOB contains TEXT`", at()))?;
-                case.log_contains
-                    .push((job.trim().to_string(), needle.trim().to_string()));
+                let (list, (job, needle)) = if let Some(pair) = value.split_once(" contains ") {
+                    (&mut case.log_contains, pair)
+                } else if let Some(pair) = value.split_once(" lacks ") {
+                    (&mut case.log_lacks, pair)
+                } else {
+                    return Err(format!(
+                        "{}: `expect-log: JOB contains TEXT` or `expect-log: JOB lacks TEXT`",
+                        at()
+                    ));
+                };
+                list.push((job.trim().to_string(), needle.trim().to_string()));
             }
             "known-divergence" => {
                 let (side, why) = value.split_once(':').ok_or_else(|| {
@@ -314,6 +323,12 @@ fn expectation_problems(case: &Case, observed: &Observed) -> Vec<String> {
     {
         problems.push(format!("no job printed a `{MARKER}` line"));
     }
+    for (job, needle) in &case.log_lacks {
+        let log = observed.logs.get(job).cloned().unwrap_or_default();
+        if let Some(line) = log.iter().find(|line| line.contains(needle.as_str())) {
+            problems.push(format!("job {job}: log contains `{needle}`: {line}"));
+        }
+    }
     for (job, needle) in &case.log_contains {
         let log = observed.logs.get(job).cloned().unwrap_or_default();
         if !log.iter().any(|line| line.contains(needle.as_str())) {
@@ -391,15 +406,24 @@ fn run_on_server(dir: &Path, repo: &Path, files: &[String]) -> BTreeMap<String, 
         if runs.len() >= files.len() && done == runs.len() {
             break runs;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not finish the corpus's runs ({done} of {} completed): {:#?}",
-            files.len(),
-            runs.iter()
+        if Instant::now() >= deadline {
+            let started: BTreeSet<i64> = runs.iter().map(|run| run.pipeline_id).collect();
+            let never: Vec<&String> = pipelines
+                .iter()
+                .filter(|(id, _)| !started.contains(id))
+                .map(|(_, file)| file)
+                .collect();
+            let unfinished: Vec<(&String, &String)> = runs
+                .iter()
                 .filter(|run| run.status != "completed")
-                .map(|run| (&run.pipeline, &run.status))
-                .collect::<Vec<_>>()
-        );
+                .map(|run| (&pipelines[&run.pipeline_id], &run.status))
+                .collect();
+            panic!(
+                "the server did not finish the corpus's runs ({done} of {} completed); \
+                 no run of {never:?}; unfinished: {unfinished:?}",
+                files.len()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     };
     runs.iter()
@@ -539,7 +563,7 @@ fn corpus_files_with_a_bad_expectation_block_are_refused_with_file_and_line() {
     assert!(error.contains("z.yml:3"), "{error}");
     let case = parse_case(
         "ok.yml",
-        "# Title line.\n# expect: S.A = failed\n# expect-run: failed\n# expect-log: S.A contains OUT:a b\n# known-divergence: server: why\n\njobs: []\n# expect: later = skipped\n",
+        "# Title line.\n# expect: S.A = failed\n# expect-run: failed\n# expect-log: S.A contains OUT:a b\n# expect-log: S.A lacks x\n# known-divergence: server: why\n\njobs: []\n# expect: later = skipped\n",
     )
     .unwrap();
     assert_eq!(case.jobs.len(), 1, "only the leading block counts");
@@ -547,6 +571,7 @@ fn corpus_files_with_a_bad_expectation_block_are_refused_with_file_and_line() {
         case.log_contains,
         vec![("S.A".to_string(), "OUT:a b".to_string())]
     );
+    assert_eq!(case.log_lacks, vec![("S.A".to_string(), "x".to_string())]);
     assert_eq!(
         case.divergence,
         Some((vec![Side::Server], "why".to_string()))
