@@ -26,6 +26,7 @@ macro_rules! conformance_tests {
             pipeline_variables_keep_order_and_flags_and_are_replaced_as_a_whole,
             settings_are_replaced_and_jobs_are_paged_by_id,
             approvals_are_asked_once_decided_atomically_and_audited,
+            environment_checks_are_one_per_kind_and_replaced,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1025,4 +1026,51 @@ pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(stor
     );
     assert!(store.approval_checks(project.id).await.unwrap().is_empty());
     assert_eq!(store.approvals_of_run(run.id).await.unwrap().len(), 3);
+}
+
+/// One automatic check of each kind per environment (names ignoring case), replaced or removed
+/// as a whole, listed by environment and kind.
+pub(crate) async fn environment_checks_are_one_per_kind_and_replaced(store: &dyn Storage) {
+    let (_, project, _) = pipeline(store).await;
+    let branch = store
+        .set_environment_check(
+            project.id,
+            "Prod",
+            "branchControl",
+            Some(("{\"a\":1}", "ada")),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(branch.config, "{\"a\":1}");
+    store
+        .set_environment_check(
+            project.id,
+            "prod",
+            "branchControl",
+            Some(("{\"a\":2}", "ada")),
+        )
+        .await
+        .unwrap();
+    store
+        .set_environment_check(project.id, "prod", "businessHours", Some(("{}", "ada")))
+        .await
+        .unwrap();
+    let checks = store.environment_checks(project.id).await.unwrap();
+    let kinds: Vec<(&str, &str)> = checks
+        .iter()
+        .map(|c| (c.kind.as_str(), c.config.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("branchControl", "{\"a\":2}"), ("businessHours", "{}")]
+    );
+    assert!(
+        store
+            .set_environment_check(project.id, "PROD", "businessHours", None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.environment_checks(project.id).await.unwrap().len(), 1);
 }

@@ -286,6 +286,19 @@ pub struct NewApprovalCheck {
     pub created_by: String,
 }
 
+/// An automatic check on an environment (branch control, business hours): its kind and its
+/// settings as JSON, which the server reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvironmentCheck {
+    pub id: i64,
+    pub project_id: i64,
+    pub environment: String,
+    pub kind: String,
+    pub config: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
 /// One decision on an approval: the audit trail.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApprovalDecision {

@@ -13,10 +13,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, Job, LogChunk,
-    NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable, Project,
-    Repository, Run, RunFilter, Session, Step, Storage, StoreError, StoreFuture, StoreResult,
-    TestResult, User, now_millis,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, EnvironmentCheck,
+    Job, LogChunk, NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable,
+    Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError, StoreFuture,
+    StoreResult, TestResult, User, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -65,6 +65,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "built-in agents",
         include_str!("../migrations/sqlite/0009_agent_builtin.sql"),
+    ),
+    (
+        10,
+        "environment checks",
+        include_str!("../migrations/sqlite/0010_environment_checks.sql"),
     ),
 ];
 
@@ -1383,6 +1388,60 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn set_environment_check<'a>(
+        &'a self,
+        project_id: i64,
+        environment: &'a str,
+        kind: &'a str,
+        config: Option<(&'a str, &'a str)>,
+    ) -> StoreFuture<'a, Option<EnvironmentCheck>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "DELETE FROM environment_checks \
+                 WHERE project_id = $1 AND environment = $2 COLLATE NOCASE AND kind = $3",
+            )
+            .bind(project_id)
+            .bind(environment)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await?;
+            let Some((config, created_by)) = config else {
+                tx.commit().await?;
+                return Ok(None);
+            };
+            let row = sqlx::query(
+                "INSERT INTO environment_checks \
+                 (project_id, environment, kind, config, created_by, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            )
+            .bind(project_id)
+            .bind(environment)
+            .bind(kind)
+            .bind(config)
+            .bind(created_by)
+            .bind(now_millis())
+            .fetch_one(&mut *tx)
+            .await?;
+            let stored = EnvironmentCheck::from_row(&row)?;
+            tx.commit().await?;
+            Ok(Some(stored))
+        })
+    }
+
+    fn environment_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<EnvironmentCheck>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM environment_checks WHERE project_id = $1 \
+                 ORDER BY environment COLLATE NOCASE, kind",
+            )
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(EnvironmentCheck::from_row).collect()
+        })
+    }
+
     fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
@@ -1681,6 +1740,20 @@ impl FromSqliteRow for Approval {
             requested_at: row.try_get("requested_at")?,
             decided_at: row.try_get("decided_at")?,
             decisions: Vec::new(),
+        })
+    }
+}
+
+impl FromSqliteRow for EnvironmentCheck {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(EnvironmentCheck {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            environment: row.try_get("environment")?,
+            kind: row.try_get("kind")?,
+            config: row.try_get("config")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
         })
     }
 }

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, Job, LogChunk,
-    NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable, Project,
-    Repository, Run, RunFilter, Session, Step, StoreResult, TestResult, User,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, EnvironmentCheck,
+    Job, LogChunk, NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable,
+    Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult, User,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -390,6 +390,19 @@ pub trait Storage: Send + Sync {
 
     /// The pending approvals of every run, for the timeout sweep.
     fn pending_approvals(&self) -> StoreFuture<'_, Vec<Approval>>;
+
+    /// Sets (or with `None` removes) the check of `kind` on an environment of a project (the
+    /// name ignores ASCII case); `config` (the check's settings) and `created_by` as given.
+    fn set_environment_check<'a>(
+        &'a self,
+        project_id: i64,
+        environment: &'a str,
+        kind: &'a str,
+        config: Option<(&'a str, &'a str)>,
+    ) -> StoreFuture<'a, Option<EnvironmentCheck>>;
+
+    /// The automatic checks of a project, by environment and kind.
+    fn environment_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<EnvironmentCheck>>;
 
     // ---- settings ----
 

@@ -17,7 +17,7 @@ conformance_tests!(fresh);
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 9);
+    assert_eq!(store.schema_version().await.unwrap(), 10);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await
