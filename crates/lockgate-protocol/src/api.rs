@@ -318,3 +318,35 @@ pub struct DecideApprovals {
     #[serde(default)]
     pub comment: String,
 }
+
+/// Branch control on an environment
+/// (`PUT /api/v1/projects/{p}/environments/{e}/checks/branch-control`): only runs of these
+/// branches may deploy there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BranchControl {
+    /// Full refs (`refs/heads/main`) or branch names, a trailing `*` matching any rest
+    /// (`refs/heads/release/*`); `*` alone allows every branch.
+    pub allowed_branches: Vec<String>,
+}
+
+/// Business hours on an environment
+/// (`PUT /api/v1/projects/{p}/environments/{e}/checks/business-hours`): a deployment waits until
+/// the time is within the window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BusinessHours {
+    /// `Mon` … `Sun`.
+    pub days: Vec<String>,
+    /// `HH:MM`, inclusive.
+    pub start: String,
+    /// `HH:MM`, exclusive; after `start`.
+    pub end: String,
+    /// The time zone as an offset from UTC, `+01:00` or `-05:30` (default `+00:00`).
+    #[serde(default = "utc")]
+    pub utc_offset: String,
+}
+
+fn utc() -> String {
+    "+00:00".into()
+}

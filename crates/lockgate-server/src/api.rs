@@ -145,7 +145,16 @@ fn waiting_for(job: &lockgate_store::Job) -> Option<String> {
 pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail> {
     let jobs = state.store.jobs_of_run(run.id).await?;
     let steps = state.store.steps_of_run(run.id).await?;
-    let approvals = crate::approvals::waiting_reasons(&state.store.approvals_of_run(run.id).await?);
+    let mut approvals =
+        crate::approvals::waiting_reasons(&state.store.approvals_of_run(run.id).await?);
+    if run.status != "completed" {
+        // Business hours and the like: why a stage waits before any approval is asked.
+        let opened = state.secrets.open_jobs(jobs.clone());
+        let gates = crate::approvals::stage_gates(state, run, &opened).await?;
+        for (stage, reason) in gates.waiting {
+            approvals.entry(stage).or_insert(reason);
+        }
+    }
     Ok(api::RunDetail {
         run: run_json(run),
         jobs: jobs

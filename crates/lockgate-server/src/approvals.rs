@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use lockgate_engine::Gate;
 use lockgate_protocol::api;
 use lockgate_store::{
-    Approval, ApprovalCheck, ApprovalDecision, Job, NewApprovalCheck, Run, now_millis,
+    Approval, ApprovalCheck, ApprovalDecision, EnvironmentCheck, Job, NewApprovalCheck, Run,
+    now_millis,
 };
 
 use crate::AppState;
@@ -32,9 +33,155 @@ pub fn routes() -> Router<AppState> {
             get(get_check).put(put_check).delete(delete_check),
         )
         .route(
+            "/api/v1/projects/{project}/environments/{environment}/checks/branch-control",
+            get(get_branch_control)
+                .put(put_branch_control)
+                .delete(delete_branch_control),
+        )
+        .route(
+            "/api/v1/projects/{project}/environments/{environment}/checks/business-hours",
+            get(get_business_hours)
+                .put(put_business_hours)
+                .delete(delete_business_hours),
+        )
+        .route(
             "/api/v1/runs/{id}/approvals",
             get(list_approvals).post(decide_approvals),
         )
+}
+
+const BRANCH_CONTROL: &str = "branchControl";
+const BUSINESS_HOURS: &str = "businessHours";
+
+/// Whether `branch` (a full ref) is one of `allowed`: full refs or branch names, a trailing `*`
+/// matching any rest, `*` alone every branch; letter case ignored.
+fn branch_allowed(allowed: &[String], branch: &str) -> bool {
+    let branch = branch.to_ascii_lowercase();
+    allowed.iter().any(|pattern| {
+        let pattern = pattern.trim().to_ascii_lowercase();
+        let pattern = if pattern.starts_with("refs/") || pattern == "*" {
+            pattern
+        } else {
+            format!("refs/heads/{pattern}")
+        };
+        match pattern.strip_suffix('*') {
+            Some(prefix) => branch.starts_with(prefix),
+            None => branch == pattern,
+        }
+    })
+}
+
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// `HH:MM` as minutes after midnight.
+fn minutes_of(text: &str) -> Option<i64> {
+    let (hours, minutes) = text.split_once(':')?;
+    let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    ((0..24).contains(&hours) && (0..60).contains(&minutes) && text.len() == 5)
+        .then_some(hours * 60 + minutes)
+}
+
+/// `+HH:MM` / `-HH:MM` as minutes.
+fn offset_of(text: &str) -> Option<i64> {
+    let sign = match text.chars().next()? {
+        '+' => 1,
+        '-' => -1,
+        _ => return None,
+    };
+    let minutes = minutes_of(&text[1..])?;
+    (minutes <= 14 * 60).then_some(sign * minutes)
+}
+
+/// Whether `now` (milliseconds since the epoch) is within the business hours.
+fn within_hours(hours: &api::BusinessHours, now: i64) -> bool {
+    let (Some(start), Some(end), Some(offset)) = (
+        minutes_of(&hours.start),
+        minutes_of(&hours.end),
+        offset_of(&hours.utc_offset),
+    ) else {
+        return false;
+    };
+    let local = now.div_euclid(60_000) + offset;
+    let day = local.div_euclid(24 * 60);
+    let minute = local.rem_euclid(24 * 60);
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let weekday = DAYS[(day + 3).rem_euclid(7) as usize];
+    hours.days.iter().any(|d| d.eq_ignore_ascii_case(weekday)) && start <= minute && minute < end
+}
+
+/// What the automatic checks of a stage say: `Err` the reason it is refused, `Ok(Some)` why it
+/// waits, `Ok(None)` every one passed. A check whose settings cannot be read fails closed.
+fn automatic_checks(
+    checks: &[&EnvironmentCheck],
+    run: &Run,
+    now: i64,
+) -> Result<Option<String>, String> {
+    let mut waiting = None;
+    // Azure's order: branch control before business hours ("Define approvals and checks").
+    let mut ordered: Vec<&&EnvironmentCheck> = checks.iter().collect();
+    ordered.sort_by_key(|c| c.kind != BRANCH_CONTROL);
+    for check in ordered {
+        match check.kind.as_str() {
+            BRANCH_CONTROL => {
+                let Ok(config) = serde_json::from_str::<api::BranchControl>(&check.config) else {
+                    return Err(format!(
+                        "the branch control of environment `{}` cannot be read",
+                        check.environment
+                    ));
+                };
+                if !branch_allowed(&config.allowed_branches, &run.source_branch) {
+                    return Err(format!(
+                        "branch control of environment `{}`: `{}` is not one of {}",
+                        check.environment,
+                        run.source_branch,
+                        config.allowed_branches.join(", ")
+                    ));
+                }
+            }
+            BUSINESS_HOURS => {
+                let Ok(config) = serde_json::from_str::<api::BusinessHours>(&check.config) else {
+                    return Err(format!(
+                        "the business hours of environment `{}` cannot be read",
+                        check.environment
+                    ));
+                };
+                if !within_hours(&config, now) && waiting.is_none() {
+                    waiting = Some(format!(
+                        "business hours of environment `{}`: {} {}-{} (UTC{})",
+                        check.environment,
+                        config.days.join(","),
+                        config.start,
+                        config.end,
+                        config.utc_offset
+                    ));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "environment `{}` has a check of unknown kind `{other}`",
+                    check.environment
+                ));
+            }
+        }
+    }
+    Ok(waiting)
+}
+
+/// The automatic checks on the environments a stage deploys to.
+fn environment_checks_of_stage<'c>(
+    checks: &'c [EnvironmentCheck],
+    jobs: &[Job],
+    stage: &str,
+) -> Vec<&'c EnvironmentCheck> {
+    let environments = stage_environments(jobs, stage);
+    checks
+        .iter()
+        .filter(|check| {
+            environments
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(&check.environment))
+        })
+        .collect()
 }
 
 /// The environment a deployment job deploys to, from its stored plan (`environment.name`).
@@ -97,17 +244,26 @@ fn gate_of(checks: &[&ApprovalCheck], approvals: &[&Approval]) -> Gate {
     if open { Gate::Open } else { Gate::Pending }
 }
 
-/// The gate of every stage of the run that deploys to an environment with a check (stages
-/// without one are not in the map). Approvals past their timeout are ended as timed out here.
-pub(crate) async fn stage_gates(
-    state: &AppState,
-    run: &Run,
-    jobs: &[Job],
-) -> ApiResult<BTreeMap<String, Gate>> {
-    let mut gates = BTreeMap::new();
+/// How the gated stages of a run stand: the gate of every stage that deploys to an environment
+/// with a check (stages without one are not in `gates`), and why each refused or waiting one is so.
+#[derive(Debug, Default)]
+pub(crate) struct Gates {
+    pub gates: BTreeMap<String, Gate>,
+    /// Why a stage was refused by an automatic check (its jobs' logs say so).
+    pub refused: BTreeMap<String, String>,
+    /// Why a stage waits for an automatic check (business hours).
+    pub waiting: BTreeMap<String, String>,
+}
+
+/// The gates of a run's stages, in Azure's order: automatic checks first (a refusal rejects the
+/// stage, a wait keeps it waiting without asking for approval), then approvals. Approvals past
+/// their timeout are ended as timed out here.
+pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> ApiResult<Gates> {
+    let mut out = Gates::default();
     let checks = state.store.approval_checks(run.project_id).await?;
-    if checks.is_empty() {
-        return Ok(gates);
+    let automatic = state.store.environment_checks(run.project_id).await?;
+    if checks.is_empty() && automatic.is_empty() {
+        return Ok(out);
     }
     let mut approvals = state.store.approvals_of_run(run.id).await?;
     let now = now_millis();
@@ -117,29 +273,47 @@ pub(crate) async fn stage_gates(
         }
     }
     for job in jobs {
-        if gates.contains_key(&job.stage_name) {
+        let stage = &job.stage_name;
+        if out.gates.contains_key(stage) {
             continue;
         }
-        let stage_checks = checks_of_stage(&checks, jobs, &job.stage_name);
-        if stage_checks.is_empty() {
+        let stage_checks = checks_of_stage(&checks, jobs, stage);
+        let stage_automatic = environment_checks_of_stage(&automatic, jobs, stage);
+        if stage_checks.is_empty() && stage_automatic.is_empty() {
             continue;
         }
-        let asked: Vec<&Approval> = approvals
-            .iter()
-            .filter(|a| a.stage == job.stage_name)
-            .collect();
-        gates.insert(job.stage_name.clone(), gate_of(&stage_checks, &asked));
+        let gate = match automatic_checks(&stage_automatic, run, now) {
+            Err(reason) => {
+                out.refused.insert(stage.clone(), reason);
+                Gate::Rejected
+            }
+            Ok(Some(reason)) => {
+                out.waiting.insert(stage.clone(), reason);
+                Gate::Pending
+            }
+            Ok(None) => {
+                let asked: Vec<&Approval> =
+                    approvals.iter().filter(|a| &a.stage == stage).collect();
+                gate_of(&stage_checks, &asked)
+            }
+        };
+        out.gates.insert(stage.clone(), gate);
     }
-    Ok(gates)
+    Ok(out)
 }
 
-/// Asks for the approvals a stage waits for (once per check: asking again changes nothing).
+/// Asks for the approvals a stage waits for (once per check: asking again changes nothing), once
+/// its automatic checks passed.
 pub(crate) async fn request(
     state: &AppState,
     run: &Run,
     jobs: &[Job],
     stage: &str,
+    gates: &Gates,
 ) -> ApiResult<()> {
+    if gates.waiting.contains_key(stage) || gates.refused.contains_key(stage) {
+        return Ok(());
+    }
     let checks = state.store.approval_checks(run.project_id).await?;
     for check in checks_of_stage(&checks, jobs, stage) {
         state
@@ -321,6 +495,190 @@ async fn delete_check(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Moves on the project's runs in progress after its checks changed (a stage waiting for business
+/// hours, a removed check).
+async fn advance_project_runs(state: &AppState, project_id: i64) -> ApiResult<()> {
+    for status in ["queued", "running"] {
+        let filter = lockgate_store::RunFilter {
+            project_id: Some(project_id),
+            status: Some(status.into()),
+            limit: 200,
+            ..lockgate_store::RunFilter::default()
+        };
+        for run in state.store.list_runs(&filter).await? {
+            crate::runs::advance_run(state, run.id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stores an automatic check given as JSON (after `valid` accepted it) and moves the project's
+/// runs on.
+async fn put_automatic<T: serde::Serialize>(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    environment: &str,
+    kind: &str,
+    config: &T,
+) -> ApiResult<()> {
+    let project = project_for(state, caller, project, Role::Administrator).await?;
+    valid_environment(environment)?;
+    let text = serde_json::to_string(config).map_err(ApiError::internal)?;
+    state
+        .store
+        .set_environment_check(
+            project.id,
+            environment,
+            kind,
+            Some((&text, &caller.user.name)),
+        )
+        .await?;
+    advance_project_runs(state, project.id).await
+}
+
+async fn get_automatic<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    environment: &str,
+    kind: &str,
+) -> ApiResult<Json<T>> {
+    let project = project_for(state, caller, project, Role::Reader).await?;
+    let check = state
+        .store
+        .environment_checks(project.id)
+        .await?
+        .into_iter()
+        .find(|c| c.kind == kind && c.environment.eq_ignore_ascii_case(environment))
+        .ok_or_else(|| ApiError::not_found("check"))?;
+    serde_json::from_str(&check.config)
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+async fn delete_automatic(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    environment: &str,
+    kind: &str,
+) -> ApiResult<StatusCode> {
+    let project = project_for(state, caller, project, Role::Administrator).await?;
+    state
+        .store
+        .set_environment_check(project.id, environment, kind, None)
+        .await?;
+    advance_project_runs(state, project.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_branch_control(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<Json<api::BranchControl>> {
+    get_automatic(&state, &caller, &project, &environment, BRANCH_CONTROL).await
+}
+
+async fn put_branch_control(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+    body: Result<Json<api::BranchControl>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<api::BranchControl>> {
+    let Json(body) = body
+        .map_err(|e| ApiError::bad_request(format!("invalid branch control: {}", e.body_text())))?;
+    if body.allowed_branches.is_empty()
+        || body.allowed_branches.len() > 100
+        || body
+            .allowed_branches
+            .iter()
+            .any(|b| b.trim().is_empty() || b.len() > 250 || b.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "`allowedBranches` must list 1 to 100 branches (refs or names, `*` at the end for any rest)",
+        ));
+    }
+    put_automatic(
+        &state,
+        &caller,
+        &project,
+        &environment,
+        BRANCH_CONTROL,
+        &body,
+    )
+    .await?;
+    Ok(Json(body))
+}
+
+async fn delete_branch_control(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    delete_automatic(&state, &caller, &project, &environment, BRANCH_CONTROL).await
+}
+
+async fn get_business_hours(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<Json<api::BusinessHours>> {
+    get_automatic(&state, &caller, &project, &environment, BUSINESS_HOURS).await
+}
+
+async fn put_business_hours(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+    body: Result<Json<api::BusinessHours>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<api::BusinessHours>> {
+    let Json(body) = body
+        .map_err(|e| ApiError::bad_request(format!("invalid business hours: {}", e.body_text())))?;
+    if body.days.is_empty()
+        || body
+            .days
+            .iter()
+            .any(|d| !DAYS.iter().any(|day| day.eq_ignore_ascii_case(d)))
+    {
+        return Err(ApiError::bad_request(
+            "`days` must list days among Mon, Tue, Wed, Thu, Fri, Sat, Sun",
+        ));
+    }
+    let (Some(start), Some(end)) = (minutes_of(&body.start), minutes_of(&body.end)) else {
+        return Err(ApiError::bad_request(
+            "`start` and `end` must be times as HH:MM",
+        ));
+    };
+    if start >= end {
+        return Err(ApiError::bad_request("`end` must be after `start`"));
+    }
+    if offset_of(&body.utc_offset).is_none() {
+        return Err(ApiError::bad_request(
+            "`utcOffset` must be an offset from UTC such as +01:00 or -05:30",
+        ));
+    }
+    put_automatic(
+        &state,
+        &caller,
+        &project,
+        &environment,
+        BUSINESS_HOURS,
+        &body,
+    )
+    .await?;
+    Ok(Json(body))
+}
+
+async fn delete_business_hours(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    delete_automatic(&state, &caller, &project, &environment, BUSINESS_HOURS).await
+}
+
 async fn list_approvals(
     State(state): State<AppState>,
     caller: Caller,
@@ -479,6 +837,53 @@ mod tests {
         assert!(!overdue(&pending, 60_999));
         assert!(overdue(&pending, 61_000));
         assert!(!overdue(&approved_a, 1_000_000));
+    }
+
+    #[test]
+    fn branch_patterns_and_business_hours() {
+        let allowed = vec!["main".to_string(), "refs/heads/release/*".to_string()];
+        assert!(branch_allowed(&allowed, "refs/heads/main"));
+        assert!(branch_allowed(&allowed, "refs/heads/Main"));
+        assert!(branch_allowed(&allowed, "refs/heads/release/1.2"));
+        assert!(!branch_allowed(&allowed, "refs/heads/feature/x"));
+        assert!(!branch_allowed(&allowed, "refs/heads/mainline"));
+        assert!(branch_allowed(&["*".into()], "refs/tags/v1"));
+        // 2026-12-07 was a Monday; 10:30 UTC.
+        let monday = 1_796_639_400_000;
+        let hours = |days: &[&str], start: &str, end: &str, offset: &str| api::BusinessHours {
+            days: days.iter().map(|d| d.to_string()).collect(),
+            start: start.into(),
+            end: end.into(),
+            utc_offset: offset.into(),
+        };
+        assert!(within_hours(
+            &hours(&["Mon"], "09:00", "17:00", "+00:00"),
+            monday
+        ));
+        assert!(!within_hours(
+            &hours(&["Tue"], "09:00", "17:00", "+00:00"),
+            monday
+        ));
+        assert!(!within_hours(
+            &hours(&["Mon"], "11:00", "17:00", "+00:00"),
+            monday
+        ));
+        // 10:30 UTC is 16:00 at +05:30, and still Monday; 00:30 Tuesday at +14:00.
+        assert!(within_hours(
+            &hours(&["mon"], "15:00", "16:01", "+05:30"),
+            monday
+        ));
+        assert!(within_hours(
+            &hours(&["Tue"], "00:00", "01:00", "+14:00"),
+            monday
+        ));
+        assert!(!within_hours(
+            &hours(&["Mon"], "9:00", "17:00", "+00:00"),
+            monday
+        ));
+        assert_eq!(offset_of("-05:30"), Some(-330));
+        assert_eq!(offset_of("05:30"), None);
+        assert_eq!(minutes_of("24:00"), None);
     }
 
     #[test]

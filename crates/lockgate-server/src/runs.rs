@@ -535,6 +535,23 @@ pub fn run_predefined_variables(
     ]
 }
 
+/// Writes an error line into a job's log (a job that never ran: why).
+async fn note_in_log(state: &AppState, job_id: i64, message: &str) -> ApiResult<()> {
+    let line = LogLine {
+        step: None,
+        text: format!("##[error]{message}"),
+    };
+    state
+        .store
+        .append_log_chunk(
+            job_id,
+            1,
+            &crate::live::compress_lines(std::slice::from_ref(&line)),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Ends a waiting job as failed with an error line in its log (a condition that cannot be evaluated).
 async fn fail_waiting_job(state: &AppState, job_id: i64, message: &str) -> ApiResult<()> {
     let line = LogLine {
@@ -620,7 +637,7 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         decisions,
         origins,
         stages,
-    } = run_engine::decide(&jobs, predefined, run_canceled, false, &gates);
+    } = run_engine::decide(&jobs, predefined, run_canceled, false, &gates.gates);
     let mut queued_any = false;
     for decision in decisions {
         match decision {
@@ -644,6 +661,10 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
                 message,
             } => {
                 let job = &mut jobs[index];
+                // A stage an automatic check refused: its jobs' logs say why.
+                if let Some(reason) = gates.refused.get(&job.stage_name) {
+                    note_in_log(state, job.id, reason).await?;
+                }
                 match message {
                     Some(message) => fail_waiting_job(state, job.id, &message).await?,
                     None => {
@@ -672,7 +693,7 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
             }
             // The server keeps no stage rows; a stage is its jobs.
             Decision::AwaitChecks { stage } => {
-                crate::approvals::request(state, &run, &jobs, &stages[stage]).await?;
+                crate::approvals::request(state, &run, &jobs, &stages[stage], &gates).await?;
             }
             Decision::StageStarted { .. }
             | Decision::StageFinished { .. }
@@ -721,7 +742,7 @@ pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         .open_jobs(state.store.jobs_of_run(run_id).await?);
     // Decided on the jobs as they were: the engine ends what cannot run after a cancel.
     let gates = crate::approvals::stage_gates(state, &run, &before).await?;
-    let decisions = run_engine::decide(&before, variables, false, true, &gates).decisions;
+    let decisions = run_engine::decide(&before, variables, false, true, &gates.gates).decisions;
     let ended: Vec<usize> = decisions
         .iter()
         .filter_map(|d| match d {

@@ -50,13 +50,47 @@ pub enum ChecksCommand {
         #[arg(long, default_value_t = 43_200)]
         timeout: i64,
     },
-    /// Remove an environment's approval check.
+    /// Only runs of these branches may deploy to the environment (branch control).
+    BranchControl {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        environment: String,
+        /// Refs or branch names, comma-separated; a trailing `*` matches any rest.
+        #[arg(long, value_delimiter = ',', required = true)]
+        allowed: Vec<String>,
+    },
+    /// Deployments to the environment wait for these hours (business hours).
+    BusinessHours {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        environment: String,
+        /// Days, comma-separated: Mon,Tue,Wed,Thu,Fri,Sat,Sun.
+        #[arg(long, value_delimiter = ',', default_value = "Mon,Tue,Wed,Thu,Fri")]
+        days: Vec<String>,
+        /// HH:MM.
+        #[arg(long)]
+        start: String,
+        /// HH:MM, after --start.
+        #[arg(long)]
+        end: String,
+        /// The time zone as an offset from UTC (+01:00).
+        #[arg(long, default_value = "+00:00")]
+        utc_offset: String,
+    },
+    /// Remove a check from an environment.
     Remove {
         #[command(flatten)]
         connection: Connection,
         #[arg(long)]
         project: String,
         environment: String,
+        /// approval, branch-control or business-hours.
+        #[arg(long, default_value = "approval")]
+        kind: String,
     },
 }
 
@@ -122,24 +156,80 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 check.approvers.join(", ")
             );
         }
+        ChecksCommand::BranchControl {
+            connection,
+            project,
+            environment,
+            allowed,
+        } => {
+            let body = api::BranchControl {
+                allowed_branches: allowed,
+            };
+            let _: api::BranchControl = connection
+                .client()?
+                .put_json(&kind_path(&project, &environment, "branch-control"), &body)
+                .map_err(client_error)?;
+            println!(
+                "environment {environment}: only {} may deploy",
+                body.allowed_branches.join(", ")
+            );
+        }
+        ChecksCommand::BusinessHours {
+            connection,
+            project,
+            environment,
+            days,
+            start,
+            end,
+            utc_offset,
+        } => {
+            let body = api::BusinessHours {
+                days,
+                start,
+                end,
+                utc_offset,
+            };
+            let _: api::BusinessHours = connection
+                .client()?
+                .put_json(&kind_path(&project, &environment, "business-hours"), &body)
+                .map_err(client_error)?;
+            println!(
+                "environment {environment}: deployments wait for {} {}-{} (UTC{})",
+                body.days.join(","),
+                body.start,
+                body.end,
+                body.utc_offset
+            );
+        }
         ChecksCommand::Remove {
             connection,
             project,
             environment,
+            kind,
         } => {
+            if !["approval", "branch-control", "business-hours"].contains(&kind.as_str()) {
+                return Err(crate::UsageError(format!(
+                    "--kind must be approval, branch-control or business-hours, not `{kind}`"
+                ))
+                .into());
+            }
             connection
                 .client()?
-                .delete(&check_path(&project, &environment))
+                .delete(&kind_path(&project, &environment, &kind))
                 .map_err(client_error)?;
-            println!("environment {environment}: approval check removed");
+            println!("environment {environment}: {kind} check removed");
         }
     }
     Ok(EXIT_OK)
 }
 
 fn check_path(project: &str, environment: &str) -> String {
+    kind_path(project, environment, "approval")
+}
+
+fn kind_path(project: &str, environment: &str, kind: &str) -> String {
     format!(
-        "/api/v1/projects/{}/environments/{}/checks/approval",
+        "/api/v1/projects/{}/environments/{}/checks/{kind}",
         encode(project),
         encode(environment)
     )

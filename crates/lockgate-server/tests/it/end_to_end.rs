@@ -1584,3 +1584,136 @@ stages:
     assert_eq!(job_result(&detail, "Ship"), "skipped");
     assert!(!run_logs(&server, second).contains("deployed to test"));
 }
+
+#[test]
+fn branch_control_refuses_other_branches_and_business_hours_hold_a_deployment() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let checks = "/api/v1/projects/p/environments/prod/checks";
+    for (kind, body, needle) in [
+        (
+            "branch-control",
+            serde_json::json!({"allowedBranches": []}),
+            "`allowedBranches`",
+        ),
+        (
+            "business-hours",
+            serde_json::json!({"days": ["Funday"], "start": "09:00", "end": "17:00"}),
+            "`days`",
+        ),
+        (
+            "business-hours",
+            serde_json::json!({"days": ["Mon"], "start": "17:00", "end": "09:00"}),
+            "`end` must be after `start`",
+        ),
+        (
+            "business-hours",
+            serde_json::json!({"days": ["Mon"], "start": "09:00", "end": "17:00", "utcOffset": "CET"}),
+            "`utcOffset`",
+        ),
+    ] {
+        let error = server
+            .client
+            .put_json::<_, serde_json::Value>(&format!("{checks}/{kind}"), &body)
+            .unwrap_err();
+        assert_eq!(error.status(), Some(400), "{error}");
+        assert!(error.to_string().contains(needle), "{error}");
+    }
+    let _: api::BranchControl = server
+        .client
+        .put_json(
+            &format!("{checks}/branch-control"),
+            &serde_json::json!({"allowedBranches": ["refs/heads/main"]}),
+        )
+        .unwrap();
+    let yaml = "\
+appendCommitMessageToRunName: false
+stages:
+- stage: Build
+  jobs:
+  - job: B
+    steps:
+    - script: echo \"built\" \"it\"
+- stage: Deploy
+  jobs:
+  - deployment: Ship
+    environment: prod
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"deployed\" \"to prod\"
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "feature/x",
+    );
+    let refused = wait_for_run(&server, pipeline, 1);
+    assert_eq!(refused.result.as_deref(), Some("failed"));
+    let detail = run_detail(&server, refused.id);
+    assert_eq!(job_result(&detail, "B"), "succeeded");
+    assert_eq!(job_result(&detail, "Ship"), "skipped");
+    let logs = run_logs(&server, refused.id);
+    assert!(
+        logs.contains(
+            "branch control of environment `prod`: `refs/heads/feature/x` is not one of refs/heads/main"
+        ),
+        "{logs}"
+    );
+    assert!(!logs.contains("deployed to prod"), "{logs}");
+
+    // Business hours whose window is not now: a run of main waits, saying why.
+    let now_minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % (24 * 60);
+    let (start, end) = if now_minute >= 60 {
+        ("00:00", "00:30")
+    } else {
+        ("23:00", "23:30")
+    };
+    let _: api::BusinessHours = server
+        .client
+        .put_json(
+            &format!("{checks}/business-hours"),
+            &serde_json::json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+                                "start": start, "end": end}),
+        )
+        .unwrap();
+    commit_and_push(work.path(), &push_url, &[("README.md", "main\n")], "main");
+    let runs = wait_for_runs(&server, pipeline, "a run of main", |runs| runs.len() >= 2);
+    let waiting = runs[0].id;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = run_detail(&server, waiting);
+        let ship = detail.jobs.iter().find(|j| j.name == "Ship").unwrap();
+        if ship
+            .waiting_for
+            .as_deref()
+            .is_some_and(|w| w.contains("business hours of environment `prod`"))
+        {
+            assert_eq!(ship.status, "pending");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not waiting for business hours: {detail:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Removing the window lets it go on at once.
+    server
+        .client
+        .delete(&format!("{checks}/business-hours"))
+        .unwrap();
+    let done = wait_for_run(&server, pipeline, 2);
+    assert_eq!(done.id, waiting);
+    assert_eq!(done.result.as_deref(), Some("succeeded"));
+    assert!(run_logs(&server, waiting).contains("deployed to prod"));
+}

@@ -452,4 +452,54 @@ fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
     }
     let removed = run_cli(&["checks", "remove", "test", "--project", "demo"]);
     assert_eq!(removed.status.code(), Some(0));
+    // The automatic checks: set, refused with the field named, removed by kind.
+    let branch = run_cli(&[
+        "checks",
+        "branch-control",
+        "prod",
+        "--project",
+        "demo",
+        "--allowed",
+        "main,refs/heads/release/*",
+    ]);
+    assert_eq!(
+        branch.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&branch.stderr)
+    );
+    assert!(stdout(&branch).contains("only main, refs/heads/release/* may deploy"));
+    let hours = run_cli(&[
+        "checks",
+        "business-hours",
+        "prod",
+        "--project",
+        "demo",
+        "--start",
+        "17:00",
+        "--end",
+        "09:00",
+    ]);
+    assert_eq!(hours.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&hours.stderr).contains("`end` must be after `start`"));
+    let bogus = run_cli(&[
+        "checks",
+        "remove",
+        "prod",
+        "--project",
+        "demo",
+        "--kind",
+        "x",
+    ]);
+    assert_eq!(bogus.status.code(), Some(2));
+    let gone = run_cli(&[
+        "checks",
+        "remove",
+        "prod",
+        "--project",
+        "demo",
+        "--kind",
+        "branch-control",
+    ]);
+    assert_eq!(gone.status.code(), Some(0));
 }
