@@ -200,6 +200,44 @@ steps:
 }
 
 #[test]
+fn a_secret_output_reaches_a_dependent_job_masked() {
+    let project = Project::new(
+        r###"
+jobs:
+- job: A
+  steps:
+  - script: |
+      P=dep; Q=loy
+      echo "##vso[task.setvariable variable=key;isOutput=true;issecret=true]${P}${Q}-Key-5521"
+    name: gen
+- job: B
+  dependsOn: A
+  variables:
+    key: $[ dependencies.A.outputs['gen.key'] ]
+  steps:
+  - script: |
+      P=dep; Q=loy
+      [ "$(key)" = "${P}${Q}-Key-5521" ] && echo KEY-MATCHES
+      echo "key=$(key)"
+"###,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("KEY-MATCHES"), "{all}");
+    assert!(
+        all.contains("key=***"),
+        "masked in the dependent job: {all}"
+    );
+    assert!(!all.contains("deploy-Key-5521"), "{all}");
+    let log = project.log("B");
+    assert!(
+        log.contains("key=***") && !log.contains("-Key-5521"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_missing_variable_group_is_a_usage_error() {
     let project = Project::new("variables:\n- group: nowhere\nsteps:\n- script: echo hi\n");
     let output = project.run(&[]);
