@@ -256,9 +256,17 @@ pub async fn run_job(
             }
         }
         state.output_prefixes.clone_from(&phase.output_prefixes);
+        // The `on: failure` hook is the rollback: its steps' default `succeeded()` looks at the
+        // hook itself ("Deployment jobs", lifecycle hooks), and the job stays failed whatever
+        // they do.
+        let failed_before = (phase.hook.as_deref() == Some("on.failure"))
+            .then(|| std::mem::replace(&mut state.status, TaskResult::Succeeded));
         for step in &phase.steps {
             step_index += 1;
             run_step(&mut state, registry, step, step_index).await;
+        }
+        if let Some(before) = failed_before {
+            state.status = before.merge(state.status);
         }
     }
     run_post_job(&mut state, step_index + 1);
