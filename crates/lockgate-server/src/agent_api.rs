@@ -150,15 +150,10 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
     ]);
     let tasks = crate::tasks::lease_tasks(state, job.id, &spec["job"]).await?;
     // `issecret` outputs of the run's other jobs reach this one in clear (its `$[ ]` variables and
-    // conditions need the values), so the agent masks them like the job's own secrets.
-    let others: Vec<Job> = state
-        .store
-        .jobs_of_run(job.run_id)
-        .await?
-        .into_iter()
-        .filter(|other| other.id != job.id)
-        .collect();
-    let secret_values = state.secrets.secret_output_values(&others);
+    // conditions need the values), so the agent masks them like the job's own secrets, and so does
+    // the server in what this job's agent reports.
+    let secret_values = upstream_secret_values(state, job).await?;
+    new_job_masker(state, job, &secret_values);
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -235,7 +230,7 @@ async fn events(
     // before it is stored or shown (an older or modified agent may not mask). The build number a
     // step sets (`build.updatebuildnumber`) and the issues it logs (`task.logissue`, `##[error]`)
     // arrive as log lines ("Build number set to ...", "##[error]..."): agents never rename the run.
-    let masker = job_masker(&state, &job);
+    let masker = job_masker(&state, &job).await?;
     let mask = |text: String| -> String {
         if masker.is_empty() {
             text
@@ -302,14 +297,64 @@ async fn events(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A masker holding the secret values of `job` (its secret pipeline variables and the queue-time
-/// values given for them, decrypted from its spec), for what the job's agent reports.
-fn job_masker(state: &AppState, job: &Job) -> lockgate_runner::masking::SecretMasker {
+/// The clear values of the `issecret` outputs of the other jobs of `job`'s run.
+async fn upstream_secret_values(state: &AppState, job: &Job) -> ApiResult<Vec<String>> {
+    let others: Vec<Job> = state
+        .store
+        .jobs_of_run(job.run_id)
+        .await?
+        .into_iter()
+        .filter(|other| other.id != job.id)
+        .collect();
+    Ok(state.secrets.secret_output_values(&others))
+}
+
+/// Most maskers kept at once (jobs whose lease ended without a finish leave theirs behind).
+const MAX_JOB_MASKERS: usize = 10_000;
+
+/// Builds and keeps the masker for what `job`'s agent reports: the job's secret values (its secret
+/// pipeline variables and the queue-time values given for them, decrypted from its spec) and
+/// `upstream`, the secret outputs of the run's other jobs.
+fn new_job_masker(
+    state: &AppState,
+    job: &Job,
+    upstream: &[String],
+) -> lockgate_runner::masking::SecretMasker {
     let masker = lockgate_runner::masking::SecretMasker::new();
-    for value in state.secrets.secret_values(&job.spec) {
-        masker.add(&value);
+    for value in state
+        .secrets
+        .secret_values(&job.spec)
+        .iter()
+        .chain(upstream)
+    {
+        masker.add(value);
+    }
+    if let Ok(mut maskers) = state.job_maskers.lock() {
+        if maskers.len() >= MAX_JOB_MASKERS {
+            maskers.clear();
+        }
+        maskers.insert(job.id, masker.clone());
     }
     masker
+}
+
+/// The masker of a leased job: the one built at its lease, or a new one (after a restart).
+async fn job_masker(
+    state: &AppState,
+    job: &Job,
+) -> ApiResult<lockgate_runner::masking::SecretMasker> {
+    let kept = state
+        .job_maskers
+        .lock()
+        .ok()
+        .and_then(|maskers| maskers.get(&job.id).cloned());
+    match kept {
+        Some(masker) => Ok(masker),
+        None => {
+            let upstream = upstream_secret_values(state, job).await?;
+            Ok(new_job_masker(state, job, &upstream))
+        }
+    }
 }
 
 /// Refuses an artifact name or file path that holds one of the job's secret values: it would be
@@ -412,7 +457,7 @@ async fn finish(
     }
     // `issecret` outputs, and any output holding one of the job's secret values, are stored
     // encrypted; the scheduler opens them where it reads outputs (`SecretBox::open_jobs`).
-    let masker = job_masker(&state, &job);
+    let masker = job_masker(&state, &job).await?;
     let mut secret = body.secret_outputs.clone();
     secret.extend(
         body.outputs
@@ -429,6 +474,9 @@ async fn finish(
         return Err(ApiError::conflict(
             "the lease on this job is no longer held",
         ));
+    }
+    if let Ok(mut maskers) = state.job_maskers.lock() {
+        maskers.remove(&job.id);
     }
     state.live.publish(
         job.id,
@@ -460,7 +508,7 @@ async fn upload_artifact_file(
 ) -> ApiResult<StatusCode> {
     let (job, _) = leased_job(&state, job_id, &headers).await?;
     // Checked first, so that no later error message repeats a secret the agent did not mask.
-    let masker = job_masker(&state, &job);
+    let masker = job_masker(&state, &job).await?;
     refuse_secret_in(&masker, "name", &name)?;
     refuse_secret_in(&masker, "path", &query.path)?;
     // The same rules as a step's publish (lockgate-artifacts): no NUL, CR/LF, `C:`, backslashes, `..`

@@ -116,6 +116,9 @@ pub struct Shared {
     pub secrets: secrets::SecretBox,
     /// Compiled pipelines by (pipeline, commit, file), for the pipeline page.
     pub compile_cache: compile_cache::CompileCache,
+    /// Per leased job, the secret values its agent's reports are masked with (built at the lease).
+    pub job_maskers:
+        std::sync::Mutex<std::collections::HashMap<i64, lockgate_runner::masking::SecretMasker>>,
 }
 
 #[derive(Clone)]
@@ -170,6 +173,7 @@ impl AppState {
             login_throttle: auth::LoginThrottle::default(),
             secrets,
             compile_cache: compile_cache::CompileCache::default(),
+            job_maskers: Default::default(),
         }))
     }
 

@@ -1729,6 +1729,69 @@ async fn administrators_upload_task_packages_and_bad_archives_are_refused() {
 }
 
 #[tokio::test]
+async fn a_secret_output_is_masked_in_what_a_later_jobs_agent_reports() {
+    let f = fixture().await;
+    let state = &f.state;
+    let value = "upstream-Secret-4410";
+    let spec = serde_json::json!({"job": {"name": "A", "baseName": "A"}, "variables": [],
+        "conditions": {"first": true, "stage": null, "stageDependsOn": []}});
+    let (run, agent_token) = run_with_jobs(
+        state,
+        &[
+            stored_job("A", "[]", "queued", spec.clone()),
+            stored_job("B", "[]", "queued", spec),
+        ],
+    )
+    .await;
+    let lease_of = || post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#);
+    let first = send(&f.app, lease_of()).await.json();
+    let first_id = first["jobId"].as_i64().unwrap();
+    let finished = send(
+        &f.app,
+        leased_request(
+            format!("/api/v1/agent/jobs/{first_id}/finish"),
+            &agent_token,
+            &first,
+            &serde_json::json!({"result": "succeeded", "outputs": {"gen.key": value},
+                "secretOutputs": ["gen.key"]})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(finished.status, StatusCode::NO_CONTENT, "{}", finished.body);
+    let second = send(&f.app, lease_of()).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    let second = second.json();
+    let second_id = second["jobId"].as_i64().unwrap();
+    assert_ne!(second_id, first_id);
+    assert_eq!(second["secretValues"], serde_json::json!([value]));
+    // Its agent does not mask: the server does.
+    let sent = send(
+        &f.app,
+        leased_request(
+            format!("/api/v1/agent/jobs/{second_id}/events"),
+            &agent_token,
+            &second,
+            &serde_json::json!({"events": [
+                {"type": "log", "step": 1, "lines": [format!("key={value}")]}]})
+            .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::NO_CONTENT, "{}", sent.body);
+    let logs = send(
+        &f.app,
+        get(
+            &format!("/api/v1/runs/{}/jobs/{second_id}/logs", run.id),
+            Some(&f.admin_token),
+        ),
+    )
+    .await;
+    assert!(logs.body.contains("key=***"), "{}", logs.body);
+    assert!(!logs.body.contains(value), "{}", logs.body);
+}
+
+#[tokio::test]
 async fn what_an_agent_reports_unmasked_is_masked_with_the_jobs_secrets_before_it_is_stored() {
     let f = fixture().await;
     let state = &f.state;
