@@ -269,6 +269,10 @@ pub struct Engine {
     counted: Vec<bool>,
     abandoned: bool,
     finished: bool,
+    /// The jobs of each stage, in graph order (built once: the graph's shape does not change).
+    members: Vec<Vec<usize>>,
+    /// The instances of each base job name (lowercase) of each stage.
+    bases: Vec<BTreeMap<String, Vec<usize>>>,
 }
 
 impl Engine {
@@ -278,7 +282,21 @@ impl Engine {
         let stages = vec![StageState::Waiting; graph.stages.len()];
         let counted = vec![true; graph.stages.len()];
         let gates = vec![Gate::Pending; graph.stages.len()];
+        let mut members = vec![Vec::new(); graph.stages.len()];
+        let mut bases: Vec<BTreeMap<String, Vec<usize>>> =
+            vec![BTreeMap::new(); graph.stages.len()];
+        for (index, node) in graph.jobs.iter().enumerate() {
+            if let Some(list) = members.get_mut(node.stage) {
+                list.push(index);
+                bases[node.stage]
+                    .entry(node.base_name.to_ascii_lowercase())
+                    .or_default()
+                    .push(index);
+            }
+        }
         Engine {
+            members,
+            bases,
             graph,
             predefined,
             jobs,
@@ -575,12 +593,7 @@ impl Engine {
     }
 
     fn stage_jobs(&self, stage: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph
-            .jobs
-            .iter()
-            .enumerate()
-            .filter(move |(_, node)| node.stage == stage)
-            .map(|(index, _)| index)
+        self.members.get(stage).into_iter().flatten().copied()
     }
 
     /// Stage and job names ignore ASCII case, as in Azure Pipelines (`dependsOn: build` waits for
@@ -601,8 +614,12 @@ impl Engine {
 
     /// The instances of base job `base` of `stage`.
     fn instances<'e>(&'e self, stage: usize, base: &'e str) -> impl Iterator<Item = usize> + 'e {
-        self.stage_jobs(stage)
-            .filter(move |&j| self.graph.jobs[j].base_name.eq_ignore_ascii_case(base))
+        self.bases
+            .get(stage)
+            .and_then(|bases| bases.get(&base.to_ascii_lowercase()))
+            .into_iter()
+            .flatten()
+            .copied()
     }
 
     fn job_ready(&self, job: usize) -> bool {

@@ -1,6 +1,7 @@
 //! Benchmarks, one module per area. Each prints a table and the machine it ran on; the numbers go to
 //! docs/benchmarks.md. They are measurements, never timed tests.
 
+mod engine;
 mod expr;
 mod pipeline;
 mod runner;
@@ -33,6 +34,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
     println!("machine: {}", machine());
     match which {
         "expr" => expr::run()?,
+        "engine" => engine::run()?,
         "pipeline" => pipeline::run()?,
         "runner" => runner::run()?,
         "sandbox" => sandbox::run()?,
@@ -40,6 +42,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
         "server" => server::run()?,
         "all" => {
             expr::run()?;
+            engine::run()?;
             pipeline::run()?;
             runner::run()?;
             sandbox::run()?;
