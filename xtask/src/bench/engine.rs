@@ -96,8 +96,8 @@ fn baseline(graph: &Graph) -> usize {
                 started += 1;
             }
         }
-        for stage in 0..graph.stages.len() {
-            stage_done[stage] = graph
+        for (stage, finished) in stage_done.iter_mut().enumerate() {
+            *finished = graph
                 .jobs
                 .iter()
                 .enumerate()
