@@ -350,3 +350,99 @@ pub struct BusinessHours {
 fn utc() -> String {
     "+00:00".into()
 }
+
+/// An environment of a project: `GET /api/v1/projects/{p}/environments` lists them with their newest
+/// successful deployment; `GET .../environments/{name}` adds the owners and the newest deployments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    pub id: i64,
+    pub project: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    /// Who created it (the requester of the run that first deployed to it, or the API caller).
+    pub created_by: String,
+    /// Users who may change it (with the project's administrators).
+    #[serde(default)]
+    pub owners: Vec<String>,
+    /// The newest deployment that succeeded.
+    pub latest_deployment: Option<Deployment>,
+    /// The newest deployments of any result, newest first (only on `GET .../environments/{name}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deployments: Vec<Deployment>,
+}
+
+/// `POST /api/v1/projects/{p}/environments`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateEnvironment {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// `PATCH /api/v1/projects/{p}/environments/{name}`: what is given changes; `owners` replaces the
+/// whole list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateEnvironment {
+    pub description: Option<String>,
+    pub owners: Option<Vec<String>>,
+}
+
+/// One entry of an environment's deployment ledger: a deployment job's attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: i64,
+    pub environment: String,
+    pub run_id: i64,
+    pub run_name: String,
+    pub run_number: i64,
+    pub pipeline_id: i64,
+    pub pipeline: String,
+    pub stage: String,
+    pub job: String,
+    pub attempt: i64,
+    /// The environment resource (`environment: name.resource` or `resourceName`).
+    pub resource: Option<String>,
+    pub commit: String,
+    pub branch: String,
+    /// The artifacts the run had published when the deployment started.
+    pub artifacts: Vec<DeployedArtifact>,
+    /// The job's variables when it started; secret values are `***`.
+    pub variables: std::collections::BTreeMap<String, String>,
+    pub requested_by: String,
+    /// `running` or `completed`.
+    pub status: String,
+    /// The deployment job's result once completed: `succeeded`, `succeededWithIssues`, `failed`,
+    /// `canceled`.
+    pub result: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// An artifact as a deployment saw it: its name, its file count and size, and one digest over its
+/// files (blake3 of each `path`, NUL, file digest, newline, by path), equal for equal contents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedArtifact {
+    pub name: String,
+    pub digest: String,
+    pub files: i64,
+    pub size: i64,
+}
+
+/// "What is where": `GET /api/v1/pipelines/{id}/environments`, one entry per environment the
+/// pipeline deployed to successfully.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedVersion {
+    pub environment: String,
+    /// The pipeline's newest successful deployment to it.
+    pub deployment: Deployment,
+    /// How many successful runs of the pipeline on the deployment's branch are newer than the one
+    /// deployed.
+    pub behind: i64,
+}

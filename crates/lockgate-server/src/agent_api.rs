@@ -109,6 +109,9 @@ async fn lease(
             .await?
         {
             let lease = job_lease(&state, &job, lease_token).await?;
+            // Before the agent has the lease, so that the job cannot finish before its entry exists.
+            let masker = job_masker(&state, &job).await?;
+            crate::environments::record_start(&state, &job, &lease, &masker).await?;
             runs::advance_run(&state, job.run_id).await?;
             return Ok(Json(lease).into_response());
         }

@@ -42,10 +42,6 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/projects/{project}/pipelines",
             get(list_pipelines).post(create_pipeline),
         )
-        .route(
-            "/api/v1/projects/{project}/environments",
-            get(list_environments),
-        )
         .route("/api/v1/pipelines/{id}/runs", post(queue))
         .route(
             "/api/v1/pipelines/{id}/variables",
@@ -749,22 +745,6 @@ async fn create_pipeline(
     Ok((
         StatusCode::CREATED,
         Json(new_pipeline(&state, &caller, &project, &body).await?),
-    ))
-}
-
-/// Each environment of the project with the newest run that deployed to it successfully.
-async fn list_environments(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(project): Path<String>,
-) -> ApiResult<Json<Vec<serde_json::Value>>> {
-    let project = project_for(&state, &caller, &project, Role::Reader).await?;
-    let deployments = state.store.latest_deployments(project.id).await?;
-    Ok(Json(
-        deployments
-            .iter()
-            .map(|(environment, run)| serde_json::json!({"environment": environment, "run": run_json(run)}))
-            .collect(),
     ))
 }
 

@@ -7,6 +7,7 @@ pub mod api;
 pub mod approvals;
 pub mod auth;
 pub mod compile_cache;
+pub mod environments;
 pub mod error;
 pub mod git;
 pub mod launch;
@@ -205,6 +206,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::routes())
         .merge(approvals::routes())
+        .merge(environments::routes())
         .merge(agent_api::routes())
         .merge(tasks::routes())
         .merge(ui::routes())

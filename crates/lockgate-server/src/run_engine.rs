@@ -584,6 +584,7 @@ pub(crate) mod tests {
             finished_at: None,
             agent_os: None,
             outputs: "{}".into(),
+            environment: None,
         }
     }
 

@@ -322,6 +322,29 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
         }
     };
     let mut jobs = plan_jobs(&plan, &pipeline_variables, &request.variables);
+    // Environments are created on first use, when the run is queued; a name that breaks the rules
+    // fails the run before anything runs.
+    let environments = match crate::environments::environments_of(&jobs) {
+        Ok(names) => names,
+        Err(why) => {
+            let diagnostic =
+                lockgate_pipeline::Diagnostic::error("server::invalid-environment", why, None);
+            let mut diagnostics = output.diagnostics.clone();
+            diagnostics.push(diagnostic);
+            new_run.diagnostics =
+                serde_json::to_string(&diagnostics).unwrap_or_else(|_| "[]".into());
+            new_run.status = "completed".into();
+            new_run.result = Some("failed".into());
+            return Ok(state.store.create_run(&new_run, &[]).await?);
+        }
+    };
+    crate::environments::create_on_first_use(
+        state,
+        project.id,
+        &environments,
+        &request.requested_by,
+    )
+    .await?;
     // Secret values never reach a job row in clear (docs/security.md, "Secrets at rest").
     for job in &mut jobs {
         job.spec = state.secrets.seal_spec_text(&job.spec);

@@ -387,11 +387,12 @@ async fn project_page(
         }
         @if !deployments.is_empty() {
             section {
-                h2 { "Environments" }
-                table { tbody { @for (environment, run) in &deployments {
-                    tr { td { strong { (environment) } } td { a href={"/runs/" (run.id)} { (run.pipeline_name) " " (run.name) } }
-                        td.muted { (run.source_branch.trim_start_matches("refs/heads/")) " @ " (run.source_commit.get(..8).unwrap_or(&run.source_commit)) }
-                        td.muted { (when(run.finished_at)) } }
+                h2 { a href={"/p/" (project.name) "/environments"} { "Environments" } }
+                table { tbody { @for deployment in &deployments {
+                    tr { td { strong { a href={"/p/" (project.name) "/environments/" (deployment.environment)} { (deployment.environment) } } }
+                        td { a href={"/runs/" (deployment.run_id)} { (deployment.pipeline_name) " " (deployment.run_name) } }
+                        td.muted { (deployment.source_branch.trim_start_matches("refs/heads/")) " @ " (deployment.source_commit.get(..8).unwrap_or(&deployment.source_commit)) }
+                        td.muted { (when(deployment.finished_at)) } }
                 } } }
             }
         }

@@ -22,7 +22,8 @@ macro_rules! conformance_tests {
             jobs_of_dead_agents_are_queued_again_or_failed,
             log_chunks_number_their_lines_and_reset_clears_a_job,
             artifacts_tests_and_agents_round_trip,
-            the_newest_successful_deployment_per_environment_is_found,
+            environments_are_unique_ignoring_case_and_keep_their_owners,
+            the_ledger_follows_deployment_jobs_and_finds_what_is_where,
             pipeline_variables_keep_order_and_flags_and_are_replaced_as_a_whole,
             settings_are_replaced_and_jobs_are_paged_by_id,
             approvals_are_asked_once_decided_atomically_and_audited,
@@ -776,46 +777,331 @@ pub(crate) async fn artifacts_tests_and_agents_round_trip(store: &dyn Storage) {
     );
 }
 
-pub(crate) async fn the_newest_successful_deployment_per_environment_is_found(store: &dyn Storage) {
+/// Environments: created with their creator as first owner, names unique per project ignoring case,
+/// found ignoring case, created once by `ensure_environment`, updated (description, owners) in part.
+pub(crate) async fn environments_are_unique_ignoring_case_and_keep_their_owners(
+    store: &dyn Storage,
+) {
+    let (_, project, _) = pipeline(store).await;
+    let other = store.create_project("other", 1).await.unwrap();
+    let dev = store
+        .create_environment(project.id, "Dev", "the first stop", "ada")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            dev.name.as_str(),
+            dev.description.as_str(),
+            dev.created_by.as_str()
+        ),
+        ("Dev", "the first stop", "ada")
+    );
+    let err = store
+        .create_environment(project.id, "dev", "", "bob")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::AlreadyExists { what } if what == "environment `dev`"),
+        "{err:?}"
+    );
+    // Another project may use the same name.
+    store
+        .create_environment(other.id, "dev", "", "bob")
+        .await
+        .unwrap();
+    let found = store
+        .environment_by_name(project.id, "DEV")
+        .await
+        .unwrap()
+        .expect("found ignoring case");
+    assert_eq!(found, dev);
+    assert!(
+        store
+            .environment_by_name(project.id, "prod")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ensured = store
+        .ensure_environment(project.id, "dEV", "carol")
+        .await
+        .unwrap();
+    assert_eq!(ensured, dev, "an existing environment is returned as it is");
+    let prod = store
+        .ensure_environment(project.id, "prod", "carol")
+        .await
+        .unwrap();
+    assert_eq!(
+        (prod.name.as_str(), prod.created_by.as_str()),
+        ("prod", "carol")
+    );
+    assert_eq!(store.environment_owners(prod.id).await.unwrap(), ["carol"]);
+    let names: Vec<String> = store
+        .list_environments(project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["Dev", "prod"]);
+
+    assert_eq!(store.environment_owners(dev.id).await.unwrap(), ["ada"]);
+    store
+        .update_environment(
+            dev.id,
+            None,
+            Some(&["zoe".to_string(), "bob".to_string(), "zoe".to_string()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.environment_owners(dev.id).await.unwrap(),
+        ["bob", "zoe"]
+    );
+    store
+        .update_environment(dev.id, Some("changed"), None)
+        .await
+        .unwrap();
+    let dev = store
+        .environment_by_name(project.id, "dev")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dev.description, "changed");
+    assert_eq!(
+        store.environment_owners(dev.id).await.unwrap(),
+        ["bob", "zoe"],
+        "owners not given stay"
+    );
+}
+
+/// The deployment ledger: a deployment starts `running`, completes with its job whichever way the
+/// job completes, pages newest first, and the newest successful one per environment (and per
+/// pipeline, with how many successful runs on its branch are newer) is found.
+pub(crate) async fn the_ledger_follows_deployment_jobs_and_finds_what_is_where(
+    store: &dyn Storage,
+) {
     let (_, project, pipeline) = pipeline(store).await;
+    let dev = store
+        .ensure_environment(project.id, "dev", "ada")
+        .await
+        .unwrap();
+    let test = store
+        .ensure_environment(project.id, "test", "ada")
+        .await
+        .unwrap();
     let deploy = |env: &str| NewJob {
         environment: Some(env.into()),
         ..new_job(&format!("deploy_{env}"), "queued")
     };
-    let first = store
+    // Runs one deployment job per environment of a new run on `branch`; each job ends as `outcome`
+    // says. Returns the run.
+    let deploy_run = async |branch: &str, outcomes: &[(&Environment, &str)]| {
+        let jobs: Vec<NewJob> = outcomes.iter().map(|(env, _)| deploy(&env.name)).collect();
+        let run = store
+            .create_run(&new_run(pipeline.id, branch), &jobs)
+            .await
+            .unwrap();
+        for ((env, outcome), job) in outcomes
+            .iter()
+            .zip(store.jobs_of_run(run.id).await.unwrap())
+        {
+            assert_eq!(job.environment.as_deref(), Some(env.name.as_str()));
+            let lease = format!("lease-{}", job.id);
+            store
+                .lease_next_job("a", "Linux", &lease, now_millis() + 60_000)
+                .await
+                .unwrap()
+                .unwrap();
+            let started = store
+                .start_deployment(&NewDeployment {
+                    environment_id: env.id,
+                    run_id: run.id,
+                    job_id: job.id,
+                    attempt: job.attempt,
+                    pipeline_id: pipeline.id,
+                    stage_name: job.stage_name.clone(),
+                    job_name: job.name.clone(),
+                    resource_name: None,
+                    source_commit: format!("commit-{}", run.id),
+                    source_branch: branch.into(),
+                    artifacts: r#"[{"name":"drop"}]"#.into(),
+                    variables: r#"{"a":"1","s":"***"}"#.into(),
+                    requested_by: "ada".into(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                (started.status.as_str(), started.result.as_deref()),
+                ("running", None)
+            );
+            assert_eq!(
+                (started.environment.as_str(), started.pipeline_name.as_str()),
+                (env.name.as_str(), "app-ci")
+            );
+            assert_eq!(started.run_number, run.number);
+            assert!(
+                store
+                    .finish_leased_job(job.id, &lease, outcome, "{}")
+                    .await
+                    .unwrap()
+            );
+            let finished = store
+                .deployment_of_job(job.id, job.attempt)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (finished.status.as_str(), finished.result.as_deref()),
+                ("completed", Some(*outcome)),
+                "the deployment completes with its job"
+            );
+            assert!(finished.finished_at.is_some());
+            assert_eq!(finished.variables, r#"{"a":"1","s":"***"}"#);
+        }
+        let result = if outcomes.iter().all(|(_, o)| *o == "succeeded") {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        store
+            .set_run_status(run.id, "completed", Some(result))
+            .await
+            .unwrap();
+        run
+    };
+    let first = deploy_run("main", &[(&dev, "succeeded"), (&test, "succeeded")]).await;
+    let second = deploy_run("main", &[(&dev, "succeeded"), (&test, "failed")]).await;
+    let latest: Vec<(String, i64)> = store
+        .latest_deployments(project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.environment, d.run_id))
+        .collect();
+    assert_eq!(
+        latest,
+        [
+            ("dev".to_string(), second.id),
+            ("test".to_string(), first.id)
+        ],
+        "a failed deployment does not replace the latest successful one"
+    );
+    // A newer successful run on main without deployments, and one on another branch.
+    let plain = store
+        .create_run(&new_run(pipeline.id, "main"), &[])
+        .await
+        .unwrap();
+    store
+        .set_run_status(plain.id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+    let elsewhere = store
+        .create_run(&new_run(pipeline.id, "feature"), &[])
+        .await
+        .unwrap();
+    store
+        .set_run_status(elsewhere.id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+    let versions: Vec<(String, i64, i64)> = store
+        .deployed_versions(pipeline.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.deployment.environment, v.deployment.run_id, v.behind))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("dev".to_string(), second.id, 1),
+            // The second run failed (its test deployment failed): it does not count as newer.
+            ("test".to_string(), first.id, 1),
+        ]
+    );
+
+    let ledger = store.deployments(dev.id, None, 10).await.unwrap();
+    assert_eq!(
+        ledger.iter().map(|d| d.run_id).collect::<Vec<_>>(),
+        [second.id, first.id],
+        "newest first"
+    );
+    let page = store
+        .deployments(dev.id, Some(ledger[0].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|d| d.run_id).collect::<Vec<_>>(),
+        [first.id]
+    );
+    assert_eq!(store.deployments(dev.id, None, 1).await.unwrap().len(), 1);
+
+    // A job whose lease expires fails, and so does its deployment; a job queued again after its
+    // agent died before a step keeps one deployment record for the attempt.
+    let run = store
         .create_run(&new_run(pipeline.id, "main"), &[deploy("dev")])
         .await
         .unwrap();
-    let second = store
-        .create_run(
-            &new_run(pipeline.id, "main"),
-            &[deploy("dev"), deploy("test")],
-        )
+    let job = &store.jobs_of_run(run.id).await.unwrap()[0];
+    let new = |commit: &str| NewDeployment {
+        environment_id: dev.id,
+        run_id: run.id,
+        job_id: job.id,
+        attempt: job.attempt,
+        pipeline_id: pipeline.id,
+        stage_name: "build".into(),
+        job_name: job.name.clone(),
+        resource_name: Some("vm1".into()),
+        source_commit: commit.into(),
+        source_branch: "main".into(),
+        artifacts: "[]".into(),
+        variables: "{}".into(),
+        requested_by: "ada".into(),
+    };
+    store
+        .register_builtin_agent("built-in-1", "h-built-in-1")
         .await
         .unwrap();
-    for run in [&first, &second] {
-        for job in store.jobs_of_run(run.id).await.unwrap() {
-            let outcome = if job.name == "deploy_test" {
-                "failed"
-            } else {
-                "succeeded"
-            };
-            store
-                .set_job_status(job.id, "completed", Some(outcome))
-                .await
-                .unwrap();
-        }
-    }
-    let deployments = store.latest_deployments(project.id).await.unwrap();
-    let found: Vec<(&str, i64)> = deployments
-        .iter()
-        .map(|(env, run)| (env.as_str(), run.id))
-        .collect();
+    store
+        .lease_next_job("built-in-1", "Linux", "l1", now_millis() + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let once = store.start_deployment(&new("one")).await.unwrap();
+    let requeued = store.release_abandoned_jobs().await.unwrap();
+    assert_eq!(requeued[0].status, "queued");
     assert_eq!(
-        found,
-        vec![("dev", second.id)],
-        "a failed deployment to test does not count"
+        store
+            .deployment_of_job(job.id, job.attempt)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "running",
+        "a job queued again has not finished deploying"
     );
+    store
+        .lease_next_job("remote", "Linux", "l2", now_millis() - 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let again = store.start_deployment(&new("two")).await.unwrap();
+    assert_eq!(again.id, once.id, "one record per job attempt");
+    assert_eq!(
+        (again.source_commit.as_str(), again.resource_name.as_deref()),
+        ("two", Some("vm1"))
+    );
+    store.expire_leases(now_millis()).await.unwrap();
+    let failed = store
+        .deployment_of_job(job.id, job.attempt)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (failed.status.as_str(), failed.result.as_deref()),
+        ("completed", Some("failed"))
+    );
+    assert_eq!(store.deployments(dev.id, None, 10).await.unwrap().len(), 3);
 }
 
 /// A pipeline's own variables: saved in order with their flags, replaced as a whole, names unique

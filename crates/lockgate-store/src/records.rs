@@ -120,6 +120,8 @@ pub struct Job {
     pub outputs: String,
     /// The `Agent.OS` the job's pool asks for; only an agent with that OS leases it.
     pub agent_os: Option<String>,
+    /// For deployment jobs: the environment deployed to, as the YAML names it.
+    pub environment: Option<String>,
 }
 
 /// A step of a job as reported by its agent.
@@ -187,6 +189,80 @@ pub struct Session {
     pub user: User,
     pub csrf_token: String,
     pub expires_at: i64,
+}
+
+/// An environment of a project: a target that deployment jobs deploy to (Azure Pipelines' "Create and
+/// target an environment"). Created on first use by a deployment job or through the API.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Environment {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub description: String,
+    pub created_at: i64,
+    /// The user who created it (the requester of the run that first deployed to it); empty for
+    /// environments found in job rows older than the ledger.
+    pub created_by: String,
+}
+
+/// One entry of the deployment ledger: a deployment job's attempt against an environment, with what
+/// it deployed. `artifacts` is a JSON list of `{name, digest, files}`; `variables` a JSON object of the
+/// job's variables with secret values replaced by `***`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deployment {
+    pub id: i64,
+    pub environment_id: i64,
+    /// The environment's name (as stored on the environment).
+    pub environment: String,
+    pub run_id: i64,
+    /// The run's name (`20261207.1`) and number.
+    pub run_name: String,
+    pub run_number: i64,
+    pub job_id: i64,
+    pub attempt: i64,
+    pub pipeline_id: i64,
+    pub pipeline_name: String,
+    pub stage_name: String,
+    pub job_name: String,
+    /// `environment: name.resource` or `resourceName`.
+    pub resource_name: Option<String>,
+    pub source_commit: String,
+    pub source_branch: String,
+    pub artifacts: String,
+    pub variables: String,
+    pub requested_by: String,
+    /// `running` or `completed`.
+    pub status: String,
+    /// The job's result once completed.
+    pub result: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A deployment to record when a deployment job starts.
+#[derive(Clone, Debug, Default)]
+pub struct NewDeployment {
+    pub environment_id: i64,
+    pub run_id: i64,
+    pub job_id: i64,
+    pub attempt: i64,
+    pub pipeline_id: i64,
+    pub stage_name: String,
+    pub job_name: String,
+    pub resource_name: Option<String>,
+    pub source_commit: String,
+    pub source_branch: String,
+    pub artifacts: String,
+    pub variables: String,
+    pub requested_by: String,
+}
+
+/// "What is where" for one pipeline and one environment: the newest successful deployment of the
+/// pipeline to it, and how many successful runs of the pipeline on the same branch are newer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeployedVersion {
+    pub deployment: Deployment,
+    pub behind: i64,
 }
 
 /// A run to insert.

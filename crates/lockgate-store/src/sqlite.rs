@@ -13,10 +13,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, EnvironmentCheck,
-    Job, LogChunk, NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable,
-    Project, Repository, Run, RunFilter, Session, Step, Storage, StoreError, StoreFuture,
-    StoreResult, TestResult, User, now_millis,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, DeployedVersion,
+    Deployment, Environment, EnvironmentCheck, Job, LogChunk, NewApprovalCheck, NewArtifactFile,
+    NewDeployment, NewJob, NewRun, Pipeline, PipelineVariable, Project, Repository, Run, RunFilter,
+    Session, Step, Storage, StoreError, StoreFuture, StoreResult, TestResult, User, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -71,7 +71,28 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "environment checks",
         include_str!("../migrations/sqlite/0010_environment_checks.sql"),
     ),
+    (
+        11,
+        "environments and deployments",
+        include_str!("../migrations/sqlite/0011_environments.sql"),
+    ),
 ];
+
+/// A query for deployments with the names of their environment, run and pipeline: `$columns` are
+/// selected before the deployment's, `$rest` follows the joins (a static string, no formatting).
+macro_rules! deployments_query {
+    ($columns:literal, $rest:literal) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " d.*, e.name AS environment, r.name AS run_name, r.number AS run_number, \
+             p.name AS pipeline_name FROM deployments d \
+             JOIN environments e ON e.id = d.environment_id JOIN runs r ON r.id = d.run_id \
+             JOIN pipelines p ON p.id = d.pipeline_id ",
+            $rest
+        )
+    };
+}
 
 /// The SQLite implementation of [`Storage`]. Cloning is cheap (a pool handle).
 #[derive(Clone, Debug)]
@@ -1005,25 +1026,261 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn latest_deployments(&self, project_id: i64) -> StoreFuture<'_, Vec<(String, Run)>> {
+    // ---- environments and the deployment ledger ----
+
+    fn create_environment<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        description: &'a str,
+        created_by: &'a str,
+    ) -> StoreFuture<'a, Environment> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query(
+                "INSERT INTO environments (project_id, name, description, created_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING *",
+            )
+            .bind(project_id)
+            .bind(name)
+            .bind(description)
+            .bind(now_millis())
+            .bind(created_by)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| exists_as(e, format!("environment `{name}`")))?;
+            let environment = Environment::from_row(&row)?;
+            if !created_by.is_empty() {
+                sqlx::query(
+                    "INSERT INTO environment_owners (environment_id, user_name) VALUES ($1, $2)",
+                )
+                .bind(environment.id)
+                .bind(created_by)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(environment)
+        })
+    }
+
+    fn ensure_environment<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        created_by: &'a str,
+    ) -> StoreFuture<'a, Environment> {
+        Box::pin(async move {
+            if let Some(environment) = self.environment_by_name(project_id, name).await? {
+                return Ok(environment);
+            }
+            match self
+                .create_environment(project_id, name, "", created_by)
+                .await
+            {
+                Err(StoreError::AlreadyExists { what }) => self
+                    .environment_by_name(project_id, name)
+                    .await?
+                    .ok_or(StoreError::AlreadyExists { what }),
+                other => other,
+            }
+        })
+    }
+
+    fn environment_by_name<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<Environment>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT * FROM environments WHERE project_id = $1 AND name = $2 COLLATE NOCASE",
+            )
+            .bind(project_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Environment::from_row).transpose()
+        })
+    }
+
+    fn list_environments(&self, project_id: i64) -> StoreFuture<'_, Vec<Environment>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT j.environment, MAX(r.id) AS run_id FROM jobs j JOIN runs r ON r.id = j.run_id \
-                 JOIN pipelines p ON p.id = r.pipeline_id WHERE p.project_id = $1 AND j.environment IS NOT NULL \
-                 AND j.status = 'completed' AND j.result IN ('succeeded', 'succeededWithIssues') \
-                 GROUP BY j.environment ORDER BY j.environment",
+                "SELECT * FROM environments WHERE project_id = $1 ORDER BY name COLLATE NOCASE, id",
             )
             .bind(project_id)
             .fetch_all(&self.pool)
             .await?;
-            let mut deployments = Vec::new();
-            for row in rows {
-                let environment: String = row.try_get("environment")?;
-                if let Some(run) = self.run_by_id(row.try_get("run_id")?).await? {
-                    deployments.push((environment, run));
+            rows.iter().map(Environment::from_row).collect()
+        })
+    }
+
+    fn environment_owners(&self, environment_id: i64) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT user_name FROM environment_owners WHERE environment_id = $1 ORDER BY user_name",
+            )
+            .bind(environment_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| Ok(row.try_get("user_name")?))
+                .collect()
+        })
+    }
+
+    fn update_environment<'a>(
+        &'a self,
+        environment_id: i64,
+        description: Option<&'a str>,
+        owners: Option<&'a [String]>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            if let Some(description) = description {
+                sqlx::query("UPDATE environments SET description = $2 WHERE id = $1")
+                    .bind(environment_id)
+                    .bind(description)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(owners) = owners {
+                sqlx::query("DELETE FROM environment_owners WHERE environment_id = $1")
+                    .bind(environment_id)
+                    .execute(&mut *tx)
+                    .await?;
+                for owner in owners {
+                    sqlx::query(
+                        "INSERT INTO environment_owners (environment_id, user_name) \
+                         SELECT id, $2 FROM environments WHERE id = $1 \
+                         ON CONFLICT (environment_id, user_name) DO NOTHING",
+                    )
+                    .bind(environment_id)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
-            Ok(deployments)
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn start_deployment<'a>(
+        &'a self,
+        deployment: &'a NewDeployment,
+    ) -> StoreFuture<'a, Deployment> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "INSERT INTO deployments (environment_id, run_id, job_id, attempt, pipeline_id, stage_name, \
+                 job_name, resource_name, source_commit, source_branch, artifacts, variables, requested_by, \
+                 status, result, started_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'running', NULL, $14, NULL) \
+                 ON CONFLICT (job_id, attempt) DO UPDATE SET environment_id = excluded.environment_id, \
+                 run_id = excluded.run_id, pipeline_id = excluded.pipeline_id, stage_name = excluded.stage_name, \
+                 job_name = excluded.job_name, resource_name = excluded.resource_name, \
+                 source_commit = excluded.source_commit, source_branch = excluded.source_branch, \
+                 artifacts = excluded.artifacts, variables = excluded.variables, \
+                 requested_by = excluded.requested_by, status = 'running', result = NULL, \
+                 started_at = excluded.started_at, finished_at = NULL RETURNING id",
+            )
+            .bind(deployment.environment_id)
+            .bind(deployment.run_id)
+            .bind(deployment.job_id)
+            .bind(deployment.attempt)
+            .bind(deployment.pipeline_id)
+            .bind(&deployment.stage_name)
+            .bind(&deployment.job_name)
+            .bind(&deployment.resource_name)
+            .bind(&deployment.source_commit)
+            .bind(&deployment.source_branch)
+            .bind(&deployment.artifacts)
+            .bind(&deployment.variables)
+            .bind(&deployment.requested_by)
+            .bind(now_millis())
+            .fetch_one(&self.pool)
+            .await?;
+            let id: i64 = row.try_get("id")?;
+            let row = sqlx::query(deployments_query!("", "WHERE d.id = $1"))
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+            Deployment::from_row(&row)
+        })
+    }
+
+    fn deployment_of_job(&self, job_id: i64, attempt: i64) -> StoreFuture<'_, Option<Deployment>> {
+        Box::pin(async move {
+            let row = sqlx::query(deployments_query!(
+                "",
+                "WHERE d.job_id = $1 AND d.attempt = $2"
+            ))
+            .bind(job_id)
+            .bind(attempt)
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Deployment::from_row).transpose()
+        })
+    }
+
+    fn deployments(
+        &self,
+        environment_id: i64,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<Deployment>> {
+        Box::pin(async move {
+            let rows = sqlx::query(deployments_query!(
+                "",
+                "WHERE d.environment_id = $1 AND ($2 IS NULL OR d.id < $2) ORDER BY d.id DESC LIMIT $3"
+            ))
+            .bind(environment_id)
+            .bind(before_id)
+            .bind(limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(Deployment::from_row).collect()
+        })
+    }
+
+    fn latest_deployments(&self, project_id: i64) -> StoreFuture<'_, Vec<Deployment>> {
+        Box::pin(async move {
+            let rows = sqlx::query(deployments_query!(
+                "",
+                "WHERE d.id IN (SELECT MAX(n.id) FROM deployments n \
+                 JOIN environments ne ON ne.id = n.environment_id WHERE ne.project_id = $1 \
+                 AND n.status = 'completed' AND n.result IN ('succeeded', 'succeededWithIssues') \
+                 GROUP BY n.environment_id) ORDER BY e.name COLLATE NOCASE, e.id"
+            ))
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(Deployment::from_row).collect()
+        })
+    }
+
+    fn deployed_versions(&self, pipeline_id: i64) -> StoreFuture<'_, Vec<DeployedVersion>> {
+        Box::pin(async move {
+            let rows = sqlx::query(deployments_query!(
+                "(SELECT COUNT(*) FROM runs b WHERE b.pipeline_id = d.pipeline_id \
+                 AND b.source_branch = d.source_branch AND b.id > d.run_id AND b.status = 'completed' \
+                 AND b.result IN ('succeeded', 'succeededWithIssues')) AS behind,",
+                "WHERE d.id IN (SELECT MAX(n.id) FROM deployments n WHERE n.pipeline_id = $1 \
+                 AND n.status = 'completed' AND n.result IN ('succeeded', 'succeededWithIssues') \
+                 GROUP BY n.environment_id) ORDER BY e.name COLLATE NOCASE, e.id"
+            ))
+            .bind(pipeline_id)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(DeployedVersion {
+                        deployment: Deployment::from_row(row)?,
+                        behind: row.try_get("behind")?,
+                    })
+                })
+                .collect()
         })
     }
 
@@ -1607,6 +1864,7 @@ impl FromSqliteRow for Job {
             finished_at: row.try_get("finished_at")?,
             outputs: row.try_get("outputs")?,
             agent_os: row.try_get("agent_os")?,
+            environment: row.try_get("environment")?,
         })
     }
 }
@@ -1754,6 +2012,48 @@ impl FromSqliteRow for EnvironmentCheck {
             config: row.try_get("config")?,
             created_by: row.try_get("created_by")?,
             created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Environment {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Environment {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            created_at: row.try_get("created_at")?,
+            created_by: row.try_get("created_by")?,
+        })
+    }
+}
+
+impl FromSqliteRow for Deployment {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(Deployment {
+            id: row.try_get("id")?,
+            environment_id: row.try_get("environment_id")?,
+            environment: row.try_get("environment")?,
+            run_id: row.try_get("run_id")?,
+            run_name: row.try_get("run_name")?,
+            run_number: row.try_get("run_number")?,
+            job_id: row.try_get("job_id")?,
+            attempt: row.try_get("attempt")?,
+            pipeline_id: row.try_get("pipeline_id")?,
+            pipeline_name: row.try_get("pipeline_name")?,
+            stage_name: row.try_get("stage_name")?,
+            job_name: row.try_get("job_name")?,
+            resource_name: row.try_get("resource_name")?,
+            source_commit: row.try_get("source_commit")?,
+            source_branch: row.try_get("source_branch")?,
+            artifacts: row.try_get("artifacts")?,
+            variables: row.try_get("variables")?,
+            requested_by: row.try_get("requested_by")?,
+            status: row.try_get("status")?,
+            result: row.try_get("result")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
         })
     }
 }

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, EnvironmentCheck,
-    Job, LogChunk, NewApprovalCheck, NewArtifactFile, NewJob, NewRun, Pipeline, PipelineVariable,
-    Project, Repository, Run, RunFilter, Session, Step, StoreResult, TestResult, User,
+    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, DeployedVersion,
+    Deployment, Environment, EnvironmentCheck, Job, LogChunk, NewApprovalCheck, NewArtifactFile,
+    NewDeployment, NewJob, NewRun, Pipeline, PipelineVariable, Project, Repository, Run, RunFilter,
+    Session, Step, StoreResult, TestResult, User,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -29,7 +30,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send
 ///   JSON columns (`spec`, `depends_on`, `outputs`, `diagnostics`, `parameters`) are opaque text.
 /// - Every method may fail with [`StoreError::Database`](crate::StoreError) when the database does.
 pub trait Storage: Send + Sync {
-    /// The version of the newest migration applied (7 once every current migration ran).
+    /// The version of the newest migration applied (11 once every current migration ran).
     fn schema_version(&self) -> StoreFuture<'_, i64>;
 
     // ---- users and sessions ----
@@ -290,9 +291,82 @@ pub trait Storage: Send + Sync {
     /// `completed` keep their state (their steps and logs are still dropped).
     fn reset_jobs<'a>(&'a self, job_ids: &'a [i64]) -> StoreFuture<'a, ()>;
 
-    /// For each environment of a project (by name), the newest run in which a job deploying to it
-    /// completed as `succeeded` or `succeededWithIssues`.
-    fn latest_deployments(&self, project_id: i64) -> StoreFuture<'_, Vec<(String, Run)>>;
+    // ---- environments and the deployment ledger ----
+
+    /// Creates an environment with `created_by` as its first owner (one transaction);
+    /// `AlreadyExists` (``environment `name` ``) when the project has one with that name ignoring
+    /// ASCII case.
+    fn create_environment<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        description: &'a str,
+        created_by: &'a str,
+    ) -> StoreFuture<'a, Environment>;
+
+    /// The project's environment with this name ignoring ASCII case, created as by
+    /// [`create_environment`](Storage::create_environment) (no description) when there is none.
+    /// Concurrent callers get the same environment; an existing one is left as it is.
+    fn ensure_environment<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        created_by: &'a str,
+    ) -> StoreFuture<'a, Environment>;
+
+    /// The project's environment with this name, ignoring ASCII case.
+    fn environment_by_name<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<Environment>>;
+
+    /// A project's environments, by name ignoring case.
+    fn list_environments(&self, project_id: i64) -> StoreFuture<'_, Vec<Environment>>;
+
+    /// The owners of an environment (user names), by name.
+    fn environment_owners(&self, environment_id: i64) -> StoreFuture<'_, Vec<String>>;
+
+    /// Changes what is given of an environment in one transaction: its description, and its owners
+    /// (the whole list replaced; duplicates are kept once).
+    fn update_environment<'a>(
+        &'a self,
+        environment_id: i64,
+        description: Option<&'a str>,
+        owners: Option<&'a [String]>,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Records a deployment as `running`, started now, and returns it. Recording the same job attempt
+    /// again (a job queued again because its agent died before a step) replaces that record's
+    /// contents and start, and puts it back to `running`. Whenever the job later completes, by
+    /// whatever method ([`finish_leased_job`](Storage::finish_leased_job),
+    /// [`expire_leases`](Storage::expire_leases), [`release_abandoned_jobs`](Storage::release_abandoned_jobs),
+    /// [`set_job_status`](Storage::set_job_status)), its running deployment completes with the
+    /// job's result and finish time in the same statement.
+    fn start_deployment<'a>(&'a self, deployment: &'a NewDeployment)
+    -> StoreFuture<'a, Deployment>;
+
+    /// The deployment recorded for a job's attempt.
+    fn deployment_of_job(&self, job_id: i64, attempt: i64) -> StoreFuture<'_, Option<Deployment>>;
+
+    /// An environment's ledger, newest first (by id); `before_id` pages backwards; `limit` is
+    /// clamped to 1..=1000.
+    fn deployments(
+        &self,
+        environment_id: i64,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<Deployment>>;
+
+    /// For each environment of a project that has one (by environment name), its newest deployment
+    /// that completed as `succeeded` or `succeededWithIssues`.
+    fn latest_deployments(&self, project_id: i64) -> StoreFuture<'_, Vec<Deployment>>;
+
+    /// "What is where" for a pipeline: for each environment it deployed to successfully (by
+    /// environment name), its newest successful deployment from this pipeline, and how many runs of
+    /// the pipeline on the deployment's branch completed as `succeeded` or `succeededWithIssues`
+    /// with a higher id than the deployed run (`behind`).
+    fn deployed_versions(&self, pipeline_id: i64) -> StoreFuture<'_, Vec<DeployedVersion>>;
 
     // ---- steps ----
 

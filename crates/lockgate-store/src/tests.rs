@@ -17,7 +17,7 @@ conformance_tests!(fresh);
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 10);
+    assert_eq!(store.schema_version().await.unwrap(), 11);
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await
@@ -91,4 +91,120 @@ async fn the_upgrade_flags_the_built_in_agents_an_older_server_named_and_no_othe
         }
     }
     assert_eq!(flagged, ["built-in-1", "built-in-12"]);
+}
+
+#[tokio::test]
+async fn the_upgrade_to_environments_keeps_the_deployments_job_rows_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = SqliteStore::open_with(dir.path(), &sqlite::SQLITE_MIGRATIONS[..10])
+        .await
+        .unwrap();
+    assert_eq!(old.schema_version().await.unwrap(), 10);
+    let user = old.create_user("ada", "h", true).await.unwrap();
+    let project = old.create_project("demo", user.id).await.unwrap();
+    let repo = old.create_repository(project.id, "app").await.unwrap();
+    let pipeline = old
+        .create_pipeline(project.id, repo.id, "ci", "azure-pipelines.yml")
+        .await
+        .unwrap();
+    let job = |name: &str, environment: Option<&str>| NewJob {
+        stage_name: "deploy".into(),
+        name: name.into(),
+        display_name: name.into(),
+        depends_on: "[]".into(),
+        spec: "{}".into(),
+        status: "queued".into(),
+        environment: environment.map(str::to_string),
+        agent_os: None,
+    };
+    let run = old
+        .create_run(
+            &NewRun {
+                pipeline_id: pipeline.id,
+                name: "1".into(),
+                status: "queued".into(),
+                reason: "manual".into(),
+                source_branch: "refs/heads/main".into(),
+                source_commit: "abc".into(),
+                requested_by: "ada".into(),
+                diagnostics: "[]".into(),
+                parameters: "{}".into(),
+                ..NewRun::default()
+            },
+            &[
+                job("a", Some("Prod")),
+                job("b", Some("prod")),
+                job("c", None),
+                job("d", Some("dev")),
+            ],
+        )
+        .await
+        .unwrap();
+    // Jobs a and b ran (b failed), d never started.
+    for lease in ["l1", "l2"] {
+        let leased = old
+            .lease_next_job("agent", "Linux", lease, now_millis() + 60_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let result = if lease == "l1" { "succeeded" } else { "failed" };
+        assert!(
+            old.finish_leased_job(leased.id, lease, result, "{}")
+                .await
+                .unwrap()
+        );
+    }
+    drop(old);
+
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 11);
+    let names: Vec<String> = store
+        .list_environments(project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names[0] == "dev" && names[1].eq_ignore_ascii_case("prod"),
+        "{names:?}"
+    );
+    let prod = store
+        .environment_by_name(project.id, "PROD")
+        .await
+        .unwrap()
+        .unwrap();
+    let ledger = store.deployments(prod.id, None, 10).await.unwrap();
+    let seen: Vec<(&str, Option<&str>, &str)> = ledger
+        .iter()
+        .map(|d| {
+            (
+                d.job_name.as_str(),
+                d.result.as_deref(),
+                d.source_commit.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("b", Some("failed"), "abc"),
+            ("a", Some("succeeded"), "abc")
+        ]
+    );
+    assert_eq!(ledger[0].run_id, run.id);
+    let dev = store
+        .environment_by_name(project.id, "dev")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .deployments(dev.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a job that never started deployed nothing"
+    );
 }

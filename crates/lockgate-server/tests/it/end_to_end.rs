@@ -377,13 +377,16 @@ fn a_push_runs_the_pipeline_and_the_api_shows_jobs_logs_and_artifacts() {
             ("Deploy", "completed", Some("succeeded"))
         ]
     );
-    let environments: Vec<serde_json::Value> = server
+    let environments: Vec<api::Environment> = server
         .client
         .get_json("/api/v1/projects/p/environments")
         .unwrap();
     assert_eq!(environments.len(), 1, "{environments:?}");
-    assert_eq!(environments[0]["environment"], "staging");
-    assert_eq!(environments[0]["run"]["id"], run.id);
+    assert_eq!(environments[0].name, "staging");
+    assert_eq!(
+        environments[0].latest_deployment.as_ref().map(|d| d.run_id),
+        Some(run.id)
+    );
     assert!(
         detail.jobs[0]
             .steps
@@ -1716,4 +1719,224 @@ stages:
     assert_eq!(done.id, waiting);
     assert_eq!(done.result.as_deref(), Some("succeeded"));
     assert!(run_logs(&server, waiting).contains("deployed to prod"));
+}
+
+/// A pipeline that builds an artifact and deploys it to `dev` when the YAML's `outcome` is `good`.
+fn deploying_pipeline(outcome: &str) -> String {
+    format!(
+        "\
+trigger:
+  branches:
+    include: [main]
+variables:
+  outcome: {outcome}
+stages:
+- stage: Build
+  jobs:
+  - job: build
+    steps:
+    - script: mkdir -p out && echo $(Build.SourceVersion) > out/app.txt
+    - publish: out
+      artifact: app
+- stage: Deploy
+  jobs:
+  - deployment: web
+    environment: dev
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: test \"$(outcome)\" = good
+"
+    )
+}
+
+/// The story of an environment: the first run that deploys to `dev` creates it; every deployment is
+/// in its ledger with the commit, the artifact it deployed and the job's variables (the secret one
+/// redacted); "what is where" shows the newest successful one, and a failed deployment is recorded
+/// as failed without replacing it.
+#[test]
+fn deployments_fill_the_ledger_and_show_what_is_where() {
+    const SECRET: &str = "deploy-s3cret";
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let none: Vec<api::Environment> = server
+        .client
+        .get_json("/api/v1/projects/p/environments")
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    let _: serde_json::Value = server
+        .client
+        .put_json(
+            &format!("/api/v1/pipelines/{pipeline}/variables"),
+            &api::PipelineVariables {
+                variables: vec![
+                    api::PipelineVariable {
+                        name: "region".into(),
+                        value: Some("eu-west".into()),
+                        secret: false,
+                        allow_override: false,
+                    },
+                    api::PipelineVariable {
+                        name: "token".into(),
+                        value: Some(SECRET.into()),
+                        secret: true,
+                        allow_override: false,
+                    },
+                ],
+            },
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let first_commit = commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", &deploying_pipeline("good"))],
+        "main",
+    );
+    let first = wait_for_run(&server, pipeline, 1);
+    assert_eq!(first.result.as_deref(), Some("succeeded"), "{first:?}");
+
+    let dev: api::Environment = server
+        .client
+        .get_json("/api/v1/projects/p/environments/dev")
+        .unwrap();
+    assert_eq!(
+        dev.created_by, "ada",
+        "created on first use by the requester"
+    );
+    assert_eq!(dev.owners, ["ada"]);
+    assert_eq!(dev.deployments.len(), 1, "{dev:?}");
+    let deployment = &dev.deployments[0];
+    assert_eq!(
+        (
+            deployment.run_id,
+            deployment.commit.as_str(),
+            deployment.status.as_str(),
+            deployment.result.as_deref(),
+            deployment.job.as_str(),
+            deployment.stage.as_str(),
+            deployment.requested_by.as_str(),
+        ),
+        (
+            first.id,
+            first_commit.as_str(),
+            "completed",
+            Some("succeeded"),
+            "web",
+            "Deploy",
+            "ada"
+        )
+    );
+    assert!(deployment.finished_at >= Some(deployment.started_at));
+    assert_eq!(deployment.artifacts.len(), 1, "{deployment:?}");
+    assert_eq!(
+        (
+            deployment.artifacts[0].name.as_str(),
+            deployment.artifacts[0].files
+        ),
+        ("app", 1)
+    );
+    assert_eq!(deployment.artifacts[0].digest.len(), 64);
+    assert_eq!(
+        deployment.variables.get("region").map(String::as_str),
+        Some("eu-west")
+    );
+    assert_eq!(
+        deployment.variables.get("token").map(String::as_str),
+        Some("***")
+    );
+    assert_eq!(
+        deployment.variables.get("outcome").map(String::as_str),
+        Some("good")
+    );
+    let ledger_text = server
+        .client
+        .get_text("/api/v1/projects/p/environments/dev/deployments")
+        .unwrap();
+    assert!(!ledger_text.contains(SECRET), "{ledger_text}");
+
+    // A second commit: a second ledger entry, newest first, with a different artifact.
+    let second_commit = commit_and_push(work.path(), &push_url, &[("README.md", "second")], "main");
+    let second = wait_for_run(&server, pipeline, 2);
+    assert_eq!(second.result.as_deref(), Some("succeeded"), "{second:?}");
+    let ledger: Vec<api::Deployment> = server
+        .client
+        .get_json("/api/v1/projects/p/environments/dev/deployments")
+        .unwrap();
+    assert_eq!(
+        ledger
+            .iter()
+            .map(|d| (d.run_id, d.commit.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (second.id, second_commit.as_str()),
+            (first.id, first_commit.as_str())
+        ]
+    );
+    assert_ne!(
+        ledger[0].artifacts[0].digest, ledger[1].artifacts[0].digest,
+        "each run built its own artifact"
+    );
+    let older: Vec<api::Deployment> = server
+        .client
+        .get_json(&format!(
+            "/api/v1/projects/p/environments/dev/deployments?limit=1&before={}",
+            ledger[0].id
+        ))
+        .unwrap();
+    assert_eq!(
+        older.iter().map(|d| d.run_id).collect::<Vec<_>>(),
+        [first.id]
+    );
+    let where_: Vec<api::DeployedVersion> = server
+        .client
+        .get_json(&format!("/api/v1/pipelines/{pipeline}/environments"))
+        .unwrap();
+    assert_eq!(where_.len(), 1, "{where_:?}");
+    assert_eq!(
+        (
+            where_[0].environment.as_str(),
+            where_[0].deployment.run_id,
+            where_[0].behind
+        ),
+        ("dev", second.id, 0)
+    );
+
+    // A third commit whose deployment fails: recorded as failed, and dev still runs the second.
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", &deploying_pipeline("bad"))],
+        "main",
+    );
+    let third = wait_for_run(&server, pipeline, 3);
+    assert_eq!(third.result.as_deref(), Some("failed"), "{third:?}");
+    let ledger: Vec<api::Deployment> = server
+        .client
+        .get_json("/api/v1/projects/p/environments/dev/deployments")
+        .unwrap();
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    assert_eq!(
+        (ledger[0].run_id, ledger[0].result.as_deref()),
+        (third.id, Some("failed"))
+    );
+    let where_: Vec<api::DeployedVersion> = server
+        .client
+        .get_json(&format!("/api/v1/pipelines/{pipeline}/environments"))
+        .unwrap();
+    assert_eq!(
+        (where_[0].deployment.run_id, where_[0].behind),
+        (second.id, 0),
+        "a failed deployment does not replace the latest successful one"
+    );
+    let listed: Vec<api::Environment> = server
+        .client
+        .get_json("/api/v1/projects/p/environments")
+        .unwrap();
+    assert_eq!(
+        listed[0].latest_deployment.as_ref().map(|d| d.run_id),
+        Some(second.id)
+    );
 }

@@ -128,6 +128,10 @@ async fn the_openapi_document_lists_the_api() {
         doc["paths"]["/api/v1/projects/{project}/environments/{environment}/checks/approval"]["put"]
             .is_object()
     );
+    assert!(
+        doc["paths"]["/api/v1/projects/{project}/environments/{environment}"]["patch"].is_object()
+    );
+    assert!(doc["paths"]["/api/v1/pipelines/{id}/environments"]["get"].is_object());
 }
 
 #[tokio::test]
@@ -1944,5 +1948,151 @@ async fn what_an_agent_reports_unmasked_is_masked_with_the_jobs_secrets_before_i
         opened.outputs.contains(&format!("x{secret}")),
         "{}",
         opened.outputs
+    );
+}
+
+fn patch_json(uri: &str, token: &str, body: &str) -> Request<Body> {
+    Request::patch(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// Environments through the API: names are checked and unique ignoring case, the creator is the
+/// first owner, only owners and project administrators change one, and bad input names its field.
+#[tokio::test]
+async fn environments_are_created_checked_and_changed_only_by_their_owners() {
+    let f = fixture().await;
+    let hash = auth::hash_password("s3cret-pass").unwrap();
+    let carol = f
+        .state
+        .store
+        .create_user("carol", &hash, false)
+        .await
+        .unwrap();
+    let dave = f
+        .state
+        .store
+        .create_user("dave", &hash, false)
+        .await
+        .unwrap();
+    let carol_token = token_for(&f.state, carol.id, "read,write").await;
+    let dave_token = token_for(&f.state, dave.id, "read,write").await;
+    let project = f.state.store.create_project("p", carol.id).await.unwrap();
+    f.state
+        .store
+        .set_project_role(project.id, dave.id, "contributor")
+        .await
+        .unwrap();
+    let base = "/api/v1/projects/p/environments";
+
+    let created = send(
+        &f.app,
+        post_json(
+            base,
+            &dave_token,
+            r#"{"name": "QA east", "description": "testers"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.json()["owners"], serde_json::json!(["dave"]));
+    let again = send(
+        &f.app,
+        post_json(base, &carol_token, r#"{"name": "qa EAST"}"#),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    for (body, field) in [
+        (r#"{"name": "a/b"}"#, "`name`"),
+        (r#"{"name": ""}"#, "`name`"),
+        (r#"{"name": "dev.vm1"}"#, "`name`"),
+        (r#"{"nmae": "dev"}"#, "nmae"),
+    ] {
+        let reply = send(&f.app, post_json(base, &carol_token, body)).await;
+        assert!(reply.status.is_client_error(), "{body}: {}", reply.body);
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+
+    let one = "/api/v1/projects/p/environments/qa%20east";
+    let shown = send(&f.app, get(one, Some(&carol_token))).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(shown.json()["name"], "QA east");
+    assert_eq!(shown.json()["description"], "testers");
+    assert!(shown.json()["latestDeployment"].is_null());
+
+    // Carol administers the project; dave owns the environment; eve is a mere contributor.
+    let eve = f
+        .state
+        .store
+        .create_user("eve", &hash, false)
+        .await
+        .unwrap();
+    let eve_token = token_for(&f.state, eve.id, "read,write").await;
+    f.state
+        .store
+        .set_project_role(project.id, eve.id, "contributor")
+        .await
+        .unwrap();
+    let refused = send(
+        &f.app,
+        patch_json(one, &eve_token, r#"{"description": "mine"}"#),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let by_owner = send(
+        &f.app,
+        patch_json(one, &dave_token, r#"{"owners": ["dave", "eve"]}"#),
+    )
+    .await;
+    assert_eq!(by_owner.status, StatusCode::OK, "{}", by_owner.body);
+    assert_eq!(
+        by_owner.json()["owners"],
+        serde_json::json!(["dave", "eve"])
+    );
+    let by_eve = send(
+        &f.app,
+        patch_json(one, &eve_token, r#"{"description": "now mine"}"#),
+    )
+    .await;
+    assert_eq!(by_eve.status, StatusCode::OK, "{}", by_eve.body);
+    assert_eq!(by_eve.json()["description"], "now mine");
+    for (body, field) in [
+        (r#"{"owners": ["nobody"]}"#, "`owners`"),
+        (r#"{"owners": []}"#, "`owners`"),
+        (r#"{"owner": ["carol"]}"#, "owner"),
+    ] {
+        let reply = send(&f.app, patch_json(one, &carol_token, body)).await;
+        assert!(reply.status.is_client_error(), "{body}: {}", reply.body);
+        let message = reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+    let ledger = send(
+        &f.app,
+        get(&format!("{one}/deployments?limit=0"), Some(&carol_token)),
+    )
+    .await;
+    assert_eq!(ledger.status, StatusCode::BAD_REQUEST);
+    assert!(ledger.body.contains("`limit`"), "{}", ledger.body);
+    let empty = send(
+        &f.app,
+        get(&format!("{one}/deployments"), Some(&carol_token)),
+    )
+    .await;
+    assert_eq!(empty.json(), serde_json::json!([]));
+    let missing = send(&f.app, get(&format!("{base}/prod"), Some(&carol_token))).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.body.contains("environment `prod`"),
+        "{}",
+        missing.body
     );
 }
