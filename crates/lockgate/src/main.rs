@@ -3,6 +3,7 @@
 
 mod approvals;
 mod compile;
+mod environments;
 mod partial;
 mod run;
 mod server;
@@ -72,6 +73,9 @@ enum Command {
     Approve(approvals::DecideArgs),
     /// Reject the stages of a run that wait for your approval.
     Reject(approvals::DecideArgs),
+    /// Environments on a Lockgate server: list them with what runs where, show one's ledger.
+    #[command(subcommand)]
+    Environments(environments::EnvironmentsCommand),
     /// Approval checks on environments: who must approve before a stage deploys there.
     #[command(subcommand)]
     Checks(approvals::ChecksCommand),
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
         Command::Approve(args) => approvals::decide(args, true),
         Command::Reject(args) => approvals::decide(args, false),
         Command::Checks(cmd) => approvals::checks(cmd),
+        Command::Environments(cmd) => environments::environments(cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

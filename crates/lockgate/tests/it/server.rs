@@ -503,3 +503,61 @@ fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
     ]);
     assert_eq!(gone.status.code(), Some(0));
 }
+
+/// `lockgate environments list|show` against `lockgate up`: the demo run created `dev` and `test`
+/// on first use, and the ledger of `dev` lists its deployment.
+#[test]
+fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path());
+    let run_cli = |args: &[&str]| client(dir.path(), &up, args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let commit = loop {
+        let list = stdout(&run_cli(&["runs", "list", "--pipeline", "1", "--json"]));
+        let runs: serde_json::Value = serde_json::from_str(&list).unwrap();
+        if runs[0]["status"] == "completed" {
+            assert_eq!(runs[0]["result"], "succeeded", "{runs}");
+            break runs[0]["sourceCommit"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo run did not finish: {runs}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let listed = run_cli(&["environments", "list"]);
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let text = stdout(&listed);
+    for environment in ["dev", "test"] {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(environment))
+            .unwrap_or_else(|| panic!("no {environment} in {text}"));
+        assert!(line.contains(&commit[..8]), "{line}");
+    }
+    let shown = run_cli(&["environments", "show", "DEV", "--project", "demo"]);
+    assert_eq!(
+        shown.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let text = stdout(&shown);
+    assert!(text.starts_with("dev (project demo)"), "{text}");
+    assert!(text.contains("owners: admin"), "{text}");
+    let entries: Vec<&str> = text.lines().filter(|l| l.contains(" succeeded ")).collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert!(entries[0].contains(&commit[..8]), "{text}");
+    let missing = run_cli(&["environments", "show", "prod", "--project", "demo"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("environment `prod` not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
