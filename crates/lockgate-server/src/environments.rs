@@ -343,17 +343,31 @@ async fn create_environment(
     Path(project): Path<String>,
     Json(body): Json<api::CreateEnvironment>,
 ) -> ApiResult<(StatusCode, Json<api::Environment>)> {
-    let project = project_for(&state, &caller, &project, Role::Contributor).await?;
-    check_name(&body.name).map_err(|why| ApiError::bad_request(format!("`name`: {why}")))?;
-    check_description(&body.description)?;
-    let environment = state
-        .store
-        .create_environment(project.id, &body.name, &body.description, &caller.user.name)
-        .await?;
+    let (project, environment) =
+        new_environment(&state, &caller, &project, &body.name, &body.description).await?;
     Ok((
         StatusCode::CREATED,
         Json(environment_detail(&state, &project, &environment).await?),
     ))
+}
+
+/// Creates an environment (contributors), the caller its first owner, after checking its name and
+/// description.
+pub async fn new_environment(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    name: &str,
+    description: &str,
+) -> ApiResult<(Project, Environment)> {
+    let project = project_for(state, caller, project, Role::Contributor).await?;
+    check_name(name).map_err(|why| ApiError::bad_request(format!("`name`: {why}")))?;
+    check_description(description)?;
+    let environment = state
+        .store
+        .create_environment(project.id, name, description, &caller.user.name)
+        .await?;
+    Ok((project, environment))
 }
 
 fn check_description(description: &str) -> ApiResult<()> {

@@ -16,6 +16,8 @@ use crate::auth::{self, CSRF_FIELD, Caller, PageCaller, Role};
 use crate::error::{ApiError, Form, Query};
 use crate::live::LogLine;
 
+mod environments;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
@@ -36,6 +38,14 @@ pub fn routes() -> Router<AppState> {
         .route("/p/{project}", get(project_page))
         .route("/p/{project}/repositories", post(create_repository))
         .route("/p/{project}/pipelines", post(create_pipeline))
+        .route(
+            "/p/{project}/environments",
+            get(environments::environments_page).post(environments::create_environment),
+        )
+        .route(
+            "/p/{project}/environments/{environment}",
+            get(environments::environment_page).post(environments::change_environment_form),
+        )
         .route("/pipelines/{id}", get(pipeline_page))
         .route("/pipelines/{id}/queue", post(queue_run))
         .route("/pipelines/{id}/variables", post(save_variables))
@@ -385,16 +395,15 @@ async fn project_page(
                 button type="submit" { "Give role" }
             }
         }
-        @if !deployments.is_empty() {
-            section {
+        section {
                 h2 { a href={"/p/" (project.name) "/environments"} { "Environments" } }
+                @if deployments.is_empty() { p.muted { "Nothing deployed yet." } }
                 table { tbody { @for deployment in &deployments {
-                    tr { td { strong { a href={"/p/" (project.name) "/environments/" (deployment.environment)} { (deployment.environment) } } }
+                    tr { td { strong { a href=(environments::environment_href(&project.name, &deployment.environment)) { (deployment.environment) } } }
                         td { a href={"/runs/" (deployment.run_id)} { (deployment.pipeline_name) " " (deployment.run_name) } }
                         td.muted { (deployment.source_branch.trim_start_matches("refs/heads/")) " @ " (deployment.source_commit.get(..8).unwrap_or(&deployment.source_commit)) }
                         td.muted { (when(deployment.finished_at)) } }
                 } } }
-            }
         }
         section {
             h2 { "Runs" }
@@ -554,10 +563,12 @@ async fn pipeline_page(
         .map(|c| c.diagnostics.iter().filter(|d| d.is_error()).count())
         .unwrap_or(0);
     let variables = state.store.pipeline_variables(pipeline.id).await?;
+    let versions = crate::environments::deployed_versions(&state, pipeline.id).await?;
     Ok(layout(&pipeline.name, Some(&caller), html! {
         p.crumbs { a href={"/p/" (project)} { (project) } " / " (pipeline.name) }
         h1 { (pipeline.name) }
         p.muted { (pipeline.yaml_path) }
+        (environments::what_is_where(&project, &versions))
         section {
             h2 { "Run pipeline" }
             form.row method="get" { input name="branch" value=(branch) aria-label="branch"; button type="submit" { "Load parameters" } }

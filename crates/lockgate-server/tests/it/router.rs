@@ -2096,3 +2096,172 @@ async fn environments_are_created_checked_and_changed_only_by_their_owners() {
         missing.body
     );
 }
+
+/// The environment pages: created from a form, listed with what runs now, the ledger with its
+/// artifacts and redacted variables, and the change form refusing an unknown owner.
+#[tokio::test]
+async fn the_environment_pages_list_environments_and_show_the_ledger() {
+    let f = fixture().await;
+    let (cookie, csrf) = sign_in(&f).await;
+    let page = |uri: &str| {
+        Request::get(uri)
+            .header(header::COOKIE, &cookie)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let store = &f.state.store;
+    let admin = store.user_by_name("admin").await.unwrap().unwrap();
+    let project = store.create_project("p", admin.id).await.unwrap();
+    let created = send(
+        &f.app,
+        form_post(
+            "/p/p/environments",
+            &cookie,
+            format!("csrf={csrf}&name=QA+east&description=testers"),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(
+        created.headers[header::LOCATION],
+        "/p/p/environments/QA%20east"
+    );
+    let bad = send(
+        &f.app,
+        form_post(
+            "/p/p/environments",
+            &cookie,
+            format!("csrf={csrf}&name=a%2Fb"),
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("`name`"), "{}", bad.body);
+
+    // A deployment of a run, as the lease records it.
+    let repo = store.create_repository(project.id, "app").await.unwrap();
+    let pipeline = store
+        .create_pipeline(project.id, repo.id, "ci", "azure-pipelines.yml")
+        .await
+        .unwrap();
+    let run = store
+        .create_run(
+            &lockgate_store::NewRun {
+                pipeline_id: pipeline.id,
+                name: "20261207.1".into(),
+                status: "running".into(),
+                reason: "push".into(),
+                source_branch: "refs/heads/main".into(),
+                source_commit: "0123456789abcdef".into(),
+                requested_by: "admin".into(),
+                diagnostics: "[]".into(),
+                parameters: "{}".into(),
+                ..Default::default()
+            },
+            &[lockgate_store::NewJob {
+                stage_name: "Deploy".into(),
+                name: "web".into(),
+                display_name: "web".into(),
+                depends_on: "[]".into(),
+                spec: "{}".into(),
+                status: "queued".into(),
+                environment: Some("QA east".into()),
+                agent_os: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let job = &store.jobs_of_run(run.id).await.unwrap()[0];
+    let qa = store
+        .environment_by_name(project.id, "qa east")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .start_deployment(&lockgate_store::NewDeployment {
+            environment_id: qa.id,
+            run_id: run.id,
+            job_id: job.id,
+            attempt: 1,
+            pipeline_id: pipeline.id,
+            stage_name: "Deploy".into(),
+            job_name: "web".into(),
+            resource_name: None,
+            source_commit: run.source_commit.clone(),
+            source_branch: run.source_branch.clone(),
+            artifacts: r#"[{"name":"drop","digest":"abcdef0123456789","files":2,"size":10}]"#
+                .into(),
+            variables: r#"{"region":"eu","token":"***"}"#.into(),
+            requested_by: "admin".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .set_job_status(job.id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+
+    let list = send(&f.app, page("/p/p/environments")).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(
+        list.body.contains("QA east") && list.body.contains("testers"),
+        "{}",
+        list.body
+    );
+    assert!(
+        list.body.contains("01234567"),
+        "what runs now: {}",
+        list.body
+    );
+    let shown = send(&f.app, page("/p/p/environments/qa%20east")).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    for needle in [
+        "Owners: admin",
+        "succeeded",
+        "drop",
+        "abcdef012345",
+        "region",
+        "***",
+        "Deploy / web",
+    ] {
+        assert!(shown.body.contains(needle), "{needle}: {}", shown.body);
+    }
+    let refused = send(
+        &f.app,
+        form_post(
+            "/p/p/environments/QA%20east",
+            &cookie,
+            format!("csrf={csrf}&description=x&owners=admin%2C+nobody"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("no user `nobody`"),
+        "{}",
+        refused.body
+    );
+    let changed = send(
+        &f.app,
+        form_post(
+            "/p/p/environments/QA%20east",
+            &cookie,
+            format!("csrf={csrf}&description=the+QA+team&owners=admin"),
+        ),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    let shown = send(&f.app, page("/p/p/environments/QA%20east")).await;
+    assert!(shown.body.contains("the QA team"), "{}", shown.body);
+    let pipeline_page = send(&f.app, page(&format!("/pipelines/{}", pipeline.id))).await;
+    assert!(
+        pipeline_page.body.contains("What is where"),
+        "{}",
+        pipeline_page.body
+    );
+    assert!(
+        pipeline_page.body.contains("up to date"),
+        "{}",
+        pipeline_page.body
+    );
+}
