@@ -577,6 +577,8 @@ pub async fn run_plan(
     let mut run_result = None;
     // Values of outputs set with `issecret=true`: later jobs mask them, as the server's agents do.
     let mut secret_values: Vec<String> = Vec::new();
+    // Environments this run deployed to, to say once that their server-side checks do not apply.
+    let mut environments_seen: BTreeSet<String> = BTreeSet::new();
     let id_of = |index: usize| JobId {
         stage: plan.stages[plan_jobs[index].0].name.clone(),
         job: plan_jobs[index].1.name.clone(),
@@ -769,6 +771,19 @@ pub async fn run_plan(
                 strategy: job.deployment.as_ref().map(|d| d.name.clone()),
                 continue_on_error: job.continue_on_error,
             };
+            if let Some(environment) = &job.environment
+                && environments_seen.insert(environment.name.to_ascii_lowercase())
+            {
+                sink.event(Event::Issue {
+                    job: id.clone(),
+                    step: None,
+                    kind: IssueKind::Warning,
+                    message: format!(
+                        "{}: environment `{}`: approvals and checks configured on a Lockgate server are not evaluated in local runs",
+                        job.source, environment.name
+                    ),
+                });
+            }
             if job.container.is_some() {
                 sink.event(Event::Issue {
                     job: id.clone(),

@@ -570,6 +570,15 @@ stages:
         all.contains("env=dev strategy=runOnce type=VirtualMachine"),
         "{all}"
     );
+    // Local runs say once per environment that server-side checks are not evaluated.
+    let notes = all
+        .lines()
+        .filter(|l| {
+            l.starts_with("[Release.ToDev] warning:")
+                && l.contains("environment `dev`: approvals and checks configured on a Lockgate server are not evaluated in local runs")
+        })
+        .count();
+    assert_eq!(notes, 1, "{all}");
 }
 
 #[test]
