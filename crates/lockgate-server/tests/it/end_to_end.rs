@@ -1940,3 +1940,37 @@ fn deployments_fill_the_ledger_and_show_what_is_where() {
         Some(second.id)
     );
 }
+
+/// A deployment job naming an environment outside the name rules fails its run before anything
+/// runs, with a diagnostic naming the job, and creates no environment.
+#[test]
+fn an_environment_name_outside_the_rules_fails_the_run_and_names_the_job() {
+    let (server, _push_url, _work, _pipeline, run) = first_run_of(
+        "\
+trigger: [main]
+jobs:
+- deployment: web
+  environment: 'team/dev'
+  strategy:
+    runOnce:
+      deploy:
+        steps:
+        - script: echo never
+",
+    );
+    assert_eq!(run.result.as_deref(), Some("failed"), "{run:?}");
+    let detail = run_detail(&server, run.id);
+    assert!(detail.jobs.is_empty(), "{detail:?}");
+    let diagnostics = detail.diagnostics.to_string();
+    assert!(
+        diagnostics.contains("server::invalid-environment")
+            && diagnostics.contains("job `web`")
+            && diagnostics.contains("team/dev"),
+        "{diagnostics}"
+    );
+    let environments: Vec<api::Environment> = server
+        .client
+        .get_json("/api/v1/projects/p/environments")
+        .unwrap();
+    assert!(environments.is_empty(), "{environments:?}");
+}
