@@ -261,8 +261,9 @@ pub struct ApprovalCheck {
     pub allow_requester: bool,
     #[serde(default)]
     pub instructions: String,
-    /// How long a stage waits before the approval is rejected (default 30 days, as in Azure).
-    #[serde(default = "thirty_days")]
+    /// How long a stage waits before the approval is rejected (default one day, 1440 minutes, as
+    /// Azure's approval check; at most 30 days).
+    #[serde(default = "one_day")]
     pub timeout_minutes: i64,
 }
 
@@ -270,8 +271,8 @@ fn one() -> i64 {
     1
 }
 
-fn thirty_days() -> i64 {
-    30 * 24 * 60
+fn one_day() -> i64 {
+    24 * 60
 }
 
 /// One decision on an approval.

@@ -46,8 +46,8 @@ pub enum ChecksCommand {
         /// Shown to the approvers.
         #[arg(long, default_value = "")]
         instructions: String,
-        /// Minutes before an undecided approval rejects the stage (default 30 days).
-        #[arg(long, default_value_t = 43_200)]
+        /// Minutes before an undecided approval rejects the stage (default one day; at most 43200).
+        #[arg(long, default_value_t = 1_440)]
         timeout: i64,
     },
     /// Only runs of these branches may deploy to the environment (branch control).
