@@ -276,6 +276,16 @@ impl ServerClient {
         Self::decode(&url, &text)
     }
 
+    /// `PATCH path` with a JSON body and decode the JSON reply.
+    pub fn patch_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send_json(self.http.patch(&url), &url, body)
+    }
+
     /// `PUT path` with a JSON body and decode the JSON reply.
     pub fn put_json<B: Serialize, T: DeserializeOwned>(
         &self,

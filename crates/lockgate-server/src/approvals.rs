@@ -396,6 +396,41 @@ fn check_json(check: &ApprovalCheck) -> api::ApprovalCheck {
     }
 }
 
+/// The project, if the caller may change the checks of `environment`: the environment's owners
+/// and the project's administrators, never a pipeline's authors as such ("Define approvals and
+/// checks": checks are owned by the resource).
+async fn check_owner(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    environment: &str,
+) -> ApiResult<lockgate_store::Project> {
+    let project = project_for(state, caller, project, Role::Reader).await?;
+    caller.require_scope("write")?;
+    if crate::auth::require_role(state, caller, project.id, Role::Administrator)
+        .await
+        .is_ok()
+    {
+        return Ok(project);
+    }
+    if let Some(found) = state
+        .store
+        .environment_by_name(project.id, environment)
+        .await?
+        && state
+            .store
+            .environment_owners(found.id)
+            .await?
+            .iter()
+            .any(|owner| owner == &caller.user.name)
+    {
+        return Ok(project);
+    }
+    Err(ApiError::forbidden(format!(
+        "only the owners of environment `{environment}` and the project's administrators may change its checks"
+    )))
+}
+
 /// An environment name as a check names it: 1 to 100 characters, no control characters, no
 /// leading or trailing space.
 fn valid_environment(name: &str) -> ApiResult<()> {
@@ -433,7 +468,7 @@ async fn put_check(
     Path((project, environment)): Path<(String, String)>,
     body: Result<Json<api::ApprovalCheck>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::ApprovalCheck>> {
-    let project = project_for(&state, &caller, &project, Role::Administrator).await?;
+    let project = check_owner(&state, &caller, &project, &environment).await?;
     valid_environment(&environment)?;
     let Json(body) = body
         .map_err(|e| ApiError::bad_request(format!("invalid approval check: {}", e.body_text())))?;
@@ -487,7 +522,7 @@ async fn delete_check(
     caller: Caller,
     Path((project, environment)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let project = project_for(&state, &caller, &project, Role::Administrator).await?;
+    let project = check_owner(&state, &caller, &project, &environment).await?;
     state
         .store
         .set_approval_check(project.id, &environment, None)
@@ -522,7 +557,7 @@ async fn put_automatic<T: serde::Serialize>(
     kind: &str,
     config: &T,
 ) -> ApiResult<()> {
-    let project = project_for(state, caller, project, Role::Administrator).await?;
+    let project = check_owner(state, caller, project, environment).await?;
     valid_environment(environment)?;
     let text = serde_json::to_string(config).map_err(ApiError::internal)?;
     state
@@ -564,7 +599,7 @@ async fn delete_automatic(
     environment: &str,
     kind: &str,
 ) -> ApiResult<StatusCode> {
-    let project = project_for(state, caller, project, Role::Administrator).await?;
+    let project = check_owner(state, caller, project, environment).await?;
     state
         .store
         .set_environment_check(project.id, environment, kind, None)

@@ -1484,10 +1484,28 @@ fn a_stage_deploying_to_an_environment_with_an_approval_check_waits_for_another_
         .put_json::<_, serde_json::Value>(check_url, &check(&["bob"], 1))
         .unwrap_err();
     assert_eq!(error.status(), Some(403), "{error}");
-    let _: api::ApprovalCheck = server
+    assert!(
+        error
+            .to_string()
+            .contains("only the owners of environment `test`"),
+        "{error}"
+    );
+    // The environment's owners own its checks: once bob owns `test`, he may set them.
+    let _: serde_json::Value = server
         .client
-        .put_json(check_url, &check(&["ada", "bob"], 1))
+        .post_json(
+            "/api/v1/projects/p/environments",
+            &serde_json::json!({"name": "test"}),
+        )
         .unwrap();
+    let _: serde_json::Value = server
+        .client
+        .patch_json(
+            "/api/v1/projects/p/environments/test",
+            &serde_json::json!({"owners": ["ada", "bob"]}),
+        )
+        .unwrap();
+    let _: api::ApprovalCheck = bob.put_json(check_url, &check(&["ada", "bob"], 1)).unwrap();
 
     let yaml = "\
 appendCommitMessageToRunName: false
