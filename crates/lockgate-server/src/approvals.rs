@@ -360,7 +360,7 @@ pub(crate) fn waiting_reasons(approvals: &[Approval]) -> BTreeMap<String, String
     reasons
 }
 
-fn approval_json(approval: &Approval) -> api::Approval {
+pub(crate) fn approval_json(approval: &Approval) -> api::Approval {
     api::Approval {
         id: approval.id,
         stage: approval.stage.clone(),
@@ -749,10 +749,27 @@ async fn decide_approvals(
     Path(id): Path<i64>,
     body: Result<Json<api::DecideApprovals>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Vec<api::Approval>>> {
-    caller.require_scope("write")?;
-    let run = run_for(&state, &caller, id, Role::Reader).await?;
     let Json(body) =
         body.map_err(|e| ApiError::bad_request(format!("invalid decision: {}", e.body_text())))?;
+    let approvals = decide(&state, &caller, id, &body).await?;
+    Ok(Json(approvals.iter().map(approval_json).collect()))
+}
+
+/// Whether the caller may decide this pending approval of `run` (for the run page's buttons).
+pub(crate) fn may_decide(caller: &Caller, run: &Run, approval: &Approval) -> bool {
+    approval.status == "pending" && refusal(caller, run, approval).is_none()
+}
+
+/// Records the caller's decision on the run's pending approvals that `body` selects and the
+/// caller may decide (API and run page), then moves the run on; the approvals after.
+pub(crate) async fn decide(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    body: &api::DecideApprovals,
+) -> ApiResult<Vec<Approval>> {
+    caller.require_scope("write")?;
+    let run = run_for(state, caller, id, Role::Reader).await?;
     let approve = match body.decision.as_str() {
         "approve" => true,
         "reject" => false,
@@ -811,9 +828,8 @@ async fn decide_approvals(
         // `None`: decided meanwhile (another approver, the timeout); nothing to record.
         state.store.decide_approval(approval.id, &decision).await?;
     }
-    crate::runs::advance_run(&state, run.id).await?;
-    let approvals = state.store.approvals_of_run(run.id).await?;
-    Ok(Json(approvals.iter().map(approval_json).collect()))
+    crate::runs::advance_run(state, run.id).await?;
+    Ok(state.store.approvals_of_run(run.id).await?)
 }
 
 #[cfg(test)]

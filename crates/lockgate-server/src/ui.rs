@@ -53,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/cancel", post(cancel_run))
         .route("/runs/{id}/rerun", post(rerun))
         .route("/runs/{id}/rerun-failed", post(rerun_failed))
+        .route("/runs/{id}/approvals", post(decide_approvals))
 }
 
 const APP_CSS: &str = include_str!("ui/app.css");
@@ -768,6 +769,7 @@ async fn run_page(
         .unwrap_or_default();
     let artifacts = state.store.artifact_files(run.id).await?;
     let tests = state.store.test_results(run.id).await?;
+    let approvals = state.store.approvals_of_run(run.id).await?;
     let mut logs = Vec::new();
     for job in &detail.jobs {
         logs.push(job_log_lines(&state, job.id).await?);
@@ -808,6 +810,38 @@ async fn run_page(
                         @if let Some(span) = &d.span { a href={"#Y" (span.line)} { (span.file) ":" (span.line) ":" (span.column) } " " }
                         (d.message) @if let Some(help) = &d.help { span.muted { " — " (help) } } }
                 } }
+            }
+        }
+        @if !approvals.is_empty() {
+            section.approvals {
+                h2 { "Approvals" }
+                @for approval in &approvals {
+                    div.approval data-status=(approval.status) {
+                        p {
+                            strong { (approval.stage) } " → environment " code { (approval.environment) } " "
+                            span class={"badge " (approval_badge(&approval.status))} { (approval.status) }
+                            span.muted { " · " (approval.min_approvals) " of " (approval.approvers.join(", ")) " · asked " (when(Some(approval.requested_at))) }
+                        }
+                        @if !approval.instructions.is_empty() { p.instructions { (approval.instructions) } }
+                        @if !approval.decisions.is_empty() {
+                            ul.decisions { @for d in &approval.decisions {
+                                li { (d.user) " " @if d.approve { "approved" } @else { "rejected" } " " (when(Some(d.decided_at)))
+                                    @if !d.comment.is_empty() { ": " q { (d.comment) } } }
+                            } }
+                        }
+                        @if crate::approvals::may_decide(&caller, &run, approval) {
+                            form.decide method="post" action={"/runs/" (run.id) "/approvals"} {
+                                (csrf(&caller))
+                                input type="hidden" name="stage" value=(approval.stage);
+                                input type="hidden" name="environment" value=(approval.environment);
+                                textarea name="comment" placeholder="Comment (kept in the audit trail)" aria-label="Comment" {}
+                                button.approve type="submit" name="decision" value="approve" { "Approve" }
+                                " "
+                                button.reject type="submit" name="decision" value="reject" { "Reject" }
+                            }
+                        }
+                    }
+                }
             }
         }
         @if !stages.is_empty() {
@@ -975,6 +1009,42 @@ pub fn ansi_to_html(text: &str) -> String {
     out.push_str(&escape_html(rest));
     out.push_str(&"</span>".repeat(open));
     out
+}
+
+/// The badge class of an approval's status.
+fn approval_badge(status: &str) -> &'static str {
+    match status {
+        "approved" => "succeeded",
+        "rejected" | "timedOut" => "failed",
+        _ => "running",
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    decision: String,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn decide_approvals(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path(id): Path<i64>,
+    Form(form): Form<DecisionForm>,
+) -> PageResult {
+    let body = api::DecideApprovals {
+        decision: form.decision,
+        stage: form.stage.filter(|s| !s.is_empty()),
+        environment: form.environment.filter(|e| !e.is_empty()),
+        comment: form.comment.trim().to_string(),
+    };
+    crate::approvals::decide(&state, &caller, id, &body).await?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
 async fn cancel_run(

@@ -11,7 +11,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use lockgate_protocol::api;
 
 use crate::end_to_end::{
-    commit_and_push, git, project_with_pipeline, runs_of, start_server, wait_for_runs,
+    commit_and_push, git, project_with_pipeline, run_logs, runs_of, start_on, start_server,
+    wait_for_run, wait_for_runs,
 };
 
 /// Stops chromedriver (and its browser) when the test ends, however it ends.
@@ -334,4 +335,175 @@ fn a_user_signs_in_watches_the_live_log_and_downloads_an_artifact() {
         .get_text(&format!("/api/v1/runs/{}/logs", manual.id))
         .unwrap();
     assert!(logs.contains("bonjour from the form"), "{logs}");
+}
+
+/// Signs in as `user` (password `pw-123456`) from the login page `client` is on.
+async fn sign_in(client: &Client, user: &str) {
+    client
+        .find(Locator::Css("input[name=name]"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("pw-123456")
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn an_approver_approves_a_waiting_deployment_from_the_run_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = start_on(&dir.path().join("data"), true);
+    started.runtime.block_on(async {
+        started
+            .state
+            .store
+            .create_user(
+                "bob",
+                &lockgate_server::auth::hash_password("pw-123456").unwrap(),
+                false,
+            )
+            .await
+            .unwrap();
+    });
+    let server = started.running();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let _: serde_json::Value = server
+        .client
+        .put_json(
+            "/api/v1/projects/p/members/bob",
+            &serde_json::json!({"role": "reader"}),
+        )
+        .unwrap();
+    let _: api::ApprovalCheck = server
+        .client
+        .put_json(
+            "/api/v1/projects/p/environments/test/checks/approval",
+            &serde_json::json!({"approvers": ["bob"], "instructions": "look at dev first"}),
+        )
+        .unwrap();
+    let yaml = "\
+appendCommitMessageToRunName: false
+stages:
+- stage: Deploy
+  jobs:
+  - deployment: Ship
+    environment: test
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"shipped\" \"after approval\"
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty())[0].clone();
+
+    let (_driver, webdriver) = start_chromedriver();
+    let browser_dirs = tempfile::tempdir().unwrap();
+    let profile = browser_dirs.path().join("profile");
+    let downloads = browser_dirs.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = connect(&webdriver, &profile, &downloads).await;
+        client
+            .goto(&format!("{}/runs/{}", server.url, run.id))
+            .await
+            .unwrap();
+        sign_in(&client, "bob").await;
+        // The page shows why the deployment waits and offers bob the decision.
+        wait_for("the approval form", || async {
+            if client.find(Locator::Css("form.decide")).await.is_ok() {
+                return true;
+            }
+            let _ = client
+                .goto(&format!("{}/runs/{}", server.url, run.id))
+                .await;
+            false
+        })
+        .await;
+        let section = client
+            .find(Locator::Css("section.approvals"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(section.contains("look at dev first"), "{section}");
+        assert!(section.contains("pending"), "{section}");
+        let waiting = client
+            .find(Locator::Css("p.waiting"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            waiting.contains("approval for environment `test`"),
+            "{waiting}"
+        );
+        screenshot(&client, "10-approval-waiting").await;
+        client
+            .find(Locator::Css("form.decide textarea[name=comment]"))
+            .await
+            .unwrap()
+            .send_keys("dev is fine")
+            .await
+            .unwrap();
+        client
+            .find(Locator::Css("form.decide button.approve"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for("the approved state", || async {
+            client
+                .find(Locator::Css("div.approval[data-status=approved]"))
+                .await
+                .is_ok()
+        })
+        .await;
+        let section = client
+            .find(Locator::Css("section.approvals"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(section.contains("bob approved"), "{section}");
+        assert!(section.contains("dev is fine"), "{section}");
+        assert!(
+            client.find(Locator::Css("form.decide")).await.is_err(),
+            "no form once decided"
+        );
+        screenshot(&client, "11-approval-approved").await;
+        client.close().await.unwrap();
+    });
+    let done = wait_for_run(&server, pipeline, 1);
+    assert_eq!(done.result.as_deref(), Some("succeeded"));
+    assert!(run_logs(&server, run.id).contains("shipped after approval"));
+    drop(dir);
 }
