@@ -810,11 +810,11 @@ pub(crate) async fn decide(
     }
     let (allowed, refused): (Vec<&Approval>, Vec<&Approval>) = waiting
         .into_iter()
-        .partition(|a| refusal(&caller, &run, a).is_none());
+        .partition(|a| refusal(caller, &run, a).is_none());
     if allowed.is_empty() {
         let reason = refused
             .first()
-            .and_then(|a| refusal(&caller, &run, a))
+            .and_then(|a| refusal(caller, &run, a))
             .unwrap_or_default();
         return Err(ApiError::forbidden(reason));
     }
