@@ -4,6 +4,7 @@
 mod engine;
 mod expr;
 mod pipeline;
+mod releases;
 mod runner;
 mod sandbox;
 mod server;
@@ -40,6 +41,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
         "sandbox" => sandbox::run()?,
         "solution" => solution::run()?,
         "server" => server::run()?,
+        "releases" => releases::run()?,
         "all" => {
             expr::run()?;
             engine::run()?;
@@ -48,6 +50,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
             sandbox::run()?;
             solution::run()?;
             server::run()?;
+            releases::run()?;
         }
         other => anyhow::bail!("unknown benchmark `{other}`"),
     }

@@ -26,13 +26,13 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+pub(super) fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[index.min(samples.len() - 1)]
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+pub(super) fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("git")
         .args([
             "-c",
@@ -54,15 +54,18 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A server with one user, token, project `b`, repository `app` and pipeline `ci`.
-struct Bench {
-    state: lockgate_server::AppState,
-    client: ServerClient,
-    push_url: String,
-    pipeline_id: i64,
+pub(super) struct Bench {
+    pub(super) state: lockgate_server::AppState,
+    pub(super) client: ServerClient,
+    pub(super) push_url: String,
+    pub(super) pipeline_id: i64,
     _dir: tempfile::TempDir,
 }
 
-fn start(runtime: &tokio::runtime::Runtime, builtin_agent: bool) -> anyhow::Result<Bench> {
+pub(super) fn start(
+    runtime: &tokio::runtime::Runtime,
+    builtin_agent: bool,
+) -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
     let mut config = ServerConfig::new(
         dir.path().join("data"),
