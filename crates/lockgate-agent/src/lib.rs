@@ -254,12 +254,16 @@ impl Agent {
             .work_dir
             .join(format!("job-{}-{}", lease.job_id, lease.attempt));
         let source_dir = job_dir.join("s");
-        let outcome = match prepare_source(&job_dir, &source_dir, lease, &self.config.token) {
+        let fetch = job_checks_out_self(&lease.job);
+        let outcome = match prepare_source(&job_dir, &source_dir, lease, &self.config.token, fetch)
+        {
             Ok(()) => {
-                reporter.agent_line(&format!(
-                    "Checked out {} at {}",
-                    lease.source.branch, lease.source.commit
-                ));
+                if fetch {
+                    reporter.agent_line(&format!(
+                        "Checked out {} at {}",
+                        lease.source.branch, lease.source.commit
+                    ));
+                }
                 let prepared = self
                     .download_inputs(lease, &job_dir.join("artifacts-in"))
                     .and_then(|inputs| Ok((inputs, self.fetch_tasks(lease, &reporter)?)));
@@ -523,16 +527,37 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> s
     Ok(())
 }
 
-/// Fetches exactly the leased commit into `source_dir` with the agent's token.
+/// Whether the leased job checks out its own repository (`checkout: self`, written or implied):
+/// only then does the agent fetch the commit, as Azure's agent leaves the sources alone for
+/// `checkout: none` jobs and deployment jobs. A job the agent cannot read is fetched for.
+fn job_checks_out_self(job: &serde_json::Value) -> bool {
+    let Ok(plan_job) = serde_json::from_value::<lockgate_pipeline::plan::Job>(job.clone()) else {
+        return true;
+    };
+    lockgate_runner::orchestrator::job_phases(&plan_job, Duration::from_secs(60), "agent")
+        .iter()
+        .flat_map(|phase| &phase.steps)
+        .any(|step| {
+            matches!(&step.action, lockgate_runner::spec::StepAction::Checkout { repository, .. }
+                if repository.eq_ignore_ascii_case("self"))
+        })
+}
+
+/// Prepares the job folder, and fetches exactly the leased commit into `source_dir` with the
+/// agent's token when `fetch` (the job checks out `self`).
 fn prepare_source(
     job_dir: &Path,
     source_dir: &Path,
     lease: &JobLease,
     token: &str,
+    fetch: bool,
 ) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(job_dir);
     std::fs::create_dir_all(source_dir)
         .map_err(|e| format!("cannot create {}: {e}", source_dir.display()))?;
+    if !fetch {
+        return Ok(());
+    }
     let header = format!("http.extraHeader=Authorization: Bearer {token}");
     let git = |args: &[&str]| -> Result<(), String> {
         let output = Command::new("git")

@@ -76,3 +76,47 @@ fn batches_stay_under_the_byte_limit_and_keep_order() {
     assert_eq!(split_by_json_size(vec![huge.clone()], 1000), [vec![huge]]);
     assert!(split_by_json_size(Vec::<JobEvent>::new(), 1000).is_empty());
 }
+
+struct OneFile(&'static str);
+
+impl lockgate_pipeline::SourceReader for OneFile {
+    fn read(
+        &self,
+        _repository: Option<&str>,
+        _path: &str,
+    ) -> Result<String, lockgate_pipeline::ReadError> {
+        Ok(self.0.to_string())
+    }
+}
+
+/// The compiled jobs of a pipeline as leases carry them (JSON).
+fn leased_jobs(yaml: &'static str) -> Vec<serde_json::Value> {
+    let output = lockgate_pipeline::compile(&lockgate_pipeline::CompileInput {
+        entry: "azure-pipelines.yml".into(),
+        reader: &OneFile(yaml),
+        parameters: Vec::new(),
+        variables: Vec::new(),
+    });
+    let plan = output.plan.expect("the pipeline compiles");
+    plan.stages
+        .iter()
+        .flat_map(|s| &s.jobs)
+        .map(|j| serde_json::to_value(j).unwrap())
+        .collect()
+}
+
+#[test]
+fn sources_are_fetched_only_for_jobs_that_check_out_self() {
+    let jobs = leased_jobs(
+        "jobs:\n- job: Implied\n  steps:\n  - script: echo\n\
+         - job: None\n  steps:\n  - checkout: none\n  - script: echo\n\
+         - job: Explicit\n  steps:\n  - checkout: self\n    fetchDepth: 1\n\
+         - deployment: Ship\n  environment: dev\n  strategy:\n    runOnce:\n      deploy:\n        steps:\n        - script: echo\n\
+         - deployment: ShipWithSources\n  environment: dev\n  strategy:\n    runOnce:\n      deploy:\n        steps:\n        - checkout: self\n        - script: echo\n",
+    );
+    let fetched: Vec<bool> = jobs.iter().map(job_checks_out_self).collect();
+    assert_eq!(fetched, [true, false, true, false, true]);
+    assert!(job_checks_out_self(
+        &serde_json::json!({"unreadable": true})
+    ));
+}
