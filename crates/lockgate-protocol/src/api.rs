@@ -447,3 +447,37 @@ pub struct DeployedVersion {
     /// deployed.
     pub behind: i64,
 }
+
+/// What promoting one environment's deployment to another would change
+/// (`GET /api/v1/pipelines/{id}/environments/diff?from=test&to=prod`): from the version `to` runs
+/// now to the version `from` runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentDiff {
+    pub from: Deployment,
+    pub to: Deployment,
+    /// Commits in `from`'s version that `to`'s does not have, newest first: `sha subject`.
+    pub commits: Vec<String>,
+    /// Files changed between the two versions: `M path`, `A path`, `D path`, ...
+    pub files: Vec<String>,
+    /// Artifacts by name whose digest differs, or that only one side has.
+    pub artifacts: Vec<ArtifactChange>,
+    /// Variables whose value differs, or that only one side has (secret values are `***`).
+    pub variables: Vec<VariableChange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactChange {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableChange {
+    pub name: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}

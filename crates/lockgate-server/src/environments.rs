@@ -35,6 +35,10 @@ pub fn routes() -> Router<AppState> {
             get(list_deployments),
         )
         .route("/api/v1/pipelines/{id}/environments", get(what_is_where))
+        .route(
+            "/api/v1/pipelines/{id}/environments/diff",
+            get(environment_diff),
+        )
 }
 
 /// Longest environment name.
@@ -534,6 +538,133 @@ async fn what_is_where(
     let pipeline = pipeline_for(&state, &caller, id, Role::Reader).await?;
     Ok(Json(deployed_versions(&state, pipeline.id).await?))
 }
+
+#[derive(serde::Deserialize)]
+struct DiffQuery {
+    from: String,
+    to: String,
+}
+
+/// Lines of `git ARGS` in the repository, or an error naming the command.
+async fn git_lines(repo_dir: &std::path::Path, args: &[&str]) -> ApiResult<Vec<String>> {
+    let output = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(repo_dir)
+        .output()
+        .await
+        .map_err(ApiError::internal)?;
+    if !output.status.success() {
+        return Err(ApiError::internal(format!(
+            "git {} failed: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// The changes between two sides keyed by name: those whose value differs or that one side lacks.
+fn changed<'a>(
+    from: impl IntoIterator<Item = (&'a str, &'a str)>,
+    to: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, Option<String>, Option<String>)> {
+    let from: std::collections::BTreeMap<&str, &str> = from.into_iter().collect();
+    let to: std::collections::BTreeMap<&str, &str> = to.into_iter().collect();
+    let mut names: Vec<&str> = from.keys().chain(to.keys()).copied().collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .filter(|name| from.get(name) != to.get(name))
+        .map(|name| {
+            (
+                name.to_string(),
+                from.get(name).map(|v| v.to_string()),
+                to.get(name).map(|v| v.to_string()),
+            )
+        })
+        .collect()
+}
+
+/// What promoting `from`'s deployed version to `to` changes: commits, files, artifacts and
+/// variables between the newest successful deployments of the pipeline to the two environments.
+async fn environment_diff(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(query): Query<DiffQuery>,
+) -> ApiResult<Json<api::EnvironmentDiff>> {
+    let pipeline = pipeline_for(&state, &caller, id, Role::Reader).await?;
+    let versions = deployed_versions(&state, pipeline.id).await?;
+    let find = |name: &str| {
+        versions
+            .iter()
+            .find(|v| v.environment.eq_ignore_ascii_case(name))
+            .map(|v| v.deployment.clone())
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "a successful deployment of pipeline {} to environment `{name}`",
+                    pipeline.name
+                ))
+            })
+    };
+    let (from, to) = (find(&query.from)?, find(&query.to)?);
+    let (project, repository) = crate::runs::pipeline_home(&state, &pipeline).await?;
+    let repo_dir = crate::git::repository_dir(&state, &project.name, &repository.name);
+    let valid = |sha: &str| sha.len() >= 7 && sha.chars().all(|c| c.is_ascii_hexdigit());
+    if !valid(&from.commit) || !valid(&to.commit) {
+        return Err(ApiError::internal("a deployment has no commit"));
+    }
+    let range = format!("{}..{}", to.commit, from.commit);
+    let commits = git_lines(
+        &repo_dir,
+        &["log", "--format=%h %s", "--max-count=500", &range],
+    )
+    .await?;
+    let files = git_lines(
+        &repo_dir,
+        &["diff", "--name-status", &to.commit, &from.commit],
+    )
+    .await?
+    .into_iter()
+    .map(|line| line.replacen('\t', " ", 2))
+    .collect();
+    let artifacts = changed(
+        from.artifacts
+            .iter()
+            .map(|a| (a.name.as_str(), a.digest.as_str())),
+        to.artifacts
+            .iter()
+            .map(|a| (a.name.as_str(), a.digest.as_str())),
+    )
+    .into_iter()
+    .map(|(name, from, to)| api::ArtifactChange { name, from, to })
+    .collect();
+    let variables = changed(
+        from.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        to.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+    .into_iter()
+    // Run-specific values change every time; they say nothing about the promotion.
+    .filter(|(name, _, _)| !RUN_SPECIFIC.iter().any(|p| name.starts_with(p)))
+    .map(|(name, from, to)| api::VariableChange { name, from, to })
+    .collect();
+    Ok(Json(api::EnvironmentDiff {
+        from,
+        to,
+        commits,
+        files,
+        artifacts,
+        variables,
+    }))
+}
+
+/// Predefined variables that differ between any two runs or jobs.
+const RUN_SPECIFIC: [&str; 4] = ["Build.", "System.", "Environment.", "Agent."];
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! `lockgate environments list|show`: a project's environments with what each runs now, and one
+//! `lockgate environments list|show|diff`: a project's environments with what each runs now, and one
 //! environment's deployment ledger, from a Lockgate server.
 
 use lockgate_protocol::api;
@@ -31,6 +31,22 @@ pub enum EnvironmentsCommand {
         /// How many ledger entries (1 to 1000).
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What promoting FROM's deployed version to TO would change: commits, files, artifacts and
+    /// variables between the pipeline's newest successful deployments to the two.
+    Diff {
+        #[command(flatten)]
+        connection: Connection,
+        /// The environment whose version would be promoted.
+        from: String,
+        /// The environment it would be promoted to.
+        to: String,
+        /// The pipeline (id, see `lockgate pipelines list`).
+        #[arg(long)]
+        pipeline: i64,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -140,6 +156,55 @@ pub fn environments(cmd: EnvironmentsCommand) -> anyhow::Result<u8> {
                     } else {
                         format!("  [{}]", artifacts.join(", "))
                     }
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        EnvironmentsCommand::Diff {
+            connection,
+            from,
+            to,
+            pipeline,
+            json,
+        } => {
+            let diff: api::EnvironmentDiff = connection
+                .client()?
+                .get_json(&format!(
+                    "/api/v1/pipelines/{pipeline}/environments/diff?from={}&to={}",
+                    encode(&from),
+                    encode(&to)
+                ))
+                .map_err(client_error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
+                return Ok(EXIT_OK);
+            }
+            println!(
+                "{from} runs #{} @ {}; {to} runs #{} @ {}",
+                diff.from.run_number,
+                short(&diff.from.commit),
+                diff.to.run_number,
+                short(&diff.to.commit)
+            );
+            println!("commits ({}):", diff.commits.len());
+            diff.commits.iter().for_each(|c| println!("  {c}"));
+            println!("files ({}):", diff.files.len());
+            diff.files.iter().for_each(|f| println!("  {f}"));
+            println!("artifacts ({}):", diff.artifacts.len());
+            for a in &diff.artifacts {
+                let side = |d: &Option<String>| {
+                    d.as_deref()
+                        .map_or("-".to_string(), |d| d[..d.len().min(12)].to_string())
+                };
+                println!("  {}: {} -> {}", a.name, side(&a.to), side(&a.from));
+            }
+            println!("variables ({}):", diff.variables.len());
+            for v in &diff.variables {
+                println!(
+                    "  {}: {} -> {}",
+                    v.name,
+                    v.to.as_deref().unwrap_or("-"),
+                    v.from.as_deref().unwrap_or("-")
                 );
             }
             Ok(EXIT_OK)

@@ -1992,3 +1992,107 @@ jobs:
         .unwrap();
     assert!(environments.is_empty(), "{environments:?}");
 }
+
+#[test]
+fn the_environment_diff_says_what_promoting_test_to_prod_changes() {
+    let pipeline_yaml = |color: &str, prod: &str| {
+        format!(
+            "\
+appendCommitMessageToRunName: false
+variables:
+  color: {color}
+stages:
+- stage: Build
+  jobs:
+  - job: B
+    steps:
+    - script: mkdir -p out && echo {color} > out/app.txt
+    - publish: out
+      artifact: app
+- stage: DeployTest
+  jobs:
+  - deployment: T
+    environment: test
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo test
+- stage: DeployProd
+  condition: {prod}
+  jobs:
+  - deployment: P
+    environment: prod
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo prod
+"
+        )
+    };
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", &pipeline_yaml("blue", "succeeded()"))],
+        "main",
+    );
+    assert_eq!(
+        wait_for_run(&server, pipeline, 1).result.as_deref(),
+        Some("succeeded")
+    );
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[
+            ("azure-pipelines.yml", &pipeline_yaml("green", "false")),
+            ("new.txt", "new\n"),
+        ],
+        "main",
+    );
+    assert_eq!(
+        wait_for_run(&server, pipeline, 2).result.as_deref(),
+        Some("succeeded")
+    );
+    let diff: api::EnvironmentDiff = server
+        .client
+        .get_json(&format!(
+            "/api/v1/pipelines/{pipeline}/environments/diff?from=test&to=prod"
+        ))
+        .unwrap();
+    assert_eq!(diff.from.run_number, 2);
+    assert_eq!(diff.to.run_number, 1);
+    assert_eq!(diff.commits.len(), 1, "{diff:?}");
+    assert!(diff.files.contains(&"A new.txt".to_string()), "{diff:?}");
+    assert!(
+        diff.files.contains(&"M azure-pipelines.yml".to_string()),
+        "{diff:?}"
+    );
+    assert_eq!(diff.artifacts.len(), 1, "{diff:?}");
+    assert_eq!(diff.artifacts[0].name, "app");
+    assert_ne!(diff.artifacts[0].from, diff.artifacts[0].to);
+    let color = diff
+        .variables
+        .iter()
+        .find(|v| v.name == "color")
+        .unwrap_or_else(|| panic!("{diff:?}"));
+    assert_eq!(color.from.as_deref(), Some("green"));
+    assert_eq!(color.to.as_deref(), Some("blue"));
+    assert!(
+        !diff.variables.iter().any(|v| v.name.starts_with("Build.")),
+        "{diff:?}"
+    );
+    // An environment with no deployment of this pipeline is a 404 naming it.
+    let error = server
+        .client
+        .get_json::<api::EnvironmentDiff>(&format!(
+            "/api/v1/pipelines/{pipeline}/environments/diff?from=test&to=staging"
+        ))
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+    assert!(error.to_string().contains("`staging`"), "{error}");
+}

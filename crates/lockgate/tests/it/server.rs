@@ -560,4 +560,24 @@ fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+    // The demo run deployed the same version to dev and test: promoting changes nothing.
+    let diff = run_cli(&["environments", "diff", "dev", "test", "--pipeline", "1"]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let text = stdout(&diff);
+    assert!(
+        text.contains("commits (0):") && text.contains("files (0):"),
+        "{text}"
+    );
+    let none = run_cli(&["environments", "diff", "dev", "prod", "--pipeline", "1"]);
+    assert_eq!(
+        none.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&none.stderr)
+    );
 }
