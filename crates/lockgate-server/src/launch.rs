@@ -271,7 +271,59 @@ pub async fn ensure_admin(state: &AppState) -> anyhow::Result<Option<(String, St
     Ok(Some((password, token)))
 }
 
-/// The demo pipeline: build with an artifact, tests, and deployments to dev and test.
+/// The checks of the demo's environments: dev deploys at once; test waits for an approval by
+/// `admin` (who queued the run: the demo has one user, so the requester may approve); production
+/// waits for an approval, business hours (Monday to Friday, 09:00-17:00 UTC) and runs of `main`.
+async fn seed_demo_checks(state: &AppState, project_id: i64) -> anyhow::Result<()> {
+    let approval = |instructions: &str| lockgate_store::NewApprovalCheck {
+        approvers: vec!["admin".into()],
+        min_approvals: 1,
+        allow_requester: true,
+        instructions: instructions.into(),
+        timeout_minutes: 24 * 60,
+        created_by: "admin".into(),
+    };
+    state
+        .store
+        .set_approval_check(
+            project_id,
+            "test",
+            Some(&approval("Check the dev deployment, then approve.")),
+        )
+        .await?;
+    state
+        .store
+        .set_approval_check(
+            project_id,
+            "prod",
+            Some(&approval("Compare test with production first: lockgate environments diff test prod --pipeline 1")),
+        )
+        .await?;
+    let branches = serde_json::json!({"allowedBranches": ["refs/heads/main"]}).to_string();
+    state
+        .store
+        .set_environment_check(
+            project_id,
+            "prod",
+            "branchControl",
+            Some((&branches, "admin")),
+        )
+        .await?;
+    let hours = serde_json::json!({
+        "days": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+        "start": "09:00",
+        "end": "17:00",
+        "utcOffset": "+00:00",
+    })
+    .to_string();
+    state
+        .store
+        .set_environment_check(project_id, "prod", "businessHours", Some((&hours, "admin")))
+        .await?;
+    Ok(())
+}
+
+/// The demo pipeline: build with an artifact, tests, and deployments to dev, test and production.
 pub const DEMO_PIPELINE: &str = include_str!("demo/azure-pipelines.yml");
 
 /// Creates project `demo`, repository `app` with the demo pipeline committed on `main`, and pipeline
@@ -293,6 +345,7 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<()> {
         .store
         .create_pipeline(project.id, repository.id, "app-ci", "azure-pipelines.yml")
         .await?;
+    seed_demo_checks(state, project.id).await?;
 
     let work = tempdir_in(&state.data_dir)?;
     let w = work.as_path();
@@ -361,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn the_demo_pipeline_compiles_to_four_stages() {
+    fn the_demo_pipeline_compiles_to_five_stages() {
         let input = lockgate_pipeline::CompileInput {
             entry: "azure-pipelines.yml".into(),
             reader: &DemoOnly,
@@ -372,7 +425,10 @@ mod tests {
         assert!(!output.has_errors(), "{:?}", output.diagnostics);
         let plan = output.plan.unwrap();
         let stages: Vec<_> = plan.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(stages, ["Build", "Test", "DeployDev", "DeployTest"]);
+        assert_eq!(
+            stages,
+            ["Build", "Test", "DeployDev", "DeployTest", "DeployProd"]
+        );
         assert!(plan.trigger.is_some());
     }
 

@@ -82,10 +82,66 @@ fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Carries demo run `run` through its environments' checks as its one user would: approves the
+/// test deployment, lifts production's business hours (tests run at any hour) and approves
+/// production.
+fn approve_demo_run(dir: &Path, up: &Up, run: i64) {
+    let approve = |stage: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let out = client(dir, up, &["approve", &run.to_string(), "--stage", stage]);
+            if out.status.code() == Some(0) {
+                assert!(stdout(&out).contains("approved"), "{}", stdout(&out));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{stage} of run {run} never asked for approval: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    approve("DeployTest");
+    let lifted = client(
+        dir,
+        up,
+        &[
+            "checks",
+            "remove",
+            "prod",
+            "--project",
+            "demo",
+            "--kind",
+            "business-hours",
+        ],
+    );
+    assert_eq!(lifted.status.code(), Some(0));
+    approve("DeployProd");
+}
+
 #[test]
 fn up_seeds_a_demo_project_whose_run_the_cli_follows() {
     let dir = tempfile::tempdir().unwrap();
     let up = start_up(dir.path());
+    // The demo deploys to dev at once and waits for an approval before test.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let show = stdout(&client(dir.path(), &up, &["runs", "show", "1"]));
+        if show.contains("waiting for approval for environment `test`") {
+            assert!(
+                show.contains("Check the dev deployment, then approve."),
+                "{show}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo run does not wait for test's approval: {show}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    approve_demo_run(dir.path(), &up, 1);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let list = client(dir.path(), &up, &["runs", "list", "--project", "demo"]);
@@ -395,6 +451,19 @@ fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
         "{}",
         stdout(&set)
     );
+    // Production's checks are the demo's; this test is about test's approval.
+    for kind in ["approval", "branch-control", "business-hours"] {
+        let lifted = run_cli(&[
+            "checks",
+            "remove",
+            "prod",
+            "--project",
+            "demo",
+            "--kind",
+            kind,
+        ]);
+        assert_eq!(lifted.status.code(), Some(0));
+    }
     // The demo pipeline deploys to dev, then to test: a new run now waits before DeployTest.
     let queued = run_cli(&["queue", "1"]);
     assert_eq!(
@@ -511,6 +580,7 @@ fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let up = start_up(dir.path());
     let run_cli = |args: &[&str]| client(dir.path(), &up, args);
+    approve_demo_run(dir.path(), &up, 1);
     let deadline = Instant::now() + Duration::from_secs(120);
     let commit = loop {
         let list = stdout(&run_cli(&["runs", "list", "--pipeline", "1", "--json"]));
@@ -533,7 +603,7 @@ fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
         String::from_utf8_lossy(&listed.stderr)
     );
     let text = stdout(&listed);
-    for environment in ["dev", "test"] {
+    for environment in ["dev", "test", "prod"] {
         let line = text
             .lines()
             .find(|line| line.starts_with(environment))
@@ -553,10 +623,10 @@ fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
     let entries: Vec<&str> = text.lines().filter(|l| l.contains(" succeeded ")).collect();
     assert_eq!(entries.len(), 1, "{text}");
     assert!(entries[0].contains(&commit[..8]), "{text}");
-    let missing = run_cli(&["environments", "show", "prod", "--project", "demo"]);
+    let missing = run_cli(&["environments", "show", "staging", "--project", "demo"]);
     assert_ne!(missing.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("environment `prod` not found"),
+        String::from_utf8_lossy(&missing.stderr).contains("environment `staging` not found"),
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
@@ -573,7 +643,7 @@ fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
         text.contains("commits (0):") && text.contains("files (0):"),
         "{text}"
     );
-    let none = run_cli(&["environments", "diff", "dev", "prod", "--pipeline", "1"]);
+    let none = run_cli(&["environments", "diff", "dev", "staging", "--pipeline", "1"]);
     assert_eq!(
         none.status.code(),
         Some(2),
