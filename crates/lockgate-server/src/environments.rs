@@ -547,20 +547,10 @@ struct DiffQuery {
 
 /// Lines of `git ARGS` in the repository, or an error naming the command.
 async fn git_lines(repo_dir: &std::path::Path, args: &[&str]) -> ApiResult<Vec<String>> {
-    let output = tokio::process::Command::new("git")
-        .args(args)
-        .current_dir(repo_dir)
-        .output()
+    let stdout = crate::git::git(repo_dir, args)
         .await
         .map_err(ApiError::internal)?;
-    if !output.status.success() {
-        return Err(ApiError::internal(format!(
-            "git {} failed: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
+    Ok(String::from_utf8_lossy(&stdout)
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_string)

@@ -577,18 +577,7 @@ async fn note_in_log(state: &AppState, job_id: i64, message: &str) -> ApiResult<
 
 /// Ends a waiting job as failed with an error line in its log (a condition that cannot be evaluated).
 async fn fail_waiting_job(state: &AppState, job_id: i64, message: &str) -> ApiResult<()> {
-    let line = LogLine {
-        step: None,
-        text: format!("##[error]{message}"),
-    };
-    state
-        .store
-        .append_log_chunk(
-            job_id,
-            1,
-            &crate::live::compress_lines(std::slice::from_ref(&line)),
-        )
-        .await?;
+    note_in_log(state, job_id, message).await?;
     state
         .store
         .set_job_status(job_id, "completed", Some("failed"))
