@@ -77,23 +77,11 @@ fn batches_stay_under_the_byte_limit_and_keep_order() {
     assert!(split_by_json_size(Vec::<JobEvent>::new(), 1000).is_empty());
 }
 
-struct OneFile(&'static str);
-
-impl lockgate_pipeline::SourceReader for OneFile {
-    fn read(
-        &self,
-        _repository: Option<&str>,
-        _path: &str,
-    ) -> Result<String, lockgate_pipeline::ReadError> {
-        Ok(self.0.to_string())
-    }
-}
-
 /// The compiled jobs of a pipeline as leases carry them (JSON).
 fn leased_jobs(yaml: &'static str) -> Vec<serde_json::Value> {
     let output = lockgate_pipeline::compile(&lockgate_pipeline::CompileInput {
         entry: "azure-pipelines.yml".into(),
-        reader: &OneFile(yaml),
+        reader: &lockgate_pipeline::SingleFile(yaml),
         parameters: Vec::new(),
         variables: Vec::new(),
     });

@@ -3,22 +3,10 @@
 
 use super::*;
 
-struct OneFile(&'static str);
-
-impl lockgate_pipeline::SourceReader for OneFile {
-    fn read(
-        &self,
-        _repository: Option<&str>,
-        _path: &str,
-    ) -> Result<String, lockgate_pipeline::ReadError> {
-        Ok(self.0.to_string())
-    }
-}
-
 fn graph(yaml: &'static str) -> Graph {
     let output = lockgate_pipeline::compile(&lockgate_pipeline::CompileInput {
         entry: "azure-pipelines.yml".into(),
-        reader: &OneFile(yaml),
+        reader: &lockgate_pipeline::SingleFile(yaml),
         parameters: Vec::new(),
         variables: Vec::new(),
     });

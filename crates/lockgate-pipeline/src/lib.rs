@@ -36,6 +36,16 @@ pub trait SourceReader {
     fn read(&self, repository: Option<&str>, path: &str) -> Result<String, ReadError>;
 }
 
+/// A pipeline given as one text: every path reads as that text (tests, benchmarks, and YAML given
+/// without a repository around it).
+pub struct SingleFile<'a>(pub &'a str);
+
+impl SourceReader for SingleFile<'_> {
+    fn read(&self, _repository: Option<&str>, _path: &str) -> Result<String, ReadError> {
+        Ok(self.0.to_string())
+    }
+}
+
 /// Everything the compiler needs.
 pub struct CompileInput<'a> {
     /// The entry file, relative to the root of the pipeline's repository (`/`-separated).

@@ -1289,22 +1289,10 @@ pub fn run_local(
 mod tests {
     use super::*;
 
-    struct OneFile(&'static str);
-
-    impl lockgate_pipeline::SourceReader for OneFile {
-        fn read(
-            &self,
-            _repository: Option<&str>,
-            _path: &str,
-        ) -> Result<String, lockgate_pipeline::ReadError> {
-            Ok(self.0.to_string())
-        }
-    }
-
     fn compile(yaml: &'static str) -> Plan {
         let output = lockgate_pipeline::compile(&lockgate_pipeline::CompileInput {
             entry: "azure-pipelines.yml".into(),
-            reader: &OneFile(yaml),
+            reader: &lockgate_pipeline::SingleFile(yaml),
             parameters: Vec::new(),
             variables: Vec::new(),
         });

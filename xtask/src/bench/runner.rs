@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lockgate_pipeline::{CompileInput, ReadError, SourceReader};
+use lockgate_pipeline::{CompileInput, SingleFile};
 use lockgate_runner::artifacts::ArtifactStore;
 use lockgate_runner::events::{Event, EventSink, TaskResult};
 use lockgate_runner::job::RunContext;
@@ -35,14 +35,6 @@ impl EventSink for FileSink {
     }
 }
 
-struct OneFile(String);
-
-impl SourceReader for OneFile {
-    fn read(&self, _repository: Option<&str>, _path: &str) -> Result<String, ReadError> {
-        Ok(self.0.clone())
-    }
-}
-
 /// Compiles and runs `yaml` in `dir`; returns the wall time.
 fn run_pipeline(dir: &Path, yaml: &str) -> anyhow::Result<Duration> {
     run_pipeline_in(dir, yaml, None)
@@ -54,7 +46,7 @@ pub(super) fn run_pipeline_in(
     yaml: &str,
     sandbox: Option<&Sandbox>,
 ) -> anyhow::Result<Duration> {
-    let reader = OneFile(yaml.to_string());
+    let reader = SingleFile(yaml);
     let output = lockgate_pipeline::compile(&CompileInput {
         entry: "azure-pipelines.yml".into(),
         reader: &reader,
