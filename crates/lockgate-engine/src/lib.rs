@@ -34,6 +34,12 @@ pub struct StageNode {
     /// its condition held and before its jobs start; the caller says how they stand
     /// ([`Engine::set_gate`]).
     pub gated: bool,
+    /// `trigger: manual`: the stage does not start by itself; someone starts it
+    /// ([`Engine::start_manually`]). A run whose remaining stages all wait for a manual start (or
+    /// for a stage that does) is finished without them (Microsoft's release notes of sprint 234,
+    /// "Manually queued stages": "a pipeline run completes when there are only manually
+    /// triggered stages left to execute").
+    pub manual: bool,
 }
 
 /// One job instance (a matrix leg or parallel slice is one instance of its base job).
@@ -104,6 +110,7 @@ impl Graph {
                 condition: stage.condition.clone(),
                 variables: variables(stage, None),
                 gated: false,
+                manual: stage.manual_trigger,
             });
             for job in &stage.jobs {
                 let own = variables(stage, Some(job));
@@ -149,6 +156,9 @@ pub enum Gate {
     Open,
     /// A check was rejected, timed out or failed: the stage fails without running its jobs.
     Rejected,
+    /// The stage gave way (a newer run took the environment's exclusive lock, `lockBehavior:
+    /// runLatest`): its jobs end as canceled without running, and so does the stage.
+    Canceled,
 }
 
 /// Where a stage is.
@@ -264,6 +274,8 @@ pub struct Engine {
     jobs: Vec<JobState>,
     stages: Vec<StageState>,
     gates: Vec<Gate>,
+    /// Manual stages someone started.
+    started: Vec<bool>,
     canceled: bool,
     /// Stages whose jobs count towards the run's result (all but those a partial run left out).
     counted: Vec<bool>,
@@ -282,6 +294,7 @@ impl Engine {
         let stages = vec![StageState::Waiting; graph.stages.len()];
         let counted = vec![true; graph.stages.len()];
         let gates = vec![Gate::Pending; graph.stages.len()];
+        let started = vec![false; graph.stages.len()];
         let mut members = vec![Vec::new(); graph.stages.len()];
         let mut bases: Vec<BTreeMap<String, Vec<usize>>> =
             vec![BTreeMap::new(); graph.stages.len()];
@@ -302,6 +315,7 @@ impl Engine {
             jobs,
             stages,
             gates,
+            started,
             canceled: false,
             counted,
             abandoned: false,
@@ -368,6 +382,36 @@ impl Engine {
         if let Some(slot) = self.gates.get_mut(stage) {
             *slot = gate;
         }
+    }
+
+    /// Someone started a manual stage (see [`StageNode::manual`]): it starts like any other stage
+    /// once its dependencies are done. Takes effect at the next [`Engine::advance`].
+    pub fn start_manually(&mut self, stage: usize) {
+        if let Some(slot) = self.started.get_mut(stage) {
+            *slot = true;
+        }
+    }
+
+    /// Whether a stage waits for a manual start: a manual stage nobody started, or a stage that
+    /// depends (directly or not) on one that waits.
+    pub fn waits_for_manual_start(&self, stage: usize) -> bool {
+        let mut seen = vec![false; self.stages.len()];
+        self.dormant(stage, &mut seen)
+    }
+
+    fn dormant(&self, stage: usize, seen: &mut [bool]) -> bool {
+        if self.stages.get(stage) != Some(&StageState::Waiting) || seen[stage] {
+            return false;
+        }
+        seen[stage] = true;
+        let node = &self.graph.stages[stage];
+        if node.manual && !self.started[stage] {
+            return true;
+        }
+        node.depends_on.iter().any(|name| {
+            self.stage_index(name)
+                .is_some_and(|index| self.dormant(index, seen))
+        })
     }
 
     /// Leaves a stage's jobs out of the run's result (a partial run that did not select them).
@@ -515,7 +559,10 @@ impl Engine {
                     StageState::Done(_) => {}
                 }
             }
-            if self.stages.iter().all(|s| matches!(s, StageState::Done(_))) {
+            if (0..self.stages.len()).all(|stage| {
+                matches!(self.stages[stage], StageState::Done(_))
+                    || self.waits_for_manual_start(stage)
+            }) {
                 self.finished = true;
                 out.push(Decision::RunFinished {
                     result: self.run_result(),
@@ -606,6 +653,9 @@ impl Engine {
     }
 
     fn stage_ready(&self, stage: usize) -> bool {
+        if self.graph.stages[stage].manual && !self.started[stage] {
+            return false;
+        }
         self.graph.stages[stage].depends_on.iter().all(|name| {
             self.stage_index(name)
                 .is_none_or(|index| matches!(self.stages[index], StageState::Done(_)))
@@ -874,21 +924,22 @@ impl Engine {
 
     /// A gated stage whose checks are decided: it starts, or fails without running its jobs.
     fn pass_gate(&mut self, stage: usize, out: &mut Vec<Decision>) {
-        if self.gates[stage] == Gate::Open {
-            self.stages[stage] = StageState::Running;
-            out.push(Decision::StageStarted { stage });
-            return;
-        }
+        let (jobs, result) = match self.gates[stage] {
+            Gate::Open => {
+                self.stages[stage] = StageState::Running;
+                out.push(Decision::StageStarted { stage });
+                return;
+            }
+            Gate::Canceled => (TaskResult::Canceled, TaskResult::Canceled),
+            Gate::Pending | Gate::Rejected => (TaskResult::Skipped, TaskResult::Failed),
+        };
         for job in self.stage_jobs(stage).collect::<Vec<_>>() {
             if !matches!(self.jobs[job], JobState::Done { .. }) {
-                self.finish(job, TaskResult::Skipped, None, out);
+                self.finish(job, jobs, None, out);
             }
         }
-        self.stages[stage] = StageState::Done(TaskResult::Failed);
-        out.push(Decision::StageFinished {
-            stage,
-            result: TaskResult::Failed,
-        });
+        self.stages[stage] = StageState::Done(result);
+        out.push(Decision::StageFinished { stage, result });
     }
 
     /// Evaluates the `$[ ]` values and the condition of a job whose dependencies are done. The

@@ -3,7 +3,7 @@
 //! does — conditions, dependencies, outputs, cancel, results — is decided by the engine, the same
 //! one `lockgate run` uses; this module only translates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lockgate_engine::{Decision, Engine, Gate, Graph, JobNode, JobState, StageNode, TaskResult};
 use lockgate_pipeline::plan::Variable;
@@ -59,6 +59,10 @@ pub(crate) struct StoredConditions {
     /// The stages the job's stage depends on. Absent in runs queued before it was recorded; then
     /// they are read from the first jobs' dependency keys (`stage/job`).
     pub stage_depends_on: Option<Vec<String>>,
+    /// The stage has `trigger: manual`.
+    pub manual: bool,
+    /// The stage's `lockBehavior` (or the pipeline's): `runLatest` or `sequential`.
+    pub lock_behavior: Option<String>,
 }
 
 /// Where each entry of a job node's `variables` came from, to put evaluated `$[ ]` values back.
@@ -121,6 +125,7 @@ impl RunGraph {
                         condition: spec.conditions.stage.clone(),
                         variables,
                         gated: false,
+                        manual: spec.conditions.manual,
                     });
                     graph.stages.len() - 1
                 }
@@ -222,6 +227,18 @@ impl RunGraph {
             self.origins,
         )
     }
+}
+
+/// The manual stages (`trigger: manual`) among a run's job rows, and each stage's lock behavior.
+pub(crate) fn stage_settings(jobs: &[Job]) -> BTreeMap<String, StoredConditions> {
+    let mut out = BTreeMap::new();
+    for job in jobs {
+        if !out.contains_key(&job.stage_name) {
+            let spec: StoredSpec = serde_json::from_str(&job.spec).unwrap_or_default();
+            out.insert(job.stage_name.clone(), spec.conditions);
+        }
+    }
+    out
 }
 
 /// Whether a job row's spec says the job continues on error (its `continueOnError`, or the value
@@ -362,6 +379,7 @@ pub(crate) fn decide(
     canceled: bool,
     cancel: bool,
     gates: &BTreeMap<String, Gate>,
+    started: &BTreeSet<String>,
 ) -> Decided {
     let mut graph = RunGraph::of(jobs);
     for stage in &mut graph.graph.stages {
@@ -372,6 +390,9 @@ pub(crate) fn decide(
     for (index, name) in stages.iter().enumerate() {
         if let Some(gate) = gates.get(name) {
             engine.set_gate(index, *gate);
+        }
+        if started.contains(name) {
+            engine.start_manually(index);
         }
     }
     let decisions = if cancel {
@@ -397,7 +418,15 @@ pub(crate) mod tests {
     /// What the engine decides now for the job at `index`: `Ok(true)` it starts, `Ok(false)` it is
     /// skipped, `Err` it fails with that message.
     fn job_runs(jobs: &[Job], canceled: bool, index: usize) -> Result<bool, String> {
-        let decisions = decide(jobs, predefined(), canceled, false, &BTreeMap::new()).decisions;
+        let decisions = decide(
+            jobs,
+            predefined(),
+            canceled,
+            false,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        )
+        .decisions;
         for decision in decisions {
             match decision {
                 Decision::Start { job, .. } if job == index => return Ok(true),
@@ -422,7 +451,15 @@ pub(crate) mod tests {
 
     /// Whether the job at `index` still waits after the run is canceled now.
     fn may_run_after_cancel(jobs: &[Job], index: usize) -> bool {
-        let decisions = decide(jobs, predefined(), false, true, &BTreeMap::new()).decisions;
+        let decisions = decide(
+            jobs,
+            predefined(),
+            false,
+            true,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        )
+        .decisions;
         !decisions
             .iter()
             .any(|d| matches!(d, Decision::Finish { job, .. } if *job == index))
@@ -432,7 +469,14 @@ pub(crate) mod tests {
     fn runtime_values(jobs: &[Job], index: usize) -> Result<RuntimeValues, String> {
         let Decided {
             decisions, origins, ..
-        } = decide(jobs, predefined(), false, false, &BTreeMap::new());
+        } = decide(
+            jobs,
+            predefined(),
+            false,
+            false,
+            &BTreeMap::new(),
+            &BTreeSet::new(),
+        );
         for decision in decisions {
             match decision {
                 Decision::Start {
@@ -466,8 +510,15 @@ pub(crate) mod tests {
                     job
                 })
                 .collect();
-            let decisions =
-                decide(&jobs, predefined(), canceled, false, &BTreeMap::new()).decisions;
+            let decisions = decide(
+                &jobs,
+                predefined(),
+                canceled,
+                false,
+                &BTreeMap::new(),
+                &BTreeSet::new(),
+            )
+            .decisions;
             match decisions.last() {
                 Some(Decision::RunFinished { result }) => run_result_text(*result),
                 other => panic!("{other:?}"),

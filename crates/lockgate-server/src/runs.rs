@@ -469,6 +469,8 @@ fn plan_jobs(
                 "first": first_in_stage,
                 "stage": stage.condition,
                 "stageDependsOn": stage.depends_on,
+                "manual": stage.manual_trigger,
+                "lockBehavior": stage.lock_behavior.as_ref().or(plan.lock_behavior.as_ref()),
             });
             let mut variables = plan.variables.clone();
             variables.extend(stage.variables.iter().cloned());
@@ -649,7 +651,14 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         decisions,
         origins,
         stages,
-    } = run_engine::decide(&jobs, predefined, run_canceled, false, &gates.gates);
+    } = run_engine::decide(
+        &jobs,
+        predefined,
+        run_canceled,
+        false,
+        &gates.gates,
+        &gates.started,
+    );
     let mut queued_any = false;
     for decision in decisions {
         match decision {
@@ -754,7 +763,15 @@ pub async fn cancel_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         .open_jobs(state.store.jobs_of_run(run_id).await?);
     // Decided on the jobs as they were: the engine ends what cannot run after a cancel.
     let gates = crate::approvals::stage_gates(state, &run, &before).await?;
-    let decisions = run_engine::decide(&before, variables, false, true, &gates.gates).decisions;
+    let decisions = run_engine::decide(
+        &before,
+        variables,
+        false,
+        true,
+        &gates.gates,
+        &gates.started,
+    )
+    .decisions;
     let ended: Vec<usize> = decisions
         .iter()
         .filter_map(|d| match d {

@@ -28,6 +28,8 @@ macro_rules! conformance_tests {
             settings_are_replaced_and_jobs_are_paged_by_id,
             approvals_are_asked_once_decided_atomically_and_audited,
             environment_checks_are_one_per_kind_and_replaced,
+            manual_stages_are_started_once,
+            exclusive_locks_queue_in_both_behaviours_and_free_themselves,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1359,4 +1361,120 @@ pub(crate) async fn environment_checks_are_one_per_kind_and_replaced(store: &dyn
             .is_none()
     );
     assert_eq!(store.environment_checks(project.id).await.unwrap().len(), 1);
+}
+
+pub(crate) async fn manual_stages_are_started_once(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "pending")])
+        .await
+        .unwrap();
+    assert!(store.stage_starts(run.id).await.unwrap().is_empty());
+    assert!(store.start_stage(run.id, "Prod", "ada", 5).await.unwrap());
+    assert!(!store.start_stage(run.id, "Prod", "bob", 6).await.unwrap());
+    let starts = store.stage_starts(run.id).await.unwrap();
+    assert_eq!(
+        starts,
+        [StageStart {
+            run_id: run.id,
+            stage: "Prod".into(),
+            started_by: "ada".into(),
+            started_at: 5,
+        }]
+    );
+}
+
+/// Four runs of one pipeline ask for the lock of `prod`: the first gets it, a later runLatest
+/// request cancels an earlier waiting runLatest one (naming the newer run), a sequential one keeps
+/// its place; a holder whose stage finished frees the lock for the next; names ignore case.
+pub(crate) async fn exclusive_locks_queue_in_both_behaviours_and_free_themselves(
+    store: &dyn Storage,
+) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let job = NewJob {
+            stage_name: "Deploy".into(),
+            ..new_job("deploy", "pending")
+        };
+        runs.push(
+            store
+                .create_run(&new_run(pipeline.id, "main"), &[job])
+                .await
+                .unwrap(),
+        );
+    }
+    let ask = |index: usize, environment: &'static str, behavior: &'static str| {
+        let run_id = runs[index].id;
+        async move {
+            let request = NewLockRequest {
+                project_id: project.id,
+                environment,
+                run_id,
+                stage: "Deploy",
+                behavior,
+                timeout_minutes: 60,
+            };
+            store
+                .request_lock(&request, 1_000 + index as i64)
+                .await
+                .unwrap()
+        }
+    };
+    let first = ask(0, "prod", "runLatest").await;
+    assert_eq!(first.request.status, "held");
+    assert_eq!(first.holder, None);
+    // Asking again changes nothing.
+    assert_eq!(ask(0, "Prod", "runLatest").await.request.status, "held");
+    let second = ask(1, "PROD", "runLatest").await;
+    assert_eq!(second.request.status, "waiting");
+    assert_eq!(second.holder.as_ref().map(|h| h.run_id), Some(runs[0].id));
+    assert_eq!(second.ahead, 0);
+    let third = ask(2, "prod", "sequential").await;
+    assert_eq!(third.request.status, "waiting");
+    assert_eq!(third.changed_runs, [runs[1].id]);
+    let locks = store.locks_of_run(runs[1].id).await.unwrap();
+    assert_eq!(locks[0].status, "canceled");
+    assert!(
+        locks[0].reason.contains(&format!("#{}", runs[2].number)),
+        "{}",
+        locks[0].reason
+    );
+    let fourth = ask(3, "prod", "runLatest").await;
+    assert_eq!(fourth.request.status, "waiting");
+    assert_eq!(fourth.ahead, 1, "the sequential request keeps its place");
+    let mut waiting = store.runs_waiting_for_locks().await.unwrap();
+    waiting.sort();
+    assert_eq!(waiting, [runs[2].id, runs[3].id]);
+    // The holder's stage ends: released, and the runs still waiting are told.
+    let told = store
+        .release_locks(runs[0].id, Some("Deploy"), 2_000)
+        .await
+        .unwrap();
+    assert_eq!(told, [runs[2].id, runs[3].id]);
+    let next = ask(2, "prod", "sequential").await;
+    assert_eq!(next.request.status, "held");
+    assert!(next.request.granted_at.is_some());
+    // A holder whose stage has no unfinished job any more is released when someone asks.
+    let jobs = store.jobs_of_run(runs[2].id).await.unwrap();
+    store
+        .set_job_status(jobs[0].id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+    let last = ask(3, "prod", "runLatest").await;
+    assert_eq!(last.request.status, "held");
+    assert_eq!(
+        store.locks_of_run(runs[2].id).await.unwrap()[0].status,
+        "released"
+    );
+    // Another environment has its own lock; withdrawing a waiting request tells nobody.
+    assert_eq!(ask(1, "dev", "sequential").await.request.status, "held");
+    assert!(
+        store
+            .release_locks(runs[3].id, None, 3_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.runs_waiting_for_locks().await.unwrap().is_empty());
 }

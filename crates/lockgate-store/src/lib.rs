@@ -4,6 +4,7 @@
 //! with its own DDL and pass the same conformance tests. Queries are runtime queries with `$1`
 //! placeholders and hand-written row mapping, so that backends can share them.
 
+mod locks;
 mod records;
 mod sqlite;
 mod storage;

@@ -375,6 +375,57 @@ pub struct EnvironmentCheck {
     pub created_at: i64,
 }
 
+/// A manual stage someone started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageStart {
+    pub run_id: i64,
+    pub stage: String,
+    pub started_by: String,
+    pub started_at: i64,
+}
+
+/// A request of a run's stage for the exclusive lock of an environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EnvironmentLock {
+    pub id: i64,
+    pub project_id: i64,
+    pub environment: String,
+    pub run_id: i64,
+    pub stage: String,
+    /// `runLatest` or `sequential`.
+    pub behavior: String,
+    pub timeout_minutes: i64,
+    /// `waiting`, `held`, `released`, `canceled`, `withdrawn` or `timedOut`.
+    pub status: String,
+    /// Why a request ended without the lock (canceled, timed out).
+    pub reason: String,
+    pub requested_at: i64,
+    pub granted_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
+/// What asking for an environment's lock gave: the request as it stands, the holder when another
+/// run holds it, and the runs whose requests changed (granted, canceled, timed out) on the way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LockOutcome {
+    pub request: EnvironmentLock,
+    pub holder: Option<EnvironmentLock>,
+    /// How many requests are ahead of this one in the queue.
+    pub ahead: usize,
+    pub changed_runs: Vec<i64>,
+}
+
+/// A request for an environment's lock, as [`crate::Storage::request_lock`] takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewLockRequest<'a> {
+    pub project_id: i64,
+    pub environment: &'a str,
+    pub run_id: i64,
+    pub stage: &'a str,
+    pub behavior: &'a str,
+    pub timeout_minutes: i64,
+}
+
 /// One decision on an approval: the audit trail.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApprovalDecision {

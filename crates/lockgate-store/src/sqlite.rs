@@ -12,11 +12,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+use crate::locks;
 use crate::{
     AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, DeployedVersion,
-    Deployment, Environment, EnvironmentCheck, Job, LogChunk, NewApprovalCheck, NewArtifactFile,
-    NewDeployment, NewJob, NewRun, Pipeline, PipelineVariable, Project, Repository, Run, RunFilter,
-    Session, Step, Storage, StoreError, StoreFuture, StoreResult, TestResult, User, now_millis,
+    Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job, LockOutcome, LogChunk,
+    NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline,
+    PipelineVariable, Project, Repository, Run, RunFilter, Session, StageStart, Step, Storage,
+    StoreError, StoreFuture, StoreResult, TestResult, User, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -75,6 +77,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "environments and deployments",
         include_str!("../migrations/sqlite/0011_environments.sql"),
+    ),
+    (
+        12,
+        "stage starts and environment locks",
+        include_str!("../migrations/sqlite/0012_stage_starts_and_locks.sql"),
     ),
 ];
 
@@ -1699,6 +1706,190 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn start_stage<'a>(
+        &'a self,
+        run_id: i64,
+        stage: &'a str,
+        user: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO stage_starts (run_id, stage, started_by, started_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(run_id)
+            .bind(stage)
+            .bind(user)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn stage_starts(&self, run_id: i64) -> StoreFuture<'_, Vec<StageStart>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM stage_starts WHERE run_id = $1 ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(StageStart {
+                        run_id: row.try_get("run_id")?,
+                        stage: row.try_get("stage")?,
+                        started_by: row.try_get("started_by")?,
+                        started_at: row.try_get("started_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn request_lock<'a>(
+        &'a self,
+        request: &'a NewLockRequest<'a>,
+        now: i64,
+    ) -> StoreFuture<'a, LockOutcome> {
+        Box::pin(async move {
+            // The write comes first, so the transaction holds SQLite's write lock from its start.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO environment_locks (project_id, environment, run_id, stage, behavior, \
+                 timeout_minutes, status, requested_at) VALUES ($1, $2, $3, $4, $5, $6, 'waiting', $7) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(request.project_id)
+            .bind(request.environment)
+            .bind(request.run_id)
+            .bind(request.stage)
+            .bind(request.behavior)
+            .bind(request.timeout_minutes)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let rows = sqlx::query(
+                "SELECT l.*, r.number AS run_number, r.status AS run_status, \
+                 (SELECT COUNT(*) FROM jobs j WHERE j.run_id = l.run_id AND j.stage_name = l.stage \
+                  AND j.status != 'completed') AS unfinished \
+                 FROM environment_locks l JOIN runs r ON r.id = l.run_id \
+                 WHERE l.project_id = $1 AND l.environment = $2 COLLATE NOCASE \
+                 AND l.status IN ('waiting', 'held') ORDER BY l.id",
+            )
+            .bind(request.project_id)
+            .bind(request.environment)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut queue = Vec::new();
+            for row in &rows {
+                let lock = EnvironmentLock::from_row(row)?;
+                let run_status: String = row.try_get("run_status")?;
+                let unfinished: i64 = row.try_get("unfinished")?;
+                let over = run_status == "completed" || (lock.status == "held" && unfinished == 0);
+                queue.push(locks::Queued {
+                    run_number: row.try_get("run_number")?,
+                    lock,
+                    over,
+                });
+            }
+            let changes = locks::settle(&queue, now);
+            for change in &changes {
+                sqlx::query(
+                    "UPDATE environment_locks SET status = $1, reason = $2, \
+                     granted_at = CASE WHEN $1 = 'held' THEN $3 ELSE granted_at END, \
+                     ended_at = CASE WHEN $1 = 'held' THEN NULL ELSE $3 END WHERE id = $4",
+                )
+                .bind(change.status)
+                .bind(&change.reason)
+                .bind(now)
+                .bind(change.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let row = sqlx::query(
+                "SELECT * FROM environment_locks WHERE run_id = $1 AND stage = $2 \
+                 AND environment = $3 COLLATE NOCASE",
+            )
+            .bind(request.run_id)
+            .bind(request.stage)
+            .bind(request.environment)
+            .fetch_one(&mut *tx)
+            .await?;
+            let own = EnvironmentLock::from_row(&row)?;
+            tx.commit().await?;
+            Ok(locks::outcome(own, &queue, &changes, request.run_id))
+        })
+    }
+
+    fn release_locks<'a>(
+        &'a self,
+        run_id: i64,
+        stage: Option<&'a str>,
+        now: i64,
+    ) -> StoreFuture<'a, Vec<i64>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let released = sqlx::query(
+                "UPDATE environment_locks SET \
+                 status = CASE status WHEN 'held' THEN 'released' ELSE 'withdrawn' END, ended_at = $1 \
+                 WHERE run_id = $2 AND ($3 IS NULL OR stage = $3) AND status IN ('waiting', 'held') \
+                 RETURNING project_id, environment, status",
+            )
+            .bind(now)
+            .bind(run_id)
+            .bind(stage)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut waiting: Vec<i64> = Vec::new();
+            for row in released {
+                let status: String = row.try_get("status")?;
+                if status != "released" {
+                    continue;
+                }
+                let project_id: i64 = row.try_get("project_id")?;
+                let environment: String = row.try_get("environment")?;
+                let runs = sqlx::query(
+                    "SELECT DISTINCT run_id FROM environment_locks WHERE project_id = $1 \
+                     AND environment = $2 COLLATE NOCASE AND status = 'waiting' ORDER BY run_id",
+                )
+                .bind(project_id)
+                .bind(&environment)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in runs {
+                    let id: i64 = row.try_get("run_id")?;
+                    if !waiting.contains(&id) {
+                        waiting.push(id);
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(waiting)
+        })
+    }
+
+    fn locks_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<EnvironmentLock>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM environment_locks WHERE run_id = $1 ORDER BY id")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(EnvironmentLock::from_row).collect()
+        })
+    }
+
+    fn runs_waiting_for_locks(&self) -> StoreFuture<'_, Vec<i64>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT DISTINCT run_id FROM environment_locks WHERE status = 'waiting' ORDER BY run_id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(|row| Ok(row.try_get("run_id")?)).collect()
+        })
+    }
+
     fn setting<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
@@ -2012,6 +2203,25 @@ impl FromSqliteRow for EnvironmentCheck {
             config: row.try_get("config")?,
             created_by: row.try_get("created_by")?,
             created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromSqliteRow for EnvironmentLock {
+    fn from_row(row: &SqliteRow) -> StoreResult<Self> {
+        Ok(EnvironmentLock {
+            id: row.try_get("id")?,
+            project_id: row.try_get("project_id")?,
+            environment: row.try_get("environment")?,
+            run_id: row.try_get("run_id")?,
+            stage: row.try_get("stage")?,
+            behavior: row.try_get("behavior")?,
+            timeout_minutes: row.try_get("timeout_minutes")?,
+            status: row.try_get("status")?,
+            reason: row.try_get("reason")?,
+            requested_at: row.try_get("requested_at")?,
+            granted_at: row.try_get("granted_at")?,
+            ended_at: row.try_get("ended_at")?,
         })
     }
 }

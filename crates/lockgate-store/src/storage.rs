@@ -6,9 +6,10 @@ use std::pin::Pin;
 
 use crate::{
     AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, DeployedVersion,
-    Deployment, Environment, EnvironmentCheck, Job, LogChunk, NewApprovalCheck, NewArtifactFile,
-    NewDeployment, NewJob, NewRun, Pipeline, PipelineVariable, Project, Repository, Run, RunFilter,
-    Session, Step, StoreResult, TestResult, User,
+    Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job, LockOutcome, LogChunk,
+    NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline,
+    PipelineVariable, Project, Repository, Run, RunFilter, Session, StageStart, Step, StoreResult,
+    TestResult, User,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -477,6 +478,47 @@ pub trait Storage: Send + Sync {
 
     /// The automatic checks of a project, by environment and kind.
     fn environment_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<EnvironmentCheck>>;
+
+    // ---- manual stages and exclusive locks ----
+
+    /// Records that `user` started a manual stage of a run; false when it was started already.
+    fn start_stage<'a>(
+        &'a self,
+        run_id: i64,
+        stage: &'a str,
+        user: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+
+    /// The manual stages of a run someone started.
+    fn stage_starts(&self, run_id: i64) -> StoreFuture<'_, Vec<StageStart>>;
+
+    /// Asks for the exclusive lock of an environment for a run's stage, atomically with every
+    /// other request on it: the request is added once (asking again changes nothing); a `held`
+    /// lock whose run completed or whose stage has no unfinished job any more is released; waiting
+    /// requests past their timeout time out; a waiting `runLatest` request with a newer waiting
+    /// request behind it is canceled (its reason names the newer run); and when nobody holds the
+    /// lock the oldest waiting request gets it.
+    fn request_lock<'a>(
+        &'a self,
+        request: &'a NewLockRequest<'a>,
+        now: i64,
+    ) -> StoreFuture<'a, LockOutcome>;
+
+    /// Ends a run's lock requests (of one stage, or all): held ones are released, waiting ones
+    /// withdrawn. Returns the runs still waiting for the environments whose lock was released.
+    fn release_locks<'a>(
+        &'a self,
+        run_id: i64,
+        stage: Option<&'a str>,
+        now: i64,
+    ) -> StoreFuture<'a, Vec<i64>>;
+
+    /// A run's lock requests, oldest first.
+    fn locks_of_run(&self, run_id: i64) -> StoreFuture<'_, Vec<EnvironmentLock>>;
+
+    /// The runs with a waiting lock request (for the periodic sweep of timeouts and stale holders).
+    fn runs_waiting_for_locks(&self) -> StoreFuture<'_, Vec<i64>>;
 
     // ---- settings ----
 
