@@ -618,3 +618,67 @@ fn a_tolerated_failure_is_the_jobs_own_result_too() {
         })
     ));
 }
+
+#[test]
+fn a_manual_stage_waits_for_a_start_and_the_run_finishes_without_it() {
+    let yaml = "stages:\n- stage: Build\n  jobs:\n  - job: A\n    steps: [script: x]\n\
+                - stage: Prod\n  trigger: manual\n  jobs:\n  - job: B\n    steps: [script: x]\n\
+                - stage: After\n  dependsOn: Prod\n  jobs:\n  - job: C\n    steps: [script: x]\n";
+    assert!(graph(yaml).stages[1].manual);
+    // Nobody starts Prod: the run is finished once Build is, with Build's result; Prod and the
+    // stage after it are left waiting, not skipped.
+    let trace = play(graph(yaml), &[], None);
+    assert_trace(
+        trace,
+        "stage Build started
+         start A
+         A -> Succeeded
+         stage Build: Succeeded
+         run: Succeeded",
+    );
+    // Started later (a restored engine, as the server has it): Prod runs, then After.
+    let done = JobState::Done {
+        result: TaskResult::Succeeded,
+        outputs: BTreeMap::new(),
+    };
+    let mut engine = Engine::restore(
+        graph(yaml),
+        Vec::new(),
+        vec![done, JobState::Waiting, JobState::Waiting],
+        false,
+    );
+    assert!(engine.waits_for_manual_start(1) && engine.waits_for_manual_start(2));
+    assert!(!engine.waits_for_manual_start(0));
+    engine.start_manually(1);
+    let mut trace: Vec<String> = engine.advance().iter().map(|d| line(&engine, d)).collect();
+    engine.job_started(1);
+    engine.job_finished(1, TaskResult::Failed, BTreeMap::new());
+    trace.extend(engine.advance().iter().map(|d| line(&engine, d)));
+    assert_trace(
+        trace,
+        "stage Prod started
+         start B
+         stage Prod: Failed
+         end C: Skipped
+         stage After: Skipped
+         run: Failed",
+    );
+}
+
+#[test]
+fn a_stage_whose_gate_cancels_it_ends_canceled_without_running() {
+    let yaml = "stages:\n- stage: Prod\n  jobs:\n  - job: A\n    steps: [script: x]\n";
+    let mut graph = graph(yaml);
+    graph.stages[0].gated = true;
+    let mut engine = Engine::new(graph, Vec::new());
+    let mut trace: Vec<String> = engine.advance().iter().map(|d| line(&engine, d)).collect();
+    engine.set_gate(0, Gate::Canceled);
+    trace.extend(engine.advance().iter().map(|d| line(&engine, d)));
+    assert_trace(
+        trace,
+        "stage Prod waits for checks
+         end A: Canceled
+         stage Prod: Canceled
+         run: Canceled",
+    );
+}

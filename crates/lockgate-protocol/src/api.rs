@@ -352,6 +352,41 @@ fn utc() -> String {
     "+00:00".into()
 }
 
+/// The exclusive lock of an environment
+/// (`PUT /api/v1/projects/{p}/environments/{e}/checks/exclusive-lock`): one stage at a time
+/// deploys there; the stages' `lockBehavior` (`runLatest`, the default, or `sequential`) says what
+/// happens to those that wait.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExclusiveLock {
+    /// How long a stage waits for the lock before it fails (default 43,200 minutes, 30 days, as
+    /// Azure's check).
+    #[serde(default = "thirty_days")]
+    pub timeout_minutes: i64,
+}
+
+fn thirty_days() -> i64 {
+    43_200
+}
+
+/// A request of a run's stage for an environment's exclusive lock
+/// (`GET /api/v1/runs/{id}/locks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentLock {
+    pub environment: String,
+    pub stage: String,
+    /// `runLatest` or `sequential`.
+    pub behavior: String,
+    /// `waiting`, `held`, `released`, `canceled`, `withdrawn` or `timedOut`.
+    pub status: String,
+    /// Why it ended without the lock.
+    pub reason: String,
+    pub requested_at: i64,
+    pub granted_at: Option<i64>,
+    pub ended_at: Option<i64>,
+}
+
 /// An environment of a project: `GET /api/v1/projects/{p}/environments` lists them with their newest
 /// successful deployment; `GET .../environments/{name}` adds the owners and the newest deployments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

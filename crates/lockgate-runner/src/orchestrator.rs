@@ -567,6 +567,26 @@ pub async fn run_plan(
         if !selected {
             engine.leave_out_of_result(index);
         }
+        // A manual stage runs locally only when `--stage` (or `--job`) selects it.
+        let stage = &plan.stages[index];
+        if stage.manual_trigger {
+            if options.selection.is_some() && *selected {
+                engine.start_manually(index);
+            } else {
+                sink.event(Event::Issue {
+                    job: JobId {
+                        stage: stage.name.clone(),
+                        job: String::new(),
+                    },
+                    step: None,
+                    kind: IssueKind::Warning,
+                    message: format!(
+                        "{}: stage `{}` has `trigger: manual`: local runs run it only when it is selected with --stage {}",
+                        stage.source, stage.name, stage.name
+                    ),
+                });
+            }
+        }
     }
     let mut stage_clock: Vec<Option<Instant>> = vec![None; stage_count];
     let mut running: JoinSet<(usize, JobOutcome)> = JoinSet::new();

@@ -138,6 +138,9 @@ fn waiting_for(job: &lockgate_store::Job) -> Option<String> {
     })
 }
 
+/// How a job's `waitingFor` begins when its stage waits for a manual start.
+pub(crate) const MANUAL_START: &str = "a manual start";
+
 pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail> {
     let jobs = state.store.jobs_of_run(run.id).await?;
     let steps = state.store.steps_of_run(run.id).await?;
@@ -148,6 +151,28 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
         let gates = crate::approvals::stage_gates(state, run, &jobs).await?;
         for (stage, reason) in gates.waiting {
             approvals.entry(stage).or_insert(reason);
+        }
+        // Who holds the lock a stage waits for, and how many wait before it.
+        for lock in state.store.locks_of_run(run.id).await? {
+            if lock.status == "waiting" && gates.lock_pending.contains(&lock.stage) {
+                let reason = crate::locks::waiting_reason(state, run, &lock).await?;
+                approvals.insert(lock.stage.clone(), reason);
+            }
+        }
+    }
+    // A run finishes without the manual stages nobody started; they still wait.
+    let manual = crate::locks::manual_stages(&jobs);
+    if !manual.is_empty() {
+        let started = state.store.stage_starts(run.id).await?;
+        for stage in manual {
+            if !started.iter().any(|s| s.stage == stage) {
+                approvals.entry(stage).or_insert_with(|| {
+                    format!(
+                        "{MANUAL_START} (`trigger: manual`): `lockgate runs start-stage RUN STAGE` \
+                         or Run stage on the run page"
+                    )
+                });
+            }
         }
     }
     Ok(api::RunDetail {

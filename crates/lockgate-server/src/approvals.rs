@@ -8,7 +8,7 @@
 //! rejects. The run engine decides when a stage waits ([`lockgate_engine::Decision::AwaitChecks`]);
 //! this module keeps the approvals and says how each gate stands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -156,6 +156,8 @@ fn automatic_checks(
                     ));
                 }
             }
+            // The lock comes last, after approvals ([`crate::locks`]).
+            crate::locks::EXCLUSIVE_LOCK => {}
             other => {
                 return Err(format!(
                     "environment `{}` has a check of unknown kind `{other}`",
@@ -242,8 +244,21 @@ pub(crate) struct Gates {
     pub gates: BTreeMap<String, Gate>,
     /// Why a stage was refused by an automatic check (its jobs' logs say so).
     pub refused: BTreeMap<String, String>,
-    /// Why a stage waits for an automatic check (business hours).
+    /// Why a stage waits for an automatic check (business hours, the exclusive lock).
     pub waiting: BTreeMap<String, String>,
+    /// Stages whose checks all passed but the exclusive lock, which they are to ask for.
+    pub lock_pending: BTreeSet<String>,
+    /// The manual stages someone started.
+    pub started: BTreeSet<String>,
+}
+
+/// The attempt of a stage: the highest of its jobs' (a rerun is a new attempt).
+fn stage_attempt(jobs: &[Job], stage: &str) -> i64 {
+    jobs.iter()
+        .filter(|j| j.stage_name == stage)
+        .map(|j| j.attempt)
+        .max()
+        .unwrap_or(1)
 }
 
 /// The gates of a run's stages, in Azure's order: automatic checks first (a refusal rejects the
@@ -251,6 +266,11 @@ pub(crate) struct Gates {
 /// their timeout are ended as timed out here.
 pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> ApiResult<Gates> {
     let mut out = Gates::default();
+    if !crate::locks::manual_stages(jobs).is_empty() {
+        for start in state.store.stage_starts(run.id).await? {
+            out.started.insert(start.stage);
+        }
+    }
     // Most runs deploy nowhere: no query for them on every scheduling pass.
     if !jobs.iter().any(|j| j.environment.is_some()) {
         return Ok(out);
@@ -260,6 +280,14 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
     if checks.is_empty() && automatic.is_empty() {
         return Ok(out);
     }
+    let locks = if automatic
+        .iter()
+        .any(|c| c.kind == crate::locks::EXCLUSIVE_LOCK)
+    {
+        state.store.locks_of_run(run.id).await?
+    } else {
+        Vec::new()
+    };
     let mut approvals = state.store.approvals_of_run(run.id).await?;
     let now = now_millis();
     for approval in approvals.iter_mut().filter(|a| overdue(a, now)) {
@@ -289,7 +317,36 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
             Ok(None) => {
                 let asked: Vec<&Approval> =
                     approvals.iter().filter(|a| &a.stage == stage).collect();
-                gate_of(&stage_checks, &asked)
+                match gate_of(&stage_checks, &asked) {
+                    Gate::Open => match crate::locks::lock_checks(&stage_automatic) {
+                        Err(reason) => {
+                            out.refused.insert(stage.clone(), reason);
+                            Gate::Rejected
+                        }
+                        Ok(needed) if needed.is_empty() => Gate::Open,
+                        Ok(needed) => {
+                            let attempt = stage_attempt(jobs, stage);
+                            let (gate, reason) =
+                                crate::locks::lock_gate(&locks, &needed, stage, attempt);
+                            match gate {
+                                Gate::Pending => {
+                                    out.lock_pending.insert(stage.clone());
+                                    if let Some(reason) = reason {
+                                        out.waiting.insert(stage.clone(), reason);
+                                    }
+                                }
+                                Gate::Open => {}
+                                Gate::Rejected | Gate::Canceled => {
+                                    if let Some(reason) = reason {
+                                        out.refused.insert(stage.clone(), reason);
+                                    }
+                                }
+                            }
+                            gate
+                        }
+                    },
+                    other => other,
+                }
             }
         };
         out.gates.insert(stage.clone(), gate);
@@ -298,16 +355,27 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
 }
 
 /// Asks for the approvals a stage waits for (once per check: asking again changes nothing), once
-/// its automatic checks passed.
+/// its automatic checks passed, or for the exclusive locks once everything else passed. True when
+/// the stage's gate may have opened (a lock was granted): the caller looks again.
 pub(crate) async fn request(
     state: &AppState,
     run: &Run,
     jobs: &[Job],
     stage: &str,
     gates: &Gates,
-) -> ApiResult<()> {
+) -> ApiResult<bool> {
+    if gates.lock_pending.contains(stage) {
+        return crate::locks::request_for_stage(
+            state,
+            run,
+            jobs,
+            stage,
+            stage_attempt(jobs, stage),
+        )
+        .await;
+    }
     if gates.waiting.contains_key(stage) || gates.refused.contains_key(stage) {
-        return Ok(());
+        return Ok(false);
     }
     let checks = state.store.approval_checks(run.project_id).await?;
     for check in checks_of_stage(&checks, jobs, stage) {
@@ -316,7 +384,7 @@ pub(crate) async fn request(
             .request_approval(run.id, stage, check, now_millis())
             .await?;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Ends the approvals past their timeout and moves their runs on (called periodically).
@@ -544,7 +612,7 @@ async fn advance_project_runs(state: &AppState, project_id: i64) -> ApiResult<()
 
 /// Stores an automatic check given as JSON (after `valid` accepted it) and moves the project's
 /// runs on.
-async fn put_automatic<T: serde::Serialize>(
+pub(crate) async fn put_automatic<T: serde::Serialize>(
     state: &AppState,
     caller: &Caller,
     project: &str,
@@ -567,7 +635,7 @@ async fn put_automatic<T: serde::Serialize>(
     advance_project_runs(state, project.id).await
 }
 
-async fn get_automatic<T: serde::de::DeserializeOwned>(
+pub(crate) async fn get_automatic<T: serde::de::DeserializeOwned>(
     state: &AppState,
     caller: &Caller,
     project: &str,
@@ -587,7 +655,7 @@ async fn get_automatic<T: serde::de::DeserializeOwned>(
         .map_err(ApiError::internal)
 }
 
-async fn delete_automatic(
+pub(crate) async fn delete_automatic(
     state: &AppState,
     caller: &Caller,
     project: &str,

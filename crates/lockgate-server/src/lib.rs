@@ -13,6 +13,7 @@ pub mod git;
 pub mod launch;
 pub mod limits;
 pub mod live;
+pub mod locks;
 pub mod run_engine;
 pub mod runs;
 pub mod secrets;
@@ -206,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::routes())
         .merge(approvals::routes())
+        .merge(locks::routes())
         .merge(environments::routes())
         .merge(agent_api::routes())
         .merge(tasks::routes())

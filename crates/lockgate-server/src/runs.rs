@@ -660,6 +660,7 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
         &gates.started,
     );
     let mut queued_any = false;
+    let mut look_again = false;
     for decision in decisions {
         match decision {
             Decision::Start {
@@ -711,10 +712,16 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
                         Some(run_engine::run_result_text(result)),
                     )
                     .await?;
+                crate::locks::release(state, run_id, None).await?;
             }
             // The server keeps no stage rows; a stage is its jobs.
             Decision::AwaitChecks { stage } => {
-                crate::approvals::request(state, &run, &jobs, &stages[stage], &gates).await?;
+                look_again |=
+                    crate::approvals::request(state, &run, &jobs, &stages[stage], &gates).await?;
+            }
+            // A stage that ends frees the exclusive locks it held.
+            Decision::StageFinished { stage, .. } if gates.gates.contains_key(&stages[stage]) => {
+                crate::locks::release(state, run_id, Some(&stages[stage])).await?;
             }
             Decision::StageStarted { .. }
             | Decision::StageFinished { .. }
@@ -723,6 +730,10 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
     }
     if queued_any {
         state.job_queued.notify_waiters();
+    }
+    if look_again {
+        // A lock was granted (or given up) just now: the stage's gate is decided.
+        return Box::pin(advance_run(state, run_id)).await;
     }
     if !jobs.iter().all(|j| j.status == "completed")
         && jobs.iter().any(|j| j.status == "running")
@@ -1147,5 +1158,7 @@ pub async fn reap_expired_leases(state: AppState) {
         }
         // Approvals not decided within their timeout reject their stage.
         let _ = crate::approvals::expire_overdue(&state).await;
+        // Lock requests past their timeout, and holders that ended without releasing.
+        let _ = crate::locks::sweep(&state).await;
     }
 }

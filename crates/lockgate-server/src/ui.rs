@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/{id}/rerun", post(rerun))
         .route("/runs/{id}/rerun-failed", post(rerun_failed))
         .route("/runs/{id}/approvals", post(decide_approvals))
+        .route("/runs/{id}/stages/{stage}/start", post(start_stage))
 }
 
 const APP_CSS: &str = include_str!("ui/app.css");
@@ -851,6 +852,11 @@ async fn run_page(
                     @for (stage, jobs) in &stages {
                         div.stage {
                             h3 { (stage) }
+                            @if jobs.iter().any(|j| j.status == "pending" && j.waiting_for.as_deref().is_some_and(|w| w.starts_with(MANUAL_START))) {
+                                form.inline.startstage method="post" action={"/runs/" (run.id) "/stages/" (lockgate_agent::client::percent_encode(stage)) "/start"} {
+                                    (csrf(&caller)) button type="submit" { "Run stage" }
+                                }
+                            }
                             @for job in jobs {
                                 a.job href={"#job-" (job.id)} { (status_badge(&job.status, job.result.as_deref())) " " (job.display_name) }
                             }
@@ -1044,6 +1050,18 @@ async fn decide_approvals(
         comment: form.comment.trim().to_string(),
     };
     crate::approvals::decide(&state, &caller, id, &body).await?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+/// How the reason of a job waiting for a manual start begins (see `api::run_detail`).
+const MANUAL_START: &str = crate::api::MANUAL_START;
+
+async fn start_stage(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path((id, stage)): Path<(i64, String)>,
+) -> PageResult {
+    crate::locks::start_manual_stage(&state, &caller, id, &stage).await?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 

@@ -1412,6 +1412,7 @@ pub(crate) async fn exclusive_locks_queue_in_both_behaviours_and_free_themselves
                 environment,
                 run_id,
                 stage: "Deploy",
+                attempt: 1,
                 behavior,
                 timeout_minutes: 60,
             };

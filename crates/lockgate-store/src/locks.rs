@@ -138,6 +138,7 @@ mod tests {
                 environment: "prod".into(),
                 run_id: id * 10,
                 stage: "Deploy".into(),
+                attempt: 1,
                 behavior: behavior.into(),
                 timeout_minutes: 5,
                 status: status.into(),

@@ -392,6 +392,8 @@ pub struct EnvironmentLock {
     pub environment: String,
     pub run_id: i64,
     pub stage: String,
+    /// The stage's attempt (the highest attempt of its jobs): a rerun of the stage asks again.
+    pub attempt: i64,
     /// `runLatest` or `sequential`.
     pub behavior: String,
     pub timeout_minutes: i64,
@@ -422,6 +424,7 @@ pub struct NewLockRequest<'a> {
     pub environment: &'a str,
     pub run_id: i64,
     pub stage: &'a str,
+    pub attempt: i64,
     pub behavior: &'a str,
     pub timeout_minutes: i64,
 }

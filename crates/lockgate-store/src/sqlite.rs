@@ -1756,14 +1756,15 @@ impl Storage for SqliteStore {
             // The write comes first, so the transaction holds SQLite's write lock from its start.
             let mut tx = self.pool.begin().await?;
             sqlx::query(
-                "INSERT INTO environment_locks (project_id, environment, run_id, stage, behavior, \
-                 timeout_minutes, status, requested_at) VALUES ($1, $2, $3, $4, $5, $6, 'waiting', $7) \
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO environment_locks (project_id, environment, run_id, stage, attempt, \
+                 behavior, timeout_minutes, status, requested_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'waiting', $8) ON CONFLICT DO NOTHING",
             )
             .bind(request.project_id)
             .bind(request.environment)
             .bind(request.run_id)
             .bind(request.stage)
+            .bind(request.attempt)
             .bind(request.behavior)
             .bind(request.timeout_minutes)
             .bind(now)
@@ -1809,10 +1810,11 @@ impl Storage for SqliteStore {
             }
             let row = sqlx::query(
                 "SELECT * FROM environment_locks WHERE run_id = $1 AND stage = $2 \
-                 AND environment = $3 COLLATE NOCASE",
+                 AND attempt = $3 AND environment = $4 COLLATE NOCASE",
             )
             .bind(request.run_id)
             .bind(request.stage)
+            .bind(request.attempt)
             .bind(request.environment)
             .fetch_one(&mut *tx)
             .await?;
@@ -2215,6 +2217,7 @@ impl FromSqliteRow for EnvironmentLock {
             environment: row.try_get("environment")?,
             run_id: row.try_get("run_id")?,
             stage: row.try_get("stage")?,
+            attempt: row.try_get("attempt")?,
             behavior: row.try_get("behavior")?,
             timeout_minutes: row.try_get("timeout_minutes")?,
             status: row.try_get("status")?,

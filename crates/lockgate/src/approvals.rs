@@ -81,6 +81,18 @@ pub enum ChecksCommand {
         #[arg(long, default_value = "+00:00")]
         utc_offset: String,
     },
+    /// One stage at a time deploys to the environment (exclusive lock); the stages'
+    /// `lockBehavior` says whether waiting runs give way to newer ones (runLatest) or queue.
+    ExclusiveLock {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        environment: String,
+        /// Minutes a stage waits for the lock before it fails.
+        #[arg(long, default_value_t = 43_200)]
+        timeout: i64,
+    },
     /// Remove a check from an environment.
     Remove {
         #[command(flatten)]
@@ -88,7 +100,7 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
-        /// approval, branch-control or business-hours.
+        /// approval, branch-control, business-hours or exclusive-lock.
         #[arg(long, default_value = "approval")]
         kind: String,
     },
@@ -201,15 +213,39 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 body.utc_offset
             );
         }
+        ChecksCommand::ExclusiveLock {
+            connection,
+            project,
+            environment,
+            timeout,
+        } => {
+            let body = api::ExclusiveLock {
+                timeout_minutes: timeout,
+            };
+            let _: api::ExclusiveLock = connection
+                .client()?
+                .put_json(&kind_path(&project, &environment, "exclusive-lock"), &body)
+                .map_err(client_error)?;
+            println!(
+                "environment {environment}: one stage at a time deploys (waits up to {timeout} minutes)"
+            );
+        }
         ChecksCommand::Remove {
             connection,
             project,
             environment,
             kind,
         } => {
-            if !["approval", "branch-control", "business-hours"].contains(&kind.as_str()) {
+            const KINDS: [&str; 4] = [
+                "approval",
+                "branch-control",
+                "business-hours",
+                "exclusive-lock",
+            ];
+            if !KINDS.contains(&kind.as_str()) {
                 return Err(crate::UsageError(format!(
-                    "--kind must be approval, branch-control or business-hours, not `{kind}`"
+                    "--kind must be one of {}, not `{kind}`",
+                    KINDS.join(", ")
                 ))
                 .into());
             }

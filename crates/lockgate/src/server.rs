@@ -136,6 +136,13 @@ pub enum RunsCommand {
         connection: Connection,
         id: i64,
     },
+    /// Start a manual stage (`trigger: manual`) of a run.
+    StartStage {
+        #[command(flatten)]
+        connection: Connection,
+        id: i64,
+        stage: String,
+    },
     /// Run again: a new run of the same commit, or with --failed the jobs that did not succeed.
     Rerun {
         #[command(flatten)]
@@ -387,6 +394,22 @@ pub fn runs(cmd: RunsCommand) -> anyhow::Result<u8> {
                 .client()?
                 .post_json(&format!("/api/v1/runs/{id}/cancel"), &serde_json::json!({}))
                 .map_err(client_error)?;
+            print_run_line(&run);
+            Ok(EXIT_OK)
+        }
+        RunsCommand::StartStage {
+            connection,
+            id,
+            stage,
+        } => {
+            let run: api::Run = connection
+                .client()?
+                .post_json(
+                    &format!("/api/v1/runs/{id}/stages/{}/start", encode(&stage)),
+                    &serde_json::json!({}),
+                )
+                .map_err(client_error)?;
+            println!("stage {stage} started");
             print_run_line(&run);
             Ok(EXIT_OK)
         }

@@ -132,6 +132,13 @@ async fn the_openapi_document_lists_the_api() {
         doc["paths"]["/api/v1/projects/{project}/environments/{environment}"]["patch"].is_object()
     );
     assert!(doc["paths"]["/api/v1/pipelines/{id}/environments"]["get"].is_object());
+    assert!(
+        doc["paths"]["/api/v1/projects/{project}/environments/{environment}/checks/exclusive-lock"]
+            ["put"]
+            .is_object()
+    );
+    assert!(doc["paths"]["/api/v1/runs/{id}/locks"]["get"].is_object());
+    assert!(doc["paths"]["/api/v1/runs/{id}/stages/{stage}/start"]["post"].is_object());
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ CREATE TABLE stage_starts (
 
 CREATE UNIQUE INDEX stage_starts_once ON stage_starts (run_id, stage);
 
--- The exclusive lock of environments: one request per run, stage and environment. `status` is
+-- The exclusive lock of environments: one request per run, stage (attempt: a rerun asks again)
+-- and environment. `status` is
 -- `waiting`, `held`, `released` (the holder's stage ended), `canceled` (a newer run took its place:
 -- lockBehavior runLatest), `withdrawn` (its stage ended without it) or `timedOut`.
 CREATE TABLE environment_locks (
@@ -18,6 +19,7 @@ CREATE TABLE environment_locks (
     environment TEXT NOT NULL,
     run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
     stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
     behavior TEXT NOT NULL,
     timeout_minutes INTEGER NOT NULL,
     status TEXT NOT NULL,
@@ -28,6 +30,6 @@ CREATE TABLE environment_locks (
 );
 
 CREATE UNIQUE INDEX environment_locks_once
-    ON environment_locks (run_id, stage, environment COLLATE NOCASE);
+    ON environment_locks (run_id, stage, attempt, environment COLLATE NOCASE);
 CREATE INDEX environment_locks_queue
     ON environment_locks (project_id, environment COLLATE NOCASE, status);

@@ -582,6 +582,40 @@ stages:
 }
 
 #[test]
+fn a_manual_stage_runs_locally_only_when_selected_with_stage() {
+    let project = Project::new(
+        r#"
+stages:
+- stage: Build
+  jobs:
+  - job: B
+    steps:
+    - script: echo "built" "it"
+- stage: Prod
+  trigger: manual
+  jobs:
+  - job: Ship
+    steps:
+    - script: echo "shipped" "by hand"
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("built it"), "{all}");
+    assert!(!all.contains("shipped by hand"), "{all}");
+    assert!(
+        all.contains("stage `Prod` has `trigger: manual`: local runs run it only when it is selected with --stage Prod"),
+        "{all}"
+    );
+    let output = project.run(&["--stage", "Prod"]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("shipped by hand"), "{all}");
+    assert!(!all.contains("has `trigger: manual`"), "{all}");
+}
+
+#[test]
 fn unknown_tasks_fail_their_step_and_invalid_pipelines_exit_with_2() {
     // As on Azure Pipelines, an unknown task fails the step that reaches it, not the run: a skipped
     // one does nothing, a reached one fails its step with the name and where it was written.

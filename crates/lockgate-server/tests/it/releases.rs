@@ -1,0 +1,312 @@
+//! Releases end to end on a real server with its built-in agents and real git pushes: manual
+//! stages and the exclusive lock of environments.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lockgate_protocol::api;
+
+use crate::end_to_end::{
+    Running, commit_and_push, git, job_result, project_with_pipeline, run_detail, run_logs,
+    runs_of, start_server, wait_for_runs,
+};
+
+/// Waits until `done` holds for the run's detail; fails after 90 s naming `what`.
+fn wait_for_detail(
+    server: &Running,
+    run: i64,
+    what: &str,
+    done: impl Fn(&api::RunDetail) -> bool,
+) -> api::RunDetail {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = run_detail(server, run);
+        if done(&detail) {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {detail:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn completed(server: &Running, run: i64) -> api::RunDetail {
+    wait_for_detail(server, run, "the run to complete", |d| {
+        d.run.status == "completed"
+    })
+}
+
+fn start_stage(server: &Running, run: i64, stage: &str) -> Result<api::Run, u16> {
+    server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{run}/stages/{stage}/start"),
+            &serde_json::json!({}),
+        )
+        .map_err(|e| e.status().unwrap_or(0))
+}
+
+#[test]
+fn a_manual_stage_waits_for_someone_to_start_it_and_the_run_completes_without_it() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let yaml = "\
+stages:
+- stage: Build
+  jobs:
+  - job: B
+    steps:
+    - script: echo built
+- stage: Prod
+  trigger: manual
+  jobs:
+  - job: Ship
+    steps:
+    - script: echo \"shipped\" \"by hand\"
+- stage: After
+  dependsOn: Prod
+  jobs:
+  - job: Tell
+    steps:
+    - script: echo told
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty())[0].id;
+    // The run completes with Build; Prod and the stage after it wait, saying for what.
+    let detail = completed(&server, run);
+    assert_eq!(detail.run.result.as_deref(), Some("succeeded"));
+    let ship = detail.jobs.iter().find(|j| j.name == "Ship").unwrap();
+    assert_eq!(ship.status, "pending");
+    assert!(
+        ship.waiting_for
+            .as_deref()
+            .is_some_and(|w| w.contains("a manual start")),
+        "{ship:?}"
+    );
+    assert_eq!(
+        detail
+            .jobs
+            .iter()
+            .find(|j| j.name == "Tell")
+            .unwrap()
+            .status,
+        "pending"
+    );
+    // The run page offers to start it.
+    let page = server.client.get_text(&format!("/runs/{run}")).unwrap();
+    assert!(
+        page.contains(&format!("action=\"/runs/{run}/stages/Prod/start\""))
+            && page.contains("Run stage"),
+        "{page}"
+    );
+    assert_eq!(start_stage(&server, run, "Build").unwrap_err(), 409);
+    assert_eq!(start_stage(&server, run, "Nope").unwrap_err(), 404);
+    // Started (the name ignores case): the run is in progress again and runs Prod, then After.
+    let reopened = start_stage(&server, run, "prod").unwrap();
+    assert_ne!(reopened.status, "completed", "{reopened:?}");
+    let detail = completed(&server, run);
+    assert_eq!(detail.run.result.as_deref(), Some("succeeded"));
+    assert_eq!(job_result(&detail, "Ship"), "succeeded");
+    assert_eq!(job_result(&detail, "Tell"), "succeeded");
+    assert!(run_logs(&server, run).contains("shipped by hand"));
+    assert_eq!(start_stage(&server, run, "Prod").unwrap_err(), 409);
+    let page = server.client.get_text(&format!("/runs/{run}")).unwrap();
+    assert!(!page.contains("Run stage"), "{page}");
+}
+
+const LOCKED: &str = "\
+stages:
+- stage: Deploy
+  lockBehavior: BEHAVIOR
+  jobs:
+  - deployment: Ship
+    environment: prod
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - checkout: none
+          - script: |
+              echo \"holding in\" \"$(Pipeline.Workspace)/go-$(Build.BuildId)\"
+              until [ -f \"$(Pipeline.Workspace)/go-$(Build.BuildId)\" ]; do sleep 0.05; done
+              echo \"deployed\" \"run $(Build.BuildId)\"
+";
+
+fn locks_of(server: &Running, run: i64) -> Vec<api::EnvironmentLock> {
+    server
+        .client
+        .get_json(&format!("/api/v1/runs/{run}/locks"))
+        .unwrap()
+}
+
+fn wait_for_lock(server: &Running, run: i64, status: &str) -> api::EnvironmentLock {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let locks = locks_of(server, run);
+        if let Some(lock) = locks.iter().find(|l| l.status == status) {
+            return lock.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run}'s lock never became {status}: {locks:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until run `run` deploys (holds the lock and its step runs), then lets its step finish.
+fn let_deploy_finish(server: &Running, run: i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let path = loop {
+        let logs = run_logs(server, run);
+        if let Some(line) = logs.lines().find(|l| l.contains("holding in ")) {
+            let path = line.split("holding in ").nth(1).unwrap().trim();
+            break PathBuf::from(path);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} never deployed: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(wait_for_lock(server, run, "held").environment, "prod");
+    std::fs::write(path, "go").unwrap();
+}
+
+fn queue(server: &Running, pipeline: i64) -> i64 {
+    let run: api::Run = server
+        .client
+        .post_json(
+            &format!("/api/v1/pipelines/{pipeline}/runs"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    run.id
+}
+
+/// Three runs contend for `prod`'s exclusive lock, once with `runLatest` (the middle one gives
+/// way to the newest, canceled with a reason that names it) and once with `sequential` (each gets
+/// the lock in turn); no deployment is dropped without saying so, and only one deploys at a time.
+#[test]
+fn the_exclusive_lock_lets_one_run_deploy_at_a_time_in_both_behaviours() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let check = "/api/v1/projects/p/environments/prod/checks/exclusive-lock";
+    let error = server
+        .client
+        .put_json::<_, serde_json::Value>(check, &serde_json::json!({"timeoutMinutes": 0}))
+        .unwrap_err();
+    assert_eq!(error.status(), Some(400), "{error}");
+    assert!(error.to_string().contains("`timeoutMinutes`"), "{error}");
+    let set: api::ExclusiveLock = server
+        .client
+        .put_json(check, &serde_json::json!({}))
+        .unwrap();
+    assert_eq!(set.timeout_minutes, 43_200);
+
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[(
+            "azure-pipelines.yml",
+            &LOCKED.replace("BEHAVIOR", "runLatest"),
+        )],
+        "main",
+    );
+    let first = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty())[0].id;
+    wait_for_lock(&server, first, "held");
+    let second = queue(&server, pipeline);
+    wait_for_lock(&server, second, "waiting");
+    let waiting = wait_for_detail(&server, second, "a reason", |d| {
+        d.jobs[0].waiting_for.is_some()
+    });
+    let reason = waiting.jobs[0].waiting_for.clone().unwrap();
+    assert!(
+        reason.contains("exclusive lock of environment `prod`")
+            && reason.contains("held by run #1"),
+        "{reason}"
+    );
+    let third = queue(&server, pipeline);
+    // The second gives way to the third at once, and says so.
+    let canceled = completed(&server, second);
+    assert_eq!(canceled.run.result.as_deref(), Some("canceled"));
+    assert_eq!(job_result(&canceled, "Ship"), "canceled");
+    let logs = run_logs(&server, second);
+    assert!(
+        logs.contains("run #3 asked for the exclusive lock of environment `prod` later"),
+        "{logs}"
+    );
+    assert_eq!(
+        wait_for_lock(&server, second, "canceled").behavior,
+        "runLatest"
+    );
+    assert_eq!(locks_of(&server, third)[0].status, "waiting");
+    let_deploy_finish(&server, first);
+    assert_eq!(
+        completed(&server, first).run.result.as_deref(),
+        Some("succeeded")
+    );
+    let_deploy_finish(&server, third);
+    assert_eq!(
+        completed(&server, third).run.result.as_deref(),
+        Some("succeeded")
+    );
+
+    // Sequential: every run deploys, one after another, in the order they asked.
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[(
+            "azure-pipelines.yml",
+            &LOCKED.replace("BEHAVIOR", "sequential"),
+        )],
+        "main",
+    );
+    let fourth = wait_for_runs(&server, pipeline, "a fourth run", |runs| runs.len() >= 4)[0].id;
+    wait_for_lock(&server, fourth, "held");
+    let fifth = queue(&server, pipeline);
+    wait_for_lock(&server, fifth, "waiting");
+    let sixth = queue(&server, pipeline);
+    wait_for_lock(&server, sixth, "waiting");
+    assert_eq!(
+        locks_of(&server, fifth)[0].status,
+        "waiting",
+        "sequential keeps its place"
+    );
+    for run in [fourth, fifth, sixth] {
+        // Only the holder deploys.
+        for other in [fourth, fifth, sixth].into_iter().filter(|o| *o > run) {
+            assert_ne!(locks_of(&server, other)[0].status, "held");
+        }
+        let_deploy_finish(&server, run);
+        let detail = completed(&server, run);
+        assert_eq!(
+            detail.run.result.as_deref(),
+            Some("succeeded"),
+            "{detail:?}"
+        );
+        assert_eq!(wait_for_lock(&server, run, "released").stage, "Deploy");
+    }
+    let results: Vec<Option<String>> = runs_of(&server, pipeline)
+        .iter()
+        .map(|r| r.result.clone())
+        .collect();
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.as_deref() == Some("succeeded"))
+            .count(),
+        5
+    );
+}
