@@ -252,7 +252,9 @@ pub struct TaskPackageInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApprovalCheck {
-    /// User names; any `minApprovals` of them approve.
+    /// User names, or groups (`group:administrators`, `group:contributors`, `group:readers`: any
+    /// one user with that role in the project approves for the group); any `minApprovals` of
+    /// them approve.
     pub approvers: Vec<String>,
     #[serde(default = "one")]
     pub min_approvals: i64,
@@ -265,6 +267,10 @@ pub struct ApprovalCheck {
     /// Azure's approval check; at most 30 days).
     #[serde(default = "one_day")]
     pub timeout_minutes: i64,
+    /// Every approver approves, in the order listed (Azure's "Approval order: In sequence");
+    /// `minApprovals` is then the number of approvers.
+    #[serde(default)]
+    pub in_sequence: bool,
 }
 
 fn one() -> i64 {
@@ -300,9 +306,18 @@ pub struct Approval {
     pub allow_requester: bool,
     pub instructions: String,
     pub timeout_minutes: i64,
+    #[serde(default)]
+    pub in_sequence: bool,
+    /// The stage attempt it was asked for (a rerun or a redeploy of the stage asks again).
+    #[serde(default = "first_attempt")]
+    pub attempt: i64,
     pub requested_at: i64,
     pub decided_at: Option<i64>,
     pub decisions: Vec<ApprovalDecision>,
+}
+
+fn first_attempt() -> i64 {
+    1
 }
 
 /// Approve or reject the pending approvals of a run (`POST /api/v1/runs/{id}/approvals`), those

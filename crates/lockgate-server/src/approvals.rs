@@ -315,8 +315,11 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
                 Gate::Pending
             }
             Ok(None) => {
-                let asked: Vec<&Approval> =
-                    approvals.iter().filter(|a| &a.stage == stage).collect();
+                let attempt = stage_attempt(jobs, stage);
+                let asked: Vec<&Approval> = approvals
+                    .iter()
+                    .filter(|a| &a.stage == stage && a.attempt == attempt)
+                    .collect();
                 match gate_of(&stage_checks, &asked) {
                     Gate::Open => match crate::locks::lock_checks(&stage_automatic) {
                         Err(reason) => {
@@ -325,7 +328,6 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
                         }
                         Ok(needed) if needed.is_empty() => Gate::Open,
                         Ok(needed) => {
-                            let attempt = stage_attempt(jobs, stage);
                             let (gate, reason) =
                                 crate::locks::lock_gate(&locks, &needed, stage, attempt);
                             match gate {
@@ -381,7 +383,13 @@ pub(crate) async fn request(
     for check in checks_of_stage(&checks, jobs, stage) {
         state
             .store
-            .request_approval(run.id, stage, check, now_millis())
+            .request_approval(
+                run.id,
+                stage,
+                stage_attempt(jobs, stage),
+                check,
+                now_millis(),
+            )
             .await?;
     }
     Ok(false)
@@ -434,6 +442,8 @@ pub(crate) fn approval_json(approval: &Approval) -> api::Approval {
         allow_requester: approval.allow_requester,
         instructions: approval.instructions.clone(),
         timeout_minutes: approval.timeout_minutes,
+        in_sequence: approval.in_sequence,
+        attempt: approval.attempt,
         requested_at: approval.requested_at,
         decided_at: approval.decided_at,
         decisions: approval
@@ -456,6 +466,7 @@ fn check_json(check: &ApprovalCheck) -> api::ApprovalCheck {
         allow_requester: check.allow_requester,
         instructions: check.instructions.clone(),
         timeout_minutes: check.timeout_minutes,
+        in_sequence: check.in_sequence,
     }
 }
 
@@ -540,6 +551,17 @@ async fn put_check(
     }
     let mut approvers: Vec<String> = Vec::new();
     for name in &body.approvers {
+        if let Some(group) = name.strip_prefix(GROUP_PREFIX) {
+            if group_role(group).is_none() {
+                return Err(ApiError::bad_request(format!(
+                    "`approvers`: `{name}` is not a group (groups: group:administrators, group:contributors, group:readers)"
+                )));
+            }
+            if !approvers.contains(name) {
+                approvers.push(name.clone());
+            }
+            continue;
+        }
         let user =
             state.store.user_by_name(name).await?.ok_or_else(|| {
                 ApiError::bad_request(format!("`approvers`: `{name}` is not a user"))
@@ -548,7 +570,13 @@ async fn put_check(
             approvers.push(user.name);
         }
     }
-    if body.min_approvals < 1 || body.min_approvals > approvers.len() as i64 {
+    // In sequence, every approver approves, in the order listed.
+    let min_approvals = if body.in_sequence {
+        approvers.len() as i64
+    } else {
+        body.min_approvals
+    };
+    if min_approvals < 1 || min_approvals > approvers.len() as i64 {
         return Err(ApiError::bad_request(format!(
             "`minApprovals` must be between 1 and the number of approvers ({})",
             approvers.len()
@@ -566,10 +594,11 @@ async fn put_check(
     }
     let check = NewApprovalCheck {
         approvers,
-        min_approvals: body.min_approvals,
+        min_approvals,
         allow_requester: body.allow_requester,
         instructions: body.instructions,
         timeout_minutes: body.timeout_minutes,
+        in_sequence: body.in_sequence,
         created_by: caller.user.name.clone(),
     };
     let stored = state
@@ -787,21 +816,77 @@ async fn list_approvals(
     Ok(Json(approvals.iter().map(approval_json).collect()))
 }
 
-/// Why `caller` may not decide `approval` of `run`, if so.
-fn refusal(caller: &Caller, run: &Run, approval: &Approval) -> Option<String> {
-    if !approval.approvers.iter().any(|a| a == &caller.user.name) {
+/// How an approver names a group: `group:administrators`, `group:contributors` or
+/// `group:readers`, the users with that role in the run's project (any one member of a group
+/// approves for it, as in Azure).
+const GROUP_PREFIX: &str = "group:";
+
+fn group_role(group: &str) -> Option<Role> {
+    match group.to_ascii_lowercase().as_str() {
+        "administrators" => Some(Role::Administrator),
+        "contributors" => Some(Role::Contributor),
+        "readers" => Some(Role::Reader),
+        _ => None,
+    }
+}
+
+/// Who decides: the caller and their role in the run's project.
+pub(crate) struct Approver<'c> {
+    pub caller: &'c Caller,
+    pub role: Option<Role>,
+}
+
+impl Approver<'_> {
+    /// The caller with their role in `project_id`.
+    pub(crate) async fn of<'c>(
+        state: &AppState,
+        caller: &'c Caller,
+        project_id: i64,
+    ) -> ApiResult<Approver<'c>> {
+        let role = state
+            .store
+            .project_role(project_id, caller.user.id)
+            .await?
+            .as_deref()
+            .and_then(Role::parse);
+        Ok(Approver { caller, role })
+    }
+
+    /// Whether an entry of an approver list names the caller (a user name or a group of theirs).
+    fn is(&self, entry: &str) -> bool {
+        match entry.strip_prefix(GROUP_PREFIX) {
+            Some(group) => group_role(group).is_some_and(|r| self.role == Some(r)),
+            None => entry == self.caller.user.name,
+        }
+    }
+}
+
+/// Why the approver may not decide `approval` of `run`, if so.
+fn refusal(approver: &Approver<'_>, run: &Run, approval: &Approval) -> Option<String> {
+    let name = &approver.caller.user.name;
+    if !approval.approvers.iter().any(|a| approver.is(a)) {
         return Some(format!(
-            "`{}` is not an approver of environment `{}` (approvers: {})",
-            caller.user.name,
+            "`{name}` is not an approver of environment `{}` (approvers: {})",
             approval.environment,
             approval.approvers.join(", ")
         ));
     }
-    if !approval.allow_requester && run.requested_by == caller.user.name {
+    if !approval.allow_requester && &run.requested_by == name {
         return Some(format!(
-            "`{}` queued this run, and the approval check of environment `{}` does not let the requester approve",
-            caller.user.name, approval.environment
+            "`{name}` queued this run, and the approval check of environment `{}` does not let the requester approve",
+            approval.environment
         ));
+    }
+    if approval.in_sequence {
+        let approved = approval.decisions.iter().filter(|d| d.approve).count();
+        if let Some(next) = approval.approvers.get(approved)
+            && !approver.is(next)
+        {
+            return Some(format!(
+                "the approvals of environment `{}` go in sequence: `{next}` approves next",
+                approval.environment
+            ));
+        }
     }
     None
 }
@@ -819,8 +904,8 @@ async fn decide_approvals(
 }
 
 /// Whether the caller may decide this pending approval of `run` (for the run page's buttons).
-pub(crate) fn may_decide(caller: &Caller, run: &Run, approval: &Approval) -> bool {
-    approval.status == "pending" && refusal(caller, run, approval).is_none()
+pub(crate) fn may_decide(approver: &Approver<'_>, run: &Run, approval: &Approval) -> bool {
+    approval.status == "pending" && refusal(approver, run, approval).is_none()
 }
 
 /// Records the caller's decision on the run's pending approvals that `body` selects and the
@@ -871,13 +956,14 @@ pub(crate) async fn decide(
             (None, None) => format!("no approval of run {} is waiting", run.id),
         }));
     }
+    let approver = Approver::of(state, caller, run.project_id).await?;
     let (allowed, refused): (Vec<&Approval>, Vec<&Approval>) = waiting
         .into_iter()
-        .partition(|a| refusal(caller, &run, a).is_none());
+        .partition(|a| refusal(&approver, &run, a).is_none());
     if allowed.is_empty() {
         let reason = refused
             .first()
-            .and_then(|a| refusal(caller, &run, a))
+            .and_then(|a| refusal(&approver, &run, a))
             .unwrap_or_default();
         return Err(ApiError::forbidden(reason));
     }
@@ -909,6 +995,7 @@ mod tests {
             allow_requester: false,
             instructions: String::new(),
             timeout_minutes: 1,
+            in_sequence: false,
             created_by: "ada".into(),
             created_at: 0,
         }
@@ -926,6 +1013,8 @@ mod tests {
             allow_requester: false,
             instructions: "look".into(),
             timeout_minutes: 1,
+            in_sequence: false,
+            attempt: 1,
             status: status.into(),
             requested_at: 1_000,
             decided_at: None,

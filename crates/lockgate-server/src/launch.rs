@@ -281,6 +281,7 @@ async fn seed_demo_checks(state: &AppState, project_id: i64) -> anyhow::Result<(
         allow_requester: true,
         instructions: instructions.into(),
         timeout_minutes: 24 * 60,
+        in_sequence: false,
         created_by: "admin".into(),
     };
     state

@@ -14,6 +14,7 @@ pub mod launch;
 pub mod limits;
 pub mod live;
 pub mod locks;
+pub mod redeploy;
 pub mod run_engine;
 pub mod runs;
 pub mod secrets;
@@ -208,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(approvals::routes())
         .merge(locks::routes())
+        .merge(redeploy::routes())
         .merge(environments::routes())
         .merge(agent_api::routes())
         .merge(tasks::routes())

@@ -46,6 +46,10 @@ pub fn routes() -> Router<AppState> {
             "/p/{project}/environments/{environment}",
             get(environments::environment_page).post(environments::change_environment_form),
         )
+        .route(
+            "/p/{project}/environments/{environment}/redeploy",
+            post(environments::redeploy_form),
+        )
         .route("/pipelines/{id}", get(pipeline_page))
         .route("/pipelines/{id}/queue", post(queue_run))
         .route("/pipelines/{id}/variables", post(save_variables))
@@ -771,6 +775,7 @@ async fn run_page(
     let artifacts = state.store.artifact_files(run.id).await?;
     let tests = state.store.test_results(run.id).await?;
     let approvals = state.store.approvals_of_run(run.id).await?;
+    let approver = crate::approvals::Approver::of(&state, &caller, run.project_id).await?;
     let mut logs = Vec::new();
     for job in &detail.jobs {
         logs.push(job_log_lines(&state, job.id).await?);
@@ -830,7 +835,7 @@ async fn run_page(
                                     @if !d.comment.is_empty() { ": " q { (d.comment) } } }
                             } }
                         }
-                        @if crate::approvals::may_decide(&caller, &run, approval) {
+                        @if crate::approvals::may_decide(&approver, &run, approval) {
                             form.decide method="post" action={"/runs/" (run.id) "/approvals"} {
                                 (csrf(&caller))
                                 input type="hidden" name="stage" value=(approval.stage);

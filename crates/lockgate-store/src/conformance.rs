@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
             approvals_are_asked_once_decided_atomically_and_audited,
             environment_checks_are_one_per_kind_and_replaced,
             manual_stages_are_started_once,
+            approvals_are_asked_again_for_a_new_stage_attempt_and_keep_their_order,
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
         );
     };
@@ -1212,6 +1213,7 @@ pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(stor
         allow_requester: false,
         instructions: "look at the diff".into(),
         timeout_minutes: 60,
+        in_sequence: false,
         created_by: "ada".into(),
     };
     let stored = store
@@ -1236,11 +1238,11 @@ pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(stor
         .await
         .unwrap();
     let first = store
-        .request_approval(run.id, "Deploy", &replaced, 1_000)
+        .request_approval(run.id, "Deploy", 1, &replaced, 1_000)
         .await
         .unwrap();
     let again = store
-        .request_approval(run.id, "Deploy", &replaced, 2_000)
+        .request_approval(run.id, "Deploy", 1, &replaced, 2_000)
         .await
         .unwrap();
     assert_eq!(first.id, again.id);
@@ -1285,7 +1287,7 @@ pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(stor
     );
     // Another stage: one rejection ends it; a timeout ends only a pending one.
     let other = store
-        .request_approval(run.id, "Prod", &replaced, 4_000)
+        .request_approval(run.id, "Prod", 1, &replaced, 4_000)
         .await
         .unwrap();
     let rejected = store
@@ -1296,7 +1298,7 @@ pub(crate) async fn approvals_are_asked_once_decided_atomically_and_audited(stor
     assert_eq!(rejected.status, "rejected");
     assert!(!store.expire_approval(other.id, 5_000).await.unwrap());
     let third = store
-        .request_approval(run.id, "Late", &replaced, 4_000)
+        .request_approval(run.id, "Late", 1, &replaced, 4_000)
         .await
         .unwrap();
     assert!(store.expire_approval(third.id, 5_000).await.unwrap());
@@ -1478,4 +1480,43 @@ pub(crate) async fn exclusive_locks_queue_in_both_behaviours_and_free_themselves
             .is_empty()
     );
     assert!(store.runs_waiting_for_locks().await.unwrap().is_empty());
+}
+
+pub(crate) async fn approvals_are_asked_again_for_a_new_stage_attempt_and_keep_their_order(
+    store: &dyn Storage,
+) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let check = NewApprovalCheck {
+        approvers: vec!["cy".into(), "bob".into()],
+        min_approvals: 2,
+        allow_requester: false,
+        instructions: String::new(),
+        timeout_minutes: 60,
+        in_sequence: true,
+        created_by: "ada".into(),
+    };
+    let stored = store
+        .set_approval_check(project.id, "prod", Some(&check))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.in_sequence);
+    assert_eq!(stored.approvers, ["cy", "bob"], "the order is kept");
+    let run = store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "pending")])
+        .await
+        .unwrap();
+    let first = store
+        .request_approval(run.id, "Deploy", 1, &stored, 1_000)
+        .await
+        .unwrap();
+    assert!(first.in_sequence);
+    assert_eq!(first.attempt, 1);
+    let again = store
+        .request_approval(run.id, "Deploy", 2, &stored, 2_000)
+        .await
+        .unwrap();
+    assert_ne!(first.id, again.id);
+    assert_eq!((again.attempt, again.status.as_str()), (2, "pending"));
+    assert_eq!(store.approvals_of_run(run.id).await.unwrap().len(), 2);
 }

@@ -347,6 +347,8 @@ pub struct ApprovalCheck {
     pub allow_requester: bool,
     pub instructions: String,
     pub timeout_minutes: i64,
+    /// Every approver must approve, in the order listed.
+    pub in_sequence: bool,
     pub created_by: String,
     pub created_at: i64,
 }
@@ -359,6 +361,7 @@ pub struct NewApprovalCheck {
     pub allow_requester: bool,
     pub instructions: String,
     pub timeout_minutes: i64,
+    pub in_sequence: bool,
     pub created_by: String,
 }
 
@@ -451,6 +454,9 @@ pub struct Approval {
     pub allow_requester: bool,
     pub instructions: String,
     pub timeout_minutes: i64,
+    pub in_sequence: bool,
+    /// The stage attempt it was asked for.
+    pub attempt: i64,
     /// `pending`, `approved`, `rejected` or `timedOut`.
     pub status: String,
     pub requested_at: i64,

@@ -83,6 +83,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "stage starts and environment locks",
         include_str!("../migrations/sqlite/0012_stage_starts_and_locks.sql"),
     ),
+    (
+        13,
+        "approval attempts",
+        include_str!("../migrations/sqlite/0013_approval_attempts.sql"),
+    ),
 ];
 
 /// A query for deployments with the names of their environment, run and pipeline: `$columns` are
@@ -1475,8 +1480,8 @@ impl Storage for SqliteStore {
             };
             let row = sqlx::query(
                 "INSERT INTO approval_checks (project_id, environment, approvers, min_approvals, \
-                 allow_requester, instructions, timeout_minutes, created_by, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *",
+                 allow_requester, instructions, timeout_minutes, created_by, created_at, in_sequence) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
             )
             .bind(project_id)
             .bind(environment)
@@ -1487,6 +1492,7 @@ impl Storage for SqliteStore {
             .bind(check.timeout_minutes)
             .bind(&check.created_by)
             .bind(now_millis())
+            .bind(check.in_sequence)
             .fetch_one(&mut *tx)
             .await?;
             let stored = ApprovalCheck::from_row(&row)?;
@@ -1511,15 +1517,17 @@ impl Storage for SqliteStore {
         &'a self,
         run_id: i64,
         stage: &'a str,
+        attempt: i64,
         check: &'a ApprovalCheck,
         now: i64,
     ) -> StoreFuture<'a, Approval> {
         Box::pin(async move {
             sqlx::query(
                 "INSERT INTO approvals (run_id, stage, environment, check_id, approvers, \
-                 min_approvals, allow_requester, instructions, timeout_minutes, status, requested_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10) \
-                 ON CONFLICT (run_id, stage, check_id) DO NOTHING",
+                 min_approvals, allow_requester, instructions, timeout_minutes, status, requested_at, \
+                 attempt, in_sequence) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12) \
+                 ON CONFLICT (run_id, stage, attempt, check_id) DO NOTHING",
             )
             .bind(run_id)
             .bind(stage)
@@ -1531,13 +1539,17 @@ impl Storage for SqliteStore {
             .bind(&check.instructions)
             .bind(check.timeout_minutes)
             .bind(now)
+            .bind(attempt)
+            .bind(check.in_sequence)
             .execute(&self.pool)
             .await?;
             let row = sqlx::query(
-                "SELECT * FROM approvals WHERE run_id = $1 AND stage = $2 AND check_id = $3",
+                "SELECT * FROM approvals WHERE run_id = $1 AND stage = $2 AND attempt = $3 \
+                 AND check_id = $4",
             )
             .bind(run_id)
             .bind(stage)
+            .bind(attempt)
             .bind(check.id)
             .fetch_one(&self.pool)
             .await?;
@@ -2168,6 +2180,7 @@ impl FromSqliteRow for ApprovalCheck {
             allow_requester: row.try_get("allow_requester")?,
             instructions: row.try_get("instructions")?,
             timeout_minutes: row.try_get("timeout_minutes")?,
+            in_sequence: row.try_get("in_sequence")?,
             created_by: row.try_get("created_by")?,
             created_at: row.try_get("created_at")?,
         })
@@ -2187,6 +2200,8 @@ impl FromSqliteRow for Approval {
             allow_requester: row.try_get("allow_requester")?,
             instructions: row.try_get("instructions")?,
             timeout_minutes: row.try_get("timeout_minutes")?,
+            in_sequence: row.try_get("in_sequence")?,
+            attempt: row.try_get("attempt")?,
             status: row.try_get("status")?,
             requested_at: row.try_get("requested_at")?,
             decided_at: row.try_get("decided_at")?,

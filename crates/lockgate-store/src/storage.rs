@@ -438,12 +438,13 @@ pub trait Storage: Send + Sync {
     /// The approval checks of a project, by environment name.
     fn approval_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<ApprovalCheck>>;
 
-    /// Asks for the approval of `check` for a run's stage: a new `pending` approval, or the one
-    /// already asked for (once per run, stage and check, whoever asks).
+    /// Asks for the approval of `check` for a run's stage attempt: a new `pending` approval, or the
+    /// one already asked for (once per run, stage, attempt and check, whoever asks).
     fn request_approval<'a>(
         &'a self,
         run_id: i64,
         stage: &'a str,
+        attempt: i64,
         check: &'a ApprovalCheck,
         now: i64,
     ) -> StoreFuture<'a, Approval>;

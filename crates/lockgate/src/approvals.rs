@@ -34,7 +34,8 @@ pub enum ChecksCommand {
         project: String,
         /// The environment.
         environment: String,
-        /// Users who may approve, comma-separated.
+        /// Users who may approve, comma-separated; `group:administrators`, `group:contributors` or
+        /// `group:readers` for any one user with that role in the project.
         #[arg(long, value_delimiter = ',', required = true)]
         approvers: Vec<String>,
         /// How many of them must approve.
@@ -49,6 +50,9 @@ pub enum ChecksCommand {
         /// Minutes before an undecided approval rejects the stage (default one day; at most 43200).
         #[arg(long, default_value_t = 1_440)]
         timeout: i64,
+        /// Every approver approves, in the order given (--min is then ignored).
+        #[arg(long)]
+        in_sequence: bool,
     },
     /// Only runs of these branches may deploy to the environment (branch control).
     BranchControl {
@@ -150,6 +154,7 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             allow_requester,
             instructions,
             timeout,
+            in_sequence,
         } => {
             let body = api::ApprovalCheck {
                 approvers,
@@ -157,16 +162,24 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 allow_requester,
                 instructions,
                 timeout_minutes: timeout,
+                in_sequence,
             };
             let check: api::ApprovalCheck = connection
                 .client()?
                 .put_json(&check_path(&project, &environment), &body)
                 .map_err(client_error)?;
-            println!(
-                "environment {environment}: {} of {} must approve",
-                check.min_approvals,
-                check.approvers.join(", ")
-            );
+            if check.in_sequence {
+                println!(
+                    "environment {environment}: {} must approve, in this order",
+                    check.approvers.join(", ")
+                );
+            } else {
+                println!(
+                    "environment {environment}: {} of {} must approve",
+                    check.min_approvals,
+                    check.approvers.join(", ")
+                );
+            }
         }
         ChecksCommand::BranchControl {
             connection,

@@ -1,4 +1,4 @@
-//! `lockgate environments list|show|diff`: a project's environments with what each runs now, and one
+//! `lockgate environments list|show|diff` and `lockgate redeploy`: a project's environments with what each runs now, and one
 //! environment's deployment ledger, from a Lockgate server.
 
 use lockgate_protocol::api;
@@ -252,4 +252,39 @@ mod tests {
         assert_eq!(super::time(0), "1970-01-01 00:00:00");
         assert_eq!(super::time(951_782_400_000), "2000-02-29 00:00:00");
     }
+}
+
+/// `lockgate redeploy ENV --run N`: deploy what run N deployed to ENV again (rollback).
+#[derive(clap::Args)]
+pub struct RedeployArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The environment.
+    environment: String,
+    /// The run (its id) whose deployment to the environment is deployed again.
+    #[arg(long)]
+    run: i64,
+    /// The project (default: your only project).
+    #[arg(long)]
+    project: Option<String>,
+}
+
+pub fn redeploy(args: RedeployArgs) -> anyhow::Result<u8> {
+    let client = args.connection.client()?;
+    let project = project_or_only(&client, args.project)?;
+    let run: api::Run = client
+        .post_json(
+            &format!(
+                "/api/v1/projects/{}/environments/{}/redeploy",
+                encode(&project),
+                encode(&args.environment)
+            ),
+            &serde_json::json!({ "run": args.run }),
+        )
+        .map_err(client_error)?;
+    println!(
+        "run {} (#{} {}) deploys to {} again: {} (its checks apply again)",
+        run.id, run.number, run.name, args.environment, run.status
+    );
+    Ok(EXIT_OK)
 }

@@ -73,6 +73,8 @@ enum Command {
     Approve(approvals::DecideArgs),
     /// Reject the stages of a run that wait for your approval.
     Reject(approvals::DecideArgs),
+    /// Deploy again what a run deployed to an environment (rollback); the checks apply again.
+    Redeploy(environments::RedeployArgs),
     /// Environments on a Lockgate server: list them with what runs where, show one's ledger.
     #[command(subcommand)]
     Environments(environments::EnvironmentsCommand),
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => server::queue(args),
         Command::Tasks(cmd) => server::tasks(cmd),
         Command::Approve(args) => approvals::decide(args, true),
+        Command::Redeploy(args) => environments::redeploy(args),
         Command::Reject(args) => approvals::decide(args, false),
         Command::Checks(cmd) => approvals::checks(cmd),
         Command::Environments(cmd) => environments::environments(cmd),

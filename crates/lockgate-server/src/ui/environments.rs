@@ -131,6 +131,11 @@ pub(super) async fn environment_page(
         .map(crate::environments::deployment_json)
         .collect();
     let editable = may_change(&state, &caller, &project, &environment).await?;
+    let may_deploy = crate::auth::require_role(&state, &caller, project.id, Role::Contributor)
+        .await
+        .is_ok();
+    // One Redeploy button per run (its newest successful entry).
+    let mut redeployable = std::collections::BTreeSet::new();
     let href = environment_href(&project.name, &environment.name);
     Ok(layout(&format!("{} · {}", environment.name, project.name), Some(&caller), html! {
         p.muted {
@@ -148,7 +153,7 @@ pub(super) async fn environment_page(
             h2 { "Deployments" }
             @if ledger.is_empty() { p { "No deployments." } } @else {
                 table.ledger {
-                    thead { tr { th { "Result" } th { "Run" } th { "Branch @ commit" } th { "When" } th { "By" } th { "Job" } th { "Artifacts" } th { "Variables" } } }
+                    thead { tr { th { "Result" } th { "Run" } th { "Branch @ commit" } th { "When" } th { "By" } th { "Job" } th { "Artifacts" } th { "Variables" } @if may_deploy { th {} } } }
                     tbody { @for deployment in &ledger {
                         tr {
                             td { (status_badge(&deployment.status, deployment.result.as_deref())) }
@@ -165,6 +170,15 @@ pub(super) async fn environment_page(
                                     } } }
                                 }
                             } }
+                            @if may_deploy {
+                                td { @if deployment.result.as_deref() == Some("succeeded") && redeployable.insert(deployment.run_id) {
+                                    form.inline.redeploy method="post" action={(href) "/redeploy"} {
+                                        (csrf(&caller))
+                                        input type="hidden" name="run" value=(deployment.run_id);
+                                        button type="submit" title="Deploy this run's artifacts and variables again (the checks apply again)" { "Redeploy" }
+                                    }
+                                } }
+                            }
                         }
                     } }
                 }
@@ -236,4 +250,19 @@ pub(super) fn what_is_where(project: &str, versions: &[api::DeployedVersion]) ->
             }
         }
     }
+}
+
+#[derive(Deserialize)]
+pub(super) struct RedeployForm {
+    run: i64,
+}
+
+pub(super) async fn redeploy_form(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path((project, name)): Path<(String, String)>,
+    Form(form): Form<RedeployForm>,
+) -> PageResult {
+    let run = crate::redeploy::redeploy(&state, &caller, &project, &name, form.run).await?;
+    Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
 }

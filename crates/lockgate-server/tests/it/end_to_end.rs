@@ -14,7 +14,7 @@ use lockgate_server::{ServerConfig, auth};
 
 pub struct Running {
     /// The data folder's parent, when the server owns it.
-    _dir: Option<tempfile::TempDir>,
+    pub(crate) _dir: Option<tempfile::TempDir>,
     _runtime: tokio::runtime::Runtime,
     pub url: String,
     pub token: String,

@@ -310,3 +310,237 @@ fn the_exclusive_lock_lets_one_run_deploy_at_a_time_in_both_behaviours() {
         5
     );
 }
+
+/// A user with a read-write token, made in the store of a server that is starting.
+fn user_token(started: &crate::end_to_end::Started, name: &str) -> String {
+    started.runtime.block_on(async {
+        let store = &started.state.store;
+        let user = store
+            .create_user(
+                name,
+                &lockgate_server::auth::hash_password("pw-123456").unwrap(),
+                false,
+            )
+            .await
+            .unwrap();
+        let token = lockgate_server::auth::random_token("lgp_");
+        store
+            .create_access_token(
+                user.id,
+                "t",
+                &lockgate_server::auth::token_hash(&token),
+                "read,write",
+            )
+            .await
+            .unwrap();
+        token
+    })
+}
+
+const SHIPPED: &str = "\
+stages:
+- stage: Build
+  jobs:
+  - job: build
+    steps:
+    - script: mkdir -p out && cp version.txt out/app.txt
+    - publish: out
+      artifact: app
+- stage: Prod
+  jobs:
+  - deployment: ship
+    environment: prod
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: |
+              f=\"$(Pipeline.Workspace)/app/app.txt\"
+              echo \"deploying\" \"`cat $f`\"
+";
+
+/// Approves run `run`'s pending approval as `client` and returns the reply's status (200 or a 4xx).
+fn approve_as(client: &lockgate_agent::ServerClient, run: i64) -> Result<(), (u16, String)> {
+    client
+        .post_json::<_, serde_json::Value>(
+            &format!("/api/v1/runs/{run}/approvals"),
+            &serde_json::json!({"decision": "approve"}),
+        )
+        .map(|_| ())
+        .map_err(|e| (e.status().unwrap_or(0), e.to_string()))
+}
+
+fn wait_for_pending(server: &Running, run: i64, attempt: i64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let approvals: Vec<api::Approval> = server
+            .client
+            .get_json(&format!("/api/v1/runs/{run}/approvals"))
+            .unwrap();
+        if approvals
+            .iter()
+            .any(|a| a.status == "pending" && a.attempt == attempt)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no approval of attempt {attempt}: {approvals:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Production needs bob's approval and then an administrator's, in that order (a group approver);
+/// v1 and v2 are deployed; rolling back redeploys run 1's artifact with its variables, asks for the
+/// approvals again, and is recorded in the ledger as run 1's second attempt.
+#[test]
+fn a_rollback_redeploys_an_earlier_run_after_approvals_in_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = crate::end_to_end::start_on(&dir.path().join("data"), true);
+    let bob = lockgate_agent::ServerClient::new(&started.url, &user_token(&started, "bob"));
+    let cy = lockgate_agent::ServerClient::new(&started.url, &user_token(&started, "cy"));
+    let mut server = started.running();
+    server._dir = Some(dir);
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    for (name, role) in [("bob", "contributor"), ("cy", "administrator")] {
+        let _: serde_json::Value = server
+            .client
+            .put_json(
+                &format!("/api/v1/projects/p/members/{name}"),
+                &serde_json::json!({ "role": role }),
+            )
+            .unwrap();
+    }
+    let check = "/api/v1/projects/p/environments/prod/checks/approval";
+    let error = server
+        .client
+        .put_json::<_, serde_json::Value>(
+            check,
+            &serde_json::json!({"approvers": ["group:wizards"]}),
+        )
+        .unwrap_err();
+    assert_eq!(error.status(), Some(400));
+    assert!(
+        error.to_string().contains("`group:wizards` is not a group"),
+        "{error}"
+    );
+    let set: api::ApprovalCheck = server
+        .client
+        .put_json(
+            check,
+            &serde_json::json!({"approvers": ["bob", "group:administrators"], "inSequence": true}),
+        )
+        .unwrap();
+    assert_eq!((set.min_approvals, set.in_sequence), (2, true));
+
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let approve_in_order = |run: i64, attempt: i64| {
+        wait_for_pending(&server, run, attempt);
+        // cy is an administrator, but bob approves first.
+        let (status, text) = approve_as(&cy, run).unwrap_err();
+        assert_eq!(status, 403, "{text}");
+        assert!(
+            text.contains("go in sequence: `bob` approves next"),
+            "{text}"
+        );
+        // ada queued the run (she pushed): an administrator, but the requester.
+        let (status, text) = approve_as(&server.client, run).unwrap_err();
+        assert_eq!(status, 403, "{text}");
+        approve_as(&bob, run).unwrap();
+        approve_as(&cy, run).unwrap();
+    };
+    let mut runs = Vec::new();
+    for version in ["v1", "v2"] {
+        commit_and_push(
+            work.path(),
+            &push_url,
+            &[("azure-pipelines.yml", SHIPPED), ("version.txt", version)],
+            "main",
+        );
+        let run = wait_for_runs(&server, pipeline, "a run", |r| r.len() > runs.len())[0].id;
+        approve_in_order(run, 1);
+        let detail = completed(&server, run);
+        assert_eq!(
+            detail.run.result.as_deref(),
+            Some("succeeded"),
+            "{detail:?}"
+        );
+        let logs = run_logs(&server, run);
+        assert!(logs.contains(&format!("deploying {version}")), "{logs}");
+        runs.push(run);
+    }
+    let ledger = |limit: usize| -> Vec<api::Deployment> {
+        let mut all: Vec<api::Deployment> = server
+            .client
+            .get_json("/api/v1/projects/p/environments/prod/deployments")
+            .unwrap();
+        all.truncate(limit);
+        all
+    };
+    let first_deployment = ledger(2)[1].clone();
+    assert_eq!(first_deployment.run_id, runs[0]);
+
+    // Bad redeploys: unknown run, a body that is not one, a run that never deployed there.
+    let redeploy = "/api/v1/projects/p/environments/prod/redeploy";
+    let error = server
+        .client
+        .post_json::<_, serde_json::Value>(redeploy, &serde_json::json!({"run": 999}))
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+    let error = server
+        .client
+        .post_json::<_, serde_json::Value>(redeploy, &serde_json::json!({"runs": 1}))
+        .unwrap_err();
+    assert_eq!(error.status(), Some(400), "{error}");
+    let error = server
+        .client
+        .post_json::<_, serde_json::Value>(
+            "/api/v1/projects/p/environments/dev/redeploy",
+            &serde_json::json!({"run": runs[0]}),
+        )
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+
+    // Roll back to v1: run 1 deploys again, after the approvals, and the ledger says so.
+    let reopened: api::Run = server
+        .client
+        .post_json(redeploy, &serde_json::json!({"run": runs[0]}))
+        .unwrap();
+    assert_eq!(reopened.id, runs[0]);
+    assert_ne!(reopened.status, "completed");
+    approve_in_order(runs[0], 2);
+    let detail = completed(&server, runs[0]);
+    assert_eq!(
+        detail.run.result.as_deref(),
+        Some("succeeded"),
+        "{detail:?}"
+    );
+    assert!(run_logs(&server, runs[0]).contains("deploying v1"));
+    let newest = ledger(1)[0].clone();
+    assert_eq!((newest.run_id, newest.attempt), (runs[0], 2));
+    assert_eq!(newest.result.as_deref(), Some("succeeded"));
+    assert_eq!(
+        newest.artifacts, first_deployment.artifacts,
+        "the same artifact"
+    );
+    assert_eq!(
+        newest.variables, first_deployment.variables,
+        "the same variables"
+    );
+    assert_eq!(newest.commit, first_deployment.commit);
+    let where_: Vec<api::DeployedVersion> = server
+        .client
+        .get_json(&format!("/api/v1/pipelines/{pipeline}/environments"))
+        .unwrap();
+    let prod = where_.iter().find(|v| v.environment == "prod").unwrap();
+    assert_eq!(prod.deployment.run_id, runs[0], "{where_:?}");
+    // The environment page offers a Redeploy button per run.
+    let page = server.client.get_text("/p/p/environments/prod").unwrap();
+    assert_eq!(
+        page.matches("form class=\"inline redeploy\"").count(),
+        2,
+        "{page}"
+    );
+}

@@ -650,4 +650,28 @@ fn environments_list_and_show_print_what_runs_where_and_the_ledger() {
         "{}",
         String::from_utf8_lossy(&none.stderr)
     );
+    // Roll dev back to run 1 (dev has no checks): deployed again, a second ledger entry.
+    let missing = run_cli(&["redeploy", "staging", "--run", "1"]);
+    assert_ne!(missing.status.code(), Some(0));
+    let again = run_cli(&["redeploy", "dev", "--run", "1"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        stdout(&again).contains("deploys to dev again"),
+        "{}",
+        stdout(&again)
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = stdout(&run_cli(&["environments", "show", "dev"]));
+        if text.lines().filter(|l| l.contains(" succeeded ")).count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second deployment: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
