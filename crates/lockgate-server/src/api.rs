@@ -149,8 +149,26 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
     if run.status != "completed" {
         // Business hours and the like: why a stage waits before any approval is asked.
         let gates = crate::approvals::stage_gates(state, run, &jobs).await?;
+        // Only a stage whose dependencies are done waits for its checks; the others wait for them.
+        let settings = crate::run_engine::stage_settings(&jobs);
+        let reached = |stage: &str| {
+            settings
+                .get(stage)
+                .and_then(|s| s.stage_depends_on.as_ref())
+                .is_none_or(|depends| {
+                    jobs.iter()
+                        .filter(|j| {
+                            depends
+                                .iter()
+                                .any(|d| d.eq_ignore_ascii_case(&j.stage_name))
+                        })
+                        .all(|j| j.status == "completed")
+                })
+        };
         for (stage, reason) in gates.waiting {
-            approvals.entry(stage).or_insert(reason);
+            if reached(&stage) {
+                approvals.entry(stage).or_insert(reason);
+            }
         }
         // Who holds the lock a stage waits for, and how many wait before it.
         for lock in state.store.locks_of_run(run.id).await? {

@@ -776,6 +776,10 @@ async fn run_page(
     let tests = state.store.test_results(run.id).await?;
     let approvals = state.store.approvals_of_run(run.id).await?;
     let approver = crate::approvals::Approver::of(&state, &caller, run.project_id).await?;
+    // Readers see the run, not its Cancel / Run again / Run stage buttons.
+    let may_run = auth::require_role(&state, &caller, run.project_id, Role::Contributor)
+        .await
+        .is_ok();
     let mut logs = Vec::new();
     for job in &detail.jobs {
         logs.push(job_log_lines(&state, job.id).await?);
@@ -799,7 +803,8 @@ async fn run_page(
             " · queued " (when(Some(run.queued_at)))
         }
         div.actions {
-            @if run.status != "completed" {
+            @if !may_run {
+            } @else if run.status != "completed" {
                 form.inline method="post" action={"/runs/" (run.id) "/cancel"} { (csrf(&caller)) button type="submit" { "Cancel" } }
             } @else {
                 form.inline method="post" action={"/runs/" (run.id) "/rerun"} { (csrf(&caller)) button type="submit" { "Run again" } }
@@ -857,7 +862,7 @@ async fn run_page(
                     @for (stage, jobs) in &stages {
                         div.stage {
                             h3 { (stage) }
-                            @if jobs.iter().any(|j| j.status == "pending" && j.waiting_for.as_deref().is_some_and(|w| w.starts_with(MANUAL_START))) {
+                            @if may_run && jobs.iter().any(|j| j.status == "pending" && j.waiting_for.as_deref().is_some_and(|w| w.starts_with(MANUAL_START))) {
                                 form.inline.startstage method="post" action={"/runs/" (run.id) "/stages/" (lockgate_agent::client::percent_encode(stage)) "/start"} {
                                     (csrf(&caller)) button type="submit" { "Run stage" }
                                 }

@@ -131,6 +131,8 @@ pub(super) async fn environment_page(
         .map(crate::environments::deployment_json)
         .collect();
     let editable = may_change(&state, &caller, &project, &environment).await?;
+    let checks = checks_of(&state, project.id, &environment.name).await?;
+    let waiting = waiting_here(&state, project.id, &environment.name).await?;
     let may_deploy = crate::auth::require_role(&state, &caller, project.id, Role::Contributor)
         .await
         .is_ok();
@@ -148,6 +150,19 @@ pub(super) async fn environment_page(
         @if let Some(deployment) = &detail.latest_deployment {
             p { "Runs now: " a href={"/runs/" (deployment.run_id)} { (deployment.pipeline) " #" (deployment.run_number) " " (deployment.run_name) }
                 " · " code { (short(&deployment.commit)) } " · " (when(deployment.finished_at)) }
+        }
+        section.checks {
+            h2 { "Checks" }
+            @if checks.is_empty() { p.muted { "None: stages deploy here as soon as their conditions hold." } } @else {
+                p.muted { "In the order they are evaluated." }
+                ul { @for (kind, text) in &checks { li { strong { (kind) } " " (text) } } }
+            }
+            @if !waiting.is_empty() {
+                h3 { "Waiting here" }
+                ul.waiting { @for (run_id, label, reason) in &waiting {
+                    li { a href={"/runs/" (run_id)} { (label) } ": " (reason) }
+                } }
+            }
         }
         section {
             h2 { "Deployments" }
@@ -265,4 +280,136 @@ pub(super) async fn redeploy_form(
 ) -> PageResult {
     let run = crate::redeploy::redeploy(&state, &caller, &project, &name, form.run).await?;
     Ok(Redirect::to(&format!("/runs/{}", run.id)).into_response())
+}
+
+/// The checks of an environment as its page lists them, in the order the server evaluates them:
+/// branch control, business hours and other automatic checks, approval, exclusive lock.
+async fn checks_of(
+    state: &AppState,
+    project_id: i64,
+    environment: &str,
+) -> crate::error::ApiResult<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut automatic: Vec<lockgate_store::EnvironmentCheck> = state
+        .store
+        .environment_checks(project_id)
+        .await?
+        .into_iter()
+        .filter(|c| c.environment.eq_ignore_ascii_case(environment))
+        .collect();
+    automatic.sort_by_key(|c| match c.kind.as_str() {
+        "branchControl" => 0,
+        crate::locks::EXCLUSIVE_LOCK => 3,
+        _ => 1,
+    });
+    let approval = state
+        .store
+        .approval_checks(project_id)
+        .await?
+        .into_iter()
+        .find(|c| c.environment.eq_ignore_ascii_case(environment));
+    for check in &automatic {
+        if check.kind == crate::locks::EXCLUSIVE_LOCK
+            && let Some(approval) = &approval
+        {
+            out.push(approval_line(approval));
+        }
+        let text = match check.kind.as_str() {
+            "branchControl" => serde_json::from_str::<api::BranchControl>(&check.config)
+                .map(|c| format!("only {}", c.allowed_branches.join(", "))),
+            "businessHours" => serde_json::from_str::<api::BusinessHours>(&check.config).map(|c| {
+                format!(
+                    "{} {}-{} (UTC{})",
+                    c.days.join(","),
+                    c.start,
+                    c.end,
+                    c.utc_offset
+                )
+            }),
+            crate::locks::EXCLUSIVE_LOCK => {
+                serde_json::from_str::<api::ExclusiveLock>(&check.config).map(|c| {
+                    format!(
+                        "one stage at a time (waits up to {} minutes)",
+                        c.timeout_minutes
+                    )
+                })
+            }
+            _ => Ok(check.config.clone()),
+        }
+        .unwrap_or_else(|_| "cannot be read: refuses every deployment".into());
+        out.push((kind_name(&check.kind), text));
+    }
+    if let Some(approval) = &approval
+        && !automatic
+            .iter()
+            .any(|c| c.kind == crate::locks::EXCLUSIVE_LOCK)
+    {
+        out.push(approval_line(approval));
+    }
+    Ok(out)
+}
+
+fn kind_name(kind: &str) -> String {
+    match kind {
+        "branchControl" => "Branch control".into(),
+        "businessHours" => "Business hours".into(),
+        crate::locks::EXCLUSIVE_LOCK => "Exclusive lock".into(),
+        other => other.to_string(),
+    }
+}
+
+fn approval_line(check: &lockgate_store::ApprovalCheck) -> (String, String) {
+    let who = check.approvers.join(", ");
+    let text = if check.in_sequence {
+        format!("{who}, in this order")
+    } else {
+        format!("{} of {who}", check.min_approvals)
+    };
+    let requester = if check.allow_requester {
+        ""
+    } else {
+        "; the requester may not approve"
+    };
+    ("Approval".into(), format!("{text}{requester}"))
+}
+
+/// The stages of runs in progress that wait for this environment: for an approval, or in its
+/// lock's queue.
+async fn waiting_here(
+    state: &AppState,
+    project_id: i64,
+    environment: &str,
+) -> crate::error::ApiResult<Vec<(i64, String, String)>> {
+    let mut out = Vec::new();
+    let label =
+        |run: &lockgate_store::Run, stage: &str| format!("#{} {} / {stage}", run.number, run.name);
+    let pending = state.store.pending_approvals().await?;
+    for approval in &pending {
+        if !approval.environment.eq_ignore_ascii_case(environment) {
+            continue;
+        }
+        if let Some(run) = state.store.run_by_id(approval.run_id).await?
+            && run.project_id == project_id
+        {
+            let reason = crate::approvals::waiting_reasons(std::slice::from_ref(approval))
+                .remove(&approval.stage)
+                .unwrap_or_default();
+            out.push((run.id, label(&run, &approval.stage), reason));
+        }
+    }
+    for run_id in state.store.runs_waiting_for_locks().await? {
+        let Some(run) = state.store.run_by_id(run_id).await? else {
+            continue;
+        };
+        if run.project_id != project_id {
+            continue;
+        }
+        for lock in state.store.locks_of_run(run_id).await? {
+            if lock.status == "waiting" && lock.environment.eq_ignore_ascii_case(environment) {
+                let reason = crate::locks::waiting_reason(state, &run, &lock).await?;
+                out.push((run.id, label(&run, &lock.stage), reason));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -464,6 +464,11 @@ stages:
             waiting.contains("approval for environment `test`"),
             "{waiting}"
         );
+        // bob only reads the project: no Cancel for him.
+        assert!(
+            client.find(Locator::Css("div.actions form")).await.is_err(),
+            "a reader is offered a run action"
+        );
         screenshot(&client, "10-approval-waiting").await;
         client
             .find(Locator::Css("form.decide textarea[name=comment]"))
@@ -505,5 +510,180 @@ stages:
     let done = wait_for_run(&server, pipeline, 1);
     assert_eq!(done.result.as_deref(), Some("succeeded"));
     assert!(run_logs(&server, run.id).contains("shipped after approval"));
+    drop(dir);
+}
+
+/// Two versions deployed to dev and test: the pipeline page's release matrix says what runs where
+/// and how far behind; dev's page lists its checks (none) and ledger, and its Redeploy button puts
+/// the first version back.
+#[test]
+fn the_release_matrix_shows_what_runs_where_and_redeploy_rolls_dev_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = start_on(&dir.path().join("data"), true);
+    started.runtime.block_on(async {
+        started
+            .state
+            .store
+            .create_user(
+                "cy",
+                &lockgate_server::auth::hash_password("pw-123456").unwrap(),
+                false,
+            )
+            .await
+            .unwrap();
+    });
+    let server = started.running();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let _: serde_json::Value = server
+        .client
+        .put_json(
+            "/api/v1/projects/p/members/cy",
+            &serde_json::json!({"role": "contributor"}),
+        )
+        .unwrap();
+    let yaml = "\
+stages:
+- stage: Build
+  jobs:
+  - job: build
+    steps:
+    - script: mkdir -p out && cp version.txt out/app.txt
+    - publish: out
+      artifact: app
+- stage: Dev
+  jobs:
+  - deployment: dev
+    environment: dev
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"dev runs\" \"`cat $(Pipeline.Workspace)/app/app.txt`\"
+- stage: Test
+  jobs:
+  - deployment: test
+    environment: test
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"test runs\" \"`cat $(Pipeline.Workspace)/app/app.txt`\"
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    for (count, version) in [(1, "v1"), (2, "v2")] {
+        commit_and_push(
+            work.path(),
+            &push_url,
+            &[("azure-pipelines.yml", yaml), ("version.txt", version)],
+            "main",
+        );
+        wait_for_run(&server, pipeline, count);
+    }
+    let first = crate::end_to_end::runs_of(&server, pipeline)[1].id;
+
+    let (_driver, webdriver) = start_chromedriver();
+    let browser_dirs = tempfile::tempdir().unwrap();
+    let profile = browser_dirs.path().join("profile");
+    let downloads = browser_dirs.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = connect(&webdriver, &profile, &downloads).await;
+        client
+            .goto(&format!("{}/pipelines/{}", server.url, pipeline))
+            .await
+            .unwrap();
+        sign_in(&client, "cy").await;
+        wait_for("the release matrix", || async {
+            client
+                .find(Locator::Css("table.environments"))
+                .await
+                .is_ok()
+        })
+        .await;
+        let matrix = client
+            .find(Locator::Css("table.environments"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            matrix.contains("dev") && matrix.contains("test"),
+            "{matrix}"
+        );
+        assert!(matrix.contains("up to date"), "{matrix}");
+        screenshot(&client, "12-release-matrix").await;
+        client
+            .goto(&format!("{}/p/p/environments/dev", server.url))
+            .await
+            .unwrap();
+        let checks = client
+            .find(Locator::Css("section.checks"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(checks.contains("None"), "{checks}");
+        // One Redeploy per run; the older run's is the second row's.
+        let buttons = client
+            .find_all(Locator::Css("form.redeploy"))
+            .await
+            .unwrap();
+        assert_eq!(buttons.len(), 2);
+        screenshot(&client, "13-environment-ledger").await;
+        let older = client
+            .find(Locator::Css(&format!(
+                "form.redeploy input[name=run][value=\"{first}\"]"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(
+            older.attr("value").await.unwrap().as_deref(),
+            Some(first.to_string().as_str())
+        );
+        client
+            .find(Locator::XPath(&format!(
+                "//form[contains(@class,'redeploy')][input[@value='{first}']]/button"
+            )))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for("the run page of the redeployed run", || async {
+            client
+                .current_url()
+                .await
+                .is_ok_and(|u| u.path() == format!("/runs/{first}"))
+        })
+        .await;
+        client.close().await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all: Vec<api::DeployedVersion> = server
+            .client
+            .get_json(&format!("/api/v1/pipelines/{pipeline}/environments"))
+            .unwrap();
+        let dev = all.iter().find(|v| v.environment == "dev").unwrap();
+        if dev.deployment.run_id == first {
+            assert_eq!((dev.deployment.attempt, dev.behind), (2, 1), "{dev:?}");
+            let test = all.iter().find(|v| v.environment == "test").unwrap();
+            assert_ne!(test.deployment.run_id, first, "only dev was rolled back");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev was not rolled back: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(run_logs(&server, first).matches("dev runs v1").count() >= 1);
     drop(dir);
 }

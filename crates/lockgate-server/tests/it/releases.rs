@@ -544,3 +544,272 @@ fn a_rollback_redeploys_an_earlier_run_after_approvals_in_sequence() {
         "{page}"
     );
 }
+
+const RELEASE: &str = "\
+trigger:
+  branches:
+    include: ['*']
+stages:
+- stage: Build
+  jobs:
+  - job: build
+    steps:
+    - script: mkdir -p out && cp version.txt out/app.txt
+    - publish: out
+      artifact: app
+- stage: Dev
+  jobs:
+  - deployment: dev
+    environment: dev
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"dev got\" \"`cat $(Pipeline.Workspace)/app/app.txt`\"
+- stage: Test
+  jobs:
+  - deployment: test
+    environment: test
+    strategy:
+      rolling:
+        maxParallel: 1
+        deploy:
+          steps:
+          - script: echo \"rolling\" \"$(Strategy.Name)\" \"`cat $(Pipeline.Workspace)/app/app.txt`\"
+- stage: Prod
+  jobs:
+  - deployment: prod
+    environment: prod
+    strategy:
+      canary:
+        increments: [10, 50]
+        deploy:
+          steps:
+          - script: echo \"canary\" \"$(Strategy.Increment)\" \"`cat $(Pipeline.Workspace)/app/app.txt`\"
+        on:
+          success:
+            steps:
+            - script: echo \"prod is\" \"healthy\"
+";
+
+fn waiting_for(server: &Running, run: i64, job: &str, needle: &str) {
+    wait_for_detail(server, run, needle, |d| {
+        d.jobs.iter().any(|j| {
+            j.name == job
+                && j.status == "pending"
+                && j.waiting_for.as_deref().is_some_and(|w| w.contains(needle))
+        })
+    });
+}
+
+/// The release story with two users and real pushes: dev deploys by itself, test waits for bob
+/// (ada pushed, so she may not approve), production is refused from a feature branch, waits for
+/// business hours and then bob, then rolls out as a canary; test rolls; a second version goes all
+/// the way; production is rolled back to the first; the ledger, "what is where" and the
+/// environment diff say so at each step.
+#[test]
+fn the_release_scenario_promotes_through_dev_test_and_prod_and_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = crate::end_to_end::start_on(&dir.path().join("data"), true);
+    let bob = lockgate_agent::ServerClient::new(&started.url, &user_token(&started, "bob"));
+    let mut server = started.running();
+    server._dir = Some(dir);
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let _: serde_json::Value = server
+        .client
+        .put_json(
+            "/api/v1/projects/p/members/bob",
+            &serde_json::json!({"role": "contributor"}),
+        )
+        .unwrap();
+    let checks = "/api/v1/projects/p/environments";
+    // ada is an approver too, but she pushes: the requester may not approve her own run.
+    for environment in ["test", "prod"] {
+        let _: api::ApprovalCheck = server
+            .client
+            .put_json(
+                &format!("{checks}/{environment}/checks/approval"),
+                &serde_json::json!({"approvers": ["ada", "bob"], "instructions": "check the ledger"}),
+            )
+            .unwrap();
+    }
+    let _: api::BranchControl = server
+        .client
+        .put_json(
+            &format!("{checks}/prod/checks/branch-control"),
+            &serde_json::json!({"allowedBranches": ["refs/heads/main"]}),
+        )
+        .unwrap();
+    let now_minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % (24 * 60);
+    let (start, end) = if now_minute >= 60 {
+        ("00:00", "00:30")
+    } else {
+        ("23:00", "23:30")
+    };
+    let _: api::BusinessHours = server
+        .client
+        .put_json(
+            &format!("{checks}/prod/checks/business-hours"),
+            &serde_json::json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+                                "start": start, "end": end}),
+        )
+        .unwrap();
+    let _: api::ExclusiveLock = server
+        .client
+        .put_json(
+            &format!("{checks}/prod/checks/exclusive-lock"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let push = |version: &str, branch: &str, count: usize| {
+        commit_and_push(
+            work.path(),
+            &push_url,
+            &[("azure-pipelines.yml", RELEASE), ("version.txt", version)],
+            branch,
+        );
+        wait_for_runs(&server, pipeline, "the pushed run", |r| r.len() >= count)[0].id
+    };
+    let approve_test = |run: i64| {
+        waiting_for(&server, run, "test", "approval for environment `test`");
+        let (status, text) = approve_as(&server.client, run).unwrap_err();
+        assert_eq!(status, 403, "{text}");
+        assert!(
+            text.contains("does not let the requester approve"),
+            "{text}"
+        );
+        approve_as(&bob, run).unwrap();
+    };
+
+    // v1 on main: dev at once, test after bob, prod held by business hours.
+    let first = push("v1", "main", 1);
+    approve_test(first);
+    let logs = run_logs(&server, first);
+    assert!(logs.contains("dev got v1"), "{logs}");
+    waiting_for(
+        &server,
+        first,
+        "prod",
+        "business hours of environment `prod`",
+    );
+    assert!(
+        run_logs(&server, first).contains("rolling rolling v1"),
+        "test rolled out: {}",
+        run_logs(&server, first)
+    );
+    // The environment page says what prod needs and who waits there.
+    let page = server.client.get_text("/p/p/environments/prod").unwrap();
+    for needle in [
+        "Branch control",
+        "Business hours",
+        "Approval",
+        "Exclusive lock",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+
+    // A feature branch: dev and test, and production refused by branch control.
+    let feature = push("v1-feature", "feature/x", 2);
+    approve_test(feature);
+    let detail = completed(&server, feature);
+    assert_eq!(job_result(&detail, "dev"), "succeeded");
+    assert_eq!(job_result(&detail, "prod"), "skipped");
+    assert!(run_logs(&server, feature).contains(
+        "branch control of environment `prod`: `refs/heads/feature/x` is not one of refs/heads/main"
+    ));
+
+    // Business hours lifted: prod waits for bob, then canaries 10%, 50%, 100%.
+    server
+        .client
+        .delete(&format!("{checks}/prod/checks/business-hours"))
+        .unwrap();
+    waiting_for(&server, first, "prod", "approval for environment `prod`");
+    approve_as(&bob, first).unwrap();
+    let detail = completed(&server, first);
+    assert_eq!(
+        detail.run.result.as_deref(),
+        Some("succeeded"),
+        "{detail:?}"
+    );
+    let logs = run_logs(&server, first);
+    for line in [
+        "canary 10 v1",
+        "canary 50 v1",
+        "canary 100 v1",
+        "prod is healthy",
+    ] {
+        assert!(logs.contains(line), "{line}: {logs}");
+    }
+
+    // v2 goes all the way.
+    let second = push("v2", "main", 3);
+    approve_test(second);
+    waiting_for(&server, second, "prod", "approval for environment `prod`");
+    approve_as(&bob, second).unwrap();
+    assert_eq!(
+        completed(&server, second).run.result.as_deref(),
+        Some("succeeded")
+    );
+    let where_ = |environment: &str| -> api::DeployedVersion {
+        let all: Vec<api::DeployedVersion> = server
+            .client
+            .get_json(&format!("/api/v1/pipelines/{pipeline}/environments"))
+            .unwrap();
+        all.into_iter()
+            .find(|v| v.environment == environment)
+            .unwrap_or_else(|| panic!("nothing in {environment}"))
+    };
+    assert_eq!(where_("prod").deployment.run_id, second);
+    assert_eq!(where_("prod").behind, 0);
+
+    // Roll prod back to v1: bob approves again; prod runs run 1 again, one run behind.
+    let _: api::Run = server
+        .client
+        .post_json(
+            &format!("{checks}/prod/redeploy"),
+            &serde_json::json!({"run": first}),
+        )
+        .unwrap();
+    waiting_for(&server, first, "prod", "approval for environment `prod`");
+    approve_as(&bob, first).unwrap();
+    assert_eq!(
+        completed(&server, first).run.result.as_deref(),
+        Some("succeeded")
+    );
+    let prod = where_("prod");
+    assert_eq!(
+        (prod.deployment.run_id, prod.deployment.attempt),
+        (first, 2)
+    );
+    assert_eq!(prod.behind, 1, "{prod:?}");
+    assert_eq!(where_("test").deployment.run_id, second);
+    // Promoting test to prod now would bring v2 back: the feature commit and v2's, version.txt.
+    let diff: api::EnvironmentDiff = server
+        .client
+        .get_json(&format!(
+            "/api/v1/pipelines/{pipeline}/environments/diff?from=test&to=prod"
+        ))
+        .unwrap();
+    assert_eq!(diff.commits.len(), 2, "{diff:?}");
+    assert_eq!(diff.files, ["M version.txt"], "{diff:?}");
+    assert_eq!(
+        diff.artifacts.len(),
+        1,
+        "the app artifact differs: {diff:?}"
+    );
+    // prod's ledger: the rollback, v2, v1, and the refused feature run's skipped deployment is no
+    // entry (it never started).
+    let ledger: Vec<api::Deployment> = server
+        .client
+        .get_json(&format!("{checks}/prod/deployments"))
+        .unwrap();
+    let runs: Vec<(i64, i64)> = ledger.iter().map(|d| (d.run_id, d.attempt)).collect();
+    assert_eq!(runs, [(first, 2), (second, 1), (first, 1)], "{ledger:?}");
+}
