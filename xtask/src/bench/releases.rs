@@ -1,6 +1,7 @@
 //! Benchmark of releases (issue 12): the time from the last approval of a stage to the first step
 //! of its deployment job, with the server and its built-in agent in this process. The deployment
-//! stage waits for an approval check on its environment; each round pushes, waits until the
+//! stage waits for an approval check on its environment (with branch control and an exclusive
+//! lock, so the whole chain of checks is measured); each round pushes, waits until the
 //! approval is asked for, approves through the HTTP API, and measures until a step of the
 //! deployment job has started. The approval call's own latency is reported next to it.
 //!
@@ -163,6 +164,16 @@ fn approval_to_step(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let _: serde_json::Value = bench.client.put_json(
         "/api/v1/projects/b/environments/prod/checks/approval",
         &serde_json::json!({"approvers": ["bench"], "allowRequester": true}),
+    )?;
+    // Every check a production environment would have: branch control before the approval, the
+    // exclusive lock after it (the stage asks for the lock once approved: one more pass).
+    let _: serde_json::Value = bench.client.put_json(
+        "/api/v1/projects/b/environments/prod/checks/branch-control",
+        &serde_json::json!({"allowedBranches": ["refs/heads/main"]}),
+    )?;
+    let _: serde_json::Value = bench.client.put_json(
+        "/api/v1/projects/b/environments/prod/checks/exclusive-lock",
+        &serde_json::json!({}),
     )?;
     let work = tempfile::tempdir()?;
     git(work.path(), &["init", "-q"])?;
