@@ -24,7 +24,7 @@ fn graph(stages: usize, width: usize) -> Graph {
             },
             condition: None,
             variables: vec![("mode".into(), "ci".into())],
-            gated: false,
+            ..StageNode::default()
         });
         for job in 0..width {
             let first = job == 0;
