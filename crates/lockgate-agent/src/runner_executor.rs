@@ -242,9 +242,18 @@ impl JobExecutor for RunnerExecutor {
                     secret: false,
                     readonly: *readonly,
                 }),
-                plan::Variable::Group { name, .. } => reporter.agent_line(&format!(
-                    "##[warning]variable group `{name}` is not available on this server"
-                )),
+                // The group's variables take the place of its entry (later entries win).
+                plan::Variable::Group { name, .. } => match job.lease.variable_groups.get(name) {
+                    Some(group) => variables.extend(group.iter().map(|v| InitialVariable {
+                        name: v.name.clone(),
+                        value: v.value.clone(),
+                        secret: v.secret,
+                        readonly: v.readonly,
+                    })),
+                    None => reporter.agent_line(&format!(
+                        "##[warning]variable group `{name}` is not available on this server"
+                    )),
+                },
             }
         }
         let build_number = job

@@ -62,6 +62,10 @@ pub struct JobLease {
     /// from older servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_values: Vec<String>,
+    /// The variables of the variable groups the job's `variables` name (`- group: NAME`), by
+    /// name: the agent puts them in place of the group's entry.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variable_groups: std::collections::BTreeMap<String, Vec<LeaseVariable>>,
 }
 
 /// A task package a leased job needs. `GET {download_path}` (agent token and lease header) answers with

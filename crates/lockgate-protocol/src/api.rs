@@ -367,6 +367,30 @@ fn utc() -> String {
     "+00:00".into()
 }
 
+/// A variable group of a project's library (`GET /api/v1/projects/{p}/variable-groups/{name}`):
+/// secret values are never returned (`value` is null).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableGroup {
+    pub name: String,
+    pub description: String,
+    pub variables: Vec<PipelineVariable>,
+    /// The pipelines authorized to use it, by id.
+    pub pipelines: Vec<i64>,
+    pub created_by: String,
+    pub updated_at: i64,
+}
+
+/// `PUT /api/v1/projects/{p}/variable-groups/{name}`: creates or replaces a group (project
+/// administrators). A secret sent with a null value keeps the value stored for that name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutVariableGroup {
+    #[serde(default)]
+    pub description: String,
+    pub variables: Vec<PipelineVariable>,
+}
+
 /// The exclusive lock of an environment
 /// (`PUT /api/v1/projects/{p}/environments/{e}/checks/exclusive-lock`): one stage at a time
 /// deploys there; the stages' `lockBehavior` (`runLatest`, the default, or `sequential`) says what

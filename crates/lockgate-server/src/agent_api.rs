@@ -157,6 +157,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
     // the server in what this job's agent reports.
     let secret_values = upstream_secret_values(state, job).await?;
     new_job_masker(state, job, &secret_values);
+    let variable_groups = crate::library::lease_groups(state, run.project_id, &job.spec).await?;
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -178,6 +179,7 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         },
         tasks,
         secret_values,
+        variable_groups,
     })
 }
 
@@ -300,7 +302,8 @@ async fn events(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The clear values of the `issecret` outputs of the other jobs of `job`'s run.
+/// The clear values of the `issecret` outputs of the other jobs of `job`'s run, and of the secret
+/// variables of the variable groups the job uses.
 async fn upstream_secret_values(state: &AppState, job: &Job) -> ApiResult<Vec<String>> {
     let others: Vec<Job> = state
         .store
@@ -309,7 +312,16 @@ async fn upstream_secret_values(state: &AppState, job: &Job) -> ApiResult<Vec<St
         .into_iter()
         .filter(|other| other.id != job.id)
         .collect();
-    Ok(state.secrets.secret_output_values(&others))
+    let mut values = state.secrets.secret_output_values(&others);
+    if let Some(run) = state.store.run_by_id(job.run_id).await? {
+        for variables in crate::library::lease_groups(state, run.project_id, &job.spec)
+            .await?
+            .into_values()
+        {
+            values.extend(variables.into_iter().filter(|v| v.secret).map(|v| v.value));
+        }
+    }
+    Ok(values)
 }
 
 /// Most maskers kept at once (jobs whose lease ended without a finish leave theirs behind).

@@ -415,6 +415,22 @@ pub async fn replace_pipeline_variables(
         )));
     }
     let stored = state.store.pipeline_variables(pipeline.id).await?;
+    let rows = checked_variables(state, variables, &stored)?;
+    state
+        .store
+        .set_pipeline_variables(pipeline.id, &rows)
+        .await?;
+    Ok(rows)
+}
+
+/// Variables as a client sent them (a pipeline's, a variable group's), checked and ready to
+/// store: names Azure allows and not reserved, unique ignoring case, values of a bounded size; a
+/// new secret value sealed, a secret sent without a value keeping the one `stored` for its name.
+pub(crate) fn checked_variables(
+    state: &AppState,
+    variables: Vec<api::PipelineVariable>,
+    stored: &[lockgate_store::PipelineVariable],
+) -> ApiResult<Vec<lockgate_store::PipelineVariable>> {
     let mut rows: Vec<lockgate_store::PipelineVariable> = Vec::with_capacity(variables.len());
     for variable in variables {
         let name = variable.name.trim().to_string();
@@ -468,10 +484,6 @@ pub async fn replace_pipeline_variables(
             allow_override: variable.allow_override,
         });
     }
-    state
-        .store
-        .set_pipeline_variables(pipeline.id, &rows)
-        .await?;
     Ok(rows)
 }
 

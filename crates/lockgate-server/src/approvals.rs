@@ -271,6 +271,13 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
             out.started.insert(start.stage);
         }
     }
+    // A stage that uses a variable group its pipeline may not use waits for an administrator.
+    for (stage, reason) in
+        crate::library::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs).await?
+    {
+        out.gates.insert(stage.clone(), Gate::Pending);
+        out.waiting.insert(stage, reason);
+    }
     // Most runs deploy nowhere: no query for them on every scheduling pass.
     if !jobs.iter().any(|j| j.environment.is_some()) {
         return Ok(out);
@@ -624,7 +631,7 @@ async fn delete_check(
 
 /// Moves on the project's runs in progress after its checks changed (a stage waiting for business
 /// hours, a removed check).
-async fn advance_project_runs(state: &AppState, project_id: i64) -> ApiResult<()> {
+pub(crate) async fn advance_project_runs(state: &AppState, project_id: i64) -> ApiResult<()> {
     for status in ["queued", "running"] {
         let filter = lockgate_store::RunFilter {
             project_id: Some(project_id),

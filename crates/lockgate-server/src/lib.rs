@@ -11,6 +11,7 @@ pub mod environments;
 pub mod error;
 pub mod git;
 pub mod launch;
+pub mod library;
 pub mod limits;
 pub mod live;
 pub mod locks;
@@ -209,6 +210,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(approvals::routes())
         .merge(locks::routes())
+        .merge(library::routes())
         .merge(redeploy::routes())
         .merge(environments::routes())
         .merge(agent_api::routes())

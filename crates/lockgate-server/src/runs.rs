@@ -321,6 +321,17 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
             return Ok(state.store.create_run(&new_run, &[]).await?);
         }
     };
+    // A variable group that does not exist fails the run before anything runs.
+    if let Some(why) = crate::library::missing_groups(state, project.id, &plan).await? {
+        let diagnostic =
+            lockgate_pipeline::Diagnostic::error("server::unknown-variable-group", why, None);
+        let mut diagnostics = output.diagnostics.clone();
+        diagnostics.push(diagnostic);
+        new_run.diagnostics = serde_json::to_string(&diagnostics).unwrap_or_else(|_| "[]".into());
+        new_run.status = "completed".into();
+        new_run.result = Some("failed".into());
+        return Ok(state.store.create_run(&new_run, &[]).await?);
+    }
     let mut jobs = plan_jobs(&plan, &pipeline_variables, &request.variables);
     // Environments are created on first use, when the run is queued; a name that breaks the rules
     // fails the run before anything runs.

@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
             approvals_are_asked_once_decided_atomically_and_audited,
             environment_checks_are_one_per_kind_and_replaced,
             manual_stages_are_started_once,
+            variable_groups_are_unique_ignoring_case_replaced_and_authorized_per_pipeline,
             approvals_are_asked_again_for_a_new_stage_attempt_and_keep_their_order,
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
         );
@@ -1519,4 +1520,70 @@ pub(crate) async fn approvals_are_asked_again_for_a_new_stage_attempt_and_keep_t
     assert_ne!(first.id, again.id);
     assert_eq!((again.attempt, again.status.as_str()), (2, "pending"));
     assert_eq!(store.approvals_of_run(run.id).await.unwrap().len(), 2);
+}
+
+pub(crate) async fn variable_groups_are_unique_ignoring_case_replaced_and_authorized_per_pipeline(
+    store: &dyn Storage,
+) {
+    let (_, project, pipeline) = pipeline(store).await;
+    assert!(store.variable_groups(project.id).await.unwrap().is_empty());
+    let group = store
+        .put_variable_group(project.id, "Shared", "first", "[{\"name\":\"a\"}]", "ada")
+        .await
+        .unwrap();
+    assert_eq!(
+        (group.name.as_str(), group.description.as_str()),
+        ("Shared", "first")
+    );
+    assert!(group.pipelines.is_empty());
+    assert!(
+        store
+            .authorize_variable_group(group.id, pipeline.id, "ada", 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .authorize_variable_group(group.id, pipeline.id, "bob", 6)
+            .await
+            .unwrap()
+    );
+    // Replaced by a name in another case: same id and name, new contents, authorizations kept.
+    let replaced = store
+        .put_variable_group(project.id, "SHARED", "second", "[]", "bob")
+        .await
+        .unwrap();
+    assert_eq!(replaced.id, group.id);
+    assert_eq!(replaced.name, "Shared");
+    assert_eq!(
+        (replaced.description.as_str(), replaced.variables.as_str()),
+        ("second", "[]")
+    );
+    assert_eq!(replaced.pipelines, [pipeline.id]);
+    assert!(replaced.updated_at >= group.updated_at);
+    store
+        .put_variable_group(project.id, "other", "", "[]", "ada")
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .variable_groups(project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["other", "Shared"]);
+    assert!(
+        store
+            .delete_variable_group(project.id, "shared")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_variable_group(project.id, "shared")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.variable_groups(project.id).await.unwrap().len(), 1);
 }

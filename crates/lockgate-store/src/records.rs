@@ -378,6 +378,32 @@ pub struct EnvironmentCheck {
     pub created_at: i64,
 }
 
+/// A variable group of a project: its variables as JSON (`[{name, value, secret}]`, secret
+/// values sealed by the server) and the pipelines authorized to use it.
+#[derive(Clone, PartialEq)]
+pub struct VariableGroup {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub description: String,
+    pub variables: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Pipeline ids, ascending.
+    pub pipelines: Vec<i64>,
+}
+
+impl std::fmt::Debug for VariableGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VariableGroup")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A manual stage someone started.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageStart {

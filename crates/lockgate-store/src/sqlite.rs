@@ -18,7 +18,7 @@ use crate::{
     Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job, LockOutcome, LogChunk,
     NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline,
     PipelineVariable, Project, Repository, Run, RunFilter, Session, StageStart, Step, Storage,
-    StoreError, StoreFuture, StoreResult, TestResult, User, now_millis,
+    StoreError, StoreFuture, StoreResult, TestResult, User, VariableGroup, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -87,6 +87,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "approval attempts",
         include_str!("../migrations/sqlite/0013_approval_attempts.sql"),
+    ),
+    (
+        14,
+        "variable groups",
+        include_str!("../migrations/sqlite/0014_variable_groups.sql"),
     ),
 ];
 
@@ -1715,6 +1720,127 @@ impl Storage for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
             rows.iter().map(EnvironmentCheck::from_row).collect()
+        })
+    }
+
+    fn put_variable_group<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        description: &'a str,
+        variables: &'a str,
+        user: &'a str,
+    ) -> StoreFuture<'a, VariableGroup> {
+        Box::pin(async move {
+            let now = now_millis();
+            let mut tx = self.pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE variable_groups SET description = $1, variables = $2, updated_at = $3 \
+                 WHERE project_id = $4 AND name = $5 COLLATE NOCASE",
+            )
+            .bind(description)
+            .bind(variables)
+            .bind(now)
+            .bind(project_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                sqlx::query(
+                    "INSERT INTO variable_groups (project_id, name, description, variables, \
+                     created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(project_id)
+                .bind(name)
+                .bind(description)
+                .bind(variables)
+                .bind(user)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            self.variable_groups(project_id)
+                .await?
+                .into_iter()
+                .find(|g| g.name.eq_ignore_ascii_case(name))
+                .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound))
+        })
+    }
+
+    fn variable_groups(&self, project_id: i64) -> StoreFuture<'_, Vec<VariableGroup>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM variable_groups WHERE project_id = $1 ORDER BY name COLLATE NOCASE",
+            )
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut groups = Vec::new();
+            for row in &rows {
+                let id: i64 = row.try_get("id")?;
+                let pipelines = sqlx::query(
+                    "SELECT pipeline_id FROM variable_group_pipelines WHERE group_id = $1 \
+                     ORDER BY pipeline_id",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get("pipeline_id"))
+                .collect::<Result<Vec<i64>, _>>()?;
+                groups.push(VariableGroup {
+                    id,
+                    project_id: row.try_get("project_id")?,
+                    name: row.try_get("name")?,
+                    description: row.try_get("description")?,
+                    variables: row.try_get("variables")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    pipelines,
+                });
+            }
+            Ok(groups)
+        })
+    }
+
+    fn delete_variable_group<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM variable_groups WHERE project_id = $1 AND name = $2 COLLATE NOCASE",
+            )
+            .bind(project_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn authorize_variable_group<'a>(
+        &'a self,
+        group_id: i64,
+        pipeline_id: i64,
+        user: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO variable_group_pipelines (group_id, pipeline_id, authorized_by, \
+                 authorized_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(group_id)
+            .bind(pipeline_id)
+            .bind(user)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
         })
     }
 

@@ -9,7 +9,7 @@ use crate::{
     Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job, LockOutcome, LogChunk,
     NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline,
     PipelineVariable, Project, Repository, Run, RunFilter, Session, StageStart, Step, StoreResult,
-    TestResult, User,
+    TestResult, User, VariableGroup,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -479,6 +479,35 @@ pub trait Storage: Send + Sync {
 
     /// The automatic checks of a project, by environment and kind.
     fn environment_checks(&self, project_id: i64) -> StoreFuture<'_, Vec<EnvironmentCheck>>;
+
+    // ---- variable groups ----
+
+    /// Creates the variable group `name` of a project, or replaces the description and variables
+    /// of the one with that name (ignoring ASCII case; it keeps its id, name and authorizations).
+    fn put_variable_group<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        description: &'a str,
+        variables: &'a str,
+        user: &'a str,
+    ) -> StoreFuture<'a, VariableGroup>;
+
+    /// A project's variable groups with their authorized pipelines, by name.
+    fn variable_groups(&self, project_id: i64) -> StoreFuture<'_, Vec<VariableGroup>>;
+
+    /// Deletes a variable group (name ignoring ASCII case); false when there was none.
+    fn delete_variable_group<'a>(&'a self, project_id: i64, name: &'a str)
+    -> StoreFuture<'a, bool>;
+
+    /// Authorizes a pipeline to use a group; false when it was already.
+    fn authorize_variable_group<'a>(
+        &'a self,
+        group_id: i64,
+        pipeline_id: i64,
+        user: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
 
     // ---- manual stages and exclusive locks ----
 

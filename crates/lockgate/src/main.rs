@@ -4,6 +4,7 @@
 mod approvals;
 mod compile;
 mod environments;
+mod library;
 mod partial;
 mod run;
 mod server;
@@ -73,6 +74,9 @@ enum Command {
     Approve(approvals::DecideArgs),
     /// Reject the stages of a run that wait for your approval.
     Reject(approvals::DecideArgs),
+    /// Variable groups of a project on a Lockgate server (the library).
+    #[command(subcommand)]
+    VariableGroups(library::VariableGroupsCommand),
     /// Deploy again what a run deployed to an environment (rollback); the checks apply again.
     Redeploy(environments::RedeployArgs),
     /// Environments on a Lockgate server: list them with what runs where, show one's ledger.
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Tasks(cmd) => server::tasks(cmd),
         Command::Approve(args) => approvals::decide(args, true),
         Command::Redeploy(args) => environments::redeploy(args),
+        Command::VariableGroups(cmd) => library::variable_groups(cmd),
         Command::Reject(args) => approvals::decide(args, false),
         Command::Checks(cmd) => approvals::checks(cmd),
         Command::Environments(cmd) => environments::environments(cmd),

@@ -6,6 +6,7 @@
 
 mod browser;
 mod end_to_end;
+mod library;
 mod releases;
 mod restart;
 mod router;
