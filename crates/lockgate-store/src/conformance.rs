@@ -32,6 +32,8 @@ macro_rules! conformance_tests {
             variable_groups_are_unique_ignoring_case_replaced_and_authorized_per_pipeline,
             approvals_are_asked_again_for_a_new_stage_attempt_and_keep_their_order,
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
+            agents_register_once_with_a_token_and_report_capabilities,
+            jobs_keep_their_pool_and_are_leased_by_id_once,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -202,6 +204,7 @@ fn new_job(name: &str, status: &str) -> NewJob {
         status: status.into(),
         environment: None,
         agent_os: None,
+        ..Default::default()
     }
 }
 
@@ -1586,4 +1589,158 @@ pub(crate) async fn variable_groups_are_unique_ignoring_case_replaced_and_author
             .unwrap()
     );
     assert_eq!(store.variable_groups(project.id).await.unwrap().len(), 1);
+}
+
+pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(store: &dyn Storage) {
+    let (_, project, _) = pipeline(store).await;
+    let now = now_millis();
+    for (hash, pool, project_id, expires_at) in [
+        ("r-build", "build", None, now + 60_000),
+        ("r-team", "team", Some(project.id), now + 60_000),
+        ("r-old", "build", None, now - 1),
+    ] {
+        store
+            .create_agent_registration(&NewAgentRegistration {
+                token_hash: hash.into(),
+                pool: pool.into(),
+                project_id,
+                created_by: "ada".into(),
+                expires_at,
+            })
+            .await
+            .unwrap();
+    }
+    let agent = store
+        .redeem_agent_registration("r-build", now, "linux-1", "a1")
+        .await
+        .unwrap()
+        .expect("a fresh token registers an agent");
+    assert_eq!(
+        (agent.name.as_str(), agent.pool.as_str(), agent.project_id),
+        ("linux-1", "build", None)
+    );
+    assert!(agent.enabled && !agent.builtin);
+    assert_eq!(agent.capabilities, "{}");
+    assert!(
+        store
+            .redeem_agent_registration("r-build", now, "linux-2", "a2")
+            .await
+            .unwrap()
+            .is_none(),
+        "a token registers one agent only"
+    );
+    assert!(
+        store
+            .redeem_agent_registration("r-old", now, "linux-3", "a3")
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired token registers nothing"
+    );
+    assert!(matches!(
+        store
+            .redeem_agent_registration("r-team", now, "linux-1", "a4")
+            .await,
+        Err(StoreError::AlreadyExists { what }) if what == "agent `linux-1`"
+    ));
+    let team = store
+        .redeem_agent_registration("r-team", now, "team-1", "a5")
+        .await
+        .unwrap()
+        .expect("a refused name leaves the token unused");
+    assert_eq!(
+        (team.pool.as_str(), team.project_id),
+        ("team", Some(project.id))
+    );
+    let info = AgentInfo {
+        os: "Linux".into(),
+        version: "0.1.0".into(),
+        capabilities: r#"{"java":"/usr/bin/java"}"#.into(),
+    };
+    store.set_agent_info(agent.id, &info).await.unwrap();
+    let found = store.agent_by_token_hash("a1").await.unwrap().unwrap();
+    assert_eq!(found.os.as_deref(), Some("Linux"));
+    assert_eq!(found.version.as_deref(), Some("0.1.0"));
+    assert_eq!(found.capabilities, info.capabilities);
+    assert!(found.last_seen_at.is_some());
+
+    assert!(store.set_agent_enabled("linux-1", false).await.unwrap());
+    assert!(!store.set_agent_enabled("nobody", false).await.unwrap());
+    let names: Vec<(String, bool)> = store
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.name, a.enabled))
+        .collect();
+    assert_eq!(
+        names,
+        [("linux-1".to_string(), false), ("team-1".to_string(), true)]
+    );
+    assert!(store.remove_agent("linux-1").await.unwrap());
+    assert!(!store.remove_agent("linux-1").await.unwrap());
+    assert!(store.agent_by_token_hash("a1").await.unwrap().is_none());
+}
+
+pub(crate) async fn jobs_keep_their_pool_and_are_leased_by_id_once(store: &dyn Storage) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let java = NewJob {
+        pool: Some("build".into()),
+        demands: vec!["java".into(), "Agent.OS -equals Linux".into()],
+        ..new_job("java", "queued")
+    };
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[
+                new_job("plain", "queued"),
+                java,
+                new_job("later", "pending"),
+            ],
+        )
+        .await
+        .unwrap();
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!((jobs[0].pool.as_deref(), jobs[0].demands.len()), (None, 0));
+    assert_eq!(jobs[1].pool.as_deref(), Some("build"));
+    assert_eq!(jobs[1].demands, ["java", "Agent.OS -equals Linux"]);
+    let open = store.agent_jobs().await.unwrap();
+    assert_eq!(
+        open.iter()
+            .map(|j| (j.job.name.as_str(), j.project_id))
+            .collect::<Vec<_>>(),
+        [("plain", project.id), ("java", project.id)],
+        "pending jobs wait for their dependencies, not for an agent"
+    );
+    let expires = now_millis() + 60_000;
+    let leased = store
+        .lease_job(jobs[1].id, "java-1", "l1", expires)
+        .await
+        .unwrap()
+        .expect("a queued job is leased by id");
+    assert_eq!(
+        (leased.status.as_str(), leased.agent_name.as_deref()),
+        ("running", Some("java-1"))
+    );
+    assert!(leased.started_at.is_some());
+    assert!(
+        store
+            .lease_job(jobs[1].id, "java-2", "l2", expires)
+            .await
+            .unwrap()
+            .is_none(),
+        "a leased job is not leased again"
+    );
+    assert!(
+        store
+            .lease_job(jobs[2].id, "java-2", "l2", expires)
+            .await
+            .unwrap()
+            .is_none(),
+        "a pending job is not leased"
+    );
+    assert!(store.leased_job(jobs[1].id, "l1").await.unwrap().is_some());
+    let open = store.agent_jobs().await.unwrap();
+    assert_eq!(open.len(), 2, "running jobs are still listed");
+    assert_eq!(open[1].job.status, "running");
 }

@@ -122,6 +122,38 @@ pub struct Job {
     pub agent_os: Option<String>,
     /// For deployment jobs: the environment deployed to, as the YAML names it.
     pub environment: Option<String>,
+    /// The agent pool the job asks for; `None` is the default pool.
+    pub pool: Option<String>,
+    /// The pool's demands (`name` or `name -equals value`, macros expanded).
+    pub demands: Vec<String>,
+}
+
+/// A job waiting for an agent or running on one, with the project of its pipeline (agent pools may
+/// belong to a project).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentJob {
+    pub job: Job,
+    pub project_id: i64,
+}
+
+/// A one-time registration token to create, as its hash.
+#[derive(Clone, Debug, Default)]
+pub struct NewAgentRegistration {
+    pub token_hash: String,
+    pub pool: String,
+    /// The project whose pool it is; `None`: a pool of the whole server.
+    pub project_id: Option<i64>,
+    pub created_by: String,
+    pub expires_at: i64,
+}
+
+/// What an agent says about itself when it starts: its system and user capabilities.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AgentInfo {
+    pub os: String,
+    pub version: String,
+    /// A JSON object of capability name to value.
+    pub capabilities: String,
 }
 
 /// A step of a job as reported by its agent.
@@ -181,6 +213,17 @@ pub struct Agent {
     /// One of the server's own built-in agents (registered by the server at start, never through the
     /// API): the jobs it held when the server stopped are released on the next start.
     pub builtin: bool,
+    /// Its pool (`default` for the built-in agents).
+    pub pool: String,
+    /// The project whose pool it is in; `None`: a pool of the whole server.
+    pub project_id: Option<i64>,
+    /// A disabled agent finishes its job but leases no other.
+    pub enabled: bool,
+    /// `Agent.OS` as the agent reported it (`None` until it does).
+    pub os: Option<String>,
+    pub version: Option<String>,
+    /// Its capabilities as it reported them: a JSON object of name to value.
+    pub capabilities: String,
 }
 
 /// A user's session (cookie), with the CSRF token its forms must carry.
@@ -296,6 +339,10 @@ pub struct NewJob {
     pub environment: Option<String>,
     /// The `Agent.OS` the job's pool asks for (`Pool::wanted_os`), when it says.
     pub agent_os: Option<String>,
+    /// The agent pool the job asks for; `None` is the default pool.
+    pub pool: Option<String>,
+    /// The pool's demands, macros expanded.
+    pub demands: Vec<String>,
 }
 
 /// An artifact file to record.

@@ -14,11 +14,12 @@ use sqlx::{Row, SqlitePool};
 
 use crate::locks;
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, DeployedVersion,
-    Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job, LockOutcome, LogChunk,
-    NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline,
-    PipelineVariable, Project, Repository, Run, RunFilter, Session, StageStart, Step, Storage,
-    StoreError, StoreFuture, StoreResult, TestResult, User, VariableGroup, now_millis,
+    AccessToken, Agent, AgentInfo, AgentJob, Approval, ApprovalCheck, ApprovalDecision,
+    ArtifactFile, DeployedVersion, Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job,
+    LockOutcome, LogChunk, NewAgentRegistration, NewApprovalCheck, NewArtifactFile, NewDeployment,
+    NewJob, NewLockRequest, NewRun, Pipeline, PipelineVariable, Project, Repository, Run,
+    RunFilter, Session, StageStart, Step, Storage, StoreError, StoreFuture, StoreResult,
+    TestResult, User, VariableGroup, now_millis,
 };
 
 /// The migrations of the SQLite backend, embedded in the binary (the sqlx `macros` feature is not used).
@@ -92,6 +93,11 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "variable groups",
         include_str!("../migrations/sqlite/0014_variable_groups.sql"),
+    ),
+    (
+        15,
+        "agent pools",
+        include_str!("../migrations/sqlite/0015_agent_pools.sql"),
     ),
 ];
 
@@ -683,7 +689,8 @@ impl Storage for SqliteStore {
             for job in jobs {
                 sqlx::query(
                     "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at, \
-                     environment, agent_os) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     environment, agent_os, pool, demands) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(run_id)
                 .bind(&job.stage_name)
@@ -695,6 +702,8 @@ impl Storage for SqliteStore {
                 .bind(now)
                 .bind(&job.environment)
                 .bind(&job.agent_os)
+                .bind(&job.pool)
+                .bind(job.demands.join("\n"))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -1462,6 +1471,154 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn create_agent_registration<'a>(
+        &'a self,
+        registration: &'a NewAgentRegistration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO agent_registrations (token_hash, pool, project_id, created_by, created_at, \
+                 expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&registration.token_hash)
+            .bind(&registration.pool)
+            .bind(registration.project_id)
+            .bind(&registration.created_by)
+            .bind(now_millis())
+            .bind(registration.expires_at)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn redeem_agent_registration<'a>(
+        &'a self,
+        registration_hash: &'a str,
+        now: i64,
+        name: &'a str,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<Agent>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let Some(row) = sqlx::query(
+                "UPDATE agent_registrations SET used_at = $2, used_by_agent = $3 \
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING pool, project_id",
+            )
+            .bind(registration_hash)
+            .bind(now)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let pool: String = row.try_get("pool")?;
+            let project_id: Option<i64> = row.try_get("project_id")?;
+            let row = sqlx::query(
+                "INSERT INTO agents (name, token_hash, created_at, builtin, pool, project_id) \
+                 VALUES ($1, $2, $3, FALSE, $4, $5) RETURNING *",
+            )
+            .bind(name)
+            .bind(token_hash)
+            .bind(now)
+            .bind(&pool)
+            .bind(project_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| exists_as(e, format!("agent `{name}`")))?;
+            let agent = Agent::from_row(&row)?;
+            tx.commit().await?;
+            Ok(Some(agent))
+        })
+    }
+
+    fn set_agent_info<'a>(&'a self, agent_id: i64, info: &'a AgentInfo) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("UPDATE agents SET os = $2, version = $3, capabilities = $4 WHERE id = $1")
+                .bind(agent_id)
+                .bind(&info.os)
+                .bind(&info.version)
+                .bind(&info.capabilities)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn list_agents(&self) -> StoreFuture<'_, Vec<Agent>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM agents ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(Agent::from_row).collect()
+        })
+    }
+
+    fn set_agent_enabled<'a>(&'a self, name: &'a str, enabled: bool) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("UPDATE agents SET enabled = $2 WHERE name = $1")
+                .bind(name)
+                .bind(enabled)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn remove_agent<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query("DELETE FROM agents WHERE name = $1")
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn agent_jobs(&self) -> StoreFuture<'_, Vec<AgentJob>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT j.*, p.project_id AS agent_job_project FROM jobs j \
+                 JOIN runs r ON r.id = j.run_id JOIN pipelines p ON p.id = r.pipeline_id \
+                 WHERE j.status IN ('queued', 'running') ORDER BY j.id",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(AgentJob {
+                        job: Job::from_row(row)?,
+                        project_id: row.try_get("agent_job_project")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn lease_job<'a>(
+        &'a self,
+        job_id: i64,
+        agent_name: &'a str,
+        lease_token_hash: &'a str,
+        lease_expires_at: i64,
+    ) -> StoreFuture<'a, Option<Job>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "UPDATE jobs SET status = 'running', agent_name = $2, lease_token_hash = $3, \
+                 lease_expires_at = $4, started_at = $5 WHERE id = $1 AND status = 'queued' RETURNING *",
+            )
+            .bind(job_id)
+            .bind(agent_name)
+            .bind(lease_token_hash)
+            .bind(lease_expires_at)
+            .bind(now_millis())
+            .fetch_optional(&self.pool)
+            .await?;
+            row.as_ref().map(Job::from_row).transpose()
+        })
+    }
+
     // ---- settings ----
 
     fn set_approval_check<'a>(
@@ -2196,6 +2353,8 @@ impl FromSqliteRow for Job {
             outputs: row.try_get("outputs")?,
             agent_os: row.try_get("agent_os")?,
             environment: row.try_get("environment")?,
+            pool: row.try_get("pool")?,
+            demands: names_of(&row.try_get::<String, _>("demands")?),
         })
     }
 }
@@ -2263,6 +2422,12 @@ impl FromSqliteRow for Agent {
             last_seen_at: row.try_get("last_seen_at")?,
             created_at: row.try_get("created_at")?,
             builtin: row.try_get("builtin")?,
+            pool: row.try_get("pool")?,
+            project_id: row.try_get("project_id")?,
+            enabled: row.try_get("enabled")?,
+            os: row.try_get("os")?,
+            version: row.try_get("version")?,
+            capabilities: row.try_get("capabilities")?,
         })
     }
 }

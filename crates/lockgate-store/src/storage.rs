@@ -5,11 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    AccessToken, Agent, Approval, ApprovalCheck, ApprovalDecision, ArtifactFile, DeployedVersion,
-    Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job, LockOutcome, LogChunk,
-    NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline,
-    PipelineVariable, Project, Repository, Run, RunFilter, Session, StageStart, Step, StoreResult,
-    TestResult, User, VariableGroup,
+    AccessToken, Agent, AgentInfo, AgentJob, Approval, ApprovalCheck, ApprovalDecision,
+    ArtifactFile, DeployedVersion, Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job,
+    LockOutcome, LogChunk, NewAgentRegistration, NewApprovalCheck, NewArtifactFile, NewDeployment,
+    NewJob, NewLockRequest, NewRun, Pipeline, PipelineVariable, Project, Repository, Run,
+    RunFilter, Session, StageStart, Step, StoreResult, TestResult, User, VariableGroup,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -31,7 +31,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send
 ///   JSON columns (`spec`, `depends_on`, `outputs`, `diagnostics`, `parameters`) are opaque text.
 /// - Every method may fail with [`StoreError::Database`](crate::StoreError) when the database does.
 pub trait Storage: Send + Sync {
-    /// The version of the newest migration applied (11 once every current migration ran).
+    /// The version of the newest migration applied (15 once every current migration ran).
     fn schema_version(&self) -> StoreFuture<'_, i64>;
 
     // ---- users and sessions ----
@@ -423,6 +423,52 @@ pub trait Storage: Send + Sync {
 
     /// The agent with this token hash, after marking it as seen now (`last_seen_at`).
     fn agent_by_token_hash<'a>(&'a self, token_hash: &'a str) -> StoreFuture<'a, Option<Agent>>;
+
+    /// Stores a one-time registration token (its hash).
+    fn create_agent_registration<'a>(
+        &'a self,
+        registration: &'a NewAgentRegistration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Trades a registration token for a new agent, in one transaction: when the token with this
+    /// hash is unused and expires after `now`, it is marked used and an agent `name` with
+    /// `token_hash` is created in the token's pool (and project), and returned. `None` (nothing
+    /// changes) when the token is unknown, used or expired; `AlreadyExists` (``agent `name` ``, and
+    /// the token stays unused) when an agent has that name.
+    fn redeem_agent_registration<'a>(
+        &'a self,
+        registration_hash: &'a str,
+        now: i64,
+        name: &'a str,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<Agent>>;
+
+    /// Records what an agent reported about itself (OS, version, capabilities).
+    fn set_agent_info<'a>(&'a self, agent_id: i64, info: &'a AgentInfo) -> StoreFuture<'a, ()>;
+
+    /// Every agent, by name.
+    fn list_agents(&self) -> StoreFuture<'_, Vec<Agent>>;
+
+    /// Enables or disables (drains) the agent with this name; `false` when there is none.
+    fn set_agent_enabled<'a>(&'a self, name: &'a str, enabled: bool) -> StoreFuture<'a, bool>;
+
+    /// Removes the agent with this name (its token stops working); `false` when there is none.
+    /// A job it holds keeps its lease until the lease expires.
+    fn remove_agent<'a>(&'a self, name: &'a str) -> StoreFuture<'a, bool>;
+
+    /// The jobs that are `queued` (waiting for an agent) or `running` (leased), oldest first, with
+    /// the project of their pipeline.
+    fn agent_jobs(&self) -> StoreFuture<'_, Vec<AgentJob>>;
+
+    /// Leases this `queued` job to an agent as [`lease_next_job`](Self::lease_next_job) does (one
+    /// conditional update): `None` when the job is not `queued` any more (another agent took it).
+    fn lease_job<'a>(
+        &'a self,
+        job_id: i64,
+        agent_name: &'a str,
+        lease_token_hash: &'a str,
+        lease_expires_at: i64,
+    ) -> StoreFuture<'a, Option<Job>>;
 
     // ---- approvals ----
 

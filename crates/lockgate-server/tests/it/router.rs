@@ -688,6 +688,7 @@ fn stored_job(
         status: status.into(),
         environment: None,
         agent_os: None,
+        ..Default::default()
     }
 }
 
@@ -2179,6 +2180,7 @@ async fn the_environment_pages_list_environments_and_show_the_ledger() {
                 status: "queued".into(),
                 environment: Some("QA east".into()),
                 agent_os: None,
+                ..Default::default()
             }],
         )
         .await

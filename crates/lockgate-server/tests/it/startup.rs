@@ -101,6 +101,7 @@ async fn clear_secrets_of_an_older_database_are_encrypted_and_a_wrong_key_is_ref
                     status: "completed".into(),
                     environment: None,
                     agent_os: None,
+                    ..Default::default()
                 }],
             )
             .await
