@@ -259,6 +259,19 @@ impl ServerClient {
         self.send_json(self.http.post(&url), &url, body)
     }
 
+    /// `POST path` without a body; the reply's body is ignored.
+    pub fn post_empty(&self, path: &str) -> Result<(), ClientError> {
+        let url = self.url(path);
+        Self::read(
+            &url,
+            self.http
+                .post(&url)
+                .header("Authorization", self.auth())
+                .send_empty(),
+        )
+        .map(drop)
+    }
+
     /// `POST path` with a raw body (an archive) and decode the JSON reply.
     pub fn post_bytes<T: DeserializeOwned>(
         &self,
@@ -329,6 +342,30 @@ impl ServerClient {
             return Ok(None);
         }
         Self::decode(&url, &text).map(Some)
+    }
+
+    /// Trades a one-time registration token for an agent token (`POST /api/v1/agent/register`,
+    /// the registration token is the credential; this client's own token is not sent).
+    pub fn register(
+        &self,
+        request: &lockgate_protocol::agent::RegisterAgent,
+    ) -> Result<lockgate_protocol::agent::RegisteredAgent, ClientError> {
+        let url = self.url(&format!("{AGENT_API}/register"));
+        let (_, text) = Self::read(&url, self.http.post(&url).send_json(request))?;
+        Self::decode(&url, &text)
+    }
+
+    /// Tells the server this agent's version and capabilities (`PUT /api/v1/agent/info`).
+    pub fn announce(&self, info: &lockgate_protocol::agent::AgentInfo) -> Result<(), ClientError> {
+        let url = self.url(&format!("{AGENT_API}/info"));
+        Self::read(
+            &url,
+            self.http
+                .put(&url)
+                .header("Authorization", self.auth())
+                .send_json(info),
+        )
+        .map(drop)
     }
 
     fn job_post<B: Serialize>(

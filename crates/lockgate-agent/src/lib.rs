@@ -4,6 +4,7 @@
 //! remote agent are the same code.
 
 pub mod client;
+pub mod remote;
 pub mod runner_executor;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,11 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     /// How long one lease request waits on the server for a job.
     pub lease_wait_seconds: u32,
+    /// The agent's name (its `Agent.Name` capability).
+    pub name: String,
+    /// User capabilities (`--capability k=v`), reported with the system ones when the agent starts
+    /// and whenever it reconnects.
+    pub capabilities: BTreeMap<String, String>,
 }
 
 /// A leased job as an executor sees it.
@@ -78,6 +84,46 @@ const BATCH_EVENTS: usize = 500;
 
 /// A batch stays under this many bytes of JSON, well below the server's request body limit (1 MiB).
 const BATCH_BYTES: usize = 512 * 1024;
+
+/// At most this many events wait for a server that cannot be reached; older ones are dropped
+/// (with a warning in the log) beyond it. Lines are counted once per event, so with merged log
+/// events this is many more lines.
+const MAX_UNSENT_EVENTS: usize = 20_000;
+
+/// Events not delivered yet, oldest first.
+#[derive(Default)]
+struct Unsent(std::collections::VecDeque<JobEvent>);
+
+impl Unsent {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn extend(&mut self, events: Vec<JobEvent>) {
+        self.0.extend(events);
+    }
+    fn push_front(&mut self, event: JobEvent) {
+        self.0.push_front(event);
+    }
+    /// Drops the oldest events beyond `max`; returns how many.
+    fn keep_newest(&mut self, max: usize) -> usize {
+        let over = self.0.len().saturating_sub(max);
+        self.0.drain(..over);
+        over
+    }
+    /// The oldest events that fit one batch (at least one).
+    fn front_batch(&self, max_bytes: usize) -> Vec<JobEvent> {
+        split_by_json_size(self.0.iter().take(BATCH_EVENTS).cloned(), max_bytes)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+    fn drop_front(&mut self, count: usize) {
+        self.0.drain(..count.min(self.0.len()));
+    }
+}
 
 /// Splits items, in order, into groups of at most `max_bytes` of JSON each (an item larger than that
 /// travels alone). Sizes are counted while serialising into a sink, so nothing is allocated for them.
@@ -174,6 +220,25 @@ impl EventReporter {
     }
 }
 
+/// The longest wait between two attempts to reach the server.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Sleeps `wait`, waking early when `stop` is set.
+fn sleep_unless_stopped(wait: Duration, stop: &AtomicBool) {
+    let tick = Duration::from_millis(100);
+    let mut slept = Duration::ZERO;
+    while slept < wait && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(tick);
+        slept += tick;
+    }
+}
+
+/// Whether an error means the lease is gone (the job was finished, expired or the agent removed):
+/// retrying cannot deliver anything then.
+fn lease_lost(error: &ClientError) -> bool {
+    matches!(error.status(), Some(401 | 404 | 409))
+}
+
 /// The agent: leases jobs until `stop` is set.
 pub struct Agent {
     config: AgentConfig,
@@ -224,8 +289,23 @@ impl Agent {
                 self.config.work_dir.display()
             );
         }
+        let info = remote::agent_info(&self.config.name, &self.config.capabilities);
         let mut backoff = Duration::from_secs(1);
+        // Capabilities are reported when the agent starts and after every lost connection (the
+        // server may have restarted, or the agent been re-registered).
+        let mut announced = false;
         while !stop.load(Ordering::SeqCst) {
+            if !announced {
+                match self.client.announce(&info) {
+                    Ok(()) => announced = true,
+                    Err(error) => {
+                        eprintln!("agent: cannot report capabilities: {error}");
+                        sleep_unless_stopped(backoff, stop);
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            }
             match self.client.lease(self.config.lease_wait_seconds) {
                 Ok(Some(lease)) => {
                     backoff = Duration::from_secs(1);
@@ -234,8 +314,9 @@ impl Agent {
                 Ok(None) => backoff = Duration::from_secs(1),
                 Err(error) => {
                     eprintln!("agent: cannot lease a job: {error}");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    announced = false;
+                    sleep_unless_stopped(backoff, stop);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -314,11 +395,27 @@ impl Agent {
         let _ = flusher.join();
         done.store(true, Ordering::SeqCst);
         let _ = heartbeat.join();
-        if let Err(error) =
-            self.client
+        // A server that is restarting gets the result when it is back, as long as the lease
+        // lasts; after that the server has failed the job itself.
+        let give_up =
+            std::time::Instant::now() + Duration::from_secs(u64::from(lease.lease_seconds));
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self
+                .client
                 .finish(lease, &result, &outcome.outputs, &outcome.secret_outputs)
-        {
-            eprintln!("agent: cannot finish job {}: {error}", lease.job_id);
+            {
+                Ok(()) => break,
+                Err(error) if lease_lost(&error) || std::time::Instant::now() >= give_up => {
+                    eprintln!("agent: cannot finish job {}: {error}", lease.job_id);
+                    break;
+                }
+                Err(error) => {
+                    eprintln!("agent: cannot finish job {} yet: {error}", lease.job_id);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&job_dir);
         result
@@ -364,25 +461,66 @@ impl Agent {
         let client = self.client.clone();
         let lease = lease.clone();
         std::thread::spawn(move || {
+            let mut unsent = Unsent::default();
+            let mut dropped = 0;
+            let mut lost = false;
+            let mut backoff = Duration::from_millis(200);
+            // After the job ended, events are tried for as long as the lease would last.
+            let mut give_up = std::time::Instant::now();
+            let mut was_closed = false;
             loop {
                 let closed = reporter.closed.load(Ordering::SeqCst);
+                if closed && !was_closed {
+                    was_closed = true;
+                    give_up = std::time::Instant::now()
+                        + Duration::from_secs(u64::from(lease.lease_seconds));
+                }
                 let events = reporter.take(Duration::from_millis(200));
-                for batch in split_by_json_size(events, BATCH_BYTES) {
-                    // Retry a batch a few times; a server that stays down loses the lease anyway.
-                    for attempt in 0..5 {
-                        match client.send_events(&lease, batch.clone()) {
-                            Ok(()) => break,
-                            Err(error) => {
-                                eprintln!(
-                                    "agent: cannot send events (attempt {}): {error}",
-                                    attempt + 1
-                                );
-                                std::thread::sleep(Duration::from_millis(200 << attempt));
+                if !events.is_empty() {
+                    unsent.extend(events);
+                    dropped += unsent.keep_newest(MAX_UNSENT_EVENTS);
+                }
+                // A batch that cannot be sent stays (a step's finished log is not lost while the
+                // server restarts) and is tried again next round, until the lease is gone.
+                while !unsent.is_empty() && !lost {
+                    if dropped > 0 {
+                        unsent.push_front(JobEvent::Log {
+                            step: None,
+                            lines: vec![format!(
+                                "##[warning]The agent could not reach the server and dropped the {dropped} oldest log event(s) it held"
+                            )],
+                        });
+                        dropped = 0;
+                    }
+                    let batch = unsent.front_batch(BATCH_BYTES);
+                    match client.send_events(&lease, batch.clone()) {
+                        Ok(()) => {
+                            unsent.drop_front(batch.len());
+                            backoff = Duration::from_millis(200);
+                        }
+                        Err(error) if lease_lost(&error) => {
+                            eprintln!(
+                                "agent: the server no longer takes this job's events: {error}"
+                            );
+                            lost = true;
+                        }
+                        Err(error) => {
+                            eprintln!(
+                                "agent: cannot send events, keeping {} for later: {error}",
+                                unsent.len()
+                            );
+                            std::thread::sleep(backoff);
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                            if closed && std::time::Instant::now() >= give_up {
+                                lost = true;
                             }
+                            break;
                         }
                     }
                 }
-                if closed && reporter.buffer.lock().map(|b| b.is_empty()).unwrap_or(true) {
+                let drained = unsent.is_empty() || lost;
+                if closed && drained && reporter.buffer.lock().map(|b| b.is_empty()).unwrap_or(true)
+                {
                     break;
                 }
             }

@@ -208,6 +208,16 @@ pub fn host_os() -> &'static str {
     }
 }
 
+/// `Agent.OSArchitecture` of this machine as Azure Pipelines' agent spells it (`X64`, `ARM64`, `X86`).
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "X64",
+        "aarch64" => "ARM64",
+        "x86" => "X86",
+        other => other,
+    }
+}
+
 /// `Agent.OS` spelled as the agent spells it, from a demand's value.
 fn os_name(value: &str) -> Option<&'static str> {
     match value.to_ascii_lowercase().as_str() {

@@ -197,3 +197,40 @@ pub struct FinishJob {
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub secret_outputs: std::collections::BTreeSet<String>,
 }
+
+/// `POST /api/v1/agent/register` (no agent token yet): trades a one-time registration token, which a
+/// server or project administrator created for a pool, for this agent's own token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterAgent {
+    /// The registration token (`lgr_...`).
+    pub token: String,
+    /// The agent's name: letters, digits, `-`, `_` and `.`, unique on the server.
+    pub name: String,
+    /// The pool the agent means to join; it must be the token's.
+    pub pool: String,
+}
+
+/// The answer to [`RegisterAgent`]: the agent token, shown once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisteredAgent {
+    pub name: String,
+    pub pool: String,
+    /// The project whose pool it is; absent for a pool of the whole server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The agent token (`lga_...`).
+    pub token: String,
+}
+
+/// `PUT /api/v1/agent/info`: what the agent says about itself when it starts (and after it
+/// reconnects): its version and its capabilities, which the demands of jobs are matched against.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentInfo {
+    pub version: String,
+    /// System capabilities (`Agent.OS`, `Agent.OSArchitecture`, `Agent.Version`, tools found on
+    /// `PATH`) and the user capabilities given at registration (`--capability k=v`), by name.
+    pub capabilities: std::collections::BTreeMap<String, String>,
+}

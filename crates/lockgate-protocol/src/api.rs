@@ -555,3 +555,50 @@ pub struct VariableChange {
     pub from: Option<String>,
     pub to: Option<String>,
 }
+
+/// `POST /api/v1/agents/registrations`: a one-time token that registers one agent in a pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateAgentRegistration {
+    pub pool: String,
+    /// A pool of this project (its administrators may create the token); absent: a pool of the
+    /// whole server (server administrators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// How long the token can be used; default 60, at most 10080 (a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_minutes: Option<u32>,
+}
+
+/// A created registration token, shown once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRegistration {
+    /// `lgr_...`, for `lockgate agent register --token`.
+    pub token: String,
+    pub pool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub expires_at: i64,
+}
+
+/// An agent as `GET /api/v1/agents` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSummary {
+    pub name: String,
+    pub pool: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// `online` (seen within the last lease period), `offline` or `disabled`.
+    pub state: String,
+    pub enabled: bool,
+    /// One of the server's own agents.
+    pub builtin: bool,
+    pub last_seen_at: Option<i64>,
+    /// The job it runs now, and that job's run.
+    pub current_job: Option<i64>,
+    pub current_run: Option<i64>,
+    pub version: Option<String>,
+    pub capabilities: std::collections::BTreeMap<String, String>,
+}

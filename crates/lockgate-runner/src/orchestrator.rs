@@ -1186,12 +1186,7 @@ pub fn run_facts(
         .and_then(|d| d.file_name())
         .map_or_else(|| "local".to_string(), |n| n.to_string_lossy().into_owned());
     let os = lockgate_pipeline::plan::host_os();
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "X64",
-        "aarch64" => "ARM64",
-        "x86" => "X86",
-        other => other,
-    };
+    let arch = lockgate_pipeline::plan::host_architecture();
     let home = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.display().to_string()))

@@ -95,18 +95,14 @@ async fn lease(
         notified.as_mut().enable();
         let lease_token = auth::random_token("lgl_");
         let expires = now_millis() + i64::from(state.lease_seconds) * 1000;
-        if let Some(job) = state
-            .store
-            .lease_next_job(
-                &agent.name,
-                request
-                    .os
-                    .as_deref()
-                    .unwrap_or(lockgate_pipeline::plan::host_os()),
-                &token_hash(&lease_token),
-                expires,
-            )
-            .await?
+        if let Some(job) = crate::agents::lease_for(
+            &state,
+            &agent,
+            request.os.as_deref(),
+            &token_hash(&lease_token),
+            expires,
+        )
+        .await?
         {
             let lease = job_lease(&state, &job, lease_token).await?;
             // Before the agent has the lease, so that the job cannot finish before its entry exists.
@@ -150,6 +146,11 @@ async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResul
         ("System.JobAttempt".to_string(), job.attempt.to_string()),
         ("System.JobId".to_string(), job.id.to_string()),
         ("System.StageName".to_string(), job.stage_name.clone()),
+        // The name the agent was registered with (Azure's `Agent.Name`).
+        (
+            "Agent.Name".to_string(),
+            job.agent_name.clone().unwrap_or_default(),
+        ),
     ]);
     let tasks = crate::tasks::lease_tasks(state, job.id, &spec["job"]).await?;
     // `issecret` outputs of the run's other jobs reach this one in clear (its `$[ ]` variables and

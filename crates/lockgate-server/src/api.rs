@@ -128,22 +128,13 @@ pub fn run_json(run: &Run) -> api::Run {
     }
 }
 
-/// Why a queued job waits: its pool asks for an OS no agent of this server has (the built-in agents run
-/// the server's OS).
-fn waiting_for(job: &lockgate_store::Job) -> Option<String> {
-    let wanted = job.agent_os.as_deref()?;
-    let here = lockgate_pipeline::plan::host_os();
-    (job.status == "queued" && wanted != here).then(|| {
-        format!("an agent with Agent.OS {wanted}: its pool asks for one, and this server's agents run {here}")
-    })
-}
-
 /// How a job's `waitingFor` begins when its stage waits for a manual start.
 pub(crate) const MANUAL_START: &str = "a manual start";
 
 pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail> {
     let jobs = state.store.jobs_of_run(run.id).await?;
     let steps = state.store.steps_of_run(run.id).await?;
+    let mut no_agent = crate::agents::waiting_reasons(state, &jobs).await?;
     let mut approvals =
         crate::approvals::waiting_reasons(&state.store.approvals_of_run(run.id).await?);
     if run.status != "completed" {
@@ -208,7 +199,7 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
                 agent: job.agent_name.clone(),
                 started_at: job.started_at,
                 finished_at: job.finished_at,
-                waiting_for: waiting_for(job).or_else(|| {
+                waiting_for: no_agent.remove(&job.id).or_else(|| {
                     (job.status == "pending")
                         .then(|| approvals.get(&job.stage_name).cloned())
                         .flatten()

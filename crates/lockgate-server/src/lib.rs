@@ -3,6 +3,7 @@
 //! [`start`] binds, serves and starts the built-in agent; [`router`] is the whole HTTP surface.
 
 pub mod agent_api;
+pub mod agents;
 pub mod api;
 pub mod approvals;
 pub mod auth;
@@ -214,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         .merge(redeploy::routes())
         .merge(environments::routes())
         .merge(agent_api::routes())
+        .merge(agents::routes())
         .merge(tasks::routes())
         .merge(ui::routes())
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
@@ -322,6 +324,8 @@ pub async fn start(
                 // One folder per agent: each removes what a killed predecessor left in its own.
                 work_dir: config.data_dir.join("work").join(&name),
                 lease_wait_seconds: 20,
+                name: name.clone(),
+                capabilities: Default::default(),
             };
             let stop = stop_agent.clone();
             let executor = executor.clone();

@@ -636,6 +636,8 @@ pub(crate) mod tests {
             agent_os: None,
             outputs: "{}".into(),
             environment: None,
+            pool: None,
+            demands: Vec::new(),
         }
     }
 

@@ -402,14 +402,15 @@ fn job_key(stage: &str, job: &str) -> String {
 /// One row per job instance. `depends_on` lists the keys of the jobs it waits for: the jobs of its
 /// stage it names in `dependsOn` (every matrix/parallel instance of them) and, for jobs that wait for
 /// nothing in their stage, every job of the stages the stage depends on. Each spec carries the
-/// The `Agent.OS` a job's pool asks for, with `$( )` macros in the pool read from the job's variables (a
-/// matrix leg's `imageName`), its stage's and pipeline's, the queue-time values and the pipeline's own.
-fn wanted_os(
+/// What a job's pool asks of an agent, with `$( )` macros in the pool read from the job's variables (a
+/// matrix leg's `imageName`), its stage's and pipeline's, the queue-time values and the pipeline's own:
+/// the pool's name (`None`: the default pool), its demands and the `Agent.OS` it asks for.
+fn pool_requirements(
     job: &lockgate_pipeline::plan::Job,
     outer: &[lockgate_pipeline::plan::Variable],
     pipeline_variables: &[LeaseVariable],
     queue_time: &BTreeMap<String, String>,
-) -> Option<String> {
+) -> (Option<String>, Vec<String>, Option<String>) {
     use lockgate_pipeline::plan::Variable;
     let lookup = |name: &str| -> Option<String> {
         let yaml = job.variables.iter().rev().chain(outer.iter().rev());
@@ -431,10 +432,15 @@ fn wanted_os(
                     .map(|v| v.value.clone())
             })
     };
-    job.pool
-        .as_ref()?
-        .wanted_os(|text| lockgate_expr::expand_macros(text, lookup).into_owned())
-        .map(str::to_string)
+    let Some(pool) = job.pool.as_ref() else {
+        return (None, Vec::new(), None);
+    };
+    let expand = |text: &str| lockgate_expr::expand_macros(text, lookup).into_owned();
+    (
+        pool.name.as_deref().map(&expand),
+        pool.demands.iter().map(|d| expand(d)).collect(),
+        pool.wanted_os(expand).map(str::to_string),
+    )
 }
 
 /// pipeline's own variables (`pipelineVariables`, for the lease) and the queue-time values
@@ -509,6 +515,8 @@ fn plan_jobs(
                 "stageDisplayName": stage.display_name.as_deref().unwrap_or(&stage.name),
                 "queueVariables": queue_time,
             });
+            let (pool, demands, agent_os) =
+                pool_requirements(job, &variables, pipeline_variables, queue_time);
             rows.push(NewJob {
                 stage_name: stage.name.clone(),
                 name: job.name.clone(),
@@ -524,7 +532,9 @@ fn plan_jobs(
                 spec: spec.to_string(),
                 status: "pending".into(),
                 environment: job.environment.as_ref().map(|e| e.name.clone()),
-                agent_os: wanted_os(job, &variables, pipeline_variables, queue_time),
+                agent_os,
+                pool,
+                demands,
             });
         }
     }

@@ -1611,7 +1611,7 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
             .unwrap();
     }
     let agent = store
-        .redeem_agent_registration("r-build", now, "linux-1", "a1")
+        .redeem_agent_registration("r-build", "Build", now, "linux-1", "a1")
         .await
         .unwrap()
         .expect("a fresh token registers an agent");
@@ -1623,7 +1623,7 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     assert_eq!(agent.capabilities, "{}");
     assert!(
         store
-            .redeem_agent_registration("r-build", now, "linux-2", "a2")
+            .redeem_agent_registration("r-build", "Build", now, "linux-2", "a2")
             .await
             .unwrap()
             .is_none(),
@@ -1631,20 +1631,28 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     );
     assert!(
         store
-            .redeem_agent_registration("r-old", now, "linux-3", "a3")
+            .redeem_agent_registration("r-old", "build", now, "linux-3", "a3")
             .await
             .unwrap()
             .is_none(),
         "an expired token registers nothing"
     );
+    assert!(
+        store
+            .redeem_agent_registration("r-team", "build", now, "team-0", "a6")
+            .await
+            .unwrap()
+            .is_none(),
+        "a token registers in its own pool only"
+    );
     assert!(matches!(
         store
-            .redeem_agent_registration("r-team", now, "linux-1", "a4")
+            .redeem_agent_registration("r-team", "team", now, "linux-1", "a4")
             .await,
         Err(StoreError::AlreadyExists { what }) if what == "agent `linux-1`"
     ));
     let team = store
-        .redeem_agent_registration("r-team", now, "team-1", "a5")
+        .redeem_agent_registration("r-team", "team", now, "team-1", "a5")
         .await
         .unwrap()
         .expect("a refused name leaves the token unused");

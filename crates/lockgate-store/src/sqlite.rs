@@ -1495,6 +1495,7 @@ impl Storage for SqliteStore {
     fn redeem_agent_registration<'a>(
         &'a self,
         registration_hash: &'a str,
+        pool: &'a str,
         now: i64,
         name: &'a str,
         token_hash: &'a str,
@@ -1503,11 +1504,13 @@ impl Storage for SqliteStore {
             let mut tx = self.pool.begin().await?;
             let Some(row) = sqlx::query(
                 "UPDATE agent_registrations SET used_at = $2, used_by_agent = $3 \
-                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING pool, project_id",
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                 AND pool = $4 COLLATE NOCASE RETURNING pool, project_id",
             )
             .bind(registration_hash)
             .bind(now)
             .bind(name)
+            .bind(pool)
             .fetch_optional(&mut *tx)
             .await?
             else {

@@ -1,6 +1,7 @@
 //! The `lockgate` binary: parses the command line and hands each command to its module. This file is
 //! also the one place that maps errors to the documented exit codes (see ARCHITECTURE.md).
 
+mod agent;
 mod approvals;
 mod compile;
 mod environments;
@@ -85,6 +86,12 @@ enum Command {
     /// Approval checks on environments: who must approve before a stage deploys there.
     #[command(subcommand)]
     Checks(approvals::ChecksCommand),
+    /// An agent on this machine for a server elsewhere: register, run.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// The agents of a server: create registration tokens, list, enable, disable, remove.
+    #[command(subcommand)]
+    Agents(agent::AgentsCommand),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +124,8 @@ fn main() -> ExitCode {
         Command::Reject(args) => approvals::decide(args, false),
         Command::Checks(cmd) => approvals::checks(cmd),
         Command::Environments(cmd) => environments::environments(cmd),
+        Command::Agent(cmd) => agent::agent(cmd),
+        Command::Agents(cmd) => agent::agents(cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

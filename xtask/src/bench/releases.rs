@@ -102,6 +102,7 @@ fn what_is_where(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
                 status: "running".into(),
                 environment: Some(environment.name.clone()),
                 agent_os: None,
+                ..Default::default()
             };
             let run = store.create_run(&run, std::slice::from_ref(&job)).await?;
             let job = store

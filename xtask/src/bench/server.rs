@@ -219,6 +219,7 @@ fn runs_list(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
                 status: "completed".into(),
                 environment: None,
                 agent_os: None,
+                ..Default::default()
             };
             store.create_run(&run, std::slice::from_ref(&job)).await?;
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `lockgate` binary, one module per command family. Each test runs the real
 //! binary as a child process in a temporary directory.
 
+mod agent;
 mod cli;
 mod compile;
 mod differential;

@@ -28,7 +28,7 @@ fn start_up(dir: &Path) -> Up {
     start_server(dir, &["up", "--port", "0"])
 }
 
-fn start_server(dir: &Path, args: &[&str]) -> Up {
+pub(crate) fn start_server(dir: &Path, args: &[&str]) -> Up {
     start_server_with_env(dir, args, &[])
 }
 
@@ -72,13 +72,13 @@ pub(crate) fn start_server_with_env(dir: &Path, args: &[&str], env: &[(&str, &st
     up
 }
 
-fn client(dir: &Path, up: &Up, args: &[&str]) -> std::process::Output {
+pub(crate) fn client(dir: &Path, up: &Up, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--server", up.url.as_str(), "--token", up.token.as_str()];
     all.splice(0..0, args.iter().copied());
     lockgate(dir, &all)
 }
 
-fn stdout(output: &std::process::Output) -> String {
+pub(crate) fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -344,48 +344,65 @@ pub(crate) fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Creates project `project` with repository `app` and pipeline `ci` from its
+/// `azure-pipelines.yml`, and pushes `yaml` as that file to `main` (which queues a run); returns a
+/// client of the server's API.
+pub(crate) fn push_pipeline(
+    dir: &Path,
+    up: &Up,
+    project: &str,
+    yaml: &str,
+) -> lockgate_agent::ServerClient {
+    use lockgate_protocol::api;
+    let api = lockgate_agent::ServerClient::new(&up.url, &up.token);
+    let _: api::Project = api
+        .post_json(
+            "/api/v1/projects",
+            &api::CreateProject {
+                name: project.into(),
+            },
+        )
+        .unwrap();
+    let repo: api::Repository = api
+        .post_json(
+            &format!("/api/v1/projects/{project}/repositories"),
+            &api::CreateRepository { name: "app".into() },
+        )
+        .unwrap();
+    let _: api::Pipeline = api
+        .post_json(
+            &format!("/api/v1/projects/{project}/pipelines"),
+            &api::CreatePipeline {
+                name: "ci".into(),
+                repository: "app".into(),
+                yaml_path: "azure-pipelines.yml".into(),
+            },
+        )
+        .unwrap();
+    let work = dir.join(format!("{project}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("azure-pipelines.yml"), yaml).unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "pipeline"]);
+    let push_url = repo
+        .clone_url
+        .replace("http://", &format!("http://admin:{}@", up.token));
+    git(&work, &["push", "-q", &push_url, "HEAD:refs/heads/main"]);
+    api
+}
+
 #[test]
 fn the_built_in_agents_run_power_platform_tasks() {
     use lockgate_protocol::api;
     let dir = tempfile::tempdir().unwrap();
     let up = start_server(dir.path(), &["up", "--port", "0", "--no-demo"]);
-    let api = lockgate_agent::ServerClient::new(&up.url, &up.token);
-    let _: api::Project = api
-        .post_json(
-            "/api/v1/projects",
-            &api::CreateProject { name: "pp".into() },
-        )
-        .unwrap();
-    let repo: api::Repository = api
-        .post_json(
-            "/api/v1/projects/pp/repositories",
-            &api::CreateRepository { name: "sol".into() },
-        )
-        .unwrap();
-    let _: api::Pipeline = api
-        .post_json(
-            "/api/v1/projects/pp/pipelines",
-            &api::CreatePipeline {
-                name: "ci".into(),
-                repository: "sol".into(),
-                yaml_path: "azure-pipelines.yml".into(),
-            },
-        )
-        .unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(
-        work.join("azure-pipelines.yml"),
+    let api = push_pipeline(
+        dir.path(),
+        &up,
+        "pp",
         "steps:\n- task: PowerPlatformToolInstaller@2\n",
-    )
-    .unwrap();
-    git(&work, &["init", "-q"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "tools"]);
-    let push_url = repo
-        .clone_url
-        .replace("http://", &format!("http://admin:{}@", up.token));
-    git(&work, &["push", "-q", &push_url, "HEAD:refs/heads/main"]);
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let run = loop {
         let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();

@@ -1,0 +1,304 @@
+//! `lockgate agent` processes on this machine acting as agents of other machines: each registers
+//! with a `lockgate up` server on 127.0.0.1 with a one-time token from `lockgate agents token`,
+//! keeps its own folder and leases the jobs of its pool whose demands it meets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockgate_protocol::api;
+
+use crate::server::{Up, client, push_pipeline, start_server, stdout};
+
+/// A `lockgate agent run` child process, stopped when dropped.
+struct AgentProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-time registration token for `pool`, from the CLI.
+fn registration_token(dir: &Path, up: &Up, pool: &str) -> String {
+    let out = client(dir, up, &["agents", "token", "--pool", pool]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = stdout(&out).trim().to_string();
+    assert!(token.starts_with("lgr_"), "{token}");
+    token
+}
+
+/// `lockgate agent register` into `dir/<name>`.
+fn register(
+    dir: &Path,
+    up: &Up,
+    token: &str,
+    pool: &str,
+    name: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let work = dir.join(name);
+    let mut args = vec![
+        "agent", "register", "--url", &up.url, "--token", token, "--pool", pool, "--name", name,
+        "--work",
+    ];
+    let work = work.to_string_lossy().into_owned();
+    args.push(&work);
+    args.extend(extra);
+    crate::cli::lockgate(dir, &args)
+}
+
+/// Starts `lockgate agent run` on the folder `register` made.
+fn run_agent(dir: &Path, name: &str) -> AgentProcess {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
+        .args(["agent", "run", "--work"])
+        .arg(dir.join(name))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    AgentProcess { child, log }
+}
+
+/// A folder to be an agent's whole `PATH`, as on a machine that has only the basic tools (and
+/// bubblewrap) plus the `extra` programs, each a shell script that prints its name.
+fn bare_path(dir: &Path, name: &str, extra: &[&str]) -> std::ffi::OsString {
+    let bin = dir.join(format!("{name}-bin"));
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for tool in [
+        "bwrap", "git", "bash", "sh", "env", "cat", "ls", "mkdir", "rm", "cp",
+    ] {
+        if let Some(found) = std::env::split_paths(&path)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+        {
+            std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
+        }
+    }
+    for program in extra {
+        use std::os::unix::fs::PermissionsExt;
+        let file = bin.join(program);
+        std::fs::write(&file, format!("#!/bin/sh\necho {program}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin.into_os_string()
+}
+
+/// Starts `lockgate agent run` with `path` as its `PATH`. Without the sandbox: it would give the
+/// job a fresh `/tmp`, where the test's folders are.
+fn run_agent_with_path(dir: &Path, name: &str, path: std::ffi::OsString) -> AgentProcess {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
+        .args(["agent", "run", "--no-sandbox", "--work"])
+        .arg(dir.join(name))
+        .env("PATH", path)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    AgentProcess { child, log }
+}
+
+/// Waits until `done` holds for the first run's detail; returns it.
+fn wait_for_run(
+    api: &lockgate_agent::ServerClient,
+    what: &str,
+    agents: &[&AgentProcess],
+    done: impl Fn(&api::RunDetail) -> bool,
+) -> api::RunDetail {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();
+        if let Some(run) = runs.first() {
+            let detail: api::RunDetail = api.get_json(&format!("/api/v1/runs/{}", run.id)).unwrap();
+            if done(&detail) {
+                return detail;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = agents.iter().map(|a| a.log()).collect();
+                panic!("{what} never happened: {detail:#?}\nagent logs: {logs:#?}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job<'a>(detail: &'a api::RunDetail, name: &str) -> &'a api::Job {
+    detail.jobs.iter().find(|j| j.name == name).unwrap()
+}
+
+#[test]
+fn a_registered_agent_process_runs_a_pushed_job_of_its_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_server(dir.path(), &["up", "--port", "0", "--no-demo"]);
+    let token = registration_token(dir.path(), &up, "build");
+    let out = register(
+        dir.path(),
+        &up,
+        &token,
+        "build",
+        "remote-1",
+        &["--capability", "team=blue"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout(&out).contains("Registered agent `remote-1` in pool `build`"));
+    let credentials = dir.path().join("remote-1").join(".credentials.json");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&credentials)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the credentials file is the user's alone"
+        );
+    }
+    let stored = std::fs::read_to_string(&credentials).unwrap();
+    assert!(stored.contains("lga_") && !stored.contains(&token));
+    // The token registered one agent: a second machine cannot use it again.
+    let again = register(dir.path(), &up, &token, "build", "remote-2", &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("unknown, used, expired"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let agent = run_agent(dir.path(), "remote-1");
+    let api = push_pipeline(
+        dir.path(),
+        &up,
+        "app",
+        "jobs:\n- job: build\n  pool:\n    name: build\n    demands: team -equals BLUE\n  steps:\n  \
+         - script: echo \"built by $(Agent.Name)\"\n",
+    );
+    let detail = wait_for_run(&api, "the build job", &[&agent], |d| {
+        d.run.status == "completed"
+    });
+    let build = job(&detail, "build");
+    assert_eq!(
+        build.result.as_deref(),
+        Some("succeeded"),
+        "{detail:#?}\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        build.agent.as_deref(),
+        Some("remote-1"),
+        "the built-in agents are in pool `default`, not `build`"
+    );
+    let logs = stdout(&client(
+        dir.path(),
+        &up,
+        &["runs", "logs", &detail.run.id.to_string()],
+    ));
+    assert!(logs.contains("built by remote-1"), "{logs}");
+
+    let listed = stdout(&client(dir.path(), &up, &["agents", "list", "--json"]));
+    let agents: Vec<api::AgentSummary> = serde_json::from_str(&listed).unwrap();
+    let remote = agents.iter().find(|a| a.name == "remote-1").unwrap();
+    assert_eq!(
+        (remote.pool.as_str(), remote.state.as_str()),
+        ("build", "online")
+    );
+    assert_eq!(
+        remote.capabilities.get("team").map(String::as_str),
+        Some("blue")
+    );
+    assert_eq!(
+        remote.capabilities.get("Agent.OS").map(String::as_str),
+        Some("Linux")
+    );
+    assert!(remote.capabilities.contains_key("git"), "{remote:?}");
+    assert_eq!(remote.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    assert!(agents.iter().any(|a| a.builtin && a.pool == "default"));
+}
+
+#[test]
+fn a_job_goes_to_the_agent_of_its_pool_that_has_what_it_demands() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_server(dir.path(), &["up", "--port", "0", "--no-demo"]);
+    for name in ["with-java", "without-java"] {
+        let token = registration_token(dir.path(), &up, "build");
+        let out = register(dir.path(), &up, &token, "build", name, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Two machines: one has java on its PATH (a system capability), neither has maven.
+    let java_path = bare_path(dir.path(), "with-java", &["java"]);
+    let java = run_agent_with_path(dir.path(), "with-java", java_path);
+    let plain_path = bare_path(dir.path(), "without-java", &[]);
+    let plain = run_agent_with_path(dir.path(), "without-java", plain_path);
+    // Both agents are idle when the run is queued: only one of them may take the java job.
+    let yaml = "jobs:\n\
+        - job: compile\n  pool:\n    name: build\n    demands:\n    - java\n  steps:\n  - script: echo compiled\n\
+        - job: package\n  pool:\n    name: build\n    demands: maven\n  steps:\n  - script: echo never\n";
+    let api = push_pipeline(dir.path(), &up, "app", yaml);
+    let detail = wait_for_run(&api, "the java job", &[&java, &plain], |d| {
+        job(d, "compile").status == "completed" && job(d, "package").waiting_for.is_some()
+    });
+    let compile = job(&detail, "compile");
+    let logs = stdout(&client(
+        dir.path(),
+        &up,
+        &["runs", "logs", &detail.run.id.to_string()],
+    ));
+    assert_eq!(
+        compile.result.as_deref(),
+        Some("succeeded"),
+        "{logs}\n{}",
+        java.log()
+    );
+    assert_eq!(compile.agent.as_deref(), Some("with-java"));
+    let package = job(&detail, "package");
+    assert_eq!(package.status, "queued");
+    assert_eq!(
+        package.waiting_for.as_deref(),
+        Some("an agent: no agent in pool `build` has `maven`")
+    );
+    // The CLI and the run page say it too.
+    let shown = stdout(&client(
+        dir.path(),
+        &up,
+        &["runs", "show", &detail.run.id.to_string()],
+    ));
+    assert!(
+        shown.contains("waiting for an agent: no agent in pool `build` has `maven`"),
+        "{shown}"
+    );
+    let page = api.get_text(&format!("/runs/{}", detail.run.id)).unwrap();
+    assert!(
+        page.contains("no agent in pool `build` has `maven`"),
+        "{page}"
+    );
+}
