@@ -2,6 +2,7 @@
 //! logging commands, secret masking and built-in tasks. [`job::run_job`] runs one job and reports
 //! [`events::Event`]s; [`orchestrator`] walks a whole plan for `lockgate run`.
 
+pub mod agentless;
 pub mod conditions;
 pub mod events;
 pub mod glob;

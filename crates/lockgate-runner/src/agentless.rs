@@ -1,0 +1,444 @@
+//! Agentless (`pool: server`) tasks as `lockgate run` and the server both run them: `Delay@1`,
+//! `InvokeRESTAPI@1` and `ManualValidation@0/1` read from a step's inputs, and the one HTTP call +
+//! success criterion that `InvokeRESTAPI@1` and the server's Invoke REST API check share.
+//!
+//! Sources: Microsoft's task references "Delay@1", "InvokeRESTAPI@1", "ManualValidation@0" and
+//! "ManualValidation@1" (learn.microsoft.com/azure/devops/pipelines/tasks/reference/...), and
+//! "Invoke Azure Function / REST API checks" (…/pipelines/process/invoke-checks).
+
+use std::time::Duration;
+
+use lockgate_expr::{MapContext, NamedValues, Object, ParseOptions, Value};
+use lockgate_pipeline::plan::{Step, StepKind};
+
+/// The longest `Delay@1` takes: 86400 minutes, 60 days ("The maximum value is 86400").
+pub const MAX_DELAY_MINUTES: f64 = 86_400.0;
+
+/// The HTTP methods `InvokeRESTAPI@1` allows.
+pub const METHODS: [&str; 8] = [
+    "OPTIONS", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "PATCH",
+];
+
+/// Most bytes of a response body read (and kept for the success criterion).
+const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// One agentless task, its inputs read and macro-expanded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerTask {
+    /// `Delay@1`: waits, cancellable.
+    Delay { duration: Duration },
+    /// `InvokeRESTAPI@1`.
+    InvokeRestApi(RestCall),
+    /// `ManualValidation@0` / `@1`: waits for someone to resume or reject.
+    ManualValidation(ManualValidation),
+}
+
+/// What a manual validation asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManualValidation {
+    /// `notifyUsers`, as written (Lockgate sends no mail; they are listed in the log).
+    pub notify_users: Vec<String>,
+    /// `approvers` (v1): users or `group:` entries; empty means anyone who may queue runs.
+    pub approvers: Vec<String>,
+    /// `allowApproversToApproveTheirOwnRuns` (v1, default true); v0 has no such input.
+    pub allow_own_runs: bool,
+    pub instructions: String,
+    /// `onTimeout: resume` (the default is `reject`).
+    pub resume_on_timeout: bool,
+}
+
+/// An HTTP call and what makes it pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestCall {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// Sent for every method but GET and HEAD.
+    pub body: Option<String>,
+    /// An expression over the JSON response (`root`); none: any 2xx answer passes.
+    pub success_criteria: Option<String>,
+}
+
+/// What the server answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+fn input<'s>(step: &'s Step, names: &[&str]) -> Option<&'s str> {
+    names.iter().find_map(|name| {
+        step.inputs
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    })
+}
+
+fn input_bool(step: &Step, names: &[&str], default: bool) -> Result<bool, String> {
+    match input(step, names).map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) if text.eq_ignore_ascii_case("true") => Ok(true),
+        Some(text) if text.eq_ignore_ascii_case("false") => Ok(false),
+        Some(text) => Err(format!(
+            "input `{}` must be true or false, not `{text}`",
+            names[0]
+        )),
+    }
+}
+
+/// A comma-separated list, trimmed, without empty entries.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a step is a task agentless jobs run.
+pub fn is_server_task(step: &Step) -> bool {
+    server_task_name(step).is_some()
+}
+
+fn server_task_name(step: &Step) -> Option<(&'static str, u32)> {
+    let task = step.task.as_ref().filter(|_| step.kind == StepKind::Task)?;
+    let name = task.name.rsplit('.').next().unwrap_or(&task.name);
+    [
+        ("Delay", 1),
+        ("InvokeRESTAPI", 1),
+        ("ManualValidation", 0),
+        ("ManualValidation", 1),
+    ]
+    .into_iter()
+    .find(|(known, major)| name.eq_ignore_ascii_case(known) && task.major == *major)
+}
+
+/// Reads an agentless task from its step, expanding `$(macros)` in its inputs with `expand`. The
+/// error says which input is wrong, or that the step is not an agentless task.
+pub fn server_task(step: &Step, expand: &dyn Fn(&str) -> String) -> Result<ServerTask, String> {
+    let Some((name, major)) = server_task_name(step) else {
+        let what = match &step.task {
+            Some(task) if step.kind == StepKind::Task => {
+                format!("task `{}@{}`", task.name, task.major)
+            }
+            _ => format!("a `{}` step", step.kind.key()),
+        };
+        return Err(format!(
+            "{what} cannot run in an agentless job (pool: server): only Delay@1, InvokeRESTAPI@1 and ManualValidation@0/1 run there"
+        ));
+    };
+    let read = |names: &[&str]| input(step, names).map(expand);
+    match name {
+        "Delay" => {
+            let text = read(&["delayForMinutes"]).unwrap_or_else(|| "0".into());
+            let minutes: f64 = text.trim().parse().map_err(|_| {
+                format!("input `delayForMinutes` must be a number of minutes, not `{text}`")
+            })?;
+            if !(0.0..=MAX_DELAY_MINUTES).contains(&minutes) {
+                return Err(format!(
+                    "input `delayForMinutes` must be between 0 and {MAX_DELAY_MINUTES} (60 days), not `{text}`"
+                ));
+            }
+            Ok(ServerTask::Delay {
+                duration: Duration::from_secs_f64(minutes * 60.0),
+            })
+        }
+        "InvokeRESTAPI" => {
+            let selector = read(&["connectionType", "connectedServiceNameSelector"])
+                .unwrap_or_else(|| "connectedServiceName".into());
+            if !selector.eq_ignore_ascii_case("connectedServiceName") {
+                return Err(format!(
+                    "input `connectionType: {selector}` is not supported: Lockgate has no Azure subscriptions; give the full URL in `urlSuffix`"
+                ));
+            }
+            let connection = read(&[
+                "serviceConnection",
+                "connectedServiceName",
+                "genericService",
+            ])
+            .unwrap_or_default();
+            let suffix = read(&["urlSuffix"]).unwrap_or_default();
+            // Lockgate has no service connections: a connection that is itself a URL is the base.
+            let url = if is_http_url(&suffix) {
+                suffix
+            } else if is_http_url(&connection) {
+                format!("{}{suffix}", connection)
+            } else {
+                return Err(format!(
+                    "service connection `{connection}` is not available: Lockgate has no service connections; give the full URL (http:// or https://) in `urlSuffix`"
+                ));
+            };
+            let method = read(&["method"])
+                .unwrap_or_else(|| "POST".into())
+                .trim()
+                .to_ascii_uppercase();
+            if input_bool(step, &["waitForCompletion"], false)? {
+                return Err("input `waitForCompletion: true` (the callback completion event) is not supported: use `successCriteria`".into());
+            }
+            let headers = match read(&["headers"]) {
+                Some(text) => parse_headers(&text).map_err(|e| format!("input `headers`: {e}"))?,
+                None => Vec::new(),
+            };
+            let call = RestCall {
+                method,
+                url,
+                headers,
+                body: read(&["body"]),
+                success_criteria: read(&["successCriteria"]).filter(|s| !s.trim().is_empty()),
+            };
+            call.validate()?;
+            Ok(ServerTask::InvokeRestApi(call))
+        }
+        _ => {
+            let on_timeout = read(&["onTimeout"]).unwrap_or_else(|| "reject".into());
+            let resume_on_timeout = match on_timeout.trim() {
+                t if t.eq_ignore_ascii_case("resume") => true,
+                t if t.eq_ignore_ascii_case("reject") => false,
+                other => {
+                    return Err(format!(
+                        "input `onTimeout` must be `reject` or `resume`, not `{other}`"
+                    ));
+                }
+            };
+            let (approvers, allow_own_runs) = if major == 1 {
+                (
+                    split_list(&read(&["approvers"]).unwrap_or_default()),
+                    input_bool(step, &["allowApproversToApproveTheirOwnRuns"], true)?,
+                )
+            } else {
+                (Vec::new(), true)
+            };
+            Ok(ServerTask::ManualValidation(ManualValidation {
+                notify_users: split_list(&read(&["notifyUsers"]).unwrap_or_default()),
+                approvers,
+                allow_own_runs,
+                instructions: read(&["instructions"]).unwrap_or_default(),
+                resume_on_timeout,
+            }))
+        }
+    }
+}
+
+fn is_http_url(text: &str) -> bool {
+    let lower = text.trim().to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+/// Headers given as a JSON object (`{"Content-Type": "application/json"}`); values that are
+/// numbers or booleans are sent as written.
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("must be a JSON object: {e}"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("must be a JSON object of header names to values".into());
+    };
+    map.into_iter()
+        .map(|(name, value)| {
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return Err(format!("the value of header `{name}` must be a string")),
+            };
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// The parse options of success criteria: the response is the named value `root`.
+fn criteria_options() -> ParseOptions {
+    ParseOptions {
+        named_values: NamedValues::Only(vec!["root".into()]),
+        ..ParseOptions::template()
+    }
+}
+
+/// Checks a success criterion's syntax (when it is configured, before any call).
+pub fn check_criteria(criteria: &str) -> Result<(), String> {
+    lockgate_expr::parse(criteria, &criteria_options())
+        .map(|_| ())
+        .map_err(|e| format!("success criteria `{criteria}`: {e}"))
+}
+
+impl RestCall {
+    /// Checks the method, URL and criterion; the error names what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err(format!(
+                "method `{}` is not one of {}",
+                self.method,
+                METHODS.join(", ")
+            ));
+        }
+        if !is_http_url(&self.url) {
+            return Err(format!("`{}` is not an http:// or https:// URL", self.url));
+        }
+        if let Some(criteria) = &self.success_criteria {
+            check_criteria(criteria)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the call (blocking; at most `timeout`). `Err` for a call that got no answer.
+    pub fn send(&self, timeout: Duration) -> Result<RestResponse, String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build()
+            .new_agent();
+        let mut builder = ureq::http::Request::builder()
+            .method(self.method.as_str())
+            .uri(self.url.as_str());
+        for (name, value) in &self.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let sent = if matches!(self.method.as_str(), "GET" | "HEAD") || self.body.is_none() {
+            builder
+                .body(())
+                .map_err(|e| e.to_string())
+                .and_then(|r| agent.run(r).map_err(|e| e.to_string()))
+        } else {
+            builder
+                .body(self.body.clone().unwrap_or_default())
+                .map_err(|e| e.to_string())
+                .and_then(|r| agent.run(r).map_err(|e| e.to_string()))
+        };
+        let mut response = sent.map_err(|e| format!("{} {}: {e}", self.method, self.url))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .unwrap_or_default();
+        Ok(RestResponse { status, body })
+    }
+
+    /// Whether `response` passes: a 2xx status, and the success criterion (if any) true over the
+    /// JSON body. `Err` says why not (a failed criterion, a status, a body that is not JSON).
+    pub fn passes(&self, response: &RestResponse) -> Result<(), String> {
+        if !(200..300).contains(&response.status) {
+            return Err(format!("the server answered HTTP {}", response.status));
+        }
+        let Some(criteria) = &self.success_criteria else {
+            return Ok(());
+        };
+        let expr = lockgate_expr::parse(criteria, &criteria_options())
+            .map_err(|e| format!("success criteria `{criteria}`: {e}"))?;
+        let json: serde_json::Value = serde_json::from_str(&response.body).map_err(|_| {
+            format!(
+                "the response is not JSON, so success criteria `{criteria}` cannot be evaluated"
+            )
+        })?;
+        let mut context = MapContext::new();
+        context.set("root", json_value(&json));
+        match expr.evaluate_bool(&context) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("success criteria `{criteria}` are false")),
+            Err(e) => Err(format!("success criteria `{criteria}`: {e}")),
+        }
+    }
+}
+
+/// A JSON value as an expression value.
+pub fn json_value(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => Value::Number(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(items) => Value::Array(items.iter().map(json_value).collect()),
+        serde_json::Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), json_value(v)))
+                .collect::<Object>(),
+        ),
+    }
+}
+
+/// The first line of a response body, shortened, for a log line.
+pub fn body_excerpt(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("").trim();
+    if line.chars().count() > 200 {
+        let short: String = line.chars().take(200).collect();
+        format!("{short}…")
+    } else {
+        line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(criteria: Option<&str>) -> RestCall {
+        RestCall {
+            method: "GET".into(),
+            url: "http://127.0.0.1:1/health".into(),
+            headers: Vec::new(),
+            body: None,
+            success_criteria: criteria.map(str::to_string),
+        }
+    }
+
+    fn answer(status: u16, body: &str) -> RestResponse {
+        RestResponse {
+            status,
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn success_needs_a_2xx_answer_and_a_true_criterion_over_root() {
+        let healthy = call(Some("eq(root['status'], 'healthy')"));
+        assert_eq!(
+            healthy.passes(&answer(200, r#"{"status":"healthy"}"#)),
+            Ok(())
+        );
+        let refused = healthy.passes(&answer(200, r#"{"status":"starting"}"#));
+        assert!(refused.unwrap_err().contains("are false"));
+        let status = healthy.passes(&answer(503, r#"{"status":"healthy"}"#));
+        assert_eq!(status, Err("the server answered HTTP 503".into()));
+        let text = healthy.passes(&answer(200, "ok"));
+        assert!(text.unwrap_err().contains("not JSON"));
+        // Without a criterion any 2xx passes, whatever the body.
+        assert_eq!(call(None).passes(&answer(204, "")), Ok(()));
+        // Nested values and numbers.
+        let nested = call(Some("and(eq(root.checks[0].ok, true), gt(root.count, 2))"));
+        assert_eq!(
+            nested.passes(&answer(200, r#"{"checks":[{"ok":true}],"count":3}"#)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn bad_criteria_methods_urls_and_headers_are_named() {
+        assert!(check_criteria("eq(root['a'], ").is_err());
+        assert!(check_criteria("eq(variables.x, 1)").is_err());
+        let mut bad = call(None);
+        bad.method = "FETCH".into();
+        assert!(bad.validate().unwrap_err().contains("method `FETCH`"));
+        bad.method = "GET".into();
+        bad.url = "ftp://x".into();
+        assert!(bad.validate().unwrap_err().contains("not an http"));
+        assert!(parse_headers("[1]").is_err());
+        assert!(
+            parse_headers(r#"{"a": {"b": 1}}"#)
+                .unwrap_err()
+                .contains("`a`")
+        );
+        let mut headers = parse_headers(r#"{"X-Count": 2, "Accept": "application/json"}"#).unwrap();
+        headers.sort();
+        assert_eq!(
+            headers,
+            vec![
+                ("Accept".to_string(), "application/json".to_string()),
+                ("X-Count".to_string(), "2".to_string())
+            ]
+        );
+    }
+}
