@@ -11,6 +11,9 @@ use std::time::Duration;
 use lockgate_expr::{MapContext, NamedValues, Object, ParseOptions, Value};
 use lockgate_pipeline::plan::{Step, StepKind};
 
+use crate::events::TaskResult;
+use crate::variables::VariableStore;
+
 /// The longest `Delay@1` takes: 86400 minutes, 60 days ("The maximum value is 86400").
 pub const MAX_DELAY_MINUTES: f64 = 86_400.0;
 
@@ -368,6 +371,267 @@ pub fn body_excerpt(body: &str) -> String {
         format!("{short}…")
     } else {
         line.to_string()
+    }
+}
+
+/// Where an agentless job runs (the server, or `lockgate run`): its log, its steps' state and the
+/// manual validations it waits for. Called from a thread that may block.
+pub trait AgentlessHost {
+    /// One log line of the job (`step`: the step's 1-based position); the host masks secrets.
+    fn log(&self, step: Option<u32>, text: &str);
+    /// What is known of a step from an earlier process: nothing, started at (ms since the epoch),
+    /// or finished with a result. A new job knows nothing.
+    fn step_state(&self, position: u32) -> StepState {
+        let _ = position;
+        StepState::New
+    }
+    fn step_started(&self, position: u32, name: &str);
+    fn step_finished(&self, position: u32, name: &str, result: TaskResult);
+    /// Whether the job was canceled.
+    fn canceled(&self) -> bool;
+    /// Waits until someone resumes (`Ok(true)`) or rejects (`Ok(false)`) the validation, or until
+    /// `timeout` passes (then `Ok(validation.resume_on_timeout)`); `Err` when it cannot be asked.
+    fn manual_validation(
+        &self,
+        position: u32,
+        validation: &ManualValidation,
+        timeout: Duration,
+    ) -> Result<bool, String>;
+}
+
+/// A step's state from an earlier process (the server restarted while its job ran).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepState {
+    New,
+    /// Started at this time (ms since the epoch), not finished.
+    Started(i64),
+    Finished(TaskResult),
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The name a step shows: its display name, else its task.
+pub fn step_name(step: &Step) -> String {
+    step.display_name
+        .clone()
+        .unwrap_or_else(|| match &step.task {
+            Some(task) => format!("{}@{}", task.name, task.major),
+            None => step.kind.key().to_string(),
+        })
+}
+
+/// The longest an agentless job may run when its `timeoutInMinutes` is 0 (30 days, the most a
+/// manual validation waits).
+const MAX_JOB_MINUTES: u64 = 43_200;
+
+/// Runs an agentless job's steps in order, as an agent runs an agent job's: step conditions
+/// (default `succeeded()`), `enabled`, `continueOnError`, `retryCountOnTaskFailure` for REST calls,
+/// the job's `timeoutInMinutes` counted from `started_at` (ms since the epoch), and cancel. Steps
+/// an earlier process finished keep their result; a delay it started keeps its end.
+pub fn run_job(
+    job: &lockgate_pipeline::plan::Job,
+    variables: &VariableStore,
+    started_at: i64,
+    host: &dyn AgentlessHost,
+) -> TaskResult {
+    let minutes = if job.timeout_in_minutes == 0 {
+        MAX_JOB_MINUTES
+    } else {
+        u64::from(job.timeout_in_minutes)
+    };
+    let deadline = started_at.saturating_add((minutes * 60_000) as i64);
+    let mut status = TaskResult::Succeeded;
+    for (index, step) in job.steps.iter().enumerate() {
+        let position = index as u32 + 1;
+        let name = step_name(step);
+        let resumed = match host.step_state(position) {
+            StepState::Finished(result) => {
+                status = status.merge(step_result(result, step.continue_on_error));
+                continue;
+            }
+            StepState::Started(at) => Some(at),
+            StepState::New => None,
+        };
+        if !step.enabled {
+            continue;
+        }
+        let canceled = host.canceled();
+        match crate::conditions::step_condition(
+            step.condition.as_deref(),
+            variables,
+            status,
+            canceled,
+        ) {
+            Ok(true) => {}
+            Ok(false) => {
+                host.step_started(position, &name);
+                host.log(
+                    Some(position),
+                    &format!("Skipping {name}: its condition is false"),
+                );
+                host.step_finished(position, &name, TaskResult::Skipped);
+                continue;
+            }
+            Err(message) => {
+                host.step_started(position, &name);
+                host.log(Some(position), &format!("##[error]{message}"));
+                host.step_finished(position, &name, TaskResult::Failed);
+                status = status.merge(TaskResult::Failed);
+                continue;
+            }
+        }
+        if resumed.is_none() {
+            host.step_started(position, &name);
+        }
+        host.log(Some(position), &format!("Starting: {name}"));
+        let expand = |text: &str| variables.expand(text);
+        let (result, timed_out) = match server_task(step, &expand) {
+            Err(message) => {
+                host.log(Some(position), &format!("##[error]{message}"));
+                (TaskResult::Failed, false)
+            }
+            Ok(task) => run_task(
+                &task,
+                step,
+                position,
+                resumed.unwrap_or_else(now_millis),
+                deadline,
+                host,
+            ),
+        };
+        host.log(Some(position), &format!("Finishing: {name} ({result})"));
+        host.step_finished(position, &name, result);
+        status = status.merge(step_result(result, step.continue_on_error));
+        if timed_out {
+            host.log(
+                None,
+                &format!("##[error]The job ran longer than its timeout of {minutes} minutes and was stopped."),
+            );
+            return TaskResult::Failed;
+        }
+    }
+    if host.canceled() {
+        return TaskResult::Canceled;
+    }
+    status
+}
+
+fn step_result(result: TaskResult, continue_on_error: bool) -> TaskResult {
+    if result == TaskResult::Failed && continue_on_error {
+        TaskResult::SucceededWithIssues
+    } else {
+        result
+    }
+}
+
+/// Waits until `until` (ms since the epoch), in short slices, unless the job is canceled. True when
+/// the time came.
+fn wait_until(until: i64, host: &dyn AgentlessHost) -> bool {
+    loop {
+        if host.canceled() {
+            return false;
+        }
+        let left = until - now_millis();
+        if left <= 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(left.clamp(1, 250) as u64));
+    }
+}
+
+/// Runs one task; the result, and whether the job's deadline stopped it.
+fn run_task(
+    task: &ServerTask,
+    step: &Step,
+    position: u32,
+    started_at: i64,
+    deadline: i64,
+    host: &dyn AgentlessHost,
+) -> (TaskResult, bool) {
+    let log = |text: &str| host.log(Some(position), text);
+    match task {
+        ServerTask::Delay { duration } => {
+            let end = started_at.saturating_add(duration.as_millis() as i64);
+            log(&format!(
+                "Waiting {} minutes (until {} ms since the epoch)",
+                lockgate_expr::format_number(duration.as_secs_f64() / 60.0),
+                end
+            ));
+            if !wait_until(end.min(deadline), host) {
+                log("The delay was canceled.");
+                return (TaskResult::Canceled, false);
+            }
+            if end > deadline {
+                return (TaskResult::Failed, true);
+            }
+            log("The delay is over.");
+            (TaskResult::Succeeded, false)
+        }
+        ServerTask::InvokeRestApi(call) => {
+            let attempts = step.retry_count_on_task_failure.unwrap_or(0) + 1;
+            for attempt in 1..=attempts {
+                if host.canceled() {
+                    return (TaskResult::Canceled, false);
+                }
+                let left = deadline - now_millis();
+                if left <= 0 {
+                    return (TaskResult::Failed, true);
+                }
+                log(&format!("{} {}", call.method, call.url));
+                let outcome = call
+                    .send(Duration::from_millis(left as u64).min(Duration::from_secs(600)))
+                    .and_then(|response| {
+                        log(&format!(
+                            "Response: HTTP {} {}",
+                            response.status,
+                            body_excerpt(&response.body)
+                        ));
+                        call.passes(&response)
+                    });
+                match outcome {
+                    Ok(()) => return (TaskResult::Succeeded, false),
+                    Err(reason) if attempt < attempts => {
+                        log(&format!(
+                            "##[warning]{reason}; trying again (attempt {} of {attempts})",
+                            attempt + 1
+                        ));
+                        if !wait_until(now_millis() + 1_000, host) {
+                            return (TaskResult::Canceled, false);
+                        }
+                    }
+                    Err(reason) => log(&format!("##[error]{reason}")),
+                }
+            }
+            (TaskResult::Failed, false)
+        }
+        ServerTask::ManualValidation(validation) => {
+            if !validation.notify_users.is_empty() {
+                log(&format!(
+                    "Notify users: {} (Lockgate sends no mail)",
+                    validation.notify_users.join(", ")
+                ));
+            }
+            if !validation.instructions.is_empty() {
+                log(&format!("Instructions: {}", validation.instructions));
+            }
+            let timeout = Duration::from_millis((deadline - started_at).max(0) as u64);
+            match host.manual_validation(position, validation, timeout) {
+                Ok(true) => (TaskResult::Succeeded, false),
+                Ok(false) => (TaskResult::Failed, false),
+                Err(message) => {
+                    log(&format!("##[error]{message}"));
+                    if host.canceled() {
+                        (TaskResult::Canceled, false)
+                    } else {
+                        (TaskResult::Failed, false)
+                    }
+                }
+            }
+        }
     }
 }
 

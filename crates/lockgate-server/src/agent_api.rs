@@ -117,7 +117,11 @@ async fn lease(
     }
 }
 
-async fn job_lease(state: &AppState, job: &Job, lease_token: String) -> ApiResult<JobLease> {
+pub(crate) async fn job_lease(
+    state: &AppState,
+    job: &Job,
+    lease_token: String,
+) -> ApiResult<JobLease> {
     let run = state
         .store
         .run_by_id(job.run_id)

@@ -135,8 +135,9 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
     let jobs = state.store.jobs_of_run(run.id).await?;
     let steps = state.store.steps_of_run(run.id).await?;
     let mut no_agent = crate::agents::waiting_reasons(state, &jobs).await?;
-    let mut approvals =
-        crate::approvals::waiting_reasons(&state.store.approvals_of_run(run.id).await?);
+    let asked = state.store.approvals_of_run(run.id).await?;
+    let validations = crate::agentless::waiting_reasons(&asked);
+    let mut approvals = crate::approvals::waiting_reasons(&asked);
     if run.status != "completed" {
         // Business hours and the like: why a stage waits before any approval is asked.
         let gates = crate::approvals::stage_gates(state, run, &jobs).await?;
@@ -199,11 +200,14 @@ pub async fn run_detail(state: &AppState, run: &Run) -> ApiResult<api::RunDetail
                 agent: job.agent_name.clone(),
                 started_at: job.started_at,
                 finished_at: job.finished_at,
-                waiting_for: no_agent.remove(&job.id).or_else(|| {
-                    (job.status == "pending")
-                        .then(|| approvals.get(&job.stage_name).cloned())
-                        .flatten()
-                }),
+                waiting_for: no_agent
+                    .remove(&job.id)
+                    .or_else(|| validations.get(&job.id).cloned())
+                    .or_else(|| {
+                        (job.status == "pending")
+                            .then(|| approvals.get(&job.stage_name).cloned())
+                            .flatten()
+                    }),
                 steps: steps
                     .iter()
                     .filter(|s| s.job_id == job.id)

@@ -416,7 +416,10 @@ pub async fn expire_overdue(state: &AppState) -> ApiResult<()> {
 /// Why the pending jobs of each stage wait, for the run page and `lockgate runs show`.
 pub(crate) fn waiting_reasons(approvals: &[Approval]) -> BTreeMap<String, String> {
     let mut reasons: BTreeMap<String, String> = BTreeMap::new();
-    for approval in approvals.iter().filter(|a| a.status == "pending") {
+    for approval in approvals
+        .iter()
+        .filter(|a| a.status == "pending" && !crate::agentless::is_manual_validation(a))
+    {
         let approved = approval.decisions.iter().filter(|d| d.approve).count();
         let mut text = format!(
             "approval for environment `{}`: {approved} of {} from {}",
@@ -871,11 +874,21 @@ impl Approver<'_> {
 /// Why the approver may not decide `approval` of `run`, if so.
 fn refusal(approver: &Approver<'_>, run: &Run, approval: &Approval) -> Option<String> {
     let name = &approver.caller.user.name;
+    let validation = crate::agentless::is_manual_validation(approval);
     if !approval.approvers.iter().any(|a| approver.is(a)) {
+        let subject = if validation {
+            "the manual validation".to_string()
+        } else {
+            format!("environment `{}`", approval.environment)
+        };
         return Some(format!(
-            "`{name}` is not an approver of environment `{}` (approvers: {})",
-            approval.environment,
+            "`{name}` is not an approver of {subject} (approvers: {})",
             approval.approvers.join(", ")
+        ));
+    }
+    if validation && !approval.allow_requester && &run.requested_by == name {
+        return Some(format!(
+            "`{name}` queued this run, and the manual validation does not let approvers approve their own runs"
         ));
     }
     if !approval.allow_requester && &run.requested_by == name {

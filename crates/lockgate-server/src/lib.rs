@@ -4,6 +4,7 @@
 
 pub mod agent_api;
 pub mod agents;
+pub mod agentless;
 pub mod api;
 pub mod approvals;
 pub mod auth;

@@ -694,9 +694,16 @@ pub async fn advance_run(state: &AppState, run_id: i64) -> ApiResult<()> {
                     record_runtime_values(state, &mut jobs[index], &values).await?;
                 }
                 let job = &mut jobs[index];
-                state.store.set_job_status(job.id, "queued", None).await?;
-                job.status = "queued".into();
-                queued_any = true;
+                if crate::agentless::is_agentless(job) {
+                    // The server runs agentless jobs itself: no agent ever sees them queued.
+                    state.store.set_job_status(job.id, "running", None).await?;
+                    job.status = "running".into();
+                    crate::agentless::start(state, job.id);
+                } else {
+                    state.store.set_job_status(job.id, "queued", None).await?;
+                    job.status = "queued".into();
+                    queued_any = true;
+                }
             }
             Decision::Finish {
                 job: index,
@@ -1132,6 +1139,13 @@ pub async fn reconcile(state: &AppState) -> ApiResult<Reconciled> {
     unfinished.sort_by_key(|run| run.id);
     reconciled.runs = unfinished.len();
     for run in unfinished {
+        // Agentless jobs the stopped process was running go on where they were.
+        if let Err(error) = crate::agentless::resume_run(state, run.id).await {
+            eprintln!(
+                "lockgate-server: cannot resume the agentless jobs of run {}: {}",
+                run.id, error.message
+            );
+        }
         let advanced = if cancel_recorded(&run) {
             // Ends the jobs queued again above as canceled, as a cancel would have.
             cancel_run(state, run.id).await

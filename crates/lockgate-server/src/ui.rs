@@ -829,7 +829,11 @@ async fn run_page(
                 @for approval in &approvals {
                     div.approval data-status=(approval.status) {
                         p {
-                            strong { (approval.stage) } " → environment " code { (approval.environment) } " "
+                            @if crate::agentless::is_manual_validation(approval) {
+                                strong { (approval.stage) } " → manual validation "
+                            } @else {
+                                strong { (approval.stage) } " → environment " code { (approval.environment) } " "
+                            }
                             span class={"badge " (approval_badge(&approval.status))} { (approval.status) }
                             span.muted { " · " (approval.min_approvals) " of " (approval.approvers.join(", ")) " · asked " (when(Some(approval.requested_at))) }
                         }
@@ -846,7 +850,9 @@ async fn run_page(
                                 input type="hidden" name="stage" value=(approval.stage);
                                 input type="hidden" name="environment" value=(approval.environment);
                                 textarea name="comment" placeholder="Comment (kept in the audit trail)" aria-label="Comment" {}
-                                button.approve type="submit" name="decision" value="approve" { "Approve" }
+                                button.approve type="submit" name="decision" value="approve" {
+                                    @if crate::agentless::is_manual_validation(approval) { "Resume" } @else { "Approve" }
+                                }
                                 " "
                                 button.reject type="submit" name="decision" value="reject" { "Reject" }
                             }

@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
             agents_register_once_with_a_token_and_report_capabilities,
             jobs_keep_their_pool_and_are_leased_by_id_once,
+            a_job_the_server_runs_itself_is_never_leased_or_released,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -1751,4 +1752,47 @@ pub(crate) async fn jobs_keep_their_pool_and_are_leased_by_id_once(store: &dyn S
     let open = store.agent_jobs().await.unwrap();
     assert_eq!(open.len(), 2, "running jobs are still listed");
     assert_eq!(open[1].job.status, "running");
+/// An agentless job (`pool: server`) goes from `pending` straight to `running` without an agent:
+/// it gets its start time once, no agent leases it, and neither the lease reaper nor the release
+/// of a stopped process's jobs touches it.
+pub(crate) async fn a_job_the_server_runs_itself_is_never_leased_or_released(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("gate", "pending")])
+        .await
+        .unwrap();
+    let job = store.jobs_of_run(run.id).await.unwrap().remove(0);
+    assert_eq!(job.started_at, None);
+    store.set_job_status(job.id, "running", None).await.unwrap();
+    let running = store.job_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!(running.status, "running");
+    let started = running.started_at.expect("running sets the start");
+    store.set_job_status(job.id, "running", None).await.unwrap();
+    assert_eq!(
+        store.job_by_id(job.id).await.unwrap().unwrap().started_at,
+        Some(started),
+        "the start is kept"
+    );
+    assert!(
+        store
+            .lease_next_job("agent", "Linux", "t", now_millis() + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .expire_leases(now_millis() + 1_000_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.release_abandoned_jobs().await.unwrap().is_empty());
+    store
+        .set_job_status(job.id, "completed", Some("succeeded"))
+        .await
+        .unwrap();
+    let done = store.job_by_id(job.id).await.unwrap().unwrap();
+    assert_eq!(done.started_at, Some(started));
+    assert!(done.finished_at.is_some());
 }

@@ -823,6 +823,7 @@ impl Storage for SqliteStore {
         Box::pin(async move {
             sqlx::query(
                 "UPDATE jobs SET status = $2, result = $3, \
+                 started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, $4) ELSE started_at END, \
                  finished_at = CASE WHEN $2 = 'completed' THEN $4 ELSE finished_at END WHERE id = $1",
             )
             .bind(job_id)

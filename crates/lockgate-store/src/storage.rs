@@ -218,7 +218,8 @@ pub trait Storage: Send + Sync {
     fn set_job_spec<'a>(&'a self, job_id: i64, spec: &'a str) -> StoreFuture<'a, ()>;
 
     /// Sets the status and result of a job that is not leased (scheduling: `pending` -> `queued`,
-    /// skipped, canceled); `finished_at` is set to now when the status is `completed`.
+    /// skipped, canceled; `running` for an agentless job the server runs itself); `started_at` is
+    /// set to now when the status becomes `running` (kept if set), `finished_at` when it is `completed`.
     fn set_job_status<'a>(
         &'a self,
         job_id: i64,

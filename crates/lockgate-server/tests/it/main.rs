@@ -4,6 +4,7 @@
 //! `startup` covers opening the store from the database setting, `restart` a server started again on
 //! the data folder of a killed one.
 
+mod agentless;
 mod browser;
 mod end_to_end;
 mod library;
