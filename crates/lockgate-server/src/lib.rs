@@ -3,8 +3,8 @@
 //! [`start`] binds, serves and starts the built-in agent; [`router`] is the whole HTTP surface.
 
 pub mod agent_api;
-pub mod agents;
 pub mod agentless;
+pub mod agents;
 pub mod api;
 pub mod approvals;
 pub mod auth;

@@ -1752,6 +1752,8 @@ pub(crate) async fn jobs_keep_their_pool_and_are_leased_by_id_once(store: &dyn S
     let open = store.agent_jobs().await.unwrap();
     assert_eq!(open.len(), 2, "running jobs are still listed");
     assert_eq!(open[1].job.status, "running");
+}
+
 /// An agentless job (`pool: server`) goes from `pending` straight to `running` without an agent:
 /// it gets its start time once, no agent leases it, and neither the lease reaper nor the release
 /// of a stopped process's jobs touches it.
