@@ -276,6 +276,8 @@ impl JobExecutor for RunnerExecutor {
                 ));
             }
         }
+        /// The job's access token, as the server leases it (a secret pipeline variable).
+        const ACCESS_TOKEN: &str = "System.AccessToken";
         let context = RunContext {
             run_id: run_id.clone(),
             build_number: Mutex::new(build_number),
@@ -283,6 +285,15 @@ impl JobExecutor for RunnerExecutor {
             run_dir: job.job_dir.join("run"),
             self_repository: Some(job.source_dir.to_path_buf()),
             repositories: BTreeMap::new(),
+            self_remote: job
+                .lease
+                .pipeline_variables
+                .iter()
+                .find(|v| v.name == ACCESS_TOKEN)
+                .map(|token| lockgate_runner::job::SelfRemote {
+                    url: job.lease.source.clone_url.clone(),
+                    token: token.value.clone(),
+                }),
             // Steps never see the agent's own environment (tokens, LOCKGATE_*, database URLs).
             base_env: scrubbed_environment(std::env::vars()),
             minute: self.minute,

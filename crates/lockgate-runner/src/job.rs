@@ -35,6 +35,10 @@ pub struct RunContext {
     pub self_repository: Option<PathBuf>,
     /// Other repositories by alias (`--repo ALIAS=DIR`).
     pub repositories: BTreeMap<String, PathBuf>,
+    /// Where `self` lives on a server, with the job's access token: `checkout: self` points the
+    /// copy's `origin` there, and with `persistCredentials: true` leaves the token in its git
+    /// config so later steps can push. None for local runs.
+    pub self_remote: Option<SelfRemote>,
     /// The environment every step starts from (the user's environment for local runs).
     pub base_env: Vec<(String, String)>,
     /// How long one "minute" of `timeoutInMinutes`/`cancelTimeoutInMinutes` lasts (60 s; tests shorten it).
@@ -50,6 +54,21 @@ pub struct RunContext {
     /// caches and settings tools keep there; false runs steps with the base environment's HOME
     /// (`lockgate run --shared-home`).
     pub job_home: bool,
+}
+
+/// The hosted repository of `self` and the token that may push to it (`System.AccessToken`).
+#[derive(Clone)]
+pub struct SelfRemote {
+    pub url: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for SelfRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfRemote")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunContext {

@@ -161,8 +161,28 @@ pub(crate) async fn job_lease(
     // conditions need the values), so the agent masks them like the job's own secrets, and so does
     // the server in what this job's agent reports.
     let secret_values = upstream_secret_values(state, job).await?;
-    new_job_masker(state, job, &secret_values);
+    // `System.AccessToken`: good for the repositories of this run's project while this attempt
+    // runs (docs/security.md, "Job access tokens"); a secret like any other.
+    let access_token =
+        state
+            .secrets
+            .job_token(job.id, job.attempt, job.started_at.unwrap_or_default());
+    // The server masks it in what the agent reports; the agent masks it as a secret variable.
+    let mut masked = secret_values.clone();
+    masked.push(access_token.clone());
+    new_job_masker(state, job, &masked);
     let variable_groups = crate::library::lease_groups(state, run.project_id, &job.spec).await?;
+    let mut pipeline_variables: Vec<lockgate_protocol::agent::LeaseVariable> =
+        serde_json::from_value(spec["pipelineVariables"].clone()).unwrap_or_default();
+    pipeline_variables.insert(
+        0,
+        lockgate_protocol::agent::LeaseVariable {
+            name: "System.AccessToken".into(),
+            value: access_token,
+            secret: true,
+            readonly: true,
+        },
+    );
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -175,8 +195,7 @@ pub(crate) async fn job_lease(
         job: spec["job"].clone(),
         variables: spec["variables"].clone(),
         predefined,
-        pipeline_variables: serde_json::from_value(spec["pipelineVariables"].clone())
-            .unwrap_or_default(),
+        pipeline_variables,
         source: SourceCheckout {
             clone_url: format!("{base}/git/{}/{}.git", project.name, repository.name),
             commit: run.source_commit.clone(),
@@ -371,7 +390,12 @@ async fn job_masker(
     match kept {
         Some(masker) => Ok(masker),
         None => {
-            let upstream = upstream_secret_values(state, job).await?;
+            let mut upstream = upstream_secret_values(state, job).await?;
+            upstream.push(state.secrets.job_token(
+                job.id,
+                job.attempt,
+                job.started_at.unwrap_or_default(),
+            ));
             Ok(new_job_masker(state, job, &upstream))
         }
     }

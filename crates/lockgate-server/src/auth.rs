@@ -236,10 +236,15 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The token sent as `Authorization: Bearer T` or as the password of `Authorization: Basic` (git).
 pub fn presented_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(token.trim().to_string());
+    // Authentication schemes ignore case (RFC 9110, section 11.1).
+    let (scheme, rest) = value.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
     }
-    let encoded = value.strip_prefix("Basic ")?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let encoded = rest;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;

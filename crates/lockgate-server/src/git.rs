@@ -109,6 +109,41 @@ pub fn ref_updates(before: &[(String, String)], after: &[(String, String)]) -> V
         .collect()
 }
 
+/// The markers that keep a push from triggering CI, in the message of any of its commits
+/// (Microsoft's "Build Azure Repos Git repositories", "Skipping CI for individual pushes").
+const SKIP_CI_MARKERS: [&str; 11] = [
+    "[skip ci]",
+    "[ci skip]",
+    "skip-checks: true",
+    "skip-checks:true",
+    "[skip azurepipelines]",
+    "[azurepipelines skip]",
+    "[skip azpipelines]",
+    "[azpipelines skip]",
+    "[skip azp]",
+    "[azp skip]",
+    "***no_ci***",
+];
+
+/// Whether one of the commits a ref update brings says to skip CI (a new ref: its tip commit).
+pub async fn skips_ci(dir: &Path, update: &RefUpdate) -> bool {
+    let range = match &update.old {
+        Some(old) => format!("{old}..{}", update.new),
+        None => update.new.clone(),
+    };
+    let mut args = vec!["log", "--format=%B%x00", &range];
+    if update.old.is_none() {
+        args.insert(1, "-1");
+    }
+    match git(dir, &args).await {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+            SKIP_CI_MARKERS.iter().any(|marker| text.contains(marker))
+        }
+        Err(_) => false,
+    }
+}
+
 /// Files changed by a ref update (all files of the commit for a new ref).
 pub async fn changed_paths(dir: &Path, update: &RefUpdate) -> Vec<String> {
     let out = match &update.old {
@@ -128,6 +163,66 @@ pub async fn changed_paths(dir: &Path, update: &RefUpdate) -> Vec<String> {
 enum GitCaller {
     User(auth::Caller),
     Agent,
+    /// A running job's `System.AccessToken`: its run's project only.
+    Job {
+        project_id: i64,
+    },
+}
+
+/// The caller behind a job access token (`lgj_...`), when the token is one and its job's attempt
+/// is still running; a token of that shape that does not check out is refused.
+async fn job_caller(state: &AppState, token: &str) -> ApiResult<Option<GitCaller>> {
+    let Some((job_id, mac)) = crate::secrets::SecretBox::job_of_token(token) else {
+        return Ok(None);
+    };
+    let job = state
+        .store
+        .job_by_id(job_id)
+        .await?
+        .filter(|job| job.status == "running")
+        .filter(|job| {
+            job.started_at.is_some_and(|started| {
+                state
+                    .secrets
+                    .job_token_matches(mac, job.id, job.attempt, started)
+            })
+        })
+        .ok_or_else(ApiError::unauthorized)?;
+    let run = state
+        .store
+        .run_by_id(job.run_id)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    Ok(Some(GitCaller::Job {
+        project_id: run.project_id,
+    }))
+}
+
+/// The user (personal access token) or agent behind a token.
+async fn user_or_agent(state: &AppState, token: &str) -> ApiResult<GitCaller> {
+    Ok(
+        match state
+            .store
+            .user_by_token_hash(&auth::token_hash(token))
+            .await?
+        {
+            Some((user, token)) => GitCaller::User(auth::Caller {
+                user,
+                credential: auth::Credential::Token {
+                    scopes: token.scopes.split(',').map(str::to_string).collect(),
+                },
+            }),
+            None if state
+                .store
+                .agent_by_token_hash(&auth::token_hash(token))
+                .await?
+                .is_some() =>
+            {
+                GitCaller::Agent
+            }
+            None => return Err(ApiError::unauthorized()),
+        },
+    )
 }
 
 fn challenge() -> Response {
@@ -178,26 +273,9 @@ async fn serve_git(
     let Some(token) = auth::presented_token(&headers) else {
         return Err(ApiError::unauthorized());
     };
-    let caller = match state
-        .store
-        .user_by_token_hash(&auth::token_hash(&token))
-        .await?
-    {
-        Some((user, token)) => GitCaller::User(auth::Caller {
-            user,
-            credential: auth::Credential::Token {
-                scopes: token.scopes.split(',').map(str::to_string).collect(),
-            },
-        }),
-        None if state
-            .store
-            .agent_by_token_hash(&auth::token_hash(&token))
-            .await?
-            .is_some() =>
-        {
-            GitCaller::Agent
-        }
-        None => return Err(ApiError::unauthorized()),
+    let caller = match job_caller(&state, &token).await? {
+        Some(caller) => caller,
+        None => user_or_agent(&state, &token).await?,
     };
     let project = state
         .store
@@ -227,6 +305,11 @@ async fn serve_git(
         }
         GitCaller::Agent if is_push => return Err(ApiError::forbidden("agents cannot push")),
         GitCaller::Agent => "agent".to_string(),
+        // A job's token reaches the repositories of its run's project, nothing else.
+        GitCaller::Job { project_id } if *project_id == project.id => {
+            format!("{} Build Service", project.name)
+        }
+        GitCaller::Job { .. } => return Err(ApiError::not_found("repository")),
     };
     let dir = repository_dir(&state, &project.name, &repository.name);
     let receiving = is_push && method == Method::POST;

@@ -929,6 +929,9 @@ pub async fn on_push(
     let dir = git::repository_dir(state, &project.name, &repository.name);
     let mut queued = Vec::new();
     for update in updates {
+        if git::skips_ci(&dir, update).await {
+            continue;
+        }
         let pushed = PushedRef {
             name: update.name.clone(),
             changed_paths: git::changed_paths(&dir, update).await,

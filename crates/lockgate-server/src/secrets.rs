@@ -35,6 +35,8 @@ const UPGRADED_SETTING: &str = "secrets.encrypted-at-rest";
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// Keys the macs of job access tokens (derived from the secret key).
+    token_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -52,7 +54,41 @@ impl SecretBox {
     pub fn new(key: [u8; 32]) -> SecretBox {
         SecretBox {
             cipher: XChaCha20Poly1305::new(&Key::from(key)),
+            token_key: blake3::derive_key("lockgate 2026 job access tokens", &key),
         }
+    }
+
+    /// The access token of a job's attempt (`System.AccessToken`): `lgj_<job id>_<mac>`, the mac a
+    /// keyed hash of the job id, attempt and start time. Nothing is stored: the server checks a
+    /// presented token against the job as it is ([`SecretBox::job_of_token`]), so the token is
+    /// good only while that attempt runs.
+    pub fn job_token(&self, job_id: i64, attempt: i64, started_at: i64) -> String {
+        format!("lgj_{job_id}_{}", self.job_mac(job_id, attempt, started_at))
+    }
+
+    fn job_mac(&self, job_id: i64, attempt: i64, started_at: i64) -> String {
+        let text = format!("{job_id}\0{attempt}\0{started_at}");
+        blake3::keyed_hash(&self.token_key, text.as_bytes())
+            .to_hex()
+            .to_string()
+    }
+
+    /// The job id a presented job token names, if it has the shape of one.
+    pub fn job_of_token(token: &str) -> Option<(i64, &str)> {
+        let rest = token.strip_prefix("lgj_")?;
+        let (id, mac) = rest.split_once('_')?;
+        Some((id.parse().ok()?, mac))
+    }
+
+    /// Whether `mac` is the mac of the job's attempt (compared in constant time).
+    pub fn job_token_matches(&self, mac: &str, job_id: i64, attempt: i64, started_at: i64) -> bool {
+        let expected = self.job_mac(job_id, attempt, started_at);
+        expected.len() == mac.len()
+            && expected
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// A box with a fresh random key (tests and servers built without a data folder key).
@@ -482,6 +518,22 @@ fn fill_random(bytes: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_token_checks_out_only_for_its_attempt_and_key() {
+        let secrets = SecretBox::new([7; 32]);
+        let token = secrets.job_token(12, 2, 1_000);
+        let (job, mac) = SecretBox::job_of_token(&token).unwrap();
+        assert_eq!(job, 12);
+        assert!(secrets.job_token_matches(mac, 12, 2, 1_000));
+        assert!(!secrets.job_token_matches(mac, 12, 3, 1_000), "another attempt");
+        assert!(!secrets.job_token_matches(mac, 12, 2, 1_001), "another lease");
+        assert!(!secrets.job_token_matches(mac, 13, 2, 1_000), "another job");
+        assert!(!SecretBox::new([8; 32]).job_token_matches(mac, 12, 2, 1_000), "another key");
+        assert!(!secrets.job_token_matches("", 12, 2, 1_000));
+        assert_eq!(SecretBox::job_of_token("lgp_personal"), None);
+        assert_eq!(SecretBox::job_of_token("lgj_x_abc"), None);
+    }
 
     #[test]
     fn sealed_values_open_with_their_key_only_and_nonces_differ() {

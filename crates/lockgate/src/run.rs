@@ -327,6 +327,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         run_dir: run_dir.clone(),
         self_repository: Some(root.clone()),
         repositories,
+        self_remote: None,
         base_env,
         minute: minute_length(),
         drain_grace: Duration::from_millis(500),

@@ -68,6 +68,7 @@ pub(super) fn run_pipeline_in(
         run_dir: run_dir.clone(),
         self_repository: None,
         repositories: Default::default(),
+        self_remote: None,
         base_env: std::env::vars().collect(),
         minute: Duration::from_secs(60),
         drain_grace: Duration::from_millis(500),

@@ -77,6 +77,16 @@ pub async fn checkout(
         .map(Path::to_path_buf);
     let copied = copy_working_tree(&source, &target, work_base.as_deref()).await?;
     step.log(&format!("Checked out {copied} files"));
+    if repository.eq_ignore_ascii_case("self")
+        && let Some(remote) = step.job.run.self_remote.clone()
+        && target.join(".git").exists()
+    {
+        let persist = step.input_bool(&["persistCredentials"], false)?;
+        point_origin(&target, &remote, persist).await?;
+        if persist {
+            step.log("Persisted the job's access token in the repository's git config (persistCredentials)");
+        }
+    }
     if (only || workspace_repo) && target != step.job.workspace.sources {
         let shown = target.display().to_string();
         if only {
@@ -93,6 +103,64 @@ pub async fn checkout(
         step.job.workspace.sources = target;
     }
     Ok(TaskResult::Succeeded)
+}
+
+/// Points the checked-out copy's `origin` at the hosted repository; with `persist`, also keeps the
+/// job's token as an HTTP header in its git config (Azure's `persistCredentials`: "leave the OAuth
+/// token in the Git config after the initial fetch"), so a later `git push` authenticates.
+async fn point_origin(
+    target: &Path,
+    remote: &crate::job::SelfRemote,
+    persist: bool,
+) -> Result<(), TaskError> {
+    let dir = target.display().to_string();
+    let run = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("git")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|err| TaskError(format!("checkout: cannot run git: {err}")))?;
+        Ok::<bool, TaskError>(output.status.success())
+    };
+    let set = run(vec![
+        "-C".into(),
+        dir.clone(),
+        "remote".into(),
+        "set-url".into(),
+        "origin".into(),
+        remote.url.clone(),
+    ])
+    .await?;
+    if !set {
+        run(vec![
+            "-C".into(),
+            dir.clone(),
+            "remote".into(),
+            "add".into(),
+            "origin".into(),
+            remote.url.clone(),
+        ])
+        .await?;
+    }
+    if persist {
+        let header = format!("AUTHORIZATION: Bearer {}", remote.token);
+        let ok = run(vec![
+            "-C".into(),
+            dir,
+            "config".into(),
+            "--local".into(),
+            format!("http.{}.extraheader", remote.url),
+            header,
+        ])
+        .await?;
+        if !ok {
+            return Err(TaskError(
+                "checkout: cannot keep the access token in the git config".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Makes `target` a copy of the working tree at `source`. For a Git repository: a local clone (so `git`

@@ -74,6 +74,7 @@ pub fn run_context(dir: &Path) -> RunContext {
         run_dir: dir.join("run"),
         self_repository: None,
         repositories: BTreeMap::new(),
+        self_remote: None,
         base_env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
         minute: Duration::from_secs(1),
         drain_grace: Duration::from_millis(200),

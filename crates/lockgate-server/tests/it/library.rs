@@ -125,3 +125,76 @@ fn a_variable_group_must_exist_and_be_authorized_and_then_feeds_the_job() {
     assert!(logs.contains("token=***"), "{logs}");
     assert!(!logs.contains(SECRET), "{logs}");
 }
+
+const PUSHING: &str = "\
+trigger: [main]
+steps:
+- checkout: self
+  persistCredentials: true
+- script: |
+    set -e
+    git config user.email bot@example.com
+    git config user.name bot
+    echo generated > generated.txt
+    git add generated.txt
+    git commit -q -m \"Update generated files [skip ci]\"
+    git push -q origin HEAD:refs/heads/main
+    echo \"token=$(System.AccessToken)\"
+";
+
+/// A job pushes to its own repository with `System.AccessToken` (`persistCredentials: true`); the
+/// push says `[skip ci]`, so it queues no run; the token is masked in the log and dies with the job.
+#[test]
+fn a_job_pushes_with_its_access_token_and_skip_ci_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = crate::end_to_end::start_on(&dir.path().join("data"), true);
+    let state = started.state.clone();
+    let mut server = started.running();
+    server._dir = Some(dir);
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", PUSHING)],
+        "main",
+    );
+    let run = wait_for_run(&server, pipeline, 1);
+    let logs = run_logs(&server, run.id);
+    assert_eq!(run.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(logs.contains("token=***"), "{logs}");
+    assert!(!logs.contains("lgj_"), "{logs}");
+    // The job's commit is on main.
+    git(work.path(), &["pull", "-q", &push_url, "main"]);
+    let subject = git(work.path(), &["log", "-1", "--format=%s"]);
+    assert_eq!(subject.trim(), "Update generated files [skip ci]");
+    // The token the job had (the server derives it from the job's attempt) no longer opens the
+    // repository once its job finished.
+    let job = server
+        .block_on(state.store.jobs_of_run(run.id))
+        .unwrap()
+        .remove(0);
+    let token = state
+        .secrets
+        .job_token(job.id, job.attempt, job.started_at.unwrap());
+    assert!(token.starts_with("lgj_"), "{token}");
+    let url = push_url.replace(
+        &format!("ada:{}@", server.token),
+        &format!("build:{token}@"),
+    );
+    let output = std::process::Command::new("git")
+        .args(["ls-remote", &url])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "an ended job's token still works");
+    // The [skip ci] push queued nothing: the next push is the second run.
+    commit_and_push(work.path(), &push_url, &[("README.md", "next\n")], "main");
+    let runs = wait_for_runs(&server, pipeline, "the next run", |r| r.len() >= 2);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        runs[0].source_commit,
+        git(work.path(), &["rev-parse", "HEAD"]).trim()
+    );
+}
