@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             agents_register_once_with_a_token_and_report_capabilities,
             jobs_keep_their_pool_and_are_leased_by_id_once,
             a_job_the_server_runs_itself_is_never_leased_or_released,
+            names_ignore_ascii_case_only_and_sort_by_their_bytes,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -168,7 +169,7 @@ pub(crate) async fn a_run_is_created_leased_and_finished(store: &dyn Storage) {
     assert!(run.started_at.is_some() && run.finished_at.is_some());
 }
 
-async fn pipeline(store: &dyn Storage) -> (User, Project, Pipeline) {
+pub(crate) async fn pipeline(store: &dyn Storage) -> (User, Project, Pipeline) {
     let user = store.create_user("ada", "hash", true).await.unwrap();
     let project = store.create_project("demo", user.id).await.unwrap();
     let repo = store.create_repository(project.id, "app").await.unwrap();
@@ -179,7 +180,7 @@ async fn pipeline(store: &dyn Storage) -> (User, Project, Pipeline) {
     (user, project, pipeline)
 }
 
-fn new_run(pipeline_id: i64, branch: &str) -> NewRun {
+pub(crate) fn new_run(pipeline_id: i64, branch: &str) -> NewRun {
     NewRun {
         pipeline_id,
         name: "20261123.1".into(),
@@ -195,7 +196,7 @@ fn new_run(pipeline_id: i64, branch: &str) -> NewRun {
     }
 }
 
-fn new_job(name: &str, status: &str) -> NewJob {
+pub(crate) fn new_job(name: &str, status: &str) -> NewJob {
     NewJob {
         stage_name: "build".into(),
         name: name.into(),
@@ -1797,4 +1798,116 @@ pub(crate) async fn a_job_the_server_runs_itself_is_never_leased_or_released(sto
     let done = store.job_by_id(job.id).await.unwrap().unwrap();
     assert_eq!(done.started_at, Some(started));
     assert!(done.finished_at.is_some());
+}
+
+/// Names that ignore case (environments, their checks, pipeline variables) ignore ASCII case only,
+/// as SQLite's `NOCASE` does, and list by their bytes after ASCII lower-casing, whatever the
+/// backend and the database's locale: `É` and `é` are different names, `_` sorts before letters.
+pub(crate) async fn names_ignore_ascii_case_only_and_sort_by_their_bytes(store: &dyn Storage) {
+    let (_, project, pipeline) = pipeline(store).await;
+    for name in ["beta", "Alpha", "_tools", "Zulu", "éclair", "Éclair", "[x]"] {
+        store
+            .create_environment(project.id, name, "", "ada")
+            .await
+            .unwrap();
+    }
+    for name in ["ALPHA", "zULU", "_TOOLS"] {
+        let err = store
+            .create_environment(project.id, name, "", "ada")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::AlreadyExists { .. }),
+            "{name}: {err:?}"
+        );
+    }
+    let names: Vec<String> = store
+        .list_environments(project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["[x]", "_tools", "Alpha", "beta", "Zulu", "Éclair", "éclair"]
+    );
+    for (asked, found) in [
+        ("ÉCLAIR", "Éclair"),
+        ("éCLAIR", "éclair"),
+        ("aLPHA", "Alpha"),
+    ] {
+        let environment = store
+            .environment_by_name(project.id, asked)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{asked} not found"));
+        assert_eq!(environment.name, found);
+    }
+    assert!(
+        store
+            .environment_by_name(project.id, "eclair")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let check = NewApprovalCheck {
+        approvers: vec!["bob".into()],
+        min_approvals: 1,
+        allow_requester: false,
+        instructions: String::new(),
+        timeout_minutes: 60,
+        in_sequence: false,
+        created_by: "ada".into(),
+    };
+    for environment in ["Alpha", "ALPHA", "Éclair", "éclair"] {
+        store
+            .set_approval_check(project.id, environment, Some(&check))
+            .await
+            .unwrap();
+        store
+            .set_environment_check(
+                project.id,
+                environment,
+                "branchControl",
+                Some(("{}", "ada")),
+            )
+            .await
+            .unwrap();
+    }
+    let approval_checks = store.approval_checks(project.id).await.unwrap();
+    let environment_checks = store.environment_checks(project.id).await.unwrap();
+    for checked in [
+        approval_checks
+            .iter()
+            .map(|c| c.environment.as_str())
+            .collect::<Vec<_>>(),
+        environment_checks
+            .iter()
+            .map(|c| c.environment.as_str())
+            .collect(),
+    ] {
+        assert_eq!(checked, ["ALPHA", "Éclair", "éclair"]);
+    }
+
+    let variable = |name: &str| PipelineVariable {
+        name: name.into(),
+        value: "v".into(),
+        secret: false,
+        allow_override: false,
+    };
+    let err = store
+        .set_pipeline_variables(pipeline.id, &[variable("Foo"), variable("FOO")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    store
+        .set_pipeline_variables(pipeline.id, &[variable("é"), variable("É")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pipeline_variables(pipeline.id).await.unwrap().len(),
+        2
+    );
 }

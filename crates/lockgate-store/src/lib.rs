@@ -1,11 +1,14 @@
 //! Every SQL statement of Lockgate, behind one interface: the [`Storage`] trait, used through the
 //! cheap-clone [`Store`] handle. SQLite is the default backend ([`SqliteStore`]: WAL mode, one file in
-//! the data folder, migrations from the start); a PostgreSQL backend will implement the same trait
-//! with its own DDL and pass the same conformance tests. Queries are runtime queries with `$1`
-//! placeholders and hand-written row mapping, so that backends can share them.
+//! the data folder); [`PostgresStore`] serves several servers on one database. Both have their own
+//! DDL and pass the same conformance tests; their queries are runtime queries with `$1`
+//! placeholders and hand-written row mapping, written once in `sql.rs` for both.
 
 mod locks;
 mod records;
+#[macro_use]
+mod sql;
+mod postgres;
 mod sqlite;
 mod storage;
 
@@ -14,6 +17,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use postgres::PostgresStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 pub use storage::{Storage, StoreFuture};
@@ -29,9 +33,6 @@ pub enum StoreError {
     AlreadyExists { what: String },
     #[error("database error: {0}")]
     Database(sqlx::Error),
-    /// The database URL names a backend this build cannot open yet.
-    #[error("{backend} backend not available yet")]
-    BackendUnavailable { backend: &'static str },
     /// The database setting is neither `sqlite` nor a `postgres://` URL.
     #[error(
         "unknown database `{scheme}`: expected `sqlite`, `sqlite://<data folder>` or a `postgres://` URL"
@@ -68,8 +69,8 @@ impl Store {
     /// Opens the database a server is configured with. `database` is one of:
     /// - `sqlite` (or empty): `lockgate.db` in `data_dir`, created when missing;
     /// - `sqlite://<folder>`: `lockgate.db` in that folder instead;
-    /// - `postgres://...` or `postgresql://...`: fails with [`StoreError::BackendUnavailable`] until the
-    ///   PostgreSQL backend exists.
+    /// - `postgres://...` or `postgresql://...`: that PostgreSQL database ([`PostgresStore`]);
+    ///   `data_dir` is not used.
     ///
     /// Anything else fails with [`StoreError::UnknownDatabase`] (naming only the scheme, so that no
     /// password in a URL ends up in a log).
@@ -85,9 +86,7 @@ impl Store {
                 }
                 _ => Store::open_sqlite(data_dir).await,
             },
-            "postgres" | "postgresql" => Err(StoreError::BackendUnavailable {
-                backend: "PostgreSQL",
-            }),
+            "postgres" | "postgresql" => Ok(Store::new(PostgresStore::open(database).await?)),
             _ => Err(StoreError::UnknownDatabase {
                 scheme: scheme.to_string(),
             }),
@@ -130,5 +129,9 @@ pub fn now_millis() -> i64 {
 #[cfg(test)]
 #[macro_use]
 mod conformance;
+#[cfg(test)]
+mod postgres_tests;
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod test_postgres;
 #[cfg(test)]
 mod tests;

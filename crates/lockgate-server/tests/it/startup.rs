@@ -1,5 +1,5 @@
-//! Starting a server: the database setting picks the store backend, and a backend that does not
-//! exist yet stops the start with a clear message (before anything listens).
+//! Starting a server: the database setting picks the store backend, and a database that cannot be
+//! opened stops the start with a clear message (before anything listens).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,17 +18,32 @@ fn config(data_dir: &std::path::Path, database: &str) -> ServerConfig {
 }
 
 #[tokio::test]
-async fn a_postgres_database_is_refused_with_a_clear_message() {
+async fn an_unreachable_postgres_database_stops_the_start_naming_it_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let started = lockgate_server::start(
-        config(dir.path(), "postgres://ci@127.0.0.1/lockgate"),
+        config(
+            dir.path(),
+            &format!("postgres://ci:hunter2@127.0.0.1:{port}/lockgate"),
+        ),
         Arc::new(RunnerExecutor::default()),
     )
     .await;
     let Err(error) = started else {
-        panic!("a postgres:// database must not start a server yet");
+        panic!("nothing listens there: the server must not start");
     };
-    assert_eq!(error.to_string(), "PostgreSQL backend not available yet");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot open the database at postgres://127.0.0.1:{port}/lockgate: "
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
     assert!(!dir.path().join("lockgate.db").exists());
 }
 

@@ -279,7 +279,8 @@ fn client_commands_need_a_token_and_server_needs_a_valid_config() {
     let missing = lockgate(dir.path(), &["server", "--config", "nope.toml"]);
     assert_eq!(missing.status.code(), Some(2));
 
-    // The database setting reaches the store, which names what is missing and never echoes the URL.
+    // The database setting reaches the store, which names the database it cannot open and never
+    // echoes the password.
     std::fs::write(
         dir.path().join("pg.toml"),
         "port = 0\ndatabase = \"postgres://lockgate:hunter2@127.0.0.1:9/lockgate\"\n",
@@ -289,7 +290,8 @@ fn client_commands_need_a_token_and_server_needs_a_valid_config() {
     assert_eq!(postgres.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&postgres.stderr);
     assert!(
-        stderr.contains("PostgreSQL backend not available yet") && !stderr.contains("hunter2"),
+        stderr.contains("cannot open the database at postgres://127.0.0.1:9/lockgate")
+            && !stderr.contains("hunter2"),
         "{stderr}"
     );
     let unknown = lockgate(
