@@ -526,10 +526,19 @@ mod tests {
         let (job, mac) = SecretBox::job_of_token(&token).unwrap();
         assert_eq!(job, 12);
         assert!(secrets.job_token_matches(mac, 12, 2, 1_000));
-        assert!(!secrets.job_token_matches(mac, 12, 3, 1_000), "another attempt");
-        assert!(!secrets.job_token_matches(mac, 12, 2, 1_001), "another lease");
+        assert!(
+            !secrets.job_token_matches(mac, 12, 3, 1_000),
+            "another attempt"
+        );
+        assert!(
+            !secrets.job_token_matches(mac, 12, 2, 1_001),
+            "another lease"
+        );
         assert!(!secrets.job_token_matches(mac, 13, 2, 1_000), "another job");
-        assert!(!SecretBox::new([8; 32]).job_token_matches(mac, 12, 2, 1_000), "another key");
+        assert!(
+            !SecretBox::new([8; 32]).job_token_matches(mac, 12, 2, 1_000),
+            "another key"
+        );
         assert!(!secrets.job_token_matches("", 12, 2, 1_000));
         assert_eq!(SecretBox::job_of_token("lgp_personal"), None);
         assert_eq!(SecretBox::job_of_token("lgj_x_abc"), None);

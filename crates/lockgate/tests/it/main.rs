@@ -7,6 +7,7 @@ mod compile;
 mod differential;
 mod limits;
 mod node_tasks;
+mod postgres;
 mod run;
 mod sandbox;
 mod server;

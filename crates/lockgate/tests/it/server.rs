@@ -394,29 +394,82 @@ pub(crate) fn push_pipeline(
     api
 }
 
-#[test]
-fn the_built_in_agents_run_power_platform_tasks() {
+/// Creates project `project` with repository `app` and pipeline `ci` through the API of `up`, and
+/// pushes a commit whose `azure-pipelines.yml` is `yaml` to its `main`.
+pub(crate) fn push_new_pipeline(
+    dir: &Path,
+    up: &Up,
+    project: &str,
+    yaml: &str,
+) -> lockgate_agent::ServerClient {
     use lockgate_protocol::api;
-    let dir = tempfile::tempdir().unwrap();
-    let up = start_server(dir.path(), &["up", "--port", "0", "--no-demo"]);
-    let api = push_pipeline(
-        dir.path(),
-        &up,
-        "pp",
-        "steps:\n- task: PowerPlatformToolInstaller@2\n",
-    );
+    let api = lockgate_agent::ServerClient::new(&up.url, &up.token);
+    let _: api::Project = api
+        .post_json(
+            "/api/v1/projects",
+            &api::CreateProject {
+                name: project.into(),
+            },
+        )
+        .unwrap();
+    let repo: api::Repository = api
+        .post_json(
+            &format!("/api/v1/projects/{project}/repositories"),
+            &api::CreateRepository { name: "app".into() },
+        )
+        .unwrap();
+    let _: api::Pipeline = api
+        .post_json(
+            &format!("/api/v1/projects/{project}/pipelines"),
+            &api::CreatePipeline {
+                name: "ci".into(),
+                repository: "app".into(),
+                yaml_path: "azure-pipelines.yml".into(),
+            },
+        )
+        .unwrap();
+    let work = dir.join(format!("work-{project}"));
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("azure-pipelines.yml"), yaml).unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "pipeline"]);
+    let push_url = repo
+        .clone_url
+        .replace("http://", &format!("http://admin:{}@", up.token));
+    git(&work, &["push", "-q", &push_url, "HEAD:refs/heads/main"]);
+    api
+}
+
+/// The newest run, once it completed (fails the test after two minutes).
+pub(crate) fn newest_completed_run(
+    api: &lockgate_agent::ServerClient,
+) -> lockgate_protocol::api::Run {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let run = loop {
-        let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();
+    loop {
+        let runs: Vec<lockgate_protocol::api::Run> = api.get_json("/api/v1/runs").unwrap();
         if let Some(run) = runs.first().filter(|run| run.status == "completed") {
-            break run.clone();
+            return run.clone();
         }
         assert!(
             Instant::now() < deadline,
             "the run did not finish: {runs:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+}
+
+#[test]
+fn the_built_in_agents_run_power_platform_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_server(dir.path(), &["up", "--port", "0", "--no-demo"]);
+    let api = push_new_pipeline(
+        dir.path(),
+        &up,
+        "pp",
+        "steps:\n- task: PowerPlatformToolInstaller@2\n",
+    );
+    let run = newest_completed_run(&api);
     let logs = stdout(&client(
         dir.path(),
         &up,
