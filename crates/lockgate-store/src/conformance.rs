@@ -29,6 +29,7 @@ macro_rules! conformance_tests {
             approvals_are_asked_once_decided_atomically_and_audited,
             environment_checks_are_one_per_kind_and_replaced,
             manual_stages_are_started_once,
+            service_connections_are_replaced_authorized_and_keep_their_uses,
             variable_groups_are_unique_ignoring_case_replaced_and_authorized_per_pipeline,
             approvals_are_asked_again_for_a_new_stage_attempt_and_keep_their_order,
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
@@ -1909,5 +1910,71 @@ pub(crate) async fn names_ignore_ascii_case_only_and_sort_by_their_bytes(store: 
     assert_eq!(
         store.pipeline_variables(pipeline.id).await.unwrap().len(),
         2
+    );
+}
+
+pub(crate) async fn service_connections_are_replaced_authorized_and_keep_their_uses(
+    store: &dyn Storage,
+) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "pending")])
+        .await
+        .unwrap();
+    let created = store
+        .put_service_connection(project.id, "Dev", "generic", "", "{\"url\":\"x\"}", "ada")
+        .await
+        .unwrap();
+    assert_eq!(
+        (created.kind.as_str(), created.fields.as_str()),
+        ("generic", "{\"url\":\"x\"}")
+    );
+    assert!(
+        store
+            .authorize_service_connection(created.id, pipeline.id, "ada", 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .authorize_service_connection(created.id, pipeline.id, "ada", 2)
+            .await
+            .unwrap()
+    );
+    let replaced = store
+        .put_service_connection(project.id, "dev", "powerPlatformSPN", "pp", "{}", "bob")
+        .await
+        .unwrap();
+    assert_eq!((replaced.id, replaced.name.as_str()), (created.id, "Dev"));
+    assert_eq!(replaced.kind, "powerPlatformSPN");
+    assert_eq!(replaced.pipelines, [pipeline.id]);
+    for (job_id, attempt, at) in [(1, 1, 10), (1, 1, 11), (1, 2, 12)] {
+        let usage = ConnectionUse {
+            run_id: run.id,
+            job_id,
+            job_attempt: attempt,
+            used_at: at,
+        };
+        store
+            .record_connection_use(created.id, &usage)
+            .await
+            .unwrap();
+    }
+    let uses = store.connection_uses(created.id, 10).await.unwrap();
+    let seen: Vec<(i64, i64)> = uses.iter().map(|u| (u.job_attempt, u.used_at)).collect();
+    assert_eq!(seen, [(2, 12), (1, 10)], "once per attempt, newest first");
+    assert_eq!(store.connection_uses(created.id, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .delete_service_connection(project.id, "DEV")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .service_connections(project.id)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -451,6 +451,43 @@ impl std::fmt::Debug for VariableGroup {
     }
 }
 
+/// A service connection of a project: its kind, its fields as a JSON object (secret fields
+/// sealed by the server) and the pipelines authorized to use it.
+#[derive(Clone, PartialEq)]
+pub struct ServiceConnection {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub kind: String,
+    pub description: String,
+    pub fields: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Pipeline ids, ascending.
+    pub pipelines: Vec<i64>,
+}
+
+impl std::fmt::Debug for ServiceConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConnection")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job's use of a service connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionUse {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub job_attempt: i64,
+    pub used_at: i64,
+}
+
 /// A manual stage someone started.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageStart {

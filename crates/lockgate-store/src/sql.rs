@@ -59,6 +59,7 @@ macro_rules! migrations {
             (13, "approval attempts", migrations!(@file $own, "0013_approval_attempts")),
             (14, "variable groups", migrations!(@file $own, "0014_variable_groups")),
             (15, "agent pools", migrations!(@file $own, "0015_agent_pools")),
+            (16, "service connections", migrations!(@file $own, "0016_service_connections")),
         ]
     };
     (@file $dir:literal, $name:literal) => {
@@ -131,7 +132,7 @@ macro_rules! sql_storage {
                 NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun,
                 Pipeline, PipelineVariable, Project, Repository, Run, RunFilter, Session,
                 StageStart, Step, Storage, StoreError, StoreFuture, StoreResult, TestResult, User,
-                VariableGroup, locks, now_millis,
+                VariableGroup, ServiceConnection, ConnectionUse, locks, now_millis,
             };
 
             impl $store {
@@ -1970,6 +1971,184 @@ macro_rules! sql_storage {
                     .execute(&self.pool)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn put_service_connection<'a>(
+                &'a self,
+                project_id: i64,
+                name: &'a str,
+                kind: &'a str,
+                description: &'a str,
+                fields: &'a str,
+                user: &'a str,
+            ) -> StoreFuture<'a, ServiceConnection> {
+                Box::pin(async move {
+                    let now = now_millis();
+                    let mut tx = self.pool.begin().await?;
+                    let updated = sqlx::query(
+                        "UPDATE service_connections SET kind = $1, description = $2, fields = $3, \
+                         updated_at = $4 WHERE project_id = $5 AND lower(name) = $6",
+                    )
+                    .bind(kind)
+                    .bind(description)
+                    .bind(fields)
+                    .bind(now)
+                    .bind(project_id)
+                    .bind(name.to_ascii_lowercase())
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() == 0 {
+                        sqlx::query(
+                            "INSERT INTO service_connections (project_id, name, kind, description, \
+                             fields, created_by, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                        )
+                        .bind(project_id)
+                        .bind(name)
+                        .bind(kind)
+                        .bind(description)
+                        .bind(fields)
+                        .bind(user)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    self.service_connections(project_id)
+                        .await?
+                        .into_iter()
+                        .find(|c| c.name.eq_ignore_ascii_case(name))
+                        .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound))
+                })
+            }
+
+            fn service_connections(
+                &self,
+                project_id: i64,
+            ) -> StoreFuture<'_, Vec<ServiceConnection>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT * FROM service_connections WHERE project_id = $1 ORDER BY lower(name)",
+                    )
+                    .bind(project_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut out = Vec::new();
+                    for row in &rows {
+                        let id: i64 = row.try_get("id")?;
+                        let pipelines = sqlx::query(
+                            "SELECT pipeline_id FROM service_connection_pipelines \
+                             WHERE connection_id = $1 ORDER BY pipeline_id",
+                        )
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get("pipeline_id"))
+                        .collect::<Result<Vec<i64>, _>>()?;
+                        out.push(ServiceConnection {
+                            id,
+                            project_id: row.try_get("project_id")?,
+                            name: row.try_get("name")?,
+                            kind: row.try_get("kind")?,
+                            description: row.try_get("description")?,
+                            fields: row.try_get("fields")?,
+                            created_by: row.try_get("created_by")?,
+                            created_at: row.try_get("created_at")?,
+                            updated_at: row.try_get("updated_at")?,
+                            pipelines,
+                        });
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn delete_service_connection<'a>(
+                &'a self,
+                project_id: i64,
+                name: &'a str,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM service_connections WHERE project_id = $1 AND lower(name) = $2",
+                    )
+                    .bind(project_id)
+                    .bind(name.to_ascii_lowercase())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            }
+
+            fn authorize_service_connection<'a>(
+                &'a self,
+                connection_id: i64,
+                pipeline_id: i64,
+                user: &'a str,
+                now: i64,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "INSERT INTO service_connection_pipelines (connection_id, pipeline_id, \
+                         authorized_by, authorized_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(connection_id)
+                    .bind(pipeline_id)
+                    .bind(user)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn record_connection_use(
+                &self,
+                connection_id: i64,
+                usage: &ConnectionUse,
+            ) -> StoreFuture<'_, ()> {
+                let usage = usage.clone();
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO service_connection_uses (connection_id, run_id, job_id, \
+                         job_attempt, used_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(connection_id)
+                    .bind(usage.run_id)
+                    .bind(usage.job_id)
+                    .bind(usage.job_attempt)
+                    .bind(usage.used_at)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn connection_uses(
+                &self,
+                connection_id: i64,
+                limit: i64,
+            ) -> StoreFuture<'_, Vec<ConnectionUse>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT * FROM service_connection_uses WHERE connection_id = $1 \
+                         ORDER BY id DESC LIMIT $2",
+                    )
+                    .bind(connection_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|row| {
+                            Ok(ConnectionUse {
+                                run_id: row.try_get("run_id")?,
+                                job_id: row.try_get("job_id")?,
+                                job_attempt: row.try_get("job_attempt")?,
+                                used_at: row.try_get("used_at")?,
+                            })
+                        })
+                        .collect()
                 })
             }
 

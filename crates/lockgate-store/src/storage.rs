@@ -6,10 +6,11 @@ use std::pin::Pin;
 
 use crate::{
     AccessToken, Agent, AgentInfo, AgentJob, Approval, ApprovalCheck, ApprovalDecision,
-    ArtifactFile, DeployedVersion, Deployment, Environment, EnvironmentCheck, EnvironmentLock, Job,
-    LockOutcome, LogChunk, NewAgentRegistration, NewApprovalCheck, NewArtifactFile, NewDeployment,
-    NewJob, NewLockRequest, NewRun, Pipeline, PipelineVariable, Project, Repository, Run,
-    RunFilter, Session, StageStart, Step, StoreResult, TestResult, User, VariableGroup,
+    ArtifactFile, ConnectionUse, DeployedVersion, Deployment, Environment, EnvironmentCheck,
+    EnvironmentLock, Job, LockOutcome, LogChunk, NewAgentRegistration, NewApprovalCheck,
+    NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline, PipelineVariable,
+    Project, Repository, Run, RunFilter, ServiceConnection, Session, StageStart, Step, StoreResult,
+    TestResult, User, VariableGroup,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -557,6 +558,54 @@ pub trait Storage: Send + Sync {
         user: &'a str,
         now: i64,
     ) -> StoreFuture<'a, bool>;
+
+    // ---- service connections ----
+
+    /// Creates the service connection `name` of a project, or replaces the kind, description and
+    /// fields of the one with that name (ignoring ASCII case; it keeps its id, name,
+    /// authorizations and usage history).
+    fn put_service_connection<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+        kind: &'a str,
+        description: &'a str,
+        fields: &'a str,
+        user: &'a str,
+    ) -> StoreFuture<'a, ServiceConnection>;
+
+    /// A project's service connections with their authorized pipelines, by name.
+    fn service_connections(&self, project_id: i64) -> StoreFuture<'_, Vec<ServiceConnection>>;
+
+    /// Deletes a service connection (name ignoring ASCII case); false when there was none.
+    fn delete_service_connection<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Authorizes a pipeline to use a service connection; false when it was already.
+    fn authorize_service_connection<'a>(
+        &'a self,
+        connection_id: i64,
+        pipeline_id: i64,
+        user: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Records that a job's attempt used a connection (once per attempt).
+    fn record_connection_use(
+        &self,
+        connection_id: i64,
+        usage: &ConnectionUse,
+    ) -> StoreFuture<'_, ()>;
+
+    /// A connection's newest uses, newest first, at most `limit`.
+    fn connection_uses(
+        &self,
+        connection_id: i64,
+        limit: i64,
+    ) -> StoreFuture<'_, Vec<ConnectionUse>>;
 
     // ---- manual stages and exclusive locks ----
 
