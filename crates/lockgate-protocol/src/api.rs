@@ -391,6 +391,43 @@ pub struct PutVariableGroup {
     pub variables: Vec<PipelineVariable>,
 }
 
+/// A service connection of a project (`GET /api/v1/projects/{p}/service-connections/{name}`):
+/// its kind and fields; secret fields are never returned (null).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceConnection {
+    pub name: String,
+    /// `generic`, `powerPlatformSPN`, `ssh` or `azureRM`.
+    pub kind: String,
+    pub description: String,
+    pub fields: std::collections::BTreeMap<String, Option<String>>,
+    /// The pipelines authorized to use it, by id.
+    pub pipelines: Vec<i64>,
+    pub created_by: String,
+    pub updated_at: i64,
+}
+
+/// `PUT /api/v1/projects/{p}/service-connections/{name}` (project administrators): a secret field
+/// sent as null keeps the value stored for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PutServiceConnection {
+    pub kind: String,
+    #[serde(default)]
+    pub description: String,
+    pub fields: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// One use of a service connection by a job (`GET .../service-connections/{name}/usage`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionUse {
+    pub run_id: i64,
+    pub job_id: i64,
+    pub attempt: i64,
+    pub used_at: i64,
+}
+
 /// The exclusive lock of an environment
 /// (`PUT /api/v1/projects/{p}/environments/{e}/checks/exclusive-lock`): one stage at a time
 /// deploys there; the stages' `lockBehavior` (`runLatest`, the default, or `sequential`) says what

@@ -170,10 +170,20 @@ pub(crate) async fn job_lease(
     // The server masks it in what the agent reports; the agent masks it as a secret variable.
     let mut masked = secret_values.clone();
     masked.push(access_token.clone());
-    new_job_masker(state, job, &masked);
     let variable_groups = crate::library::lease_groups(state, run.project_id, &job.spec).await?;
     let mut pipeline_variables: Vec<lockgate_protocol::agent::LeaseVariable> =
         serde_json::from_value(spec["pipelineVariables"].clone()).unwrap_or_default();
+    // The fields of the service connections the job's steps name, as `<name>.<Field>`.
+    let connection_variables =
+        crate::connections::lease_variables(state, run.project_id, job, true).await?;
+    masked.extend(
+        connection_variables
+            .iter()
+            .filter(|v| v.secret)
+            .map(|v| v.value.clone()),
+    );
+    new_job_masker(state, job, &masked);
+    pipeline_variables.extend(connection_variables);
     pipeline_variables.insert(
         0,
         lockgate_protocol::agent::LeaseVariable {
@@ -343,6 +353,13 @@ async fn upstream_secret_values(state: &AppState, job: &Job) -> ApiResult<Vec<St
             .into_values()
         {
             values.extend(variables.into_iter().filter(|v| v.secret).map(|v| v.value));
+        }
+        for variable in
+            crate::connections::lease_variables(state, run.project_id, job, false).await?
+        {
+            if variable.secret {
+                values.push(variable.value);
+            }
         }
     }
     Ok(values)

@@ -272,11 +272,14 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
         }
     }
     // A stage that uses a variable group its pipeline may not use waits for an administrator.
-    for (stage, reason) in
-        crate::library::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs).await?
-    {
+    let groups =
+        crate::library::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs).await?;
+    let connections =
+        crate::connections::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs)
+            .await?;
+    for (stage, reason) in groups.into_iter().chain(connections) {
         out.gates.insert(stage.clone(), Gate::Pending);
-        out.waiting.insert(stage, reason);
+        out.waiting.entry(stage).or_insert(reason);
     }
     // Most runs deploy nowhere: no query for them on every scheduling pass.
     if !jobs.iter().any(|j| j.environment.is_some()) {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod approvals;
 pub mod auth;
 pub mod compile_cache;
+pub mod connections;
 pub mod environments;
 pub mod error;
 pub mod git;
@@ -213,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .merge(approvals::routes())
         .merge(locks::routes())
         .merge(library::routes())
+        .merge(connections::routes())
         .merge(redeploy::routes())
         .merge(environments::routes())
         .merge(agent_api::routes())

@@ -26,6 +26,8 @@ pub(crate) struct StoredSpec {
     /// What the engine evaluated when it queued the job (see [`RuntimeValues`]).
     #[serde(rename = "runtimeValues")]
     pub runtime_values: RuntimeValues,
+    /// The service connections the job's steps name (`runs::plan_jobs`).
+    pub connections: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -321,10 +321,16 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
             return Ok(state.store.create_run(&new_run, &[]).await?);
         }
     };
-    // A variable group that does not exist fails the run before anything runs.
-    if let Some(why) = crate::library::missing_groups(state, project.id, &plan).await? {
-        let diagnostic =
-            lockgate_pipeline::Diagnostic::error("server::unknown-variable-group", why, None);
+    // A variable group or service connection that does not exist fails the run before anything
+    // runs.
+    let missing = match crate::library::missing_groups(state, project.id, &plan).await? {
+        Some(why) => Some(("server::unknown-variable-group", why)),
+        None => crate::connections::problems(state, project.id, &plan)
+            .await?
+            .map(|why| ("server::service-connection", why)),
+    };
+    if let Some((code, why)) = missing {
+        let diagnostic = lockgate_pipeline::Diagnostic::error(code, why, None);
         let mut diagnostics = output.diagnostics.clone();
         diagnostics.push(diagnostic);
         new_run.diagnostics = serde_json::to_string(&diagnostics).unwrap_or_else(|_| "[]".into());
@@ -514,6 +520,7 @@ fn plan_jobs(
                 "pipelineVariables": own,
                 "stageDisplayName": stage.display_name.as_deref().unwrap_or(&stage.name),
                 "queueVariables": queue_time,
+                "connections": crate::connections::connections_of_job(job),
             });
             let (pool, demands, agent_os) =
                 pool_requirements(job, &variables, pipeline_variables, queue_time);

@@ -1,4 +1,5 @@
-//! `lockgate variable-groups`: a project's variable groups on a Lockgate server (the library).
+//! `lockgate variable-groups` and `lockgate service-connections`: a project's library on a
+//! Lockgate server.
 
 use lockgate_protocol::api;
 
@@ -185,6 +186,197 @@ pub fn variable_groups(cmd: VariableGroupsCommand) -> anyhow::Result<u8> {
                 )
                 .map_err(client_error)?;
             print_group(&group);
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(clap::Subcommand)]
+pub enum ServiceConnectionsCommand {
+    /// List a project's service connections.
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+    },
+    /// Show a connection's fields (secret ones never shown) and authorized pipelines.
+    Show {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+    },
+    /// Create a connection or replace its fields (project administrators).
+    Set {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+        /// generic, powerPlatformSPN, ssh or azureRM.
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// FIELD=VALUE, repeatable (for example tenantId=..., clientSecret=...); the kind says
+        /// which fields are secret.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+    },
+    /// Delete a connection.
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+    },
+    /// Let a pipeline use the connection (project administrators); its waiting runs go on.
+    Authorize {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+        #[arg(long)]
+        pipeline: i64,
+    },
+    /// The jobs that used the connection, newest first.
+    Usage {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+    },
+}
+
+fn connection_path(project: &str, name: &str) -> String {
+    format!(
+        "/api/v1/projects/{}/service-connections/{}",
+        encode(project),
+        encode(name)
+    )
+}
+
+fn print_connection(connection: &api::ServiceConnection) {
+    println!("{} ({})", connection.name, connection.kind);
+    for (field, value) in &connection.fields {
+        match value {
+            Some(value) => println!("  {field} = {value}"),
+            None => println!("  {field} = *** (secret)"),
+        }
+    }
+    let pipelines: Vec<String> = connection.pipelines.iter().map(i64::to_string).collect();
+    println!(
+        "  pipelines: {}",
+        if pipelines.is_empty() {
+            "none authorized".to_string()
+        } else {
+            pipelines.join(", ")
+        }
+    );
+}
+
+pub fn service_connections(cmd: ServiceConnectionsCommand) -> anyhow::Result<u8> {
+    match cmd {
+        ServiceConnectionsCommand::List {
+            connection,
+            project,
+        } => {
+            let all: Vec<api::ServiceConnection> = connection
+                .client()?
+                .get_json(&format!(
+                    "/api/v1/projects/{}/service-connections",
+                    encode(&project)
+                ))
+                .map_err(client_error)?;
+            for c in &all {
+                println!("{}\t{}\tpipelines: {:?}", c.name, c.kind, c.pipelines);
+            }
+        }
+        ServiceConnectionsCommand::Show {
+            connection,
+            project,
+            name,
+        } => {
+            let c: api::ServiceConnection = connection
+                .client()?
+                .get_json(&connection_path(&project, &name))
+                .map_err(client_error)?;
+            print_connection(&c);
+        }
+        ServiceConnectionsCommand::Set {
+            connection,
+            project,
+            name,
+            kind,
+            description,
+            fields,
+        } => {
+            let mut all = std::collections::BTreeMap::new();
+            for text in &fields {
+                let (field, value) = text
+                    .split_once('=')
+                    .ok_or_else(|| UsageError(format!("`{text}`: give FIELD=VALUE")))?;
+                all.insert(field.to_string(), Some(value.to_string()));
+            }
+            let c: api::ServiceConnection = connection
+                .client()?
+                .put_json(
+                    &connection_path(&project, &name),
+                    &api::PutServiceConnection {
+                        kind,
+                        description,
+                        fields: all,
+                    },
+                )
+                .map_err(client_error)?;
+            print_connection(&c);
+        }
+        ServiceConnectionsCommand::Delete {
+            connection,
+            project,
+            name,
+        } => {
+            connection
+                .client()?
+                .delete(&connection_path(&project, &name))
+                .map_err(client_error)?;
+            println!("service connection {name} deleted");
+        }
+        ServiceConnectionsCommand::Authorize {
+            connection,
+            project,
+            name,
+            pipeline,
+        } => {
+            let c: api::ServiceConnection = connection
+                .client()?
+                .post_json(
+                    &format!("{}/pipelines/{pipeline}", connection_path(&project, &name)),
+                    &serde_json::json!({}),
+                )
+                .map_err(client_error)?;
+            print_connection(&c);
+        }
+        ServiceConnectionsCommand::Usage {
+            connection,
+            project,
+            name,
+        } => {
+            let uses: Vec<api::ConnectionUse> = connection
+                .client()?
+                .get_json(&format!("{}/usage", connection_path(&project, &name)))
+                .map_err(client_error)?;
+            for u in &uses {
+                println!(
+                    "run {} job {} attempt {} at {}",
+                    u.run_id, u.job_id, u.attempt, u.used_at
+                );
+            }
         }
     }
     Ok(EXIT_OK)

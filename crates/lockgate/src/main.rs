@@ -75,6 +75,9 @@ enum Command {
     Approve(approvals::DecideArgs),
     /// Reject the stages of a run that wait for your approval.
     Reject(approvals::DecideArgs),
+    /// Service connections of a project on a Lockgate server (the library).
+    #[command(subcommand)]
+    ServiceConnections(library::ServiceConnectionsCommand),
     /// Variable groups of a project on a Lockgate server (the library).
     #[command(subcommand)]
     VariableGroups(library::VariableGroupsCommand),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Approve(args) => approvals::decide(args, true),
         Command::Redeploy(args) => environments::redeploy(args),
         Command::VariableGroups(cmd) => library::variable_groups(cmd),
+        Command::ServiceConnections(cmd) => library::service_connections(cmd),
         Command::Reject(args) => approvals::decide(args, false),
         Command::Checks(cmd) => approvals::checks(cmd),
         Command::Environments(cmd) => environments::environments(cmd),

@@ -198,3 +198,126 @@ fn a_job_pushes_with_its_access_token_and_skip_ci_queues_nothing() {
         git(work.path(), &["rev-parse", "HEAD"]).trim()
     );
 }
+
+const CONNECTED: &str = "\
+steps:
+- task: CmdLine@2
+  inputs:
+    connectedServiceName: api
+    script: echo \"url=$(api.Url) user=$(api.Username) password=$(api.Password)\"
+";
+
+const CONNECTION_SECRET: &str = "conn-pa55word-value";
+
+/// A task names service connection `api`: missing, the run fails when queued; present but not
+/// authorized, the job waits; authorized, the job gets its fields (the password masked) and the
+/// use is in the connection's history.
+#[test]
+fn a_service_connection_must_exist_be_authorized_and_reaches_the_task() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", CONNECTED)],
+        "main",
+    );
+    let missing = wait_for_run(&server, pipeline, 1);
+    assert_eq!(missing.result.as_deref(), Some("failed"));
+    let text = serde_json::to_string(&run_detail(&server, missing.id)).unwrap();
+    assert!(
+        text.contains("server::service-connection") && text.contains("`api` does not exist"),
+        "{text}"
+    );
+    let url = "/api/v1/projects/p/service-connections/api";
+    for (body, needle) in [
+        (
+            serde_json::json!({"kind": "ftp", "fields": {}}),
+            "`kind` must be one of",
+        ),
+        (
+            serde_json::json!({"kind": "generic", "fields": {"username": "u"}}),
+            "`fields.url` is required",
+        ),
+        (
+            serde_json::json!({"kind": "generic", "fields": {"url": "x", "colour": "red"}}),
+            "`fields.colour` is not a field",
+        ),
+        (
+            serde_json::json!({"kind": "ssh", "fields": {"host": "h", "username": "u"}}),
+            "`fields.privateKey` or `fields.password`",
+        ),
+    ] {
+        let error = server
+            .client
+            .put_json::<_, serde_json::Value>(url, &body)
+            .unwrap_err();
+        assert_eq!(error.status(), Some(400), "{error}");
+        assert!(error.to_string().contains(needle), "{needle}: {error}");
+    }
+    let set: api::ServiceConnection = server
+        .client
+        .put_json(
+            url,
+            &serde_json::json!({"kind": "generic", "fields": {
+                "url": "https://api.example.test", "username": "deployer", "password": CONNECTION_SECRET}}),
+        )
+        .unwrap();
+    assert_eq!(set.fields["password"], None, "secrets are never returned");
+    assert_eq!(
+        set.fields["url"].as_deref(),
+        Some("https://api.example.test")
+    );
+    // Sent again without the password: it is kept.
+    let kept: api::ServiceConnection = server
+        .client
+        .put_json(
+            url,
+            &serde_json::json!({"kind": "generic", "fields": {
+                "url": "https://api.example.test", "username": "deployer", "password": null}}),
+        )
+        .unwrap();
+    assert!(kept.fields.contains_key("password"));
+    assert!(
+        crate::end_to_end::any_file_contains(&server.data_dir(), CONNECTION_SECRET).is_none(),
+        "the password is in clear on disk"
+    );
+
+    commit_and_push(work.path(), &push_url, &[("README.md", "again\n")], "main");
+    let runs = wait_for_runs(&server, pipeline, "a second run", |r| r.len() >= 2);
+    let waiting = runs[0].id;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = run_detail(&server, waiting);
+        if detail
+            .jobs
+            .first()
+            .and_then(|j| j.waiting_for.clone())
+            .is_some_and(|w| w.contains("authorize this pipeline to use service connection `api`"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not waiting: {detail:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _: api::ServiceConnection = server
+        .client
+        .post_json(
+            &format!("{url}/pipelines/{pipeline}"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let done = wait_for_run(&server, pipeline, 2);
+    let logs = run_logs(&server, waiting);
+    assert_eq!(done.result.as_deref(), Some("succeeded"), "{logs}");
+    assert!(
+        logs.contains("url=https://api.example.test user=deployer password=***"),
+        "{logs}"
+    );
+    assert!(!logs.contains(CONNECTION_SECRET), "{logs}");
+    let uses: Vec<api::ConnectionUse> = server.client.get_json(&format!("{url}/usage")).unwrap();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(uses[0].run_id, waiting);
+}

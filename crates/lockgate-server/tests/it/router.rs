@@ -140,6 +140,10 @@ async fn the_openapi_document_lists_the_api() {
     assert!(doc["paths"]["/api/v1/runs/{id}/locks"]["get"].is_object());
     assert!(doc["paths"]["/api/v1/projects/{project}/variable-groups/{name}"]["put"].is_object());
     assert!(
+        doc["paths"]["/api/v1/projects/{project}/service-connections/{name}/usage"]["get"]
+            .is_object()
+    );
+    assert!(
         doc["paths"]["/api/v1/projects/{project}/environments/{environment}/redeploy"]["post"]
             .is_object()
     );
