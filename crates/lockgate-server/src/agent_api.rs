@@ -111,11 +111,19 @@ async fn lease(
             runs::advance_run(&state, job.run_id).await?;
             return Ok(Json(lease).into_response());
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        // Woken when this server queues a job; the store is read again every second as well, for
+        // jobs queued through another server on the same database.
+        let recheck = (tokio::time::Instant::now() + QUEUE_POLL).min(deadline);
+        if tokio::time::timeout_at(recheck, notified).await.is_err()
+            && tokio::time::Instant::now() >= deadline
+        {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
 }
+
+/// How often a waiting lease request reads the queue even when this server queued nothing.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) async fn job_lease(
     state: &AppState,

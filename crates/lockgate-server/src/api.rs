@@ -1043,45 +1043,60 @@ async fn job_log_stream(
         );
     }
     let done = finished.is_some();
+    let store = state.store.clone();
+    let job_id = job.id;
+    let mut poll = tokio::time::interval(LIVE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let live = stream::unfold(
-        (receiver, stored_count, done),
-        |(mut receiver, mut seen, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                match receiver.recv().await {
-                    Ok(LiveMessage::Lines { first_line, lines }) => {
-                        let last = first_line + lines.len() as i64 - 1;
-                        if last <= seen {
-                            continue;
+        (receiver, stored_count, done, poll),
+        move |(mut receiver, mut seen, done, mut poll)| {
+            let store = store.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    tokio::select! {
+                        message = receiver.recv() => match message {
+                            Ok(LiveMessage::Lines { first_line, lines }) => {
+                                let last = first_line + lines.len() as i64 - 1;
+                                if last <= seen {
+                                    continue;
+                                }
+                                let skip = (seen + 1 - first_line).max(0) as usize;
+                                let fresh: Vec<LogLine> = lines.into_iter().skip(skip).collect();
+                                let event = lines_event(seen + 1, &fresh);
+                                seen = last;
+                                return Some((Ok(event), (receiver, seen, false, poll)));
+                            }
+                            Ok(LiveMessage::Steps) => {
+                                return Some((
+                                    Ok(SseEvent::default().event("steps").data("")),
+                                    (receiver, seen, false, poll),
+                                ));
+                            }
+                            Ok(LiveMessage::End { result }) => {
+                                return Some((
+                                    Ok(SseEvent::default().event("end").data(result)),
+                                    (receiver, seen, true, poll),
+                                ));
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                // Too slow a reader: tell it to reload from what is stored.
+                                return Some((
+                                    Ok(SseEvent::default().event("reload").data(seen.to_string())),
+                                    (receiver, seen, true, poll),
+                                ));
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = poll.tick() => {
+                            if let Some(event) = stored_since(&store, job_id, &mut seen).await {
+                                let end = event.1;
+                                return Some((Ok(event.0), (receiver, seen, end, poll)));
+                            }
                         }
-                        let skip = (seen + 1 - first_line).max(0) as usize;
-                        let fresh: Vec<LogLine> = lines.into_iter().skip(skip).collect();
-                        let event = lines_event(seen + 1, &fresh);
-                        seen = last;
-                        return Some((Ok(event), (receiver, seen, false)));
                     }
-                    Ok(LiveMessage::Steps) => {
-                        return Some((
-                            Ok(SseEvent::default().event("steps").data("")),
-                            (receiver, seen, false),
-                        ));
-                    }
-                    Ok(LiveMessage::End { result }) => {
-                        return Some((
-                            Ok(SseEvent::default().event("end").data(result)),
-                            (receiver, seen, true),
-                        ));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow a reader: tell it to reload from what is stored.
-                        return Some((
-                            Ok(SseEvent::default().event("reload").data(seen.to_string())),
-                            (receiver, seen, true),
-                        ));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
         },
@@ -1091,6 +1106,39 @@ async fn job_log_stream(
 }
 
 use futures_util::StreamExt;
+
+/// How often a live log stream reads the store for what reached it through another server (several
+/// servers on one PostgreSQL database: the job's agent may be connected to any of them).
+const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the store holds of a job beyond line `seen`: a `lines` event (and `seen` moved on), else the
+/// `end` event (`true`) once the job completed, else nothing. The status is read before the lines, so
+/// that lines stored just before the job completed are sent before its end.
+async fn stored_since(
+    store: &lockgate_store::Store,
+    job_id: i64,
+    seen: &mut i64,
+) -> Option<(SseEvent, bool)> {
+    let completed = match store.job_by_id(job_id).await {
+        Ok(Some(job)) if job.status == "completed" => Some(job.result.unwrap_or_default()),
+        _ => None,
+    };
+    let chunks = store.log_chunks_after(job_id, *seen).await.ok()?;
+    let first = *seen + 1;
+    let mut fresh = Vec::new();
+    for chunk in chunks {
+        for (index, line) in decompress_lines(&chunk.compressed).into_iter().enumerate() {
+            if chunk.first_line + index as i64 > *seen {
+                fresh.push(line);
+            }
+        }
+    }
+    if !fresh.is_empty() {
+        *seen += fresh.len() as i64;
+        return Some((lines_event(first, &fresh), false));
+    }
+    completed.map(|result| (SseEvent::default().event("end").data(result), true))
+}
 
 fn lines_event(first: i64, lines: &[LogLine]) -> SseEvent {
     let data = serde_json::json!({"first": first, "lines": lines});

@@ -158,6 +158,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         config.builtin_agents = options.builtin_agents;
         config.limits = options.limits;
         config.secret_key = std::env::var(crate::secrets::KEY_ENV).ok();
+        config.name = server_name()?;
         let mut executor = RunnerExecutor::with_registry(options.tasks.clone());
         let isolation = job_isolation(&options)?;
         executor.sandbox = isolation.sandbox.clone();
@@ -392,6 +393,24 @@ fn tempdir_in(base: &Path) -> anyhow::Result<PathBuf> {
     let dir = base.join(format!("tmp-{}", &auth::random_token("")[..12]));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// `LOCKGATE_SERVER_NAME`: this server's name among several on one database (letters, digits, `-`,
+/// `_` and `.`, at most 40), or `None` when unset.
+fn server_name() -> anyhow::Result<Option<String>> {
+    let Ok(name) = std::env::var("LOCKGATE_SERVER_NAME") else {
+        return Ok(None);
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name.len() > 40 || !crate::git::valid_name(name) {
+        anyhow::bail!(
+            "LOCKGATE_SERVER_NAME: `{name}` is not a server name (letters, digits, `-`, `_` and `.`, at most 40)"
+        );
+    }
+    Ok(Some(name.to_string()))
 }
 
 #[cfg(test)]

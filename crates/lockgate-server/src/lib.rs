@@ -74,8 +74,12 @@ pub struct ServerConfig {
     /// Holds `lockgate.db`, `repos/`, `artifacts/` and the built-in agent's `work/`.
     pub data_dir: PathBuf,
     /// Which database to use: `sqlite` (`lockgate.db` in the data folder, the default) or a
-    /// `postgres://` URL, which fails to start until that backend exists (see `Store::open`).
+    /// `postgres://` URL (see `Store::open`).
     pub database: String,
+    /// This server's name among several on one database (`LOCKGATE_SERVER_NAME`): its built-in
+    /// agents are `built-in-<name>-<n>` instead of `built-in-<n>`, so that a starting server
+    /// releases the jobs of its own agents only ([`runs::reconcile`]).
+    pub name: Option<String>,
     /// Where to listen (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Start the built-in agent.
@@ -96,6 +100,7 @@ impl ServerConfig {
         ServerConfig {
             data_dir,
             database: "sqlite".into(),
+            name: None,
             listen,
             builtin_agent: true,
             builtin_agents: 2,
@@ -299,7 +304,13 @@ pub async fn start(
     std::fs::create_dir_all(state.repos_dir())?;
     std::fs::create_dir_all(state.artifacts_dir())?;
     // Before anything is served or leased: what a stopped process left half done.
-    let reconciled = runs::reconcile(&state)
+    let agent_names: Vec<String> = (1..=config.builtin_agents.max(1))
+        .map(|number| match &config.name {
+            Some(server) => format!("{}{server}-{number}", runs::BUILTIN_AGENT_PREFIX),
+            None => format!("{}{number}", runs::BUILTIN_AGENT_PREFIX),
+        })
+        .collect();
+    let reconciled = runs::reconcile(&state, &agent_names)
         .await
         .map_err(|error| anyhow::anyhow!("cannot reconcile unfinished runs: {}", error.message))?;
 
@@ -314,9 +325,8 @@ pub async fn start(
 
     let stop_agent = Arc::new(AtomicBool::new(false));
     if config.builtin_agent {
-        for number in 1..=config.builtin_agents.max(1) {
+        for name in agent_names {
             let token = auth::random_token("lga_");
-            let name = format!("{}{number}", runs::BUILTIN_AGENT_PREFIX);
             state
                 .store
                 .register_builtin_agent(&name, &auth::token_hash(&token))

@@ -1096,7 +1096,8 @@ pub const SERVER_STOPPED_LINE: &str =
 /// Brings every unfinished run up to date when the server starts, before its built-in agents lease
 /// anything: a server killed between storing a run and queueing its jobs, or between finishing a job
 /// and moving its run on, left runs that nothing else would wake. Jobs leased to built-in agents of
-/// the stopped process are released ([`Storage::release_abandoned_jobs`]): queued again when they had
+/// the stopped process (`builtin_agents`, the names this server gives its own; other servers on the
+/// same database keep theirs) are released ([`Storage::release_abandoned_jobs`]): queued again when they had
 /// not started a step, failed with [`SERVER_STOPPED_LINE`] in their log otherwise (a step may have had
 /// effects; running it twice is not safe). Then each run is advanced as if its last job had just
 /// finished: waiting jobs are queued or skipped, a finished run gets its result, and a batched CI
@@ -1104,9 +1105,9 @@ pub const SERVER_STOPPED_LINE: &str =
 /// ends them if their agent is gone too.
 ///
 /// [`Storage::release_abandoned_jobs`]: lockgate_store::Storage::release_abandoned_jobs
-pub async fn reconcile(state: &AppState) -> ApiResult<Reconciled> {
+pub async fn reconcile(state: &AppState, builtin_agents: &[String]) -> ApiResult<Reconciled> {
     let mut reconciled = Reconciled::default();
-    for job in state.store.release_abandoned_jobs().await? {
+    for job in state.store.release_abandoned_jobs(builtin_agents).await? {
         let text = if job.status == "queued" {
             reconciled.requeued += 1;
             "The server stopped before this job started a step; the job was queued again.".into()

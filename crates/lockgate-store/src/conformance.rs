@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             jobs_keep_their_pool_and_are_leased_by_id_once,
             a_job_the_server_runs_itself_is_never_leased_or_released,
             names_ignore_ascii_case_only_and_sort_by_their_bytes,
+            a_server_releases_only_the_jobs_of_its_own_built_in_agents,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -600,7 +601,10 @@ pub(crate) async fn jobs_of_dead_agents_are_queued_again_or_failed(store: &dyn S
             .await
             .unwrap();
     }
-    let released = store.release_abandoned_jobs().await.unwrap();
+    let released = store
+        .release_abandoned_jobs(&builtin_names())
+        .await
+        .unwrap();
     let summary: Vec<(i64, &str, Option<&str>)> = released
         .iter()
         .map(|j| (j.id, j.status.as_str(), j.result.as_deref()))
@@ -703,6 +707,15 @@ pub(crate) async fn log_chunks_number_their_lines_and_reset_clears_a_job(store: 
             .collect::<Vec<_>>(),
         vec![b"one", b"two"]
     );
+    // A live reader with `after` lines gets the chunks holding the lines it lacks.
+    for (after, expected) in [(0, 2), (2, 2), (3, 1), (4, 1), (5, 0), (9, 0)] {
+        let later = store.log_chunks_after(job.id, after).await.unwrap();
+        assert_eq!(later.len(), expected, "after line {after}");
+        assert_eq!(
+            later.last().map(|c| c.sequence),
+            (expected > 0).then_some(2)
+        );
+    }
     store
         .upsert_step(&Step {
             job_id: job.id,
@@ -1078,7 +1091,10 @@ pub(crate) async fn the_ledger_follows_deployment_jobs_and_finds_what_is_where(
         .unwrap()
         .unwrap();
     let once = store.start_deployment(&new("one")).await.unwrap();
-    let requeued = store.release_abandoned_jobs().await.unwrap();
+    let requeued = store
+        .release_abandoned_jobs(&builtin_names())
+        .await
+        .unwrap();
     assert_eq!(requeued[0].status, "queued");
     assert_eq!(
         store
@@ -1791,7 +1807,13 @@ pub(crate) async fn a_job_the_server_runs_itself_is_never_leased_or_released(sto
             .unwrap()
             .is_empty()
     );
-    assert!(store.release_abandoned_jobs().await.unwrap().is_empty());
+    assert!(
+        store
+            .release_abandoned_jobs(&builtin_names())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store
         .set_job_status(job.id, "completed", Some("succeeded"))
         .await
@@ -1976,5 +1998,51 @@ pub(crate) async fn service_connections_are_replaced_authorized_and_keep_their_u
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// The built-in agents of the server the conformance cases play.
+fn builtin_names() -> Vec<String> {
+    vec!["built-in-1".into(), "built-in-2".into()]
+}
+
+/// Several servers on one database: a starting server releases the jobs of its own built-in agents
+/// only; another server's built-in agent keeps its job running.
+pub(crate) async fn a_server_releases_only_the_jobs_of_its_own_built_in_agents(
+    store: &dyn Storage,
+) {
+    let (_, _, pipeline) = pipeline(store).await;
+    store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[new_job("mine", "queued"), new_job("theirs", "queued")],
+        )
+        .await
+        .unwrap();
+    let far = now_millis() + 60_000;
+    let mut leased = Vec::new();
+    for name in ["built-in-a-1", "built-in-b-1"] {
+        store
+            .register_builtin_agent(name, &format!("h-{name}"))
+            .await
+            .unwrap();
+        leased.push(
+            store
+                .lease_next_job(name, "Linux", &format!("l-{name}"), far)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let released = store
+        .release_abandoned_jobs(&["built-in-a-1".into()])
+        .await
+        .unwrap();
+    let ids: Vec<i64> = released.iter().map(|job| job.id).collect();
+    assert_eq!(ids, [leased[0].id]);
+    let theirs = store.job_by_id(leased[1].id).await.unwrap().unwrap();
+    assert_eq!(
+        (theirs.status.as_str(), theirs.agent_name.as_deref()),
+        ("running", Some("built-in-b-1"))
     );
 }

@@ -900,28 +900,41 @@ macro_rules! sql_storage {
                 })
             }
 
-            fn release_abandoned_jobs(&self) -> StoreFuture<'_, Vec<Job>> {
+            fn release_abandoned_jobs<'a>(
+                &'a self,
+                agent_names: &'a [String],
+            ) -> StoreFuture<'a, Vec<Job>> {
                 Box::pin(async move {
                     let now = now_millis();
                     let mut tx = self.pool.begin().await?;
-                    let mut rows = sqlx::query(
-                        "UPDATE jobs SET status = 'queued', agent_name = NULL, lease_token_hash = NULL, \
-                         lease_expires_at = NULL, started_at = NULL \
-                         WHERE status = 'running' \
-                         AND agent_name IN (SELECT name FROM agents WHERE builtin) \
-                         AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id) RETURNING *",
-                    )
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    let failed = sqlx::query(
-                        "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $1, \
-                         lease_token_hash = NULL \
-                         WHERE status = 'running' \
-                         AND agent_name IN (SELECT name FROM agents WHERE builtin) RETURNING *",
-                    )
-                    .bind(now)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    let mut rows = Vec::new();
+                    let mut failed = Vec::new();
+                    for name in agent_names {
+                        rows.extend(
+                            sqlx::query(
+                                "UPDATE jobs SET status = 'queued', agent_name = NULL, lease_token_hash = NULL, \
+                                 lease_expires_at = NULL, started_at = NULL \
+                                 WHERE status = 'running' AND agent_name = $1 \
+                                 AND agent_name IN (SELECT name FROM agents WHERE builtin) \
+                                 AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id) RETURNING *",
+                            )
+                            .bind(name)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        );
+                        failed.extend(
+                            sqlx::query(
+                                "UPDATE jobs SET status = 'completed', result = 'failed', finished_at = $1, \
+                                 lease_token_hash = NULL \
+                                 WHERE status = 'running' AND agent_name = $2 \
+                                 AND agent_name IN (SELECT name FROM agents WHERE builtin) RETURNING *",
+                            )
+                            .bind(now)
+                            .bind(name)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        );
+                    }
                     for row in &failed {
                         sqlx::query(
                             "UPDATE steps SET status = 'completed', result = 'failed', finished_at = $2 \
@@ -1344,6 +1357,20 @@ macro_rules! sql_storage {
                         .bind(job_id)
                         .fetch_all(&self.pool)
                         .await?;
+                    rows.iter().map(LogChunk::from_row).collect()
+                })
+            }
+
+            fn log_chunks_after(&self, job_id: i64, after: i64) -> StoreFuture<'_, Vec<LogChunk>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT * FROM log_chunks WHERE job_id = $1 AND first_line + line_count - 1 > $2 \
+                         ORDER BY sequence",
+                    )
+                    .bind(job_id)
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?;
                     rows.iter().map(LogChunk::from_row).collect()
                 })
             }

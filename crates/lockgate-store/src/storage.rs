@@ -276,10 +276,13 @@ pub trait Storage: Send + Sync {
 
     /// Ends the jobs held by agents that died with an earlier server process (its built-in agents),
     /// in one transaction: every `running` job leased to an agent registered as built-in
-    /// ([`register_builtin_agent`](Self::register_builtin_agent)) and that has no step row yet goes back to `queued` (agent, lease and `started_at` cleared, so another
+    /// ([`register_builtin_agent`](Self::register_builtin_agent)) and named in `agent_names` (the
+    /// starting server's own: other servers on the same database keep theirs)
+    /// that has no step row yet goes back to `queued` (agent, lease and `started_at` cleared, so another
     /// agent leases it; its log is kept); every other such job completes as `failed` with its lease
     /// dropped, and its steps still `running` complete as `failed`. Returns the jobs as updated, by id.
-    fn release_abandoned_jobs(&self) -> StoreFuture<'_, Vec<Job>>;
+    fn release_abandoned_jobs<'a>(&'a self, agent_names: &'a [String])
+    -> StoreFuture<'a, Vec<Job>>;
 
     /// Cancels a run in one transaction: the run's result becomes `canceled` (its status stays as it
     /// is until its last job completes; a completed run is left alone), `queued` jobs (waiting for an
@@ -392,6 +395,10 @@ pub trait Storage: Send + Sync {
 
     /// A job's log chunks in order.
     fn log_chunks(&self, job_id: i64) -> StoreFuture<'_, Vec<LogChunk>>;
+
+    /// A job's log chunks in order that hold lines after line `after` (the chunk holding line
+    /// `after + 1` first, which may start earlier): what a live reader that has `after` lines lacks.
+    fn log_chunks_after(&self, job_id: i64, after: i64) -> StoreFuture<'_, Vec<LogChunk>>;
 
     // ---- artifacts and test results ----
 

@@ -34,6 +34,14 @@ pub(crate) fn start_server(dir: &Path, args: &[&str]) -> Up {
 
 /// Starts `lockgate ARGS` with the data folder `dir/data` and extra environment variables.
 pub(crate) fn start_server_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
+    let up = start_another_server(dir, args, env);
+    assert!(up.token.starts_with("lgp_"));
+    up
+}
+
+/// [`start_server_with_env`] for a server whose database has its administrator already (it prints
+/// no token: `token` stays empty).
+pub(crate) fn start_another_server(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
         .args(args)
         .env("LOCKGATE_DATA", dir.join("data"))
@@ -68,7 +76,6 @@ pub(crate) fn start_server_with_env(dir: &Path, args: &[&str], env: &[(&str, &st
         "url printed: {}",
         up.url
     );
-    assert!(up.token.starts_with("lgp_"));
     up
 }
 
