@@ -186,33 +186,30 @@ pub(crate) async fn unauthorized_stages(
     project_id: i64,
     jobs: &[Job],
 ) -> ApiResult<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
     let used: Vec<(&str, Vec<String>)> = jobs
         .iter()
         .map(|j| (j.stage_name.as_str(), connections_of_row(j)))
         .filter(|(_, names)| !names.is_empty())
         .collect();
     if used.is_empty() {
-        return Ok(out);
+        return Ok(BTreeMap::new());
     }
     let known = state.store.service_connections(project_id).await?;
-    for (stage, names) in used {
-        for name in names {
-            let authorized = known
+    Ok(crate::library::unauthorized(
+        used,
+        |name| {
+            known
                 .iter()
-                .find(|c| c.name.eq_ignore_ascii_case(&name))
-                .is_some_and(|c| c.pipelines.contains(&pipeline_id));
-            if !authorized {
-                out.entry(stage.to_string()).or_insert_with(|| {
-                    format!(
-                        "a project administrator to authorize this pipeline to use service connection `{name}` \
-                         (`lockgate service-connections authorize {name} --pipeline {pipeline_id}`)"
-                    )
-                });
-            }
-        }
-    }
-    Ok(out)
+                .find(|c| c.name.eq_ignore_ascii_case(name))
+                .is_some_and(|c| c.pipelines.contains(&pipeline_id))
+        },
+        |name| {
+            format!(
+                "a project administrator to authorize this pipeline to use service connection `{name}` \
+                 (`lockgate service-connections authorize {name} --pipeline {pipeline_id}`)"
+            )
+        },
+    ))
 }
 
 /// The variables a leased job gets for the connections it names (`<name>.<Field>`), secrets
@@ -456,12 +453,7 @@ async fn authorize(
 ) -> ApiResult<Json<api::ServiceConnection>> {
     let project = project_for(&state, &caller, &project, Role::Administrator).await?;
     let connection = find(&state, project.id, &name).await?;
-    let pipeline = state
-        .store
-        .pipeline_by_id(pipeline)
-        .await?
-        .filter(|p| p.project_id == project.id)
-        .ok_or_else(|| ApiError::not_found(format!("pipeline {pipeline}")))?;
+    let pipeline = crate::library::project_pipeline(&state, project.id, pipeline).await?;
     state
         .store
         .authorize_service_connection(

@@ -181,12 +181,7 @@ async fn authorize(
 ) -> ApiResult<Json<api::VariableGroup>> {
     let project = project_for(&state, &caller, &project, Role::Administrator).await?;
     let group = find_group(&state, project.id, &name).await?;
-    let pipeline = state
-        .store
-        .pipeline_by_id(pipeline)
-        .await?
-        .filter(|p| p.project_id == project.id)
-        .ok_or_else(|| ApiError::not_found(format!("pipeline {pipeline}")))?;
+    let pipeline = project_pipeline(&state, project.id, pipeline).await?;
     state
         .store
         .authorize_variable_group(
@@ -268,6 +263,22 @@ pub(crate) async fn missing_groups(
     }))
 }
 
+/// The stages whose jobs use (`used`: stage and resource names) a library resource the pipeline
+/// is not authorized for (`authorized(name)`), with the reason `why(name)` for each (the first).
+pub(crate) fn unauthorized<'j>(
+    used: impl IntoIterator<Item = (&'j str, Vec<String>)>,
+    authorized: impl Fn(&str) -> bool,
+    why: impl Fn(&str) -> String,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (stage, names) in used {
+        for name in names.iter().filter(|name| !authorized(name)) {
+            out.entry(stage.to_string()).or_insert_with(|| why(name));
+        }
+    }
+    out
+}
+
 /// The stages of a run that wait for a group's authorization, with why.
 pub(crate) async fn unauthorized_stages(
     state: &AppState,
@@ -275,33 +286,44 @@ pub(crate) async fn unauthorized_stages(
     project_id: i64,
     jobs: &[Job],
 ) -> ApiResult<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
     let used: Vec<(&str, Vec<String>)> = jobs
         .iter()
         .map(|j| (j.stage_name.as_str(), groups_of_spec(&j.spec)))
         .filter(|(_, groups)| !groups.is_empty())
         .collect();
     if used.is_empty() {
-        return Ok(out);
+        return Ok(BTreeMap::new());
     }
     let groups = state.store.variable_groups(project_id).await?;
-    for (stage, names) in used {
-        for name in names {
-            let authorized = groups
+    Ok(unauthorized(
+        used,
+        |name| {
+            groups
                 .iter()
-                .find(|g| g.name.eq_ignore_ascii_case(&name))
-                .is_some_and(|g| g.pipelines.contains(&pipeline_id));
-            if !authorized {
-                out.entry(stage.to_string()).or_insert_with(|| {
-                    format!(
-                        "a project administrator to authorize this pipeline to use variable group `{name}` \
-                         (`lockgate variable-groups authorize {name} --pipeline {pipeline_id}`)"
-                    )
-                });
-            }
-        }
-    }
-    Ok(out)
+                .find(|g| g.name.eq_ignore_ascii_case(name))
+                .is_some_and(|g| g.pipelines.contains(&pipeline_id))
+        },
+        |name| {
+            format!(
+                "a project administrator to authorize this pipeline to use variable group `{name}` \
+                 (`lockgate variable-groups authorize {name} --pipeline {pipeline_id}`)"
+            )
+        },
+    ))
+}
+
+/// A pipeline of the project (for authorizing it), or a 404.
+pub(crate) async fn project_pipeline(
+    state: &AppState,
+    project_id: i64,
+    pipeline: i64,
+) -> ApiResult<lockgate_store::Pipeline> {
+    state
+        .store
+        .pipeline_by_id(pipeline)
+        .await?
+        .filter(|p| p.project_id == project_id)
+        .ok_or_else(|| ApiError::not_found(format!("pipeline {pipeline}")))
 }
 
 /// The variables of the groups a leased job names, by group name, secrets opened (the agent

@@ -1936,16 +1936,13 @@ macro_rules! sql_storage {
                     let mut groups = Vec::new();
                     for row in &rows {
                         let id: i64 = row.try_get("id")?;
-                        let pipelines = sqlx::query(
-                            "SELECT pipeline_id FROM variable_group_pipelines WHERE group_id = $1 \
-                             ORDER BY pipeline_id",
-                        )
-                        .bind(id)
-                        .fetch_all(&self.pool)
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get("pipeline_id"))
-                        .collect::<Result<Vec<i64>, _>>()?;
+                        let pipelines = self
+                            .authorized_pipelines(
+                                "SELECT pipeline_id FROM variable_group_pipelines \
+                                 WHERE group_id = $1 ORDER BY pipeline_id",
+                                id,
+                            )
+                            .await?;
                         groups.push(VariableGroup {
                             id,
                             project_id: row.try_get("project_id")?,
@@ -2064,16 +2061,13 @@ macro_rules! sql_storage {
                     let mut out = Vec::new();
                     for row in &rows {
                         let id: i64 = row.try_get("id")?;
-                        let pipelines = sqlx::query(
-                            "SELECT pipeline_id FROM service_connection_pipelines \
-                             WHERE connection_id = $1 ORDER BY pipeline_id",
-                        )
-                        .bind(id)
-                        .fetch_all(&self.pool)
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get("pipeline_id"))
-                        .collect::<Result<Vec<i64>, _>>()?;
+                        let pipelines = self
+                            .authorized_pipelines(
+                                "SELECT pipeline_id FROM service_connection_pipelines \
+                                 WHERE connection_id = $1 ORDER BY pipeline_id",
+                                id,
+                            )
+                            .await?;
                         out.push(ServiceConnection {
                             id,
                             project_id: row.try_get("project_id")?,
@@ -2605,6 +2599,18 @@ macro_rules! sql_storage {
         }
 
         impl $store {
+            /// The pipeline ids a library resource is authorized for: `sql` selects `pipeline_id`
+            /// by the resource's id (`$1`), in order.
+            async fn authorized_pipelines(&self, sql: &'static str, id: i64) -> StoreResult<Vec<i64>> {
+                sqlx::query(sql)
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|r| Ok(r.try_get("pipeline_id")?))
+                    .collect()
+            }
+
             async fn decisions_of(&self, approval_id: i64) -> StoreResult<Vec<ApprovalDecision>> {
                 let rows =
                     sqlx::query("SELECT * FROM approval_decisions WHERE approval_id = $1 ORDER BY id")
