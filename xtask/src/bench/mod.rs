@@ -1,6 +1,7 @@
 //! Benchmarks, one module per area. Each prints a table and the machine it ran on; the numbers go to
 //! docs/benchmarks.md. They are measurements, never timed tests.
 
+mod dispatch;
 mod engine;
 mod expr;
 mod pipeline;
@@ -42,6 +43,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
         "solution" => solution::run()?,
         "server" => server::run()?,
         "releases" => releases::run()?,
+        "dispatch" => dispatch::run(&args[1..])?,
         "all" => {
             expr::run()?;
             engine::run()?;
@@ -51,6 +53,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
             solution::run()?;
             server::run()?;
             releases::run()?;
+            dispatch::run(&[])?;
         }
         other => anyhow::bail!("unknown benchmark `{other}`"),
     }
