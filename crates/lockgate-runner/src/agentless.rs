@@ -11,7 +11,10 @@ use std::time::Duration;
 use lockgate_expr::{MapContext, NamedValues, Object, ParseOptions, Value};
 use lockgate_pipeline::plan::{Step, StepKind};
 
-use crate::events::TaskResult;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::events::{Event, EventSink, TaskResult};
 use crate::variables::VariableStore;
 
 /// The longest `Delay@1` takes: 86400 minutes, 60 days ("The maximum value is 86400").
@@ -431,11 +434,13 @@ const MAX_JOB_MINUTES: u64 = 43_200;
 /// Runs an agentless job's steps in order, as an agent runs an agent job's: step conditions
 /// (default `succeeded()`), `enabled`, `continueOnError`, `retryCountOnTaskFailure` for REST calls,
 /// the job's `timeoutInMinutes` counted from `started_at` (ms since the epoch), and cancel. Steps
-/// an earlier process finished keep their result; a delay it started keeps its end.
+/// an earlier process finished keep their result; a delay it started keeps its end. `minute` is
+/// how long a minute of the pipeline lasts (a minute; shorter in `lockgate run`'s tests).
 pub fn run_job(
     job: &lockgate_pipeline::plan::Job,
     variables: &VariableStore,
     started_at: i64,
+    minute: Duration,
     host: &dyn AgentlessHost,
 ) -> TaskResult {
     let minutes = if job.timeout_in_minutes == 0 {
@@ -443,7 +448,8 @@ pub fn run_job(
     } else {
         u64::from(job.timeout_in_minutes)
     };
-    let deadline = started_at.saturating_add((minutes * 60_000) as i64);
+    let minute_ms = minute.as_millis().max(1) as i64;
+    let deadline = started_at.saturating_add(minutes as i64 * minute_ms);
     let mut status = TaskResult::Succeeded;
     for (index, step) in job.steps.iter().enumerate() {
         let position = index as u32 + 1;
@@ -495,7 +501,7 @@ pub fn run_job(
                 (TaskResult::Failed, false)
             }
             Ok(task) => run_task(
-                &task,
+                &scaled(task, minute),
                 step,
                 position,
                 resumed.unwrap_or_else(now_millis),
@@ -518,6 +524,16 @@ pub fn run_job(
         return TaskResult::Canceled;
     }
     status
+}
+
+/// A delay in pipeline minutes of `minute` each.
+fn scaled(task: ServerTask, minute: Duration) -> ServerTask {
+    match task {
+        ServerTask::Delay { duration } => ServerTask::Delay {
+            duration: minute.mul_f64(duration.as_secs_f64() / 60.0),
+        },
+        other => other,
+    }
 }
 
 fn step_result(result: TaskResult, continue_on_error: bool) -> TaskResult {
@@ -557,9 +573,8 @@ fn run_task(
         ServerTask::Delay { duration } => {
             let end = started_at.saturating_add(duration.as_millis() as i64);
             log(&format!(
-                "Waiting {} minutes (until {} ms since the epoch)",
-                lockgate_expr::format_number(duration.as_secs_f64() / 60.0),
-                end
+                "Waiting {} seconds",
+                lockgate_expr::format_number(duration.as_secs_f64())
             ));
             if !wait_until(end.min(deadline), host) {
                 log("The delay was canceled.");
@@ -630,6 +645,203 @@ fn run_task(
                         (TaskResult::Failed, false)
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Runs an agentless job in `lockgate run`: events go to `sink` (masked), a cancel of the run
+/// stops it, and a manual validation asks on the terminal (stdin), or fails without one.
+pub async fn run_local_job(
+    job: &lockgate_pipeline::plan::Job,
+    spec: &crate::spec::JobSpec,
+    minute: Duration,
+    sink: std::sync::Arc<dyn crate::events::EventSink>,
+    cancel: &crate::process::CancelSignal,
+) -> crate::job::JobOutcome {
+    let started = std::time::Instant::now();
+    let id = crate::events::JobId {
+        stage: spec.stage.clone(),
+        job: spec.name.clone(),
+    };
+    let mut variables = VariableStore::new();
+    let masker = crate::masking::SecretMasker::new();
+    for variable in &spec.variables {
+        let _ = variables.set(
+            &variable.name,
+            variable.value.clone(),
+            variable.secret,
+            false,
+        );
+        if variable.secret {
+            masker.add(&variable.value);
+        }
+    }
+    for value in &spec.secret_values {
+        masker.add(value);
+    }
+    let host = std::sync::Arc::new(LocalHost {
+        id: id.clone(),
+        sink,
+        masker,
+        cancel: cancel.clone(),
+        started: Mutex::new(BTreeMap::new()),
+    });
+    host.event(Event::JobStarted {
+        job: id.clone(),
+        display_name: spec.display_name.clone(),
+    });
+    let job = job.clone();
+    let running = host.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let result = run_job(&job, &variables, now_millis(), minute, running.as_ref());
+        if result == TaskResult::Failed && job.continue_on_error {
+            TaskResult::SucceededWithIssues
+        } else {
+            result
+        }
+    })
+    .await
+    .unwrap_or(TaskResult::Failed);
+    let seconds = started.elapsed().as_secs_f64();
+    host.event(Event::JobFinished {
+        job: id,
+        result,
+        seconds,
+    });
+    crate::job::JobOutcome {
+        result,
+        outputs: BTreeMap::new(),
+        secret_outputs: Default::default(),
+        seconds,
+    }
+}
+
+struct LocalHost {
+    id: crate::events::JobId,
+    sink: std::sync::Arc<dyn crate::events::EventSink>,
+    masker: crate::masking::SecretMasker,
+    cancel: crate::process::CancelSignal,
+    started: Mutex<BTreeMap<u32, std::time::Instant>>,
+}
+
+impl LocalHost {
+    fn event(&self, event: Event) {
+        crate::events::MaskingSink::new(self.sink.as_ref(), self.masker.clone()).event(event);
+    }
+}
+
+impl AgentlessHost for LocalHost {
+    fn log(&self, step: Option<u32>, text: &str) {
+        let issue = |kind, message: &str| Event::Issue {
+            job: self.id.clone(),
+            step: step.map(|s| s as usize),
+            kind,
+            message: message.to_string(),
+        };
+        let event = if let Some(message) = text.strip_prefix("##[error]") {
+            issue(crate::events::IssueKind::Error, message)
+        } else if let Some(message) = text.strip_prefix("##[warning]") {
+            issue(crate::events::IssueKind::Warning, message)
+        } else {
+            Event::Log {
+                job: self.id.clone(),
+                step: step.unwrap_or(0) as usize,
+                stream: crate::process::Stream::Stdout,
+                lines: vec![text.to_string()],
+            }
+        };
+        self.event(event);
+    }
+
+    fn step_started(&self, position: u32, name: &str) {
+        if let Ok(mut started) = self.started.lock() {
+            started.insert(position, std::time::Instant::now());
+        }
+        self.event(Event::StepStarted {
+            job: self.id.clone(),
+            step: position as usize,
+            display_name: name.to_string(),
+        });
+    }
+
+    fn step_finished(&self, position: u32, name: &str, result: TaskResult) {
+        let seconds = self
+            .started
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&position).map(|t| t.elapsed().as_secs_f64()))
+            .unwrap_or(0.0);
+        self.event(Event::StepFinished {
+            job: self.id.clone(),
+            step: position as usize,
+            display_name: name.to_string(),
+            result,
+            seconds,
+        });
+    }
+
+    fn canceled(&self) -> bool {
+        self.cancel.is_canceled()
+    }
+
+    fn manual_validation(
+        &self,
+        position: u32,
+        validation: &ManualValidation,
+        timeout: Duration,
+    ) -> Result<bool, String> {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return Err("ManualValidation needs someone to resume or reject it, and stdin is not a terminal: run `lockgate run` in a terminal, or leave this job out (--stage/--job)".into());
+        }
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                eprint!("Manual validation: type `resume` or `reject`: ");
+                let mut line = String::new();
+                if std::io::stdin().read_line(&mut line).unwrap_or(0) == 0 {
+                    let _ = send.send(None);
+                    return;
+                }
+                match line.trim().to_ascii_lowercase().as_str() {
+                    "resume" | "r" | "yes" | "y" => {
+                        let _ = send.send(Some(true));
+                        return;
+                    }
+                    "reject" | "n" | "no" => {
+                        let _ = send.send(Some(false));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.canceled() {
+                return Err(
+                    "the run was canceled while it waited for the manual validation".into(),
+                );
+            }
+            match receive.recv_timeout(Duration::from_millis(250)) {
+                Ok(Some(true)) => {
+                    self.log(Some(position), "Resumed on the terminal");
+                    return Ok(true);
+                }
+                Ok(Some(false)) => {
+                    self.log(Some(position), "##[error]Rejected on the terminal");
+                    return Ok(false);
+                }
+                Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(
+                        "stdin ended before the manual validation was resumed or rejected".into(),
+                    );
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(validation.resume_on_timeout);
             }
         }
     }

@@ -119,11 +119,21 @@ pub fn validate_plan(
         for job in &stage.jobs {
             check_groups(&job.variables, &job.source.to_string(), &mut problems);
             if job.kind == JobKind::Server {
-                problems.push(PlanProblem {
-                    location: job.source.to_string(),
-                    message: format!("job `{}` is an agentless job (pool: server); local runs only run agent jobs", job.name),
-                    warning: false,
-                });
+                // Agentless jobs run here too (Delay, InvokeRESTAPI, ManualValidation); any other
+                // step would fail them.
+                for step in job
+                    .steps
+                    .iter()
+                    .filter(|s| !crate::agentless::is_server_task(s))
+                {
+                    if let Err(message) = crate::agentless::server_task(step, &|text| text.into()) {
+                        problems.push(PlanProblem {
+                            location: step.source.to_string(),
+                            message: format!("job `{}`: {message}", job.name),
+                            warning: false,
+                        });
+                    }
+                }
                 continue;
             }
             for step in job_steps(job) {
@@ -818,9 +828,17 @@ pub async fn run_plan(
             let sink = Arc::clone(&sink);
             let cancel = cancel.clone();
             engine.job_started(index);
+            let server_job = (job.kind == JobKind::Server).then_some(job);
             running.spawn(async move {
-                let outcome =
-                    run_job(&run, &registry, &spec, &workspace, sink.as_ref(), &cancel).await;
+                let outcome = match server_job {
+                    Some(job) => {
+                        crate::agentless::run_local_job(&job, &spec, run.minute, sink, &cancel)
+                            .await
+                    }
+                    None => {
+                        run_job(&run, &registry, &spec, &workspace, sink.as_ref(), &cancel).await
+                    }
+                };
                 (index, outcome)
             });
         }

@@ -173,7 +173,13 @@ async fn run(state: &AppState, job_id: i64) -> ApiResult<()> {
         cancel_seen: Mutex::new((Instant::now() - Duration::from_secs(10), false)),
     };
     let result = tokio::task::spawn_blocking(move || {
-        let result = agentless::run_job(&plan_job, &variables, started_at, &host);
+        let result = agentless::run_job(
+            &plan_job,
+            &variables,
+            started_at,
+            Duration::from_secs(60),
+            &host,
+        );
         (result, plan_job.continue_on_error)
     })
     .await

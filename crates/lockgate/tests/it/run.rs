@@ -1384,3 +1384,127 @@ jobs:
         "{all}"
     );
 }
+
+/// A local HTTP service on 127.0.0.1 answering `answers` in turn (the last one again after that);
+/// returns its URL and the requests it got (request line and headers).
+fn answering_service(answers: &[&str]) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let answers: Vec<String> = answers.iter().map(|a| a.to_string()).collect();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let requests = seen.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            requests.lock().unwrap().push(head);
+            let body = &answers[n.min(answers.len() - 1)];
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn agentless_jobs_delay_and_call_a_rest_api_locally() {
+    let (url, requests) =
+        answering_service(&[r#"{"status":"starting"}"#, r#"{"status":"healthy"}"#]);
+    let project = Project::new(&format!(
+        r#"
+variables:
+  token: abc-123
+jobs:
+- job: Build
+  steps:
+  - script: echo "built" "it"
+- job: Gate
+  dependsOn: Build
+  pool: server
+  steps:
+  - task: Delay@1
+    inputs:
+      delayForMinutes: '0.5'
+  - task: InvokeRESTAPI@1
+    retryCountOnTaskFailure: 1
+    inputs:
+      method: GET
+      urlSuffix: {url}/health
+      headers: '{{"X-Token": "$(token)"}}'
+      successCriteria: eq(root['status'], 'healthy')
+- job: After
+  dependsOn: Gate
+  steps:
+  - script: echo "after" "the gate"
+"#
+    ));
+    let started = Instant::now();
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the delay waited"
+    );
+    assert!(all.contains("after the gate"), "{all}");
+    let log = project.log("Gate");
+    for expected in [
+        "Waiting 0.5 seconds",
+        "The delay is over.",
+        "Response: HTTP 200 {\"status\":\"starting\"}",
+        "trying again (attempt 2 of 2)",
+        "Response: HTTP 200 {\"status\":\"healthy\"}",
+    ] {
+        assert!(log.contains(expected), "missing {expected:?} in {log}");
+    }
+    let requests = requests.lock().unwrap();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert!(
+        requests[0]
+            .to_ascii_lowercase()
+            .contains("x-token: abc-123"),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn a_manual_validation_without_a_terminal_fails_with_a_clear_message() {
+    let project = Project::new(
+        r#"
+jobs:
+- job: Wait
+  pool: server
+  steps:
+  - task: ManualValidation@0
+    inputs:
+      notifyUsers: ''
+      instructions: look at staging
+- job: Ship
+  dependsOn: Wait
+  steps:
+  - script: echo "shipped" "it"
+"#,
+    );
+    let output = project.command(&[]).stdin(Stdio::null()).output().unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("stdin is not a terminal"), "{all}");
+    assert!(!all.contains("shipped it"), "{all}");
+    assert!(
+        project
+            .log("Wait")
+            .contains("Instructions: look at staging")
+    );
+}
