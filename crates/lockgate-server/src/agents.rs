@@ -298,8 +298,8 @@ pub fn can_run(agent: &Agent, capabilities: &BTreeMap<String, String>, job: &Age
 }
 
 /// Leases the oldest queued job this agent can run (its pool, OS and demands), if any. The agent
-/// is read again first: it may have been disabled, or have reported its capabilities, since it
-/// asked. `os` is what an agent that reports no capabilities said in its lease request.
+/// is read again first: it may have been disabled, removed (401), or have reported its
+/// capabilities, since it asked. `os` is what an agent that reports no capabilities said in its lease request.
 pub async fn lease_for(
     state: &AppState,
     caller: &Agent,
@@ -314,7 +314,8 @@ pub async fn lease_for(
         .into_iter()
         .find(|a| a.id == caller.id)
     else {
-        return Ok(None);
+        // Removed while it waited: its token is no longer valid.
+        return Err(ApiError::unauthorized());
     };
     if !agent.enabled {
         return Ok(None);
@@ -336,6 +337,18 @@ pub async fn lease_for(
         }
     }
     Ok(None)
+}
+
+/// What the log says of a job whose agent stopped sending heartbeats.
+pub fn stopped_responding(state: &AppState, job: &Job) -> String {
+    format!(
+        "The agent {}stopped responding (no heartbeat for {} s)",
+        job.agent_name
+            .as_deref()
+            .map(|name| format!("`{name}` "))
+            .unwrap_or_default(),
+        state.lease_seconds
+    )
 }
 
 /// Why a queued job waits, when no agent can run it (`None` when one can: it is merely busy), in
@@ -403,7 +416,7 @@ pub async fn waiting_reasons(state: &AppState, jobs: &[Job]) -> ApiResult<BTreeM
 }
 
 /// Agents are listed by server administrators.
-fn require_server_admin(caller: &Caller) -> ApiResult<()> {
+pub(crate) fn require_server_admin(caller: &Caller) -> ApiResult<()> {
     caller.require_scope("admin")?;
     if caller.user.is_admin {
         Ok(())
@@ -464,7 +477,7 @@ pub async fn summaries(state: &AppState) -> ApiResult<Vec<api::AgentSummary>> {
         .collect())
 }
 
-async fn set_enabled(
+pub(crate) async fn set_enabled(
     state: &AppState,
     caller: &Caller,
     name: &str,
@@ -496,14 +509,23 @@ async fn disable(
     set_enabled(&state, &caller, &name, false).await
 }
 
-/// Removes an agent: its token stops working. A built-in agent cannot be removed (the server
-/// registers it again at start); disable it instead.
+/// `DELETE /api/v1/agents/{name}`.
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_server_admin(&caller)?;
+    remove_agent(&state, &caller, &name).await
+}
+
+/// Removes an agent: its token stops working. A built-in agent cannot be removed (the server
+/// registers it again at start); disable it instead.
+pub(crate) async fn remove_agent(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<StatusCode> {
+    require_server_admin(caller)?;
     caller.require_scope("write")?;
     let agents = state.store.list_agents().await?;
     match agents.iter().find(|a| a.name == name) {
@@ -512,7 +534,9 @@ async fn remove(
             "a built-in agent cannot be removed (the server starts it again); disable it",
         )),
         Some(_) => {
-            state.store.remove_agent(&name).await?;
+            state.store.remove_agent(name).await?;
+            // Its waiting lease request ends now (401), not when its long poll would.
+            state.job_queued.notify_waiters();
             Ok(StatusCode::NO_CONTENT)
         }
     }

@@ -21,6 +21,8 @@ pub struct LaunchOptions {
     pub builtin_agent: bool,
     /// How many built-in agents run jobs at the same time.
     pub builtin_agents: usize,
+    /// How long a lease lasts without a heartbeat before the job fails (`lease_seconds`, default 60).
+    pub lease_seconds: u32,
     /// The tasks the built-in agents can run (the runner's built-in tasks unless the caller adds more).
     pub tasks: TaskRegistry,
     /// Run every job of the built-in agents in the bubblewrap sandbox (the default). Without bubblewrap
@@ -35,7 +37,7 @@ pub struct LaunchOptions {
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
-/// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`,
+/// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`,
 /// `sandbox`, `sandbox_hide` (absolute paths separated by commas).
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let text =
@@ -47,6 +49,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         seed_demo: false,
         builtin_agent: true,
         builtin_agents: 2,
+        lease_seconds: 60,
         tasks: TaskRegistry::with_builtins(),
         sandbox: true,
         sandbox_hide: Vec::new(),
@@ -83,6 +86,15 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                 options.port = value
                     .parse()
                     .with_context(|| format!("{}: `port` must be a number 0-65535", at()))?
+            }
+            "lease_seconds" => {
+                options.lease_seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (2..=3600).contains(n))
+                    .with_context(|| {
+                        format!("{}: `lease_seconds` must be a number from 2 to 3600", at())
+                    })?
             }
             "builtin_agents" => {
                 options.builtin_agents = value
@@ -124,7 +136,7 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                 options.limits.max_header_bytes = byte_count(value, "max_header_bytes", &at)?
             }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, database, port, builtin_agent, builtin_agents, sandbox, sandbox_hide, max_body_bytes, max_upload_bytes, max_header_bytes)",
+                "{}: unknown key `{other}` (known: data_dir, database, port, lease_seconds, builtin_agent, builtin_agents, sandbox, sandbox_hide, max_body_bytes, max_upload_bytes, max_header_bytes)",
                 at()
             ),
         }
@@ -156,6 +168,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         config.database = options.database.clone();
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
+        config.lease_seconds = options.lease_seconds;
         config.limits = options.limits;
         config.secret_key = std::env::var(crate::secrets::KEY_ENV).ok();
         config.name = server_name()?;

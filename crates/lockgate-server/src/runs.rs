@@ -1178,13 +1178,34 @@ pub async fn reconcile(state: &AppState, builtin_agents: &[String]) -> ApiResult
 pub async fn reap_expired_leases(state: AppState) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let Ok(expired) = state.store.expire_leases(now_millis()).await else {
+        let now = now_millis();
+        // A job whose agent died before any step goes to another agent (docs/agents.md).
+        if let Ok(requeued) = state.store.requeue_unstarted_expired_jobs(now).await
+            && !requeued.is_empty()
+        {
+            for job in &requeued {
+                let line = LogLine {
+                    step: None,
+                    text: format!(
+                        "##[warning]{} before the job's first step; the job is queued for another agent.",
+                        crate::agents::stopped_responding(&state, job)
+                    ),
+                };
+                let lines = crate::live::compress_lines(std::slice::from_ref(&line));
+                let _ = state.store.append_log_chunk(job.id, 1, &lines).await;
+            }
+            state.job_queued.notify_waiters();
+        }
+        let Ok(expired) = state.store.expire_leases(now).await else {
             continue;
         };
         for job in expired {
             let line = LogLine {
                 step: None,
-                text: "##[error]The agent stopped responding; the job failed.".into(),
+                text: format!(
+                    "##[error]{}; the job failed.",
+                    crate::agents::stopped_responding(&state, &job)
+                ),
             };
             let _ = state
                 .store

@@ -35,6 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/users", post(create_user))
         .route("/p/{project}/members", post(grant_role))
         .route("/tokens", get(tokens_page).post(create_token))
+        .route("/agents", get(agents_page))
+        .route("/agents/{name}/{action}", post(change_agent))
         .route("/p/{project}", get(project_page))
         .route("/p/{project}/repositories", post(create_repository))
         .route("/p/{project}/pipelines", post(create_pipeline))
@@ -115,6 +117,7 @@ fn layout(title: &str, caller: Option<&Caller>, content: Markup) -> Markup {
                         nav {
                             a href="/" { "Projects" }
                             a href="/tokens" { "Tokens" }
+                            @if caller.user.is_admin { a href="/agents" { "Agents" } }
                             form.inline method="post" action="/logout" {
                                 input type="hidden" name=(CSRF_FIELD) value=(caller.csrf_token());
                                 button.link type="submit" { "Sign out " (caller.user.name) }
@@ -1172,6 +1175,62 @@ async fn create_token(
     Ok(tokens_view(&state, &caller, Some(&created))
         .await?
         .into_response())
+}
+
+/// The server's agents (server administrators): state, last heartbeat, current job, version,
+/// capabilities, and buttons to disable (drain), enable or remove one.
+async fn agents_page(State(state): State<AppState>, PageCaller(caller): PageCaller) -> PageResult {
+    crate::agents::require_server_admin(&caller)?;
+    let agents = crate::agents::summaries(&state).await?;
+    Ok(layout(
+        "Agents",
+        Some(&caller),
+        html! {
+            h1 { "Agents" }
+            p.muted { "Register one on another machine: " code { "lockgate agents token --pool NAME" } ", then " code { "lockgate agent register" } " there (docs/agents.md)." }
+            table.agents {
+                thead { tr { th { "Agent" } th { "Pool" } th { "State" } th { "Last heartbeat" } th { "Current job" } th { "Version" } th { "Capabilities" } th {} } }
+                tbody { @for agent in &agents {
+                    tr data-agent=(agent.name) {
+                        td { (agent.name) @if agent.builtin { span.muted { " built-in" } } }
+                        td { (agent.pool) @if let Some(project) = &agent.project { span.muted { " (" (project) ")" } } }
+                        td.state { (agent.state) }
+                        td { (when(agent.last_seen_at)) }
+                        td { @if let (Some(job), Some(run)) = (agent.current_job, agent.current_run) { a href={"/runs/" (run) "#job-" (job)} { "run " (run) } } @else { "idle" } }
+                        td { (agent.version.as_deref().unwrap_or("-")) }
+                        td.muted { @for (name, value) in &agent.capabilities { (name) @if !value.is_empty() { "=" (value) } " " } }
+                        td {
+                            form.inline method="post" action={"/agents/" (agent.name) "/" (if agent.enabled { "disable" } else { "enable" })} {
+                                (csrf(&caller))
+                                button type="submit" { (if agent.enabled { "Disable" } else { "Enable" }) }
+                            }
+                            @if !agent.builtin {
+                                form.inline method="post" action={"/agents/" (agent.name) "/remove"} {
+                                    (csrf(&caller))
+                                    button type="submit" { "Remove" }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        },
+    )
+    .into_response())
+}
+
+async fn change_agent(
+    State(state): State<AppState>,
+    PageCaller(caller): PageCaller,
+    Path((name, action)): Path<(String, String)>,
+) -> PageResult {
+    match action.as_str() {
+        "enable" => crate::agents::set_enabled(&state, &caller, &name, true).await?,
+        "disable" => crate::agents::set_enabled(&state, &caller, &name, false).await?,
+        "remove" => crate::agents::remove_agent(&state, &caller, &name).await?,
+        _ => return Err(ApiError::not_found("page").into()),
+    };
+    Ok(Redirect::to("/agents").into_response())
 }
 
 /// The distinct artifact names, in order.

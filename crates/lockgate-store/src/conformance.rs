@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             a_job_the_server_runs_itself_is_never_leased_or_released,
             names_ignore_ascii_case_only_and_sort_by_their_bytes,
             a_server_releases_only_the_jobs_of_its_own_built_in_agents,
+            expired_jobs_without_a_step_are_queued_again,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -2045,4 +2046,80 @@ pub(crate) async fn a_server_releases_only_the_jobs_of_its_own_built_in_agents(
         (theirs.status.as_str(), theirs.agent_name.as_deref()),
         ("running", Some("built-in-b-1"))
     );
+}
+
+pub(crate) async fn expired_jobs_without_a_step_are_queued_again(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    let run = store
+        .create_run(
+            &new_run(pipeline.id, "main"),
+            &[
+                new_job("unstarted", "queued"),
+                new_job("stepping", "queued"),
+                new_job("alive", "queued"),
+            ],
+        )
+        .await
+        .unwrap();
+    let jobs = store.jobs_of_run(run.id).await.unwrap();
+    let past = now_millis() - 1;
+    for (job, agent, expires) in [
+        (&jobs[0], "a1", past),
+        (&jobs[1], "a2", past),
+        (&jobs[2], "a3", now_millis() + 60_000),
+    ] {
+        store
+            .lease_job(job.id, agent, &format!("l-{agent}"), expires)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    store
+        .upsert_step(&Step {
+            job_id: jobs[1].id,
+            position: 1,
+            name: "s".into(),
+            status: "running".into(),
+            result: None,
+            started_at: Some(now_millis()),
+            finished_at: None,
+        })
+        .await
+        .unwrap();
+    let requeued = store
+        .requeue_unstarted_expired_jobs(now_millis())
+        .await
+        .unwrap();
+    assert_eq!(requeued.len(), 1, "{requeued:?}");
+    assert_eq!(
+        (requeued[0].id, requeued[0].agent_name.as_deref()),
+        (jobs[0].id, Some("a1")),
+        "the job is returned with the agent that lost it"
+    );
+    let now = store.jobs_of_run(run.id).await.unwrap();
+    assert_eq!(now[0].status, "queued");
+    assert!(now[0].agent_name.is_none() && now[0].started_at.is_none());
+    assert!(
+        store
+            .leased_job(jobs[0].id, "l-a1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        now[1].status, "running",
+        "a job that ran a step is not run twice"
+    );
+    assert_eq!(now[2].status, "running", "a live lease is kept");
+    let failed = store.expire_leases(now_millis()).await.unwrap();
+    assert_eq!(
+        failed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [jobs[1].id]
+    );
+    let leased = store
+        .lease_job(jobs[0].id, "a4", "l-a4", now_millis() + 60_000)
+        .await
+        .unwrap()
+        .expect("another agent leases the queued job");
+    assert_eq!(leased.agent_name.as_deref(), Some("a4"));
 }

@@ -887,6 +887,37 @@ macro_rules! sql_storage {
                 })
             }
 
+            fn requeue_unstarted_expired_jobs(&self, now: i64) -> StoreFuture<'_, Vec<Job>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT * FROM jobs WHERE status = 'running' AND lease_expires_at < $1 \
+                         AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id) ORDER BY id",
+                    )
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut requeued = Vec::new();
+                    for row in &rows {
+                        let job = Job::from_row(row)?;
+                        // The conditions again: a heartbeat or a first step may have come since.
+                        let done = sqlx::query(
+                            "UPDATE jobs SET status = 'queued', agent_name = NULL, lease_token_hash = NULL, \
+                             lease_expires_at = NULL, started_at = NULL \
+                             WHERE id = $1 AND status = 'running' AND lease_expires_at < $2 \
+                             AND NOT EXISTS (SELECT 1 FROM steps WHERE steps.job_id = jobs.id)",
+                        )
+                        .bind(job.id)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                        if done.rows_affected() == 1 {
+                            requeued.push(job);
+                        }
+                    }
+                    Ok(requeued)
+                })
+            }
+
             fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>> {
                 Box::pin(async move {
                     let rows = sqlx::query(

@@ -270,6 +270,12 @@ pub trait Storage: Send + Sync {
         outputs: &'a str,
     ) -> StoreFuture<'a, bool>;
 
+    /// Queues again every running job whose lease expired before `now` and that has no step row yet
+    /// (its agent died before any step, so no pipeline code ran): agent, lease and `started_at` are
+    /// cleared so that another agent leases it; its log is kept. Returns them as they were before
+    /// (with the agent that held them), by id. Called before [`expire_leases`](Self::expire_leases).
+    fn requeue_unstarted_expired_jobs(&self, now: i64) -> StoreFuture<'_, Vec<Job>>;
+
     /// Completes as `failed` every running job whose lease expired before `now` (its agent died), drops
     /// their leases, and returns them as updated.
     fn expire_leases(&self, now: i64) -> StoreFuture<'_, Vec<Job>>;

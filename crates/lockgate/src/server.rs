@@ -56,7 +56,7 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Config file with `data_dir`, `database`, `port`, `builtin_agent`, `builtin_agents`, `sandbox`,
+    /// Config file with `data_dir`, `database`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`, `sandbox`,
     /// `sandbox_hide`, `max_body_bytes`, `max_upload_bytes` and `max_header_bytes` (`key = value` lines).
     #[arg(long)]
     config: PathBuf,
@@ -229,6 +229,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         seed_demo: !args.no_demo,
         builtin_agent: true,
         builtin_agents: usize::from(args.agents),
+        lease_seconds: 60,
         tasks: crate::run::registry(),
         sandbox: !args.no_sandbox,
         sandbox_hide: args

@@ -728,6 +728,20 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
         state.store.run_by_id(run.id).await.unwrap().unwrap().status,
         "running"
     );
+    // The agent started a step before it went silent (a job without one is queued again).
+    let lease = lease.json();
+    let started = Request::post(format!(
+        "/api/v1/agent/jobs/{}/events",
+        lease["jobId"].as_i64().unwrap()
+    ))
+    .header(header::AUTHORIZATION, format!("Bearer {agent_token}"))
+    .header("lockgate-lease", lease["leaseToken"].as_str().unwrap())
+    .header(header::CONTENT_TYPE, "application/json")
+    .body(Body::from(
+        r#"{"events": [{"type": "stepStarted", "step": 1, "displayName": "s"}]}"#,
+    ))
+    .unwrap();
+    assert!(send(&app, started).await.status.is_success());
     tokio::spawn(lockgate_server::runs::reap_expired_leases(state.clone()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -749,9 +763,67 @@ async fn a_job_whose_agent_stops_heartbeating_fails_and_its_run_completes() {
     .await
     .unwrap();
     assert!(
-        log.iter()
-            .any(|line| line.text.contains("stopped responding"))
+        log.iter().any(|line| line
+            .text
+            .contains("The agent `a1` stopped responding (no heartbeat for 1 s); the job failed.")),
+        "{log:?}"
     );
+}
+
+#[tokio::test]
+async fn a_job_whose_agent_goes_silent_before_its_first_step_is_queued_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let state = AppState::new(
+        store,
+        dir.path().to_path_buf(),
+        "http://127.0.0.1:1".into(),
+        1,
+    );
+    let (run, agent_token) = run_with_jobs(
+        &state,
+        &[stored_job(
+            "j",
+            "[]",
+            "queued",
+            serde_json::json!({"job": {}, "variables": [], "conditions": {"first": true}}),
+        )],
+    )
+    .await;
+    let app = router(state.clone());
+    let lease = send(
+        &app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(lease.status, StatusCode::OK, "{}", lease.body);
+    tokio::spawn(lockgate_server::runs::reap_expired_leases(state.clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let job = loop {
+        let job = state.store.jobs_of_run(run.id).await.unwrap().remove(0);
+        if job.status == "queued" {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(job.agent_name.is_none() && job.result.is_none());
+    let log = lockgate_server::api::job_log_lines(&state, job.id)
+        .await
+        .unwrap();
+    assert!(
+        log.iter().any(|line| line
+            .text
+            .contains("before the job's first step; the job is queued for another agent")),
+        "{log:?}"
+    );
+    // Another agent (here the same token, as a fresh process would) leases it again.
+    let again = send(
+        &app,
+        post_json("/api/v1/agent/lease", &agent_token, r#"{"waitSeconds": 0}"#),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
 }
 
 #[tokio::test]

@@ -302,3 +302,151 @@ fn a_job_goes_to_the_agent_of_its_pool_that_has_what_it_demands() {
         "{page}"
     );
 }
+
+/// `lockgate server` without built-in agents whose leases last 3 s without a heartbeat.
+fn server_without_builtin_agents(dir: &Path) -> Up {
+    std::fs::write(
+        dir.join("server.toml"),
+        "data_dir = \"srv\"\nport = 0\nbuiltin_agent = false\nlease_seconds = 3\n",
+    )
+    .unwrap();
+    start_server(dir, &["server", "--config", "server.toml"])
+}
+
+/// Registers agent `name` in pool `ops` through the CLI.
+fn register_in_ops(dir: &Path, up: &Up, name: &str) {
+    let token = registration_token(dir, up, "ops");
+    let out = register(dir, up, &token, "ops", name, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn listed_agents(dir: &Path, up: &Up) -> Vec<api::AgentSummary> {
+    serde_json::from_str(&stdout(&client(dir, up, &["agents", "list", "--json"]))).unwrap()
+}
+
+#[test]
+fn a_disabled_agent_leases_nothing_until_enabled_and_a_removed_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = server_without_builtin_agents(dir.path());
+    register_in_ops(dir.path(), &up, "ops-1");
+    let disabled = client(dir.path(), &up, &["agents", "disable", "ops-1"]);
+    assert_eq!(disabled.status.code(), Some(0));
+    assert_eq!(
+        client(dir.path(), &up, &["agents", "disable", "nobody"])
+            .status
+            .code(),
+        Some(2),
+        "an unknown agent is the caller's mistake"
+    );
+    let agent = run_agent(dir.path(), "ops-1");
+    let api = push_pipeline(
+        dir.path(),
+        &up,
+        "app",
+        "pool: ops\nsteps:\n- script: echo drained\n",
+    );
+    let detail = wait_for_run(&api, "the reason a disabled pool waits", &[&agent], |d| {
+        d.jobs[0].waiting_for.is_some()
+    });
+    assert_eq!(detail.jobs[0].status, "queued");
+    let reason = detail.jobs[0].waiting_for.clone().unwrap();
+    assert!(
+        reason.contains("every agent in pool `ops`") && reason.contains("disabled"),
+        "{reason}"
+    );
+    // Connected, but not leasing.
+    let ops = listed_agents(dir.path(), &up);
+    assert_eq!(ops[0].state, "disabled");
+    assert!(ops[0].current_job.is_none());
+    let page = api.get_text("/agents").unwrap();
+    let row = &page[page
+        .find("data-agent=\"ops-1\"")
+        .expect("the agents page lists it")..];
+    assert!(
+        row[..row.find("</tr>").unwrap()].contains("disabled"),
+        "{page}"
+    );
+    assert!(row.contains("action=\"/agents/ops-1/enable\""), "{page}");
+    std::thread::sleep(Duration::from_millis(500));
+    let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();
+    assert_eq!(runs[0].status, "queued", "a disabled agent takes no job");
+
+    assert_eq!(
+        client(dir.path(), &up, &["agents", "enable", "ops-1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let detail = wait_for_run(&api, "the run on the enabled agent", &[&agent], |d| {
+        d.run.status == "completed"
+    });
+    assert_eq!(detail.jobs[0].agent.as_deref(), Some("ops-1"));
+    assert_eq!(detail.run.result.as_deref(), Some("succeeded"));
+
+    let removed = client(dir.path(), &up, &["agents", "remove", "ops-1"]);
+    assert_eq!(removed.status.code(), Some(0));
+    assert!(listed_agents(dir.path(), &up).is_empty());
+    // Its token no longer works: the agent is told so when it asks for work.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent.log().contains("401") {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_lost_agents_job_fails_with_a_reason_and_the_queued_job_goes_to_another_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = server_without_builtin_agents(dir.path());
+    register_in_ops(dir.path(), &up, "lost");
+    register_in_ops(dir.path(), &up, "spare");
+    let mut lost = run_agent(dir.path(), "lost");
+    let yaml = "pool: ops\njobs:\n\
+        - job: long\n  steps:\n  - script: echo started; sleep 20\n\
+        - job: next\n  steps:\n  - script: echo next ran\n";
+    let api = push_pipeline(dir.path(), &up, "app", yaml);
+    let detail = wait_for_run(&api, "the long job's first step", &[&lost], |d| {
+        let long = job(d, "long");
+        long.status == "running" && long.steps.iter().any(|s| s.name.contains("sleep"))
+    });
+    assert_eq!(job(&detail, "long").agent.as_deref(), Some("lost"));
+    assert_eq!(
+        job(&detail, "next").status,
+        "queued",
+        "one job at a time per agent"
+    );
+    let listed = listed_agents(dir.path(), &up);
+    let held = listed.iter().find(|a| a.name == "lost").unwrap();
+    assert_eq!(held.current_job, Some(job(&detail, "long").id));
+    assert_eq!(held.current_run, Some(detail.run.id));
+
+    // The machine goes away mid-job.
+    lost.child.kill().unwrap();
+    lost.child.wait().unwrap();
+    let spare = run_agent(dir.path(), "spare");
+    let detail = wait_for_run(&api, "the end of the run", &[&spare], |d| {
+        d.run.status == "completed"
+    });
+    let long = job(&detail, "long");
+    assert_eq!(long.result.as_deref(), Some("failed"));
+    let next = job(&detail, "next");
+    assert_eq!(next.result.as_deref(), Some("succeeded"));
+    assert_eq!(next.agent.as_deref(), Some("spare"));
+    let logs = stdout(&client(
+        dir.path(),
+        &up,
+        &["runs", "logs", &detail.run.id.to_string()],
+    ));
+    assert!(
+        logs.contains(
+            "The agent `lost` stopped responding (no heartbeat for 3 s); the job failed."
+        ),
+        "{logs}"
+    );
+    assert!(logs.contains("next ran"), "{logs}");
+}
