@@ -428,6 +428,43 @@ pub struct ConnectionUse {
     pub used_at: i64,
 }
 
+/// The invoke-REST-API check of an environment
+/// (`PUT /api/v1/projects/{p}/environments/{e}/checks/rest-api`): a stage deploying there waits
+/// until a call to `url` passes (a 2xx answer whose JSON makes `successCriteria` true), asked
+/// again every `retryIntervalMinutes`, failing after `timeoutMinutes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestApiCheck {
+    #[serde(default = "get_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Headers with secret values (a token): stored encrypted, never returned (null); a null
+    /// value in a `PUT` keeps the stored one.
+    #[serde(default)]
+    pub secret_headers: std::collections::BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// An expression over the JSON answer as `root`, e.g. `eq(root['status'], 'healthy')`.
+    #[serde(default)]
+    pub success_criteria: Option<String>,
+    /// Minutes between evaluations (default 5, as Azure's "Time between evaluations").
+    #[serde(default = "five")]
+    pub retry_interval_minutes: f64,
+    /// Minutes before the check fails (default 1440).
+    #[serde(default = "one_day")]
+    pub timeout_minutes: i64,
+}
+
+fn get_method() -> String {
+    "GET".into()
+}
+
+fn five() -> f64 {
+    5.0
+}
+
 /// The exclusive lock of an environment
 /// (`PUT /api/v1/projects/{p}/environments/{e}/checks/exclusive-lock`): one stage at a time
 /// deploys there; the stages' `lockBehavior` (`runLatest`, the default, or `sequential`) says what

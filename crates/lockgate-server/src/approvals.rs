@@ -156,8 +156,9 @@ fn automatic_checks(
                     ));
                 }
             }
-            // The lock comes last, after approvals ([`crate::locks`]).
-            crate::locks::EXCLUSIVE_LOCK => {}
+            // The lock comes last, after approvals ([`crate::locks`]); the REST API check is
+            // called in the background ([`crate::rest_check`]).
+            crate::locks::EXCLUSIVE_LOCK | crate::rest_check::INVOKE_REST_API => {}
             other => {
                 return Err(format!(
                     "environment `{}` has a check of unknown kind `{other}`",
@@ -248,6 +249,8 @@ pub(crate) struct Gates {
     pub waiting: BTreeMap<String, String>,
     /// Stages whose checks all passed but the exclusive lock, which they are to ask for.
     pub lock_pending: BTreeSet<String>,
+    /// Stages that wait for an invoke-REST-API check, to be called once they are reached.
+    pub rest_pending: BTreeSet<String>,
     /// The manual stages someone started.
     pub started: BTreeSet<String>,
 }
@@ -324,6 +327,28 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
                 out.waiting.insert(stage.clone(), reason);
                 Gate::Pending
             }
+            Ok(None)
+                if !stage_automatic
+                    .iter()
+                    .all(|c| c.kind != crate::rest_check::INVOKE_REST_API)
+                    && !matches!(
+                        crate::rest_check::gate(state, run, stage, &stage_automatic),
+                        crate::rest_check::RestGate::Passed
+                    ) =>
+            {
+                match crate::rest_check::gate(state, run, stage, &stage_automatic) {
+                    crate::rest_check::RestGate::Refused(reason) => {
+                        out.refused.insert(stage.clone(), reason);
+                        Gate::Rejected
+                    }
+                    crate::rest_check::RestGate::Waiting(reason) => {
+                        out.rest_pending.insert(stage.clone());
+                        out.waiting.insert(stage.clone(), reason);
+                        Gate::Pending
+                    }
+                    crate::rest_check::RestGate::Passed => Gate::Pending,
+                }
+            }
             Ok(None) => {
                 let attempt = stage_attempt(jobs, stage);
                 let asked: Vec<&Approval> = approvals
@@ -376,6 +401,12 @@ pub(crate) async fn request(
     stage: &str,
     gates: &Gates,
 ) -> ApiResult<bool> {
+    if gates.rest_pending.contains(stage) {
+        let automatic = state.store.environment_checks(run.project_id).await?;
+        let stage_automatic = environment_checks_of_stage(&automatic, jobs, stage);
+        crate::rest_check::poll(state, run, stage, &stage_automatic);
+        return Ok(false);
+    }
     if gates.lock_pending.contains(stage) {
         return crate::locks::request_for_stage(
             state,

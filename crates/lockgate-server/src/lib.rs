@@ -19,6 +19,7 @@ pub mod limits;
 pub mod live;
 pub mod locks;
 pub mod redeploy;
+pub mod rest_check;
 pub mod run_engine;
 pub mod runs;
 pub mod secrets;
@@ -131,6 +132,8 @@ pub struct Shared {
     /// Per leased job, the secret values its agent's reports are masked with (built at the lease).
     pub job_maskers:
         std::sync::Mutex<std::collections::HashMap<i64, lockgate_runner::masking::SecretMasker>>,
+    /// The invoke-REST-API checks being evaluated ([`rest_check`]).
+    pub rest_checks: rest_check::RestChecks,
 }
 
 #[derive(Clone)]
@@ -186,6 +189,7 @@ impl AppState {
             secrets,
             compile_cache: compile_cache::CompileCache::default(),
             job_maskers: Default::default(),
+            rest_checks: Default::default(),
         }))
     }
 
@@ -221,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .merge(library::routes())
         .merge(connections::routes())
         .merge(redeploy::routes())
+        .merge(rest_check::routes())
         .merge(environments::routes())
         .merge(agent_api::routes())
         .merge(agents::routes())

@@ -97,6 +97,33 @@ pub enum ChecksCommand {
         #[arg(long, default_value_t = 43_200)]
         timeout: i64,
     },
+    /// Deployments to the environment wait until a REST API call passes (invoke REST API check).
+    RestApi {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        environment: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// An expression over the JSON answer (`root`), e.g. "eq(root['status'], 'healthy')".
+        #[arg(long)]
+        success_criteria: Option<String>,
+        /// NAME=VALUE, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// NAME=VALUE of a header with a secret value (stored encrypted), repeatable.
+        #[arg(long = "secret-header")]
+        secret_headers: Vec<String>,
+        /// Minutes between evaluations.
+        #[arg(long, default_value_t = 5.0)]
+        retry_interval: f64,
+        /// Minutes before the check fails.
+        #[arg(long, default_value_t = 1_440)]
+        timeout: i64,
+    },
     /// Remove a check from an environment.
     Remove {
         #[command(flatten)]
@@ -104,7 +131,7 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
-        /// approval, branch-control, business-hours or exclusive-lock.
+        /// approval, branch-control, business-hours, exclusive-lock or rest-api.
         #[arg(long, default_value = "approval")]
         kind: String,
     },
@@ -243,17 +270,63 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 "environment {environment}: one stage at a time deploys (waits up to {timeout} minutes)"
             );
         }
+        ChecksCommand::RestApi {
+            connection,
+            project,
+            environment,
+            url,
+            method,
+            success_criteria,
+            headers,
+            secret_headers,
+            retry_interval,
+            timeout,
+        } => {
+            let pairs = |list: &[String]| -> anyhow::Result<Vec<(String, String)>> {
+                list.iter()
+                    .map(|text| {
+                        text.split_once('=')
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .ok_or_else(|| {
+                                crate::UsageError(format!("`{text}`: give NAME=VALUE")).into()
+                            })
+                    })
+                    .collect()
+            };
+            let body = api::RestApiCheck {
+                method,
+                url,
+                headers: pairs(&headers)?.into_iter().collect(),
+                secret_headers: pairs(&secret_headers)?
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect(),
+                body: None,
+                success_criteria,
+                retry_interval_minutes: retry_interval,
+                timeout_minutes: timeout,
+            };
+            let set: api::RestApiCheck = connection
+                .client()?
+                .put_json(&kind_path(&project, &environment, "rest-api"), &body)
+                .map_err(client_error)?;
+            println!(
+                "environment {environment}: deployments wait for {} {} to pass",
+                set.method, set.url
+            );
+        }
         ChecksCommand::Remove {
             connection,
             project,
             environment,
             kind,
         } => {
-            const KINDS: [&str; 4] = [
+            const KINDS: [&str; 5] = [
                 "approval",
                 "branch-control",
                 "business-hours",
                 "exclusive-lock",
+                "rest-api",
             ];
             if !KINDS.contains(&kind.as_str()) {
                 return Err(crate::UsageError(format!(

@@ -813,3 +813,90 @@ fn the_release_scenario_promotes_through_dev_test_and_prod_and_rolls_back() {
     let runs: Vec<(i64, i64)> = ledger.iter().map(|d| (d.run_id, d.attempt)).collect();
     assert_eq!(runs, [(first, 2), (second, 1), (first, 1)], "{ledger:?}");
 }
+
+/// Production has an invoke-REST-API check against a local service that answers unhealthy twice,
+/// then healthy: the stage waits, saying what it waits for, and deploys once the service is
+/// healthy; the secret header reaches the service and is never returned. A check whose service
+/// never passes within its timeout fails the stage.
+#[test]
+fn a_rest_api_check_holds_a_deployment_until_the_service_is_healthy() {
+    let service = crate::agentless::test_service(&[(
+        "/health",
+        &[
+            (200, "{\"status\":\"unhealthy\"}"),
+            (503, "{\"status\":\"down\"}"),
+            (200, "{\"status\":\"healthy\"}"),
+        ],
+    )]);
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let check = "/api/v1/projects/p/environments/prod/checks/rest-api";
+    for (body, needle) in [
+        (serde_json::json!({"url": "ftp://x"}), "http:// or https://"),
+        (
+            serde_json::json!({"url": "http://x", "retryIntervalMinutes": 0}),
+            "`retryIntervalMinutes`",
+        ),
+        (
+            serde_json::json!({"url": "http://x", "method": "FETCH"}),
+            "method",
+        ),
+    ] {
+        let error = server
+            .client
+            .put_json::<_, serde_json::Value>(check, &body)
+            .unwrap_err();
+        assert_eq!(error.status(), Some(400), "{error}");
+        assert!(error.to_string().contains(needle), "{needle}: {error}");
+    }
+    let set: api::RestApiCheck = server
+        .client
+        .put_json(
+            check,
+            &serde_json::json!({
+                "url": format!("{}/health", service.url),
+                "secretHeaders": {"Authorization": "Bearer rest-s3cret"},
+                "successCriteria": "eq(root['status'], 'healthy')",
+                "retryIntervalMinutes": 0.01
+            }),
+        )
+        .unwrap();
+    assert_eq!(set.secret_headers["Authorization"], None);
+    let yaml = "\
+stages:
+- stage: Prod
+  jobs:
+  - deployment: ship
+    environment: prod
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"shipped\" \"when healthy\"
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |r| !r.is_empty())[0].id;
+    let detail = completed(&server, run);
+    assert_eq!(
+        detail.run.result.as_deref(),
+        Some("succeeded"),
+        "{detail:?}"
+    );
+    assert!(run_logs(&server, run).contains("shipped when healthy"));
+    let requests = service.requests.lock().unwrap().clone();
+    assert!(requests.len() >= 3, "{requests:?}");
+    assert!(
+        requests[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer rest-s3cret"),
+        "{}",
+        requests[0]
+    );
+}
