@@ -428,6 +428,17 @@ pub struct ConnectionUse {
     pub used_at: i64,
 }
 
+/// The required-template check of an environment
+/// (`PUT /api/v1/projects/{p}/environments/{e}/checks/required-template`): only runs whose YAML
+/// `extends` one of these templates may deploy there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequiredTemplate {
+    /// `path` (in the pipeline's repository) or `path@alias` (a repository resource), as
+    /// `extends: template:` names it.
+    pub templates: Vec<String>,
+}
+
 /// The invoke-REST-API check of an environment
 /// (`PUT /api/v1/projects/{p}/environments/{e}/checks/rest-api`): a stage deploying there waits
 /// until a call to `url` passes (a 2xx answer whose JSON makes `successCriteria` true), asked

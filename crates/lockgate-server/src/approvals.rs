@@ -39,6 +39,12 @@ pub fn routes() -> Router<AppState> {
                 .delete(delete_branch_control),
         )
         .route(
+            "/api/v1/projects/{project}/environments/{environment}/checks/required-template",
+            get(get_required_template)
+                .put(put_required_template)
+                .delete(delete_required_template),
+        )
+        .route(
             "/api/v1/projects/{project}/environments/{environment}/checks/business-hours",
             get(get_business_hours)
                 .put(put_business_hours)
@@ -52,6 +58,14 @@ pub fn routes() -> Router<AppState> {
 
 const BRANCH_CONTROL: &str = "branchControl";
 const BUSINESS_HOURS: &str = "businessHours";
+const REQUIRED_TEMPLATE: &str = "requiredTemplate";
+
+/// The template a run's YAML extends (`extends: template: x.yml[@alias]`), if any.
+fn extended_template(yaml: &str) -> Option<String> {
+    let node = lockgate_pipeline::yaml::load(yaml, 0, "azure-pipelines.yml").ok()?;
+    let template = node.get("extends")?.get("template")?.as_str()?;
+    Some(template.trim().trim_start_matches('/').to_string())
+}
 
 /// Whether `branch` (a full ref) is one of `allowed`: full refs or branch names, a trailing `*`
 /// matching any rest, `*` alone every branch; letter case ignored.
@@ -119,7 +133,12 @@ fn automatic_checks(
     let mut waiting = None;
     // Azure's order: branch control before business hours ("Define approvals and checks").
     let mut ordered: Vec<&&EnvironmentCheck> = checks.iter().collect();
-    ordered.sort_by_key(|c| c.kind != BRANCH_CONTROL);
+    // Static checks (branch control, required template) come before dynamic ones.
+    ordered.sort_by_key(|c| match c.kind.as_str() {
+        BRANCH_CONTROL => 0,
+        REQUIRED_TEMPLATE => 1,
+        _ => 2,
+    });
     for check in ordered {
         match check.kind.as_str() {
             BRANCH_CONTROL => {
@@ -135,6 +154,33 @@ fn automatic_checks(
                         check.environment,
                         run.source_branch,
                         config.allowed_branches.join(", ")
+                    ));
+                }
+            }
+            REQUIRED_TEMPLATE => {
+                let Ok(config) = serde_json::from_str::<api::RequiredTemplate>(&check.config)
+                else {
+                    return Err(format!(
+                        "the required template check of environment `{}` cannot be read",
+                        check.environment
+                    ));
+                };
+                let extended = extended_template(&run.yaml);
+                let allowed = extended.as_deref().is_some_and(|t| {
+                    config
+                        .templates
+                        .iter()
+                        .any(|r| r.trim().trim_start_matches('/') == t)
+                });
+                if !allowed {
+                    return Err(format!(
+                        "required template of environment `{}`: the pipeline must extend one of {}{}",
+                        check.environment,
+                        config.templates.join(", "),
+                        match extended {
+                            Some(t) => format!(" (it extends {t})"),
+                            None => " (it extends none)".to_string(),
+                        }
                     ));
                 }
             }
@@ -789,6 +835,54 @@ async fn delete_branch_control(
     Path((project, environment)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     delete_automatic(&state, &caller, &project, &environment, BRANCH_CONTROL).await
+}
+
+async fn get_required_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<Json<api::RequiredTemplate>> {
+    get_automatic(&state, &caller, &project, &environment, REQUIRED_TEMPLATE).await
+}
+
+async fn put_required_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+    body: Result<Json<api::RequiredTemplate>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<Json<api::RequiredTemplate>> {
+    let Json(body) = body.map_err(|e| {
+        ApiError::bad_request(format!("invalid required template: {}", e.body_text()))
+    })?;
+    if body.templates.is_empty()
+        || body.templates.len() > 50
+        || body
+            .templates
+            .iter()
+            .any(|t| t.trim().is_empty() || t.len() > 500 || t.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "`templates` must list 1 to 50 template paths (`path` or `path@repository`)",
+        ));
+    }
+    put_automatic(
+        &state,
+        &caller,
+        &project,
+        &environment,
+        REQUIRED_TEMPLATE,
+        &body,
+    )
+    .await?;
+    Ok(Json(body))
+}
+
+async fn delete_required_template(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, environment)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    delete_automatic(&state, &caller, &project, &environment, REQUIRED_TEMPLATE).await
 }
 
 async fn get_business_hours(

@@ -900,3 +900,72 @@ stages:
         requests[0]
     );
 }
+
+/// Production requires the pipeline to extend `templates/safe.yml`: a pipeline that does not is
+/// refused, saying what it must extend; one that does deploys.
+#[test]
+fn a_required_template_check_refuses_pipelines_that_do_not_extend_it() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let check = "/api/v1/projects/p/environments/prod/checks/required-template";
+    let error = server
+        .client
+        .put_json::<_, serde_json::Value>(check, &serde_json::json!({"templates": []}))
+        .unwrap_err();
+    assert_eq!(error.status(), Some(400), "{error}");
+    let _: api::RequiredTemplate = server
+        .client
+        .put_json(
+            check,
+            &serde_json::json!({"templates": ["templates/safe.yml"]}),
+        )
+        .unwrap();
+    let deploy = "\
+stages:
+- stage: Prod
+  jobs:
+  - deployment: ship
+    environment: prod
+    strategy:
+      runOnce:
+        deploy:
+          steps:
+          - script: echo \"shipped\" \"safely\"
+";
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", deploy)],
+        "main",
+    );
+    let refused = completed(
+        &server,
+        wait_for_runs(&server, pipeline, "a run", |r| !r.is_empty())[0].id,
+    );
+    assert_eq!(refused.run.result.as_deref(), Some("failed"));
+    let logs = run_logs(&server, refused.run.id);
+    assert!(
+        logs.contains(
+            "required template of environment `prod`: the pipeline must extend one of templates/safe.yml (it extends none)"
+        ),
+        "{logs}"
+    );
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[
+            ("templates/safe.yml", deploy),
+            (
+                "azure-pipelines.yml",
+                "extends:\n  template: templates/safe.yml\n",
+            ),
+        ],
+        "main",
+    );
+    let runs = wait_for_runs(&server, pipeline, "a second run", |r| r.len() >= 2);
+    let done = completed(&server, runs[0].id);
+    assert_eq!(done.run.result.as_deref(), Some("succeeded"), "{done:?}");
+    assert!(run_logs(&server, done.run.id).contains("shipped safely"));
+}
