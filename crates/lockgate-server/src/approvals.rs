@@ -373,16 +373,16 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
                 out.waiting.insert(stage.clone(), reason);
                 Gate::Pending
             }
-            Ok(None)
-                if !stage_automatic
+            Ok(None) => {
+                let rest = if stage_automatic
                     .iter()
-                    .all(|c| c.kind != crate::rest_check::INVOKE_REST_API)
-                    && !matches!(
-                        crate::rest_check::gate(state, run, stage, &stage_automatic),
-                        crate::rest_check::RestGate::Passed
-                    ) =>
-            {
-                match crate::rest_check::gate(state, run, stage, &stage_automatic) {
+                    .any(|c| c.kind == crate::rest_check::INVOKE_REST_API)
+                {
+                    crate::rest_check::gate(state, run, stage, &stage_automatic)
+                } else {
+                    crate::rest_check::RestGate::Passed
+                };
+                match rest {
                     crate::rest_check::RestGate::Refused(reason) => {
                         out.refused.insert(stage.clone(), reason);
                         Gate::Rejected
@@ -392,49 +392,66 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
                         out.waiting.insert(stage.clone(), reason);
                         Gate::Pending
                     }
-                    crate::rest_check::RestGate::Passed => Gate::Pending,
-                }
-            }
-            Ok(None) => {
-                let attempt = stage_attempt(jobs, stage);
-                let asked: Vec<&Approval> = approvals
-                    .iter()
-                    .filter(|a| &a.stage == stage && a.attempt == attempt)
-                    .collect();
-                match gate_of(&stage_checks, &asked) {
-                    Gate::Open => match crate::locks::lock_checks(&stage_automatic) {
-                        Err(reason) => {
-                            out.refused.insert(stage.clone(), reason);
-                            Gate::Rejected
-                        }
-                        Ok(needed) if needed.is_empty() => Gate::Open,
-                        Ok(needed) => {
-                            let (gate, reason) =
-                                crate::locks::lock_gate(&locks, &needed, stage, attempt);
-                            match gate {
-                                Gate::Pending => {
-                                    out.lock_pending.insert(stage.clone());
-                                    if let Some(reason) = reason {
-                                        out.waiting.insert(stage.clone(), reason);
-                                    }
-                                }
-                                Gate::Open => {}
-                                Gate::Rejected | Gate::Canceled => {
-                                    if let Some(reason) = reason {
-                                        out.refused.insert(stage.clone(), reason);
-                                    }
-                                }
-                            }
-                            gate
-                        }
-                    },
-                    other => other,
+                    crate::rest_check::RestGate::Passed => approval_and_lock_gate(
+                        &mut out,
+                        &stage_checks,
+                        &stage_automatic,
+                        &approvals,
+                        &locks,
+                        jobs,
+                        stage,
+                    ),
                 }
             }
         };
         out.gates.insert(stage.clone(), gate);
     }
     Ok(out)
+}
+
+/// The last gates of a stage whose automatic checks passed: its approvals, then its exclusive locks.
+fn approval_and_lock_gate(
+    out: &mut Gates,
+    stage_checks: &[&ApprovalCheck],
+    stage_automatic: &[&EnvironmentCheck],
+    approvals: &[Approval],
+    locks: &[lockgate_store::EnvironmentLock],
+    jobs: &[Job],
+    stage: &str,
+) -> Gate {
+    let attempt = stage_attempt(jobs, stage);
+    let asked: Vec<&Approval> = approvals
+        .iter()
+        .filter(|a| a.stage == stage && a.attempt == attempt)
+        .collect();
+    match gate_of(stage_checks, &asked) {
+        Gate::Open => match crate::locks::lock_checks(stage_automatic) {
+            Err(reason) => {
+                out.refused.insert(stage.to_string(), reason);
+                Gate::Rejected
+            }
+            Ok(needed) if needed.is_empty() => Gate::Open,
+            Ok(needed) => {
+                let (gate, reason) = crate::locks::lock_gate(locks, &needed, stage, attempt);
+                match gate {
+                    Gate::Pending => {
+                        out.lock_pending.insert(stage.to_string());
+                        if let Some(reason) = reason {
+                            out.waiting.insert(stage.to_string(), reason);
+                        }
+                    }
+                    Gate::Open => {}
+                    Gate::Rejected | Gate::Canceled => {
+                        if let Some(reason) = reason {
+                            out.refused.insert(stage.to_string(), reason);
+                        }
+                    }
+                }
+                gate
+            }
+        },
+        other => other,
+    }
 }
 
 /// Asks for the approvals a stage waits for (once per check: asking again changes nothing), once

@@ -5,13 +5,12 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use lockgate_protocol::api;
 
 use crate::end_to_end::{
-    Running, commit_and_push, git, job_result, project_with_pipeline, run_detail, run_logs,
-    start_on, start_server, wait_for_runs,
+    Running, commit_and_push, completed, git, job_result, project_with_pipeline, run_logs,
+    start_on, start_server, wait_for_detail, wait_for_runs,
 };
 
 /// A local HTTP service on 127.0.0.1: each path answers its list of `(status, body)` in turn (the
@@ -81,32 +80,6 @@ pub fn test_service(answers: &[(&str, &[(u16, &str)])]) -> TestService {
         }
     });
     TestService { url, requests }
-}
-
-fn wait_for_detail(
-    server: &Running,
-    run: i64,
-    what: &str,
-    done: impl Fn(&api::RunDetail) -> bool,
-) -> api::RunDetail {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let detail = run_detail(server, run);
-        if done(&detail) {
-            return detail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {detail:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn completed(server: &Running, run: i64) -> api::RunDetail {
-    wait_for_detail(server, run, "the run to complete", |d| {
-        d.run.status == "completed"
-    })
 }
 
 fn job<'d>(detail: &'d api::RunDetail, name: &str) -> &'d api::Job {

@@ -1688,17 +1688,7 @@ stages:
     assert!(!logs.contains("deployed to prod"), "{logs}");
 
     // Business hours whose window is not now: a run of main waits, saying why.
-    let now_minute = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60)
-        % (24 * 60);
-    let (start, end) = if now_minute >= 60 {
-        ("00:00", "00:30")
-    } else {
-        ("23:00", "23:30")
-    };
+    let (start, end) = window_not_now();
     let _: api::BusinessHours = server
         .client
         .put_json(
@@ -2095,4 +2085,47 @@ stages:
         .unwrap_err();
     assert_eq!(error.status(), Some(404), "{error}");
     assert!(error.to_string().contains("`staging`"), "{error}");
+}
+
+/// Waits until `done` holds for the run's detail; fails after 90 s naming `what`.
+pub(crate) fn wait_for_detail(
+    server: &Running,
+    run: i64,
+    what: &str,
+    done: impl Fn(&api::RunDetail) -> bool,
+) -> api::RunDetail {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = run_detail(server, run);
+        if done(&detail) {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {detail:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for the run to complete.
+pub(crate) fn completed(server: &Running, run: i64) -> api::RunDetail {
+    wait_for_detail(server, run, "the run to complete", |d| {
+        d.run.status == "completed"
+    })
+}
+
+/// A business-hours window (UTC, every day) that does not contain the current minute.
+pub(crate) fn window_not_now() -> (&'static str, &'static str) {
+    let now_minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % (24 * 60);
+    if now_minute >= 60 {
+        ("00:00", "00:30")
+    } else {
+        ("23:00", "23:30")
+    }
 }

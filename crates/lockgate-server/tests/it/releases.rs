@@ -7,36 +7,9 @@ use std::time::{Duration, Instant};
 use lockgate_protocol::api;
 
 use crate::end_to_end::{
-    Running, commit_and_push, git, job_result, project_with_pipeline, run_detail, run_logs,
-    runs_of, start_server, wait_for_runs,
+    Running, commit_and_push, completed, git, job_result, project_with_pipeline, run_logs, runs_of,
+    start_server, wait_for_detail, wait_for_runs, window_not_now,
 };
-
-/// Waits until `done` holds for the run's detail; fails after 90 s naming `what`.
-fn wait_for_detail(
-    server: &Running,
-    run: i64,
-    what: &str,
-    done: impl Fn(&api::RunDetail) -> bool,
-) -> api::RunDetail {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let detail = run_detail(server, run);
-        if done(&detail) {
-            return detail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {detail:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn completed(server: &Running, run: i64) -> api::RunDetail {
-    wait_for_detail(server, run, "the run to complete", |d| {
-        d.run.status == "completed"
-    })
-}
 
 fn start_stage(server: &Running, run: i64, stage: &str) -> Result<api::Run, u16> {
     server
@@ -640,17 +613,7 @@ fn the_release_scenario_promotes_through_dev_test_and_prod_and_rolls_back() {
             &serde_json::json!({"allowedBranches": ["refs/heads/main"]}),
         )
         .unwrap();
-    let now_minute = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        / 60)
-        % (24 * 60);
-    let (start, end) = if now_minute >= 60 {
-        ("00:00", "00:30")
-    } else {
-        ("23:00", "23:30")
-    };
+    let (start, end) = window_not_now();
     let _: api::BusinessHours = server
         .client
         .put_json(
