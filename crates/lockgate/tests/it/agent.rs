@@ -450,3 +450,102 @@ fn a_lost_agents_job_fails_with_a_reason_and_the_queued_job_goes_to_another_agen
     );
     assert!(logs.contains("next ran"), "{logs}");
 }
+
+#[test]
+fn a_job_survives_a_server_restart_in_the_middle_of_its_step_with_its_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = server_on_port(dir.path(), 0);
+    register_in_ops(dir.path(), &up, "steady");
+    let agent = run_agent(dir.path(), "steady");
+    let yaml = "pool: ops\nsteps:\n\
+        - script: for i in $(seq 1 20); do echo tick $i; sleep 0.5; done\n\
+        - script: echo second step ran\n";
+    let api = push_pipeline(dir.path(), &up, "app", yaml);
+    let logs_of =
+        |up: &Up, run: i64| stdout(&client(dir.path(), up, &["runs", "logs", &run.to_string()]));
+    // The step has printed its first lines (and the server stored them) and goes on printing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run_id = loop {
+        let runs: Vec<api::Run> = api.get_json("/api/v1/runs").unwrap();
+        if let Some(run) = runs.first()
+            && logs_of(&up, run.id).contains("tick 2")
+        {
+            break run.id;
+        }
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // The server dies without a word and, a while later, comes back on the same data folder and
+    // port. The step printed on meanwhile.
+    let port = up.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let token = up.token.clone();
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    drop(up);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut again = server_on_port(dir.path(), port);
+    again.token = token;
+    let detail: api::RunDetail = api.get_json(&format!("/api/v1/runs/{run_id}")).unwrap();
+    assert_eq!(
+        detail.jobs[0].status, "running",
+        "the restart happened while the step ran: {detail:#?}"
+    );
+    let detail = wait_for_run(&api, "the end of the run", &[&agent], |d| {
+        d.run.status == "completed"
+    });
+    assert_eq!(
+        detail.run.result.as_deref(),
+        Some("succeeded"),
+        "{detail:#?}\n{}",
+        agent.log()
+    );
+    assert_eq!(detail.jobs[0].agent.as_deref(), Some("steady"));
+    assert!(
+        agent.log().contains("cannot send events, keeping"),
+        "the agent held the lines printed while the server was away: {}",
+        agent.log()
+    );
+    let logs = logs_of(&again, run_id);
+    let mut expected: Vec<String> = (1..=20).map(|i| format!("tick {i}")).collect();
+    expected.push("second step ran".into());
+    // The lines the steps printed (not the script text shown in the step headers).
+    let printed: Vec<&str> = logs
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.contains("echo ")
+                && (line.ends_with("second step ran")
+                    || line
+                        .rsplit_once("tick ")
+                        .is_some_and(|(_, n)| n.parse::<u32>().is_ok()))
+        })
+        .collect();
+    assert_eq!(
+        printed.len(),
+        expected.len(),
+        "every line once: {printed:?}\n{logs}"
+    );
+    for (line, want) in printed.iter().zip(&expected) {
+        assert!(
+            line.ends_with(want.as_str()),
+            "in order: {printed:?}\n{logs}"
+        );
+    }
+    assert!(!logs.contains("stopped"), "{logs}");
+}
+
+/// `lockgate server` without built-in agents on `port` (0: any free port), over the same data
+/// folder every time.
+fn server_on_port(dir: &Path, port: u16) -> Up {
+    std::fs::write(
+        dir.join("server.toml"),
+        format!("data_dir = \"srv\"\nport = {port}\nbuiltin_agent = false\n"),
+    )
+    .unwrap();
+    if port == 0 {
+        start_server(dir, &["server", "--config", "server.toml"])
+    } else {
+        crate::server::start_another_server(dir, &["server", "--config", "server.toml"], &[])
+    }
+}
