@@ -355,6 +355,16 @@ pub fn runtime_field_value(
 }
 
 impl Job {
+    /// Every step of the job: its own, then those of its deployment strategy's hooks.
+    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().chain(
+            self.deployment
+                .iter()
+                .flat_map(|strategy| &strategy.phases)
+                .flat_map(|phase| &phase.steps),
+        )
+    }
+
     /// Sets the job key `key` (one of [`JOB_RUNTIME_FIELDS`]) from the value its runtime
     /// expression evaluated to; an error names the key and says what it needed.
     pub fn apply_runtime_field(&mut self, key: &str, value: &str) -> Result<(), String> {

@@ -66,6 +66,9 @@ const KINDS: [(&str, &[Field]); 4] = [
             ("applicationId", true, false),
             ("clientSecret", true, true),
             ("environmentUrl", true, false),
+            // Entra ID's sign-in address, for sovereign clouds (default
+            // https://login.microsoftonline.com); also how tests reach a local stand-in.
+            ("authorityUrl", false, false),
         ],
     ),
     (
@@ -110,7 +113,7 @@ fn kind_fields(kind: &str) -> Option<&'static [Field]> {
         .map(|(_, f)| *f)
 }
 
-/// The connections a compiled job's steps name, in order, once each.
+/// The connections a compiled job's steps (deployment hooks' included) name, in order, once each.
 pub(crate) fn connections_of_job(job: &lockgate_pipeline::plan::Job) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     // Agentless jobs run on the server, whose `InvokeRESTAPI@1` takes its URL from `urlSuffix`
@@ -118,7 +121,7 @@ pub(crate) fn connections_of_job(job: &lockgate_pipeline::plan::Job) -> Vec<Stri
     if job.kind == lockgate_pipeline::plan::JobKind::Server {
         return names;
     }
-    for step in &job.steps {
+    for step in job.all_steps() {
         for (key, value) in &step.inputs {
             let value = value.trim();
             if CONNECTION_INPUTS.contains(&key.to_ascii_lowercase().as_str())

@@ -2,6 +2,7 @@
 //! binary as a child process in a temporary directory.
 
 mod agent;
+mod alm;
 mod cli;
 mod compile;
 mod differential;

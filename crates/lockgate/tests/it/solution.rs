@@ -2,7 +2,7 @@
 //! against a local Dataverse Web API stand-in.
 
 #[path = "../../../lockgate-solution/tests/it/dataverse_server.rs"]
-mod dataverse_server;
+pub(crate) mod dataverse_server;
 
 use std::path::Path;
 
@@ -331,7 +331,7 @@ fn version_prints_sets_and_bumps() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-fn read_manifest(zip: &[u8]) -> Option<(String, String, bool)> {
+pub(crate) fn read_manifest(zip: &[u8]) -> Option<(String, String, bool)> {
     let package = SolutionPackage::from_zip_bytes(zip, Path::new("imported.zip")).ok()?;
     let model = Solution::from_package(&package).ok()?;
     Some((
