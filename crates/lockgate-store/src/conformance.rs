@@ -30,6 +30,7 @@ macro_rules! conformance_tests {
             environment_checks_are_one_per_kind_and_replaced,
             manual_stages_are_started_once,
             service_connections_are_replaced_authorized_and_keep_their_uses,
+            secure_files_keep_their_content_apart_and_are_replaced_authorized_and_deleted,
             variable_groups_are_unique_ignoring_case_replaced_and_authorized_per_pipeline,
             approvals_are_asked_again_for_a_new_stage_attempt_and_keep_their_order,
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
@@ -1999,6 +2000,72 @@ pub(crate) async fn service_connections_are_replaced_authorized_and_keep_their_u
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub(crate) async fn secure_files_keep_their_content_apart_and_are_replaced_authorized_and_deleted(
+    store: &dyn Storage,
+) {
+    let (_, project, pipeline) = pipeline(store).await;
+    let file = |content: &str, size: i64| NewSecureFile {
+        project_id: project.id,
+        name: "Signing.pfx".into(),
+        description: "release key".into(),
+        content: content.into(),
+        size,
+        digest: format!("d{size}"),
+        user: "ada".into(),
+    };
+    let created = store.put_secure_file(&file("sealed-1", 10)).await.unwrap();
+    assert_eq!((created.name.as_str(), created.size), ("Signing.pfx", 10));
+    assert!(
+        store
+            .authorize_secure_file(created.id, pipeline.id, "ada", 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .authorize_secure_file(created.id, pipeline.id, "ada", 2)
+            .await
+            .unwrap()
+    );
+    let mut other_name = file("sealed-2", 20);
+    other_name.name = "SIGNING.PFX".into();
+    let replaced = store.put_secure_file(&other_name).await.unwrap();
+    assert_eq!(
+        (replaced.id, replaced.name.as_str()),
+        (created.id, "Signing.pfx")
+    );
+    assert_eq!((replaced.size, replaced.digest.as_str()), (20, "d20"));
+    assert_eq!(replaced.pipelines, [pipeline.id]);
+    assert_eq!(
+        store
+            .secure_file_content(project.id, "signing.PFX")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("sealed-2")
+    );
+    assert_eq!(store.secure_files(project.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .delete_secure_file(project.id, "signing.pfx")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_secure_file(project.id, "signing.pfx")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .secure_file_content(project.id, "signing.pfx")
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 

@@ -488,6 +488,34 @@ pub struct ConnectionUse {
     pub used_at: i64,
 }
 
+/// A secure file to store: its sealed content, the clear content's size and blake3 digest.
+#[derive(Clone, PartialEq)]
+pub struct NewSecureFile {
+    pub project_id: i64,
+    pub name: String,
+    pub description: String,
+    pub content: String,
+    pub size: i64,
+    pub digest: String,
+    pub user: String,
+}
+
+/// A secure file of a project (without its content) and the pipelines authorized to use it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecureFile {
+    pub id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub description: String,
+    pub size: i64,
+    pub digest: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Pipeline ids, ascending.
+    pub pipelines: Vec<i64>,
+}
+
 /// A manual stage someone started.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageStart {

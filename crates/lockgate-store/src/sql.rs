@@ -60,6 +60,7 @@ macro_rules! migrations {
             (14, "variable groups", migrations!(@file $own, "0014_variable_groups")),
             (15, "agent pools", migrations!(@file $own, "0015_agent_pools")),
             (16, "service connections", migrations!(@file $own, "0016_service_connections")),
+            (17, "secure files", migrations!(@file $own, "0017_secure_files")),
         ]
     };
     (@file $dir:literal, $name:literal) => {
@@ -132,7 +133,7 @@ macro_rules! sql_storage {
                 NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun,
                 Pipeline, PipelineVariable, Project, Repository, Run, RunFilter, Session,
                 StageStart, Step, Storage, StoreError, StoreFuture, StoreResult, TestResult, User,
-                VariableGroup, ServiceConnection, ConnectionUse, locks, now_millis,
+                VariableGroup, ServiceConnection, ConnectionUse, NewSecureFile, SecureFile, locks, now_millis,
             };
 
             impl $store {
@@ -2146,6 +2147,145 @@ macro_rules! sql_storage {
                          authorized_by, authorized_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                     )
                     .bind(connection_id)
+                    .bind(pipeline_id)
+                    .bind(user)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn put_secure_file<'a>(&'a self, file: &'a NewSecureFile) -> StoreFuture<'a, SecureFile> {
+                Box::pin(async move {
+                    let now = now_millis();
+                    let mut tx = self.pool.begin().await?;
+                    let updated = sqlx::query(
+                        "UPDATE secure_files SET description = $1, content = $2, size = $3, \
+                         digest = $4, updated_at = $5 WHERE project_id = $6 AND lower(name) = $7",
+                    )
+                    .bind(&file.description)
+                    .bind(&file.content)
+                    .bind(file.size)
+                    .bind(&file.digest)
+                    .bind(now)
+                    .bind(file.project_id)
+                    .bind(file.name.to_ascii_lowercase())
+                    .execute(&mut *tx)
+                    .await?;
+                    if updated.rows_affected() == 0 {
+                        sqlx::query(
+                            "INSERT INTO secure_files (project_id, name, description, content, \
+                             size, digest, created_by, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                        )
+                        .bind(file.project_id)
+                        .bind(&file.name)
+                        .bind(&file.description)
+                        .bind(&file.content)
+                        .bind(file.size)
+                        .bind(&file.digest)
+                        .bind(&file.user)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    self.secure_files(file.project_id)
+                        .await?
+                        .into_iter()
+                        .find(|f| f.name.eq_ignore_ascii_case(&file.name))
+                        .ok_or_else(|| StoreError::Database(sqlx::Error::RowNotFound))
+                })
+            }
+
+            fn secure_files(&self, project_id: i64) -> StoreFuture<'_, Vec<SecureFile>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT id, project_id, name, description, size, digest, created_by, \
+                         created_at, updated_at FROM secure_files WHERE project_id = $1 \
+                         ORDER BY lower(name)",
+                    )
+                    .bind(project_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut out = Vec::new();
+                    for row in &rows {
+                        let id: i64 = row.try_get("id")?;
+                        let pipelines = self
+                            .authorized_pipelines(
+                                "SELECT pipeline_id FROM secure_file_pipelines \
+                                 WHERE file_id = $1 ORDER BY pipeline_id",
+                                id,
+                            )
+                            .await?;
+                        out.push(SecureFile {
+                            id,
+                            project_id: row.try_get("project_id")?,
+                            name: row.try_get("name")?,
+                            description: row.try_get("description")?,
+                            size: row.try_get("size")?,
+                            digest: row.try_get("digest")?,
+                            created_by: row.try_get("created_by")?,
+                            created_at: row.try_get("created_at")?,
+                            updated_at: row.try_get("updated_at")?,
+                            pipelines,
+                        });
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn secure_file_content<'a>(
+                &'a self,
+                project_id: i64,
+                name: &'a str,
+            ) -> StoreFuture<'a, Option<String>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT content FROM secure_files WHERE project_id = $1 AND lower(name) = $2",
+                    )
+                    .bind(project_id)
+                    .bind(name.to_ascii_lowercase())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(match row {
+                        Some(row) => Some(row.try_get("content")?),
+                        None => None,
+                    })
+                })
+            }
+
+            fn delete_secure_file<'a>(
+                &'a self,
+                project_id: i64,
+                name: &'a str,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "DELETE FROM secure_files WHERE project_id = $1 AND lower(name) = $2",
+                    )
+                    .bind(project_id)
+                    .bind(name.to_ascii_lowercase())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() > 0)
+                })
+            }
+
+            fn authorize_secure_file<'a>(
+                &'a self,
+                file_id: i64,
+                pipeline_id: i64,
+                user: &'a str,
+                now: i64,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "INSERT INTO secure_file_pipelines (file_id, pipeline_id, \
+                         authorized_by, authorized_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(file_id)
                     .bind(pipeline_id)
                     .bind(user)
                     .bind(now)

@@ -8,9 +8,9 @@ use crate::{
     AccessToken, Agent, AgentInfo, AgentJob, Approval, ApprovalCheck, ApprovalDecision,
     ArtifactFile, ConnectionUse, DeployedVersion, Deployment, Environment, EnvironmentCheck,
     EnvironmentLock, Job, LockOutcome, LogChunk, NewAgentRegistration, NewApprovalCheck,
-    NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, Pipeline, PipelineVariable,
-    Project, Repository, Run, RunFilter, ServiceConnection, Session, StageStart, Step, StoreResult,
-    TestResult, User, VariableGroup,
+    NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, NewSecureFile, Pipeline,
+    PipelineVariable, Project, Repository, Run, RunFilter, SecureFile, ServiceConnection, Session,
+    StageStart, Step, StoreResult, TestResult, User, VariableGroup,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -619,6 +619,35 @@ pub trait Storage: Send + Sync {
         connection_id: i64,
         limit: i64,
     ) -> StoreFuture<'_, Vec<ConnectionUse>>;
+
+    // ---- secure files ----
+
+    /// Creates the secure file `name` of a project, or replaces the content and description of
+    /// the one with that name (ignoring ASCII case; it keeps its id, name and authorizations).
+    /// `content` is sealed by the server; `size` and `digest` describe the clear content.
+    fn put_secure_file<'a>(&'a self, file: &'a NewSecureFile) -> StoreFuture<'a, SecureFile>;
+
+    /// A project's secure files (without their content) with their authorized pipelines, by name.
+    fn secure_files(&self, project_id: i64) -> StoreFuture<'_, Vec<SecureFile>>;
+
+    /// The sealed content of a project's secure file `name` (ignoring ASCII case).
+    fn secure_file_content<'a>(
+        &'a self,
+        project_id: i64,
+        name: &'a str,
+    ) -> StoreFuture<'a, Option<String>>;
+
+    /// Deletes a project's secure file `name` (ignoring ASCII case); false when there is none.
+    fn delete_secure_file<'a>(&'a self, project_id: i64, name: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Authorizes a pipeline to use a secure file; false when it was already.
+    fn authorize_secure_file<'a>(
+        &'a self,
+        file_id: i64,
+        pipeline_id: i64,
+        user: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, bool>;
 
     // ---- manual stages and exclusive locks ----
 
