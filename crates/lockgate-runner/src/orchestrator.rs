@@ -953,7 +953,7 @@ fn os_mismatch(
         return None;
     }
     let pool = job.pool.as_ref()?;
-    let wanted = pool.wanted_os(|text| {
+    let expand = |text: &str| {
         lockgate_expr::expand_macros(text, |name| {
             variables
                 .iter()
@@ -962,7 +962,8 @@ fn os_mismatch(
                 .map(|v| v.value.clone())
         })
         .into_owned()
-    })?;
+    };
+    let wanted = pool.wanted_os(expand)?;
     let here = options
         .run_variables
         .iter()
@@ -974,8 +975,12 @@ fn os_mismatch(
     let asked = pool
         .vm_image
         .as_deref()
-        .map(|image| format!("vmImage `{image}`"))
-        .or_else(|| pool.name.as_deref().map(|name| format!("pool `{name}`")))
+        .map(|image| format!("vmImage `{}`", expand(image)))
+        .or_else(|| {
+            pool.name
+                .as_deref()
+                .map(|name| format!("pool `{}`", expand(name)))
+        })
         .unwrap_or_else(|| "its pool".into());
     Some(format!(
         "{}: skipped: {asked} asks for an agent with Agent.OS {wanted}, and this machine is {here} \

@@ -19,9 +19,68 @@ use crate::auth::{self, Caller, Role};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::git;
 
-/// The pool of the built-in agents, and of every job whose pool names none (`vmImage` only, or no
-/// `pool`). Pool names ignore case, so `pool: Default` (Azure's default pool) is this one.
+/// The pool of the built-in agents, and of every job whose pool names none (no `pool`, or a `vmImage`
+/// that [`VmImages`] maps to no other pool). Pool names ignore case, so `pool: Default` (Azure's default pool) is this one.
 pub const DEFAULT_POOL: &str = "default";
+
+/// Which pool a `pool: {vmImage: IMAGE}` job (with no pool name) goes to: the `[vm_images]` table of
+/// the server config, `"IMAGE" = "POOL"` lines, where an image name may end in `*` to match every
+/// name it starts with; names ignore case, an exact name wins over a pattern and a longer pattern
+/// over a shorter one. `ubuntu-*` goes to the built-in agents' pool unless the table says otherwise.
+/// A mapped image's job runs on the pool's agents whatever their OS (the administrator chose the
+/// pool); an image the table does not map goes to [`DEFAULT_POOL`] and, when it is a Windows or
+/// macOS image, waits for an agent with that `Agent.OS` (`Windows_NT`, `Darwin`; "Use predefined
+/// variables").
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmImages {
+    /// Lowercased image name or `prefix*` pattern, and the pool.
+    entries: Vec<(String, String)>,
+}
+
+impl Default for VmImages {
+    fn default() -> VmImages {
+        VmImages {
+            entries: vec![("ubuntu-*".into(), DEFAULT_POOL.into())],
+        }
+    }
+}
+
+impl VmImages {
+    /// The default table with `image` mapped to `pool` (replacing an entry for the same name); an
+    /// error names what is wrong.
+    pub fn insert(&mut self, image: &str, pool: &str) -> Result<(), String> {
+        let image = image.trim();
+        let pattern = image.strip_suffix('*').unwrap_or(image);
+        if pattern.is_empty() || pattern.contains(['*', ' ']) {
+            return Err(format!(
+                "`{image}` is not an image name (a name, or a name that ends in `*`)"
+            ));
+        }
+        if !valid_pool(pool) {
+            return Err(format!("`{pool}` is not a pool name"));
+        }
+        let image = image.to_ascii_lowercase();
+        self.entries.retain(|(known, _)| *known != image);
+        self.entries.push((image, pool.to_ascii_lowercase()));
+        Ok(())
+    }
+
+    /// The pool `image` maps to, if any.
+    pub fn pool_for(&self, image: &str) -> Option<&str> {
+        let image = image.to_ascii_lowercase();
+        if let Some((_, pool)) = self.entries.iter().find(|(known, _)| *known == image) {
+            return Some(pool);
+        }
+        self.entries
+            .iter()
+            .filter_map(|(known, pool)| {
+                let prefix = known.strip_suffix('*')?;
+                image.starts_with(prefix).then_some((prefix.len(), pool))
+            })
+            .max_by_key(|(length, _)| *length)
+            .map(|(_, pool)| pool.as_str())
+    }
+}
 
 /// Registration tokens last this long unless asked otherwise, and at most a week.
 const DEFAULT_REGISTRATION_MINUTES: u32 = 60;
@@ -359,7 +418,23 @@ pub fn waiting_reason(job: &AgentJob, agents: &[Agent]) -> Option<String> {
     }
     let pool = job_pool(&job.job);
     let members: Vec<&Agent> = agents.iter().filter(|a| in_pool(a, job)).collect();
+    // A Windows or macOS `vmImage` the server maps to no pool: say which image, and what it needs.
+    let unmapped = |theirs: String| {
+        let image = serde_json::from_str::<serde_json::Value>(&job.job.spec)
+            .ok()?
+            .get(crate::runs::UNMAPPED_VM_IMAGE)?
+            .as_str()?
+            .to_string();
+        let os = job.job.agent_os.as_deref()?;
+        Some(format!(
+            "an agent with Agent.OS {os} for vmImage `{image}`: no pool is mapped to this image \
+             (`[vm_images]` in the server config), and {theirs}"
+        ))
+    };
     if members.is_empty() {
+        if let Some(reason) = unmapped(format!("pool `{pool}` has no agent")) {
+            return Some(reason);
+        }
         return Some(format!(
             "an agent in pool `{pool}`: no agent is registered in it (`lockgate agents token --pool {pool}`)"
         ));
@@ -384,10 +459,14 @@ pub fn waiting_reason(job: &AgentJob, agents: &[Agent]) -> Option<String> {
             .iter()
             .map(|a| capabilities(a).get("Agent.OS").cloned().unwrap_or_default())
             .collect();
+        theirs.sort();
         theirs.dedup();
+        let theirs = theirs.join(", ");
+        if let Some(reason) = unmapped(format!("the agents of pool `{pool}` run {theirs}")) {
+            return Some(reason);
+        }
         return Some(format!(
-            "an agent with Agent.OS {os}: its pool asks for one, and the agents of pool `{pool}` run {}",
-            theirs.join(", ")
+            "an agent with Agent.OS {os}: its pool asks for one, and the agents of pool `{pool}` run {theirs}"
         ));
     }
     missing.sort();
@@ -651,5 +730,50 @@ mod tests {
             reason.contains("Agent.OS Windows_NT") && reason.contains("run Linux"),
             "{reason}"
         );
+        // A `vmImage` no pool is mapped to is named, with what it needs.
+        windows.job.spec = format!(
+            r#"{{"{}":"windows-latest"}}"#,
+            crate::runs::UNMAPPED_VM_IMAGE
+        );
+        assert_eq!(
+            waiting_reason(&windows, &agents).as_deref(),
+            Some(
+                "an agent with Agent.OS Windows_NT for vmImage `windows-latest`: no pool is mapped \
+                 to this image (`[vm_images]` in the server config), and the agents of pool \
+                 `default` run Linux"
+            )
+        );
+        let reason = waiting_reason(&windows, &agents[..1]).unwrap();
+        assert!(
+            reason.contains("vmImage `windows-latest`")
+                && reason.contains("pool `default` has no agent"),
+            "{reason}"
+        );
+        let mut mac = agent(DEFAULT_POOL, r#"{"Agent.OS":"Darwin"}"#);
+        mac.os = Some("Darwin".into());
+        windows.job.agent_os = Some("Darwin".into());
+        assert_eq!(
+            waiting_reason(&windows, &[mac]),
+            None,
+            "a Mac agent takes it"
+        );
+    }
+
+    #[test]
+    fn vm_images_map_by_name_then_by_the_longest_pattern() {
+        let mut images = VmImages::default();
+        assert_eq!(images.pool_for("Ubuntu-22.04"), Some(DEFAULT_POOL));
+        assert_eq!(images.pool_for("windows-latest"), None);
+        images.insert("windows-*", "win").unwrap();
+        images.insert("windows-2019", "Old-Win").unwrap();
+        images.insert("ubuntu-24*", "noble").unwrap();
+        assert_eq!(images.pool_for("WINDOWS-2022"), Some("win"));
+        assert_eq!(images.pool_for("windows-2019"), Some("old-win"));
+        assert_eq!(images.pool_for("ubuntu-24.04"), Some("noble"));
+        assert_eq!(images.pool_for("ubuntu-latest"), Some(DEFAULT_POOL));
+        images.insert("ubuntu-*", "linux").unwrap();
+        assert_eq!(images.pool_for("ubuntu-latest"), Some("linux"), "replaced");
+        assert!(images.insert("*", "all").is_err());
+        assert!(images.insert("ubuntu latest", "x").is_err());
     }
 }

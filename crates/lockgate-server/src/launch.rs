@@ -34,11 +34,14 @@ pub struct LaunchOptions {
     pub sandbox_hide: Vec<PathBuf>,
     /// Body and header limits (`max_body_bytes`, `max_upload_bytes`, `max_header_bytes`).
     pub limits: crate::Limits,
+    /// Which pool a `vmImage` goes to (the `[vm_images]` table).
+    pub vm_images: crate::agents::VmImages,
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
 /// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`,
-/// `sandbox`, `sandbox_hide` (absolute paths separated by commas).
+/// `sandbox`, `sandbox_hide` (absolute paths separated by commas); after a `[vm_images]` line,
+/// `"IMAGE" = "POOL"` lines (see [`crate::agents::VmImages`]).
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -54,17 +57,36 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
         sandbox: true,
         sandbox_hide: Vec::new(),
         limits: crate::Limits::default(),
+        vm_images: crate::agents::VmImages::default(),
     };
+    let mut in_vm_images = false;
     for (index, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
         let at = || format!("{}:{}", path.display(), index + 1);
+        if line.starts_with('[') {
+            anyhow::ensure!(
+                line == "[vm_images]",
+                "{}: unknown section `{line}` (known: [vm_images])",
+                at()
+            );
+            in_vm_images = true;
+            continue;
+        }
         let (key, value) = line
             .split_once('=')
             .with_context(|| format!("{}: expected `key = value`", at()))?;
         let value = value.trim().trim_matches('"');
+        if in_vm_images {
+            let image = key.trim().trim_matches('"');
+            options
+                .vm_images
+                .insert(image, value)
+                .map_err(|why| anyhow::anyhow!("{}: [vm_images]: {why}", at()))?;
+            continue;
+        }
         match key.trim() {
             "data_dir" => {
                 let dir = PathBuf::from(value);
@@ -170,6 +192,7 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         config.builtin_agents = options.builtin_agents;
         config.lease_seconds = options.lease_seconds;
         config.limits = options.limits;
+        config.vm_images = options.vm_images.clone();
         config.secret_key = std::env::var(crate::secrets::KEY_ENV).ok();
         config.name = server_name()?;
         let mut executor = RunnerExecutor::with_registry(options.tasks.clone());
@@ -536,5 +559,42 @@ mod tests {
         );
         std::fs::write(&path, "port = lots\n").unwrap();
         assert!(read_config(&path).unwrap_err().to_string().contains(":1"));
+    }
+
+    #[test]
+    fn the_vm_images_table_maps_images_to_pools_over_the_default_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lockgate.toml");
+        std::fs::write(
+            &path,
+            "port = 9000\n[vm_images]\n\"windows-*\" = \"win\"\n\"macOS-14\" = \"Mac\" # the lab\n",
+        )
+        .unwrap();
+        let options = read_config(&path).unwrap();
+        assert_eq!(options.port, 9000);
+        let images = &options.vm_images;
+        assert_eq!(images.pool_for("windows-2022"), Some("win"));
+        assert_eq!(images.pool_for("macos-14"), Some("mac"));
+        assert_eq!(images.pool_for("macOS-13"), None);
+        assert_eq!(
+            images.pool_for("ubuntu-latest"),
+            Some("default"),
+            "the default mapping stays"
+        );
+        std::fs::write(&path, "[vm_images]\n\"win*dows\" = \"win\"\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("lockgate.toml:2") && error.contains("win*dows"),
+            "{error}"
+        );
+        std::fs::write(&path, "[vm_images]\n\"windows-latest\" = \"no pool!\"\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(error.contains("not a pool name"), "{error}");
+        std::fs::write(&path, "[agents]\nport = 1\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(
+            error.contains(":1") && error.contains("unknown section `[agents]`"),
+            "{error}"
+        );
     }
 }

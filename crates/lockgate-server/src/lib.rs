@@ -94,6 +94,8 @@ pub struct ServerConfig {
     /// The key secrets are encrypted with at rest, as `LOCKGATE_SECRET_KEY` gives it (64 hex digits
     /// or base64); `None` reads (or creates) `secret.key` in the data folder.
     pub secret_key: Option<String>,
+    /// Which pool a `vmImage` goes to (`[vm_images]` in the config file).
+    pub vm_images: agents::VmImages,
 }
 
 impl ServerConfig {
@@ -108,6 +110,7 @@ impl ServerConfig {
             lease_seconds: 60,
             limits: Limits::default(),
             secret_key: None,
+            vm_images: agents::VmImages::default(),
         }
     }
 }
@@ -123,6 +126,8 @@ pub struct Shared {
     pub job_queued: tokio::sync::Notify,
     pub lease_seconds: u32,
     pub limits: Limits,
+    /// Which pool a `vmImage` goes to.
+    pub vm_images: agents::VmImages,
     /// Failed sign-ins per user name and per client address.
     pub login_throttle: auth::LoginThrottle,
     /// Encrypts secrets before they are stored and decrypts them for the scheduler and the lease.
@@ -165,6 +170,7 @@ impl AppState {
             lease_seconds,
             limits,
             secrets::SecretBox::random(),
+            agents::VmImages::default(),
         )
     }
 
@@ -176,6 +182,7 @@ impl AppState {
         lease_seconds: u32,
         limits: Limits,
         secrets: secrets::SecretBox,
+        vm_images: agents::VmImages,
     ) -> AppState {
         AppState(Arc::new(Shared {
             store,
@@ -185,6 +192,7 @@ impl AppState {
             job_queued: tokio::sync::Notify::new(),
             lease_seconds,
             limits,
+            vm_images,
             login_throttle: auth::LoginThrottle::default(),
             secrets,
             compile_cache: compile_cache::CompileCache::default(),
@@ -305,6 +313,7 @@ pub async fn start(
         config.lease_seconds,
         config.limits,
         secret_box,
+        config.vm_images.clone(),
     );
     std::fs::create_dir_all(state.repos_dir())?;
     std::fs::create_dir_all(state.artifacts_dir())?;

@@ -338,7 +338,12 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
         new_run.result = Some("failed".into());
         return Ok(state.store.create_run(&new_run, &[]).await?);
     }
-    let mut jobs = plan_jobs(&plan, &pipeline_variables, &request.variables);
+    let mut jobs = plan_jobs(
+        &state.vm_images,
+        &plan,
+        &pipeline_variables,
+        &request.variables,
+    );
     // Environments are created on first use, when the run is queued; a name that breaks the rules
     // fails the run before anything runs.
     let environments = match crate::environments::environments_of(&jobs) {
@@ -410,13 +415,15 @@ fn job_key(stage: &str, job: &str) -> String {
 /// nothing in their stage, every job of the stages the stage depends on. Each spec carries the
 /// What a job's pool asks of an agent, with `$( )` macros in the pool read from the job's variables (a
 /// matrix leg's `imageName`), its stage's and pipeline's, the queue-time values and the pipeline's own:
-/// the pool's name (`None`: the default pool), its demands and the `Agent.OS` it asks for.
+/// the pool's name (`None`: the default pool), its demands, the `Agent.OS` it asks for, and the image
+/// of a `vmImage` the server's table does not map (see [`crate::agents::VmImages`]).
 fn pool_requirements(
+    vm_images: &crate::agents::VmImages,
     job: &lockgate_pipeline::plan::Job,
     outer: &[lockgate_pipeline::plan::Variable],
     pipeline_variables: &[LeaseVariable],
     queue_time: &BTreeMap<String, String>,
-) -> (Option<String>, Vec<String>, Option<String>) {
+) -> PoolRequirements {
     use lockgate_pipeline::plan::Variable;
     let lookup = |name: &str| -> Option<String> {
         let yaml = job.variables.iter().rev().chain(outer.iter().rev());
@@ -439,19 +446,59 @@ fn pool_requirements(
             })
     };
     let Some(pool) = job.pool.as_ref() else {
-        return (None, Vec::new(), None);
+        return PoolRequirements::default();
     };
     let expand = |text: &str| lockgate_expr::expand_macros(text, lookup).into_owned();
-    (
-        pool.name.as_deref().map(&expand),
-        pool.demands.iter().map(|d| expand(d)).collect(),
-        pool.wanted_os(expand).map(str::to_string),
-    )
+    let demands = pool.demands.iter().map(|d| expand(d)).collect();
+    let image = pool.vm_image.as_deref().map(&expand);
+    if pool.name.is_none()
+        && let Some(image) = image
+    {
+        if let Some(mapped) = vm_images.pool_for(&image) {
+            // The table chose the pool: only an `Agent.OS` demand still asks for an OS.
+            let without_image = lockgate_pipeline::plan::Pool {
+                vm_image: None,
+                ..pool.clone()
+            };
+            return PoolRequirements {
+                pool: Some(mapped.to_string()),
+                demands,
+                agent_os: without_image.wanted_os(expand).map(str::to_string),
+                unmapped_image: None,
+            };
+        }
+        let agent_os = pool.wanted_os(expand).map(str::to_string);
+        return PoolRequirements {
+            pool: None,
+            demands,
+            unmapped_image: agent_os.is_some().then_some(image),
+            agent_os,
+        };
+    }
+    PoolRequirements {
+        pool: pool.name.as_deref().map(&expand),
+        demands,
+        agent_os: pool.wanted_os(expand).map(str::to_string),
+        unmapped_image: None,
+    }
 }
+
+/// What [`pool_requirements`] found.
+#[derive(Debug, Default, PartialEq)]
+struct PoolRequirements {
+    pool: Option<String>,
+    demands: Vec<String>,
+    agent_os: Option<String>,
+    unmapped_image: Option<String>,
+}
+
+/// The key of a job's spec holding the `vmImage` no pool is mapped to (for the waiting reason).
+pub const UNMAPPED_VM_IMAGE: &str = "unmappedVmImage";
 
 /// pipeline's own variables (`pipelineVariables`, for the lease) and the queue-time values
 /// (`queueVariables`, for a re-run).
 fn plan_jobs(
+    vm_images: &crate::agents::VmImages,
     plan: &Plan,
     pipeline_variables: &[LeaseVariable],
     queue_time: &BTreeMap<String, String>,
@@ -513,7 +560,9 @@ fn plan_jobs(
                     ..v.clone()
                 })
                 .collect();
-            let spec = json!({
+            let requirements =
+                pool_requirements(vm_images, job, &variables, pipeline_variables, queue_time);
+            let mut spec = json!({
                 "job": job,
                 "variables": variables,
                 "conditions": condition,
@@ -522,8 +571,9 @@ fn plan_jobs(
                 "queueVariables": queue_time,
                 "connections": crate::connections::connections_of_job(job),
             });
-            let (pool, demands, agent_os) =
-                pool_requirements(job, &variables, pipeline_variables, queue_time);
+            if let Some(image) = &requirements.unmapped_image {
+                spec[UNMAPPED_VM_IMAGE] = json!(image);
+            }
             rows.push(NewJob {
                 stage_name: stage.name.clone(),
                 name: job.name.clone(),
@@ -539,9 +589,9 @@ fn plan_jobs(
                 spec: spec.to_string(),
                 status: "pending".into(),
                 environment: job.environment.as_ref().map(|e| e.name.clone()),
-                agent_os,
-                pool,
-                demands,
+                agent_os: requirements.agent_os,
+                pool: requirements.pool,
+                demands: requirements.demands,
             });
         }
     }

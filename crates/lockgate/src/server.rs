@@ -57,7 +57,8 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 #[derive(clap::Args)]
 pub struct ServerArgs {
     /// Config file with `data_dir`, `database`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`, `sandbox`,
-    /// `sandbox_hide`, `max_body_bytes`, `max_upload_bytes` and `max_header_bytes` (`key = value` lines).
+    /// `sandbox_hide`, `max_body_bytes`, `max_upload_bytes` and `max_header_bytes` (`key = value` lines),
+    /// and a `[vm_images]` table (`"windows-latest" = "win"`: the pool a `vmImage` goes to).
     #[arg(long)]
     config: PathBuf,
     /// Run jobs without the bubblewrap sandbox (overrides `sandbox = true`; docs/security.md).
@@ -243,6 +244,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
             max_upload_bytes: args.max_upload_bytes,
             max_header_bytes: args.max_header_bytes,
         },
+        vm_images: lockgate_server::agents::VmImages::default(),
     })?;
     Ok(EXIT_OK)
 }

@@ -95,6 +95,15 @@ impl Started {
 /// Starts a server on `data_dir`, with its built-in agents when `builtin_agent`; creates user `ada`
 /// when the folder is new and gives her a fresh token.
 pub fn start_on(data_dir: &Path, builtin_agent: bool) -> Started {
+    start_configured(data_dir, builtin_agent, |_| {})
+}
+
+/// [`start_on`] with more settings made by `configure`.
+pub fn start_configured(
+    data_dir: &Path,
+    builtin_agent: bool,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> Started {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -106,6 +115,7 @@ pub fn start_on(data_dir: &Path, builtin_agent: bool) -> Started {
     );
     config.lease_seconds = 20;
     config.builtin_agent = builtin_agent;
+    configure(&mut config);
     let (state, url, token, reconciled) = runtime.block_on(async {
         let server = lockgate_server::start(config, Arc::new(RunnerExecutor::default()))
             .await
@@ -1351,10 +1361,96 @@ steps:
     assert!(windows.agent.is_none(), "{detail:?}");
     let reason = windows.waiting_for.as_deref().unwrap_or_default();
     assert!(
-        reason.contains("Agent.OS Windows_NT") && reason.contains("run Linux"),
+        reason.contains("Agent.OS Windows_NT")
+            && reason.contains("vmImage `windows-latest`")
+            && reason.contains("[vm_images]")
+            && reason.contains("run Linux"),
         "{reason}"
     );
     assert_eq!(run_detail(&server, runs[0].id).run.status, "running");
+}
+
+#[test]
+fn a_vm_image_goes_to_the_pool_the_server_maps_it_to() {
+    let dir = tempfile::tempdir().unwrap();
+    // This server's administrator lets `windows-2022` jobs run on the built-in (Linux) agents and
+    // sends `macOS-14` to a pool of Macs that has no agent yet.
+    let server = start_configured(&dir.path().join("data"), true, |config| {
+        config.vm_images.insert("windows-2022", "Default").unwrap();
+        config.vm_images.insert("macos-*", "macs").unwrap();
+    })
+    .running();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    let yaml = "\
+jobs:
+- job: win
+  pool:
+    vmImage: windows-2022
+  steps:
+  - checkout: none
+  - script: echo ran the windows job here
+- job: mac
+  pool:
+    vmImage: macOS-14
+  steps:
+  - checkout: none
+  - script: echo never
+- job: win2019
+  pool:
+    vmImage: windows-2019
+  steps:
+  - checkout: none
+  - script: echo never
+";
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let runs = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let detail = loop {
+        let detail = run_detail(&server, runs[0].id);
+        let win = detail.jobs.iter().find(|j| j.name == "win").unwrap();
+        if win.status == "completed" {
+            break detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mapped job never ran: {detail:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let job = |name: &str| detail.jobs.iter().find(|j| j.name == name).unwrap();
+    assert_eq!(
+        job("win").result.as_deref(),
+        Some("succeeded"),
+        "{detail:?}"
+    );
+    assert!(
+        run_logs(&server, runs[0].id).contains("ran the windows job here"),
+        "{}",
+        run_logs(&server, runs[0].id)
+    );
+    assert_eq!(job("mac").status, "queued");
+    assert_eq!(
+        job("mac").waiting_for.as_deref(),
+        Some(
+            "an agent in pool `macs`: no agent is registered in it (`lockgate agents token --pool macs`)"
+        )
+    );
+    // Not in the table: it waits for a Windows agent in the default pool, and says why.
+    assert_eq!(job("win2019").status, "queued");
+    let reason = job("win2019").waiting_for.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "an agent with Agent.OS Windows_NT for vmImage `windows-2019`: no pool is mapped"
+        ),
+        "{reason}"
+    );
 }
 
 /// An artifact is uploaded by the step that publishes it, not when the job ends: while the job still

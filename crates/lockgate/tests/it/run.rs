@@ -1151,10 +1151,13 @@ steps:
     assert!(!all.contains("RAN-ON-macOS-latest"), "{all}");
     assert!(!all.contains("RAN-ON-windows-latest"), "{all}");
     assert!(
-        all.contains("vmImage `$(imageName)` asks for an agent with Agent.OS Darwin"),
+        all.contains("vmImage `macOS-latest` asks for an agent with Agent.OS Darwin"),
         "{all}"
     );
-    assert!(all.contains("Agent.OS Windows_NT"), "{all}");
+    assert!(
+        all.contains("vmImage `windows-latest` asks for an agent with Agent.OS Windows_NT"),
+        "{all}"
+    );
     assert!(all.contains("--os-mismatch run"), "{all}");
     let output = project.run(&["--os-mismatch", "run"]);
     let all = text(&output);
