@@ -23,9 +23,14 @@ pub const CREDENTIALS_FILE: &str = ".credentials.json";
 pub struct Credentials {
     pub url: String,
     pub name: String,
+    /// Its pool; empty for a target of an environment.
+    #[serde(default)]
     pub pool: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The environment it is a target of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub token: String,
     /// User capabilities (`--capability k=v`).
     #[serde(default)]
@@ -52,12 +57,44 @@ pub enum RemoteError {
     File { path: PathBuf, message: String },
 }
 
+/// Where a registering agent goes: a pool, or an environment as a target with tags.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placement {
+    Pool(String),
+    Environment { name: String, tags: Vec<String> },
+}
+
+impl Placement {
+    /// `pool `build`` or `environment `staging` (tags web, eu)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Placement::Pool(pool) => format!("pool `{pool}`"),
+            Placement::Environment { name, tags } if tags.is_empty() => {
+                format!("environment `{name}`")
+            }
+            Placement::Environment { name, tags } => {
+                format!("environment `{name}` (tags {})", tags.join(", "))
+            }
+        }
+    }
+}
+
+impl Credentials {
+    /// What it serves, for the start line: its pool or its environment.
+    pub fn placement(&self) -> String {
+        match &self.environment {
+            Some(environment) => format!("target of environment `{environment}`"),
+            None => format!("of pool `{}`", self.pool),
+        }
+    }
+}
+
 /// Registers with the server and writes the credentials file into `dir` (created if missing),
 /// readable by this user only. An existing credentials file is not replaced.
 pub fn register(
     url: &str,
     token: &str,
-    pool: &str,
+    placement: &Placement,
     name: &str,
     capabilities: BTreeMap<String, String>,
     dir: &Path,
@@ -76,16 +113,23 @@ pub fn register(
         path: dir.to_path_buf(),
         message: e.to_string(),
     })?;
+    let (pool, environment, tags) = match placement {
+        Placement::Pool(pool) => (pool.clone(), None, Vec::new()),
+        Placement::Environment { name, tags } => (String::new(), Some(name.clone()), tags.clone()),
+    };
     let registered = ServerClient::new(url, "").register(&RegisterAgent {
         token: token.to_string(),
         name: name.to_string(),
-        pool: pool.to_string(),
+        pool,
+        environment,
+        tags,
     })?;
     let credentials = Credentials {
         url: url.trim_end_matches('/').to_string(),
         name: registered.name,
         pool: registered.pool,
         project: registered.project,
+        environment: registered.environment,
         token: registered.token,
         capabilities,
     };
@@ -319,6 +363,7 @@ mod tests {
             name: "a1".into(),
             pool: "build".into(),
             project: None,
+            environment: None,
             token: "lga_secret".into(),
             capabilities: BTreeMap::new(),
         };
@@ -341,7 +386,7 @@ mod tests {
         let error = register(
             "http://127.0.0.1:1",
             "t",
-            "build",
+            &Placement::Pool("build".into()),
             "a2",
             BTreeMap::new(),
             dir.path(),

@@ -207,8 +207,17 @@ pub struct RegisterAgent {
     pub token: String,
     /// The agent's name: letters, digits, `-`, `_` and `.`, unique on the server.
     pub name: String,
-    /// The pool the agent means to join; it must be the token's.
+    /// The pool the agent means to join; it must be the token's. Empty for a target of an
+    /// environment.
+    #[serde(default)]
     pub pool: String,
+    /// The environment the agent becomes a target (a virtual machine resource) of; the token must
+    /// be one an administrator of its project created for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// A target's tags (`environment: {tags: ...}` in a deployment job picks targets by them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// The answer to [`RegisterAgent`]: the agent token, shown once.
@@ -220,6 +229,9 @@ pub struct RegisteredAgent {
     /// The project whose pool it is; absent for a pool of the whole server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The environment it is a target of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// The agent token (`lga_...`).
     pub token: String,
 }

@@ -531,6 +531,9 @@ pub struct Environment {
     /// The newest deployments of any result, newest first (only on `GET .../environments/{name}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deployments: Vec<Deployment>,
+    /// Its virtual machine resources (agents registered as its targets), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<EnvironmentResource>,
 }
 
 /// `POST /api/v1/projects/{p}/environments`.
@@ -645,7 +648,12 @@ pub struct VariableChange {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateAgentRegistration {
+    /// The pool; empty (or absent) with `environment`.
+    #[serde(default)]
     pub pool: String,
+    /// A token for a target of this environment of `project` instead of a pool's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// A pool of this project (its administrators may create the token); absent: a pool of the
     /// whole server (server administrators only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -664,6 +672,8 @@ pub struct AgentRegistration {
     pub pool: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub expires_at: i64,
 }
 
@@ -686,4 +696,25 @@ pub struct AgentSummary {
     pub current_run: Option<i64>,
     pub version: Option<String>,
     pub capabilities: std::collections::BTreeMap<String, String>,
+    /// The environment it is a target of (then `pool` is that environment's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A resource of an environment: an agent registered as its target (`resourceType`
+/// `VirtualMachine`), with its tags and state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentResource {
+    pub name: String,
+    /// `VirtualMachine`.
+    pub resource_type: String,
+    pub tags: Vec<String>,
+    /// `online`, `offline` or `disabled`, as for agents.
+    pub state: String,
+    pub last_seen_at: Option<i64>,
+    /// The job it runs now.
+    pub current_job: Option<i64>,
 }

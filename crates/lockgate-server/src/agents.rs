@@ -82,6 +82,9 @@ impl VmImages {
     }
 }
 
+/// The resource type of an environment's targets (`environment: {resourceType: VirtualMachine}`).
+pub const VIRTUAL_MACHINE: &str = "VirtualMachine";
+
 /// Registration tokens last this long unless asked otherwise, and at most a week.
 const DEFAULT_REGISTRATION_MINUTES: u32 = 60;
 const MAX_REGISTRATION_MINUTES: u32 = 7 * 24 * 60;
@@ -132,9 +135,14 @@ async fn create_registration(
     caller: Caller,
     Json(body): Json<api::CreateAgentRegistration>,
 ) -> ApiResult<(StatusCode, Json<api::AgentRegistration>)> {
-    if !valid_pool(&body.pool) {
+    if body.environment.is_none() && !valid_pool(&body.pool) {
         return Err(ApiError::bad_request(
             "pool: a pool name uses letters, digits, `-`, `_` and `.`",
+        ));
+    }
+    if body.environment.is_some() && !body.pool.is_empty() {
+        return Err(ApiError::bad_request(
+            "give `pool` or `environment`, not both: a target of an environment is in no pool",
         ));
     }
     let minutes = body
@@ -146,24 +154,55 @@ async fn create_registration(
         )));
     }
     let project = pool_scope(&state, &caller, body.project.as_deref()).await?;
+    // A target's token is for one environment of the project: its administrators create it.
+    let environment = match (&body.environment, &project) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "environment: an environment belongs to a project; give `project` too",
+            ));
+        }
+        (Some(name), Some(project)) => Some(
+            state
+                .store
+                .environment_by_name(project.id, name)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "environment `{name}` in project `{}` (create it first: `POST \
+                         /api/v1/projects/{}/environments`)",
+                        project.name, project.name
+                    ))
+                })?,
+        ),
+    };
+    let pool = environment
+        .as_ref()
+        .map_or_else(|| body.pool.clone(), |e| e.name.clone());
     let token = auth::random_token("lgr_");
     let expires_at = now_millis() + i64::from(minutes) * 60_000;
     state
         .store
         .create_agent_registration(&NewAgentRegistration {
             token_hash: auth::token_hash(&token),
-            pool: body.pool.clone(),
+            pool: pool.clone(),
             project_id: project.as_ref().map(|p| p.id),
             created_by: caller.user.name.clone(),
             expires_at,
+            environment_id: environment.as_ref().map(|e| e.id),
         })
         .await?;
     Ok((
         StatusCode::CREATED,
         Json(api::AgentRegistration {
             token,
-            pool: body.pool,
+            pool: if environment.is_some() {
+                String::new()
+            } else {
+                pool
+            },
             project: project.map(|p| p.name),
+            environment: environment.map(|e| e.name),
             expires_at,
         }),
     ))
@@ -179,13 +218,32 @@ async fn register(
             "name: an agent name uses letters, digits, `-`, `_` and `.` and does not start with `built-in`",
         ));
     }
+    let tags = match &body.environment {
+        Some(_) if !body.pool.is_empty() => {
+            return Err(ApiError::bad_request(
+                "give --pool or --environment, not both: a target of an environment is in no pool",
+            ));
+        }
+        Some(_) => Some(check_tags(&body.tags).map_err(ApiError::bad_request)?),
+        None if !body.tags.is_empty() => {
+            return Err(ApiError::bad_request(
+                "tags: only a target of an environment has tags (--environment)",
+            ));
+        }
+        None => None,
+    };
+    let (wanted, what) = match &body.environment {
+        Some(environment) => (environment, "environment"),
+        None => (&body.pool, "pool"),
+    };
     let token = auth::random_token("lga_");
     let registration = auth::token_hash(&body.token);
     let agent = match state
         .store
         .redeem_agent_registration(
             &registration,
-            &body.pool,
+            wanted,
+            tags.as_deref(),
             now_millis(),
             &body.name,
             &auth::token_hash(&token),
@@ -198,9 +256,13 @@ async fn register(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 format!(
-                    "the registration token is unknown, used, expired or not for pool `{}`: ask an \
-                     administrator for a new one (`lockgate agents token --pool {}`)",
-                    body.pool, body.pool
+                    "the registration token is unknown, used, expired or not for {what} `{wanted}`: \
+                     ask an administrator for a new one (`lockgate agents token --{what} {wanted}{}`)",
+                    if what == "environment" {
+                        " --project PROJECT"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -220,11 +282,37 @@ async fn register(
         StatusCode::CREATED,
         Json(RegisteredAgent {
             name: agent.name,
-            pool: agent.pool,
+            environment: agent.environment_id.map(|_| agent.pool.clone()),
+            pool: if agent.environment_id.is_some() {
+                String::new()
+            } else {
+                agent.pool
+            },
             project,
             token,
         }),
     ))
+}
+
+/// A target's tags as given at registration: at most 50, each 1 to 100 letters, digits, `-`, `_`
+/// and `.`, none twice (ignoring case).
+pub fn check_tags(tags: &[String]) -> Result<Vec<String>, String> {
+    if tags.len() > 50 {
+        return Err("tags: at most 50".into());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for tag in tags {
+        let tag = tag.trim();
+        if !git::valid_name(tag) {
+            return Err(format!(
+                "tags: `{tag}` is not a tag (1 to 100 letters, digits, `-`, `_` and `.`; separate tags with commas)"
+            ));
+        }
+        if !out.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+            out.push(tag.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Records the agent's version and capabilities (system ones and those given at registration).
@@ -347,7 +435,8 @@ pub fn job_pool(job: &Job) -> &str {
 /// Whether the agent is in the job's pool: the same name (ignoring case), server-wide or of the
 /// job's project.
 fn in_pool(agent: &Agent, job: &AgentJob) -> bool {
-    agent.pool.eq_ignore_ascii_case(job_pool(&job.job))
+    agent.environment_id.is_none()
+        && agent.pool.eq_ignore_ascii_case(job_pool(&job.job))
         && agent.project_id.is_none_or(|id| id == job.project_id)
 }
 
@@ -525,20 +614,12 @@ pub async fn summaries(state: &AppState) -> ApiResult<Vec<api::AgentSummary>> {
         .into_iter()
         .map(|p| (p.id, p.name))
         .collect();
-    let online_since = now_millis() - i64::from(state.lease_seconds) * 1000;
+    let online_since = online_since(state);
     Ok(agents
         .iter()
         .map(|agent| {
-            let current = open.iter().find(|j| {
-                j.job.status == "running" && j.job.agent_name.as_deref() == Some(&agent.name)
-            });
-            let state = if !agent.enabled {
-                "disabled"
-            } else if agent.last_seen_at.is_some_and(|seen| seen >= online_since) {
-                "online"
-            } else {
-                "offline"
-            };
+            let current = current_job(&open, agent);
+            let state = agent_state(agent, online_since);
             api::AgentSummary {
                 name: agent.name.clone(),
                 pool: agent.pool.clone(),
@@ -551,7 +632,53 @@ pub async fn summaries(state: &AppState) -> ApiResult<Vec<api::AgentSummary>> {
                 current_run: current.map(|j| j.job.run_id),
                 version: agent.version.clone(),
                 capabilities: capabilities(agent),
+                environment: agent.environment_id.map(|_| agent.pool.clone()),
+                tags: agent.tags.clone(),
             }
+        })
+        .collect())
+}
+
+/// An agent heard from since this time is online.
+fn online_since(state: &AppState) -> i64 {
+    now_millis() - i64::from(state.lease_seconds) * 1000
+}
+
+/// The running job this agent holds.
+fn current_job<'j>(open: &'j [AgentJob], agent: &Agent) -> Option<&'j AgentJob> {
+    open.iter()
+        .find(|j| j.job.status == "running" && j.job.agent_name.as_deref() == Some(&agent.name))
+}
+
+/// `disabled`, `online` (heard from within the lease period) or `offline`.
+fn agent_state(agent: &Agent, online_since: i64) -> &'static str {
+    if !agent.enabled {
+        "disabled"
+    } else if agent.last_seen_at.is_some_and(|seen| seen >= online_since) {
+        "online"
+    } else {
+        "offline"
+    }
+}
+
+/// The virtual machine resources of an environment: the agents registered as its targets.
+pub async fn environment_resources(
+    state: &AppState,
+    environment_id: i64,
+) -> ApiResult<Vec<api::EnvironmentResource>> {
+    let agents = state.store.list_agents().await?;
+    let open = state.store.agent_jobs().await?;
+    let online_since = online_since(state);
+    Ok(agents
+        .iter()
+        .filter(|agent| agent.environment_id == Some(environment_id))
+        .map(|agent| api::EnvironmentResource {
+            name: agent.name.clone(),
+            resource_type: VIRTUAL_MACHINE.into(),
+            tags: agent.tags.clone(),
+            state: agent_state(agent, online_since).into(),
+            last_seen_at: agent.last_seen_at,
+            current_job: current_job(&open, agent).map(|j| j.job.id),
         })
         .collect())
 }
@@ -638,6 +765,8 @@ mod tests {
             os: Some("Linux".into()),
             version: None,
             capabilities: capabilities.into(),
+            environment_id: None,
+            tags: Vec::new(),
         }
     }
 
@@ -665,6 +794,7 @@ mod tests {
                 environment: None,
                 pool: pool.map(str::to_string),
                 demands: demands.iter().map(|d| d.to_string()).collect(),
+                target: None,
             },
             project_id: 7,
         }

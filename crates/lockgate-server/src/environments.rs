@@ -267,6 +267,7 @@ fn environment_json(
         owners,
         latest_deployment: latest.map(deployment_json),
         deployments: deployments.iter().map(deployment_json).collect(),
+        resources: Vec::new(),
     }
 }
 
@@ -305,13 +306,9 @@ pub async fn environment_detail(
         .await?
         .into_iter()
         .find(|d| d.environment_id == environment.id);
-    Ok(environment_json(
-        project,
-        environment,
-        owners,
-        latest.as_ref(),
-        &deployments,
-    ))
+    let mut detail = environment_json(project, environment, owners, latest.as_ref(), &deployments);
+    detail.resources = crate::agents::environment_resources(state, environment.id).await?;
+    Ok(detail)
 }
 
 /// A project's environments, each with its owners and newest successful deployment.

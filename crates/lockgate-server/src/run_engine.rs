@@ -640,6 +640,7 @@ pub(crate) mod tests {
             environment: None,
             pool: None,
             demands: Vec::new(),
+            target: None,
         }
     }
 

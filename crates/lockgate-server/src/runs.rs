@@ -592,6 +592,7 @@ fn plan_jobs(
                 agent_os: requirements.agent_os,
                 pool: requirements.pool,
                 demands: requirements.demands,
+                target: None,
             });
         }
     }

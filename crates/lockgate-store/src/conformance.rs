@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             exclusive_locks_queue_in_both_behaviours_and_free_themselves,
             agents_register_once_with_a_token_and_report_capabilities,
             jobs_keep_their_pool_and_are_leased_by_id_once,
+            environment_tokens_register_targets_with_tags,
             a_job_the_server_runs_itself_is_never_leased_or_released,
             names_ignore_ascii_case_only_and_sort_by_their_bytes,
             a_server_releases_only_the_jobs_of_its_own_built_in_agents,
@@ -1627,12 +1628,13 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
                 project_id,
                 created_by: "ada".into(),
                 expires_at,
+                environment_id: None,
             })
             .await
             .unwrap();
     }
     let agent = store
-        .redeem_agent_registration("r-build", "Build", now, "linux-1", "a1")
+        .redeem_agent_registration("r-build", "Build", None, now, "linux-1", "a1")
         .await
         .unwrap()
         .expect("a fresh token registers an agent");
@@ -1644,7 +1646,7 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     assert_eq!(agent.capabilities, "{}");
     assert!(
         store
-            .redeem_agent_registration("r-build", "Build", now, "linux-2", "a2")
+            .redeem_agent_registration("r-build", "Build", None, now, "linux-2", "a2")
             .await
             .unwrap()
             .is_none(),
@@ -1652,7 +1654,7 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     );
     assert!(
         store
-            .redeem_agent_registration("r-old", "build", now, "linux-3", "a3")
+            .redeem_agent_registration("r-old", "build", None, now, "linux-3", "a3")
             .await
             .unwrap()
             .is_none(),
@@ -1660,7 +1662,7 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     );
     assert!(
         store
-            .redeem_agent_registration("r-team", "build", now, "team-0", "a6")
+            .redeem_agent_registration("r-team", "build", None, now, "team-0", "a6")
             .await
             .unwrap()
             .is_none(),
@@ -1668,12 +1670,12 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     );
     assert!(matches!(
         store
-            .redeem_agent_registration("r-team", "team", now, "linux-1", "a4")
+            .redeem_agent_registration("r-team", "team", None, now, "linux-1", "a4")
             .await,
         Err(StoreError::AlreadyExists { what }) if what == "agent `linux-1`"
     ));
     let team = store
-        .redeem_agent_registration("r-team", "team", now, "team-1", "a5")
+        .redeem_agent_registration("r-team", "team", None, now, "team-1", "a5")
         .await
         .unwrap()
         .expect("a refused name leaves the token unused");
@@ -1709,6 +1711,69 @@ pub(crate) async fn agents_register_once_with_a_token_and_report_capabilities(st
     assert!(store.remove_agent("linux-1").await.unwrap());
     assert!(!store.remove_agent("linux-1").await.unwrap());
     assert!(store.agent_by_token_hash("a1").await.unwrap().is_none());
+}
+
+pub(crate) async fn environment_tokens_register_targets_with_tags(store: &dyn Storage) {
+    let (_, project, _) = pipeline(store).await;
+    let staging = store
+        .create_environment(project.id, "staging", "", "ada")
+        .await
+        .unwrap();
+    let now = now_millis();
+    for (hash, pool, environment_id) in [
+        ("r-env", "staging", Some(staging.id)),
+        ("r-pool", "build", None),
+    ] {
+        store
+            .create_agent_registration(&NewAgentRegistration {
+                token_hash: hash.into(),
+                pool: pool.into(),
+                project_id: Some(project.id),
+                created_by: "ada".into(),
+                expires_at: now + 60_000,
+                environment_id,
+            })
+            .await
+            .unwrap();
+    }
+    let tags = ["web".to_string(), "eu".to_string()];
+    assert!(
+        store
+            .redeem_agent_registration("r-env", "staging", None, now, "vm-0", "t0")
+            .await
+            .unwrap()
+            .is_none(),
+        "an environment's token does not register a pool agent"
+    );
+    assert!(
+        store
+            .redeem_agent_registration("r-pool", "build", Some(&tags), now, "vm-0", "t0")
+            .await
+            .unwrap()
+            .is_none(),
+        "a pool's token does not register a target"
+    );
+    let target = store
+        .redeem_agent_registration("r-env", "Staging", Some(&tags), now, "vm-1", "t1")
+        .await
+        .unwrap()
+        .expect("the environment's token registers a target");
+    assert_eq!(
+        (
+            target.environment_id,
+            target.tags.clone(),
+            target.project_id
+        ),
+        (Some(staging.id), tags.to_vec(), Some(project.id))
+    );
+    let listed = store.list_agents().await.unwrap();
+    assert_eq!(listed, vec![target]);
+    let builder = store
+        .redeem_agent_registration("r-pool", "build", None, now, "linux-1", "t2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((builder.environment_id, builder.tags.len()), (None, 0));
 }
 
 pub(crate) async fn jobs_keep_their_pool_and_are_leased_by_id_once(store: &dyn Storage) {

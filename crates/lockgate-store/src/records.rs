@@ -126,6 +126,9 @@ pub struct Job {
     pub pool: Option<String>,
     /// The pool's demands (`name` or `name -equals value`, macros expanded).
     pub demands: Vec<String>,
+    /// For a deployment job over an environment's targets: which (JSON, see the server's
+    /// `targets` module); only such a target leases it.
+    pub target: Option<String>,
 }
 
 /// A job waiting for an agent or running on one, with the project of its pipeline (agent pools may
@@ -145,6 +148,8 @@ pub struct NewAgentRegistration {
     pub project_id: Option<i64>,
     pub created_by: String,
     pub expires_at: i64,
+    /// A token for a target of this environment (`pool` is then the environment's name).
+    pub environment_id: Option<i64>,
 }
 
 /// What an agent says about itself when it starts: its system and user capabilities.
@@ -224,6 +229,11 @@ pub struct Agent {
     pub version: Option<String>,
     /// Its capabilities as it reported them: a JSON object of name to value.
     pub capabilities: String,
+    /// The environment it is a target (a virtual machine resource) of; such an agent leases only
+    /// the deployment jobs pinned to it, never a pool's jobs.
+    pub environment_id: Option<i64>,
+    /// A target's tags, as given at registration.
+    pub tags: Vec<String>,
 }
 
 /// A user's session (cookie), with the CSRF token its forms must carry.
@@ -343,6 +353,8 @@ pub struct NewJob {
     pub pool: Option<String>,
     /// The pool's demands, macros expanded.
     pub demands: Vec<String>,
+    /// As [`Job::target`].
+    pub target: Option<String>,
 }
 
 /// An artifact file to record.

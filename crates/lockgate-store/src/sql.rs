@@ -61,6 +61,7 @@ macro_rules! migrations {
             (15, "agent pools", migrations!(@file $own, "0015_agent_pools")),
             (16, "service connections", migrations!(@file $own, "0016_service_connections")),
             (17, "secure files", migrations!(@file $own, "0017_secure_files")),
+            (18, "environment targets", migrations!(@file $own, "0018_environment_targets")),
         ]
     };
     (@file $dir:literal, $name:literal) => {
@@ -659,8 +660,8 @@ macro_rules! sql_storage {
                     for job in jobs {
                         sqlx::query(
                             "INSERT INTO jobs (run_id, stage_name, name, display_name, depends_on, spec, status, queued_at, \
-                             environment, agent_os, pool, demands) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                             environment, agent_os, pool, demands, target) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                         )
                         .bind(run_id)
                         .bind(&job.stage_name)
@@ -674,6 +675,7 @@ macro_rules! sql_storage {
                         .bind(&job.agent_os)
                         .bind(&job.pool)
                         .bind(job.demands.join("\n"))
+                        .bind(&job.target)
                         .execute(&mut *tx)
                         .await?;
                     }
@@ -1507,7 +1509,7 @@ macro_rules! sql_storage {
                 Box::pin(async move {
                     sqlx::query(
                         "INSERT INTO agent_registrations (token_hash, pool, project_id, created_by, created_at, \
-                         expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                         expires_at, environment_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     )
                     .bind(&registration.token_hash)
                     .bind(&registration.pool)
@@ -1515,6 +1517,7 @@ macro_rules! sql_storage {
                     .bind(&registration.created_by)
                     .bind(now_millis())
                     .bind(registration.expires_at)
+                    .bind(registration.environment_id)
                     .execute(&self.pool)
                     .await?;
                     Ok(())
@@ -1525,6 +1528,7 @@ macro_rules! sql_storage {
                 &'a self,
                 registration_hash: &'a str,
                 pool: &'a str,
+                tags: Option<&'a [String]>,
                 now: i64,
                 name: &'a str,
                 token_hash: &'a str,
@@ -1534,12 +1538,14 @@ macro_rules! sql_storage {
                     let Some(row) = sqlx::query(
                         "UPDATE agent_registrations SET used_at = $2, used_by_agent = $3 \
                          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-                         AND lower(pool) = $4 RETURNING pool, project_id",
+                         AND lower(pool) = $4 AND (environment_id IS NOT NULL) = $5 \
+                         RETURNING pool, project_id, environment_id",
                     )
                     .bind(registration_hash)
                     .bind(now)
                     .bind(name)
                     .bind(pool.to_ascii_lowercase())
+                    .bind(tags.is_some())
                     .fetch_optional(&mut *tx)
                     .await?
                     else {
@@ -1547,15 +1553,18 @@ macro_rules! sql_storage {
                     };
                     let pool: String = row.try_get("pool")?;
                     let project_id: Option<i64> = row.try_get("project_id")?;
+                    let environment_id: Option<i64> = row.try_get("environment_id")?;
                     let row = sqlx::query(
-                        "INSERT INTO agents (name, token_hash, created_at, builtin, pool, project_id) \
-                         VALUES ($1, $2, $3, FALSE, $4, $5) RETURNING *",
+                        "INSERT INTO agents (name, token_hash, created_at, builtin, pool, project_id, \
+                         environment_id, tags) VALUES ($1, $2, $3, FALSE, $4, $5, $6, $7) RETURNING *",
                     )
                     .bind(name)
                     .bind(token_hash)
                     .bind(now)
                     .bind(&pool)
                     .bind(project_id)
+                    .bind(environment_id)
+                    .bind(tags.unwrap_or_default().join("\n"))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| exists_as(e, format!("agent `{name}`")))?;
@@ -2692,6 +2701,7 @@ macro_rules! sql_storage {
                     environment: row.try_get("environment")?,
                     pool: row.try_get("pool")?,
                     demands: names_of(&row.try_get::<String, _>("demands")?),
+                    target: row.try_get("target")?,
                 })
             }
         }
@@ -2765,6 +2775,8 @@ macro_rules! sql_storage {
                     os: row.try_get("os")?,
                     version: row.try_get("version")?,
                     capabilities: row.try_get("capabilities")?,
+                    environment_id: row.try_get("environment_id")?,
+                    tags: names_of(&row.try_get::<String, _>("tags")?),
                 })
             }
         }

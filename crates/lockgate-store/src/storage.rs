@@ -448,13 +448,16 @@ pub trait Storage: Send + Sync {
     /// Trades a registration token for a new agent, in one transaction: when the token with this
     /// hash is for `pool` (ignoring ASCII case), unused and expires after `now`, it is marked used
     /// and an agent `name` with `token_hash` is created in the token's pool (as the token spells
-    /// it) and project, and returned. `None` (nothing changes) when the token is unknown, for
-    /// another pool, used or expired; `AlreadyExists` (``agent `name` ``, and the token stays
-    /// unused) when an agent has that name.
+    /// it) and project, and returned. With `tags` the token must be one for an environment's
+    /// targets (`pool` is the environment's name) and the agent becomes a target of it with these
+    /// tags; without, it must be a pool's. `None` (nothing changes) when the token is unknown, for
+    /// another pool or environment, used or expired; `AlreadyExists` (``agent `name` ``, and the
+    /// token stays unused) when an agent has that name.
     fn redeem_agent_registration<'a>(
         &'a self,
         registration_hash: &'a str,
         pool: &'a str,
+        tags: Option<&'a [String]>,
         now: i64,
         name: &'a str,
         token_hash: &'a str,

@@ -26,9 +26,19 @@ pub enum AgentCommand {
         #[arg(long)]
         token: String,
         /// The pool to join (the token's).
+        #[arg(
+            long,
+            required_unless_present = "environment",
+            conflicts_with = "environment"
+        )]
+        pool: Option<String>,
+        /// Become a target (a virtual machine resource) of this environment instead (the token's).
         #[arg(long)]
-        pool: String,
-        /// The agent's name; default this machine's host name.
+        environment: Option<String>,
+        /// A target's tags, comma-separated (`web,eu`); deployment jobs pick targets by them.
+        #[arg(long, requires = "environment", value_delimiter = ',')]
+        tags: Vec<String>,
+        /// The agent's name (for a target: the resource's name); default this machine's host name.
         #[arg(long)]
         name: Option<String>,
         /// A user capability NAME=VALUE that demands may ask for (repeatable).
@@ -77,8 +87,15 @@ pub enum AgentsCommand {
     Token {
         #[command(flatten)]
         connection: Connection,
-        #[arg(long)]
-        pool: String,
+        #[arg(
+            long,
+            required_unless_present = "environment",
+            conflicts_with = "environment"
+        )]
+        pool: Option<String>,
+        /// A token for a target of this environment of --project (a virtual machine resource).
+        #[arg(long, requires = "project")]
+        environment: Option<String>,
         /// A pool of this project instead of the whole server.
         #[arg(long)]
         project: Option<String>,
@@ -120,10 +137,19 @@ pub fn agent(command: AgentCommand) -> anyhow::Result<u8> {
             url,
             token,
             pool,
+            environment,
+            tags,
             name,
             capabilities,
             work,
         } => {
+            let placement = match (pool, environment) {
+                (_, Some(name)) => remote::Placement::Environment { name, tags },
+                (Some(pool), None) => remote::Placement::Pool(pool),
+                (None, None) => {
+                    return Err(UsageError("give --pool or --environment".into()).into());
+                }
+            };
             let dir = work.path()?;
             let mut user = BTreeMap::new();
             for text in &capabilities {
@@ -135,17 +161,15 @@ pub fn agent(command: AgentCommand) -> anyhow::Result<u8> {
                 Some(name) => name,
                 None => host_name()?,
             };
-            let credentials =
-                remote::register(&url, &token, &pool, &name, user, &dir).map_err(|error| {
-                    match error {
-                        remote::RemoteError::Client(error) => client_error(error),
-                        other => UsageError(other.to_string()).into(),
-                    }
+            let credentials = remote::register(&url, &token, &placement, &name, user, &dir)
+                .map_err(|error| match error {
+                    remote::RemoteError::Client(error) => client_error(error),
+                    other => UsageError(other.to_string()).into(),
                 })?;
             println!(
-                "Registered agent `{}` in pool `{}`{} at {}",
+                "Registered agent `{}` in {}{} at {}",
                 credentials.name,
-                credentials.pool,
+                placement.describe(),
                 credentials
                     .project
                     .as_ref()
@@ -194,9 +218,9 @@ pub fn agent(command: AgentCommand) -> anyhow::Result<u8> {
                 line
             };
             println!(
-                "Agent `{}` of pool `{}` serving {} from {}",
+                "Agent `{}` {} serving {} from {}",
                 credentials.name,
-                credentials.pool,
+                credentials.placement(),
                 credentials.url,
                 dir.display()
             );
@@ -237,6 +261,7 @@ pub fn agents(command: AgentsCommand) -> anyhow::Result<u8> {
         AgentsCommand::Token {
             connection,
             pool,
+            environment,
             project,
             expires_in_minutes,
         } => {
@@ -245,17 +270,26 @@ pub fn agents(command: AgentsCommand) -> anyhow::Result<u8> {
                 .post_json(
                     "/api/v1/agents/registrations",
                     &api::CreateAgentRegistration {
-                        pool,
+                        pool: pool.unwrap_or_default(),
+                        environment,
                         project,
                         expires_in_minutes: Some(expires_in_minutes),
                     },
                 )
                 .map_err(client_error)?;
             println!("{}", created.token);
+            let (what, name) = match &created.environment {
+                Some(environment) => ("environment", environment),
+                None => ("pool", &created.pool),
+            };
             eprintln!(
-                "One-time registration token for pool `{}`, valid for {expires_in_minutes} minute(s): \
-                 lockgate agent register --url URL --token TOKEN --pool {}",
-                created.pool, created.pool
+                "One-time registration token for {what} `{name}`, valid for {expires_in_minutes} minute(s): \
+                 lockgate agent register --url URL --token TOKEN --{what} {name}{}",
+                if created.environment.is_some() {
+                    " --tags TAG,TAG"
+                } else {
+                    ""
+                }
             );
             Ok(EXIT_OK)
         }
@@ -285,10 +319,19 @@ pub fn agents(command: AgentsCommand) -> anyhow::Result<u8> {
                         )
                     })
                     .unwrap_or_else(|| "idle".into());
+                let placement = match &agent.environment {
+                    Some(environment) if agent.tags.is_empty() => {
+                        format!("environment {environment}")
+                    }
+                    Some(environment) => {
+                        format!("environment {environment} [{}]", agent.tags.join(","))
+                    }
+                    None => format!("pool {}", agent.pool),
+                };
                 println!(
-                    "{}  pool {}{}  {}  {}  {}  version {}",
+                    "{}  {}{}  {}  {}  {}  version {}",
                     agent.name,
-                    agent.pool,
+                    placement,
                     agent
                         .project
                         .as_ref()

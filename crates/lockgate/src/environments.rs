@@ -129,6 +129,19 @@ pub fn environments(cmd: EnvironmentsCommand) -> anyhow::Result<u8> {
                     short(&d.commit)
                 );
             }
+            for r in &environment.resources {
+                println!(
+                    "  resource {} ({}, {}){}",
+                    r.name,
+                    r.resource_type,
+                    r.state,
+                    if r.tags.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" tags {}", r.tags.join(","))
+                    }
+                );
+            }
             if ledger.is_empty() {
                 println!("no deployments yet");
             }

@@ -164,6 +164,26 @@ pub(super) async fn environment_page(
                 } }
             }
         }
+        section.resources {
+            h2 { "Resources" }
+            @if detail.resources.is_empty() {
+                p.muted { "No virtual machines: register one with " code { "lockgate agent register --environment " (environment.name) " --tags TAG,TAG" } " (a token from " code { "lockgate agents token --environment " (environment.name) " --project " (project.name) } ")." }
+            } @else {
+                table.resources {
+                    thead { tr { th { "Name" } th { "Type" } th { "Tags" } th { "State" } th { "Last heard" } th { "Job" } } }
+                    tbody { @for resource in &detail.resources {
+                        tr {
+                            td { strong { (resource.name) } }
+                            td { (resource.resource_type) }
+                            td { @for tag in &resource.tags { code { (tag) } " " } }
+                            td.state { (resource.state) }
+                            td { (when(resource.last_seen_at)) }
+                            td { @if let Some(job) = resource.current_job { "job " (job) } @else { span.muted { "idle" } } }
+                        }
+                    } }
+                }
+            }
+        }
         section {
             h2 { "Deployments" }
             @if ledger.is_empty() { p { "No deployments." } } @else {

@@ -11,13 +11,13 @@ use lockgate_protocol::api;
 use crate::server::{Up, client, push_pipeline, start_server, stdout};
 
 /// A `lockgate agent run` child process, stopped when dropped.
-struct AgentProcess {
+pub(crate) struct AgentProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl AgentProcess {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -64,7 +64,7 @@ fn register(
 }
 
 /// Starts `lockgate agent run` on the folder `register` made.
-fn run_agent(dir: &Path, name: &str) -> AgentProcess {
+pub(crate) fn run_agent(dir: &Path, name: &str) -> AgentProcess {
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
         .args(["agent", "run", "--work"])
@@ -104,7 +104,11 @@ fn bare_path(dir: &Path, name: &str, extra: &[&str]) -> std::ffi::OsString {
 
 /// Starts `lockgate agent run` with `path` as its `PATH`. Without the sandbox: it would give the
 /// job a fresh `/tmp`, where the test's folders are.
-fn run_agent_with_path(dir: &Path, name: &str, path: std::ffi::OsString) -> AgentProcess {
+pub(crate) fn run_agent_with_path(
+    dir: &Path,
+    name: &str,
+    path: std::ffi::OsString,
+) -> AgentProcess {
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_lockgate"))
         .args(["agent", "run", "--no-sandbox", "--work"])
@@ -119,7 +123,7 @@ fn run_agent_with_path(dir: &Path, name: &str, path: std::ffi::OsString) -> Agen
 }
 
 /// Waits until `done` holds for the first run's detail; returns it.
-fn wait_for_run(
+pub(crate) fn wait_for_run(
     api: &lockgate_agent::ServerClient,
     what: &str,
     agents: &[&AgentProcess],
@@ -142,7 +146,7 @@ fn wait_for_run(
     }
 }
 
-fn job<'a>(detail: &'a api::RunDetail, name: &str) -> &'a api::Job {
+pub(crate) fn job<'a>(detail: &'a api::RunDetail, name: &str) -> &'a api::Job {
     detail.jobs.iter().find(|j| j.name == name).unwrap()
 }
 

@@ -13,3 +13,4 @@ mod run;
 mod sandbox;
 mod server;
 mod solution;
+mod targets;

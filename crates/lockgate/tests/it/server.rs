@@ -372,6 +372,19 @@ pub(crate) fn push_pipeline(
             },
         )
         .unwrap();
+    push_pipeline_to(dir, up, project, yaml)
+}
+
+/// Creates repository `app` and pipeline `ci` in the existing project `project` and pushes a
+/// commit whose `azure-pipelines.yml` is `yaml` to its `main`.
+pub(crate) fn push_pipeline_to(
+    dir: &Path,
+    up: &Up,
+    project: &str,
+    yaml: &str,
+) -> lockgate_agent::ServerClient {
+    use lockgate_protocol::api;
+    let api = lockgate_agent::ServerClient::new(&up.url, &up.token);
     let repo: api::Repository = api
         .post_json(
             &format!("/api/v1/projects/{project}/repositories"),
