@@ -603,6 +603,7 @@ async fn run_step_once(
         stderr_seen: false,
         timed_out: false,
         restrictions: step.restrictions.clone(),
+        logging_commands: true,
         scripts: Vec::new(),
     };
     let outcome = match &step.action {
@@ -686,6 +687,9 @@ pub struct StepContext<'s, 'a> {
     pub timed_out: bool,
     /// Which logging commands the step may use.
     pub restrictions: crate::spec::CommandRestrictions,
+    /// Whether `##vso[...]` lines in the step's process output are run as logging commands (true);
+    /// false prints them as plain lines (what SSH@0 does with a remote machine's output by default).
+    pub logging_commands: bool,
     /// Script files the step wrote ([`write_temp_script`](Self::write_temp_script)): macro-expanded,
     /// they may hold secrets, so they are removed when the step ends, whatever way it ends. A crashed
     /// agent's leftovers go with its job folder, which the agent removes when it starts again.
@@ -801,14 +805,49 @@ impl StepContext<'_, '_> {
         extension: &str,
         content: &str,
     ) -> Result<PathBuf, TaskError> {
+        self.write_step_file(extension, content.as_bytes(), None)
+    }
+
+    /// Writes a file only its owner can read (mode `mode`, set when it is created) into the job's temp
+    /// folder, removed when the step ends like the scripts; for keys and helper programs that must not
+    /// be readable by others. The path is for the child process: the caller should not print it.
+    pub fn write_private_temp_file(
+        &mut self,
+        extension: &str,
+        content: &[u8],
+        mode: u32,
+    ) -> Result<PathBuf, TaskError> {
+        self.write_step_file(extension, content, Some(mode))
+    }
+
+    fn write_step_file(
+        &mut self,
+        extension: &str,
+        content: &[u8],
+        mode: Option<u32>,
+    ) -> Result<PathBuf, TaskError> {
         self.job.script_counter += 1;
         let path = self.job.workspace.temp.join(format!(
             "step{}-{}.{extension}",
             self.index, self.job.script_counter
         ));
         self.scripts.push(path.clone());
-        std::fs::write(&path, content)
-            .map_err(|err| TaskError(format!("cannot write {}: {err}", path.display())))?;
+        let fail =
+            |err: std::io::Error| TaskError(format!("cannot write {}: {err}", path.display()));
+        match mode {
+            None => std::fs::write(&path, content).map_err(fail)?,
+            Some(mode) => {
+                use std::io::Write;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+                #[cfg(not(unix))]
+                let _ = mode;
+                let mut file = options.open(&path).map_err(fail)?;
+                file.write_all(content).map_err(fail)?;
+            }
+        }
         Ok(path)
     }
 
@@ -816,6 +855,25 @@ impl StepContext<'_, '_> {
     pub async fn run_process(
         &mut self,
         spec: &ProcessSpec,
+    ) -> Result<Result<i32, TaskResult>, TaskError> {
+        self.run_process_with(spec, None).await
+    }
+
+    /// Runs a process like [`run_process`](Self::run_process) but returns its standard output lines
+    /// instead of logging them (its standard error goes to the step log as usual).
+    pub async fn run_process_capturing(
+        &mut self,
+        spec: &ProcessSpec,
+    ) -> Result<(Result<i32, TaskResult>, Vec<String>), TaskError> {
+        let mut captured = Vec::new();
+        let end = self.run_process_with(spec, Some(&mut captured)).await?;
+        Ok((end, captured))
+    }
+
+    async fn run_process_with(
+        &mut self,
+        spec: &ProcessSpec,
+        mut capture: Option<&mut Vec<String>>,
     ) -> Result<Result<i32, TaskResult>, TaskError> {
         let limits = ProcessLimits {
             timeout: self.timeout,
@@ -830,10 +888,18 @@ impl StepContext<'_, '_> {
             sandbox,
             writable: &writable,
         });
-        let result = run_process_in(confinement, spec, &limits, &cancel, |stream, lines| {
-            self.handle_lines(stream, lines)
-        })
-        .await;
+        let result =
+            run_process_in(
+                confinement,
+                spec,
+                &limits,
+                &cancel,
+                |stream, lines| match capture.as_deref_mut() {
+                    Some(captured) if stream == Stream::Stdout => captured.extend(lines),
+                    _ => self.handle_lines(stream, lines),
+                },
+            )
+            .await;
         let (end, pid) = result
             .map_err(|err| TaskError(format!("cannot start {}: {err}", spec.program.display())))?;
         if let Some(pid) = pid {
@@ -857,6 +923,10 @@ impl StepContext<'_, '_> {
         // registered their secrets.
         let mut plain: Vec<String> = Vec::with_capacity(lines.len());
         for line in lines {
+            if !self.logging_commands {
+                plain.push(line);
+                continue;
+            }
             match parse_line(&line) {
                 OutputLine::Plain(_) => plain.push(line),
                 OutputLine::Vso(command) => {

@@ -19,3 +19,6 @@ pub mod workspace;
 
 /// The artifact store, re-exported so that callers need no direct dependency.
 pub use lockgate_artifacts as artifacts;
+
+#[cfg(feature = "test-sshd")]
+pub mod test_sshd;

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod files;
 pub mod package;
 pub mod script;
+pub mod ssh;
 pub mod test_results;
 pub mod tools;
 
@@ -79,6 +80,7 @@ impl TaskRegistry {
         tools::register(&mut registry);
         cache::register(&mut registry);
         build_tools::register(&mut registry);
+        ssh::register(&mut registry);
         registry
     }
 

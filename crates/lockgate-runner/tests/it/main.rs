@@ -4,4 +4,5 @@ mod helpers;
 mod job;
 mod process;
 mod sandbox;
+mod ssh;
 mod tasks;
