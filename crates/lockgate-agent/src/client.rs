@@ -280,13 +280,32 @@ impl ServerClient {
         body: &[u8],
     ) -> Result<T, ClientError> {
         let url = self.url(path);
-        let request = self
-            .http
-            .post(&url)
+        self.send_bytes(self.http.post(&url), &url, content_type, body)
+    }
+
+    /// `PUT path` with a raw body (a file) and decode the JSON reply.
+    pub fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        self.send_bytes(self.http.put(&url), &url, content_type, body)
+    }
+
+    fn send_bytes<T: DeserializeOwned>(
+        &self,
+        request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+        url: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<T, ClientError> {
+        let request = request
             .header("Authorization", self.auth())
             .header("Content-Type", content_type);
-        let (_, text) = Self::read(&url, request.send(body))?;
-        Self::decode(&url, &text)
+        let (_, text) = Self::read(url, request.send(body))?;
+        Self::decode(url, &text)
     }
 
     /// `PATCH path` with a JSON body and decode the JSON reply.

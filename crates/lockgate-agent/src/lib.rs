@@ -52,6 +52,9 @@ pub struct LeasedJob<'a> {
     /// Task packages the server uploaded for this job's `task:` steps, unpacked in the agent's task
     /// cache (folders holding a task.json).
     pub task_packages: Vec<PathBuf>,
+    /// The job's secure files (name and where the agent put the content: a private folder of the
+    /// job, removed with it).
+    pub secure_files: Vec<(String, PathBuf)>,
 }
 
 /// What an executor hands back when the job ends.
@@ -347,9 +350,13 @@ impl Agent {
                 }
                 let prepared = self
                     .download_inputs(lease, &job_dir.join("artifacts-in"))
-                    .and_then(|inputs| Ok((inputs, self.fetch_tasks(lease, &reporter)?)));
+                    .and_then(|inputs| Ok((inputs, self.fetch_tasks(lease, &reporter)?)))
+                    .and_then(|(inputs, tasks)| {
+                        let secure = self.fetch_secure_files(lease, &job_dir.join("secure"))?;
+                        Ok((inputs, tasks, secure))
+                    });
                 match prepared {
-                    Ok((inputs, task_packages)) => {
+                    Ok((inputs, task_packages, secure_files)) => {
                         let upload =
                             |name: &str, path: &Path| self.upload_artifact(lease, name, path);
                         let job = LeasedJob {
@@ -360,6 +367,7 @@ impl Agent {
                             inputs,
                             upload: &upload,
                             task_packages,
+                            secure_files,
                         };
                         self.executor.execute(&job, &reporter)
                     }
@@ -380,6 +388,8 @@ impl Agent {
                 }
             }
         };
+        // The job's secure files are gone before the server hears that it ended.
+        let _ = std::fs::remove_dir_all(job_dir.join("secure"));
         let mut result = outcome.result.clone();
         for (name, path) in &outcome.artifacts {
             if let Err(error) = self.upload_artifact(lease, name, path) {
@@ -566,6 +576,48 @@ impl Agent {
             }
         }
         Ok(inputs)
+    }
+
+    /// Fetches the lease's secure files into `folder` (readable by the agent's user only),
+    /// checking each one's digest.
+    fn fetch_secure_files(
+        &self,
+        lease: &JobLease,
+        folder: &Path,
+    ) -> Result<Vec<(String, PathBuf)>, String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let mut files = Vec::new();
+        if lease.secure_files.is_empty() {
+            return Ok(files);
+        }
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|e| format!("{}: {e}", folder.display()))?;
+        for (index, file) in lease.secure_files.iter().enumerate() {
+            let content = self
+                .client
+                .download(lease, &file.download_path)
+                .map_err(|e| format!("cannot download secure file `{}`: {e}", file.name))?;
+            if blake3::hash(&content).to_hex().as_str() != file.digest {
+                return Err(format!(
+                    "secure file `{}` arrived damaged (its digest does not match)",
+                    file.name
+                ));
+            }
+            let path = folder.join(format!("{index}"));
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            std::io::Write::write_all(&mut out, &content)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            files.push((file.name.clone(), path));
+        }
+        Ok(files)
     }
 
     /// Makes the lease's task packages available in the agent's task cache

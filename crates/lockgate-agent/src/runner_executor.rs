@@ -301,6 +301,7 @@ impl JobExecutor for RunnerExecutor {
             cache_dir: job.job_dir.join("cache"),
             sandbox: self.sandbox.clone(),
             job_home: true,
+            secure_files: job.secure_files.iter().cloned().collect(),
         };
         let spec = JobSpec {
             stage: job.lease.stage_name.clone(),

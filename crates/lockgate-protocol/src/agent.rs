@@ -66,6 +66,21 @@ pub struct JobLease {
     /// name: the agent puts them in place of the group's entry.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub variable_groups: std::collections::BTreeMap<String, Vec<LeaseVariable>>,
+    /// The secure files the job's steps name (`DownloadSecureFile@1`): the agent fetches each
+    /// before the job starts and removes it when the job ends. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secure_files: Vec<LeaseSecureFile>,
+}
+
+/// A secure file a leased job may download. `GET {download_path}` (agent token and lease header)
+/// answers with its content, whose blake3 digest is `digest`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseSecureFile {
+    pub name: String,
+    pub size: u64,
+    pub digest: String,
+    pub download_path: String,
 }
 
 /// A task package a leased job needs. `GET {download_path}` (agent token and lease header) answers with

@@ -407,6 +407,23 @@ pub struct ServiceConnection {
     pub updated_at: i64,
 }
 
+/// A secure file of a project's library (`GET /api/v1/projects/{p}/secure-files`): never its
+/// content, which only the jobs of authorized pipelines receive.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecureFile {
+    pub name: String,
+    pub description: String,
+    /// Bytes.
+    pub size: u64,
+    /// blake3 of the content, hex.
+    pub digest: String,
+    /// The pipelines authorized to use it, by id.
+    pub pipelines: Vec<i64>,
+    pub created_by: String,
+    pub updated_at: i64,
+}
+
 /// `PUT /api/v1/projects/{p}/service-connections/{name}` (project administrators): a secret field
 /// sent as null keeps the value stored for it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

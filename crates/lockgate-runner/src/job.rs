@@ -54,6 +54,9 @@ pub struct RunContext {
     /// caches and settings tools keep there; false runs steps with the base environment's HOME
     /// (`lockgate run --shared-home`).
     pub job_home: bool,
+    /// Secure files the run's jobs may download (`DownloadSecureFile@1`), by name: where their
+    /// content is on this machine.
+    pub secure_files: BTreeMap<String, PathBuf>,
 }
 
 /// The hosted repository of `self` and the token that may push to it (`System.AccessToken`).
@@ -114,6 +117,8 @@ pub struct JobState<'a> {
     pub cancel_grace: Duration,
     /// Work that runs after the last step (cache saves).
     pub post_job: Vec<PostJobAction>,
+    /// Files removed when the job ends, whatever its result (downloaded secure files).
+    pub removals: Vec<PathBuf>,
     /// Process groups started by steps, stopped when the job ends.
     process_groups: Vec<u32>,
     script_counter: u32,
@@ -198,6 +203,7 @@ pub async fn run_job(
         cancel: job_cancel.clone(),
         cancel_grace: spec.cancel_timeout,
         post_job: Vec::new(),
+        removals: Vec::new(),
         process_groups: Vec::new(),
         script_counter: 0,
     };
@@ -292,6 +298,9 @@ pub async fn run_job(
     watcher.abort();
     for group in std::mem::take(&mut state.process_groups) {
         stop_process_group(group, Duration::from_millis(500).min(state.cancel_grace)).await;
+    }
+    for path in std::mem::take(&mut state.removals) {
+        let _ = std::fs::remove_file(path);
     }
     let timed_out =
         deadline.is_some_and(|deadline| Instant::now() >= deadline) && !cancel.is_canceled();

@@ -201,6 +201,7 @@ pub(crate) async fn job_lease(
             readonly: true,
         },
     );
+    let secure_files = crate::secure_files::lease_files(state, run.project_id, job).await?;
     Ok(JobLease {
         job_id: job.id,
         run_id: job.run_id,
@@ -222,6 +223,7 @@ pub(crate) async fn job_lease(
         tasks,
         secret_values,
         variable_groups,
+        secure_files,
     })
 }
 

@@ -320,13 +320,17 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
             out.started.insert(start.stage);
         }
     }
-    // A stage that uses a variable group its pipeline may not use waits for an administrator.
+    // A stage that uses a variable group, service connection or secure file its pipeline may not
+    // use waits for an administrator.
     let groups =
         crate::library::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs).await?;
     let connections =
         crate::connections::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs)
             .await?;
-    for (stage, reason) in groups.into_iter().chain(connections) {
+    let files =
+        crate::secure_files::unauthorized_stages(state, run.pipeline_id, run.project_id, jobs)
+            .await?;
+    for (stage, reason) in groups.into_iter().chain(connections).chain(files) {
         out.gates.insert(stage.clone(), Gate::Pending);
         out.waiting.entry(stage).or_insert(reason);
     }

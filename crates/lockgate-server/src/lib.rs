@@ -23,6 +23,7 @@ pub mod rest_check;
 pub mod run_engine;
 pub mod runs;
 pub mod secrets;
+pub mod secure_files;
 pub mod tasks;
 pub mod trigger;
 pub mod ui;
@@ -224,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .merge(git::routes())
         .merge(agent_api::upload_routes())
         .merge(tasks::upload_routes())
+        .merge(secure_files::upload_routes())
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -232,6 +234,7 @@ pub fn router(state: AppState) -> Router {
         .merge(locks::routes())
         .merge(library::routes())
         .merge(connections::routes())
+        .merge(secure_files::routes())
         .merge(redeploy::routes())
         .merge(rest_check::routes())
         .merge(environments::routes())

@@ -20,6 +20,7 @@ pub fn is_upload_path(path: &str) -> bool {
     path.starts_with("/git/")
         || path == "/api/v1/tasks"
         || (path.starts_with("/api/v1/agent/jobs/") && path.contains("/artifacts/"))
+        || (path.starts_with("/api/v1/projects/") && path.contains("/secure-files/"))
 }
 
 /// The size of a request head as sent: request line plus `name: value\r\n` for every header.

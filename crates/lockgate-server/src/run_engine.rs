@@ -28,6 +28,9 @@ pub(crate) struct StoredSpec {
     pub runtime_values: RuntimeValues,
     /// The service connections the job's steps name (`runs::plan_jobs`).
     pub connections: Vec<String>,
+    /// The secure files the job's steps name (`runs::plan_jobs`).
+    #[serde(rename = "secureFiles")]
+    pub secure_files: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

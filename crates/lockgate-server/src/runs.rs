@@ -321,13 +321,16 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
             return Ok(state.store.create_run(&new_run, &[]).await?);
         }
     };
-    // A variable group or service connection that does not exist fails the run before anything
-    // runs.
+    // A variable group, service connection or secure file that does not exist fails the run
+    // before anything runs.
     let missing = match crate::library::missing_groups(state, project.id, &plan).await? {
         Some(why) => Some(("server::unknown-variable-group", why)),
-        None => crate::connections::problems(state, project.id, &plan)
-            .await?
-            .map(|why| ("server::service-connection", why)),
+        None => match crate::connections::problems(state, project.id, &plan).await? {
+            Some(why) => Some(("server::service-connection", why)),
+            None => crate::secure_files::problems(state, project.id, &plan)
+                .await?
+                .map(|why| ("server::secure-file", why)),
+        },
     };
     if let Some((code, why)) = missing {
         let diagnostic = lockgate_pipeline::Diagnostic::error(code, why, None);
@@ -570,6 +573,7 @@ fn plan_jobs(
                 "stageDisplayName": stage.display_name.as_deref().unwrap_or(&stage.name),
                 "queueVariables": queue_time,
                 "connections": crate::connections::connections_of_job(job),
+                "secureFiles": crate::secure_files::secure_files_of_job(job),
             });
             if let Some(image) = &requirements.unmapped_image {
                 spec[UNMAPPED_VM_IMAGE] = json!(image);

@@ -1,4 +1,4 @@
-//! `lockgate variable-groups` and `lockgate service-connections`: a project's library on a
+//! `lockgate variable-groups`, `lockgate service-connections` and `lockgate secure-files`: a project's library on a
 //! Lockgate server.
 
 use lockgate_protocol::api;
@@ -377,6 +377,136 @@ pub fn service_connections(cmd: ServiceConnectionsCommand) -> anyhow::Result<u8>
                     u.run_id, u.job_id, u.attempt, u.used_at
                 );
             }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+#[derive(clap::Subcommand)]
+pub enum SecureFilesCommand {
+    /// List a project's secure files (never their content).
+    List {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+    },
+    /// Upload a file as secure file NAME, or replace its content (project administrators).
+    Upload {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Delete a secure file.
+    Delete {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+    },
+    /// Let a pipeline use the secure file (project administrators); its waiting runs go on.
+    Authorize {
+        #[command(flatten)]
+        connection: Connection,
+        #[arg(long)]
+        project: String,
+        name: String,
+        #[arg(long)]
+        pipeline: i64,
+    },
+}
+
+fn print_secure_file(file: &api::SecureFile) {
+    let pipelines: Vec<String> = file.pipelines.iter().map(i64::to_string).collect();
+    println!(
+        "{}\t{} bytes\tblake3 {}\tpipelines: {}",
+        file.name,
+        file.size,
+        &file.digest[..file.digest.len().min(16)],
+        if pipelines.is_empty() {
+            "none authorized".to_string()
+        } else {
+            pipelines.join(", ")
+        }
+    );
+}
+
+pub fn secure_files(cmd: SecureFilesCommand) -> anyhow::Result<u8> {
+    let file_path = |project: &str, name: &str| {
+        format!(
+            "/api/v1/projects/{}/secure-files/{}",
+            encode(project),
+            encode(name)
+        )
+    };
+    match cmd {
+        SecureFilesCommand::List {
+            connection,
+            project,
+        } => {
+            let files: Vec<api::SecureFile> = connection
+                .client()?
+                .get_json(&format!(
+                    "/api/v1/projects/{}/secure-files",
+                    encode(&project)
+                ))
+                .map_err(client_error)?;
+            files.iter().for_each(print_secure_file);
+        }
+        SecureFilesCommand::Upload {
+            connection,
+            project,
+            name,
+            file,
+            description,
+        } => {
+            let content =
+                std::fs::read(&file).map_err(|e| UsageError(format!("{}: {e}", file.display())))?;
+            let uploaded: api::SecureFile = connection
+                .client()?
+                .put_bytes(
+                    &format!(
+                        "{}?description={}",
+                        file_path(&project, &name),
+                        encode(&description)
+                    ),
+                    "application/octet-stream",
+                    &content,
+                )
+                .map_err(client_error)?;
+            print_secure_file(&uploaded);
+        }
+        SecureFilesCommand::Delete {
+            connection,
+            project,
+            name,
+        } => {
+            connection
+                .client()?
+                .delete(&file_path(&project, &name))
+                .map_err(client_error)?;
+            println!("secure file {name} deleted");
+        }
+        SecureFilesCommand::Authorize {
+            connection,
+            project,
+            name,
+            pipeline,
+        } => {
+            let file: api::SecureFile = connection
+                .client()?
+                .post_json(
+                    &format!("{}/pipelines/{pipeline}", file_path(&project, &name)),
+                    &serde_json::json!({}),
+                )
+                .map_err(client_error)?;
+            print_secure_file(&file);
         }
     }
     Ok(EXIT_OK)

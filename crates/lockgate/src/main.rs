@@ -81,6 +81,9 @@ enum Command {
     /// Variable groups of a project on a Lockgate server (the library).
     #[command(subcommand)]
     VariableGroups(library::VariableGroupsCommand),
+    /// Secure files of a project on a Lockgate server (the library): upload, list, delete, authorize.
+    #[command(subcommand)]
+    SecureFiles(library::SecureFilesCommand),
     /// Deploy again what a run deployed to an environment (rollback); the checks apply again.
     Redeploy(environments::RedeployArgs),
     /// Environments on a Lockgate server: list them with what runs where, show one's ledger.
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Approve(args) => approvals::decide(args, true),
         Command::Redeploy(args) => environments::redeploy(args),
         Command::VariableGroups(cmd) => library::variable_groups(cmd),
+        Command::SecureFiles(cmd) => library::secure_files(cmd),
         Command::ServiceConnections(cmd) => library::service_connections(cmd),
         Command::Reject(args) => approvals::decide(args, false),
         Command::Checks(cmd) => approvals::checks(cmd),

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// "isSecret": true}}`) or `NAME=VALUE` lines; repeat for several.
     #[arg(long = "var-group", value_name = "NAME=FILE")]
     pub var_groups: Vec<String>,
+    /// A local file standing in for a secure file of the library (`DownloadSecureFile@1` with
+    /// `secureFile: NAME`); repeat for several.
+    #[arg(long = "secure-file", value_name = "NAME=PATH")]
+    pub secure_files: Vec<String>,
     /// A local checkout for a repository resource alias (templates and `checkout: ALIAS`); repeat for several.
     #[arg(long = "repo", value_name = "ALIAS=DIR")]
     pub repos: Vec<String>,
@@ -196,6 +200,22 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
             .map_err(|e| UsageError(format!("--var-group {name}: {e}")))?;
         variable_groups.insert(name.to_string(), values);
     }
+    let mut secure_files = BTreeMap::new();
+    for pair in &args.secure_files {
+        let (name, path) = split_pair(pair, "--secure-file", "NAME=PATH")?;
+        let path = Path::new(path);
+        if !path.is_file() {
+            return Err(UsageError(format!(
+                "--secure-file {name}: {} is not a readable file",
+                path.display()
+            ))
+            .into());
+        }
+        let path = path
+            .canonicalize()
+            .map_err(|e| UsageError(format!("--secure-file {name}: {}: {e}", path.display())))?;
+        secure_files.insert(name.to_string(), path);
+    }
     let parallel = match args.parallel {
         Some(0) => return Err(UsageError("--parallel must be at least 1".into()).into()),
         Some(n) => n,
@@ -334,6 +354,7 @@ pub fn exec(args: RunArgs) -> anyhow::Result<u8> {
         cache_dir: base.join("cache"),
         sandbox,
         job_home: !args.shared_home,
+        secure_files,
     });
     let options = LocalRunOptions {
         parallel,

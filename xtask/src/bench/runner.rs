@@ -75,6 +75,7 @@ pub(super) fn run_pipeline_in(
         cache_dir: dir.join("cache"),
         sandbox: sandbox.cloned(),
         job_home: true,
+        secure_files: Default::default(),
     });
     let options = LocalRunOptions {
         parallel: 1,

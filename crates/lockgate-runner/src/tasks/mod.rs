@@ -9,6 +9,7 @@ pub mod cache;
 pub mod files;
 pub mod package;
 pub mod script;
+pub mod secure_files;
 pub mod ssh;
 pub mod test_results;
 pub mod tools;
@@ -81,6 +82,7 @@ impl TaskRegistry {
         cache::register(&mut registry);
         build_tools::register(&mut registry);
         ssh::register(&mut registry);
+        secure_files::register(&mut registry);
         registry
     }
 

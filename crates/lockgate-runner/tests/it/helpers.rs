@@ -81,6 +81,7 @@ pub fn run_context(dir: &Path) -> RunContext {
         cache_dir: dir.join("cache"),
         sandbox: None,
         job_home: true,
+        secure_files: Default::default(),
     }
 }
 

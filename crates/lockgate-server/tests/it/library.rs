@@ -321,3 +321,158 @@ fn a_service_connection_must_exist_be_authorized_and_reaches_the_task() {
     assert_eq!(uses.len(), 1, "{uses:?}");
     assert_eq!(uses[0].run_id, waiting);
 }
+
+const SECURE_CONTENT: &str =
+    "-----BEGIN TEST KEY----- secure-file-c0ntent-4711 -----END TEST KEY-----\n";
+
+const DOWNLOADING: &str = "\
+steps:
+- task: DownloadSecureFile@1
+  name: key
+  inputs:
+    secureFile: deploy.key
+- script: |
+    set -e
+    echo \"path=$(key.secureFilePath)\"
+    echo \"temp=$(Agent.TempDirectory)\"
+    echo \"mode=$(stat -c %a \"$KEY_FILE\")\"
+    echo \"sum=$(sha256sum < \"$KEY_FILE\" | cut -c1-16)\"
+  env:
+    KEY_FILE: $(key.secureFilePath)
+";
+
+/// A secure file: a run naming one the project lacks fails; bad uploads get 400/413; the pipeline
+/// waits for authorization; then `DownloadSecureFile@1` puts the file (0600) in the job's temp
+/// folder, sets `key.secureFilePath`, and the file is gone when the job ends. The content is never
+/// returned by the API nor stored in clear.
+#[test]
+fn a_secure_file_must_exist_be_authorized_and_reaches_the_job_only_while_it_runs() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", DOWNLOADING)],
+        "main",
+    );
+    let missing = wait_for_run(&server, pipeline, 1);
+    assert_eq!(missing.result.as_deref(), Some("failed"));
+    let text = serde_json::to_string(&run_detail(&server, missing.id)).unwrap();
+    assert!(
+        text.contains("server::secure-file") && text.contains("`deploy.key` does not exist"),
+        "{text}"
+    );
+
+    let url = "/api/v1/projects/p/secure-files/deploy.key";
+    let refused = |path: &str, body: &[u8]| {
+        server
+            .client
+            .put_bytes::<serde_json::Value>(path, "application/octet-stream", body)
+            .unwrap_err()
+    };
+    let empty = refused(url, b"");
+    assert_eq!(empty.status(), Some(400), "{empty}");
+    let bad_name = refused("/api/v1/projects/p/secure-files/..", b"x");
+    assert!(matches!(bad_name.status(), Some(400 | 404)), "{bad_name}");
+    let dollar = refused("/api/v1/projects/p/secure-files/a$(b)", b"x");
+    assert_eq!(dollar.status(), Some(400), "{dollar}");
+    let huge = refused(url, &vec![b'x'; 10 * 1024 * 1024 + 1]);
+    assert_eq!(huge.status(), Some(413), "{huge}");
+    let uploaded: api::SecureFile = server
+        .client
+        .put_bytes(
+            &format!("{url}?description=deploy%20key"),
+            "application/octet-stream",
+            SECURE_CONTENT.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            uploaded.name.as_str(),
+            uploaded.size,
+            uploaded.description.as_str()
+        ),
+        ("deploy.key", SECURE_CONTENT.len() as u64, "deploy key")
+    );
+    let listed = server
+        .client
+        .get_text("/api/v1/projects/p/secure-files")
+        .unwrap();
+    assert!(
+        listed.contains("deploy.key") && !listed.contains("c0ntent"),
+        "{listed}"
+    );
+    assert!(
+        crate::end_to_end::any_file_contains(&server.data_dir(), "c0ntent-4711").is_none(),
+        "the secure file is in clear on disk"
+    );
+
+    commit_and_push(work.path(), &push_url, &[("README.md", "again\n")], "main");
+    let runs = wait_for_runs(&server, pipeline, "a second run", |r| r.len() >= 2);
+    let waiting = runs[0].id;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let detail = run_detail(&server, waiting);
+        if detail
+            .jobs
+            .first()
+            .and_then(|j| j.waiting_for.clone())
+            .is_some_and(|w| w.contains("authorize this pipeline to use secure file `deploy.key`"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not waiting: {detail:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let authorized: api::SecureFile = server
+        .client
+        .post_json(
+            &format!("{url}/pipelines/{pipeline}"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    assert_eq!(authorized.pipelines, [pipeline]);
+    let done = wait_for_run(&server, pipeline, 2);
+    let logs = run_logs(&server, waiting);
+    assert_eq!(done.result.as_deref(), Some("succeeded"), "{logs}");
+    let line = |key: &str| {
+        logs.lines()
+            .find_map(|l| {
+                l.split_once(&format!("{key}="))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {key}= in {logs}"))
+    };
+    let (path, temp) = (line("path"), line("temp"));
+    assert!(
+        path.starts_with(&temp) && path.ends_with("/deploy.key"),
+        "{logs}"
+    );
+    assert_eq!(line("mode"), "600");
+    let expected = {
+        use std::io::Write;
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(SECURE_CONTENT.as_bytes())
+            .unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()[..16].to_string()
+    };
+    assert_eq!(line("sum"), expected);
+    // Nothing of the file is left on the machine (the agent's folders included) or in clear in
+    // the database.
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "{path} is still there"
+    );
+    let left = crate::end_to_end::any_file_contains(&server.data_dir(), "c0ntent-4711");
+    assert!(left.is_none(), "the secure file is left on disk: {left:?}");
+}

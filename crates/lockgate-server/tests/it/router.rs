@@ -148,6 +148,7 @@ async fn the_openapi_document_lists_the_api() {
             .is_object()
     );
     assert!(doc["paths"]["/api/v1/runs/{id}/stages/{stage}/start"]["post"].is_object());
+    assert!(doc["paths"]["/api/v1/projects/{project}/secure-files/{name}"]["put"].is_object());
 }
 
 #[tokio::test]

@@ -1511,3 +1511,58 @@ jobs:
             .contains("Instructions: look at staging")
     );
 }
+
+const DOWNLOAD_SECURE_FILE: &str = r#"
+steps:
+- task: DownloadSecureFile@1
+  name: cert
+  inputs:
+    secureFile: ca.pem
+- script: |
+    set -e
+    echo "in temp: $(case "$CERT" in "$(Agent.TempDirectory)"/*) echo yes;; *) echo no;; esac)"
+    echo "content: $(cat "$CERT")"
+    echo "path: $CERT"
+  env:
+    CERT: $(cert.secureFilePath)
+"#;
+
+#[test]
+fn download_secure_file_takes_a_local_file_and_removes_its_copy_when_the_job_ends() {
+    let project = Project::new(DOWNLOAD_SECURE_FILE);
+    let local = project.path().join("local-ca.pem");
+    std::fs::write(&local, "local-certificate-body\n").unwrap();
+    let output = project.run(&["--secure-file", &format!("ca.pem={}", local.display())]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    assert!(all.contains("in temp: yes"), "{all}");
+    assert!(all.contains("content: local-certificate-body"), "{all}");
+    let seen = all
+        .lines()
+        .find_map(|line| line.split_once("path: ").map(|(_, path)| path.to_string()))
+        .expect("the step printed the path");
+    let copy = std::path::Path::new(seen.trim());
+    assert!(copy.ends_with("ca.pem"), "{seen}");
+    assert!(
+        !copy.exists(),
+        "the job's copy {} is still there",
+        copy.display()
+    );
+    assert!(local.exists(), "the user's own file stays");
+
+    // Without the file the step fails saying how to give it; a missing path is a usage error.
+    let output = project.run(&[]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("pass --secure-file ca.pem=PATH"),
+        "{}",
+        text(&output)
+    );
+    let output = project.run(&["--secure-file", "ca.pem=/nowhere/at/all"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("--secure-file ca.pem"),
+        "{}",
+        text(&output)
+    );
+}
