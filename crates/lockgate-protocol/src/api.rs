@@ -298,7 +298,15 @@ pub struct ApprovalDecision {
 pub struct Approval {
     pub id: i64,
     pub stage: String,
+    /// The key of the resource whose check asked for it: an environment's name, or `type:name`
+    /// for another resource (`variablegroup:Secrets`); `resourceType` and `resource` split it.
     pub environment: String,
+    /// Azure's resource type: `environment`, `variablegroup`, `securefile`, `endpoint` or `queue`.
+    #[serde(default = "environment_type")]
+    pub resource_type: String,
+    /// The resource's name.
+    #[serde(default)]
+    pub resource: String,
     /// `pending`, `approved`, `rejected` or `timedOut`.
     pub status: String,
     pub approvers: Vec<String>,
@@ -318,6 +326,10 @@ pub struct Approval {
 
 fn first_attempt() -> i64 {
     1
+}
+
+fn environment_type() -> String {
+    "environment".into()
 }
 
 /// Approve or reject the pending approvals of a run (`POST /api/v1/runs/{id}/approvals`), those

@@ -25,35 +25,46 @@ use crate::AppState;
 use crate::api::{project_for, run_for};
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::resources::{self, ResourceKind, ResourcePath};
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/checks/approval",
-            get(get_check).put(put_check).delete(delete_check),
-        )
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/checks/branch-control",
-            get(get_branch_control)
-                .put(put_branch_control)
-                .delete(delete_branch_control),
-        )
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/checks/required-template",
-            get(get_required_template)
-                .put(put_required_template)
-                .delete(delete_required_template),
-        )
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/checks/business-hours",
-            get(get_business_hours)
-                .put(put_business_hours)
-                .delete(delete_business_hours),
-        )
-        .route(
-            "/api/v1/runs/{id}/approvals",
-            get(list_approvals).post(decide_approvals),
-        )
+    let mut router = Router::new();
+    // The same checks on every kind of protected resource ([`crate::resources`]).
+    for kind in ResourceKind::ALL {
+        let base = match kind {
+            ResourceKind::Environment => {
+                "/api/v1/projects/{project}/environments/{environment}".to_string()
+            }
+            other => format!("/api/v1/projects/{{project}}/{}/{{name}}", other.segment()),
+        };
+        router = router
+            .route(
+                &format!("{base}/checks/approval"),
+                get(get_check).put(put_check).delete(delete_check),
+            )
+            .route(
+                &format!("{base}/checks/branch-control"),
+                get(get_branch_control)
+                    .put(put_branch_control)
+                    .delete(delete_branch_control),
+            )
+            .route(
+                &format!("{base}/checks/required-template"),
+                get(get_required_template)
+                    .put(put_required_template)
+                    .delete(delete_required_template),
+            )
+            .route(
+                &format!("{base}/checks/business-hours"),
+                get(get_business_hours)
+                    .put(put_business_hours)
+                    .delete(delete_business_hours),
+            );
+    }
+    router.route(
+        "/api/v1/runs/{id}/approvals",
+        get(list_approvals).post(decide_approvals),
+    )
 }
 
 const BRANCH_CONTROL: &str = "branchControl";
@@ -144,14 +155,14 @@ fn automatic_checks(
             BRANCH_CONTROL => {
                 let Ok(config) = serde_json::from_str::<api::BranchControl>(&check.config) else {
                     return Err(format!(
-                        "the branch control of environment `{}` cannot be read",
-                        check.environment
+                        "the branch control of {} cannot be read",
+                        resources::describe(&check.environment)
                     ));
                 };
                 if !branch_allowed(&config.allowed_branches, &run.source_branch) {
                     return Err(format!(
-                        "branch control of environment `{}`: `{}` is not one of {}",
-                        check.environment,
+                        "branch control of {}: `{}` is not one of {}",
+                        resources::describe(&check.environment),
                         run.source_branch,
                         config.allowed_branches.join(", ")
                     ));
@@ -161,8 +172,8 @@ fn automatic_checks(
                 let Ok(config) = serde_json::from_str::<api::RequiredTemplate>(&check.config)
                 else {
                     return Err(format!(
-                        "the required template check of environment `{}` cannot be read",
-                        check.environment
+                        "the required template check of {} cannot be read",
+                        resources::describe(&check.environment)
                     ));
                 };
                 let extended = extended_template(&run.yaml);
@@ -174,8 +185,8 @@ fn automatic_checks(
                 });
                 if !allowed {
                     return Err(format!(
-                        "required template of environment `{}`: the pipeline must extend one of {}{}",
-                        check.environment,
+                        "required template of {}: the pipeline must extend one of {}{}",
+                        resources::describe(&check.environment),
                         config.templates.join(", "),
                         match extended {
                             Some(t) => format!(" (it extends {t})"),
@@ -187,14 +198,14 @@ fn automatic_checks(
             BUSINESS_HOURS => {
                 let Ok(config) = serde_json::from_str::<api::BusinessHours>(&check.config) else {
                     return Err(format!(
-                        "the business hours of environment `{}` cannot be read",
-                        check.environment
+                        "the business hours of {} cannot be read",
+                        resources::describe(&check.environment)
                     ));
                 };
                 if !within_hours(&config, now) && waiting.is_none() {
                     waiting = Some(format!(
-                        "business hours of environment `{}`: {} {}-{} (UTC{})",
-                        check.environment,
+                        "business hours of {}: {} {}-{} (UTC{})",
+                        resources::describe(&check.environment),
                         config.days.join(","),
                         config.start,
                         config.end,
@@ -207,8 +218,8 @@ fn automatic_checks(
             crate::locks::EXCLUSIVE_LOCK | crate::rest_check::INVOKE_REST_API => {}
             other => {
                 return Err(format!(
-                    "environment `{}` has a check of unknown kind `{other}`",
-                    check.environment
+                    "{} has a check of unknown kind `{other}`",
+                    resources::describe(&check.environment)
                 ));
             }
         }
@@ -216,48 +227,36 @@ fn automatic_checks(
     Ok(waiting)
 }
 
-/// The automatic checks on the environments a stage deploys to.
+/// The automatic checks on the resources a stage uses (the environments it deploys to, and the
+/// library resources and agent pools its jobs use when a check is on one).
 fn environment_checks_of_stage<'c>(
     checks: &'c [EnvironmentCheck],
     jobs: &[Job],
     stage: &str,
 ) -> Vec<&'c EnvironmentCheck> {
-    let environments = stage_environments(jobs, stage);
+    let library = resources::any_library_key(checks.iter().map(|c| c.environment.as_str()));
+    let used = resources::stage_resources(jobs, stage, library);
     checks
         .iter()
         .filter(|check| {
-            environments
-                .iter()
+            used.iter()
                 .any(|e| e.eq_ignore_ascii_case(&check.environment))
         })
         .collect()
 }
 
-/// The environments the jobs of `stage` deploy to (the job rows' `environment`).
-fn stage_environments<'j>(jobs: &'j [Job], stage: &str) -> Vec<&'j str> {
-    let mut names: Vec<&str> = Vec::new();
-    for job in jobs.iter().filter(|j| j.stage_name == stage) {
-        if let Some(environment) = job.environment.as_deref()
-            && !names.iter().any(|n| n.eq_ignore_ascii_case(environment))
-        {
-            names.push(environment);
-        }
-    }
-    names
-}
-
-/// The checks on the environments `stage` deploys to.
+/// The approval checks on the resources a stage uses.
 fn checks_of_stage<'c>(
     checks: &'c [ApprovalCheck],
     jobs: &[Job],
     stage: &str,
 ) -> Vec<&'c ApprovalCheck> {
-    let environments = stage_environments(jobs, stage);
+    let library = resources::any_library_key(checks.iter().map(|c| c.environment.as_str()));
+    let used = resources::stage_resources(jobs, stage, library);
     checks
         .iter()
         .filter(|check| {
-            environments
-                .iter()
+            used.iter()
                 .any(|e| e.eq_ignore_ascii_case(&check.environment))
         })
         .collect()
@@ -334,13 +333,17 @@ pub(crate) async fn stage_gates(state: &AppState, run: &Run, jobs: &[Job]) -> Ap
         out.gates.insert(stage.clone(), Gate::Pending);
         out.waiting.entry(stage).or_insert(reason);
     }
-    // Most runs deploy nowhere: no query for them on every scheduling pass.
-    if !jobs.iter().any(|j| j.environment.is_some()) {
-        return Ok(out);
-    }
     let checks = state.store.approval_checks(run.project_id).await?;
     let automatic = state.store.environment_checks(run.project_id).await?;
     if checks.is_empty() && automatic.is_empty() {
+        return Ok(out);
+    }
+    // Without a check on a library resource or pool, only stages that deploy have gates.
+    let keys = checks
+        .iter()
+        .map(|c| c.environment.as_str())
+        .chain(automatic.iter().map(|c| c.environment.as_str()));
+    if !resources::any_library_key(keys) && !jobs.iter().any(|j| j.environment.is_some()) {
         return Ok(out);
     }
     let locks = if automatic
@@ -523,8 +526,8 @@ pub(crate) fn waiting_reasons(approvals: &[Approval]) -> BTreeMap<String, String
     {
         let approved = approval.decisions.iter().filter(|d| d.approve).count();
         let mut text = format!(
-            "approval for environment `{}`: {approved} of {} from {}",
-            approval.environment,
+            "approval for {}: {approved} of {} from {}",
+            resources::describe(&approval.environment),
             approval.min_approvals,
             approval.approvers.join(", ")
         );
@@ -543,10 +546,13 @@ pub(crate) fn waiting_reasons(approvals: &[Approval]) -> BTreeMap<String, String
 }
 
 pub(crate) fn approval_json(approval: &Approval) -> api::Approval {
+    let (kind, name) = resources::parse_key(&approval.environment);
     api::Approval {
         id: approval.id,
         stage: approval.stage.clone(),
         environment: approval.environment.clone(),
+        resource_type: kind.type_name().into(),
+        resource: name.into(),
         status: approval.status.clone(),
         approvers: approval.approvers.clone(),
         min_approvals: approval.min_approvals,
@@ -611,22 +617,32 @@ async fn check_owner(
     {
         return Ok(project);
     }
-    Err(ApiError::forbidden(format!(
-        "only the owners of environment `{environment}` and the project's administrators may change its checks"
-    )))
+    Err(ApiError::forbidden(
+        match resources::parse_key(environment) {
+            (ResourceKind::Environment, _) => format!(
+                "only the owners of environment `{environment}` and the project's administrators may change its checks"
+            ),
+            _ => format!(
+                "only the project's administrators may change the checks of {}",
+                resources::describe(environment)
+            ),
+        },
+    ))
 }
 
 /// An environment name as a check names it: 1 to 100 characters, no control characters, no
 /// leading or trailing space.
-fn valid_environment(name: &str) -> ApiResult<()> {
+fn valid_environment(key: &str) -> ApiResult<()> {
+    let (kind, name) = resources::parse_key(key);
     if name.is_empty()
         || name.chars().count() > 100
         || name.trim() != name
         || name.chars().any(char::is_control)
     {
-        return Err(ApiError::bad_request(
-            "`environment` must be 1 to 100 characters without control characters or surrounding spaces",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "the {} name must be 1 to 100 characters without control characters or surrounding spaces",
+            kind.label()
+        )));
     }
     Ok(())
 }
@@ -634,8 +650,10 @@ fn valid_environment(name: &str) -> ApiResult<()> {
 async fn get_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<Json<api::ApprovalCheck>> {
+    let environment = resource.key();
+    let project = resource.project;
     let project = project_for(&state, &caller, &project, Role::Reader).await?;
     state
         .store
@@ -650,11 +668,14 @@ async fn get_check(
 async fn put_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
     body: Result<Json<api::ApprovalCheck>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::ApprovalCheck>> {
+    let environment = resource.key();
+    let project = resource.project;
     let project = check_owner(&state, &caller, &project, &environment).await?;
     valid_environment(&environment)?;
+    resources::require_exists(&state, project.id, &environment).await?;
     let Json(body) = body
         .map_err(|e| ApiError::bad_request(format!("invalid approval check: {}", e.body_text())))?;
     if body.approvers.is_empty() || body.approvers.len() > 50 {
@@ -723,8 +744,10 @@ async fn put_check(
 async fn delete_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<StatusCode> {
+    let environment = resource.key();
+    let project = resource.project;
     let project = check_owner(&state, &caller, &project, &environment).await?;
     state
         .store
@@ -762,6 +785,7 @@ pub(crate) async fn put_automatic<T: serde::Serialize>(
 ) -> ApiResult<()> {
     let project = check_owner(state, caller, project, environment).await?;
     valid_environment(environment)?;
+    resources::require_exists(state, project.id, environment).await?;
     let text = serde_json::to_string(config).map_err(ApiError::internal)?;
     state
         .store
@@ -814,17 +838,21 @@ pub(crate) async fn delete_automatic(
 async fn get_branch_control(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<Json<api::BranchControl>> {
+    let environment = resource.key();
+    let project = resource.project;
     get_automatic(&state, &caller, &project, &environment, BRANCH_CONTROL).await
 }
 
 async fn put_branch_control(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
     body: Result<Json<api::BranchControl>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::BranchControl>> {
+    let environment = resource.key();
+    let project = resource.project;
     let Json(body) = body
         .map_err(|e| ApiError::bad_request(format!("invalid branch control: {}", e.body_text())))?;
     if body.allowed_branches.is_empty()
@@ -853,25 +881,31 @@ async fn put_branch_control(
 async fn delete_branch_control(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<StatusCode> {
+    let environment = resource.key();
+    let project = resource.project;
     delete_automatic(&state, &caller, &project, &environment, BRANCH_CONTROL).await
 }
 
 async fn get_required_template(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<Json<api::RequiredTemplate>> {
+    let environment = resource.key();
+    let project = resource.project;
     get_automatic(&state, &caller, &project, &environment, REQUIRED_TEMPLATE).await
 }
 
 async fn put_required_template(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
     body: Result<Json<api::RequiredTemplate>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::RequiredTemplate>> {
+    let environment = resource.key();
+    let project = resource.project;
     let Json(body) = body.map_err(|e| {
         ApiError::bad_request(format!("invalid required template: {}", e.body_text()))
     })?;
@@ -901,25 +935,31 @@ async fn put_required_template(
 async fn delete_required_template(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<StatusCode> {
+    let environment = resource.key();
+    let project = resource.project;
     delete_automatic(&state, &caller, &project, &environment, REQUIRED_TEMPLATE).await
 }
 
 async fn get_business_hours(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<Json<api::BusinessHours>> {
+    let environment = resource.key();
+    let project = resource.project;
     get_automatic(&state, &caller, &project, &environment, BUSINESS_HOURS).await
 }
 
 async fn put_business_hours(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
     body: Result<Json<api::BusinessHours>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::BusinessHours>> {
+    let environment = resource.key();
+    let project = resource.project;
     let Json(body) = body
         .map_err(|e| ApiError::bad_request(format!("invalid business hours: {}", e.body_text())))?;
     if body.days.is_empty()
@@ -960,8 +1000,10 @@ async fn put_business_hours(
 async fn delete_business_hours(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: ResourcePath,
 ) -> ApiResult<StatusCode> {
+    let environment = resource.key();
+    let project = resource.project;
     delete_automatic(&state, &caller, &project, &environment, BUSINESS_HOURS).await
 }
 
@@ -1028,7 +1070,7 @@ fn refusal(approver: &Approver<'_>, run: &Run, approval: &Approval) -> Option<St
         let subject = if validation {
             "the manual validation".to_string()
         } else {
-            format!("environment `{}`", approval.environment)
+            resources::describe(&approval.environment)
         };
         return Some(format!(
             "`{name}` is not an approver of {subject} (approvers: {})",
@@ -1042,8 +1084,8 @@ fn refusal(approver: &Approver<'_>, run: &Run, approval: &Approval) -> Option<St
     }
     if !approval.allow_requester && &run.requested_by == name {
         return Some(format!(
-            "`{name}` queued this run, and the approval check of environment `{}` does not let the requester approve",
-            approval.environment
+            "`{name}` queued this run, and the approval check of {} does not let the requester approve",
+            resources::describe(&approval.environment)
         ));
     }
     if approval.in_sequence {
@@ -1052,8 +1094,8 @@ fn refusal(approver: &Approver<'_>, run: &Run, approval: &Approval) -> Option<St
             && !approver.is(next)
         {
             return Some(format!(
-                "the approvals of environment `{}` go in sequence: `{next}` approves next",
-                approval.environment
+                "the approvals of {} go in sequence: `{next}` approves next",
+                resources::describe(&approval.environment)
             ));
         }
     }
@@ -1107,9 +1149,12 @@ pub(crate) async fn decide(
         .filter(|a| a.status == "pending")
         .filter(|a| body.stage.as_ref().is_none_or(|s| &a.stage == s))
         .filter(|a| {
-            body.environment
-                .as_ref()
-                .is_none_or(|e| a.environment.eq_ignore_ascii_case(e))
+            body.environment.as_ref().is_none_or(|e| {
+                a.environment.eq_ignore_ascii_case(e)
+                    || resources::parse_key(&a.environment)
+                        .1
+                        .eq_ignore_ascii_case(e)
+            })
         })
         .collect();
     if waiting.is_empty() {
@@ -1119,7 +1164,7 @@ pub(crate) async fn decide(
                 run.id
             ),
             (None, Some(environment)) => format!(
-                "no approval of run {} is waiting for environment `{environment}`",
+                "no approval of run {} is waiting for `{environment}`",
                 run.id
             ),
             (None, None) => format!("no approval of run {} is waiting", run.id),

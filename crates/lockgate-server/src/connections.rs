@@ -173,7 +173,7 @@ pub(crate) async fn problems(
 }
 
 /// The connections a job row names (recorded when the run was queued).
-fn connections_of_row(job: &Job) -> Vec<String> {
+pub(crate) fn connections_of_row(job: &Job) -> Vec<String> {
     if !job.spec.contains("\"connections\":[\"") {
         return Vec::new();
     }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod live;
 pub mod locks;
 pub mod redeploy;
+pub(crate) mod resources;
 pub mod rest_check;
 pub mod run_engine;
 pub mod runs;

@@ -203,7 +203,7 @@ async fn advance_waiting(state: &AppState, project_id: i64) -> ApiResult<()> {
 }
 
 /// The groups a job row's spec names (pipeline, stage and job level).
-fn groups_of_spec(spec: &str) -> Vec<String> {
+pub(crate) fn groups_of_spec(spec: &str) -> Vec<String> {
     // Most jobs use no group: no parsing for them.
     if !spec.contains("\"kind\":\"group\"") {
         return Vec::new();

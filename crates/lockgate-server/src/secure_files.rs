@@ -117,7 +117,7 @@ pub(crate) async fn problems(
 }
 
 /// The secure files a job row names (recorded when the run was queued).
-fn secure_files_of_row(job: &Job) -> Vec<String> {
+pub(crate) fn secure_files_of_row(job: &Job) -> Vec<String> {
     if !job.spec.contains("\"secureFiles\":[\"") {
         return Vec::new();
     }

@@ -835,7 +835,8 @@ async fn run_page(
                             @if crate::agentless::is_manual_validation(approval) {
                                 strong { (approval.stage) } " → manual validation "
                             } @else {
-                                strong { (approval.stage) } " → environment " code { (approval.environment) } " "
+                                @let (kind, name) = crate::resources::parse_key(&approval.environment);
+                                strong { (approval.stage) } " → " (kind.label()) " " code { (name) } " "
                             }
                             span class={"badge " (approval_badge(&approval.status))} { (approval.status) }
                             span.muted { " · " (approval.min_approvals) " of " (approval.approvers.join(", ")) " · asked " (when(Some(approval.requested_at))) }

@@ -98,7 +98,7 @@ pub struct Run {
 }
 
 /// A job of a run; `spec` is the compiled job as JSON, `depends_on` a JSON list of job ids.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Job {
     pub id: i64,
     pub run_id: i64,

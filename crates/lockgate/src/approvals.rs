@@ -32,8 +32,11 @@ pub enum ChecksCommand {
         connection: Connection,
         #[arg(long)]
         project: String,
-        /// The environment.
+        /// The environment, or the resource `--on` names.
         environment: String,
+        /// The kind of resource the check is on (default: an environment).
+        #[arg(long = "on", value_enum, default_value_t = ResourceArg::Environment)]
+        on: ResourceArg,
         /// Users who may approve, comma-separated; `group:administrators`, `group:contributors` or
         /// `group:readers` for any one user with that role in the project.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -61,6 +64,9 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
+        /// The kind of resource the check is on (default: an environment).
+        #[arg(long = "on", value_enum, default_value_t = ResourceArg::Environment)]
+        on: ResourceArg,
         /// Refs or branch names, comma-separated; a trailing `*` matches any rest.
         #[arg(long, value_delimiter = ',', required = true)]
         allowed: Vec<String>,
@@ -72,6 +78,9 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
+        /// The kind of resource the check is on (default: an environment).
+        #[arg(long = "on", value_enum, default_value_t = ResourceArg::Environment)]
+        on: ResourceArg,
         /// Days, comma-separated: Mon,Tue,Wed,Thu,Fri,Sat,Sun.
         #[arg(long, value_delimiter = ',', default_value = "Mon,Tue,Wed,Thu,Fri")]
         days: Vec<String>,
@@ -131,6 +140,9 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
+        /// The kind of resource the check is on (default: an environment).
+        #[arg(long = "on", value_enum, default_value_t = ResourceArg::Environment)]
+        on: ResourceArg,
         /// approval, branch-control, business-hours, exclusive-lock or rest-api.
         #[arg(long, default_value = "approval")]
         kind: String,
@@ -176,6 +188,7 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             connection,
             project,
             environment,
+            on,
             approvers,
             min,
             allow_requester,
@@ -193,16 +206,18 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             };
             let check: api::ApprovalCheck = connection
                 .client()?
-                .put_json(&check_path(&project, &environment), &body)
+                .put_json(&kind_path(&project, on, &environment, "approval"), &body)
                 .map_err(client_error)?;
             if check.in_sequence {
                 println!(
-                    "environment {environment}: {} must approve, in this order",
+                    "{} {environment}: {} must approve, in this order",
+                    on.label(),
                     check.approvers.join(", ")
                 );
             } else {
                 println!(
-                    "environment {environment}: {} of {} must approve",
+                    "{} {environment}: {} of {} must approve",
+                    on.label(),
                     check.min_approvals,
                     check.approvers.join(", ")
                 );
@@ -212,6 +227,7 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             connection,
             project,
             environment,
+            on,
             allowed,
         } => {
             let body = api::BranchControl {
@@ -219,10 +235,14 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             };
             let _: api::BranchControl = connection
                 .client()?
-                .put_json(&kind_path(&project, &environment, "branch-control"), &body)
+                .put_json(
+                    &kind_path(&project, on, &environment, "branch-control"),
+                    &body,
+                )
                 .map_err(client_error)?;
             println!(
-                "environment {environment}: only {} may deploy",
+                "{} {environment}: only {} may deploy",
+                on.label(),
                 body.allowed_branches.join(", ")
             );
         }
@@ -230,6 +250,7 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             connection,
             project,
             environment,
+            on,
             days,
             start,
             end,
@@ -243,10 +264,14 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             };
             let _: api::BusinessHours = connection
                 .client()?
-                .put_json(&kind_path(&project, &environment, "business-hours"), &body)
+                .put_json(
+                    &kind_path(&project, on, &environment, "business-hours"),
+                    &body,
+                )
                 .map_err(client_error)?;
             println!(
-                "environment {environment}: deployments wait for {} {}-{} (UTC{})",
+                "{} {environment}: deployments wait for {} {}-{} (UTC{})",
+                on.label(),
                 body.days.join(","),
                 body.start,
                 body.end,
@@ -264,7 +289,15 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             };
             let _: api::ExclusiveLock = connection
                 .client()?
-                .put_json(&kind_path(&project, &environment, "exclusive-lock"), &body)
+                .put_json(
+                    &kind_path(
+                        &project,
+                        ResourceArg::Environment,
+                        &environment,
+                        "exclusive-lock",
+                    ),
+                    &body,
+                )
                 .map_err(client_error)?;
             println!(
                 "environment {environment}: one stage at a time deploys (waits up to {timeout} minutes)"
@@ -308,7 +341,10 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             };
             let set: api::RestApiCheck = connection
                 .client()?
-                .put_json(&kind_path(&project, &environment, "rest-api"), &body)
+                .put_json(
+                    &kind_path(&project, ResourceArg::Environment, &environment, "rest-api"),
+                    &body,
+                )
                 .map_err(client_error)?;
             println!(
                 "environment {environment}: deployments wait for {} {} to pass",
@@ -319,6 +355,7 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             connection,
             project,
             environment,
+            on,
             kind,
         } => {
             const KINDS: [&str; 5] = [
@@ -328,6 +365,13 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 "exclusive-lock",
                 "rest-api",
             ];
+            if on != ResourceArg::Environment && KINDS[3..].contains(&kind.as_str()) {
+                return Err(crate::UsageError(format!(
+                    "a {kind} check is only on environments, not on a {}",
+                    on.label()
+                ))
+                .into());
+            }
             if !KINDS.contains(&kind.as_str()) {
                 return Err(crate::UsageError(format!(
                     "--kind must be one of {}, not `{kind}`",
@@ -337,22 +381,51 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             }
             connection
                 .client()?
-                .delete(&kind_path(&project, &environment, &kind))
+                .delete(&kind_path(&project, on, &environment, &kind))
                 .map_err(client_error)?;
-            println!("environment {environment}: {kind} check removed");
+            println!("{} {environment}: {kind} check removed", on.label());
         }
     }
     Ok(EXIT_OK)
 }
 
-fn check_path(project: &str, environment: &str) -> String {
-    kind_path(project, environment, "approval")
+fn kind_path(project: &str, on: ResourceArg, name: &str, kind: &str) -> String {
+    format!(
+        "/api/v1/projects/{}/{}/{}/checks/{kind}",
+        encode(project),
+        on.segment(),
+        encode(name)
+    )
 }
 
-fn kind_path(project: &str, environment: &str, kind: &str) -> String {
-    format!(
-        "/api/v1/projects/{}/environments/{}/checks/{kind}",
-        encode(project),
-        encode(environment)
-    )
+/// The protected resources checks go on ("Define approvals and checks").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResourceArg {
+    Environment,
+    VariableGroup,
+    SecureFile,
+    ServiceConnection,
+    AgentPool,
+}
+
+impl ResourceArg {
+    fn segment(self) -> &'static str {
+        match self {
+            ResourceArg::Environment => "environments",
+            ResourceArg::VariableGroup => "variable-groups",
+            ResourceArg::SecureFile => "secure-files",
+            ResourceArg::ServiceConnection => "service-connections",
+            ResourceArg::AgentPool => "agent-pools",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ResourceArg::Environment => "environment",
+            ResourceArg::VariableGroup => "variable group",
+            ResourceArg::SecureFile => "secure file",
+            ResourceArg::ServiceConnection => "service connection",
+            ResourceArg::AgentPool => "agent pool",
+        }
+    }
 }

@@ -89,7 +89,8 @@ enum Command {
     /// Environments on a Lockgate server: list them with what runs where, show one's ledger.
     #[command(subcommand)]
     Environments(environments::EnvironmentsCommand),
-    /// Approval checks on environments: who must approve before a stage deploys there.
+    /// Approvals and checks on environments, variable groups, secure files, service connections and
+    /// agent pools (`--on`): what must pass before a stage that uses one starts.
     #[command(subcommand)]
     Checks(approvals::ChecksCommand),
     /// An agent on this machine for a server elsewhere: register, run.

@@ -476,3 +476,198 @@ fn a_secure_file_must_exist_be_authorized_and_reaches_the_job_only_while_it_runs
     let left = crate::end_to_end::any_file_contains(&server.data_dir(), "c0ntent-4711");
     assert!(left.is_none(), "the secure file is left on disk: {left:?}");
 }
+
+const CHECKED: &str = "\
+stages:
+- stage: Build
+  variables:
+  - group: Shared
+  jobs:
+  - job: B
+    steps:
+    - script: echo \"built with $(greeting)\"
+- stage: Ship
+  jobs:
+  - job: S
+    steps:
+    - task: CmdLine@2
+      inputs:
+        connectedServiceName: api
+        script: echo shipped
+";
+
+/// Checks on library resources and pools ("Define approvals and checks": they are defined on the
+/// resource, evaluated when a stage that uses it is about to start): an approval on a variable
+/// group holds the stage that uses the group, branch control on a service connection refuses the
+/// stage that names it from another branch, business hours on an agent pool hold a stage whose
+/// job runs there; a check on a resource that does not exist is a 404.
+#[test]
+fn checks_on_variable_groups_connections_and_pools_gate_the_stages_that_use_them() {
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let group_url = "/api/v1/projects/p/variable-groups/Shared";
+    let _: api::VariableGroup = server
+        .client
+        .put_json(
+            group_url,
+            &serde_json::json!({"variables": [{"name": "greeting", "value": "hello"}]}),
+        )
+        .unwrap();
+    let connection_url = "/api/v1/projects/p/service-connections/api";
+    let _: api::ServiceConnection = server
+        .client
+        .put_json(
+            connection_url,
+            &serde_json::json!({"kind": "generic", "fields": {"url": "https://api.example.test"}}),
+        )
+        .unwrap();
+    for url in [group_url, connection_url] {
+        let _: serde_json::Value = server
+            .client
+            .post_json(
+                &format!("{url}/pipelines/{pipeline}"),
+                &serde_json::json!({}),
+            )
+            .unwrap();
+    }
+    let approval = serde_json::json!({"approvers": ["group:administrators"], "minApprovals": 1,
+        "allowRequester": true, "instructions": "", "timeoutMinutes": 60});
+    // Bad input: a resource that does not exist, a body that is not a check.
+    let error = server
+        .client
+        .put_json::<_, serde_json::Value>(
+            "/api/v1/projects/p/variable-groups/nope/checks/approval",
+            &approval,
+        )
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("variable group `nope` not found"),
+        "{error}"
+    );
+    let error = server
+        .client
+        .put_json::<_, serde_json::Value>(
+            "/api/v1/projects/p/agent-pools/default/checks/business-hours",
+            &serde_json::json!({"days": ["Mon"], "start": "25:00", "end": "26:00"}),
+        )
+        .unwrap_err();
+    assert_eq!(error.status(), Some(400), "{error}");
+    let _: api::ApprovalCheck = server
+        .client
+        .put_json(&format!("{group_url}/checks/approval"), &approval)
+        .unwrap();
+    let got: api::ApprovalCheck = server
+        .client
+        .get_json(&format!("{group_url}/checks/approval"))
+        .unwrap();
+    assert_eq!(got.approvers, ["group:administrators"]);
+    let _: api::BranchControl = server
+        .client
+        .put_json(
+            &format!("{connection_url}/checks/branch-control"),
+            &serde_json::json!({"allowedBranches": ["refs/heads/release/*"]}),
+        )
+        .unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", CHECKED)],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |r| !r.is_empty())[0].id;
+    let detail = crate::end_to_end::wait_for_detail(&server, run, "the group's approval", |d| {
+        d.jobs.iter().any(|j| {
+            j.name == "B"
+                && j.waiting_for.as_deref().is_some_and(|w| {
+                    w.contains(
+                        "approval for variable group `Shared`: 0 of 1 from group:administrators",
+                    )
+                })
+        })
+    });
+    assert_eq!(job_result_or_status(&detail, "B"), "pending");
+    let approvals: Vec<api::Approval> = server
+        .client
+        .get_json(&format!("/api/v1/runs/{run}/approvals"))
+        .unwrap();
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(
+        (
+            approvals[0].resource_type.as_str(),
+            approvals[0].resource.as_str(),
+            approvals[0].stage.as_str()
+        ),
+        ("variablegroup", "Shared", "Build")
+    );
+    // Deciding by the resource's name.
+    let decided: Vec<api::Approval> = server
+        .client
+        .post_json(
+            &format!("/api/v1/runs/{run}/approvals"),
+            &serde_json::json!({"decision": "approve", "environment": "Shared"}),
+        )
+        .unwrap();
+    assert_eq!(decided[0].status, "approved");
+    let done = crate::end_to_end::completed(&server, run);
+    assert_eq!(done.run.result.as_deref(), Some("failed"), "{done:?}");
+    assert_eq!(job_result(&done, "B"), "succeeded");
+    assert_ne!(job_result(&done, "S"), "succeeded");
+    let text = serde_json::to_string(&done).unwrap() + &run_logs(&server, run);
+    assert!(
+        text.contains("branch control of service connection `api`: `refs/heads/main` is not one of refs/heads/release/*"),
+        "{text}"
+    );
+    assert!(!text.contains("shipped\n"), "{text}");
+
+    // Business hours on the pool the jobs run in hold the first stage; removed, it runs.
+    let (start, end) = crate::end_to_end::window_not_now();
+    let _: api::BusinessHours = server
+        .client
+        .put_json(
+            "/api/v1/projects/p/agent-pools/default/checks/business-hours",
+            &serde_json::json!({"days": ["Mon","Tue","Wed","Thu","Fri","Sat","Sun"],
+                "start": start, "end": end, "utcOffset": "+00:00"}),
+        )
+        .unwrap();
+    let status = reqwest_delete(&server, &format!("{group_url}/checks/approval"));
+    assert_eq!(status, 204);
+    commit_and_push(work.path(), &push_url, &[("README.md", "again\n")], "main");
+    let second = wait_for_runs(&server, pipeline, "a second run", |r| r.len() >= 2)[0].id;
+    crate::end_to_end::wait_for_detail(&server, second, "the pool's business hours", |d| {
+        d.jobs.iter().any(|j| {
+            j.name == "B"
+                && j.waiting_for
+                    .as_deref()
+                    .is_some_and(|w| w.contains("business hours of agent pool `default`"))
+        })
+    });
+    assert_eq!(
+        reqwest_delete(
+            &server,
+            "/api/v1/projects/p/agent-pools/default/checks/business-hours"
+        ),
+        204
+    );
+    let done = crate::end_to_end::completed(&server, second);
+    assert_eq!(job_result(&done, "B"), "succeeded");
+    assert!(run_logs(&server, second).contains("built with hello"));
+}
+
+fn job_result_or_status(detail: &api::RunDetail, name: &str) -> String {
+    let job = detail.jobs.iter().find(|j| j.name == name).unwrap();
+    job.result.clone().unwrap_or_else(|| job.status.clone())
+}
+
+fn reqwest_delete(server: &crate::end_to_end::Running, path: &str) -> u16 {
+    server
+        .client
+        .delete(path)
+        .map(|_| 204)
+        .unwrap_or_else(|e| e.status().unwrap_or(0))
+}

@@ -138,6 +138,22 @@ async fn the_openapi_document_lists_the_api() {
             .is_object()
     );
     assert!(doc["paths"]["/api/v1/runs/{id}/locks"]["get"].is_object());
+    for collection in [
+        "variable-groups",
+        "secure-files",
+        "service-connections",
+        "agent-pools",
+    ] {
+        for check in [
+            "approval",
+            "branch-control",
+            "business-hours",
+            "required-template",
+        ] {
+            let path = format!("/api/v1/projects/{{project}}/{collection}/{{name}}/checks/{check}");
+            assert!(doc["paths"][&path]["put"].is_object(), "{path}");
+        }
+    }
     assert!(doc["paths"]["/api/v1/projects/{project}/variable-groups/{name}"]["put"].is_object());
     assert!(
         doc["paths"]["/api/v1/projects/{project}/service-connections/{name}/usage"]["get"]

@@ -520,6 +520,79 @@ fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    // Checks go on library resources and pools too (`--on`); one that does not exist is named.
+    let missing = run_cli(&[
+        "checks",
+        "approval",
+        "Secrets",
+        "--on",
+        "variable-group",
+        "--project",
+        "demo",
+        "--approvers",
+        "admin",
+    ]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("variable group `Secrets` not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let lock = run_cli(&[
+        "checks",
+        "remove",
+        "build",
+        "--on",
+        "agent-pool",
+        "--project",
+        "demo",
+        "--kind",
+        "exclusive-lock",
+    ]);
+    assert_eq!(lock.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&lock.stderr).contains("only on environments"),
+        "{}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    let pool = run_cli(&[
+        "checks",
+        "branch-control",
+        "build",
+        "--on",
+        "agent-pool",
+        "--project",
+        "demo",
+        "--allowed",
+        "refs/heads/main",
+    ]);
+    assert_eq!(
+        pool.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&pool.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&pool.stdout)
+            .contains("agent pool build: only refs/heads/main may deploy")
+    );
+    let removed = run_cli(&[
+        "checks",
+        "remove",
+        "build",
+        "--on",
+        "agent-pool",
+        "--project",
+        "demo",
+        "--kind",
+        "branch-control",
+    ]);
+    assert_eq!(
+        removed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
     let set = run_cli(&[
         "checks",
         "approval",
