@@ -165,15 +165,40 @@ pub fn server_task(step: &Step, expand: &dyn Fn(&str) -> String) -> Result<Serve
             ])
             .unwrap_or_default();
             let suffix = read(&["urlSuffix"]).unwrap_or_default();
-            // Lockgate has no service connections: a connection that is itself a URL is the base.
+            // A library service connection (generic: URL, user name, password) reaches the job as
+            // the variables `<name>.Url`, `<name>.Username` and `<name>.Password`; the URL is the
+            // connection's URL followed by `urlSuffix`, sent with basic authentication when the
+            // connection has a user name or password ("Invoke REST API task": "the base URL is
+            // taken from the generic service connection"). A connection given as a URL is the base.
+            let mut basic_auth = None;
             let url = if is_http_url(&suffix) {
                 suffix
             } else if is_http_url(&connection) {
                 format!("{}{suffix}", connection)
             } else {
-                return Err(format!(
-                    "service connection `{connection}` is not available: Lockgate has no service connections; give the full URL (http:// or https://) in `urlSuffix`"
-                ));
+                let field = |name: &str| {
+                    let text = format!("$({connection}.{name})");
+                    let value = expand(&text);
+                    (value != text).then_some(value)
+                };
+                match field("Url").filter(|u| is_http_url(u)) {
+                    Some(base) if !connection.trim().is_empty() => {
+                        let user = field("Username").unwrap_or_default();
+                        let password = field("Password").unwrap_or_default();
+                        if !user.is_empty() || !password.is_empty() {
+                            basic_auth = Some(basic_authorization(&user, &password));
+                        }
+                        format!("{base}{suffix}")
+                    }
+                    _ if connection.trim().is_empty() => {
+                        return Err("input `connectedServiceName` (a generic service connection) or a full URL (http:// or https://) in `urlSuffix` is required".into());
+                    }
+                    _ => {
+                        return Err(format!(
+                            "service connection `{connection}` is not available here: on a server, create a generic service connection of that name (`lockgate service-connections`); on this machine, give its URL with `--var {connection}.Url=https://...` or the full URL in `urlSuffix`"
+                        ));
+                    }
+                }
             };
             let method = read(&["method"])
                 .unwrap_or_else(|| "POST".into())
@@ -182,10 +207,17 @@ pub fn server_task(step: &Step, expand: &dyn Fn(&str) -> String) -> Result<Serve
             if input_bool(step, &["waitForCompletion"], false)? {
                 return Err("input `waitForCompletion: true` (the callback completion event) is not supported: use `successCriteria`".into());
             }
-            let headers = match read(&["headers"]) {
+            let mut headers = match read(&["headers"]) {
                 Some(text) => parse_headers(&text).map_err(|e| format!("input `headers`: {e}"))?,
                 None => Vec::new(),
             };
+            if let Some(value) = basic_auth
+                && !headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            {
+                headers.push(("Authorization".into(), value));
+            }
             let call = RestCall {
                 method,
                 url,
@@ -224,6 +256,15 @@ pub fn server_task(step: &Step, expand: &dyn Fn(&str) -> String) -> Result<Serve
             }))
         }
     }
+}
+
+/// An `Authorization` header value for HTTP basic authentication.
+fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
 }
 
 fn is_http_url(text: &str) -> bool {

@@ -113,19 +113,31 @@ fn kind_fields(kind: &str) -> Option<&'static [Field]> {
         .map(|(_, f)| *f)
 }
 
+fn is_http_url(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
 /// The connections a compiled job's steps (deployment hooks' included) name, in order, once each.
 pub(crate) fn connections_of_job(job: &lockgate_pipeline::plan::Job) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    // Agentless jobs run on the server, whose `InvokeRESTAPI@1` takes its URL from `urlSuffix`
-    // (or a connection given as a URL); library connections reach agent jobs only so far.
-    if job.kind == lockgate_pipeline::plan::JobKind::Server {
-        return names;
-    }
+    // An agentless job's `InvokeRESTAPI@1` may name its base URL itself instead of a connection.
+    let agentless = job.kind == lockgate_pipeline::plan::JobKind::Server;
     for step in job.all_steps() {
+        // ... or give the whole URL in `urlSuffix`, when its connection input is not used.
+        if agentless
+            && step
+                .inputs
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("urlSuffix") && is_http_url(v.trim()))
+        {
+            continue;
+        }
         for (key, value) in &step.inputs {
             let value = value.trim();
             if CONNECTION_INPUTS.contains(&key.to_ascii_lowercase().as_str())
                 && !value.is_empty()
+                && !(agentless && is_http_url(value))
                 && !names.iter().any(|n| n.eq_ignore_ascii_case(value))
             {
                 names.push(value.to_string());

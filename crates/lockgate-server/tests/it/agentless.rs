@@ -386,3 +386,88 @@ jobs:
     assert_eq!(detail.run.result.as_deref(), Some("canceled"));
     assert!(run_logs(&server, run).contains("The delay was canceled."));
 }
+
+const REST_PASSWORD: &str = "rest-pa55-4242";
+
+/// `InvokeRESTAPI@1` in an agentless job takes its base URL and basic credentials from a generic
+/// service connection of the library: the connection must be authorized for the pipeline (the
+/// run waits until it is), the call goes to its URL plus `urlSuffix` with the credentials, the
+/// password never reaches the log, and the use is in the connection's history.
+#[test]
+fn an_agentless_rest_call_uses_a_library_service_connection() {
+    let service = test_service(&[("/api/health", &[(200, r#"{"status":"healthy"}"#)])]);
+    let yaml = "\
+jobs:
+- job: Gate
+  pool: server
+  steps:
+  - task: InvokeRESTAPI@1
+    inputs:
+      connectedServiceName: health-api
+      method: GET
+      urlSuffix: /health
+      successCriteria: eq(root['status'], 'healthy')
+";
+    let server = start_server();
+    let url = "/api/v1/projects/p/service-connections/health-api";
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let _: api::ServiceConnection = server
+        .client
+        .put_json(
+            url,
+            &serde_json::json!({"kind": "generic", "fields": {
+                "url": format!("{}/api", service.url), "username": "deployer", "password": REST_PASSWORD}}),
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[("azure-pipelines.yml", yaml)],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |runs| !runs.is_empty())[0].id;
+    wait_for_detail(&server, run, "the connection's authorization", |d| {
+        job(d, "Gate").waiting_for.as_deref().is_some_and(|w| {
+            w.contains("authorize this pipeline to use service connection `health-api`")
+        })
+    });
+    assert!(
+        service.requests.lock().unwrap().is_empty(),
+        "called before it was authorized"
+    );
+    let _: api::ServiceConnection = server
+        .client
+        .post_json(
+            &format!("{url}/pipelines/{pipeline}"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let detail = completed(&server, run);
+    assert_eq!(
+        job_result(&detail, "Gate"),
+        "succeeded",
+        "{}",
+        run_logs(&server, run)
+    );
+    let requests = service.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].starts_with("GET /api/health "),
+        "{}",
+        requests[0]
+    );
+    // deployer:rest-pa55-4242, base64.
+    assert!(
+        requests[0].contains("Basic ZGVwbG95ZXI6cmVzdC1wYTU1LTQyNDI="),
+        "{}",
+        requests[0]
+    );
+    let logs = run_logs(&server, run);
+    assert!(!logs.contains(REST_PASSWORD), "{logs}");
+    assert!(logs.contains("Response: HTTP 200"), "{logs}");
+    let uses: Vec<api::ConnectionUse> = server.client.get_json(&format!("{url}/usage")).unwrap();
+    assert_eq!(uses.len(), 1, "{uses:?}");
+    assert_eq!(uses[0].run_id, run);
+}

@@ -1482,6 +1482,53 @@ jobs:
     );
 }
 
+/// Locally, `--var NAME.Url=...` (and `NAME.Username`, `NAME.Password`) stand in for the generic
+/// service connection an agentless `InvokeRESTAPI@1` names; without them the step fails saying so.
+#[test]
+fn a_local_agentless_rest_call_takes_its_connection_from_vars() {
+    let (url, requests) = answering_service(&[r#"{"status":"healthy"}"#]);
+    let project = Project::new(
+        r#"
+jobs:
+- job: Gate
+  pool: server
+  steps:
+  - task: InvokeRESTAPI@1
+    inputs:
+      connectedServiceName: health
+      method: GET
+      urlSuffix: /health
+"#,
+    );
+    let missing = project.run(&[]);
+    let all = text(&missing);
+    assert_eq!(missing.status.code(), Some(1), "{all}");
+    assert!(
+        project
+            .log("Gate")
+            .contains("service connection `health` is not available here"),
+        "{all}"
+    );
+    assert!(requests.lock().unwrap().is_empty());
+    let output = project.run(&[
+        "--var",
+        &format!("health.Url={url}"),
+        "--var",
+        "health.Username=ops",
+        "--var",
+        "health.Password=pw",
+    ]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let requests = requests.lock().unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    // ops:pw, base64.
+    assert!(
+        requests[0].starts_with("GET /health") && requests[0].contains("Basic b3BzOnB3"),
+        "{requests:?}"
+    );
+}
+
 #[test]
 fn a_manual_validation_without_a_terminal_fails_with_a_clear_message() {
     let project = Project::new(
