@@ -63,6 +63,10 @@ pub struct JobNode {
     pub continue_on_error: bool,
     /// `strategy.maxParallel`: at most this many instances of the base job at once (0: no limit).
     pub max_parallel: u32,
+    /// One target of a deployment over virtual machines (`lockgate_pipeline::rollout`): its batch,
+    /// from 1. It waits until the instances of earlier batches are done and is skipped when one of
+    /// them did not succeed (the rollout stops). 0: not such an instance.
+    pub rollout_batch: u32,
 }
 
 impl JobNode {
@@ -83,6 +87,7 @@ impl JobNode {
             runtime_fields: job.runtime_fields.clone(),
             continue_on_error: job.continue_on_error,
             max_parallel: job.strategy.max_parallel,
+            rollout_batch: job.strategy.rollout_batch,
         }
     }
 }
@@ -681,6 +686,13 @@ impl Engine {
         if !done {
             return false;
         }
+        if node.rollout_batch > 1
+            && self
+                .earlier_batches(job)
+                .any(|j| !matches!(self.jobs[j], JobState::Done { .. }))
+        {
+            return false;
+        }
         if node.max_parallel > 0 {
             let active = self
                 .instances(node.stage, &node.base_name)
@@ -691,6 +703,16 @@ impl Engine {
             }
         }
         true
+    }
+
+    /// The instances of the same base job in earlier rollout batches than `job`'s.
+    fn earlier_batches(&self, job: usize) -> impl Iterator<Item = usize> + '_ {
+        let node = &self.graph.jobs[job];
+        self.instances(node.stage, &node.base_name)
+            .filter(move |&other| {
+                let batch = self.graph.jobs[other].rollout_batch;
+                batch > 0 && batch < node.rollout_batch
+            })
     }
 
     fn effective(&self, job: usize, result: TaskResult) -> TaskResult {
@@ -946,6 +968,17 @@ impl Engine {
     /// condition reads the evaluated values; a value that cannot be evaluated fails the job only
     /// when its condition holds.
     fn evaluate_job(&mut self, job: usize, out: &mut Vec<Decision>) {
+        // A target of a rollout whose earlier batch did not succeed is not deployed to.
+        let stopped = self.earlier_batches(job).any(|j| match &self.jobs[j] {
+            JobState::Done { result, .. } => !matches!(
+                self.effective(j, *result),
+                TaskResult::Succeeded | TaskResult::SucceededWithIssues
+            ),
+            _ => false,
+        });
+        if stopped {
+            return self.finish(job, TaskResult::Skipped, None, out);
+        }
         let mut context = self.job_context(job);
         let node = &self.graph.jobs[job];
         let values = runtime_values(node, &self.predefined, &mut context);

@@ -682,3 +682,78 @@ fn a_stage_whose_gate_cancels_it_ends_canceled_without_running() {
          run: Canceled",
     );
 }
+
+/// [`graph`] with the first job, a deployment over virtual machines, expanded over `targets`.
+fn rollout_graph(yaml: &'static str, targets: &[&str]) -> Graph {
+    let output = lockgate_pipeline::compile(&lockgate_pipeline::CompileInput {
+        entry: "azure-pipelines.yml".into(),
+        reader: &lockgate_pipeline::SingleFile(yaml),
+        parameters: Vec::new(),
+        variables: Vec::new(),
+    });
+    let mut plan = output
+        .plan
+        .unwrap_or_else(|| panic!("{:?}", output.diagnostics));
+    let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+    let job = plan.stages[0].jobs.remove(0);
+    let legs = lockgate_pipeline::rollout::expand(&job, &targets).unwrap();
+    plan.stages[0].jobs.splice(0..0, legs);
+    Graph::from_plan(&plan, |_, _| Vec::new())
+}
+
+#[test]
+fn a_rollout_deploys_batch_after_batch_and_stops_at_a_failed_target() {
+    let rolling = "jobs:\n- deployment: Web\n  environment: {name: staging, resourceType: VirtualMachine}\n  \
+                   strategy:\n    rolling:\n      maxParallel: 1\n      deploy:\n        steps: [script: x]\n\
+                   - job: After\n  dependsOn: Web\n  steps: [script: x]\n";
+    let trace = play(
+        rollout_graph(rolling, &["a", "b", "c"]),
+        &[
+            ("Web_1", TaskResult::Succeeded, &[]),
+            ("Web_2", TaskResult::Failed, &[]),
+        ],
+        None,
+    );
+    assert_trace(
+        trace,
+        "stage __default started
+         start Web_1
+         Web_1 -> Succeeded
+         start Web_2
+         Web_2 -> Failed
+         end Web_3: Skipped
+         end After: Skipped
+         stage __default: Failed
+         run: Failed",
+    );
+    let canary = "jobs:\n- deployment: Web\n  environment: {name: staging, resourceType: VirtualMachine}\n  \
+                  strategy:\n    canary:\n      increments: [1, 2]\n      deploy:\n        steps: [script: x]\n\
+                  - job: After\n  dependsOn: Web\n  steps: [script: x]\n";
+    let trace = play(
+        rollout_graph(canary, &["a", "b", "c", "d"]),
+        &[
+            ("Web_1", TaskResult::Succeeded, &[]),
+            ("Web_2", TaskResult::Succeeded, &[]),
+            ("Web_3", TaskResult::Succeeded, &[]),
+            ("Web_4", TaskResult::Succeeded, &[]),
+            ("After", TaskResult::Succeeded, &[]),
+        ],
+        None,
+    );
+    assert_trace(
+        trace,
+        "stage __default started
+         start Web_1
+         Web_1 -> Succeeded
+         start Web_2
+         start Web_3
+         Web_2 -> Succeeded
+         Web_3 -> Succeeded
+         start Web_4
+         Web_4 -> Succeeded
+         start After
+         After -> Succeeded
+         stage __default: Succeeded
+         run: Succeeded",
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod diagnostic;
 pub mod plan;
+pub mod rollout;
 pub mod run_number;
 pub mod yaml;
 

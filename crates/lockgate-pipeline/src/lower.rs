@@ -1551,6 +1551,7 @@ impl Lowerer<'_, '_> {
                 position_in_phase: 1,
                 total_jobs_in_phase: 1,
                 max_parallel: 0,
+                rollout_batch: 0,
             },
             environment: None,
             deployment: None,
@@ -1684,6 +1685,7 @@ impl Lowerer<'_, '_> {
                     position_in_phase: position as u32 + 1,
                     total_jobs_in_phase: total,
                     max_parallel,
+                    rollout_batch: 0,
                 };
                 out.push(instance);
             }
@@ -1708,6 +1710,7 @@ impl Lowerer<'_, '_> {
                     position_in_phase: i,
                     total_jobs_in_phase: count.min(99),
                     max_parallel,
+                    rollout_batch: 0,
                 };
                 out.push(instance);
             }
@@ -1841,14 +1844,36 @@ impl Lowerer<'_, '_> {
         };
         self.check_keys(body_entries, &[HOOKS, &["on"], extra], &format!("`{name}`"));
         let max_parallel = self.string(body.get("maxParallel"), "maxParallel");
+        if let (Some(text), Some(node)) = (&max_parallel, body.get("maxParallel"))
+            && !text.contains("$(")
+            && let Err(why) = crate::rollout::rolling_batch_size(Some(text), 1)
+        {
+            self.error(
+                "pipeline::invalid-value",
+                why,
+                node.span,
+                "not a batch size",
+            );
+        }
         let mut increments = Vec::new();
         if let Some(list) = body
             .get("increments")
             .and_then(|n| self.sequence(n, "increments"))
         {
             for item in list {
-                if let Some(n) = self.number(Some(item), "increments") {
-                    increments.push(n);
+                match self.number(Some(item), "increments") {
+                    // A batch of no target would never end the rollout (docs: "Maximum batch
+                    // size for deployment").
+                    Some(0) => {
+                        self.error(
+                            "pipeline::invalid-value",
+                            "each of `increments` is a batch size, 1 or more, not `0`",
+                            item.span,
+                            "an empty batch",
+                        );
+                    }
+                    Some(n) => increments.push(n),
+                    None => {}
                 }
             }
         }

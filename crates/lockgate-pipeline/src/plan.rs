@@ -416,6 +416,15 @@ pub struct JobStrategy {
     pub total_jobs_in_phase: u32,
     /// `maxParallel` (0 = unlimited).
     pub max_parallel: u32,
+    /// For one target of a deployment over an environment's virtual machines
+    /// ([`crate::rollout`]): its batch, from 1; a batch starts when every earlier one succeeded.
+    /// 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rollout_batch: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A deployment environment (`environment: name`, `name.resource`, or the object form).

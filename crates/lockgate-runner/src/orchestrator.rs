@@ -823,6 +823,26 @@ pub async fn run_plan(
                     ),
                 });
             }
+            if let Some(environment) = &job.environment
+                && environment
+                    .resource_type
+                    .as_deref()
+                    .is_some_and(|t| t.eq_ignore_ascii_case("VirtualMachine"))
+            {
+                let resource = environment
+                    .resource_name
+                    .clone()
+                    .unwrap_or_else(|| machine.clone());
+                sink.event(Event::Issue {
+                    job: id.clone(),
+                    step: None,
+                    kind: IssueKind::Warning,
+                    message: format!(
+                        "{}: environment `{}`: a deployment to virtual machine resources runs as one job, on this machine, in local runs (`Environment.ResourceName` is `{resource}`); the targets registered on a Lockgate server and the strategy's batches apply there",
+                        job.source, environment.name
+                    ),
+                });
+            }
             if job.container.is_some() {
                 sink.event(Event::Issue {
                     job: id.clone(),

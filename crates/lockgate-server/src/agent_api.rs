@@ -151,6 +151,7 @@ pub(crate) async fn job_lease(
     {
         values.apply(&mut spec);
     }
+    let resource_variables = crate::targets::leased_resource(state, job, &mut spec["job"]).await?;
     let base = state.base_url();
     let mut predefined =
         runs::run_predefined_variables(state, &run, &pipeline, &project, &repository);
@@ -164,6 +165,7 @@ pub(crate) async fn job_lease(
             job.agent_name.clone().unwrap_or_default(),
         ),
     ]);
+    predefined.extend(resource_variables);
     let tasks = crate::tasks::lease_tasks(state, job.id, &spec["job"]).await?;
     // `issecret` outputs of the run's other jobs reach this one in clear (its `$[ ]` variables and
     // conditions need the values), so the agent masks them like the job's own secrets, and so does

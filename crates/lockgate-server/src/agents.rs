@@ -18,6 +18,7 @@ use crate::agent_api::AgentCaller;
 use crate::auth::{self, Caller, Role};
 use crate::error::{ApiError, ApiResult, Json};
 use crate::git;
+use crate::targets::JobTarget;
 
 /// The pool of the built-in agents, and of every job whose pool names none (no `pool`, or a `vmImage`
 /// that [`VmImages`] maps to no other pool). Pool names ignore case, so `pool: Default` (Azure's default pool) is this one.
@@ -442,7 +443,14 @@ fn in_pool(agent: &Agent, job: &AgentJob) -> bool {
 
 /// Whether this agent may lease the job.
 pub fn can_run(agent: &Agent, capabilities: &BTreeMap<String, String>, job: &AgentJob) -> bool {
-    agent.enabled && in_pool(agent, job) && lacks(capabilities, &job.job).is_none()
+    if !agent.enabled {
+        return false;
+    }
+    match JobTarget::of(&job.job) {
+        // A deployment to an environment's targets runs on such a target, never on a pool's agent.
+        Some(target) => target.admits(agent),
+        None => in_pool(agent, job) && lacks(capabilities, &job.job).is_none(),
+    }
 }
 
 /// Leases the oldest queued job this agent can run (its pool, OS and demands), if any. The agent
@@ -504,6 +512,9 @@ pub fn stopped_responding(state: &AppState, job: &Job) -> String {
 pub fn waiting_reason(job: &AgentJob, agents: &[Agent]) -> Option<String> {
     if job.job.status != "queued" {
         return None;
+    }
+    if let Some(target) = JobTarget::of(&job.job) {
+        return target.waiting_reason(agents);
     }
     let pool = job_pool(&job.job);
     let members: Vec<&Agent> = agents.iter().filter(|a| in_pool(a, job)).collect();

@@ -25,6 +25,7 @@ pub mod run_engine;
 pub mod runs;
 pub mod secrets;
 pub mod secure_files;
+pub mod targets;
 pub mod tasks;
 pub mod trigger;
 pub mod ui;

@@ -52,6 +52,7 @@ pub(crate) struct StoredJob {
 pub(crate) struct StoredStrategy {
     pub leg: Option<String>,
     pub max_parallel: u32,
+    pub rollout_batch: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +189,7 @@ impl RunGraph {
                     .continue_on_error()
                     .unwrap_or(spec.job.continue_on_error),
                 max_parallel: spec.job.strategy.max_parallel,
+                rollout_batch: spec.job.strategy.rollout_batch,
             });
         }
         // In-stage dependencies as base names, from the dependency keys of the jobs that wait for

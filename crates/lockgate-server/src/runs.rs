@@ -341,12 +341,30 @@ pub async fn queue_run(state: &AppState, request: QueueRequest) -> ApiResult<Run
         new_run.result = Some("failed".into());
         return Ok(state.store.create_run(&new_run, &[]).await?);
     }
+    // Deployments over an environment's virtual machines: one job per matching target.
+    let mut plan = plan;
+    let pinned =
+        match crate::targets::expand(state, project.id, &mut plan, &request.requested_by).await? {
+            Ok(pinned) => pinned,
+            Err(why) => {
+                let diagnostic =
+                    lockgate_pipeline::Diagnostic::error("server::invalid-rollout", why, None);
+                let mut diagnostics = output.diagnostics.clone();
+                diagnostics.push(diagnostic);
+                new_run.diagnostics =
+                    serde_json::to_string(&diagnostics).unwrap_or_else(|_| "[]".into());
+                new_run.status = "completed".into();
+                new_run.result = Some("failed".into());
+                return Ok(state.store.create_run(&new_run, &[]).await?);
+            }
+        };
     let mut jobs = plan_jobs(
         &state.vm_images,
         &plan,
         &pipeline_variables,
         &request.variables,
     );
+    pinned.apply(&mut jobs);
     // Environments are created on first use, when the run is queued; a name that breaks the rules
     // fails the run before anything runs.
     let environments = match crate::environments::environments_of(&jobs) {

@@ -582,6 +582,49 @@ stages:
 }
 
 #[test]
+fn a_rolling_deployment_to_virtual_machines_runs_as_one_job_locally_and_says_so() {
+    let project = Project::new(
+        r#"
+jobs:
+- deployment: Web
+  environment:
+    name: staging
+    resourceType: VirtualMachine
+    tags: web
+  strategy:
+    rolling:
+      maxParallel: 50%
+      deploy:
+        steps:
+        - script: echo "deploying to [$(Environment.ResourceName)]"
+"#,
+    );
+    let output = project.run(&[]);
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let deployed: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("deploying to [") && !l.contains("echo"))
+        .collect();
+    assert_eq!(deployed.len(), 1, "{all}");
+    let note = all
+        .lines()
+        .find(|l| {
+            l.contains("a deployment to virtual machine resources runs as one job, on this machine")
+        })
+        .unwrap_or_else(|| panic!("no note: {all}"));
+    let resource = note
+        .split("`Environment.ResourceName` is `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap();
+    assert!(
+        deployed[0].contains(&format!("deploying to [{resource}]")),
+        "{all}"
+    );
+}
+
+#[test]
 fn a_manual_stage_runs_locally_only_when_selected_with_stage() {
     let project = Project::new(
         r#"
