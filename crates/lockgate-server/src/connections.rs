@@ -135,9 +135,11 @@ pub(crate) fn connections_of_job(job: &lockgate_pipeline::plan::Job) -> Vec<Stri
         }
         for (key, value) in &step.inputs {
             let value = value.trim();
+            // An agentless call given a whole URL names no connection.
+            let plain_url = agentless && is_http_url(value);
             if CONNECTION_INPUTS.contains(&key.to_ascii_lowercase().as_str())
                 && !value.is_empty()
-                && !(agentless && is_http_url(value))
+                && !plain_url
                 && !names.iter().any(|n| n.eq_ignore_ascii_case(value))
             {
                 names.push(value.to_string());
