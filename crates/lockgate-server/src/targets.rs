@@ -161,7 +161,12 @@ pub async fn expand(
             // Targets in the order of their names, whatever the database's collation
             // (docs/compat.md).
             matching.sort_by_key(|name| (name.to_ascii_lowercase(), name.clone()));
-            if !typed && matching.is_empty() {
+            // An environment nobody registered a target in, deployed to without tags, keeps the
+            // resource as a name only (`environment: dev.vm1`): an ordinary job, as before
+            // environments had targets. With tags, the job waits for a target (below).
+            let untargeted = environment.tags.is_empty()
+                && !agents.iter().any(|a| a.environment_id == Some(stored.id));
+            if (!typed || untargeted) && matching.is_empty() {
                 // `environment: name.resource` of another kind of resource: an ordinary job.
                 pinned.push(None);
                 jobs.push(job);
