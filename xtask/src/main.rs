@@ -20,7 +20,7 @@ const USAGE: &str = "usage:
   cargo xtask corpus <DIR> [--out FILE] [--fail-on-crash]
   cargo xtask differential <DIR>
   cargo xtask real-pipelines <DIR>... [--timeout SECS] [--lockgate PATH]
-  cargo xtask bench <expr|pipeline|runner|sandbox|solution|server|all>
+  cargo xtask bench <expr|pipeline|runner|sandbox|solution|server|releases|dispatch|agents|all>
   cargo xtask chaos server --runs N [--seed S]
   cargo xtask test [NEXTEST ARGS...]";
 

@@ -1,6 +1,7 @@
 //! Benchmarks, one module per area. Each prints a table and the machine it ran on; the numbers go to
 //! docs/benchmarks.md. They are measurements, never timed tests.
 
+mod agents;
 mod dispatch;
 mod engine;
 mod expr;
@@ -44,6 +45,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
         "server" => server::run()?,
         "releases" => releases::run()?,
         "dispatch" => dispatch::run(&args[1..])?,
+        "agents" => agents::run()?,
         "all" => {
             expr::run()?;
             engine::run()?;
@@ -54,6 +56,7 @@ pub fn main(args: &[String]) -> anyhow::Result<u8> {
             server::run()?;
             releases::run()?;
             dispatch::run(&[])?;
+            agents::run()?;
         }
         other => anyhow::bail!("unknown benchmark `{other}`"),
     }
