@@ -594,7 +594,8 @@ async fn upload_artifact_file(
     }
     // Streamed to a temporary file while hashing: an artifact is never held in memory.
     let temp = state
-        .artifacts_dir()
+        .objects
+        .staging_dir(&state.artifacts_dir())
         .join(format!("upload-{}.partial", auth::random_token("")));
     let mut file = tokio::fs::File::create(&temp)
         .await
@@ -614,14 +615,11 @@ async fn upload_artifact_file(
         }
     };
     let digest = hasher.finalize().to_hex().to_string();
-    let target = state.artifacts_dir().join(&digest);
-    if target.exists() {
-        let _ = tokio::fs::remove_file(&temp).await;
-    } else {
-        tokio::fs::rename(&temp, &target)
-            .await
-            .map_err(ApiError::internal)?;
-    }
+    state
+        .objects
+        .put_file(&digest, &temp)
+        .await
+        .map_err(ApiError::internal)?;
     state
         .store
         .add_artifact_file(&NewArtifactFile {

@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::auth::{self, Caller, Role};
 use crate::error::{ApiError, ApiResult, Json, Query};
 use crate::git;
-use crate::live::{LiveMessage, LogLine, decompress_lines};
+use crate::live::{LiveMessage, LogLine};
 use crate::runs::{self, QueueRequest};
 
 pub fn routes() -> Router<AppState> {
@@ -485,10 +485,11 @@ pub(crate) fn checked_variables(
 /// Every stored log line of a job, in order.
 pub async fn job_log_lines(state: &AppState, job_id: i64) -> ApiResult<Vec<LogLine>> {
     let chunks = state.store.log_chunks(job_id).await?;
-    Ok(chunks
-        .iter()
-        .flat_map(|chunk| decompress_lines(&chunk.compressed))
-        .collect())
+    let mut lines = Vec::new();
+    for chunk in &chunks {
+        lines.extend(crate::log_archive::chunk_lines(&state.objects, chunk).await);
+    }
+    Ok(lines)
 }
 
 // ---- handlers ----
@@ -1044,6 +1045,7 @@ async fn job_log_stream(
     }
     let done = finished.is_some();
     let store = state.store.clone();
+    let objects = state.objects.clone();
     let job_id = job.id;
     let mut poll = tokio::time::interval(LIVE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1051,6 +1053,7 @@ async fn job_log_stream(
         (receiver, stored_count, done, poll),
         move |(mut receiver, mut seen, done, mut poll)| {
             let store = store.clone();
+            let objects = objects.clone();
             async move {
                 if done {
                     return None;
@@ -1091,7 +1094,7 @@ async fn job_log_stream(
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                         },
                         _ = poll.tick() => {
-                            if let Some(event) = stored_since(&store, job_id, &mut seen).await {
+                            if let Some(event) = stored_since(&store, &objects, job_id, &mut seen).await {
                                 let end = event.1;
                                 return Some((Ok(event.0), (receiver, seen, end, poll)));
                             }
@@ -1116,6 +1119,7 @@ const LIVE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// that lines stored just before the job completed are sent before its end.
 async fn stored_since(
     store: &lockgate_store::Store,
+    objects: &crate::objects::Objects,
     job_id: i64,
     seen: &mut i64,
 ) -> Option<(SseEvent, bool)> {
@@ -1127,7 +1131,8 @@ async fn stored_since(
     let first = *seen + 1;
     let mut fresh = Vec::new();
     for chunk in chunks {
-        for (index, line) in decompress_lines(&chunk.compressed).into_iter().enumerate() {
+        let lines = crate::log_archive::chunk_lines(objects, &chunk).await;
+        for (index, line) in lines.into_iter().enumerate() {
             if chunk.first_line + index as i64 > *seen {
                 fresh.push(line);
             }
@@ -1187,10 +1192,24 @@ pub async fn artifact_content(
         .into_iter()
         .find(|f| f.id == file_id)
         .ok_or_else(|| ApiError::not_found("artifact file"))?;
-    let content = tokio::fs::read(state.artifacts_dir().join(&file.digest))
-        .await
-        .map_err(ApiError::internal)?;
+    let content = artifact_bytes(state, &file.digest).await?;
     Ok((file, content))
+}
+
+/// The stored content of one digest; a digest the rows name but the object storage lacks is a
+/// server error that says so.
+async fn artifact_bytes(state: &AppState, digest: &str) -> ApiResult<Vec<u8>> {
+    state
+        .objects
+        .get(digest)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::internal(format!(
+                "artifact content {digest} is missing from {}",
+                state.objects.describe()
+            ))
+        })
 }
 
 async fn download_artifact(
@@ -1248,9 +1267,7 @@ async fn download_artifact_zip(
     }
     let mut contents = Vec::new();
     for file in &files {
-        let bytes = tokio::fs::read(state.artifacts_dir().join(&file.digest))
-            .await
-            .map_err(ApiError::internal)?;
+        let bytes = artifact_bytes(&state, &file.digest).await?;
         contents.push((file.file_path.clone(), bytes));
     }
     let archive = tokio::task::spawn_blocking(move || -> zip::result::ZipResult<Vec<u8>> {

@@ -16,6 +16,10 @@ pub struct LaunchOptions {
     pub data_dir: PathBuf,
     /// Which database: `sqlite` (in the data folder) or a database URL (see [`ServerConfig::database`]).
     pub database: String,
+    /// Where artifact contents live (see [`ServerConfig::objects`]); empty for the data folder.
+    pub objects: String,
+    /// The bucket's credentials (`objects_access_key_id`, `objects_secret_access_key`).
+    pub objects_credentials: Option<crate::objects::S3Credentials>,
     pub port: u16,
     pub seed_demo: bool,
     pub builtin_agent: bool,
@@ -39,7 +43,8 @@ pub struct LaunchOptions {
 }
 
 /// Reads a `lockgate server` config file: `key = value` lines (TOML-style strings, numbers and
-/// booleans; `#` comments). Keys: `data_dir`, `database`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`,
+/// booleans; `#` comments). Keys: `data_dir`, `database`, `objects` (with `objects_access_key_id` and
+/// `objects_secret_access_key`, both or neither), `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`,
 /// `sandbox`, `sandbox_hide` (absolute paths separated by commas); after a `[vm_images]` line,
 /// `"IMAGE" = "POOL"` lines (see [`crate::agents::VmImages`]).
 pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
@@ -48,6 +53,8 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
     let mut options = LaunchOptions {
         data_dir: PathBuf::from("lockgate-data"),
         database: "sqlite".into(),
+        objects: String::new(),
+        objects_credentials: None,
         port: 8080,
         seed_demo: false,
         builtin_agent: true,
@@ -104,6 +111,25 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                 );
                 options.database = value.to_string();
             }
+            "objects" => {
+                crate::objects::Objects::open(value, &options.data_dir)
+                    .map_err(|error| anyhow::anyhow!("{}: {error}", at()))?;
+                options.objects = value.to_string();
+            }
+            "objects_access_key_id" | "objects_secret_access_key" => {
+                anyhow::ensure!(!value.is_empty(), "{}: `{}` is empty", at(), key.trim());
+                let credentials = options.objects_credentials.get_or_insert_with(|| {
+                    crate::objects::S3Credentials {
+                        access_key_id: String::new(),
+                        secret_access_key: String::new(),
+                    }
+                });
+                if key.trim() == "objects_access_key_id" {
+                    credentials.access_key_id = value.to_string();
+                } else {
+                    credentials.secret_access_key = value.to_string();
+                }
+            }
             "port" => {
                 options.port = value
                     .parse()
@@ -158,10 +184,17 @@ pub fn read_config(path: &Path) -> anyhow::Result<LaunchOptions> {
                 options.limits.max_header_bytes = byte_count(value, "max_header_bytes", &at)?
             }
             other => anyhow::bail!(
-                "{}: unknown key `{other}` (known: data_dir, database, port, lease_seconds, builtin_agent, builtin_agents, sandbox, sandbox_hide, max_body_bytes, max_upload_bytes, max_header_bytes)",
+                "{}: unknown key `{other}` (known: data_dir, database, objects, objects_access_key_id, objects_secret_access_key, port, lease_seconds, builtin_agent, builtin_agents, sandbox, sandbox_hide, max_body_bytes, max_upload_bytes, max_header_bytes)",
                 at()
             ),
         }
+    }
+    if let Some(credentials) = &options.objects_credentials {
+        anyhow::ensure!(
+            !credentials.access_key_id.is_empty() && !credentials.secret_access_key.is_empty(),
+            "{}: `objects_access_key_id` and `objects_secret_access_key` go together",
+            path.display()
+        );
     }
     Ok(options)
 }
@@ -188,6 +221,8 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, options.port));
         let mut config = ServerConfig::new(options.data_dir.clone(), listen);
         config.database = options.database.clone();
+        config.objects = options.objects.clone();
+        config.objects_credentials = options.objects_credentials.clone();
         config.builtin_agent = options.builtin_agent;
         config.builtin_agents = options.builtin_agents;
         config.lease_seconds = options.lease_seconds;

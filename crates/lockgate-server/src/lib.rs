@@ -18,6 +18,9 @@ pub mod library;
 pub mod limits;
 pub mod live;
 pub mod locks;
+pub mod log_archive;
+pub mod migrate_store;
+pub mod objects;
 pub mod redeploy;
 pub(crate) mod resources;
 pub mod rest_check;
@@ -80,6 +83,11 @@ pub struct ServerConfig {
     /// Which database to use: `sqlite` (`lockgate.db` in the data folder, the default) or a
     /// `postgres://` URL (see `Store::open`).
     pub database: String,
+    /// Where artifact contents live: empty for `artifacts/` in the data folder, another folder or an
+    /// `s3://` bucket (see [`objects::Objects::open`]).
+    pub objects: String,
+    /// The bucket's credentials from the config file; `None` takes them from the environment.
+    pub objects_credentials: Option<objects::S3Credentials>,
     /// This server's name among several on one database (`LOCKGATE_SERVER_NAME`): its built-in
     /// agents are `built-in-<name>-<n>` instead of `built-in-<n>`, so that a starting server
     /// releases the jobs of its own agents only ([`runs::reconcile`]).
@@ -106,6 +114,8 @@ impl ServerConfig {
         ServerConfig {
             data_dir,
             database: "sqlite".into(),
+            objects: String::new(),
+            objects_credentials: None,
             name: None,
             listen,
             builtin_agent: true,
@@ -121,6 +131,8 @@ impl ServerConfig {
 /// What every handler shares.
 pub struct Shared {
     pub store: Store,
+    /// Artifact contents by digest (a folder or a bucket).
+    pub objects: objects::Objects,
     pub data_dir: PathBuf,
     /// The URL clients use to reach this server (clone URLs, links); set once bound.
     pub base_url: RwLock<String>,
@@ -166,8 +178,10 @@ impl AppState {
         lease_seconds: u32,
         limits: Limits,
     ) -> AppState {
+        let objects = objects::Objects::Folder(data_dir.join("artifacts"));
         AppState::build(
             store,
+            objects,
             data_dir,
             base_url,
             lease_seconds,
@@ -178,8 +192,10 @@ impl AppState {
     }
 
     /// A state whose secrets are sealed with `secrets` (the server key, see [`start`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn build(
         store: Store,
+        objects: objects::Objects,
         data_dir: PathBuf,
         base_url: String,
         lease_seconds: u32,
@@ -189,6 +205,7 @@ impl AppState {
     ) -> AppState {
         AppState(Arc::new(Shared {
             store,
+            objects,
             data_dir,
             base_url: RwLock::new(base_url),
             live: live::LiveLogs::default(),
@@ -306,6 +323,17 @@ pub async fn start(
     secret_box
         .prepare_store(&store, &secrets::key_source(&config.data_dir, key_env))
         .await?;
+    // A bad value or a bucket that does not answer stops the start here, before anything is served.
+    let objects = objects::Objects::open_with(
+        &config.objects,
+        &config.data_dir,
+        config.objects_credentials.as_ref(),
+    )
+    .map_err(|error| anyhow::anyhow!("--objects: {error}"))?;
+    objects
+        .check()
+        .await
+        .map_err(|error| anyhow::anyhow!("--objects: {error}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -313,6 +341,7 @@ pub async fn start(
     let url = format!("http://{addr}");
     let state = AppState::build(
         store,
+        objects,
         config.data_dir.clone(),
         url.clone(),
         config.lease_seconds,
@@ -341,6 +370,7 @@ pub async fn start(
         }
     });
     tokio::spawn(runs::reap_expired_leases(state.clone()));
+    tokio::spawn(log_archive::archive_logs(state.clone()));
 
     let stop_agent = Arc::new(AtomicBool::new(false));
     if config.builtin_agent {

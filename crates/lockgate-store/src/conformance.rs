@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             names_ignore_ascii_case_only_and_sort_by_their_bytes,
             a_server_releases_only_the_jobs_of_its_own_built_in_agents,
             expired_jobs_without_a_step_are_queued_again,
+            a_completed_jobs_log_chunks_are_archived_once,
         );
     };
     (@cases $fresh:path; $($case:ident),* $(,)?) => {
@@ -752,6 +753,100 @@ pub(crate) async fn log_chunks_number_their_lines_and_reset_clears_a_job(store: 
     assert_eq!(job.outputs, "{}");
     assert!(store.log_chunks(job.id).await.unwrap().is_empty());
     assert!(store.steps_of_run(run.id).await.unwrap().is_empty());
+}
+
+/// A completed job's chunks are replaced by one chunk naming an object, once: a second archiver that
+/// read the same chunks, one of a job that is running again, or one that read fewer chunks than
+/// there are changes nothing; lines appended later are numbered after the archived ones.
+pub(crate) async fn a_completed_jobs_log_chunks_are_archived_once(store: &dyn Storage) {
+    let (_, _, pipeline) = pipeline(store).await;
+    store
+        .create_run(&new_run(pipeline.id, "main"), &[new_job("a", "queued")])
+        .await
+        .unwrap();
+    let job = store
+        .lease_next_job("agent", "Linux", "l", now_millis() + 1000)
+        .await
+        .unwrap()
+        .unwrap();
+    store.append_log_chunk(job.id, 3, b"one").await.unwrap();
+    store.append_log_chunk(job.id, 2, b"two").await.unwrap();
+    assert!(
+        store
+            .jobs_with_logs_to_archive(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let archive = LogArchive {
+        job_id: job.id,
+        attempt: job.attempt,
+        through_sequence: 2,
+        chunk_count: 2,
+        line_count: 5,
+        object: format!("logs/job-{}", job.id),
+    };
+    assert!(
+        !store.archive_log_chunks(&archive).await.unwrap(),
+        "the job still runs"
+    );
+    store
+        .finish_leased_job(job.id, "l", "succeeded", "{}")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.jobs_with_logs_to_archive(10).await.unwrap(),
+        vec![job.id]
+    );
+    let fewer = LogArchive {
+        through_sequence: 1,
+        chunk_count: 2,
+        ..archive.clone()
+    };
+    assert!(!store.archive_log_chunks(&fewer).await.unwrap());
+    assert!(store.archive_log_chunks(&archive).await.unwrap());
+    assert!(
+        !store.archive_log_chunks(&archive).await.unwrap(),
+        "archived once"
+    );
+    let chunks = store.log_chunks(job.id).await.unwrap();
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    assert_eq!(
+        (
+            chunks[0].sequence,
+            chunks[0].first_line,
+            chunks[0].line_count
+        ),
+        (2, 1, 5)
+    );
+    assert_eq!(chunks[0].object.as_deref(), Some(archive.object.as_str()));
+    assert!(chunks[0].compressed.is_empty());
+    assert!(
+        store
+            .jobs_with_logs_to_archive(10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.log_chunks_after(job.id, 4).await.unwrap().len(), 1);
+    assert!(store.log_chunks_after(job.id, 5).await.unwrap().is_empty());
+    // A line added after the archive continues the numbering and waits for the next archive.
+    assert_eq!(store.append_log_chunk(job.id, 1, b"late").await.unwrap(), 6);
+    assert_eq!(
+        store.jobs_with_logs_to_archive(10).await.unwrap(),
+        vec![job.id]
+    );
+    let again = LogArchive {
+        attempt: job.attempt + 1,
+        through_sequence: 3,
+        chunk_count: 2,
+        line_count: 6,
+        ..archive.clone()
+    };
+    assert!(
+        !store.archive_log_chunks(&again).await.unwrap(),
+        "another attempt"
+    );
 }
 
 pub(crate) async fn artifacts_tests_and_agents_round_trip(store: &dyn Storage) {

@@ -5,6 +5,7 @@
 //! placeholders and hand-written row mapping, written once in `sql.rs` for both.
 
 mod locks;
+pub mod migrate;
 mod records;
 #[macro_use]
 mod sql;

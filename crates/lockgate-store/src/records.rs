@@ -180,7 +180,23 @@ pub struct LogChunk {
     pub sequence: i64,
     pub first_line: i64,
     pub line_count: i64,
+    /// Empty when `object` holds the lines instead.
     pub compressed: Vec<u8>,
+    /// The object-storage key of the lines of an archived log (this chunk then stands for the log's
+    /// first `line_count` lines, `first_line` 1).
+    pub object: Option<String>,
+}
+
+/// What [`crate::Storage::archive_log_chunks`] replaces: the chunks a caller read of one attempt of
+/// a completed job, now held by one object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogArchive {
+    pub job_id: i64,
+    pub attempt: i64,
+    pub through_sequence: i64,
+    pub chunk_count: i64,
+    pub line_count: i64,
+    pub object: String,
 }
 
 /// One file of a published artifact; the content lives in the data folder under its digest.

@@ -62,6 +62,7 @@ macro_rules! migrations {
             (16, "service connections", migrations!(@file $own, "0016_service_connections")),
             (17, "secure files", migrations!(@file $own, "0017_secure_files")),
             (18, "environment targets", migrations!(@file $own, "0018_environment_targets")),
+            (19, "log objects", migrations!(@file $same, "0019_log_objects")),
         ]
     };
     (@file $dir:literal, $name:literal) => {
@@ -130,7 +131,7 @@ macro_rules! sql_storage {
             use $crate::{
                 AccessToken, Agent, AgentInfo, AgentJob, Approval, ApprovalCheck, ApprovalDecision,
                 ArtifactFile, DeployedVersion, Deployment, Environment, EnvironmentCheck,
-                EnvironmentLock, Job, LockOutcome, LogChunk, NewAgentRegistration,
+                EnvironmentLock, Job, LockOutcome, LogArchive, LogChunk, NewAgentRegistration,
                 NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun,
                 Pipeline, PipelineVariable, Project, Repository, Run, RunFilter, Session,
                 StageStart, Step, Storage, StoreError, StoreFuture, StoreResult, TestResult, User,
@@ -1406,6 +1407,55 @@ macro_rules! sql_storage {
                     .fetch_all(&self.pool)
                     .await?;
                     rows.iter().map(LogChunk::from_row).collect()
+                })
+            }
+
+            fn jobs_with_logs_to_archive(&self, limit: i64) -> StoreFuture<'_, Vec<i64>> {
+                Box::pin(async move {
+                    let ids = sqlx::query_scalar(
+                        "SELECT id FROM jobs WHERE status = 'completed' AND id IN \
+                         (SELECT job_id FROM log_chunks WHERE object IS NULL) ORDER BY id LIMIT $1",
+                    )
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(ids)
+                })
+            }
+
+            fn archive_log_chunks<'a>(&'a self, archive: &'a LogArchive) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    if let Some(lock) = <Self as Dialect>::LOCK_JOB {
+                        sqlx::query(lock).bind(archive.job_id).execute(&mut *tx).await?;
+                    }
+                    // A write first: SQLite takes its write lock here, waiting for other writers.
+                    let removed = sqlx::query(
+                        "DELETE FROM log_chunks WHERE job_id = $1 AND sequence <= $2 AND EXISTS \
+                         (SELECT 1 FROM jobs WHERE id = $1 AND attempt = $3 AND status = 'completed')",
+                    )
+                    .bind(archive.job_id)
+                    .bind(archive.through_sequence)
+                    .bind(archive.attempt)
+                    .execute(&mut *tx)
+                    .await?;
+                    if removed.rows_affected() != archive.chunk_count as u64 {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                    sqlx::query(
+                        "INSERT INTO log_chunks (job_id, sequence, first_line, line_count, compressed, object) \
+                         VALUES ($1, $2, 1, $3, $4, $5)",
+                    )
+                    .bind(archive.job_id)
+                    .bind(archive.through_sequence)
+                    .bind(archive.line_count)
+                    .bind(Vec::<u8>::new())
+                    .bind(&archive.object)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(true)
                 })
             }
 
@@ -2728,6 +2778,7 @@ macro_rules! sql_storage {
                     first_line: row.try_get("first_line")?,
                     line_count: row.try_get("line_count")?,
                     compressed: row.try_get("compressed")?,
+                    object: row.try_get("object")?,
                 })
             }
         }

@@ -60,6 +60,39 @@ impl SqliteStore {
         migrator(migrations).run(&pool).await?;
         Ok(SqliteStore { pool })
     }
+
+    /// Opens an existing `lockgate.db` in `data_dir` read-only, as it is (no migration): what
+    /// `lockgate migrate-store` copies from, leaving it untouched.
+    pub async fn open_read_only(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = data_dir.join("lockgate.db");
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(open_error)?
+            .filename(&path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(open_error)?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes every connection (the last one writes the WAL back into `lockgate.db`).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The highest migration of this binary's SQLite schema.
+    pub fn latest_migration() -> i64 {
+        SQLITE_MIGRATIONS
+            .last()
+            .map_or(0, |(version, _, _)| *version)
+    }
 }
 
 impl Dialect for SqliteStore {

@@ -7,10 +7,10 @@ use std::pin::Pin;
 use crate::{
     AccessToken, Agent, AgentInfo, AgentJob, Approval, ApprovalCheck, ApprovalDecision,
     ArtifactFile, ConnectionUse, DeployedVersion, Deployment, Environment, EnvironmentCheck,
-    EnvironmentLock, Job, LockOutcome, LogChunk, NewAgentRegistration, NewApprovalCheck,
-    NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun, NewSecureFile, Pipeline,
-    PipelineVariable, Project, Repository, Run, RunFilter, SecureFile, ServiceConnection, Session,
-    StageStart, Step, StoreResult, TestResult, User, VariableGroup,
+    EnvironmentLock, Job, LockOutcome, LogArchive, LogChunk, NewAgentRegistration,
+    NewApprovalCheck, NewArtifactFile, NewDeployment, NewJob, NewLockRequest, NewRun,
+    NewSecureFile, Pipeline, PipelineVariable, Project, Repository, Run, RunFilter, SecureFile,
+    ServiceConnection, Session, StageStart, Step, StoreResult, TestResult, User, VariableGroup,
 };
 
 /// What every [`Storage`] method returns: a boxed future, so the trait can be used as
@@ -405,6 +405,17 @@ pub trait Storage: Send + Sync {
     /// A job's log chunks in order that hold lines after line `after` (the chunk holding line
     /// `after + 1` first, which may start earlier): what a live reader that has `after` lines lacks.
     fn log_chunks_after(&self, job_id: i64, after: i64) -> StoreFuture<'_, Vec<LogChunk>>;
+
+    /// Completed jobs with a log chunk still held in the database (its `object` empty), oldest job
+    /// first, at most `limit`: the logs to move to object storage.
+    fn jobs_with_logs_to_archive(&self, limit: i64) -> StoreFuture<'_, Vec<i64>>;
+
+    /// Replaces the first `archive.chunk_count` chunks of a completed job's log (sequences 1 to
+    /// `archive.through_sequence`, `archive.line_count` lines) by one chunk naming
+    /// `archive.object`, where the caller stored their lines; later chunks stay. Returns `false` and
+    /// changes nothing when the job is no longer completed at `archive.attempt` or those chunks are
+    /// no longer the ones the caller read (another server archived them first).
+    fn archive_log_chunks<'a>(&'a self, archive: &'a LogArchive) -> StoreFuture<'a, bool>;
 
     // ---- artifacts and test results ----
 

@@ -17,7 +17,10 @@ conformance_tests!(fresh);
 async fn opening_applies_migrations_in_wal_mode_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 16);
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        SqliteStore::latest_migration()
+    );
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&store.pool)
         .await
@@ -148,7 +151,10 @@ async fn the_upgrade_to_environments_keeps_the_deployments_job_rows_name() {
     drop(old);
 
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 16);
+    assert_eq!(
+        store.schema_version().await.unwrap(),
+        SqliteStore::latest_migration()
+    );
     let names: Vec<String> = store
         .list_environments(project.id)
         .await

@@ -60,6 +60,8 @@ enum Command {
     Up(server::UpArgs),
     /// Start a server from a config file, without the demo project.
     Server(server::ServerArgs),
+    /// Copy an embedded install (SQLite) into an empty PostgreSQL database, verified by counts and checksums.
+    MigrateStore(server::MigrateStoreArgs),
     /// Runs on a Lockgate server: list, show, logs, cancel, rerun.
     #[command(subcommand)]
     Runs(server::RunsCommand),
@@ -121,6 +123,7 @@ fn main() -> ExitCode {
         Command::Solution(cmd) => solution::exec(cmd),
         Command::Up(args) => server::up(args),
         Command::Server(args) => server::server(args),
+        Command::MigrateStore(args) => server::migrate_store(args),
         Command::Runs(cmd) => server::runs(cmd),
         Command::Pipelines(cmd) => server::pipelines(cmd),
         Command::Queue(args) => server::queue(args),

@@ -19,6 +19,11 @@ pub struct UpArgs {
     /// `$LOCKGATE_DATABASE` or `sqlite`.
     #[arg(long)]
     database: Option<String>,
+    /// Where artifact contents live: `folder` (`artifacts/` in the data folder), an absolute path, or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R` with credentials from `AWS_ACCESS_KEY_ID` /
+    /// `AWS_SECRET_ACCESS_KEY`; default `$LOCKGATE_OBJECTS` or `folder`.
+    #[arg(long)]
+    objects: Option<String>,
     /// Port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -56,14 +61,35 @@ fn positive_usize(text: &str) -> Result<usize, String> {
 
 #[derive(clap::Args)]
 pub struct ServerArgs {
-    /// Config file with `data_dir`, `database`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`, `sandbox`,
+    /// Config file with `data_dir`, `database`, `objects`, `port`, `lease_seconds`, `builtin_agent`, `builtin_agents`, `sandbox`,
     /// `sandbox_hide`, `max_body_bytes`, `max_upload_bytes` and `max_header_bytes` (`key = value` lines),
     /// and a `[vm_images]` table (`"windows-latest" = "win"`: the pool a `vmImage` goes to).
     #[arg(long)]
     config: PathBuf,
+    /// Database URL or `sqlite` (overrides `database` in the config file).
+    #[arg(long)]
+    database: Option<String>,
+    /// Artifact storage: `folder`, an absolute path or `s3://BUCKET[/PREFIX]?endpoint=URL` (overrides
+    /// `objects` in the config file; credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long)]
+    objects: Option<String>,
     /// Run jobs without the bubblewrap sandbox (overrides `sandbox = true`; docs/security.md).
     #[arg(long)]
     no_sandbox: bool,
+}
+
+#[derive(clap::Args)]
+pub struct MigrateStoreArgs {
+    /// The embedded install: `sqlite:DATA_DIR`, the data folder holding `lockgate.db` (stop its server first).
+    #[arg(long)]
+    from: String,
+    /// The new, empty PostgreSQL database: `postgres://user:password@host:port/database`.
+    #[arg(long)]
+    to: String,
+    /// Also copy the artifact contents of `DATA_DIR/artifacts` to this object storage (an absolute
+    /// path or `s3://BUCKET[/PREFIX]?endpoint=URL`, as for `lockgate server --objects`).
+    #[arg(long)]
+    objects: Option<String>,
 }
 
 /// Where the server is and who we are.
@@ -223,9 +249,17 @@ pub fn up(args: UpArgs) -> anyhow::Result<u8> {
         .database
         .or_else(|| std::env::var("LOCKGATE_DATABASE").ok())
         .unwrap_or_else(|| "sqlite".into());
+    let objects = args
+        .objects
+        .or_else(|| std::env::var("LOCKGATE_OBJECTS").ok())
+        .unwrap_or_default();
+    lockgate_server::objects::Objects::open(&objects, &data_dir)
+        .map_err(|e| UsageError(format!("--objects: {e}")))?;
     launch::run(LaunchOptions {
         data_dir,
         database,
+        objects,
+        objects_credentials: None,
         port: args.port,
         seed_demo: !args.no_demo,
         builtin_agent: true,
@@ -256,6 +290,14 @@ pub fn server(args: ServerArgs) -> anyhow::Result<u8> {
     options.tasks = crate::run::registry();
     if args.no_sandbox {
         options.sandbox = false;
+    }
+    if let Some(database) = args.database {
+        options.database = database;
+    }
+    if let Some(objects) = args.objects {
+        lockgate_server::objects::Objects::open(&objects, &options.data_dir)
+            .map_err(|e| UsageError(format!("--objects: {e}")))?;
+        options.objects = objects;
     }
     launch::run(options)?;
     Ok(EXIT_OK)
@@ -589,4 +631,20 @@ pub fn tasks(cmd: TasksCommand) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+pub fn migrate_store(args: MigrateStoreArgs) -> anyhow::Result<u8> {
+    use lockgate_server::migrate_store as migrate;
+    let data_dir = migrate::parse_from(&args.from).map_err(UsageError)?;
+    migrate::check_to(&args.to).map_err(UsageError)?;
+    if let Some(objects) = &args.objects {
+        lockgate_server::objects::Objects::open(objects, &data_dir)
+            .map_err(|e| UsageError(format!("--objects: {e}")))?;
+    }
+    migrate::run(migrate::MigrateOptions {
+        data_dir,
+        database: args.to,
+        objects: args.objects,
+    })?;
+    Ok(EXIT_OK)
 }
