@@ -30,13 +30,7 @@ use crate::resources::{self, ResourceKind, ResourcePath};
 pub fn routes() -> Router<AppState> {
     let mut router = Router::new();
     // The same checks on every kind of protected resource ([`crate::resources`]).
-    for kind in ResourceKind::ALL {
-        let base = match kind {
-            ResourceKind::Environment => {
-                "/api/v1/projects/{project}/environments/{environment}".to_string()
-            }
-            other => format!("/api/v1/projects/{{project}}/{}/{{name}}", other.segment()),
-        };
+    for base in resources::check_bases() {
         router = router
             .route(
                 &format!("{base}/checks/approval"),
@@ -229,7 +223,7 @@ fn automatic_checks(
 
 /// The automatic checks on the resources a stage uses (the environments it deploys to, and the
 /// library resources and agent pools its jobs use when a check is on one).
-fn environment_checks_of_stage<'c>(
+pub(crate) fn environment_checks_of_stage<'c>(
     checks: &'c [EnvironmentCheck],
     jobs: &[Job],
     stage: &str,

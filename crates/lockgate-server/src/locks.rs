@@ -31,13 +31,16 @@ use crate::error::{ApiError, ApiResult};
 pub(crate) const EXCLUSIVE_LOCK: &str = "exclusiveLock";
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/projects/{project}/environments/{environment}/checks/exclusive-lock",
+    let mut router = Router::new();
+    for base in crate::resources::check_bases() {
+        router = router.route(
+            &format!("{base}/checks/exclusive-lock"),
             get(get_lock_check)
                 .put(put_lock_check)
                 .delete(delete_lock_check),
-        )
+        );
+    }
+    router
         .route("/api/v1/runs/{id}/locks", get(list_locks))
         .route("/api/v1/runs/{id}/stages/{stage}/start", post(start_stage))
 }
@@ -55,8 +58,8 @@ pub(crate) fn lock_checks<'c>(
     for check in checks.iter().filter(|c| c.kind == EXCLUSIVE_LOCK) {
         let config = serde_json::from_str::<api::ExclusiveLock>(&check.config).map_err(|_| {
             format!(
-                "the exclusive lock of environment `{}` cannot be read",
-                check.environment
+                "the exclusive lock of {} cannot be read",
+                crate::resources::describe(&check.environment)
             )
         })?;
         out.push((*check, config));
@@ -89,15 +92,18 @@ pub(crate) fn lock_gate(
                     .filter(|r| !r.is_empty())
                     .unwrap_or_else(|| {
                         format!(
-                            "the exclusive lock of environment `{}` was given up",
-                            check.environment
+                            "the exclusive lock of {} was given up",
+                            crate::resources::describe(&check.environment)
                         )
                     });
                 return (Gate::Rejected, Some(reason));
             }
             _ => {
                 waiting.get_or_insert_with(|| {
-                    format!("the exclusive lock of environment `{}`", check.environment)
+                    format!(
+                        "the exclusive lock of {}",
+                        crate::resources::describe(&check.environment)
+                    )
                 });
             }
         }
@@ -119,19 +125,7 @@ pub(crate) async fn request_for_stage(
     attempt: i64,
 ) -> ApiResult<bool> {
     let automatic = state.store.environment_checks(run.project_id).await?;
-    let environments: Vec<&str> = jobs
-        .iter()
-        .filter(|j| j.stage_name == stage)
-        .filter_map(|j| j.environment.as_deref())
-        .collect();
-    let stage_checks: Vec<&EnvironmentCheck> = automatic
-        .iter()
-        .filter(|c| {
-            environments
-                .iter()
-                .any(|e| e.eq_ignore_ascii_case(&c.environment))
-        })
-        .collect();
+    let stage_checks = crate::approvals::environment_checks_of_stage(&automatic, jobs, stage);
     let Ok(needed) = lock_checks(&stage_checks) else {
         return Ok(false);
     };
@@ -202,8 +196,9 @@ pub(crate) async fn waiting_reason(
         )
         .await?;
     let mut text = format!(
-        "the exclusive lock of environment `{}` ({})",
-        lock.environment, lock.behavior
+        "the exclusive lock of {} ({})",
+        crate::resources::describe(&lock.environment),
+        lock.behavior
     );
     if let Some(holder) = outcome.holder {
         let holder_run = state.store.run_by_id(holder.run_id).await?;
@@ -340,17 +335,21 @@ async fn start_stage(
 async fn get_lock_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: crate::resources::ResourcePath,
 ) -> ApiResult<Json<api::ExclusiveLock>> {
+    let environment = resource.key();
+    let project = resource.project;
     crate::approvals::get_automatic(&state, &caller, &project, &environment, EXCLUSIVE_LOCK).await
 }
 
 async fn put_lock_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: crate::resources::ResourcePath,
     body: Result<Json<api::ExclusiveLock>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::ExclusiveLock>> {
+    let environment = resource.key();
+    let project = resource.project;
     let Json(body) = body
         .map_err(|e| ApiError::bad_request(format!("invalid exclusive lock: {}", e.body_text())))?;
     if !(1..=43_200).contains(&body.timeout_minutes) {
@@ -373,8 +372,10 @@ async fn put_lock_check(
 async fn delete_lock_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: crate::resources::ResourcePath,
 ) -> ApiResult<StatusCode> {
+    let environment = resource.key();
+    let project = resource.project;
     crate::approvals::delete_automatic(&state, &caller, &project, &environment, EXCLUSIVE_LOCK)
         .await
 }

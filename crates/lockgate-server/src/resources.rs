@@ -80,6 +80,20 @@ impl ResourceKind {
     }
 }
 
+/// The route prefixes of every kind's resources, under which their checks are
+/// (`{base}/checks/{kind}`); the environments' keep their `{environment}` parameter.
+pub(crate) fn check_bases() -> Vec<String> {
+    ResourceKind::ALL
+        .into_iter()
+        .map(|kind| match kind {
+            ResourceKind::Environment => {
+                "/api/v1/projects/{project}/environments/{environment}".to_string()
+            }
+            other => format!("/api/v1/projects/{{project}}/{}/{{name}}", other.segment()),
+        })
+        .collect()
+}
+
 /// The kind and name of a stored key.
 pub(crate) fn parse_key(key: &str) -> (ResourceKind, &str) {
     if let Some((kind, name)) = key.split_once(':')

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,10 +26,14 @@ use crate::error::{ApiError, ApiResult};
 pub(crate) const INVOKE_REST_API: &str = "invokeRestApi";
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/api/v1/projects/{project}/environments/{environment}/checks/rest-api",
-        get(get_check).put(put_check).delete(delete_check),
-    )
+    let mut router = Router::new();
+    for base in crate::resources::check_bases() {
+        router = router.route(
+            &format!("{base}/checks/rest-api"),
+            get(get_check).put(put_check).delete(delete_check),
+        );
+    }
+    router
 }
 
 /// How one check of one stage of one run stands.
@@ -60,8 +64,8 @@ fn now() -> i64 {
 fn config_of(check: &EnvironmentCheck) -> Result<api::RestApiCheck, String> {
     serde_json::from_str(&check.config).map_err(|_| {
         format!(
-            "the invoke REST API check of environment `{}` cannot be read",
-            check.environment
+            "the invoke REST API check of {} cannot be read",
+            crate::resources::describe(&check.environment)
         )
     })
 }
@@ -91,8 +95,8 @@ pub(crate) fn gate(
             }) => return RestGate::Refused(why.clone()),
             Some(entry) => {
                 return RestGate::Waiting(format!(
-                    "the invoke REST API check of environment `{}`: {} {} to pass{} (last answer: {})",
-                    check.environment,
+                    "the invoke REST API check of {}: {} {} to pass{} (last answer: {})",
+                    crate::resources::describe(&check.environment),
                     config.method,
                     config.url,
                     config
@@ -105,8 +109,10 @@ pub(crate) fn gate(
             }
             None => {
                 return RestGate::Waiting(format!(
-                    "the invoke REST API check of environment `{}`: {} {} (not called yet)",
-                    check.environment, config.method, config.url
+                    "the invoke REST API check of {}: {} {} (not called yet)",
+                    crate::resources::describe(&check.environment),
+                    config.method,
+                    config.url
                 ));
             }
         }
@@ -224,8 +230,10 @@ fn json_of(mut check: api::RestApiCheck) -> api::RestApiCheck {
 async fn get_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: crate::resources::ResourcePath,
 ) -> ApiResult<Json<api::RestApiCheck>> {
+    let environment = resource.key();
+    let project = resource.project;
     let Json(check) = crate::approvals::get_automatic::<api::RestApiCheck>(
         &state,
         &caller,
@@ -240,9 +248,11 @@ async fn get_check(
 async fn put_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: crate::resources::ResourcePath,
     body: Result<Json<api::RestApiCheck>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<api::RestApiCheck>> {
+    let environment = resource.key();
+    let project = resource.project;
     let Json(mut body) = body.map_err(|e| {
         ApiError::bad_request(format!("invalid invoke REST API check: {}", e.body_text()))
     })?;
@@ -296,8 +306,10 @@ async fn put_check(
 async fn delete_check(
     State(state): State<AppState>,
     caller: Caller,
-    Path((project, environment)): Path<(String, String)>,
+    resource: crate::resources::ResourcePath,
 ) -> ApiResult<StatusCode> {
+    let environment = resource.key();
+    let project = resource.project;
     crate::approvals::delete_automatic(&state, &caller, &project, &environment, INVOKE_REST_API)
         .await
 }

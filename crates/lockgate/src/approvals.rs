@@ -102,6 +102,9 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
+        /// The kind of resource the check is on (default: an environment).
+        #[arg(long = "on", value_enum, default_value_t = ResourceArg::Environment)]
+        on: ResourceArg,
         /// Minutes a stage waits for the lock before it fails.
         #[arg(long, default_value_t = 43_200)]
         timeout: i64,
@@ -113,6 +116,9 @@ pub enum ChecksCommand {
         #[arg(long)]
         project: String,
         environment: String,
+        /// The kind of resource the check is on (default: an environment).
+        #[arg(long = "on", value_enum, default_value_t = ResourceArg::Environment)]
+        on: ResourceArg,
         #[arg(long)]
         url: String,
         #[arg(long, default_value = "GET")]
@@ -282,6 +288,7 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             connection,
             project,
             environment,
+            on,
             timeout,
         } => {
             let body = api::ExclusiveLock {
@@ -300,13 +307,15 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 )
                 .map_err(client_error)?;
             println!(
-                "environment {environment}: one stage at a time deploys (waits up to {timeout} minutes)"
+                "{} {environment}: one stage at a time uses it (waits up to {timeout} minutes)",
+                on.label()
             );
         }
         ChecksCommand::RestApi {
             connection,
             project,
             environment,
+            on,
             url,
             method,
             success_criteria,
@@ -341,14 +350,13 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
             };
             let set: api::RestApiCheck = connection
                 .client()?
-                .put_json(
-                    &kind_path(&project, ResourceArg::Environment, &environment, "rest-api"),
-                    &body,
-                )
+                .put_json(&kind_path(&project, on, &environment, "rest-api"), &body)
                 .map_err(client_error)?;
             println!(
-                "environment {environment}: deployments wait for {} {} to pass",
-                set.method, set.url
+                "{} {environment}: stages that use it wait for {} {} to pass",
+                on.label(),
+                set.method,
+                set.url
             );
         }
         ChecksCommand::Remove {
@@ -365,13 +373,6 @@ pub fn checks(cmd: ChecksCommand) -> anyhow::Result<u8> {
                 "exclusive-lock",
                 "rest-api",
             ];
-            if on != ResourceArg::Environment && KINDS[3..].contains(&kind.as_str()) {
-                return Err(crate::UsageError(format!(
-                    "a {kind} check is only on environments, not on a {}",
-                    on.label()
-                ))
-                .into());
-            }
             if !KINDS.contains(&kind.as_str()) {
                 return Err(crate::UsageError(format!(
                     "--kind must be one of {}, not `{kind}`",

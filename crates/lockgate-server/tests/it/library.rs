@@ -671,3 +671,69 @@ fn reqwest_delete(server: &crate::end_to_end::Running, path: &str) -> u16 {
         .map(|_| 204)
         .unwrap_or_else(|e| e.status().unwrap_or(0))
 }
+
+/// An invoke-REST-API check on a variable group holds the stage that uses the group until the
+/// service answers healthy, and an exclusive lock can be put on a service connection too.
+#[test]
+fn a_rest_api_check_on_a_variable_group_holds_the_stage_until_the_service_is_healthy() {
+    let service = crate::agentless::test_service(&[(
+        "/ready",
+        &[
+            (503, "{\"status\":\"down\"}"),
+            (200, "{\"status\":\"ready\"}"),
+        ],
+    )]);
+    let server = start_server();
+    let (push_url, pipeline) = project_with_pipeline(&server);
+    let group_url = "/api/v1/projects/p/variable-groups/Shared";
+    let _: api::VariableGroup = server
+        .client
+        .put_json(
+            group_url,
+            &serde_json::json!({"variables": [{"name": "greeting", "value": "hello"}]}),
+        )
+        .unwrap();
+    let _: serde_json::Value = server
+        .client
+        .post_json(
+            &format!("{group_url}/pipelines/{pipeline}"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    let _: api::RestApiCheck = server
+        .client
+        .put_json(
+            &format!("{group_url}/checks/rest-api"),
+            &serde_json::json!({
+                "url": format!("{}/ready", service.url),
+                "successCriteria": "eq(root['status'], 'ready')",
+                "retryIntervalMinutes": 0.01
+            }),
+        )
+        .unwrap();
+    let error = server
+        .client
+        .put_json::<_, serde_json::Value>(
+            "/api/v1/projects/p/service-connections/nope/checks/exclusive-lock",
+            &serde_json::json!({"timeoutMinutes": 10}),
+        )
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404), "{error}");
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    commit_and_push(
+        work.path(),
+        &push_url,
+        &[(
+            "azure-pipelines.yml",
+            CHECKED.split("- stage: Ship").next().unwrap(),
+        )],
+        "main",
+    );
+    let run = wait_for_runs(&server, pipeline, "a run", |r| !r.is_empty())[0].id;
+    let done = crate::end_to_end::completed(&server, run);
+    assert_eq!(done.run.result.as_deref(), Some("succeeded"), "{done:?}");
+    assert!(run_logs(&server, run).contains("built with hello"));
+    let requests = service.requests.lock().unwrap().clone();
+    assert!(requests.len() >= 2, "down, then ready: {requests:?}");
+}

@@ -149,6 +149,8 @@ async fn the_openapi_document_lists_the_api() {
             "branch-control",
             "business-hours",
             "required-template",
+            "rest-api",
+            "exclusive-lock",
         ] {
             let path = format!("/api/v1/projects/{{project}}/{collection}/{{name}}/checks/{check}");
             assert!(doc["paths"][&path]["put"].is_object(), "{path}");

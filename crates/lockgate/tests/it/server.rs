@@ -540,6 +540,26 @@ fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
     );
     let lock = run_cli(&[
         "checks",
+        "exclusive-lock",
+        "build",
+        "--on",
+        "agent-pool",
+        "--project",
+        "demo",
+    ]);
+    assert_eq!(
+        lock.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&lock.stdout).contains("agent pool build: one stage at a time"),
+        "{}",
+        String::from_utf8_lossy(&lock.stdout)
+    );
+    let unlocked = run_cli(&[
+        "checks",
         "remove",
         "build",
         "--on",
@@ -549,11 +569,11 @@ fn approval_checks_hold_a_deployment_until_the_cli_approves_it() {
         "--kind",
         "exclusive-lock",
     ]);
-    assert_eq!(lock.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&lock.stderr).contains("only on environments"),
+    assert_eq!(
+        unlocked.status.code(),
+        Some(0),
         "{}",
-        String::from_utf8_lossy(&lock.stderr)
+        String::from_utf8_lossy(&unlocked.stderr)
     );
     let pool = run_cli(&[
         "checks",
