@@ -155,29 +155,19 @@ pub(crate) async fn problems(
     project_id: i64,
     plan: &lockgate_pipeline::Plan,
 ) -> ApiResult<Option<String>> {
-    let mut wanted: Vec<String> = Vec::new();
-    for job in plan.stages.iter().flat_map(|s| &s.jobs) {
-        for name in connections_of_job(job) {
-            if name.contains("$(") {
-                return Ok(Some(format!(
-                    "job `{}` names service connection `{name}` through a variable: service connections cannot be specified by variable",
-                    job.name
-                )));
-            }
-            if !wanted.iter().any(|w| w.eq_ignore_ascii_case(&name)) {
-                wanted.push(name);
-            }
-        }
-    }
+    let wanted = match crate::library::named_in_plan(plan, connections_of_job, |job, name| {
+        format!(
+            "job `{job}` names service connection `{name}` through a variable: service connections cannot be specified by variable"
+        )
+    }) {
+        Ok(wanted) => wanted,
+        Err(why) => return Ok(Some(why)),
+    };
     if wanted.is_empty() {
         return Ok(None);
     }
     let known = state.store.service_connections(project_id).await?;
-    let missing: Vec<String> = wanted
-        .into_iter()
-        .filter(|w| !known.iter().any(|k| k.name.eq_ignore_ascii_case(w)))
-        .map(|m| format!("`{m}`"))
-        .collect();
+    let missing = crate::library::missing_names(wanted, known.iter().map(|k| k.name.as_str()));
     Ok((!missing.is_empty()).then(|| {
         format!(
             "service connection {} does not exist in this project (create it in the library: `lockgate service-connections set NAME --kind ...`)",

@@ -263,6 +263,39 @@ pub(crate) async fn missing_groups(
     }))
 }
 
+/// The library resources the jobs of a plan name (`names_of`), once each ignoring case, or the
+/// reason `through_variable(job, name)` for the first one named through a variable.
+pub(crate) fn named_in_plan(
+    plan: &lockgate_pipeline::Plan,
+    names_of: impl Fn(&lockgate_pipeline::plan::Job) -> Vec<String>,
+    through_variable: impl Fn(&str, &str) -> String,
+) -> Result<Vec<String>, String> {
+    let mut wanted: Vec<String> = Vec::new();
+    for job in plan.stages.iter().flat_map(|s| &s.jobs) {
+        for name in names_of(job) {
+            if name.contains("$(") {
+                return Err(through_variable(&job.name, &name));
+            }
+            if !wanted.iter().any(|w| w.eq_ignore_ascii_case(&name)) {
+                wanted.push(name);
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// Those of `wanted` that are not among the `known` names (ignoring case), quoted.
+pub(crate) fn missing_names<'k>(
+    wanted: Vec<String>,
+    known: impl Iterator<Item = &'k str> + Clone,
+) -> Vec<String> {
+    wanted
+        .into_iter()
+        .filter(|w| !known.clone().any(|k| k.eq_ignore_ascii_case(w)))
+        .map(|m| format!("`{m}`"))
+        .collect()
+}
+
 /// The stages whose jobs use (`used`: stage and resource names) a library resource the pipeline
 /// is not authorized for (`authorized(name)`), with the reason `why(name)` for each (the first).
 pub(crate) fn unauthorized<'j>(

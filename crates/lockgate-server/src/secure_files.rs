@@ -85,29 +85,19 @@ pub(crate) async fn problems(
     project_id: i64,
     plan: &lockgate_pipeline::Plan,
 ) -> ApiResult<Option<String>> {
-    let mut wanted: Vec<String> = Vec::new();
-    for job in plan.stages.iter().flat_map(|s| &s.jobs) {
-        for name in secure_files_of_job(job) {
-            if name.contains("$(") {
-                return Ok(Some(format!(
-                    "job `{}` names secure file `{name}` through a variable: name the secure file itself",
-                    job.name
-                )));
-            }
-            if !wanted.iter().any(|w| w.eq_ignore_ascii_case(&name)) {
-                wanted.push(name);
-            }
-        }
-    }
+    let wanted = match crate::library::named_in_plan(plan, secure_files_of_job, |job, name| {
+        format!(
+            "job `{job}` names secure file `{name}` through a variable: name the secure file itself"
+        )
+    }) {
+        Ok(wanted) => wanted,
+        Err(why) => return Ok(Some(why)),
+    };
     if wanted.is_empty() {
         return Ok(None);
     }
     let known = state.store.secure_files(project_id).await?;
-    let missing: Vec<String> = wanted
-        .into_iter()
-        .filter(|w| !known.iter().any(|k| k.name.eq_ignore_ascii_case(w)))
-        .map(|m| format!("`{m}`"))
-        .collect();
+    let missing = crate::library::missing_names(wanted, known.iter().map(|k| k.name.as_str()));
     Ok((!missing.is_empty()).then(|| {
         format!(
             "secure file {} does not exist in this project (upload it to the library: `lockgate secure-files upload NAME FILE`)",
